@@ -1,0 +1,508 @@
+//! Splits a byte stream into JSON records, remembering where each one started.
+//!
+//! arrow-json parses bytes without telling where a value began, so a malformed record could
+//! only be reported as "somewhere in this batch". The framer finds record boundaries first
+//! (newlines for NDJSON, top-level elements for a JSON array) and hands each record over with
+//! its line and column, so every error can name the exact place. It copies only a record that
+//! straddles two chunks; everything else is passed on as a slice of the chunk.
+
+use super::DecodeError;
+
+/// The layout of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line.
+    Ndjson,
+    /// A single JSON array whose elements are the records.
+    JsonArray,
+}
+
+/// Where a record starts in the input, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: u64,
+    pub column: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ArrayState {
+    /// Before the opening `[`.
+    Open,
+    /// After `[`: an element or `]`.
+    First,
+    /// After `,`: an element must follow.
+    Next,
+    /// Inside an element.
+    Element {
+        depth: u32,
+        in_string: bool,
+        escaped: bool,
+    },
+    /// After an element: `,` or `]`.
+    After,
+    /// After the closing `]`: only whitespace may follow.
+    Closed,
+}
+
+/// Turns chunks of bytes into records. See the module docs.
+#[derive(Debug)]
+pub struct Framer {
+    format: Option<Format>,
+    max_record_bytes: usize,
+    /// Bytes of a record that started in an earlier chunk.
+    carry: Vec<u8>,
+    carry_start: Position,
+    /// Line of the next byte to scan, and the absolute offset where that line began.
+    line: u64,
+    line_start: u64,
+    offset: u64,
+    array: ArrayState,
+    /// Leading bytes seen before the format was known, for the "not JSON" message.
+    seen_prefix: Vec<u8>,
+}
+
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+impl Framer {
+    /// `format: None` detects NDJSON or a JSON array from the first non-blank byte.
+    pub fn new(format: Option<Format>, max_record_bytes: usize) -> Framer {
+        Framer {
+            format,
+            max_record_bytes,
+            carry: Vec::new(),
+            carry_start: Position { line: 1, column: 1 },
+            line: 1,
+            line_start: 0,
+            offset: 0,
+            array: ArrayState::Open,
+            seen_prefix: Vec::new(),
+        }
+    }
+
+    /// The detected or forced format, once known.
+    pub fn format(&self) -> Option<Format> {
+        self.format
+    }
+
+    /// Scans `chunk` and calls `emit` for every record completed in it.
+    ///
+    /// # Errors
+    /// Input that is not JSON, a broken array structure, a record longer than the limit, or
+    /// whatever `emit` returns.
+    pub fn push(
+        &mut self,
+        mut chunk: &[u8],
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        if self.offset == 0 && self.seen_prefix.is_empty() {
+            // A BOM is only ever at the very start; editors and Windows tools add one.
+            if let Some(rest) = chunk.strip_prefix(UTF8_BOM) {
+                chunk = rest;
+            }
+        }
+        if self.format.is_none() {
+            let Some(first) = chunk.iter().position(|b| !b.is_ascii_whitespace()) else {
+                self.scan_blank(chunk);
+                return Ok(());
+            };
+            self.format = Some(detect(&chunk[first..])?);
+        }
+        match self.format {
+            Some(Format::Ndjson) => self.push_lines(chunk, emit),
+            Some(Format::JsonArray) => self.push_array(chunk, emit),
+            None => unreachable!("format detected above"),
+        }
+    }
+
+    /// Emits the last record, and checks that the input ended where a record may end.
+    ///
+    /// # Errors
+    /// An unterminated JSON array, or whatever `emit` returns.
+    pub fn finish(
+        &mut self,
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        match self.format {
+            Some(Format::Ndjson) => {
+                if !self.carry.is_empty() {
+                    let record = std::mem::take(&mut self.carry);
+                    let trimmed = trim_line(&record);
+                    if !trimmed.is_empty() {
+                        emit(trimmed, self.carry_start)?;
+                    }
+                }
+                Ok(())
+            }
+            Some(Format::JsonArray) => match self.array {
+                ArrayState::Closed => Ok(()),
+                _ => Err(DecodeError::Structure {
+                    line: self.line,
+                    message: "the input ended before the JSON array was closed with ']'".into(),
+                }),
+            },
+            None => Ok(()),
+        }
+    }
+
+    fn position_at(&self, absolute: u64) -> Position {
+        Position {
+            line: self.line,
+            column: absolute - self.line_start + 1,
+        }
+    }
+
+    fn scan_blank(&mut self, chunk: &[u8]) {
+        for (i, &b) in chunk.iter().enumerate() {
+            if b == b'\n' {
+                self.line += 1;
+                self.line_start = self.offset + i as u64 + 1;
+            }
+        }
+        self.offset += chunk.len() as u64;
+    }
+
+    fn check_size(&self, len: usize, start: Position) -> Result<(), DecodeError> {
+        if len > self.max_record_bytes {
+            return Err(DecodeError::RecordTooLarge {
+                line: start.line,
+                limit: self.max_record_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn push_lines(
+        &mut self,
+        chunk: &[u8],
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', chunk) {
+            let line_start = Position {
+                line: self.line,
+                column: 1,
+            };
+            if self.carry.is_empty() {
+                let record = trim_line(&chunk[start..newline]);
+                if !record.is_empty() {
+                    self.check_size(record.len(), line_start)?;
+                    emit(record, line_start)?;
+                }
+            } else {
+                self.carry.extend_from_slice(&chunk[start..newline]);
+                let record = std::mem::take(&mut self.carry);
+                let trimmed = trim_line(&record);
+                if !trimmed.is_empty() {
+                    self.check_size(trimmed.len(), self.carry_start)?;
+                    emit(trimmed, self.carry_start)?;
+                }
+                self.carry = record;
+                self.carry.clear();
+            }
+            self.line += 1;
+            self.line_start = self.offset + newline as u64 + 1;
+            start = newline + 1;
+        }
+        let tail = &chunk[start..];
+        if !tail.is_empty() {
+            if self.carry.is_empty() {
+                self.carry_start = Position {
+                    line: self.line,
+                    column: 1,
+                };
+            }
+            self.carry.extend_from_slice(tail);
+            self.check_size(self.carry.len(), self.carry_start)?;
+        }
+        self.offset += chunk.len() as u64;
+        Ok(())
+    }
+
+    fn push_array(
+        &mut self,
+        chunk: &[u8],
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        // Start of the element being scanned within this chunk, if it started here.
+        // Where the current element began in this chunk; `None` while it began in an earlier
+        // one and its bytes so far are in `carry`.
+        let mut element_start: Option<usize> = None;
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            match &mut self.array {
+                ArrayState::Element {
+                    depth,
+                    in_string,
+                    escaped,
+                } => {
+                    if *in_string {
+                        if *escaped {
+                            *escaped = false;
+                        } else if b == b'\\' {
+                            *escaped = true;
+                        } else if b == b'"' {
+                            *in_string = false;
+                        }
+                        i += 1;
+                        continue;
+                    }
+                    let ends_before = match b {
+                        b'"' => {
+                            *in_string = true;
+                            false
+                        }
+                        b'{' | b'[' => {
+                            *depth += 1;
+                            false
+                        }
+                        b'}' | b']' if *depth > 0 => {
+                            *depth -= 1;
+                            if *depth == 0 {
+                                // The element ends with this byte.
+                                let end = i + 1;
+                                self.emit_element(chunk, element_start, end, emit)?;
+                                element_start = None;
+                                self.array = ArrayState::After;
+                            }
+                            false
+                        }
+                        // A scalar element ends at the next delimiter.
+                        b',' | b']' | b' ' | b'\t' | b'\r' | b'\n' if *depth == 0 => true,
+                        _ => false,
+                    };
+                    if ends_before {
+                        self.emit_element(chunk, element_start, i, emit)?;
+                        element_start = None;
+                        self.array = ArrayState::After;
+                        continue; // rescan the delimiter in the After state
+                    }
+                    if b == b'\n' {
+                        self.line += 1;
+                        self.line_start = self.offset + i as u64 + 1;
+                    }
+                    i += 1;
+                }
+                state => {
+                    if b == b'\n' {
+                        self.line += 1;
+                        self.line_start = self.offset + i as u64 + 1;
+                        i += 1;
+                        continue;
+                    }
+                    if b.is_ascii_whitespace() {
+                        i += 1;
+                        continue;
+                    }
+                    let unexpected = |what: &str| DecodeError::Structure {
+                        line: self.line,
+                        message: format!("expected {what}, found {:?}", char::from(b)),
+                    };
+                    match (*state, b) {
+                        (ArrayState::Open, b'[') => *state = ArrayState::First,
+                        (ArrayState::Open, _) => return Err(unexpected("'[' to open the array")),
+                        (ArrayState::First, b']') | (ArrayState::After, b']') => {
+                            *state = ArrayState::Closed
+                        }
+                        (ArrayState::After, b',') => *state = ArrayState::Next,
+                        (ArrayState::After, _) => {
+                            return Err(unexpected("',' or ']' after an array element"));
+                        }
+                        (ArrayState::Next, b']') => {
+                            return Err(unexpected("an element after ','"));
+                        }
+                        (ArrayState::First | ArrayState::Next, _) => {
+                            self.carry_start = self.position_at(self.offset + i as u64);
+                            self.carry.clear();
+                            element_start = Some(i);
+                            self.array = ArrayState::Element {
+                                depth: 0,
+                                in_string: false,
+                                escaped: false,
+                            };
+                            continue; // scan the first byte as part of the element
+                        }
+                        (ArrayState::Closed, _) => {
+                            return Err(DecodeError::Structure {
+                                line: self.line,
+                                message: "unexpected data after the end of the JSON array".into(),
+                            });
+                        }
+                        (ArrayState::Element { .. }, _) => unreachable!("handled above"),
+                    }
+                    i += 1;
+                }
+            }
+        }
+        if let ArrayState::Element { .. } = self.array {
+            let from = element_start.unwrap_or(0);
+            self.carry.extend_from_slice(&chunk[from..]);
+            self.check_size(self.carry.len(), self.carry_start)?;
+        }
+        self.offset += chunk.len() as u64;
+        Ok(())
+    }
+
+    fn emit_element(
+        &mut self,
+        chunk: &[u8],
+        start_in_chunk: Option<usize>,
+        end: usize,
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        match start_in_chunk {
+            Some(start) => {
+                self.check_size(end - start, self.carry_start)?;
+                emit(&chunk[start..end], self.carry_start)
+            }
+            None => {
+                self.carry.extend_from_slice(&chunk[..end]);
+                self.check_size(self.carry.len(), self.carry_start)?;
+                let record = std::mem::take(&mut self.carry);
+                let result = emit(&record, self.carry_start);
+                self.carry = record;
+                self.carry.clear();
+                result
+            }
+        }
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    line.trim_ascii()
+}
+
+fn detect(start: &[u8]) -> Result<Format, DecodeError> {
+    match start[0] {
+        b'[' => Ok(Format::JsonArray),
+        b'{' => Ok(Format::Ndjson),
+        b'<' => Err(DecodeError::NotJson {
+            looks_like: "HTML or XML",
+            start: preview(start),
+        }),
+        _ => Err(DecodeError::NotJson {
+            looks_like: "neither NDJSON nor a JSON array",
+            start: preview(start),
+        }),
+    }
+}
+
+/// The first bytes of the input, as text, for error messages.
+pub(crate) fn preview(bytes: &[u8]) -> String {
+    let end = bytes.len().min(120);
+    let text = String::from_utf8_lossy(&bytes[..end]);
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if bytes.len() > end {
+        format!("{}…", text.trim_end())
+    } else {
+        text.trim_end().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(format: Option<Format>, chunks: &[&[u8]]) -> Result<Vec<(String, u64, u64)>, String> {
+        let mut framer = Framer::new(format, 1 << 20);
+        let mut out = Vec::new();
+        let mut emit = |r: &[u8], p: Position| {
+            out.push((String::from_utf8_lossy(r).into_owned(), p.line, p.column));
+            Ok(())
+        };
+        for chunk in chunks {
+            framer.push(chunk, &mut emit).map_err(|e| e.to_string())?;
+        }
+        framer.finish(&mut emit).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    #[test]
+    fn ndjson_lines_across_chunks_with_blank_lines_and_crlf() {
+        let got = frame(None, &[b"\n{\"a\":1}\r\n\n{\"a\"", b":2}\n  \n{\"a\":3}"]).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("{\"a\":1}".into(), 2, 1),
+                ("{\"a\":2}".into(), 4, 1),
+                ("{\"a\":3}".into(), 6, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn array_elements_across_chunks_with_positions() {
+        let got = frame(
+            None,
+            &[
+                b"\xef\xbb\xbf [\n  {\"a\": \"x]}\\\"\"},",
+                b" {\"b\": [1, {}]}\n, 7 ,{\"c\"",
+                b":null}]\n",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("{\"a\": \"x]}\\\"\"}".into(), 2, 3),
+                ("{\"b\": [1, {}]}".into(), 2, 19),
+                ("7".into(), 3, 3),
+                ("{\"c\":null}".into(), 3, 6),
+            ]
+        );
+        assert_eq!(frame(None, &[b"[]"]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn broken_structure_is_reported_with_its_line() {
+        assert_eq!(
+            frame(None, &[b"[{\"a\":1}\n{\"a\":2}]"]).unwrap_err(),
+            "line 2: expected ',' or ']' after an array element, found '{'"
+        );
+        assert_eq!(
+            frame(None, &[b"[{\"a\":1},"]).unwrap_err(),
+            "line 1: the input ended before the JSON array was closed with ']'"
+        );
+        assert_eq!(
+            frame(None, &[b"[1] x"]).unwrap_err(),
+            "line 1: unexpected data after the end of the JSON array"
+        );
+        assert_eq!(
+            frame(None, &[b"[1,]"]).unwrap_err(),
+            "line 1: expected an element after ',', found ']'"
+        );
+    }
+
+    #[test]
+    fn html_is_not_json() {
+        assert_eq!(
+            frame(
+                None,
+                &[b"\n<!DOCTYPE html>\n<html><body>Sign in</body></html>"]
+            )
+            .unwrap_err(),
+            "the input is not JSON (it looks like HTML or XML): <!DOCTYPE html> <html><body>Sign in</body></html>"
+        );
+    }
+
+    #[test]
+    fn forced_ndjson_keeps_array_lines_as_records() {
+        let got = frame(Some(Format::Ndjson), &[b"[1]\n[2]\n"]).unwrap();
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn records_over_the_limit_fail() {
+        let mut framer = Framer::new(None, 8);
+        let err = framer
+            .push(b"{\"a\":1}\n{\"abcdef\":1}\n", &mut |_, _| Ok(()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 2: a record is longer than the limit of 8 bytes"
+        );
+    }
+}

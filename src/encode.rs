@@ -1,0 +1,683 @@
+//! Arrow record batches → PostgreSQL binary COPY bytes. Pure: no IO, no connection.
+//!
+//! Binary COPY is row-major (each tuple is a field count followed by length-prefixed values),
+//! while Arrow is column-major. Instead of walking rows and dispatching on each value's type,
+//! the encoder first sums every row's encoded length column by column, lays the rows out in
+//! one buffer, and then writes each column in a single typed loop that scatters values to
+//! their row's cursor. The only per-value branch left is the null check.
+//!
+//! See `postgres-copy-facts.md` in the project's reference notes for the send formats.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
+    TimestampMicrosecondType,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_buffer::NullBuffer;
+use bytes::{BufMut, BytesMut};
+
+use crate::schema::PgType;
+
+/// The 11-byte signature, flags and header-extension length that open every binary COPY stream.
+pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The field count -1 that ends the stream.
+pub const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+/// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01).
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+/// Days between the Unix epoch and PostgreSQL's epoch.
+const PG_EPOCH_OFFSET_DAYS: i32 = 10_957;
+
+/// A value the encoder cannot put into its column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("record {record}: column {column:?}: {reason}")]
+    Value {
+        record: u64,
+        column: String,
+        reason: String,
+    },
+    /// The batch does not have the layout the encoder was built for: a bug in the caller.
+    #[error("batch does not match the target columns: {0}")]
+    Layout(String),
+}
+
+/// Encodes batches for one fixed list of target column types.
+#[derive(Debug)]
+pub struct CopyEncoder {
+    types: Vec<PgType>,
+    names: Vec<String>,
+    /// Per-row write positions, reused across batches.
+    cursors: Vec<usize>,
+    /// numeric values are converted to their send format before layout, since their size
+    /// depends on the digits; one scratch per column, reused across batches.
+    numeric: Vec<NumericScratch>,
+}
+
+#[derive(Debug, Default)]
+struct NumericScratch {
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+}
+
+impl CopyEncoder {
+    /// `names` are used only in error messages; `types` fix each column's send format.
+    pub fn new(names: Vec<String>, types: Vec<PgType>) -> CopyEncoder {
+        let numeric = types.iter().map(|_| NumericScratch::default()).collect();
+        CopyEncoder {
+            types,
+            names,
+            cursors: Vec::new(),
+            numeric,
+        }
+    }
+
+    /// Appends the tuples of `batch` to `out`. `first_record` is the 1-based number of the
+    /// batch's first record in the whole load, for error messages.
+    ///
+    /// # Errors
+    /// A value the column cannot hold (a NUL character in text, an unrepresentable numeric),
+    /// or a batch whose columns do not match the encoder's types.
+    pub fn encode(
+        &mut self,
+        batch: &RecordBatch,
+        first_record: u64,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        if batch.num_columns() != self.types.len() {
+            return Err(EncodeError::Layout(format!(
+                "{} columns, expected {}",
+                batch.num_columns(),
+                self.types.len()
+            )));
+        }
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let field_count = i16::try_from(self.types.len())
+            .map_err(|_| EncodeError::Layout("more than 32767 columns".into()))?;
+
+        // Pass 1: every row's encoded length, one column at a time.
+        self.cursors.clear();
+        self.cursors.resize(rows, 2 + 4 * self.types.len());
+        for (col, (array, &pg_type)) in batch.columns().iter().zip(&self.types).enumerate() {
+            if array.data_type() != &pg_type.arrow_type() {
+                return Err(EncodeError::Layout(format!(
+                    "column {:?} is {}, expected {} for {pg_type}",
+                    self.names[col],
+                    array.data_type(),
+                    pg_type.arrow_type()
+                )));
+            }
+            add_lengths(array, pg_type, &mut self.cursors, &mut self.numeric[col]).map_err(
+                |(row, reason)| EncodeError::Value {
+                    record: first_record + row as u64,
+                    column: self.names[col].clone(),
+                    reason,
+                },
+            )?;
+        }
+
+        // Lay out rows: turn lengths into absolute start positions.
+        let mut pos = out.len();
+        for cursor in self.cursors.iter_mut() {
+            let len = *cursor;
+            *cursor = pos;
+            pos += len;
+        }
+        out.resize(pos, 0);
+        let buf = &mut out[..];
+        for cursor in self.cursors.iter_mut() {
+            buf[*cursor..*cursor + 2].copy_from_slice(&field_count.to_be_bytes());
+            *cursor += 2;
+        }
+
+        // Pass 2: write each column with one typed loop.
+        for ((array, &pg_type), numeric) in
+            batch.columns().iter().zip(&self.types).zip(&self.numeric)
+        {
+            write_column(array, pg_type, buf, &mut self.cursors, numeric);
+        }
+        Ok(())
+    }
+}
+
+fn fixed_width(pg_type: PgType) -> Option<usize> {
+    Some(match pg_type {
+        PgType::Bool => 1,
+        PgType::Int2 => 2,
+        PgType::Int4 | PgType::Float4 | PgType::Date => 4,
+        PgType::Int8 | PgType::Float8 | PgType::Timestamp | PgType::Timestamptz | PgType::Time => 8,
+        PgType::Uuid => 16,
+        _ => return None,
+    })
+}
+
+/// Adds each row's value length to `lens`. Errors carry the failing row index and reason.
+fn add_lengths(
+    array: &ArrayRef,
+    pg_type: PgType,
+    lens: &mut [usize],
+    numeric: &mut NumericScratch,
+) -> Result<(), (usize, String)> {
+    let nulls = array.logical_nulls();
+    if let Some(width) = fixed_width(pg_type) {
+        match &nulls {
+            None => lens.iter_mut().for_each(|l| *l += width),
+            Some(n) => {
+                for (l, valid) in lens.iter_mut().zip(n.iter()) {
+                    *l += if valid { width } else { 0 };
+                }
+            }
+        }
+        return Ok(());
+    }
+    match pg_type {
+        PgType::Text | PgType::Json | PgType::Jsonb => {
+            let strings = array.as_string::<i32>();
+            let offsets = strings.value_offsets();
+            let values = strings.value_data();
+            let start = offsets[0] as usize;
+            let end = offsets[offsets.len() - 1] as usize;
+            if let Some(at) = memchr::memchr(0, &values[start..end]) {
+                let at = (start + at) as i32;
+                let row = offsets.partition_point(|&o| o <= at) - 1;
+                return Err((
+                    row,
+                    "text contains a NUL character (\\u0000), which PostgreSQL cannot store".into(),
+                ));
+            }
+            let extra = usize::from(pg_type == PgType::Jsonb);
+            add_var_lengths(offsets, nulls.as_ref(), extra, lens);
+        }
+        PgType::Bytea => {
+            let binary = array.as_binary::<i32>();
+            add_var_lengths(binary.value_offsets(), nulls.as_ref(), 0, lens);
+        }
+        PgType::Numeric => {
+            let strings = array.as_string::<i32>();
+            numeric.bytes.clear();
+            numeric.offsets.clear();
+            numeric.offsets.push(0);
+            for (row, value) in strings.iter().enumerate() {
+                if let Some(text) = value {
+                    encode_numeric(text, &mut numeric.bytes).map_err(|reason| (row, reason))?;
+                    lens[row] += numeric.bytes.len() - numeric.offsets[numeric.offsets.len() - 1];
+                }
+                numeric.offsets.push(numeric.bytes.len());
+            }
+        }
+        _ => unreachable!("fixed-width types handled above"),
+    }
+    Ok(())
+}
+
+fn add_var_lengths(offsets: &[i32], nulls: Option<&NullBuffer>, extra: usize, lens: &mut [usize]) {
+    let sizes = offsets.windows(2).map(|w| (w[1] - w[0]) as usize + extra);
+    match nulls {
+        None => lens.iter_mut().zip(sizes).for_each(|(l, s)| *l += s),
+        Some(n) => {
+            for ((l, s), valid) in lens.iter_mut().zip(sizes).zip(n.iter()) {
+                *l += if valid { s } else { 0 };
+            }
+        }
+    }
+}
+
+const NULL_LENGTH: [u8; 4] = (-1i32).to_be_bytes();
+
+/// Writes a fixed-width column: `value(row)` yields the send-format bytes of a non-null row.
+#[inline(always)]
+fn write_fixed<const W: usize>(
+    buf: &mut [u8],
+    cursors: &mut [usize],
+    nulls: Option<&NullBuffer>,
+    value: impl Fn(usize) -> [u8; W],
+) {
+    let len = (W as i32).to_be_bytes();
+    for (row, cursor) in cursors.iter_mut().enumerate() {
+        let at = *cursor;
+        if nulls.is_some_and(|n| n.is_null(row)) {
+            buf[at..at + 4].copy_from_slice(&NULL_LENGTH);
+            *cursor = at + 4;
+        } else {
+            buf[at..at + 4].copy_from_slice(&len);
+            buf[at + 4..at + 4 + W].copy_from_slice(&value(row));
+            *cursor = at + 4 + W;
+        }
+    }
+}
+
+/// Writes a variable-width column from Arrow-style offsets into `values`, with an optional
+/// one-byte prefix (jsonb's format version).
+fn write_var<O: Copy + TryInto<usize>>(
+    buf: &mut [u8],
+    cursors: &mut [usize],
+    nulls: Option<&NullBuffer>,
+    offsets: &[O],
+    values: &[u8],
+    prefix: Option<u8>,
+) {
+    // Offsets are non-negative by Arrow's invariants, so the conversion never fails.
+    let index = |o: O| o.try_into().unwrap_or(0);
+    let extra = usize::from(prefix.is_some());
+    for (row, cursor) in cursors.iter_mut().enumerate() {
+        let mut at = *cursor;
+        if nulls.is_some_and(|n| n.is_null(row)) {
+            buf[at..at + 4].copy_from_slice(&NULL_LENGTH);
+            *cursor = at + 4;
+            continue;
+        }
+        let value = &values[index(offsets[row])..index(offsets[row + 1])];
+        buf[at..at + 4].copy_from_slice(&((value.len() + extra) as i32).to_be_bytes());
+        at += 4;
+        if let Some(p) = prefix {
+            buf[at] = p;
+            at += 1;
+        }
+        buf[at..at + value.len()].copy_from_slice(value);
+        *cursor = at + value.len();
+    }
+}
+
+fn write_column(
+    array: &ArrayRef,
+    pg_type: PgType,
+    buf: &mut [u8],
+    cursors: &mut [usize],
+    numeric: &NumericScratch,
+) {
+    let nulls = array.logical_nulls();
+    let nulls = nulls.as_ref();
+    match pg_type {
+        PgType::Bool => {
+            let a = array.as_boolean();
+            write_fixed::<1>(buf, cursors, nulls, |i| [u8::from(a.value(i))]);
+        }
+        PgType::Int2 => {
+            let v = array.as_primitive::<Int16Type>().values();
+            write_fixed(buf, cursors, nulls, |i| v[i].to_be_bytes());
+        }
+        PgType::Int4 => {
+            let v = array.as_primitive::<Int32Type>().values();
+            write_fixed(buf, cursors, nulls, |i| v[i].to_be_bytes());
+        }
+        PgType::Int8 => {
+            let v = array.as_primitive::<Int64Type>().values();
+            write_fixed(buf, cursors, nulls, |i| v[i].to_be_bytes());
+        }
+        PgType::Float4 => {
+            let v = array.as_primitive::<Float32Type>().values();
+            write_fixed(buf, cursors, nulls, |i| v[i].to_be_bytes());
+        }
+        PgType::Float8 => {
+            let v = array.as_primitive::<Float64Type>().values();
+            write_fixed(buf, cursors, nulls, |i| v[i].to_be_bytes());
+        }
+        PgType::Timestamp | PgType::Timestamptz => {
+            let v = array.as_primitive::<TimestampMicrosecondType>().values();
+            write_fixed(buf, cursors, nulls, |i| {
+                pg_timestamp_from_unix_micros(v[i]).to_be_bytes()
+            });
+        }
+        PgType::Date => {
+            let v = array.as_primitive::<Date32Type>().values();
+            write_fixed(buf, cursors, nulls, |i| {
+                pg_date_from_unix_days(v[i]).to_be_bytes()
+            });
+        }
+        PgType::Time => {
+            let v = array.as_primitive::<Time64MicrosecondType>().values();
+            write_fixed(buf, cursors, nulls, |i| v[i].to_be_bytes());
+        }
+        PgType::Uuid => {
+            let a = array.as_fixed_size_binary();
+            write_fixed::<16>(buf, cursors, nulls, |i| {
+                a.value(i).try_into().unwrap_or([0; 16])
+            });
+        }
+        PgType::Text | PgType::Json | PgType::Jsonb => {
+            let a = array.as_string::<i32>();
+            let prefix = (pg_type == PgType::Jsonb).then_some(1u8);
+            write_var(
+                buf,
+                cursors,
+                nulls,
+                a.value_offsets(),
+                a.value_data(),
+                prefix,
+            );
+        }
+        PgType::Bytea => {
+            let a = array.as_binary::<i32>();
+            write_var(buf, cursors, nulls, a.value_offsets(), a.value_data(), None);
+        }
+        PgType::Numeric => {
+            write_var(buf, cursors, nulls, &numeric.offsets, &numeric.bytes, None);
+        }
+    }
+}
+
+/// PostgreSQL's ±infinity are the extreme int64 values; they must not be shifted.
+fn pg_timestamp_from_unix_micros(micros: i64) -> i64 {
+    match micros {
+        i64::MAX | i64::MIN => micros,
+        _ => micros - PG_EPOCH_OFFSET_MICROS,
+    }
+}
+
+fn pg_date_from_unix_days(days: i32) -> i32 {
+    match days {
+        i32::MAX | i32::MIN => days,
+        _ => days - PG_EPOCH_OFFSET_DAYS,
+    }
+}
+
+const NUMERIC_POS: u16 = 0x0000;
+const NUMERIC_NEG: u16 = 0x4000;
+const NUMERIC_NAN: u16 = 0xC000;
+const NUMERIC_PINF: u16 = 0xD000;
+const NUMERIC_NINF: u16 = 0xF000;
+const NUMERIC_MAX_DSCALE: usize = 0x3FFF;
+
+/// Appends the binary send format of the decimal `text` (`-12.340`, `1e-3`, `NaN`,
+/// `Infinity`) to `out`: ndigits, weight, sign, dscale, then base-10000 digits.
+///
+/// # Errors
+/// Text that is not a decimal number, or one outside numeric's range.
+pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let header = |out: &mut Vec<u8>, ndigits: u16, weight: i16, sign: u16, dscale: u16| {
+        out.put_u16(ndigits);
+        out.put_i16(weight);
+        out.put_u16(sign);
+        out.put_u16(dscale);
+    };
+    let special = match text.to_ascii_lowercase().as_str() {
+        "nan" => Some(NUMERIC_NAN),
+        "infinity" | "+infinity" | "inf" => Some(NUMERIC_PINF),
+        "-infinity" | "-inf" => Some(NUMERIC_NINF),
+        _ => None,
+    };
+    if let Some(sign) = special {
+        header(out, 0, 0, sign, 0);
+        return Ok(());
+    }
+    let invalid = || format!("{text:?} is not a valid numeric");
+    let bytes = text.as_bytes();
+    let (negative, mut rest) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let int_len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let int_digits = &rest[..int_len];
+    rest = &rest[int_len..];
+    let mut frac_digits: &[u8] = &[];
+    if let Some(after_point) = rest.strip_prefix(b".") {
+        let frac_len = after_point
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        frac_digits = &after_point[..frac_len];
+        rest = &after_point[frac_len..];
+    }
+    if int_digits.is_empty() && frac_digits.is_empty() {
+        return Err(invalid());
+    }
+    let mut exponent: i64 = 0;
+    if let Some(e) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
+        let e = std::str::from_utf8(e).map_err(|_| invalid())?;
+        exponent = e.parse::<i64>().map_err(|_| invalid())?;
+        if exponent.abs() > 100_000 {
+            return Err(format!("{text:?} is out of range for numeric"));
+        }
+        rest = &[];
+    }
+    if !rest.is_empty() {
+        return Err(invalid());
+    }
+
+    // value = 0.DIGITS × 10^point, where DIGITS = int ++ frac.
+    let point = int_digits.len() as i64 + exponent;
+    let dscale = (frac_digits.len() as i64 - exponent).max(0) as usize;
+    if dscale > NUMERIC_MAX_DSCALE {
+        return Err(format!(
+            "{text:?} has more decimal places than numeric allows"
+        ));
+    }
+    // Pad on the left so the decimal point falls on a base-10000 group boundary.
+    let lead = (4 - point.rem_euclid(4)) % 4;
+    let digits = || {
+        std::iter::repeat_n(0u8, lead as usize)
+            .chain(int_digits.iter().chain(frac_digits).map(|d| d - b'0'))
+    };
+    let total = lead as usize + int_digits.len() + frac_digits.len();
+    let mut groups: Vec<i16> = Vec::with_capacity(total.div_ceil(4));
+    let mut acc = 0i16;
+    for (i, d) in digits().enumerate() {
+        acc = acc * 10 + i16::from(d);
+        if i % 4 == 3 {
+            groups.push(acc);
+            acc = 0;
+        }
+    }
+    if total % 4 != 0 {
+        for _ in total % 4..4 {
+            acc *= 10;
+        }
+        groups.push(acc);
+    }
+    let mut weight = (point + lead) / 4 - 1;
+    let first = groups.iter().position(|&g| g != 0);
+    let Some(first) = first else {
+        header(out, 0, 0, NUMERIC_POS, dscale as u16);
+        return Ok(());
+    };
+    weight -= first as i64;
+    let last = groups.iter().rposition(|&g| g != 0).unwrap_or(first);
+    let groups = &groups[first..=last];
+    let weight =
+        i16::try_from(weight).map_err(|_| format!("{text:?} is out of range for numeric"))?;
+    let sign = if negative { NUMERIC_NEG } else { NUMERIC_POS };
+    header(out, groups.len() as u16, weight, sign, dscale as u16);
+    for g in groups {
+        out.put_i16(*g);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow_array::{
+        BinaryArray, BooleanArray, Date32Array, FixedSizeBinaryArray, Float64Array, Int16Array,
+        Int32Array, Int64Array, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
+    };
+
+    fn numeric(text: &str) -> (u16, i16, u16, u16, Vec<i16>) {
+        let mut out = Vec::new();
+        encode_numeric(text, &mut out).unwrap();
+        let word = |i: usize| u16::from_be_bytes([out[2 * i], out[2 * i + 1]]);
+        let n = word(0);
+        let digits = (0..n as usize).map(|i| word(4 + i) as i16).collect();
+        (n, word(1) as i16, word(2), word(3), digits)
+    }
+
+    #[test]
+    fn numeric_matches_postgres_send_format() {
+        // Expected values are what `SELECT numeric_send('…')` returns on PostgreSQL 15.
+        assert_eq!(numeric("0"), (0, 0, 0, 0, vec![]));
+        assert_eq!(numeric("0.00"), (0, 0, 0, 2, vec![]));
+        assert_eq!(numeric("12345.678"), (3, 1, 0, 3, vec![1, 2345, 6780]));
+        assert_eq!(numeric("-1.5"), (2, 0, 0x4000, 1, vec![1, 5000]));
+        assert_eq!(numeric("0.0001"), (1, -1, 0, 4, vec![1]));
+        assert_eq!(numeric("1e3"), (1, 0, 0, 0, vec![1000]));
+        assert_eq!(numeric("1.5e-3"), (1, -1, 0, 4, vec![15]));
+        assert_eq!(numeric("10000"), (1, 1, 0, 0, vec![1]));
+        assert_eq!(
+            numeric("123456789012345678901234567890"),
+            (
+                8,
+                7,
+                0,
+                0,
+                vec![12, 3456, 7890, 1234, 5678, 9012, 3456, 7890]
+            )
+        );
+        assert_eq!(numeric("NaN"), (0, 0, 0xC000, 0, vec![]));
+        assert_eq!(numeric("-Infinity"), (0, 0, 0xF000, 0, vec![]));
+        for bad in ["", "-", ".", "1.2.3", "1e", "abc", "1 ", "0x10"] {
+            assert!(encode_numeric(bad, &mut Vec::new()).is_err(), "{bad:?}");
+        }
+    }
+
+    fn encode_one(types: Vec<PgType>, columns: Vec<ArrayRef>) -> Result<Vec<u8>, EncodeError> {
+        let names = (0..types.len()).map(|i| format!("c{i}")).collect();
+        let batch = RecordBatch::try_from_iter(
+            columns
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| (format!("c{i}"), a)),
+        )
+        .unwrap();
+        let mut out = BytesMut::new();
+        CopyEncoder::new(names, types).encode(&batch, 1, &mut out)?;
+        Ok(out.to_vec())
+    }
+
+    #[test]
+    fn snapshot_of_every_fixed_width_type() {
+        let bytes = encode_one(
+            vec![
+                PgType::Bool,
+                PgType::Int2,
+                PgType::Int4,
+                PgType::Int8,
+                PgType::Float8,
+                PgType::Date,
+                PgType::Timestamptz,
+                PgType::Time,
+                PgType::Uuid,
+            ],
+            vec![
+                Arc::new(BooleanArray::from(vec![Some(true), None])),
+                Arc::new(Int16Array::from(vec![Some(-2), None])),
+                Arc::new(Int32Array::from(vec![Some(7), None])),
+                Arc::new(Int64Array::from(vec![Some(9_007_199_254_740_993), None])),
+                Arc::new(Float64Array::from(vec![Some(1.5), None])),
+                Arc::new(Date32Array::from(vec![Some(10_958), None])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![Some(946_684_800_000_001), None])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Time64MicrosecondArray::from(vec![
+                    Some(3_600_000_000),
+                    None,
+                ])),
+                Arc::new(
+                    FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                        vec![Some([0xabu8; 16]), None].into_iter(),
+                        16,
+                    )
+                    .unwrap(),
+                ),
+            ],
+        )
+        .unwrap();
+        let mut expected: Vec<u8> = vec![0, 9];
+        expected.extend([0, 0, 0, 1, 1]);
+        expected.extend([0, 0, 0, 2, 0xff, 0xfe]);
+        expected.extend([0, 0, 0, 4, 0, 0, 0, 7]);
+        expected.extend([0, 0, 0, 8, 0, 0x20, 0, 0, 0, 0, 0, 1]);
+        expected.extend([0, 0, 0, 8, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]);
+        expected.extend([0, 0, 0, 4, 0, 0, 0, 1]);
+        expected.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1]);
+        expected.extend([0, 0, 0, 8, 0, 0, 0, 0, 0xd6, 0x93, 0xa4, 0]);
+        expected.extend([0, 0, 0, 16]);
+        expected.extend([0xab; 16]);
+        expected.extend([0, 9]);
+        for _ in 0..9 {
+            expected.extend([0xff, 0xff, 0xff, 0xff]);
+        }
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn snapshot_of_variable_width_types() {
+        let bytes = encode_one(
+            vec![PgType::Text, PgType::Jsonb, PgType::Bytea, PgType::Numeric],
+            vec![
+                Arc::new(StringArray::from(vec![Some("é\\N"), Some("")])),
+                Arc::new(StringArray::from(vec![Some("{}"), None])),
+                Arc::new(BinaryArray::from(vec![Some(&b"\x00\x01"[..]), None])),
+                Arc::new(StringArray::from(vec![Some("-1.5"), None])),
+            ],
+        )
+        .unwrap();
+        let mut expected: Vec<u8> = vec![0, 4];
+        expected.extend([0, 0, 0, 4, 0xc3, 0xa9, b'\\', b'N']);
+        expected.extend([0, 0, 0, 3, 1, b'{', b'}']);
+        expected.extend([0, 0, 0, 2, 0, 1]);
+        expected.extend([0, 0, 0, 12, 0, 2, 0, 0, 0x40, 0, 0, 1, 0, 1, 0x13, 0x88]);
+        expected.extend([0, 4]);
+        expected.extend([0, 0, 0, 0]);
+        for _ in 0..3 {
+            expected.extend([0xff, 0xff, 0xff, 0xff]);
+        }
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn two_numeric_columns_encode_independently() {
+        let bytes = encode_one(
+            vec![PgType::Numeric, PgType::Numeric],
+            vec![
+                Arc::new(StringArray::from(vec!["1", "2"])),
+                Arc::new(StringArray::from(vec!["10000", "3"])),
+            ],
+        )
+        .unwrap();
+        let row = |a: i16, b_weight: i16, b: i16| {
+            let mut r = vec![0u8, 2, 0, 0, 0, 10, 0, 1, 0, 0, 0, 0, 0, 0];
+            r.extend(a.to_be_bytes());
+            r.extend([0, 0, 0, 10, 0, 1]);
+            r.extend(b_weight.to_be_bytes());
+            r.extend([0, 0, 0, 0]);
+            r.extend(b.to_be_bytes());
+            r
+        };
+        let mut expected = row(1, 1, 1);
+        expected.extend(row(2, 0, 3));
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn nul_in_text_names_the_record() {
+        let err = encode_one(
+            vec![PgType::Text],
+            vec![Arc::new(StringArray::from(vec!["ok", "ok", "a\0b"]))],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record 3: column \"c0\": text contains a NUL character (\\u0000), which PostgreSQL cannot store"
+        );
+    }
+
+    #[test]
+    fn sliced_batches_encode_their_own_rows() {
+        let array: ArrayRef = Arc::new(StringArray::from(vec!["skip", "keep"]));
+        let batch = RecordBatch::try_from_iter([("c0", array)])
+            .unwrap()
+            .slice(1, 1);
+        let mut out = BytesMut::new();
+        CopyEncoder::new(vec!["c0".into()], vec![PgType::Text])
+            .encode(&batch, 1, &mut out)
+            .unwrap();
+        assert_eq!(&out[..], &[0, 1, 0, 0, 0, 4, b'k', b'e', b'e', b'p']);
+    }
+}

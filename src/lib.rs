@@ -1,0 +1,17 @@
+//! ApiTap: JSON from HTTP APIs, files or stdin into PostgreSQL through binary COPY.
+//!
+//! A load is a one-way pipeline of stages joined by bounded channels, so memory stays flat
+//! however large the input and every stage runs while the others do:
+//!
+//! ```text
+//! source ──bytes──▶ decode ──RecordBatch──▶ encode ──COPY bytes──▶ sink
+//! (HTTP, file,      (framing, arrow-json,    (Arrow → binary       (tokio-postgres,
+//!  stdin, gzip)      typed per column)         COPY, no IO)          one transaction)
+//! ```
+//!
+//! [`schema`] holds the target table's shape, which every stage shares; [`pipeline`] wires
+//! the stages; [`cli`] is the command line on top.
+
+pub mod decode;
+pub mod encode;
+pub mod schema;
