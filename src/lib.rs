@@ -12,6 +12,13 @@
 //! [`schema`] holds the target table's shape, which every stage shares; [`pipeline`] wires
 //! the stages; [`cli`] is the command line on top.
 
+pub mod cli;
 pub mod decode;
+pub mod demo;
 pub mod encode;
+pub mod pipeline;
+pub mod progress;
 pub mod schema;
+pub mod sink;
+pub mod source;
+pub mod tls;

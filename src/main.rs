@@ -1,1 +1,34 @@
-fn main() {}
+//! The `apitap` binary: parses the command line and hands over to [`apitap::cli::run`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use apitap::cli::{Cli, Outcome, init_logging, run};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("apitap: error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(run(cli));
+    // Stages still draining after a failure or Ctrl-C hold nothing worth waiting for: the
+    // transaction is already rolled back or will be when the connection closes.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("apitap: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -89,11 +89,11 @@ impl Framer {
     /// # Errors
     /// Input that is not JSON, a broken array structure, a record longer than the limit, or
     /// whatever `emit` returns.
-    pub fn push(
+    pub fn push<E: From<DecodeError>>(
         &mut self,
         mut chunk: &[u8],
-        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.offset == 0 && self.seen_prefix.is_empty() {
             // A BOM is only ever at the very start; editors and Windows tools add one.
             if let Some(rest) = chunk.strip_prefix(UTF8_BOM) {
@@ -118,10 +118,10 @@ impl Framer {
     ///
     /// # Errors
     /// An unterminated JSON array, or whatever `emit` returns.
-    pub fn finish(
+    pub fn finish<E: From<DecodeError>>(
         &mut self,
-        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self.format {
             Some(Format::Ndjson) => {
                 if !self.carry.is_empty() {
@@ -135,10 +135,10 @@ impl Framer {
             }
             Some(Format::JsonArray) => match self.array {
                 ArrayState::Closed => Ok(()),
-                _ => Err(DecodeError::Structure {
+                _ => Err(E::from(DecodeError::Structure {
                     line: self.line,
                     message: "the input ended before the JSON array was closed with ']'".into(),
-                }),
+                })),
             },
             None => Ok(()),
         }
@@ -171,11 +171,11 @@ impl Framer {
         Ok(())
     }
 
-    fn push_lines(
+    fn push_lines<E: From<DecodeError>>(
         &mut self,
         chunk: &[u8],
-        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut start = 0;
         for newline in memchr::memchr_iter(b'\n', chunk) {
             let line_start = Position {
@@ -218,11 +218,11 @@ impl Framer {
         Ok(())
     }
 
-    fn push_array(
+    fn push_array<E: From<DecodeError>>(
         &mut self,
         chunk: &[u8],
-        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), E>,
+    ) -> Result<(), E> {
         // Start of the element being scanned within this chunk, if it started here.
         // Where the current element began in this chunk; `None` while it began in an earlier
         // one and its bytes so far are in `carry`.
@@ -300,16 +300,18 @@ impl Framer {
                     };
                     match (*state, b) {
                         (ArrayState::Open, b'[') => *state = ArrayState::First,
-                        (ArrayState::Open, _) => return Err(unexpected("'[' to open the array")),
+                        (ArrayState::Open, _) => {
+                            return Err(E::from(unexpected("'[' to open the array")));
+                        }
                         (ArrayState::First, b']') | (ArrayState::After, b']') => {
                             *state = ArrayState::Closed
                         }
                         (ArrayState::After, b',') => *state = ArrayState::Next,
                         (ArrayState::After, _) => {
-                            return Err(unexpected("',' or ']' after an array element"));
+                            return Err(E::from(unexpected("',' or ']' after an array element")));
                         }
                         (ArrayState::Next, b']') => {
-                            return Err(unexpected("an element after ','"));
+                            return Err(E::from(unexpected("an element after ','")));
                         }
                         (ArrayState::First | ArrayState::Next, _) => {
                             self.carry_start = self.position_at(self.offset + i as u64);
@@ -323,10 +325,10 @@ impl Framer {
                             continue; // scan the first byte as part of the element
                         }
                         (ArrayState::Closed, _) => {
-                            return Err(DecodeError::Structure {
+                            return Err(E::from(DecodeError::Structure {
                                 line: self.line,
                                 message: "unexpected data after the end of the JSON array".into(),
-                            });
+                            }));
                         }
                         (ArrayState::Element { .. }, _) => unreachable!("handled above"),
                     }
@@ -343,13 +345,13 @@ impl Framer {
         Ok(())
     }
 
-    fn emit_element(
+    fn emit_element<E: From<DecodeError>>(
         &mut self,
         chunk: &[u8],
         start_in_chunk: Option<usize>,
         end: usize,
-        emit: &mut impl FnMut(&[u8], Position) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
+        emit: &mut impl FnMut(&[u8], Position) -> Result<(), E>,
+    ) -> Result<(), E> {
         match start_in_chunk {
             Some(start) => {
                 self.check_size(end - start, self.carry_start)?;
@@ -411,7 +413,7 @@ mod tests {
         let mut out = Vec::new();
         let mut emit = |r: &[u8], p: Position| {
             out.push((String::from_utf8_lossy(r).into_owned(), p.line, p.column));
-            Ok(())
+            Ok::<(), DecodeError>(())
         };
         for chunk in chunks {
             framer.push(chunk, &mut emit).map_err(|e| e.to_string())?;
@@ -498,7 +500,9 @@ mod tests {
     fn records_over_the_limit_fail() {
         let mut framer = Framer::new(None, 8);
         let err = framer
-            .push(b"{\"a\":1}\n{\"abcdef\":1}\n", &mut |_, _| Ok(()))
+            .push(b"{\"a\":1}\n{\"abcdef\":1}\n", &mut |_, _| {
+                Ok::<(), DecodeError>(())
+            })
             .unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -49,6 +49,11 @@ impl Sample {
         self.fields.iter().map(|(n, _)| n.as_str())
     }
 
+    /// How many records (JSON objects) were sampled.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.fields.iter().any(|(n, _)| n == name)
     }

@@ -1,0 +1,243 @@
+//! The command line: clap types, logging setup and the `run` entry point `main` calls.
+//!
+//! Library errors are typed; here they meet `anyhow` for the one-line message on stderr.
+//! Exit codes: 0 success, 1 the load failed, 2 bad usage, 130 interrupted (Ctrl-C/SIGTERM).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::decode::Format;
+use crate::pipeline::{LoadRequest, LoadSummary, Mode, load};
+use crate::progress::{Progress, ProgressMode};
+use crate::schema::TableName;
+use crate::sink::ConnectOptions;
+use crate::source::Source;
+
+/// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.
+#[derive(Debug, Parser)]
+#[command(name = "apitap", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load NDJSON or a JSON array into a table, in one transaction.
+    Load(LoadArgs),
+    /// Serve the bundled demo API (deterministic rows as NDJSON, a JSON array or pages).
+    DemoApi(DemoArgs),
+}
+
+/// Input layout, as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Detect from the first byte: `[` is a JSON array, `{` NDJSON.
+    Auto,
+    Ndjson,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// An http(s) URL, a file path, or `-` for stdin. Gzip is detected and decompressed.
+    pub source: String,
+
+    /// Target table, `[schema.]table`; created (with its schema) when missing.
+    #[arg(long, short = 't')]
+    pub table: String,
+
+    /// `append` adds rows; `replace` swaps the table's rows for the new ones atomically.
+    #[arg(long, value_enum, default_value_t = Mode::Append)]
+    pub mode: Mode,
+
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+
+    /// Records read before loading, to infer a new table's columns.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub sample: usize,
+
+    /// Drop fields that have no column instead of failing.
+    #[arg(long)]
+    pub ignore_unknown_fields: bool,
+
+    /// Let `--mode replace` empty the table when the source has no records.
+    #[arg(long)]
+    pub allow_empty: bool,
+
+    /// Records per Arrow batch.
+    #[arg(long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+
+    /// Longest record accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    pub max_record_bytes: usize,
+
+    /// PostgreSQL URL or `key=value` string; else DATABASE_URL, else libpq's PG* variables.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
+    /// Write the summary as JSON to this file, or `-` for stdout.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Do not print the summary line on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: warnings), `APITAP_LOG_JSON=1` makes
+/// them JSON lines.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let json = std::env::var("APITAP_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// What `main` should exit with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Interrupted,
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Whatever the command failed with, ready to print with `{:#}`.
+pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Load(args) => run_load(args).await,
+        Command::DemoApi(args) => {
+            crate::demo::serve(args.listen).await?;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
+    let table = TableName::parse(&args.table)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("invalid --table")?;
+    let request = LoadRequest {
+        source: Source::parse(&args.source),
+        table,
+        mode: args.mode,
+        format: match args.format {
+            FormatArg::Auto => None,
+            FormatArg::Ndjson => Some(Format::Ndjson),
+            FormatArg::Json => Some(Format::JsonArray),
+        },
+        sample: args.sample,
+        batch_size: args.batch_size as usize,
+        ignore_unknown_fields: args.ignore_unknown_fields,
+        allow_empty: args.allow_empty,
+        max_record_bytes: args.max_record_bytes,
+    };
+    let connect = ConnectOptions::resolve(args.database_url.as_deref(), |k| std::env::var(k).ok())?;
+    let progress = Progress::start(args.progress, &request.source.to_string());
+
+    let result = tokio::select! {
+        result = load(&request, &connect, progress.clone()) => Some(result),
+        () = interrupted() => None,
+    };
+    progress.finish();
+    let Some(result) = result else {
+        // Dropping the load dropped its transaction and connection: PostgreSQL rolls back.
+        eprintln!(
+            "apitap: interrupted; nothing was written to {}",
+            request.table
+        );
+        return Ok(Outcome::Interrupted);
+    };
+    let summary = result.with_context(|| {
+        format!(
+            "loading {} into {} failed; the table is unchanged",
+            request.source, request.table
+        )
+    })?;
+    report(&args, &request, &summary)?;
+    Ok(Outcome::Done)
+}
+
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyhow::Result<()> {
+    let f = summary.figures;
+    if !args.quiet {
+        eprintln!(
+            "apitap: loaded {} into {}{}: {}",
+            request.source,
+            summary.table,
+            if summary.created_table {
+                " (created)"
+            } else {
+                ""
+            },
+            f.line()
+        );
+    }
+    if let Some(path) = &args.summary_json {
+        let json = serde_json::json!({
+            "source": request.source.to_string(),
+            "table": summary.table.to_string(),
+            "mode": match request.mode { Mode::Append => "append", Mode::Replace => "replace" },
+            "created_table": summary.created_table,
+            "rows": f.rows,
+            "bytes": f.bytes,
+            "seconds": (f.seconds * 1000.0).round() / 1000.0,
+            "rows_per_second": f.rows_per_second().round(),
+        });
+        let text = format!("{json}\n");
+        if path.as_os_str() == "-" {
+            std::io::stdout().write_all(text.as_bytes())?;
+        } else {
+            std::fs::write(path, text)
+                .with_context(|| format!("could not write --summary-json {}", path.display()))?;
+        }
+    }
+    Ok(())
+}

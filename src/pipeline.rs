@@ -1,0 +1,463 @@
+//! One load, end to end: the stages wired with bounded channels inside one transaction.
+//!
+//! ```text
+//! fetch (async)  ─Bytes (8)─▶  decode (blocking)  ─Decoded (4)─▶  encode (blocking)
+//!                                                                  ─COPY bytes (4)─▶  COPY (async)
+//! ```
+//!
+//! Bounded channels give back-pressure: if PostgreSQL is slower than the source, the fetch
+//! stops reading and TCP flow control slows the server down; memory holds at most a few
+//! chunks and batches per stage.
+//!
+//! The table's columns must be known before the first record is decoded, so the decode
+//! stage first gathers `--sample` records and hands them to the planner, which reads the
+//! catalog (or infers a new table) and sends back the [`LoadPlan`]; the sampled records are
+//! then decoded like any other.
+//!
+//! Everything happens in one transaction that commits only when every stage finished
+//! cleanly, so a failure anywhere leaves the table exactly as it was.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::decode::{
+    DecodeError, DecodeOptions, Decoded, Format, Framer, Position, RecordDecoder, Sample,
+};
+use crate::encode::{COPY_HEADER, COPY_TRAILER, CopyEncoder, EncodeError};
+use crate::progress::{Figures, Progress};
+use crate::schema::TableName;
+use crate::sink::{ConnectOptions, LoadPlan, SinkError, describe_target};
+use crate::source::{Body, Source, SourceError};
+
+/// How the load treats rows already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Add the records to the table.
+    Append,
+    /// Replace the table's rows with the records, atomically.
+    Replace,
+}
+
+/// Everything one load needs to know.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    pub source: Source,
+    pub table: TableName,
+    pub mode: Mode,
+    /// `None` detects NDJSON or a JSON array.
+    pub format: Option<Format>,
+    /// Records read to infer a new table's columns (and to see which fields exist).
+    pub sample: usize,
+    pub batch_size: usize,
+    pub ignore_unknown_fields: bool,
+    /// Let `--mode replace` empty the table when the source has no records.
+    pub allow_empty: bool,
+    pub max_record_bytes: usize,
+}
+
+/// What a finished load did.
+#[derive(Debug, Clone)]
+pub struct LoadSummary {
+    pub table: TableName,
+    pub figures: Figures,
+    pub created_table: bool,
+}
+
+/// Why a load failed. The table is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{source_name}: {error}")]
+    Decode {
+        source_name: String,
+        error: DecodeError,
+    },
+    #[error("{source_name}: {error}")]
+    Encode {
+        source_name: String,
+        error: EncodeError,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(
+        "refusing to replace the rows of {table} with nothing: the source had no records (pass --allow-empty to empty the table)"
+    )]
+    EmptyReplace { table: TableName },
+    #[error("{source_name}: the records have no fields to load into {table}")]
+    NoFields {
+        source_name: String,
+        table: TableName,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Size of the chunks read from the source.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Runs one load. See the module docs.
+///
+/// # Errors
+/// Any failure of any stage; the transaction is rolled back and the table left unchanged.
+pub async fn load(
+    request: &LoadRequest,
+    connect: &ConnectOptions,
+    progress: Arc<Progress>,
+) -> Result<LoadSummary, LoadError> {
+    let http = crate::source::http_client()?;
+    let (body, mut client) = tokio::try_join!(
+        async { request.source.open(&http).await.map_err(LoadError::from) },
+        async { connect.connect().await.map_err(LoadError::from) },
+    )?;
+
+    let (bytes_tx, bytes_rx) = mpsc::channel::<Bytes>(8);
+    let (batch_tx, batch_rx) = mpsc::channel::<Decoded>(4);
+    let (sample_tx, sample_rx) = oneshot::channel::<Sample>();
+    let (plan_tx, plan_rx) = oneshot::channel::<Arc<LoadPlan>>();
+
+    let fetch = tokio::spawn(
+        fetch(body, bytes_tx, progress.clone(), request.source.clone())
+            .instrument(tracing::info_span!("http.ndjson_stream", source = %request.source)),
+    );
+    let decode = {
+        let stage = DecodeStage::new(request, sample_tx, plan_rx, batch_tx);
+        let span = tracing::info_span!("transform.load", table = %request.table);
+        tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(bytes_rx)))
+    };
+    let stages = Stages {
+        fetch,
+        decode,
+        source_name: request.source.to_string(),
+    };
+
+    let Ok(sample) = sample_rx.await else {
+        // The decode stage stopped before it had a sample: its error (or the fetch's) says why.
+        return Err(stages.first_error().await);
+    };
+
+    let target = describe_target(&client, &request.table).await?;
+    let plan = Arc::new(LoadPlan::new(&target, &sample, request.sample)?);
+    let table = plan.table.clone();
+    if plan.copy_columns == 0 && sample.records() > 0 {
+        return Err(LoadError::NoFields {
+            source_name: request.source.to_string(),
+            table,
+        });
+    }
+    if plan_tx.send(plan.clone()).is_err() {
+        return Err(stages.first_error().await);
+    }
+
+    let (copy_tx, mut copy_rx) = mpsc::channel::<(Bytes, u64)>(4);
+    let encode = {
+        let plan = plan.clone();
+        let source_name = request.source.to_string();
+        tokio::task::spawn_blocking(move || encode(batch_rx, copy_tx, &plan, &source_name))
+    };
+
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|e| SinkError::database("starting a transaction", &table, &e))?;
+    for (statement, action) in [
+        (plan.create_schema.clone(), "CREATE SCHEMA"),
+        (plan.create_table.clone(), "CREATE TABLE"),
+        (
+            (request.mode == Mode::Replace).then(|| plan.delete_statement()),
+            "DELETE",
+        ),
+    ] {
+        if let Some(sql) = statement {
+            transaction
+                .batch_execute(&sql)
+                .instrument(tracing::info_span!("sql.execute", statement = action, table = %table))
+                .await
+                .map_err(|e| SinkError::database(action, &table, &e))?;
+        }
+    }
+
+    let mut rows = 0;
+    if plan.copy_columns > 0 {
+        let copy_failed =
+            |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", &table, &e));
+        let copy = async {
+            let sink = transaction
+                .copy_in::<_, Bytes>(&plan.copy_statement())
+                .await
+                .map_err(copy_failed)?;
+            futures_util::pin_mut!(sink);
+            sink.send(Bytes::from_static(COPY_HEADER))
+                .await
+                .map_err(copy_failed)?;
+            while let Some((bytes, batch_rows)) = copy_rx.recv().await {
+                sink.send(bytes).await.map_err(copy_failed)?;
+                progress.add_rows(batch_rows);
+            }
+            // The encode stage has stopped; only a clean end of every stage may finish the
+            // COPY. Dropping the sink unfinished aborts it.
+            stages.check(encode).await?;
+            sink.send(Bytes::from_static(COPY_TRAILER))
+                .await
+                .map_err(copy_failed)?;
+            sink.finish().await.map_err(copy_failed)
+        };
+        rows = copy
+            .instrument(tracing::info_span!("sql.execute", statement = "COPY", table = %table))
+            .await?;
+    } else {
+        stages.check(encode).await?;
+    }
+
+    if rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
+        return Err(LoadError::EmptyReplace { table });
+    }
+    transaction
+        .commit()
+        .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
+        .await
+        .map_err(|e| SinkError::database("COMMIT", &table, &e))?;
+    let mut figures = progress.figures();
+    figures.rows = rows;
+    Ok(LoadSummary {
+        table,
+        figures,
+        created_table: plan.create_table.is_some(),
+    })
+}
+
+/// The upstream stages, joined to find out whether they ended cleanly.
+struct Stages {
+    fetch: tokio::task::JoinHandle<Result<(), LoadError>>,
+    decode: tokio::task::JoinHandle<Result<(), LoadError>>,
+    source_name: String,
+}
+
+fn joined(result: Result<Result<(), LoadError>, tokio::task::JoinError>) -> Result<(), LoadError> {
+    result.map_err(|e| LoadError::Internal(format!("a load stage panicked: {e}")))?
+}
+
+impl Stages {
+    /// Waits for every stage; the first error in stream order wins, since a later stage's
+    /// error is often a consequence (a body cut short looks like malformed JSON).
+    async fn check(
+        self,
+        encode: tokio::task::JoinHandle<Result<(), LoadError>>,
+    ) -> Result<(), LoadError> {
+        let fetch = joined(self.fetch.await);
+        let decode = joined(self.decode.await);
+        let encode = joined(encode.await);
+        fetch.and(decode).and(encode)
+    }
+
+    /// For when the decode stage stopped early: the reason, which it or the fetch returned.
+    async fn first_error(self) -> LoadError {
+        let source_name = self.source_name.clone();
+        let fetch = joined(self.fetch.await);
+        let decode = joined(self.decode.await);
+        match fetch.and(decode) {
+            Err(e) => e,
+            Ok(()) => LoadError::Internal(format!(
+                "{source_name}: the decode stage stopped without a reason"
+            )),
+        }
+    }
+}
+
+/// Reads the body in chunks. Stops quietly when the decode stage is gone (it has its reason).
+async fn fetch(
+    mut body: Body,
+    tx: mpsc::Sender<Bytes>,
+    progress: Arc<Progress>,
+    source: Source,
+) -> Result<(), LoadError> {
+    loop {
+        let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
+        while buf.len() < CHUNK_BYTES / 2 {
+            let n = body
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| LoadError::Source(source.read_error(&e)))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        progress.add_bytes(buf.len() as u64);
+        if tx.send(buf.freeze()).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Why the decode stage stopped early.
+enum Stop {
+    Failed(DecodeError),
+    /// The next stage or the planner went away; they report why.
+    Cancelled,
+}
+
+impl From<DecodeError> for Stop {
+    fn from(e: DecodeError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// Frames and decodes records, after first gathering the sample for the planner.
+struct DecodeStage {
+    framer: Framer,
+    sample_limit: usize,
+    sample: Sample,
+    sampled: Vec<u8>,
+    sampled_at: Vec<(usize, Position)>,
+    exchange: Option<(oneshot::Sender<Sample>, oneshot::Receiver<Arc<LoadPlan>>)>,
+    decoder: Option<RecordDecoder>,
+    batch_size: usize,
+    reject_unknown_fields: bool,
+    tx: mpsc::Sender<Decoded>,
+    source_name: String,
+}
+
+impl DecodeStage {
+    fn new(
+        request: &LoadRequest,
+        sample_tx: oneshot::Sender<Sample>,
+        plan_rx: oneshot::Receiver<Arc<LoadPlan>>,
+        tx: mpsc::Sender<Decoded>,
+    ) -> DecodeStage {
+        DecodeStage {
+            framer: Framer::new(request.format, request.max_record_bytes),
+            sample_limit: request.sample.max(1),
+            sample: Sample::default(),
+            sampled: Vec::new(),
+            sampled_at: Vec::new(),
+            exchange: Some((sample_tx, plan_rx)),
+            decoder: None,
+            batch_size: request.batch_size,
+            reject_unknown_fields: !request.ignore_unknown_fields,
+            tx,
+            source_name: request.source.to_string(),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Bytes>) -> Result<(), LoadError> {
+        let result = (|| {
+            let mut framer = std::mem::replace(&mut self.framer, Framer::new(None, 0));
+            while let Some(chunk) = rx.blocking_recv() {
+                framer.push(&chunk, &mut |record, at| self.on_record(record, at))?;
+            }
+            framer.finish(&mut |record, at| self.on_record(record, at))?;
+            if self.decoder.is_none() {
+                self.start_decoding()?;
+            }
+            if let Some(decoder) = &mut self.decoder
+                && let Some(last) = decoder.finish()?
+            {
+                self.tx.blocking_send(last).map_err(|_| Stop::Cancelled)?;
+            }
+            Ok::<(), Stop>(())
+        })();
+        match result {
+            Ok(()) | Err(Stop::Cancelled) => Ok(()),
+            Err(Stop::Failed(error)) => Err(LoadError::Decode {
+                source_name: self.source_name,
+                error,
+            }),
+        }
+    }
+
+    fn on_record(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
+        if let Some(decoder) = &mut self.decoder {
+            if let Some(decoded) = decoder.push(record, at)? {
+                self.tx
+                    .blocking_send(decoded)
+                    .map_err(|_| Stop::Cancelled)?;
+            }
+            return Ok(());
+        }
+        self.sample.add(record);
+        self.sampled_at.push((self.sampled.len(), at));
+        self.sampled.extend_from_slice(record);
+        if self.sampled_at.len() >= self.sample_limit {
+            self.start_decoding()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the sample to the planner, waits for the plan, then decodes the sampled records.
+    fn start_decoding(&mut self) -> Result<(), Stop> {
+        let (sample_tx, plan_rx) = self.exchange.take().ok_or(Stop::Cancelled)?;
+        sample_tx
+            .send(std::mem::take(&mut self.sample))
+            .map_err(|_| Stop::Cancelled)?;
+        let plan = plan_rx.blocking_recv().map_err(|_| Stop::Cancelled)?;
+        let copy_columns = plan.copy_columns;
+        self.decoder = Some(RecordDecoder::new(
+            &plan.decode,
+            DecodeOptions {
+                batch_size: self.batch_size,
+                reject_unknown_fields: self.reject_unknown_fields,
+                unknown_field_hint: plan.unknown_field_hint.clone(),
+                must_stay_null: (copy_columns..plan.decode.columns.len())
+                    .map(|i| (i, plan.late_field_hint.clone()))
+                    .collect(),
+            },
+        ));
+        let sampled = std::mem::take(&mut self.sampled);
+        let sampled_at = std::mem::take(&mut self.sampled_at);
+        let ends = sampled_at
+            .iter()
+            .skip(1)
+            .map(|(s, _)| *s)
+            .chain([sampled.len()]);
+        for ((start, at), end) in sampled_at.iter().zip(ends) {
+            self.on_record(&sampled[*start..end], *at)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes batches to COPY bytes. Stops quietly when the COPY is gone (it has its reason).
+fn encode(
+    mut rx: mpsc::Receiver<Decoded>,
+    tx: mpsc::Sender<(Bytes, u64)>,
+    plan: &LoadPlan,
+    source_name: &str,
+) -> Result<(), LoadError> {
+    let mut encoder = CopyEncoder::new(plan.copy_names(), plan.copy_types());
+    // Columns left to their defaults are decoded (to catch values for them) but not sent.
+    let projection: Option<Vec<usize>> =
+        (plan.copy_columns < plan.decode.columns.len()).then(|| (0..plan.copy_columns).collect());
+    let mut capacity = 1 << 20;
+    while let Some(decoded) = rx.blocking_recv() {
+        let batch = match &projection {
+            Some(columns) => decoded
+                .batch
+                .project(columns)
+                .map_err(|e| LoadError::Internal(e.to_string()))?,
+            None => decoded.batch,
+        };
+        let mut out = BytesMut::with_capacity(capacity);
+        encoder
+            .encode(&batch, decoded.first_record, &mut out)
+            .map_err(|error| LoadError::Encode {
+                source_name: source_name.to_string(),
+                error,
+            })?;
+        capacity = capacity.max(out.len());
+        if tx
+            .blocking_send((out.freeze(), batch.num_rows() as u64))
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Live progress and the final figures of a load. The only user of indicatif.
+//!
+//! Stages bump lock-free counters; a bar on stderr (when it is a terminal, or when asked)
+//! reads them. With `--progress always` and no terminal, a plain line is printed every few
+//! seconds instead, which is what CI logs and `nohup` runs want.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// When to show progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar when stderr is a terminal.
+    Auto,
+    /// A bar on a terminal, else a line every few seconds.
+    Always,
+    Never,
+}
+
+/// Counters shared by the stages of one load.
+#[derive(Debug)]
+pub struct Progress {
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    started: Instant,
+    bar: Option<ProgressBar>,
+    done: Arc<AtomicBool>,
+}
+
+impl Progress {
+    /// Starts showing progress for a load labelled `label` (the source).
+    pub fn start(mode: ProgressMode, label: &str) -> Arc<Progress> {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = match (mode, terminal) {
+            (ProgressMode::Never, _) | (ProgressMode::Auto, false) => None,
+            (_, true) => {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {prefix} {human_pos} rows  {msg}  {per_sec}  {elapsed_precise}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(label.to_string());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                Some(bar)
+            }
+            (ProgressMode::Always, false) => None,
+        };
+        let progress = Arc::new(Progress {
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            bar,
+            done: Arc::new(AtomicBool::new(false)),
+        });
+        if mode == ProgressMode::Always && !terminal {
+            let reporter = progress.clone();
+            let label = label.to_string();
+            std::thread::spawn(move || {
+                while !reporter.done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(2));
+                    if !reporter.done.load(Ordering::Relaxed) {
+                        eprintln!("apitap: {label}: {}", reporter.figures().line());
+                    }
+                }
+            });
+        }
+        progress
+    }
+
+    /// Counts bytes read from the source (after decompression).
+    pub fn add_bytes(&self, n: u64) {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{}", HumanBytes(total)));
+        }
+    }
+
+    /// Counts rows sent to PostgreSQL.
+    pub fn add_rows(&self, n: u64) {
+        self.rows.fetch_add(n, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    pub fn figures(&self) -> Figures {
+        Figures {
+            rows: self.rows.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Stops the display; the figures stay readable.
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Rows, bytes and time of a load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Figures {
+    pub rows: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl Figures {
+    pub fn rows_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.rows as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// `1000000 rows, 412.3 MiB, 2.41 s, 415000 rows/s`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} rows, {}, {:.2} s, {:.0} rows/s",
+            self.rows,
+            HumanBytes(self.bytes),
+            self.seconds,
+            self.rows_per_second()
+        )
+    }
+}

@@ -1,0 +1,392 @@
+//! The PostgreSQL side: connection, catalog lookups, the load plan and the SQL around COPY.
+//!
+//! All SQL text apitap sends is built here, with every identifier quoted.
+
+pub mod connect;
+
+pub use connect::ConnectOptions;
+
+use tokio_postgres::error::DbError;
+
+use crate::decode::Sample;
+use crate::schema::{Column, PgType, TableName, TableSchema, quote_ident};
+use crate::source::error_chain;
+
+/// A failure on the PostgreSQL side.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{0}")]
+    Config(String),
+    #[error("could not connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("PostgreSQL rejected {action} on {table}: {message}")]
+    Database {
+        action: &'static str,
+        table: String,
+        message: String,
+    },
+    #[error("cannot load {table}: {reason}")]
+    Plan { table: String, reason: String },
+}
+
+impl SinkError {
+    /// Wraps a tokio-postgres error with what apitap was doing and on which table.
+    pub fn database(
+        action: &'static str,
+        table: &TableName,
+        error: &tokio_postgres::Error,
+    ) -> Self {
+        let message = match error.as_db_error() {
+            Some(db) => describe_db_error(db),
+            None => error_chain(error),
+        };
+        SinkError::Database {
+            action,
+            table: table.to_string(),
+            message,
+        }
+    }
+}
+
+/// The server's message with its detail, the column and COPY context, which for COPY names
+/// the failing row ("COPY items, line 42").
+fn describe_db_error(db: &DbError) -> String {
+    let mut text = db.message().to_string();
+    if let Some(column) = db.column() {
+        text.push_str(&format!(" (column {column:?})"));
+    }
+    if let Some(detail) = db.detail() {
+        text.push_str(&format!("; {detail}"));
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str(&format!("; hint: {hint}"));
+    }
+    if let Some(context) = db.where_() {
+        text.push_str(&format!(" [{}]", context.replace('\n', "; ")));
+    }
+    text
+}
+
+/// A column as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogColumn {
+    pub name: String,
+    /// `format_type()` of the column, for messages.
+    pub type_name: String,
+    /// `None` for a type apitap cannot encode.
+    pub pg_type: Option<PgType>,
+    /// Has a default, is an identity, or is generated: leaving it out of COPY fills it in.
+    pub has_default: bool,
+    pub generated: bool,
+}
+
+/// What the catalog says about the target.
+#[derive(Debug, Clone)]
+pub struct TargetInfo {
+    /// The table with its schema resolved (`current_schema()` when none was given).
+    pub name: TableName,
+    pub schema_exists: bool,
+    /// `None` when the table does not exist.
+    pub columns: Option<Vec<CatalogColumn>>,
+}
+
+/// Looks the target up in the catalog.
+///
+/// # Errors
+/// A failing catalog query.
+pub async fn describe_target(
+    client: &tokio_postgres::Client,
+    name: &TableName,
+) -> Result<TargetInfo, SinkError> {
+    let schema = match &name.schema {
+        Some(s) => s.clone(),
+        None => client
+            .query_one("SELECT current_schema()", &[])
+            .await
+            .map_err(|e| SinkError::database("reading the catalog", name, &e))?
+            .get::<_, Option<String>>(0)
+            .unwrap_or_else(|| "public".into()),
+    };
+    let resolved = TableName {
+        schema: Some(schema.clone()),
+        table: name.table.clone(),
+    };
+    let fail = |e: tokio_postgres::Error| SinkError::database("reading the catalog", &resolved, &e);
+    let schema_exists = client
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .map_err(fail)?
+        .is_some();
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &name.table],
+        )
+        .await
+        .map_err(fail)?
+        .is_some();
+    let columns = if exists {
+        // Domains are loaded as their base type, which is what their send format is.
+        let rows = client
+            .query(
+                "SELECT a.attname::text,
+                        format_type(a.atttypid, a.atttypmod),
+                        COALESCE(bt.typname, t.typname)::text,
+                        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
+                        a.attgenerated <> ''
+                 FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_type t ON t.oid = a.atttypid
+                 LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attnum",
+                &[&schema, &name.table],
+            )
+            .await
+            .map_err(fail)?;
+        Some(
+            rows.iter()
+                .map(|r| CatalogColumn {
+                    name: r.get(0),
+                    type_name: r.get(1),
+                    pg_type: PgType::from_typname(r.get(2)),
+                    has_default: r.get(3),
+                    generated: r.get(4),
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(TargetInfo {
+        name: resolved,
+        schema_exists,
+        columns,
+    })
+}
+
+/// How records map onto the table, decided from the catalog and the sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadPlan {
+    pub table: TableName,
+    /// `CREATE TABLE` to run first, when the table is new.
+    pub create_table: Option<String>,
+    pub create_schema: Option<String>,
+    /// Columns records are decoded into. The first `copy_columns` of them are loaded; the
+    /// rest must stay NULL in every record (they were left out so their defaults apply).
+    pub decode: TableSchema,
+    pub copy_columns: usize,
+    /// Why a field has no column, for the decoder's error.
+    pub unknown_field_hint: String,
+    pub late_field_hint: String,
+}
+
+impl LoadPlan {
+    /// Plans the load of records like `sample` into `target`.
+    ///
+    /// For a new table the columns are inferred from the sample. For an existing one, every
+    /// column the sample has a field for is loaded, as is every column without a default (so
+    /// a NOT NULL violation is the server's clear error, not a silent default); columns with a
+    /// default that the sample never mentions are left to their default.
+    ///
+    /// # Errors
+    /// A sampled field whose column has a type apitap cannot write, or is generated.
+    pub fn new(
+        target: &TargetInfo,
+        sample: &Sample,
+        sample_limit: usize,
+    ) -> Result<LoadPlan, SinkError> {
+        let table = target.name.clone();
+        let qualified = qualified(&table);
+        let schema_name = table.schema.clone().unwrap_or_default();
+        let Some(columns) = &target.columns else {
+            let decode = sample.infer();
+            let create_table = (!decode.columns.is_empty()).then(|| {
+                let cols: Vec<String> = decode
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type.sql_name()))
+                    .collect();
+                format!("CREATE TABLE {qualified} ({})", cols.join(", "))
+            });
+            return Ok(LoadPlan {
+                create_schema: (!target.schema_exists && create_table.is_some())
+                    .then(|| format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema_name))),
+                create_table,
+                copy_columns: decode.columns.len(),
+                decode,
+                unknown_field_hint: format!(
+                    "first appears after the {sample_limit} records the columns of the new table {table} were inferred from; \
+                     re-run with a larger --sample, or pass --ignore-unknown-fields to drop such fields"
+                ),
+                late_field_hint: String::new(),
+                table,
+            });
+        };
+        let mut loaded = Vec::new();
+        let mut defaulted = Vec::new();
+        for c in columns {
+            let in_sample = sample.contains(&c.name);
+            if c.generated {
+                if in_sample {
+                    return Err(SinkError::Plan {
+                        table: table.to_string(),
+                        reason: format!("column {:?} is generated and cannot be loaded", c.name),
+                    });
+                }
+                continue;
+            }
+            let Some(pg_type) = c.pg_type else {
+                if in_sample || !c.has_default {
+                    return Err(SinkError::Plan {
+                        table: table.to_string(),
+                        reason: format!(
+                            "column {:?} has type {}, which apitap cannot load yet",
+                            c.name, c.type_name
+                        ),
+                    });
+                }
+                continue;
+            };
+            let column = Column {
+                name: c.name.clone(),
+                pg_type,
+            };
+            if in_sample || !c.has_default {
+                loaded.push(column);
+            } else {
+                defaulted.push(column);
+            }
+        }
+        let copy_columns = loaded.len();
+        loaded.extend(defaulted);
+        Ok(LoadPlan {
+            table: table.clone(),
+            create_table: None,
+            create_schema: None,
+            decode: TableSchema { columns: loaded },
+            copy_columns,
+            unknown_field_hint: format!(
+                "is not a column of {table}; add the column, or pass --ignore-unknown-fields to drop fields without one"
+            ),
+            late_field_hint: format!(
+                "first appears after the {sample_limit} sampled records, so its column in {table} was left to its default; \
+                 re-run with a larger --sample"
+            ),
+        })
+    }
+
+    /// Names of the loaded columns, in COPY order.
+    pub fn copy_names(&self) -> Vec<String> {
+        self.decode.columns[..self.copy_columns]
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    pub fn copy_types(&self) -> Vec<PgType> {
+        self.decode.columns[..self.copy_columns]
+            .iter()
+            .map(|c| c.pg_type)
+            .collect()
+    }
+
+    /// `COPY "s"."t" ("a", "b") FROM STDIN (FORMAT binary)`.
+    pub fn copy_statement(&self) -> String {
+        let cols: Vec<String> = self.copy_names().iter().map(|n| quote_ident(n)).collect();
+        format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            qualified(&self.table),
+            cols.join(", ")
+        )
+    }
+
+    /// Empties the table inside the load's transaction, so readers keep seeing the old rows
+    /// until the new ones commit (TRUNCATE would block them for the whole load instead).
+    pub fn delete_statement(&self) -> String {
+        format!("DELETE FROM {}", qualified(&self.table))
+    }
+}
+
+/// `"schema"."table"`.
+pub fn qualified(table: &TableName) -> String {
+    match &table.schema {
+        Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&table.table)),
+        None => quote_ident(&table.table),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(records: &[&str]) -> Sample {
+        let mut s = Sample::default();
+        for r in records {
+            s.add(r.as_bytes());
+        }
+        s
+    }
+
+    fn col(name: &str, pg_type: Option<PgType>, has_default: bool) -> CatalogColumn {
+        CatalogColumn {
+            name: name.into(),
+            type_name: "x".into(),
+            pg_type,
+            has_default,
+            generated: false,
+        }
+    }
+
+    #[test]
+    fn new_tables_are_created_from_the_sample() {
+        let target = TargetInfo {
+            name: TableName {
+                schema: Some("Demo".into()),
+                table: "items".into(),
+            },
+            schema_exists: false,
+            columns: None,
+        };
+        let plan = LoadPlan::new(&target, &sample(&[r#"{"id": 1, "Name": "x"}"#]), 10).unwrap();
+        assert_eq!(
+            plan.create_schema.as_deref(),
+            Some(r#"CREATE SCHEMA IF NOT EXISTS "Demo""#)
+        );
+        assert_eq!(
+            plan.create_table.as_deref(),
+            Some(r#"CREATE TABLE "Demo"."items" ("id" bigint, "Name" text)"#)
+        );
+        assert_eq!(
+            plan.copy_statement(),
+            r#"COPY "Demo"."items" ("id", "Name") FROM STDIN (FORMAT binary)"#
+        );
+    }
+
+    #[test]
+    fn existing_tables_leave_unsampled_defaults_alone() {
+        let target = TargetInfo {
+            name: TableName {
+                schema: Some("s".into()),
+                table: "t".into(),
+            },
+            schema_exists: true,
+            columns: Some(vec![
+                col("id", Some(PgType::Int4), true),
+                col("loaded_at", Some(PgType::Timestamptz), true),
+                col("note", Some(PgType::Text), false),
+                col("odd", None, true),
+            ]),
+        };
+        let plan = LoadPlan::new(&target, &sample(&[r#"{"id": 1}"#]), 10).unwrap();
+        assert_eq!(plan.copy_names(), vec!["id", "note"]);
+        assert_eq!(plan.decode.columns[2].name, "loaded_at");
+        let err = LoadPlan::new(&target, &sample(&[r#"{"odd": 1}"#]), 10).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot load s.t: column \"odd\" has type x, which apitap cannot load yet"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! Where the bytes come from: an http(s) URL, a file, or stdin.
+//!
+//! A source is opened into one [`AsyncRead`] of the decompressed body, which the pipeline
+//! reads in chunks. Gzip is recognised by its magic bytes rather than by file name or
+//! Content-Type, so `.ndjson.gz` files, `curl | apitap load -` and APIs that serve gzip
+//! without saying so all work; `Content-Encoding` is handled by reqwest itself.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_compression::tokio::bufread::GzipDecoder;
+use futures_util::TryStreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio_util::io::StreamReader;
+use tracing::Instrument;
+
+/// The body of a source, decompressed.
+pub type Body = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Where to read records from, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Http(String),
+    File(PathBuf),
+    Stdin,
+}
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("HTTP {status} from {url}{}", body_suffix(.body))]
+    Status {
+        status: reqwest::StatusCode,
+        url: String,
+        body: String,
+    },
+    #[error("could not fetch {url}: {reason}")]
+    Request { url: String, reason: String },
+    #[error("could not read {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("reading {source_name} failed: {reason}")]
+    Read { source_name: String, reason: String },
+}
+
+fn body_suffix(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    }
+}
+
+impl Source {
+    /// `-` is stdin, `http://` and `https://` are URLs, anything else is a file path.
+    pub fn parse(text: &str) -> Source {
+        if text == "-" {
+            Source::Stdin
+        } else if text.starts_with("http://") || text.starts_with("https://") {
+            Source::Http(text.to_string())
+        } else {
+            Source::File(PathBuf::from(text))
+        }
+    }
+
+    /// Opens the source and returns its decompressed body.
+    ///
+    /// # Errors
+    /// A non-2xx response, an unreachable server, or a file that cannot be opened.
+    pub async fn open(&self, http: &reqwest::Client) -> Result<Body, SourceError> {
+        let raw: Body = match self {
+            Source::Stdin => Box::pin(tokio::io::stdin()),
+            Source::File(path) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| SourceError::File {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                Box::pin(file)
+            }
+            Source::Http(url) => {
+                let span = tracing::info_span!("http.request", url = %redact_url(url), status = tracing::field::Empty);
+                open_http(http, url).instrument(span).await?
+            }
+        };
+        let mut reader = BufReader::with_capacity(256 * 1024, raw);
+        let head = reader.fill_buf().await.map_err(|e| self.read_error(&e))?;
+        if head.starts_with(&[0x1f, 0x8b]) {
+            let mut gzip = GzipDecoder::new(reader);
+            // Concatenated gzip files (`cat a.gz b.gz`) are valid gzip; read every member.
+            gzip.multiple_members(true);
+            Ok(Box::pin(gzip))
+        } else {
+            Ok(Box::pin(reader))
+        }
+    }
+
+    /// An error while reading the body, worded for this source.
+    pub fn read_error(&self, error: &std::io::Error) -> SourceError {
+        SourceError::Read {
+            source_name: self.to_string(),
+            reason: error_chain(error),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Http(url) => f.write_str(&redact_url(url)),
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Stdin => f.write_str("stdin"),
+        }
+    }
+}
+
+/// Builds the HTTP client: connect and per-read timeouts, but no total timeout, which would
+/// cut a long stream short.
+///
+/// # Errors
+/// If the TLS backend cannot be set up.
+pub fn http_client() -> Result<reqwest::Client, SourceError> {
+    crate::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .user_agent(concat!("apitap/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SourceError::Request {
+            url: String::new(),
+            reason: error_chain(&e),
+        })
+}
+
+async fn open_http(http: &reqwest::Client, url: &str) -> Result<Body, SourceError> {
+    let shown = redact_url(url);
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| SourceError::Request {
+            url: shown.clone(),
+            reason: error_chain(&e),
+        })?;
+    let status = response.status();
+    tracing::Span::current().record("status", status.as_u16());
+    if !status.is_success() {
+        // The start of the body usually says why (an error JSON, a login page).
+        let bytes = response.bytes().await.unwrap_or_default();
+        return Err(SourceError::Status {
+            status,
+            url: shown,
+            body: crate::decode::framing::preview(&bytes),
+        });
+    }
+    let stream = response.bytes_stream().map_err(std::io::Error::other);
+    Ok(Box::pin(StreamReader::new(stream)))
+}
+
+/// A URL fit for messages and logs: user info and query values are hidden, since either may
+/// hold a credential.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return url.to_string();
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let _ = parsed.set_username("***");
+        let _ = parsed.set_password(None);
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = ["key", "token", "secret", "password", "signature", "auth"]
+                    .iter()
+                    .any(|s| k.to_ascii_lowercase().contains(s));
+                (
+                    k.into_owned(),
+                    if secret { "***".into() } else { v.into_owned() },
+                )
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+/// An error and its causes on one line: reqwest and io errors keep the useful part
+/// ("Connection refused") in their sources.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(Source::parse("-"), Source::Stdin);
+        assert_eq!(
+            Source::parse("https://x/y"),
+            Source::Http("https://x/y".into())
+        );
+        assert_eq!(Source::parse("./a.json"), Source::File("./a.json".into()));
+    }
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        assert_eq!(
+            redact_url("https://user:pw@api.example.org/v1?api_key=s3cret&page=2"),
+            "https://***@api.example.org/v1?api_key=***&page=2"
+        );
+    }
+}
