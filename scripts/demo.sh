@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The main job end to end on bundled data: starts the demo API, loads ROWS rows (default
+# 1,000,000) into demo.items with a progress bar, and shows what landed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-${ROWS:-1000000}}
+source scripts/pg.sh
+
+cargo build --release --locked --quiet
+apitap=${CARGO_TARGET_DIR:-target}/release/apitap
+port=$(pg_free_port)
+"$apitap" demo-api --listen "127.0.0.1:$port" 2>/dev/null &
+api=$!
+cleanup() { kill "$api" 2>/dev/null || true; pg_stop_if_ours; }
+trap cleanup EXIT
+wait_for_port "$port"
+
+set -x
+"$apitap" load "http://127.0.0.1:$port/rows.ndjson?rows=$ROWS" --table demo.items --mode replace --progress always
+set +x
+psql "$DATABASE_URL" -c '\d demo.items' \
+  -c 'SELECT count(*) AS rows, count(amount) AS with_amount, min(created_at), max(created_at) FROM demo.items' \
+  -c 'SELECT id, amount, status, created_at, due_date, metadata FROM demo.items ORDER BY id LIMIT 5'
