@@ -1,0 +1,419 @@
+//! Every failure gives one clear line on stderr, a non-zero exit, and leaves the target
+//! exactly as it was.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::routing::get;
+use bytes::Bytes;
+use common::*;
+
+/// A table holding one known row, to check that failed loads leave it alone.
+async fn guarded_table(db: &tokio_postgres::Client, schema: &str) -> String {
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text); INSERT INTO {table} VALUES (1, 'kept')"
+    ))
+    .await
+    .unwrap();
+    table
+}
+
+async fn assert_unchanged(db: &tokio_postgres::Client, table: &str) {
+    let rows: Vec<(i64, String)> = db
+        .query(&format!("SELECT id, name FROM {table}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(1, "kept".to_string())]);
+}
+
+/// One line: the error, on stderr, with no panic or backtrace.
+fn assert_one_line_error(run: &Run, expected: &str) {
+    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {}", run.stderr);
+    assert!(
+        lines[0].starts_with("apitap: error: ") && lines[0].contains(expected),
+        "expected {expected:?} in: {}",
+        lines[0]
+    );
+    assert!(!run.stderr.contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_names_the_line_and_column() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "malformed").await;
+    let table = guarded_table(&db, &schema).await;
+    let input = b"{\"id\": 2, \"name\": \"a\"}\n{\"id\": 3, \"name\": \"b\"}\n{\"id\": 4, \"name\" \"c\"}\n".to_vec();
+    let run = apitap(&["load", "-", "--table", &table], Some(input)).await;
+    assert_one_line_error(
+        &run,
+        &format!(
+            "loading stdin into {table} failed; the table is unchanged: stdin: line 3, column 18 (record 3): malformed JSON: expected `:`"
+        ),
+    );
+    assert_unchanged(&db, &table).await;
+
+    // Into a missing table: it must still be missing afterwards.
+    let missing = format!("{schema}.never");
+    let run = apitap(
+        &["load", "-", "--table", &missing],
+        Some(b"{\"a\": 1}\n{\"a\": }\n".to_vec()),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(!table_exists(&db, &missing).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_types_name_the_column_record_and_value() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "wrong_type").await;
+    let table = guarded_table(&db, &schema).await;
+    let mut input = Vec::new();
+    for i in 2..10_000 {
+        input.extend_from_slice(format!("{{\"id\": {i}, \"name\": \"n{i}\"}}\n").as_bytes());
+    }
+    input.extend_from_slice(b"{\"id\": \"12x\", \"name\": \"bad\"}\n");
+    let run = apitap(&["load", "-", "--table", &table], Some(input)).await;
+    assert_one_line_error(
+        &run,
+        "stdin: line 9999 (record 9999): column \"id\": \"12x\" is not an integer (bigint)",
+    );
+    assert_unchanged(&db, &table).await;
+
+    let run = apitap(
+        &["load", "-", "--table", &table],
+        Some(b"{\"id\": 18446744073709551616}\n".to_vec()),
+    )
+    .await;
+    assert_one_line_error(
+        &run,
+        "line 1 (record 1): column \"id\": 18446744073709551616 is out of range for bigint",
+    );
+    assert_unchanged(&db, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_late_fields_are_errors_unless_ignored() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "fields").await;
+    let table = guarded_table(&db, &schema).await;
+    let run = apitap(
+        &["load", "-", "--table", &table],
+        Some(b"{\"id\": 2, \"name\": \"a\", \"colour\": \"red\"}\n".to_vec()),
+    )
+    .await;
+    assert_one_line_error(
+        &run,
+        &format!(
+            "line 1 (record 1): field \"colour\" is not a column of {table}; add the column, or pass --ignore-unknown-fields to drop fields without one"
+        ),
+    );
+    assert_unchanged(&db, &table).await;
+    let run = apitap(
+        &["load", "-", "--table", &table, "--ignore-unknown-fields"],
+        Some(b"{\"id\": 2, \"name\": \"a\", \"colour\": \"red\"}\n".to_vec()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(count(&db, &table).await, 2);
+
+    // A field first seen after the sample of a new table is not silently dropped.
+    let late = format!("{schema}.late");
+    let input = b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3}\n{\"a\": 4, \"b\": true}\n".to_vec();
+    let run = apitap(
+        &["load", "-", "--table", &late, "--sample", "2"],
+        Some(input),
+    )
+    .await;
+    assert_one_line_error(
+        &run,
+        &format!(
+            "line 4 (record 4): field \"b\" first appears after the 2 records the columns of the new table {late} were inferred from"
+        ),
+    );
+    assert!(!table_exists(&db, &late).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraint_violations_roll_back_the_whole_load() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "constraint").await;
+    let table = guarded_table(&db, &schema).await;
+    let mut input = Vec::new();
+    for i in 2..50_000 {
+        input.extend_from_slice(format!("{{\"id\": {i}, \"name\": \"n\"}}\n").as_bytes());
+    }
+    input.extend_from_slice(b"{\"id\": 1, \"name\": \"duplicate\"}\n");
+    let run = apitap(&["load", "-", "--table", &table], Some(input)).await;
+    assert_one_line_error(
+        &run,
+        &format!(
+            "PostgreSQL rejected COPY on {table}: duplicate key value violates unique constraint \"t_pkey\"; Key (id)=(1) already exists."
+        ),
+    );
+    assert!(run.stderr.contains("COPY t, line 49999"), "{}", run.stderr);
+    assert_unchanged(&db, &table).await;
+}
+
+fn text_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &'static str,
+) -> axum::response::Response {
+    axum::response::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_failures_are_reported_with_status_url_and_body() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "http").await;
+    let table = guarded_table(&db, &schema).await;
+    let router = Router::new()
+        .route(
+            "/missing",
+            get(|| async {
+                text_body(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    "{\"error\": \"no such export\"}",
+                )
+            }),
+        )
+        .route(
+            "/login",
+            get(|| async {
+                text_body(
+                    StatusCode::OK,
+                    "text/html",
+                    "<!DOCTYPE html><html><body>Please sign in</body></html>",
+                )
+            }),
+        );
+    let addr = serve(router).await;
+
+    let run = apitap(
+        &[
+            "load",
+            &format!("http://{addr}/missing?token=hunter2"),
+            "--table",
+            &table,
+        ],
+        None,
+    )
+    .await;
+    assert_one_line_error(
+        &run,
+        &format!(
+            "HTTP 404 Not Found from http://{addr}/missing?token=***: {{\"error\": \"no such export\"}}"
+        ),
+    );
+    assert!(!run.stderr.contains("hunter2"));
+
+    let run = apitap(
+        &["load", &format!("http://{addr}/login"), "--table", &table],
+        None,
+    )
+    .await;
+    assert_one_line_error(
+        &run,
+        &format!(
+            "http://{addr}/login: the input is not JSON (it looks like HTML or XML): <!DOCTYPE html><html><body>Please sign in</body></html>"
+        ),
+    );
+
+    // Nothing listens on port 1.
+    let run = apitap(
+        &["load", "http://127.0.0.1:1/rows.ndjson", "--table", &table],
+        None,
+    )
+    .await;
+    assert_one_line_error(&run, "could not fetch http://127.0.0.1:1/rows.ndjson: ");
+    assert!(
+        run.stderr.to_lowercase().contains("connection refused"),
+        "{}",
+        run.stderr
+    );
+    assert_unchanged(&db, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_mid_stream_fails_the_load() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "cut").await;
+    let table = guarded_table(&db, &schema).await;
+    let router = Router::new().route(
+        "/cut",
+        get(|| async {
+            let mut rows = Vec::new();
+            for i in 2..5000 {
+                rows.extend_from_slice(format!("{{\"id\": {i}, \"name\": \"n\"}}\n").as_bytes());
+            }
+            let chunks = futures_util::stream::unfold(0, move |k| {
+                let rows = rows.clone();
+                async move {
+                    let item = match k {
+                        0 => Ok(Bytes::from(rows)),
+                        1 => Ok(Bytes::from_static(b"{\"id\": 5000, \"na")),
+                        2 => {
+                            // The client has the headers and part of the body by now.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Err(std::io::Error::other("server went away"))
+                        }
+                        _ => return None,
+                    };
+                    Some((item, k + 1))
+                }
+            });
+            Body::from_stream(chunks)
+        }),
+    );
+    let addr = serve(router).await;
+    let run = apitap(
+        &["load", &format!("http://{addr}/cut"), "--table", &table],
+        None,
+    )
+    .await;
+    assert_one_line_error(&run, &format!("reading http://{addr}/cut failed: "));
+    assert_unchanged(&db, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_postgres_names_the_target_without_the_password() {
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            "t",
+            "--database-url",
+            "postgres://loader:s3cretpw@127.0.0.1:1/warehouse",
+        ],
+        Some(b"{\"a\": 1}\n".to_vec()),
+    )
+    .await;
+    assert_one_line_error(
+        &run,
+        "could not connect to PostgreSQL at loader@127.0.0.1:1/warehouse: ",
+    );
+    assert!(
+        run.stderr.to_lowercase().contains("connection refused"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("s3cretpw"));
+}
+
+/// An endpoint that sends `chunks` chunks of 500 rows, `pause` apart.
+fn slow_rows(chunks: u64, pause: Duration) -> Router {
+    Router::new().route(
+        "/slow",
+        get(move || async move {
+            let stream = futures_util::stream::unfold(0u64, move |k| async move {
+                if k == chunks {
+                    return None;
+                }
+                if k > 0 {
+                    tokio::time::sleep(pause).await;
+                }
+                let mut out = Vec::new();
+                for i in k * 500 + 1..=(k + 1) * 500 {
+                    out.extend_from_slice(
+                        format!("{{\"id\": {}, \"name\": \"new\"}}\n", i + 1).as_bytes(),
+                    );
+                }
+                Some((Ok::<_, Infallible>(Bytes::from(out)), k + 1))
+            });
+            Body::from_stream(stream)
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_rolls_back_and_exits_130() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "interrupt").await;
+    let table = guarded_table(&db, &schema).await;
+    let addr = serve(slow_rows(1000, Duration::from_millis(20))).await;
+    let mut child = command(&[
+        "load",
+        &format!("http://{addr}/slow"),
+        "--table",
+        &table,
+        "--batch-size",
+        "100",
+    ])
+    .spawn()
+    .unwrap();
+    // Let the load get well into its COPY before interrupting it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || {
+        child.stdin.take();
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "apitap: interrupted; nothing was written to {table}"
+        )),
+        "{stderr}"
+    );
+    assert_unchanged(&db, &table).await;
+}
+
+/// During a replace, other sessions keep seeing the old rows until the new ones commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_old_rows_until_replace_commits() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "readers").await;
+    let table = guarded_table(&db, &schema).await;
+    let addr = serve(slow_rows(20, Duration::from_millis(50))).await;
+    let child = command(&[
+        "load",
+        &format!("http://{addr}/slow"),
+        "--table",
+        &table,
+        "--mode",
+        "replace",
+        "--batch-size",
+        "100",
+    ])
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Mid-load: the DELETE and part of the COPY have run, but are not visible.
+    assert_unchanged(&db, &table).await;
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(count(&db, &table).await, 10_000);
+}
