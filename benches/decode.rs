@@ -1,1 +1,21 @@
-fn main() {}
+//! NDJSON → Arrow record batches typed for PostgreSQL, on demo API rows.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+#[path = "common.rs"]
+mod common;
+
+fn decode(c: &mut Criterion) {
+    let input = common::ndjson();
+    let table = common::table(&input);
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.sample_size(20);
+    group.bench_function("ndjson_demo_rows_100k", |b| {
+        b.iter(|| common::decode(&input, &table))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode);
+criterion_main!(benches);

@@ -99,6 +99,10 @@ pub struct DemoArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Instead of serving, write this many rows as NDJSON to stdout and exit.
+    #[arg(long, value_name = "ROWS")]
+    pub dump: Option<u64>,
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default: warnings), `APITAP_LOG_JSON=1` makes
@@ -132,7 +136,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Load(args) => run_load(args).await,
         Command::DemoApi(args) => {
-            crate::demo::serve(args.listen).await?;
+            match args.dump {
+                Some(rows) => crate::demo::dump(rows, &mut std::io::stdout().lock())?,
+                None => crate::demo::serve(args.listen).await?,
+            }
             Ok(Outcome::Done)
         }
     }
@@ -230,6 +237,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "bytes": f.bytes,
             "seconds": (f.seconds * 1000.0).round() / 1000.0,
             "rows_per_second": f.rows_per_second().round(),
+            "peak_rss_bytes": peak_rss_bytes(),
         });
         let text = format!("{json}\n");
         if path.as_os_str() == "-" {
@@ -240,4 +248,12 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
         }
     }
     Ok(())
+}
+
+/// The process's peak resident memory (Linux's VmHWM), to show that memory stays flat.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -223,6 +223,24 @@ async fn pages(Query(query): Query<HashMap<String, String>>) -> Response {
         .into_response()
 }
 
+/// Writes rows `1..=rows` as NDJSON, for benchmarks that need the data as a file.
+///
+/// # Errors
+/// The writer fails.
+pub fn dump(rows: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1 << 20);
+    for i in 1..=rows {
+        write_row(i, &mut buf);
+        buf.push(b'\n');
+        if buf.len() > (1 << 20) {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)?;
+    out.flush()
+}
+
 /// The demo API's routes.
 pub fn router() -> Router {
     Router::new()

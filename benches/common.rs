@@ -1,0 +1,51 @@
+//! Shared input for the decode and encode benches: demo API rows as NDJSON, and the table
+//! apitap infers for them.
+
+use apitap::decode::{DecodeOptions, Decoded, Framer, RecordDecoder, Sample};
+use apitap::schema::TableSchema;
+
+pub const ROWS: u64 = 100_000;
+
+pub fn ndjson() -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 1..=ROWS {
+        apitap::demo::write_row(i, &mut out);
+        out.push(b'\n');
+    }
+    out
+}
+
+pub fn table(input: &[u8]) -> TableSchema {
+    let mut sample = Sample::default();
+    for line in input.split(|&b| b == b'\n').take(1000) {
+        sample.add(line);
+    }
+    sample.infer()
+}
+
+/// Frames and decodes `input` the way a load does, in 64 KiB chunks.
+pub fn decode(input: &[u8], table: &TableSchema) -> Vec<Decoded> {
+    let mut decoder = RecordDecoder::new(
+        table,
+        DecodeOptions {
+            batch_size: 8192,
+            reject_unknown_fields: true,
+            unknown_field_hint: String::new(),
+            must_stay_null: Vec::new(),
+        },
+    );
+    let mut framer = Framer::new(None, 1 << 26);
+    let mut out = Vec::new();
+    let mut emit = |record: &[u8], at| -> Result<(), apitap::decode::DecodeError> {
+        if let Some(d) = decoder.push(record, at)? {
+            out.push(d);
+        }
+        Ok(())
+    };
+    for chunk in input.chunks(64 * 1024) {
+        framer.push(chunk, &mut emit).expect("demo rows decode");
+    }
+    framer.finish(&mut emit).expect("demo rows decode");
+    out.extend(decoder.finish().expect("demo rows decode"));
+    out
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Loads the same ROWS demo rows (default 1,000,000) into the same kind of table four ways,
+# three alternating runs each, and prints medians, rows/s and apitap's ratio to the ceiling:
+#   binary  psql \copy ... FROM a pre-made binary COPY file   (the ceiling: server-bound)
+#   csv     psql \copy ... FROM a pre-made CSV file
+#   file    apitap load FILE.ndjson
+#   http    apitap load http://.../rows.ndjson from the bundled demo API
+# Usage: scripts/bench.sh [ROWS] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-1000000}
+RUNS=${2:-3}
+source scripts/pg.sh
+
+cargo build --release --locked --quiet
+apitap=${CARGO_TARGET_DIR:-target}/release/apitap
+work=.bench
+mkdir -p "$work"
+port=$(pg_free_port)
+"$apitap" demo-api --listen "127.0.0.1:$port" 2>/dev/null &
+api=$!
+cleanup() { kill "$api" 2>/dev/null || true; pg_stop_if_ours; }
+trap cleanup EXIT
+wait_for_port "$port"
+
+psql() { command psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+echo "bench: preparing $ROWS rows" >&2
+if [ ! -s "$work/rows-$ROWS.ndjson" ]; then
+  "$apitap" demo-api --dump "$ROWS" > "$work/rows-$ROWS.ndjson"
+fi
+psql -c 'DROP SCHEMA IF EXISTS apitap_bench CASCADE; CREATE SCHEMA apitap_bench'
+"$apitap" load "$work/rows-$ROWS.ndjson" --table apitap_bench.template --progress never -q
+psql -c "\\copy apitap_bench.template TO '$work/rows.bin' (FORMAT binary)"
+psql -c "\\copy apitap_bench.template TO '$work/rows.csv' (FORMAT csv)"
+ndjson_mb=$(( $(stat -c %s "$work/rows-$ROWS.ndjson") / 1048576 ))
+echo "bench: NDJSON ${ndjson_mb} MiB; PostgreSQL $(psql -c 'SHOW server_version')" >&2
+
+now() { date +%s.%N; }
+# Each load goes into a fresh, empty table of the same shape, so no run pays for another's.
+fresh_target() {
+  psql -c 'DROP TABLE IF EXISTS apitap_bench.target; CREATE TABLE apitap_bench.target (LIKE apitap_bench.template)'
+  psql -c 'CHECKPOINT' 2>/dev/null || true
+}
+
+declare -A times
+peak_rss=0
+run_one() {
+  local method=$1 start end summary
+  fresh_target
+  start=$(now)
+  case $method in
+    binary) psql -c "\\copy apitap_bench.target FROM '$work/rows.bin' (FORMAT binary)" ;;
+    csv) psql -c "\\copy apitap_bench.target FROM '$work/rows.csv' (FORMAT csv)" ;;
+    file | http)
+      local src="$work/rows-$ROWS.ndjson"
+      [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
+      summary=$("$apitap" load "$src" --table apitap_bench.target --progress never -q --summary-json -)
+      local rss
+      rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
+      [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
+      ;;
+  esac
+  end=$(now)
+  local n
+  n=$(psql -c 'SELECT count(*) FROM apitap_bench.target')
+  if [ "$n" != "$ROWS" ]; then
+    echo "bench: $method loaded $n rows, expected $ROWS" >&2
+    exit 1
+  fi
+  times[$method]+="$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }') "
+}
+
+methods=(binary csv file http)
+for run in $(seq "$RUNS"); do
+  # Rotate the order so no method always runs first (warm caches) or last.
+  for k in "${!methods[@]}"; do
+    m=${methods[$(( (k + run - 1) % ${#methods[@]} ))]}
+    run_one "$m"
+    echo "bench: run $run $m: $(echo "${times[$m]}" | awk '{ print $NF }') s" >&2
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+ceiling=$(echo "${times[binary]}" | median)
+printf '\n%-8s %10s %12s %10s   %s\n' method median_s rows_per_s vs_binary runs_s
+for m in "${methods[@]}"; do
+  med=$(echo "${times[$m]}" | median)
+  awk -v m="$m" -v t="$med" -v c="$ceiling" -v n="$ROWS" -v all="${times[$m]}" \
+    'BEGIN { printf "%-8s %10.3f %12.0f %9.2fx   %s\n", m, t, n / t, c / t, all }'
+done
+echo
+echo "apitap peak RSS: $(( peak_rss / 1048576 )) MiB ($ROWS rows, NDJSON ${ndjson_mb} MiB)"
+echo "(vs_binary = binary median / method median: 1.00x means as fast as psql's binary COPY)"
