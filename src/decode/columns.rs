@@ -83,10 +83,12 @@ fn invalid(tape: &Tape<'_>, p: u32, what: &str) -> ArrowError {
     ArrowError::JsonError(format!("{} is not {what}", show(tape, p)))
 }
 
-/// The text of a scalar that carries text (a string or a number literal).
-fn scalar_text<'t>(tape: &Tape<'t>, p: u32) -> Option<&'t str> {
+/// The text of a number literal, or of a string holding one (APIs often quote big numbers).
+/// Only strings can carry surrounding spaces, so only they are trimmed.
+fn numeric_text<'t>(tape: &Tape<'t>, p: u32) -> Option<&'t str> {
     match tape.get(p) {
-        TapeElement::String(i) | TapeElement::Number(i) => Some(tape.get_string(i)),
+        TapeElement::Number(i) => Some(tape.get_string(i)),
+        TapeElement::String(i) => Some(tape.get_string(i).trim()),
         _ => None,
     }
 }
@@ -243,9 +245,9 @@ where
     fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
         let pg_type = self.pg_type;
         let array = primitive::<T>(pos, tape, |p| {
-            let text = scalar_text(tape, p)
+            let text = numeric_text(tape, p)
                 .ok_or_else(|| invalid(tape, p, &format!("an integer ({pg_type})")))?;
-            match text.trim().parse::<i64>() {
+            match text.parse::<i64>() {
                 Ok(v) => T::Native::try_from(v).map_err(|_| {
                     ArrowError::JsonError(format!(
                         "{} is out of range for {pg_type}",
@@ -264,7 +266,7 @@ where
 }
 
 fn looks_like_integer(text: &str) -> bool {
-    let digits = text.trim().trim_start_matches(['-', '+']);
+    let digits = text.trim_start_matches(['-', '+']);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
@@ -289,21 +291,20 @@ trait FromText: Sized {
 /// "1e999" parses to infinity; only a spelled-out `Infinity` or `NaN` may mean a non-finite value.
 fn is_spelled_non_finite(text: &str) -> bool {
     !text
-        .trim()
         .trim_start_matches(['-', '+'])
         .starts_with(|c: char| c.is_ascii_digit() || c == '.')
 }
 
 impl FromText for f32 {
     fn from_text(text: &str) -> Option<f32> {
-        let v = text.trim().parse::<f32>().ok()?;
+        let v = text.parse::<f32>().ok()?;
         (v.is_finite() || is_spelled_non_finite(text)).then_some(v)
     }
 }
 
 impl FromText for f64 {
     fn from_text(text: &str) -> Option<f64> {
-        let v = text.trim().parse::<f64>().ok()?;
+        let v = text.parse::<f64>().ok()?;
         (v.is_finite() || is_spelled_non_finite(text)).then_some(v)
     }
 }
@@ -316,7 +317,7 @@ where
     fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
         let pg_type = self.pg_type;
         let array = primitive::<T>(pos, tape, |p| {
-            scalar_text(tape, p)
+            numeric_text(tape, p)
                 .and_then(T::Native::from_text)
                 .ok_or_else(|| invalid(tape, p, &format!("a number ({pg_type})")))
         })?;
