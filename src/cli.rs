@@ -113,6 +113,7 @@ pub fn init_logging() {
     let json = std::env::var("APITAP_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()

@@ -174,11 +174,13 @@ pub async fn load(
         ),
     ] {
         if let Some(sql) = statement {
+            let started = std::time::Instant::now();
             transaction
                 .batch_execute(&sql)
                 .instrument(tracing::info_span!("sql.execute", statement = action, table = %table))
                 .await
                 .map_err(|e| SinkError::database(action, &table, &e))?;
+            tracing::info!(statement = action, table = %table, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
         }
     }
 
@@ -207,9 +209,11 @@ pub async fn load(
                 .map_err(copy_failed)?;
             sink.finish().await.map_err(copy_failed)
         };
+        let started = std::time::Instant::now();
         rows = copy
             .instrument(tracing::info_span!("sql.execute", statement = "COPY", table = %table))
             .await?;
+        tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     } else {
         stages.check(encode).await?;
     }
@@ -288,6 +292,7 @@ async fn fetch(
             }
         }
         if buf.is_empty() {
+            tracing::info!(bytes = progress.figures().bytes, "source read to the end");
             return Ok(());
         }
         progress.add_bytes(buf.len() as u64);
@@ -323,6 +328,9 @@ struct DecodeStage {
     reject_unknown_fields: bool,
     tx: mpsc::Sender<Decoded>,
     source_name: String,
+    /// Records decoded, and the input format once detected, for the log.
+    records: u64,
+    framer_format: Option<Format>,
 }
 
 impl DecodeStage {
@@ -344,6 +352,8 @@ impl DecodeStage {
             reject_unknown_fields: !request.ignore_unknown_fields,
             tx,
             source_name: request.source.to_string(),
+            records: 0,
+            framer_format: None,
         }
     }
 
@@ -354,6 +364,7 @@ impl DecodeStage {
                 framer.push(&chunk, &mut |record, at| self.on_record(record, at))?;
             }
             framer.finish(&mut |record, at| self.on_record(record, at))?;
+            self.framer_format = framer.format();
             if self.decoder.is_none() {
                 self.start_decoding()?;
             }
@@ -362,6 +373,8 @@ impl DecodeStage {
             {
                 self.tx.blocking_send(last).map_err(|_| Stop::Cancelled)?;
             }
+            let format = self.framer_format.map(|f| format!("{f:?}"));
+            tracing::info!(records = self.records, format, "all records decoded");
             Ok::<(), Stop>(())
         })();
         match result {
@@ -375,6 +388,7 @@ impl DecodeStage {
 
     fn on_record(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
         if let Some(decoder) = &mut self.decoder {
+            self.records += 1;
             if let Some(decoded) = decoder.push(record, at)? {
                 self.tx
                     .blocking_send(decoded)

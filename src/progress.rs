@@ -41,9 +41,15 @@ impl Progress {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{spinner} {prefix} {human_pos} rows  {msg}  {per_sec}  {elapsed_precise}",
+                        "{spinner} {prefix}  {human_pos} rows  {msg}  {rows_per_sec}  {elapsed_precise}",
                     )
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                    .with_key(
+                        "rows_per_sec",
+                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{} rows/s", indicatif::HumanCount(state.per_sec() as u64));
+                        },
+                    ),
                 );
                 bar.set_prefix(label.to_string());
                 bar.enable_steady_tick(Duration::from_millis(120));

@@ -136,6 +136,7 @@ pub fn http_client() -> Result<reqwest::Client, SourceError> {
 
 async fn open_http(http: &reqwest::Client, url: &str) -> Result<Body, SourceError> {
     let shown = redact_url(url);
+    let started = std::time::Instant::now();
     let response = http
         .get(url)
         .send()
@@ -146,6 +147,11 @@ async fn open_http(http: &reqwest::Client, url: &str) -> Result<Body, SourceErro
         })?;
     let status = response.status();
     tracing::Span::current().record("status", status.as_u16());
+    tracing::info!(
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "response headers received"
+    );
     if !status.is_success() {
         // The start of the body usually says why (an error JSON, a login page).
         let bytes = response.bytes().await.unwrap_or_default();

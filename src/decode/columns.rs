@@ -96,34 +96,21 @@ fn numeric_text<'t>(tape: &Tape<'t>, p: u32) -> Option<&'t str> {
 /// Writes the value at `p` as JSON text and returns the position after it.
 pub fn write_json(tape: &Tape<'_>, p: u32, out: &mut String) -> u32 {
     match tape.get(p) {
-        TapeElement::StartObject(end) => {
-            out.push('{');
+        element @ (TapeElement::StartObject(end) | TapeElement::StartList(end)) => {
+            let object = matches!(element, TapeElement::StartObject(_));
+            out.push(if object { '{' } else { '[' });
             let mut cur = p + 1;
-            let mut first = true;
             while cur < end {
-                if !first {
+                if cur > p + 1 {
                     out.push(',');
                 }
-                first = false;
                 cur = write_json(tape, cur, out);
-                out.push(':');
-                cur = write_json(tape, cur, out);
-            }
-            out.push('}');
-            end + 1
-        }
-        TapeElement::StartList(end) => {
-            out.push('[');
-            let mut cur = p + 1;
-            let mut first = true;
-            while cur < end {
-                if !first {
-                    out.push(',');
+                if object {
+                    out.push(':');
+                    cur = write_json(tape, cur, out);
                 }
-                first = false;
-                cur = write_json(tape, cur, out);
             }
-            out.push(']');
+            out.push(if object { '}' } else { ']' });
             end + 1
         }
         TapeElement::String(i) => {

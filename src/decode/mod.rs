@@ -443,6 +443,29 @@ mod tests {
     }
 
     #[test]
+    fn nested_values_keep_their_json_text() {
+        let t = table(&[
+            ("j", PgType::Json),
+            ("t", PgType::Text),
+            ("s", PgType::Jsonb),
+        ]);
+        let input =
+            r#"{"j": {"a": [1, "x\"\n\u0001"], "b": {}, "c": []}, "t": [true, null], "s": "é"}"#;
+        let out = decode_lines(&t, options(10), input).unwrap();
+        let column = |i: usize| {
+            out[0]
+                .batch
+                .column(i)
+                .as_string::<i32>()
+                .value(0)
+                .to_string()
+        };
+        assert_eq!(column(0), r#"{"a":[1,"x\"\n\u0001"],"b":{},"c":[]}"#);
+        assert_eq!(column(1), "[true,null]");
+        assert_eq!(column(2), r#""é""#);
+    }
+
+    #[test]
     fn a_record_that_is_not_an_object_is_named() {
         let t = table(&[("id", PgType::Int8)]);
         let err = decode_lines(&t, options(10), "[{\"id\":1}, 5]").unwrap_err();
