@@ -2,7 +2,6 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-#[path = "common.rs"]
 mod common;
 
 fn decode(c: &mut Criterion) {

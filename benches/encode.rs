@@ -4,7 +4,6 @@ use apitap::encode::CopyEncoder;
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-#[path = "common.rs"]
 mod common;
 
 fn encode(c: &mut Criterion) {

@@ -344,44 +344,43 @@ fn slow_rows(chunks: u64, pause: Duration) -> Router {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_rolls_back_and_exits_130() {
+async fn ctrl_c_and_sigterm_roll_back_and_exit_130() {
     let db = client().await;
     let schema = fresh_schema(&db, "interrupt").await;
     let table = guarded_table(&db, &schema).await;
     let addr = serve(slow_rows(1000, Duration::from_millis(20))).await;
-    let mut child = command(&[
-        "load",
-        &format!("http://{addr}/slow"),
-        "--table",
-        &table,
-        "--batch-size",
-        "100",
-    ])
-    .spawn()
-    .unwrap();
-    // Let the load get well into its COPY before interrupting it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
+    for signal in ["-INT", "-TERM"] {
+        let child = command(&[
+            "load",
+            &format!("http://{addr}/slow"),
+            "--table",
+            &table,
+            "--batch-size",
+            "100",
+        ])
+        .spawn()
         .unwrap();
-    assert!(status.success());
-    let output = tokio::task::spawn_blocking(move || {
-        child.stdin.take();
-        child.wait_with_output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "apitap: interrupted; nothing was written to {table}"
-        )),
-        "{stderr}"
-    );
-    assert_unchanged(&db, &table).await;
+        // Let the load get well into its COPY before interrupting it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(130), "{signal}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "apitap: interrupted; nothing was written to {table}"
+            )),
+            "{signal}: {stderr}"
+        );
+        assert_unchanged(&db, &table).await;
+    }
 }
 
 /// During a replace, other sessions keep seeing the old rows until the new ones commit.
