@@ -5,7 +5,7 @@
 #   csv     psql \copy ... FROM a pre-made CSV file
 #   file    apitap load FILE.ndjson
 #   http    apitap load http://.../rows.ndjson from the bundled demo API
-# Usage: scripts/bench.sh [ROWS] [RUNS]
+# Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
@@ -71,7 +71,7 @@ run_one() {
   times[$method]+="$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }') "
 }
 
-methods=(binary csv file http)
+read -r -a methods <<< "${METHODS:-binary csv file http}"
 for run in $(seq "$RUNS"); do
   # Rotate the order so no method always runs first (warm caches) or last.
   for k in "${!methods[@]}"; do

@@ -98,6 +98,9 @@ pub enum LoadError {
     Internal(String),
 }
 
+/// Largest CopyData message sent to the server.
+const COPY_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// Size of the chunks read from the source.
 const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -197,8 +200,14 @@ pub async fn load(
             sink.send(Bytes::from_static(COPY_HEADER))
                 .await
                 .map_err(copy_failed)?;
-            while let Some((bytes, batch_rows)) = copy_rx.recv().await {
-                sink.send(bytes).await.map_err(copy_failed)?;
+            while let Some((mut bytes, batch_rows)) = copy_rx.recv().await {
+                // psql-sized messages: the server reads each CopyData message whole before
+                // parsing it, so a batch-sized message would stall it while it arrives.
+                while !bytes.is_empty() {
+                    let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
+                    sink.feed(piece).await.map_err(copy_failed)?;
+                }
+                sink.flush().await.map_err(copy_failed)?;
                 progress.add_rows(batch_rows);
             }
             // The encode stage has stopped; only a clean end of every stage may finish the
