@@ -237,7 +237,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "rows": f.rows,
             "bytes": f.bytes,
             "seconds": (f.seconds * 1000.0).round() / 1000.0,
-            "rows_per_second": f.rows_per_second().round(),
+            "rows_per_second": f.rows_per_second().round() as u64,
             "peak_rss_bytes": peak_rss_bytes(),
         });
         let text = format!("{json}\n");

@@ -122,8 +122,14 @@ impl RecordDecoder {
     /// type is covered by [`columns::PgDecoderFactory`].
     pub fn new(table: &TableSchema, options: DecodeOptions) -> RecordDecoder {
         let schema = table.arrow_schema();
-        let json = json_decoder(&schema, options.batch_size, options.reject_unknown_fields)
-            .expect("every PgType has a column decoder");
+        // One row of slack: a batch of exactly `batch_size` records must decode in one call
+        // even when something in it is off, so that the count check catches it.
+        let json = json_decoder(
+            &schema,
+            options.batch_size + 1,
+            options.reject_unknown_fields,
+        )
+        .expect("every PgType has a column decoder");
         RecordDecoder {
             json,
             schema,
@@ -134,42 +140,17 @@ impl RecordDecoder {
         }
     }
 
-    /// The number the next record will get.
-    fn next_record(&self) -> u64 {
-        self.records_done + self.batch_records.len() as u64 + 1
-    }
-
-    /// Decodes one record (one complete JSON value), returning a batch when it fills up.
+    /// Takes one record (one complete JSON value), returning a batch when it fills up.
     ///
     /// # Errors
-    /// Malformed JSON, more or less than one value, or, when a batch completes, any value
-    /// that does not fit its column.
+    /// When a batch completes: malformed JSON, a line that is not exactly one value, or a
+    /// value that does not fit its column, for the first such record.
     pub fn push(&mut self, record: &[u8], at: Position) -> Result<Option<Decoded>, DecodeError> {
-        let before = self.json.len();
-        let record_no = self.next_record();
-        let syntax = |e: ArrowError| syntax_error(e, record, at, record_no);
-        self.json.decode(record).map_err(syntax)?;
-        if self.json.has_partial_record() {
-            // A bare number is only known to end at the next delimiter.
-            self.json.decode(b"\n").map_err(syntax)?;
-        }
-        if self.json.has_partial_record() {
-            return Err(DecodeError::NotOneRecord {
-                line: at.line,
-                record: record_no,
-                message: "the JSON value does not end with its line; NDJSON needs one complete value per line",
-            });
-        }
-        if self.json.len() != before + 1 {
-            return Err(DecodeError::NotOneRecord {
-                line: at.line,
-                record: record_no,
-                message: "more than one JSON value on one line",
-            });
-        }
         self.batch_records.push((self.batch_bytes.len(), at));
         self.batch_bytes.extend_from_slice(record);
-        if self.json.len() >= self.options.batch_size {
+        // Ends a bare number and keeps two records from running into each other.
+        self.batch_bytes.push(b'\n');
+        if self.batch_records.len() >= self.options.batch_size {
             return self.flush();
         }
         Ok(None)
@@ -183,11 +164,25 @@ impl RecordDecoder {
         self.flush()
     }
 
+    /// Decodes the batch's records in one call: arrow-json is fastest on one long buffer.
+    /// Anything unexpected sends the batch to [`RecordDecoder::locate`], which replays it
+    /// record by record to say exactly what went wrong where.
     fn flush(&mut self) -> Result<Option<Decoded>, DecodeError> {
-        let batch = match self.json.flush() {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(self.locate(e)),
+        let records = self.batch_records.len();
+        if records == 0 {
+            return Ok(None);
+        }
+        let json = &mut self.json;
+        let decoded = json.decode(&self.batch_bytes).and_then(|consumed| {
+            let whole = consumed == self.batch_bytes.len()
+                && !json.has_partial_record()
+                && json.len() == records;
+            if whole { json.flush() } else { Ok(None) }
+        });
+        let batch = match decoded {
+            Ok(Some(batch)) if batch.num_rows() == records => batch,
+            Ok(_) => return Err(self.locate(None)),
+            Err(e) => return Err(self.locate(Some(e))),
         };
         for (column, hint) in &self.options.must_stay_null {
             let array = batch.column(*column);
@@ -213,7 +208,7 @@ impl RecordDecoder {
     }
 
     /// Finds the first record of the failed batch that fails on its own, and says why.
-    fn locate(&self, batch_error: ArrowError) -> DecodeError {
+    fn locate(&self, batch_error: Option<ArrowError>) -> DecodeError {
         let ends = self
             .batch_records
             .iter()
@@ -221,30 +216,44 @@ impl RecordDecoder {
             .map(|(start, _)| *start)
             .chain([self.batch_bytes.len()]);
         for (i, ((start, at), end)) in self.batch_records.iter().zip(ends).enumerate() {
-            let mut single = match json_decoder(&self.schema, 1, self.options.reject_unknown_fields)
+            let record_no = self.records_done + i as u64 + 1;
+            let with_newline = &self.batch_bytes[*start..end];
+            let record = &with_newline[..with_newline.len() - 1];
+            // Room for two rows, so a line holding two values shows as two.
+            let mut single = match json_decoder(&self.schema, 2, self.options.reject_unknown_fields)
             {
                 Ok(d) => d,
-                Err(e) => {
-                    return self.value_error(
-                        e,
-                        self.records_done + 1,
-                        Position { line: 0, column: 0 },
-                    );
-                }
+                Err(e) => return self.value_error(e, record_no, *at),
             };
-            let result = single
-                .decode(&self.batch_bytes[*start..end])
-                .and_then(|_| single.decode(b"\n"))
-                .and_then(|_| single.flush());
-            if let Err(e) = result {
-                return self.value_error(e, self.records_done + i as u64 + 1, *at);
+            if let Err(e) = single.decode(with_newline) {
+                return syntax_error(e, record, *at, record_no);
+            }
+            if single.has_partial_record() {
+                return DecodeError::NotOneRecord {
+                    line: at.line,
+                    record: record_no,
+                    message: "the JSON value does not end with its line; NDJSON needs one complete value per line",
+                };
+            }
+            if single.len() != 1 {
+                return DecodeError::NotOneRecord {
+                    line: at.line,
+                    record: record_no,
+                    message: "more than one JSON value on one line",
+                };
+            }
+            if let Err(e) = single.flush() {
+                return self.value_error(e, record_no, *at);
             }
         }
         let at = self
             .batch_records
             .first()
             .map_or(Position { line: 0, column: 0 }, |r| r.1);
-        self.value_error(batch_error, self.records_done + 1, at)
+        let error = batch_error.unwrap_or_else(|| {
+            ArrowError::JsonError("the batch did not decode as its records did".into())
+        });
+        self.value_error(error, self.records_done + 1, at)
     }
 
     /// Turns arrow-json's message into a structured error for one record.
