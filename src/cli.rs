@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::decode::Format;
+use crate::decode::pointer::JsonPointer;
 use crate::pipeline::{LoadRequest, LoadSummary, Mode, load};
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
@@ -58,6 +59,12 @@ pub struct LoadArgs {
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     pub format: FormatArg,
 
+    /// The records are the array at this JSON pointer inside one JSON document, e.g. /data
+    /// for `{"data": [...], "next": …}`. The document is read whole (up to
+    /// --max-record-bytes).
+    #[arg(long, value_name = "POINTER")]
+    pub records_path: Option<String>,
+
     /// Records read before loading, to infer a new table's columns.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub sample: usize,
@@ -74,7 +81,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
 
-    /// Longest record accepted, in bytes.
+    /// Longest record (or, with --records-path, document) accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     pub max_record_bytes: usize,
 
@@ -159,6 +166,13 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             FormatArg::Ndjson => Some(Format::Ndjson),
             FormatArg::Json => Some(Format::JsonArray),
         },
+        records_path: args
+            .records_path
+            .as_deref()
+            .map(JsonPointer::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("invalid --records-path")?,
         sample: args.sample,
         batch_size: args.batch_size as usize,
         ignore_unknown_fields: args.ignore_unknown_fields,

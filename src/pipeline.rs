@@ -25,6 +25,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::decode::pointer::{JsonPointer, scan_document};
 use crate::decode::{
     DecodeError, DecodeOptions, Decoded, Format, Framer, Position, RecordDecoder, Sample,
 };
@@ -51,6 +52,8 @@ pub struct LoadRequest {
     pub mode: Mode,
     /// `None` detects NDJSON or a JSON array.
     pub format: Option<Format>,
+    /// Records are the array at this pointer inside one JSON document (`{"data": [...]}`).
+    pub records_path: Option<JsonPointer>,
     /// Records read to infer a new table's columns (and to see which fields exist).
     pub sample: usize,
     pub batch_size: usize,
@@ -324,9 +327,21 @@ impl From<DecodeError> for Stop {
     }
 }
 
+/// How the decode stage finds records in the bytes.
+enum Framing {
+    /// NDJSON or a JSON array, record by record as the bytes arrive.
+    Stream(Framer),
+    /// The array at a pointer inside one document, which is read whole first (bounded).
+    Document {
+        records: JsonPointer,
+        buffer: Vec<u8>,
+        max_bytes: usize,
+    },
+}
+
 /// Frames and decodes records, after first gathering the sample for the planner.
 struct DecodeStage {
-    framer: Framer,
+    framing: Option<Framing>,
     sample_limit: usize,
     sample: Sample,
     sampled: Vec<u8>,
@@ -350,7 +365,14 @@ impl DecodeStage {
         tx: mpsc::Sender<Decoded>,
     ) -> DecodeStage {
         DecodeStage {
-            framer: Framer::new(request.format, request.max_record_bytes),
+            framing: Some(match &request.records_path {
+                Some(records) => Framing::Document {
+                    records: records.clone(),
+                    buffer: Vec::new(),
+                    max_bytes: request.max_record_bytes,
+                },
+                None => Framing::Stream(Framer::new(request.format, request.max_record_bytes)),
+            }),
             sample_limit: request.sample.max(1),
             sample: Sample::default(),
             sampled: Vec::new(),
@@ -368,12 +390,33 @@ impl DecodeStage {
 
     fn run(mut self, mut rx: mpsc::Receiver<Bytes>) -> Result<(), LoadError> {
         let result = (|| {
-            let mut framer = std::mem::replace(&mut self.framer, Framer::new(None, 0));
-            while let Some(chunk) = rx.blocking_recv() {
-                framer.push(&chunk, &mut |record, at| self.on_record(record, at))?;
+            match self.framing.take() {
+                Some(Framing::Stream(mut framer)) => {
+                    while let Some(chunk) = rx.blocking_recv() {
+                        framer.push(&chunk, &mut |record, at| self.on_record(record, at))?;
+                    }
+                    framer.finish(&mut |record, at| self.on_record(record, at))?;
+                    self.framer_format = framer.format();
+                }
+                Some(Framing::Document {
+                    records,
+                    mut buffer,
+                    max_bytes,
+                }) => {
+                    while let Some(chunk) = rx.blocking_recv() {
+                        if buffer.len() + chunk.len() > max_bytes {
+                            return Err(Stop::Failed(DecodeError::DocumentTooLarge {
+                                limit: max_bytes,
+                            }));
+                        }
+                        buffer.extend_from_slice(&chunk);
+                    }
+                    scan_document(&buffer, &records, &[], &mut |record, at| {
+                        self.on_record(record, at)
+                    })?;
+                }
+                None => {}
             }
-            framer.finish(&mut |record, at| self.on_record(record, at))?;
-            self.framer_format = framer.format();
             if self.decoder.is_none() {
                 self.start_decoding()?;
             }

@@ -252,6 +252,33 @@ async fn http_failures_are_reported_with_status_url_and_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_path_that_finds_nothing_is_an_error() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "records_path").await;
+    let table = guarded_table(&db, &schema).await;
+    let input = b"{\"items\": [{\"id\": 2, \"name\": \"a\"}], \"next\": null}".to_vec();
+    let run = apitap(
+        &["load", "-", "--table", &table, "--records-path", "/data"],
+        Some(input),
+    )
+    .await;
+    assert_one_line_error(&run, "stdin: line 1: the document has no array at /data");
+    assert_unchanged(&db, &table).await;
+    let run = apitap(
+        &["load", "-", "--table", &table, "--records-path", "data"],
+        Some(Vec::new()),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("invalid --records-path: JSON pointer \"data\" must start with '/'"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_cut_mid_stream_fails_the_load() {
     let db = client().await;
     let schema = fresh_schema(&db, "cut").await;

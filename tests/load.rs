@@ -459,3 +459,39 @@ async fn demo_api_serves_pages_and_arrays() {
         assert_eq!(array[1499]["id"], 1500);
     }
 }
+
+/// `{"data": [...], "page": …}`: the records are the array at --records-path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_inside_a_document_load_from_their_pointer() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "records_path").await;
+    let addr = serve(apitap::demo::router()).await;
+    let run = apitap(
+        &[
+            "load",
+            &format!("http://{addr}/rows?rows=5000&page=2&per_page=2000"),
+            "--records-path",
+            "/data",
+            "--table",
+            &format!("{schema}.page"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row = db
+        .query_one(
+            &format!("SELECT count(*), min(id), max(id) FROM {schema}.page"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (2000, 2001, 4000)
+    );
+}

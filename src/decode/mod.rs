@@ -12,6 +12,7 @@
 pub mod columns;
 pub mod framing;
 pub mod infer;
+pub mod pointer;
 pub mod values;
 
 use arrow_array::{Array, RecordBatch};
@@ -36,6 +37,10 @@ pub enum DecodeError {
     Structure { line: u64, message: String },
     #[error("line {line}: a record is longer than the limit of {limit} bytes")]
     RecordTooLarge { line: u64, limit: usize },
+    #[error(
+        "the document is larger than the limit of {limit} bytes (raise --max-record-bytes, or ask the API for smaller pages)"
+    )]
+    DocumentTooLarge { limit: usize },
     #[error("line {line}, column {column} (record {record}): malformed JSON: {message}")]
     Syntax {
         line: u64,
