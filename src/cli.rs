@@ -16,7 +16,7 @@ use crate::pipeline::{LoadRequest, LoadSummary, Mode, load};
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
 use crate::sink::ConnectOptions;
-use crate::source::Source;
+use crate::source::{Http, RequestOptions, RetryPolicy, Source};
 
 /// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.
 #[derive(Debug, Parser)]
@@ -80,6 +80,21 @@ pub struct LoadArgs {
     /// Records per Arrow batch.
     #[arg(long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+
+    /// An HTTP header for the request, `'Name: value'`; `${VAR}` is taken from the
+    /// environment. Repeatable. Values are never printed.
+    #[arg(long = "header", short = 'H', value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
+
+    /// A query parameter added to the URL, `name=value`, with `${VAR}` from the environment.
+    /// Repeatable.
+    #[arg(long = "query", value_name = "NAME=VALUE")]
+    pub query: Vec<String>,
+
+    /// Retries of failed requests (connection errors, timeouts, 408, 429, 5xx), as an inline
+    /// mapping: '{max_attempts: 5, min_delay_secs: 0.5, max_delay_secs: 30}' (the defaults).
+    #[arg(long, value_name = "MAPPING")]
+    pub retry: Option<String>,
 
     /// Longest record (or, with --records-path, document) accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
@@ -157,8 +172,22 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
     let table = TableName::parse(&args.table)
         .map_err(|e| anyhow::anyhow!(e))
         .context("invalid --table")?;
+    let env = |name: &str| std::env::var(name).ok();
+    let source_text = crate::source::request::substitute_env(&args.source, env).map_err(|var| {
+        anyhow::anyhow!("environment variable {var} (in the source URL) is not set")
+    })?;
+    let http = Http {
+        client: crate::source::http_client()?,
+        request: RequestOptions::from_flags(&args.headers, &args.query, env)
+            .map_err(|e| anyhow::anyhow!(e))?,
+        retry: match &args.retry {
+            Some(text) => RetryPolicy::parse(text).map_err(|e| anyhow::anyhow!(e))?,
+            None => RetryPolicy::default(),
+        },
+    };
     let request = LoadRequest {
-        source: Source::parse(&args.source),
+        source: Source::parse(&source_text),
+        http,
         table,
         mode: args.mode,
         format: match args.format {
@@ -252,6 +281,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "bytes": f.bytes,
             "seconds": (f.seconds * 1000.0).round() / 1000.0,
             "rows_per_second": f.rows_per_second().round() as u64,
+            "retries": f.retries,
             "peak_rss_bytes": peak_rss_bytes(),
         });
         let text = format!("{json}\n");

@@ -33,7 +33,7 @@ use crate::encode::{COPY_HEADER, COPY_TRAILER, CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
 use crate::schema::TableName;
 use crate::sink::{ConnectOptions, LoadPlan, SinkError, describe_target};
-use crate::source::{Body, Source, SourceError};
+use crate::source::{Body, Http, Source, SourceError};
 
 /// How the load treats rows already in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +48,8 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct LoadRequest {
     pub source: Source,
+    /// Client, headers, query and retries for an HTTP source.
+    pub http: Http,
     pub table: TableName,
     pub mode: Mode,
     /// `None` detects NDJSON or a JSON array.
@@ -116,9 +118,14 @@ pub async fn load(
     connect: &ConnectOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
-    let http = crate::source::http_client()?;
     let (body, mut client) = tokio::try_join!(
-        async { request.source.open(&http).await.map_err(LoadError::from) },
+        async {
+            request
+                .source
+                .open(&request.http, &progress)
+                .await
+                .map_err(LoadError::from)
+        },
         async { connect.connect().await.map_err(LoadError::from) },
     )?;
 

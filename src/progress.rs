@@ -26,6 +26,7 @@ pub enum ProgressMode {
 pub struct Progress {
     rows: AtomicU64,
     bytes: AtomicU64,
+    retries: AtomicU64,
     started: Instant,
     bar: Option<ProgressBar>,
     done: Arc<AtomicBool>,
@@ -60,6 +61,7 @@ impl Progress {
         let progress = Arc::new(Progress {
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
             started: Instant::now(),
             bar,
             done: Arc::new(AtomicBool::new(false)),
@@ -87,6 +89,11 @@ impl Progress {
         }
     }
 
+    /// Counts a request retried after a transient failure.
+    pub fn add_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts rows sent to PostgreSQL.
     pub fn add_rows(&self, n: u64) {
         self.rows.fetch_add(n, Ordering::Relaxed);
@@ -99,6 +106,7 @@ impl Progress {
         Figures {
             rows: self.rows.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
             seconds: self.started.elapsed().as_secs_f64(),
         }
     }
@@ -123,6 +131,8 @@ impl Drop for Progress {
 pub struct Figures {
     pub rows: u64,
     pub bytes: u64,
+    /// HTTP requests retried.
+    pub retries: u64,
     pub seconds: f64,
 }
 
@@ -135,10 +145,15 @@ impl Figures {
         }
     }
 
-    /// `1000000 rows, 412.3 MiB, 2.41 s, 415000 rows/s`.
+    /// `1000000 rows, 412.3 MiB, 2.41 s, 415000 rows/s[, 2 retries]`.
     pub fn line(&self) -> String {
+        let retries = match self.retries {
+            0 => String::new(),
+            1 => ", 1 retry".into(),
+            n => format!(", {n} retries"),
+        };
         format!(
-            "{} rows, {}, {:.2} s, {:.0} rows/s",
+            "{} rows, {}, {:.2} s, {:.0} rows/s{retries}",
             self.rows,
             HumanBytes(self.bytes),
             self.seconds,

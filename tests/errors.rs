@@ -236,13 +236,23 @@ async fn http_failures_are_reported_with_status_url_and_body() {
         ),
     );
 
-    // Nothing listens on port 1.
+    // Nothing listens on port 1; connection errors are retried, then reported.
     let run = apitap(
-        &["load", "http://127.0.0.1:1/rows.ndjson", "--table", &table],
+        &[
+            "load",
+            "http://127.0.0.1:1/rows.ndjson",
+            "--table",
+            &table,
+            "--retry",
+            "{max_attempts: 2, min_delay_secs: 0.01, max_delay_secs: 0.01}",
+        ],
         None,
     )
     .await;
-    assert_one_line_error(&run, "could not fetch http://127.0.0.1:1/rows.ndjson: ");
+    assert_one_line_error(
+        &run,
+        "could not fetch http://127.0.0.1:1/rows.ndjson (after 2 attempts): ",
+    );
     assert!(
         run.stderr.to_lowercase().contains("connection refused"),
         "{}",

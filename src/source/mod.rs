@@ -4,6 +4,12 @@
 //! reads in chunks. Gzip is recognised by its magic bytes rather than by file name or
 //! Content-Type, so `.ndjson.gz` files, `curl | apitap load -` and APIs that serve gzip
 //! without saying so all work; `Content-Encoding` is handled by reqwest itself.
+//!
+//! HTTP requests carry the source's headers and query parameters ([`request`]) and are
+//! retried on transient failures ([`retry`]) until the body starts to arrive.
+
+pub mod request;
+pub mod retry;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,6 +21,19 @@ use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::io::StreamReader;
 use tracing::Instrument;
+
+pub use request::RequestOptions;
+pub use retry::RetryPolicy;
+
+use crate::progress::Progress;
+
+/// How a load talks HTTP: the client, what every request carries, and the retry policy.
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub client: reqwest::Client,
+    pub request: RequestOptions,
+    pub retry: RetryPolicy,
+}
 
 /// The body of a source, decompressed.
 pub type Body = Pin<Box<dyn AsyncRead + Send>>;
@@ -30,18 +49,36 @@ pub enum Source {
 /// Why a source could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("HTTP {status} from {url}{}", body_suffix(.body))]
+    #[error("HTTP {status} from {url}{}{}", attempts_suffix(*.attempts), body_suffix(.body))]
     Status {
         status: reqwest::StatusCode,
         url: String,
+        attempts: u32,
         body: String,
     },
-    #[error("could not fetch {url}: {reason}")]
-    Request { url: String, reason: String },
+    #[error("could not fetch {url}{}: {reason}", attempts_suffix(*.attempts))]
+    Request {
+        url: String,
+        attempts: u32,
+        reason: String,
+    },
+    #[error("{url} asked to retry after {} s, longer than apitap waits ({} s)", .wait.as_secs(), 600)]
+    RetryAfterTooLong {
+        url: String,
+        wait: std::time::Duration,
+    },
     #[error("could not read {path}: {reason}")]
     File { path: String, reason: String },
     #[error("reading {source_name} failed: {reason}")]
     Read { source_name: String, reason: String },
+}
+
+fn attempts_suffix(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    }
 }
 
 fn body_suffix(body: &str) -> String {
@@ -68,7 +105,7 @@ impl Source {
     ///
     /// # Errors
     /// A non-2xx response, an unreachable server, or a file that cannot be opened.
-    pub async fn open(&self, http: &reqwest::Client) -> Result<Body, SourceError> {
+    pub async fn open(&self, http: &Http, progress: &Progress) -> Result<Body, SourceError> {
         let raw: Body = match self {
             Source::Stdin => Box::pin(tokio::io::stdin()),
             Source::File(path) => {
@@ -82,7 +119,7 @@ impl Source {
             }
             Source::Http(url) => {
                 let span = tracing::info_span!("http.request", url = %redact_url(url), status = tracing::field::Empty);
-                open_http(http, url).instrument(span).await?
+                open_http(http, url, progress).instrument(span).await?
             }
         };
         let mut reader = BufReader::with_capacity(256 * 1024, raw);
@@ -130,39 +167,79 @@ pub fn http_client() -> Result<reqwest::Client, SourceError> {
         .build()
         .map_err(|e| SourceError::Request {
             url: String::new(),
+            attempts: 1,
             reason: error_chain(&e),
         })
 }
 
-async fn open_http(http: &reqwest::Client, url: &str) -> Result<Body, SourceError> {
-    let shown = redact_url(url);
-    let started = std::time::Instant::now();
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| SourceError::Request {
-            url: shown.clone(),
-            reason: error_chain(&e),
-        })?;
-    let status = response.status();
-    tracing::Span::current().record("status", status.as_u16());
-    tracing::info!(
-        status = status.as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "response headers received"
-    );
-    if !status.is_success() {
-        // The start of the body usually says why (an error JSON, a login page).
-        let bytes = response.bytes().await.unwrap_or_default();
-        return Err(SourceError::Status {
-            status,
-            url: shown,
-            body: crate::decode::framing::preview(&bytes),
-        });
+/// Sends the request, retrying transient failures, and returns the body of the first
+/// success. Retries stop once a 2xx arrives: the body streams from there.
+async fn open_http(http: &Http, url: &str, progress: &Progress) -> Result<Body, SourceError> {
+    let mut full_url = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
+        url: redact_url(url),
+        attempts: 0,
+        reason: format!("invalid URL: {e}"),
+    })?;
+    if !http.request.query.is_empty() {
+        full_url.query_pairs_mut().extend_pairs(&http.request.query);
     }
-    let stream = response.bytes_stream().map_err(std::io::Error::other);
-    Ok(Box::pin(StreamReader::new(stream)))
+    let shown = redact_url(full_url.as_str());
+    let mut attempt = 1;
+    loop {
+        let started = std::time::Instant::now();
+        let mut request = http.client.get(full_url.clone());
+        for (name, value) in &http.request.headers {
+            request = request.header(name, value);
+        }
+        let last = attempt >= http.retry.max_attempts;
+        let wait = match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                let status = response.status();
+                tracing::Span::current().record("status", status.as_u16());
+                tracing::info!(
+                    status = status.as_u16(),
+                    attempt,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "response headers received"
+                );
+                let stream = response.bytes_stream().map_err(std::io::Error::other);
+                return Ok(Box::pin(StreamReader::new(stream)));
+            }
+            Ok(response) => {
+                let status = response.status();
+                tracing::Span::current().record("status", status.as_u16());
+                if last || !retry::retryable_status(status) {
+                    // The start of the body usually says why (an error JSON, a login page).
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    return Err(SourceError::Status {
+                        status,
+                        url: shown,
+                        attempts: attempt,
+                        body: crate::decode::framing::preview(&bytes),
+                    });
+                }
+                match retry::retry_after(response.headers(), std::time::SystemTime::now()) {
+                    Ok(Some(wait)) => wait,
+                    Ok(None) => http.retry.backoff(attempt),
+                    Err(wait) => return Err(SourceError::RetryAfterTooLong { url: shown, wait }),
+                }
+            }
+            Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                http.retry.backoff(attempt)
+            }
+            Err(e) => {
+                return Err(SourceError::Request {
+                    url: shown,
+                    attempts: attempt,
+                    reason: error_chain(&e),
+                });
+            }
+        };
+        tracing::info!(url = %shown, attempt, wait_ms = wait.as_millis() as u64, "retrying");
+        progress.add_retry();
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
 }
 
 /// A URL fit for messages and logs: user info and query values are hidden, since either may
