@@ -16,6 +16,7 @@ use crate::pipeline::{LoadRequest, LoadSummary, Mode, load};
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
 use crate::sink::ConnectOptions;
+use crate::source::paginate::PaginationConfig;
 use crate::source::{Http, RequestOptions, RetryPolicy, Source};
 
 /// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.
@@ -90,6 +91,13 @@ pub struct LoadArgs {
     /// Repeatable.
     #[arg(long = "query", value_name = "NAME=VALUE")]
     pub query: Vec<String>,
+
+    /// Fetch an HTTP source page by page, as an inline mapping, e.g.
+    /// '{kind: page_number, page_size: 1000}' or
+    /// '{kind: cursor, cursor_param: after, cursor_path: /next_cursor, has_more_path: /has_more}'.
+    /// Kinds: limit_offset, page_number, page_only, cursor, next_url, link_header.
+    #[arg(long, value_name = "MAPPING")]
+    pub pagination: Option<String>,
 
     /// Retries of failed requests (connection errors, timeouts, 408, 429, 5xx), as an inline
     /// mapping: '{max_attempts: 5, min_delay_secs: 0.5, max_delay_secs: 30}' (the defaults).
@@ -202,6 +210,12 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             .transpose()
             .map_err(|e| anyhow::anyhow!(e))
             .context("invalid --records-path")?,
+        pagination: args
+            .pagination
+            .as_deref()
+            .map(PaginationConfig::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?,
         sample: args.sample,
         batch_size: args.batch_size as usize,
         ignore_unknown_fields: args.ignore_unknown_fields,
@@ -282,6 +296,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "seconds": (f.seconds * 1000.0).round() / 1000.0,
             "rows_per_second": f.rows_per_second().round() as u64,
             "retries": f.retries,
+            "pages": f.pages,
             "peak_rss_bytes": peak_rss_bytes(),
         });
         let text = format!("{json}\n");

@@ -33,7 +33,8 @@ use crate::encode::{COPY_HEADER, COPY_TRAILER, CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
 use crate::schema::TableName;
 use crate::sink::{ConnectOptions, LoadPlan, SinkError, describe_target};
-use crate::source::{Body, Http, Source, SourceError};
+use crate::source::paginate::{PageFacts, Pager, PaginationConfig};
+use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
 
 /// How the load treats rows already in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,6 +57,8 @@ pub struct LoadRequest {
     pub format: Option<Format>,
     /// Records are the array at this pointer inside one JSON document (`{"data": [...]}`).
     pub records_path: Option<JsonPointer>,
+    /// Fetch the HTTP source page by page.
+    pub pagination: Option<PaginationConfig>,
     /// Records read to infer a new table's columns (and to see which fields exist).
     pub sample: usize,
     pub batch_size: usize,
@@ -99,6 +102,8 @@ pub enum LoadError {
         source_name: String,
         table: TableName,
     },
+    #[error("{0}")]
+    Pagination(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -118,30 +123,63 @@ pub async fn load(
     connect: &ConnectOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
+    // A paged source is fetched by the pager, page by page; any other is opened as a stream.
+    let pager = match (&request.pagination, &request.source) {
+        (Some(config), Source::Http(url)) => {
+            let base = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
+                url: redact_url(url),
+                attempts: 0,
+                reason: format!("invalid URL: {e}"),
+            })?;
+            let pager = Pager::new(config.clone(), base).map_err(LoadError::Pagination)?;
+            if !pager.captures().is_empty() && request.records_path.is_none() {
+                return Err(LoadError::Pagination(
+                    "this pagination reads values from each page, so the records must be at a --records-path (e.g. /data)".into(),
+                ));
+            }
+            Some(pager)
+        }
+        (Some(_), _) => {
+            return Err(LoadError::Pagination(
+                "--pagination needs an http(s) source".into(),
+            ));
+        }
+        (None, _) => None,
+    };
     let (body, mut client) = tokio::try_join!(
         async {
-            request
-                .source
-                .open(&request.http, &progress)
-                .await
-                .map_err(LoadError::from)
+            match pager {
+                None => request
+                    .source
+                    .open(&request.http, &progress)
+                    .await
+                    .map(Some)
+                    .map_err(LoadError::from),
+                Some(_) => Ok(None),
+            }
         },
         async { connect.connect().await.map_err(LoadError::from) },
     )?;
 
-    let (bytes_tx, bytes_rx) = mpsc::channel::<Bytes>(8);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
     let (batch_tx, batch_rx) = mpsc::channel::<Decoded>(4);
     let (sample_tx, sample_rx) = oneshot::channel::<Sample>();
     let (plan_tx, plan_rx) = oneshot::channel::<Arc<LoadPlan>>();
 
-    let fetch = tokio::spawn(
-        fetch(body, bytes_tx, progress.clone(), request.source.clone())
-            .instrument(tracing::info_span!("http.ndjson_stream", source = %request.source)),
-    );
+    let span = tracing::info_span!("http.ndjson_stream", source = %request.source);
+    let fetch = match (body, pager) {
+        (_, Some(pager)) => tokio::spawn(
+            fetch_pages(pager, request.clone(), chunk_tx, progress.clone()).instrument(span),
+        ),
+        (Some(body), None) => tokio::spawn(
+            fetch(body, chunk_tx, progress.clone(), request.source.clone()).instrument(span),
+        ),
+        (None, None) => unreachable!("a source without pagination is opened above"),
+    };
     let decode = {
         let stage = DecodeStage::new(request, sample_tx, plan_rx, batch_tx);
         let span = tracing::info_span!("transform.load", table = %request.table);
-        tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(bytes_rx)))
+        tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(chunk_rx)))
     };
     let stages = Stages {
         fetch,
@@ -295,7 +333,7 @@ impl Stages {
 /// Reads the body in chunks. Stops quietly when the decode stage is gone (it has its reason).
 async fn fetch(
     mut body: Body,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Chunk>,
     progress: Arc<Progress>,
     source: Source,
 ) -> Result<(), LoadError> {
@@ -315,10 +353,130 @@ async fn fetch(
             return Ok(());
         }
         progress.add_bytes(buf.len() as u64);
-        if tx.send(buf.freeze()).await.is_err() {
+        if tx.send(Chunk::Bytes(buf.freeze())).await.is_err() {
             return Ok(());
         }
     }
+}
+
+/// What flows from the fetch stage to the decode stage.
+enum Chunk {
+    /// Part of one streamed body; the decode stage finds the records.
+    Bytes(Bytes),
+    /// One whole page whose records the fetch stage has already found (it needed to, to
+    /// know the next page).
+    Page(FramedPage),
+}
+
+struct FramedPage {
+    body: Bytes,
+    /// Each record's byte range in `body`, and where it starts.
+    records: Vec<(usize, usize, Position)>,
+    /// `page 3 (URL)`, for messages.
+    label: String,
+}
+
+/// Fetches pages until the pager says the source is exhausted, passing each on with its
+/// records located. Stops quietly when the decode stage is gone (it has its reason).
+async fn fetch_pages(
+    mut pager: Pager,
+    request: LoadRequest,
+    tx: mpsc::Sender<Chunk>,
+    progress: Arc<Progress>,
+) -> Result<(), LoadError> {
+    let source_name = request.source.to_string();
+    loop {
+        let url = pager.url().clone();
+        let label = format!(
+            "page {} ({})",
+            pager.pages_fetched() + 1,
+            redact_url(url.as_str())
+        );
+        let page = fetch_page(&request.http, &url, &progress).await?;
+        progress.add_bytes(page.body.len() as u64);
+        progress.add_page();
+        let (framed, captured) = frame_page(page.body, label.clone(), &request, pager.captures())
+            .map_err(|error| LoadError::Decode {
+            source_name: format!("{source_name}, {label}"),
+            error,
+        })?;
+        let facts = PageFacts {
+            records: framed.records.len() as u64,
+            captured,
+            link_next: page.link_next,
+            digest: digest(&framed.body),
+        };
+        if tx.send(Chunk::Page(framed)).await.is_err() {
+            return Ok(());
+        }
+        match pager.advance(&facts).map_err(LoadError::Pagination)? {
+            Some(_) => continue,
+            None => {
+                tracing::info!(pages = pager.pages_fetched(), "last page reached");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Locates a page's records: at the records path inside the page's document, or as NDJSON
+/// lines or array elements. Also returns the raw text of the values the pager asked for.
+fn frame_page(
+    body: Bytes,
+    label: String,
+    request: &LoadRequest,
+    captures: &[JsonPointer],
+) -> Result<(FramedPage, Vec<Option<String>>), DecodeError> {
+    // A final newline keeps the last NDJSON line inside the body (not in the framer's
+    // carry), so every record is a range of it.
+    let body = if request.records_path.is_none() && !body.is_empty() && body.last() != Some(&b'\n')
+    {
+        Bytes::from([&body[..], b"\n"].concat())
+    } else {
+        body
+    };
+    let base = body.as_ptr() as usize;
+    let mut records = Vec::new();
+    let mut locate = |record: &[u8], at: Position| {
+        let start = record.as_ptr() as usize - base;
+        records.push((start, start + record.len(), at));
+        Ok::<(), DecodeError>(())
+    };
+    let captured = match &request.records_path {
+        Some(path) => {
+            let refs: Vec<&JsonPointer> = captures.iter().collect();
+            let scanned = scan_document(&body, path, &refs, &mut locate)?;
+            scanned
+                .captured
+                .iter()
+                .map(|c| c.map(|b| String::from_utf8_lossy(b).into_owned()))
+                .collect()
+        }
+        None => {
+            let mut framer = Framer::new(request.format, request.max_record_bytes);
+            framer.push(&body, &mut locate)?;
+            framer.finish(&mut locate)?;
+            Vec::new()
+        }
+    };
+    Ok((
+        FramedPage {
+            body,
+            records,
+            label,
+        },
+        captured,
+    ))
+}
+
+/// A cheap fingerprint of a page: its length and its first and last 64 KiB.
+fn digest(body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.len().hash(&mut hasher);
+    body[..body.len().min(65536)].hash(&mut hasher);
+    body[body.len().saturating_sub(65536)..].hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Why the decode stage stopped early.
@@ -362,6 +520,9 @@ struct DecodeStage {
     /// Records decoded, and the input format once detected, for the log.
     records: u64,
     framer_format: Option<Format>,
+    /// Records delivered so far, and the first record number and label of each page.
+    delivered: u64,
+    pages: Vec<(u64, String)>,
 }
 
 impl DecodeStage {
@@ -372,14 +533,18 @@ impl DecodeStage {
         tx: mpsc::Sender<Decoded>,
     ) -> DecodeStage {
         DecodeStage {
-            framing: Some(match &request.records_path {
-                Some(records) => Framing::Document {
-                    records: records.clone(),
-                    buffer: Vec::new(),
-                    max_bytes: request.max_record_bytes,
-                },
-                None => Framing::Stream(Framer::new(request.format, request.max_record_bytes)),
-            }),
+            // Pages arrive framed by the fetch stage.
+            framing: request
+                .pagination
+                .is_none()
+                .then(|| match &request.records_path {
+                    Some(records) => Framing::Document {
+                        records: records.clone(),
+                        buffer: Vec::new(),
+                        max_bytes: request.max_record_bytes,
+                    },
+                    None => Framing::Stream(Framer::new(request.format, request.max_record_bytes)),
+                }),
             sample_limit: request.sample.max(1),
             sample: Sample::default(),
             sampled: Vec::new(),
@@ -392,34 +557,51 @@ impl DecodeStage {
             source_name: request.source.to_string(),
             records: 0,
             framer_format: None,
+            delivered: 0,
+            pages: Vec::new(),
         }
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Bytes>) -> Result<(), LoadError> {
+    fn run(mut self, mut rx: mpsc::Receiver<Chunk>) -> Result<(), LoadError> {
         let result = (|| {
-            match self.framing.take() {
-                Some(Framing::Stream(mut framer)) => {
-                    while let Some(chunk) = rx.blocking_recv() {
-                        framer.push(&chunk, &mut |record, at| self.on_record(record, at))?;
+            let mut framing = self.framing.take();
+            while let Some(chunk) = rx.blocking_recv() {
+                match (chunk, &mut framing) {
+                    (Chunk::Page(page), _) => {
+                        self.pages.push((self.delivered + 1, page.label));
+                        for (start, end, at) in page.records {
+                            self.deliver(&page.body[start..end], at)?;
+                        }
                     }
-                    framer.finish(&mut |record, at| self.on_record(record, at))?;
+                    (Chunk::Bytes(bytes), Some(Framing::Stream(framer))) => {
+                        framer.push(&bytes, &mut |record, at| self.deliver(record, at))?;
+                    }
+                    (
+                        Chunk::Bytes(bytes),
+                        Some(Framing::Document {
+                            buffer, max_bytes, ..
+                        }),
+                    ) => {
+                        if buffer.len() + bytes.len() > *max_bytes {
+                            return Err(Stop::Failed(DecodeError::DocumentTooLarge {
+                                limit: *max_bytes,
+                            }));
+                        }
+                        buffer.extend_from_slice(&bytes);
+                    }
+                    (Chunk::Bytes(_), None) => {}
+                }
+            }
+            match framing {
+                Some(Framing::Stream(mut framer)) => {
+                    framer.finish(&mut |record, at| self.deliver(record, at))?;
                     self.framer_format = framer.format();
                 }
                 Some(Framing::Document {
-                    records,
-                    mut buffer,
-                    max_bytes,
+                    records, buffer, ..
                 }) => {
-                    while let Some(chunk) = rx.blocking_recv() {
-                        if buffer.len() + chunk.len() > max_bytes {
-                            return Err(Stop::Failed(DecodeError::DocumentTooLarge {
-                                limit: max_bytes,
-                            }));
-                        }
-                        buffer.extend_from_slice(&chunk);
-                    }
                     scan_document(&buffer, &records, &[], &mut |record, at| {
-                        self.on_record(record, at)
+                        self.deliver(record, at)
                     })?;
                 }
                 None => {}
@@ -438,11 +620,28 @@ impl DecodeStage {
         })();
         match result {
             Ok(()) | Err(Stop::Cancelled) => Ok(()),
-            Err(Stop::Failed(error)) => Err(LoadError::Decode {
-                source_name: self.source_name,
-                error,
-            }),
+            Err(Stop::Failed(error)) => {
+                // Paged sources: say which page the failing record came from.
+                let page = error.record().and_then(|record| {
+                    self.pages
+                        .iter()
+                        .rev()
+                        .find(|(first, _)| *first <= record)
+                        .map(|(_, label)| label.clone())
+                });
+                let source_name = match page {
+                    Some(label) => format!("{}, {label}", self.source_name),
+                    None => self.source_name,
+                };
+                Err(LoadError::Decode { source_name, error })
+            }
         }
+    }
+
+    /// A record from the input, in order; counted for page labels.
+    fn deliver(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
+        self.delivered += 1;
+        self.on_record(record, at)
     }
 
     fn on_record(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {

@@ -27,6 +27,7 @@ pub struct Progress {
     rows: AtomicU64,
     bytes: AtomicU64,
     retries: AtomicU64,
+    pages: AtomicU64,
     started: Instant,
     bar: Option<ProgressBar>,
     done: Arc<AtomicBool>,
@@ -62,6 +63,7 @@ impl Progress {
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            pages: AtomicU64::new(0),
             started: Instant::now(),
             bar,
             done: Arc::new(AtomicBool::new(false)),
@@ -94,6 +96,11 @@ impl Progress {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a page fetched.
+    pub fn add_page(&self) {
+        self.pages.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts rows sent to PostgreSQL.
     pub fn add_rows(&self, n: u64) {
         self.rows.fetch_add(n, Ordering::Relaxed);
@@ -107,6 +114,7 @@ impl Progress {
             rows: self.rows.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            pages: self.pages.load(Ordering::Relaxed),
             seconds: self.started.elapsed().as_secs_f64(),
         }
     }
@@ -133,6 +141,8 @@ pub struct Figures {
     pub bytes: u64,
     /// HTTP requests retried.
     pub retries: u64,
+    /// Pages fetched (0 for a single request, a file or stdin).
+    pub pages: u64,
     pub seconds: f64,
 }
 
@@ -145,15 +155,17 @@ impl Figures {
         }
     }
 
-    /// `1000000 rows, 412.3 MiB, 2.41 s, 415000 rows/s[, 2 retries]`.
+    /// `1000000 rows, 412.3 MiB, 2.41 s, 415000 rows/s[, 100 pages][, 2 retries]`.
     pub fn line(&self) -> String {
-        let retries = match self.retries {
+        let count = |n: u64, one: &str, many: &str| match n {
             0 => String::new(),
-            1 => ", 1 retry".into(),
-            n => format!(", {n} retries"),
+            1 => format!(", 1 {one}"),
+            n => format!(", {n} {many}"),
         };
+        let pages = count(self.pages, "page", "pages");
+        let retries = count(self.retries, "retry", "retries");
         format!(
-            "{} rows, {}, {:.2} s, {:.0} rows/s{retries}",
+            "{} rows, {}, {:.2} s, {:.0} rows/s{pages}{retries}",
             self.rows,
             HumanBytes(self.bytes),
             self.seconds,

@@ -76,6 +76,20 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// The number of the record the error is about, when it is about one.
+    pub fn record(&self) -> Option<u64> {
+        match self {
+            DecodeError::Syntax { record, .. }
+            | DecodeError::NotOneRecord { record, .. }
+            | DecodeError::Value { record, .. }
+            | DecodeError::Record { record, .. }
+            | DecodeError::UnknownField { record, .. } => Some(*record),
+            _ => None,
+        }
+    }
+}
+
 /// A decoded batch and the number of its first record in the whole input.
 #[derive(Debug)]
 pub struct Decoded {

@@ -8,6 +8,7 @@
 //! HTTP requests carry the source's headers and query parameters ([`request`]) and are
 //! retried on transient failures ([`retry`]) until the body starts to arrive.
 
+pub mod paginate;
 pub mod request;
 pub mod retry;
 
@@ -172,8 +173,7 @@ pub fn http_client() -> Result<reqwest::Client, SourceError> {
         })
 }
 
-/// Sends the request, retrying transient failures, and returns the body of the first
-/// success. Retries stop once a 2xx arrives: the body streams from there.
+/// Streams the body of `url`, after retrying transient failures of the request itself.
 async fn open_http(http: &Http, url: &str, progress: &Progress) -> Result<Body, SourceError> {
     let mut full_url = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
         url: redact_url(url),
@@ -183,11 +183,71 @@ async fn open_http(http: &Http, url: &str, progress: &Progress) -> Result<Body, 
     if !http.request.query.is_empty() {
         full_url.query_pairs_mut().extend_pairs(&http.request.query);
     }
-    let shown = redact_url(full_url.as_str());
+    let (response, _) = send(http, &full_url, progress, 1).await?;
+    let stream = response.bytes_stream().map_err(std::io::Error::other);
+    Ok(Box::pin(StreamReader::new(stream)))
+}
+
+/// One page, read whole, and the target of its `Link: rel="next"` header.
+#[derive(Debug)]
+pub struct FetchedPage {
+    pub body: bytes::Bytes,
+    pub link_next: Option<String>,
+}
+
+/// Fetches a whole page. A body cut off mid-read is fetched again from the start: nothing
+/// of it has been passed on yet, so nothing is duplicated.
+///
+/// # Errors
+/// As for the request, once the retries are used up.
+pub async fn fetch_page(
+    http: &Http,
+    url: &reqwest::Url,
+    progress: &Progress,
+) -> Result<FetchedPage, SourceError> {
+    let shown = redact_url(url.as_str());
     let mut attempt = 1;
     loop {
+        let (response, used) = send(http, url, progress, attempt).await?;
+        attempt = used;
+        let link_next = response
+            .headers()
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(paginate::link_next);
+        match response.bytes().await {
+            Ok(body) => return Ok(FetchedPage { body, link_next }),
+            Err(e) if attempt < http.retry.max_attempts => {
+                let wait = http.retry.backoff(attempt);
+                tracing::info!(url = %shown, attempt, wait_ms = wait.as_millis() as u64, error = %error_chain(&e), "page body cut off; fetching it again");
+                progress.add_retry();
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(SourceError::Read {
+                    source_name: shown,
+                    reason: format!("{} (after {attempt} attempts)", error_chain(&e)),
+                });
+            }
+        }
+    }
+}
+
+/// Sends a GET with the source's headers, retrying transient failures, and returns the
+/// first successful response with the number of the attempt that got it. Attempts count
+/// from `first_attempt`, so a caller that retries for its own reasons shares the budget.
+async fn send(
+    http: &Http,
+    url: &reqwest::Url,
+    progress: &Progress,
+    first_attempt: u32,
+) -> Result<(reqwest::Response, u32), SourceError> {
+    let shown = redact_url(url.as_str());
+    let mut attempt = first_attempt;
+    loop {
         let started = std::time::Instant::now();
-        let mut request = http.client.get(full_url.clone());
+        let mut request = http.client.get(url.clone());
         for (name, value) in &http.request.headers {
             request = request.header(name, value);
         }
@@ -197,13 +257,13 @@ async fn open_http(http: &Http, url: &str, progress: &Progress) -> Result<Body, 
                 let status = response.status();
                 tracing::Span::current().record("status", status.as_u16());
                 tracing::info!(
+                    url = %shown,
                     status = status.as_u16(),
                     attempt,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "response headers received"
                 );
-                let stream = response.bytes_stream().map_err(std::io::Error::other);
-                return Ok(Box::pin(StreamReader::new(stream)));
+                return Ok((response, attempt));
             }
             Ok(response) => {
                 let status = response.status();
