@@ -5,6 +5,7 @@
 #   csv     psql \copy ... FROM a pre-made CSV file
 #   file    apitap load FILE.ndjson
 #   http    apitap load http://.../rows.ndjson from the bundled demo API
+#   pages   apitap load from the demo API in pages of 10,000 rows ({"data": [...]})
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,10 +53,14 @@ run_one() {
   case $method in
     binary) psql -c "\\copy apitap_bench.target FROM '$work/rows.bin' (FORMAT binary)" ;;
     csv) psql -c "\\copy apitap_bench.target FROM '$work/rows.csv' (FORMAT csv)" ;;
-    file | http)
-      local src="$work/rows-$ROWS.ndjson"
+    file | http | pages)
+      local src="$work/rows-$ROWS.ndjson" paging=()
       [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
-      summary=$("$apitap" load "$src" --table apitap_bench.target --progress never -q --summary-json -)
+      if [ "$method" = pages ]; then
+        src="http://127.0.0.1:$port/rows?rows=$ROWS"
+        paging=(--records-path /data --pagination '{kind: page_number, page_size: 10000}')
+      fi
+      summary=$("$apitap" load "$src" "${paging[@]}" --table apitap_bench.target --progress never -q --summary-json -)
       local rss
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
       [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
@@ -71,7 +76,7 @@ run_one() {
   times[$method]+="$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }') "
 }
 
-read -r -a methods <<< "${METHODS:-binary csv file http}"
+read -r -a methods <<< "${METHODS:-binary csv file http pages}"
 for run in $(seq "$RUNS"); do
   # Rotate the order so no method always runs first (warm caches) or last.
   for k in "${!methods[@]}"; do

@@ -202,7 +202,10 @@ fn row_stream(
         (first, Some(prefix), Some(suffix)),
         move |(next, prefix, suffix)| async move {
             if next > last {
-                return suffix.map(|s| (Ok::<_, Infallible>(Bytes::from(s)), (next, None, None)));
+                // The prefix is still owed when there were no rows at all (a page past the end).
+                let mut tail = prefix.unwrap_or_default();
+                tail.extend_from_slice(&suffix?);
+                return Some((Ok::<_, Infallible>(Bytes::from(tail)), (next, None, None)));
             }
             let end = (next + ROWS_PER_CHUNK - 1).min(last);
             let rows = render(next, end, separator, end < last || separator == b"\n");

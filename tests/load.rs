@@ -452,6 +452,8 @@ async fn demo_api_serves_pages_and_arrays() {
         page["data"][0],
         serde_json::from_slice::<serde_json::Value>(&row).unwrap()
     );
+    let past_the_end = get("/rows?rows=2500&page=4&per_page=1000".into()).await;
+    assert_eq!(past_the_end["data"], serde_json::json!([]));
     // Asked twice, the rendered chunks come from the cache: same bytes.
     for _ in 0..2 {
         let array = get("/rows.json?rows=1500".into()).await;
