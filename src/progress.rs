@@ -85,20 +85,35 @@ impl Progress {
 
     /// Counts bytes read from the source (after decompression).
     pub fn add_bytes(&self, n: u64) {
-        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.refresh_message();
+    }
+
+    /// The HTTP side of the bar: bytes in, pages, retries.
+    fn refresh_message(&self) {
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("{}", HumanBytes(total)));
+            let f = self.figures();
+            let mut message = format!("{}", HumanBytes(f.bytes));
+            if f.pages > 0 {
+                message.push_str(&format!("  {} pages", f.pages));
+            }
+            if f.retries > 0 {
+                message.push_str(&format!("  {} retries", f.retries));
+            }
+            bar.set_message(message);
         }
     }
 
     /// Counts a request retried after a transient failure.
     pub fn add_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        self.refresh_message();
     }
 
     /// Counts a page fetched.
     pub fn add_page(&self) {
         self.pages.fetch_add(1, Ordering::Relaxed);
+        self.refresh_message();
     }
 
     /// Counts rows sent to PostgreSQL.
