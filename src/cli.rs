@@ -6,6 +6,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -16,6 +17,7 @@ use crate::pipeline::{LoadRequest, LoadSummary, Mode, load};
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
 use crate::sink::ConnectOptions;
+use crate::source::auth::{Auth, AuthConfig};
 use crate::source::paginate::PaginationConfig;
 use crate::source::{Http, RequestOptions, RetryPolicy, Source};
 
@@ -30,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load NDJSON or a JSON array into a table, in one transaction.
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Serve the bundled demo API (deterministic rows as NDJSON, a JSON array or pages).
     DemoApi(DemoArgs),
 }
@@ -99,6 +101,13 @@ pub struct LoadArgs {
     #[arg(long, value_name = "MAPPING")]
     pub pagination: Option<String>,
 
+    /// Authentication, as an inline mapping with secrets from the environment:
+    /// '{kind: bearer, token: ${TOKEN}}', '{kind: basic, username: u, password: ${PW}}',
+    /// '{kind: api_key, name: X-Api-Key, value: ${KEY}, in: header|query}',
+    /// '{kind: oauth2_client_credentials, token_url: …, client_id: …, client_secret: ${SECRET}, scope: …}'.
+    #[arg(long, value_name = "MAPPING")]
+    pub auth: Option<String>,
+
     /// Retries of failed requests (connection errors, timeouts, 408, 429, 5xx), as an inline
     /// mapping: '{max_attempts: 5, min_delay_secs: 0.5, max_delay_secs: 30}' (the defaults).
     #[arg(long, value_name = "MAPPING")]
@@ -165,7 +174,7 @@ pub enum Outcome {
 /// Whatever the command failed with, ready to print with `{:#}`.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
-        Command::Load(args) => run_load(args).await,
+        Command::Load(args) => run_load(*args).await,
         Command::DemoApi(args) => {
             match args.dump {
                 Some(rows) => crate::demo::dump(rows, &mut std::io::stdout().lock())?,
@@ -192,6 +201,12 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             Some(text) => RetryPolicy::parse(text).map_err(|e| anyhow::anyhow!(e))?,
             None => RetryPolicy::default(),
         },
+        auth: args
+            .auth
+            .as_deref()
+            .map(|text| AuthConfig::parse(text, env).map(|c| Arc::new(Auth::new(c))))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?,
     };
     let request = LoadRequest {
         source: Source::parse(&source_text),

@@ -582,3 +582,171 @@ async fn a_cut_page_is_fetched_again_and_a_failed_page_fails_the_run() {
         run.stderr
     );
 }
+
+fn authorized(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_basic_and_api_key_auth() {
+    let schema = fresh_schema(&client().await, "auth").await;
+    let router = Router::new()
+        .route(
+            "/bearer",
+            get(|h: HeaderMap| async move {
+                if authorized(&h, "Bearer tok-123") {
+                    rows(3).into_response()
+                } else {
+                    StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        )
+        .route(
+            "/basic",
+            get(|h: HeaderMap| async move {
+                // base64("loader:pa:ss")
+                if authorized(&h, "Basic bG9hZGVyOnBhOnNz") {
+                    rows(3).into_response()
+                } else {
+                    StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        )
+        .route(
+            "/key",
+            get(|axum::extract::Query(q): Query| async move {
+                if q.get("api_key").map(String::as_str) == Some("k-999") {
+                    rows(3).into_response()
+                } else {
+                    StatusCode::FORBIDDEN.into_response()
+                }
+            }),
+        );
+    let addr = serve(router).await;
+    for (path, auth) in [
+        ("bearer", "{kind: bearer, token: '${APITAP_T_SECRET}'}"),
+        (
+            "basic",
+            "{kind: basic, username: loader, password: '${APITAP_T_SECRET}'}",
+        ),
+        (
+            "key",
+            "{kind: api_key, name: api_key, value: '${APITAP_T_SECRET}', in: query}",
+        ),
+    ] {
+        let secret = match path {
+            "bearer" => "tok-123",
+            "basic" => "pa:ss",
+            _ => "k-999",
+        };
+        let args = [
+            "load".to_string(),
+            format!("http://{addr}/{path}"),
+            "--table".into(),
+            format!("{schema}.{path}"),
+            "--auth".into(),
+            auth.into(),
+        ];
+        let secret_env = secret.to_string();
+        let output = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            command(&args)
+                .env("APITAP_T_SECRET", secret_env)
+                .env("RUST_LOG", "debug")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{path}: {stderr}");
+        assert!(
+            !stderr.contains(secret),
+            "{path} leaked its secret: {stderr}"
+        );
+        assert_eq!(
+            count(&client().await, &format!("{schema}.{path}")).await,
+            3,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_tokens_are_cached_and_refreshed_on_401() {
+    let schema = fresh_schema(&client().await, "oauth").await;
+    let issued = Arc::new(AtomicUsize::new(0));
+    let issued_in = issued.clone();
+    let issued_check = issued.clone();
+    let router = Router::new()
+        .route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let issued = issued_in.clone();
+                async move {
+                    let form: std::collections::HashMap<String, String> =
+                        form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                    if form.get("grant_type").map(String::as_str) != Some("client_credentials")
+                        || form.get("client_secret").map(String::as_str) != Some("cl-secret")
+                    {
+                        return (StatusCode::UNAUTHORIZED, "{\"error\": \"invalid_client\"}").into_response();
+                    }
+                    let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                    format!("{{\"access_token\": \"tok-{n}\", \"token_type\": \"Bearer\", \"expires_in\": 3600}}").into_response()
+                }
+            }),
+        )
+        .route(
+            "/data",
+            get(move |h: HeaderMap, axum::extract::Query(q): Query| {
+                let issued = issued_check.clone();
+                async move {
+                    // The first token is "revoked": only the latest one is accepted.
+                    let current = format!("Bearer tok-{}", issued.load(Ordering::SeqCst));
+                    if issued.load(Ordering::SeqCst) < 2 || !authorized(&h, &current) {
+                        return StatusCode::UNAUTHORIZED.into_response();
+                    }
+                    match query_u64(&q, "page", 1) {
+                        p @ 1..=3 => records(p * 10 - 9, 10).into_response(),
+                        _ => "[]".into_response(),
+                    }
+                }
+            }),
+        );
+    let addr = serve(router).await;
+    let auth = format!(
+        "{{kind: oauth2_client_credentials, token_url: 'http://{addr}/token', client_id: app, client_secret: '${{APITAP_T_CLIENT_SECRET}}', scope: read}}"
+    );
+    let args = [
+        "load".to_string(),
+        format!("http://{addr}/data"),
+        "--table".into(),
+        format!("{schema}.t"),
+        "--pagination".into(),
+        "{kind: page_only}".into(),
+        "--auth".into(),
+        auth,
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        command(&args)
+            .env("APITAP_T_CLIENT_SECRET", "cl-secret")
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("cl-secret") && !stderr.contains("tok-2"),
+        "{stderr}"
+    );
+    // One token, refused; a second one, kept for every later page.
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    assert_eq!(count(&client().await, &format!("{schema}.t")).await, 30);
+}

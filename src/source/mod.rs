@@ -8,6 +8,7 @@
 //! HTTP requests carry the source's headers and query parameters ([`request`]) and are
 //! retried on transient failures ([`retry`]) until the body starts to arrive.
 
+pub mod auth;
 pub mod paginate;
 pub mod request;
 pub mod retry;
@@ -34,6 +35,7 @@ pub struct Http {
     pub client: reqwest::Client,
     pub request: RequestOptions,
     pub retry: RetryPolicy,
+    pub auth: Option<std::sync::Arc<auth::Auth>>,
 }
 
 /// The body of a source, decompressed.
@@ -245,14 +247,33 @@ async fn send(
 ) -> Result<(reqwest::Response, u32), SourceError> {
     let shown = redact_url(url.as_str());
     let mut attempt = first_attempt;
+    let mut refreshed_token = false;
     loop {
         let started = std::time::Instant::now();
-        let mut request = http.client.get(url.clone());
-        for (name, value) in &http.request.headers {
+        let mut target = url.clone();
+        let credentials = match &http.auth {
+            Some(auth) => auth.credentials(&http.client, &mut target).await?,
+            None => None,
+        };
+        let mut request = http.client.get(target);
+        for (name, value) in http.request.headers.iter().chain(credentials.as_ref()) {
             request = request.header(name, value);
         }
         let last = attempt >= http.retry.max_attempts;
         let wait = match request.send().await {
+            // An OAuth2 token can be revoked or expire early: fetch a new one, once.
+            Ok(response)
+                if response.status() == reqwest::StatusCode::UNAUTHORIZED
+                    && !refreshed_token
+                    && http.auth.as_ref().is_some_and(|a| a.can_refresh()) =>
+            {
+                if let Some(auth) = &http.auth {
+                    auth.invalidate().await;
+                }
+                refreshed_token = true;
+                tracing::info!(url = %shown, "401 with an OAuth2 token; fetching a new one");
+                continue;
+            }
             Ok(response) if response.status().is_success() => {
                 let status = response.status();
                 tracing::Span::current().record("status", status.as_u16());
