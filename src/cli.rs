@@ -102,9 +102,9 @@ pub struct LoadArgs {
     pub pagination: Option<String>,
 
     /// Authentication, as an inline mapping with secrets from the environment:
-    /// '{kind: bearer, token: ${TOKEN}}', '{kind: basic, username: u, password: ${PW}}',
-    /// '{kind: api_key, name: X-Api-Key, value: ${KEY}, in: header|query}',
-    /// '{kind: oauth2_client_credentials, token_url: …, client_id: …, client_secret: ${SECRET}, scope: …}'.
+    /// '{kind: bearer, token: "${TOKEN}"}', '{kind: basic, username: u, password: "${PW}"}',
+    /// '{kind: api_key, name: X-Api-Key, value: "${KEY}", in: header|query}',
+    /// '{kind: oauth2_client_credentials, token_url: …, client_id: …, client_secret: "${SECRET}", scope: …}'.
     #[arg(long, value_name = "MAPPING")]
     pub auth: Option<String>,
 

@@ -82,8 +82,15 @@ impl AuthConfig {
     /// Not such a mapping, an unknown key or kind, or a variable that is not set.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<AuthConfig, String> {
         // The text holds `${VAR}` references, not secrets, so it may be quoted in messages.
-        let mut config: AuthConfig =
-            serde_yaml::from_str(text).map_err(|e| format!("invalid --auth {text:?}: {e}"))?;
+        let mut config: AuthConfig = serde_yaml::from_str(text).map_err(|e| {
+            // `{` and `}` are YAML flow syntax, so an unquoted `${VAR}` breaks the mapping.
+            let hint = if text.contains("${") {
+                "; quote values that use ${VAR}, e.g. token: \"${API_TOKEN}\""
+            } else {
+                ""
+            };
+            format!("invalid --auth {text:?}: {e}{hint}")
+        })?;
         let sub = |value: &mut String| -> Result<(), String> {
             *value = substitute_env(value, &env)
                 .map_err(|var| format!("environment variable {var} (in --auth) is not set"))?;
@@ -314,6 +321,21 @@ mod tests {
         assert_eq!(
             format!("{oauth:?}"),
             "AuthConfig { kind: oauth2_client_credentials, .. }"
+        );
+    }
+
+    #[test]
+    fn unquoted_variables_get_a_hint() {
+        assert_eq!(
+            AuthConfig::parse("{kind: bearer, token: \"${TOKEN}\"}", env).unwrap(),
+            AuthConfig::Bearer {
+                token: "t0ken".into()
+            }
+        );
+        let err = AuthConfig::parse("{kind: bearer, token: ${TOKEN}}", env).unwrap_err();
+        assert!(
+            err.ends_with("quote values that use ${VAR}, e.g. token: \"${API_TOKEN}\""),
+            "{err}"
         );
     }
 
