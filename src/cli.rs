@@ -19,6 +19,7 @@ use crate::schema::TableName;
 use crate::sink::ConnectOptions;
 use crate::source::auth::{Auth, AuthConfig};
 use crate::source::paginate::PaginationConfig;
+use crate::source::throttle::{RateLimit, Throttle};
 use crate::source::{Http, RequestOptions, RetryPolicy, Source};
 
 /// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.
@@ -107,6 +108,11 @@ pub struct LoadArgs {
     /// '{kind: oauth2_client_credentials, token_url: …, client_id: …, client_secret: "${SECRET}", scope: …}'.
     #[arg(long, value_name = "MAPPING")]
     pub auth: Option<String>,
+
+    /// Pace requests, as an inline mapping: '{requests_per_second: 10, burst: 5}'. Shared by
+    /// concurrent page fetches; 429s and exhausted X-RateLimit windows pause them all.
+    #[arg(long, value_name = "MAPPING")]
+    pub rate_limit: Option<String>,
 
     /// Retries of failed requests (connection errors, timeouts, 408, 429, 5xx), as an inline
     /// mapping: '{max_attempts: 5, min_delay_secs: 0.5, max_delay_secs: 30}' (the defaults).
@@ -201,6 +207,13 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             Some(text) => RetryPolicy::parse(text).map_err(|e| anyhow::anyhow!(e))?,
             None => RetryPolicy::default(),
         },
+        throttle: Arc::new(Throttle::new(
+            args.rate_limit
+                .as_deref()
+                .map(RateLimit::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e))?,
+        )),
         auth: args
             .auth
             .as_deref()
@@ -312,6 +325,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "rows_per_second": f.rows_per_second().round() as u64,
             "retries": f.retries,
             "pages": f.pages,
+            "throttle_waits": f.throttle_waits,
             "peak_rss_bytes": peak_rss_bytes(),
         });
         let text = format!("{json}\n");

@@ -285,6 +285,7 @@ pub async fn load(
         .map_err(|e| SinkError::database("COMMIT", &table, &e))?;
     let mut figures = progress.figures();
     figures.rows = rows;
+    figures.throttle_waits = request.http.throttle.waits();
     Ok(LoadSummary {
         table,
         figures,
@@ -377,7 +378,9 @@ struct FramedPage {
 }
 
 /// Fetches pages until the pager says the source is exhausted, passing each on with its
-/// records located. Stops quietly when the decode stage is gone (it has its reason).
+/// records located, in page order. Where the pager knows the URLs ahead, up to its
+/// concurrency pages are in flight; every 429 halves that, a run of good pages grows it back.
+/// Stops quietly when the decode stage is gone (it has its reason).
 async fn fetch_pages(
     mut pager: Pager,
     request: LoadRequest,
@@ -385,14 +388,37 @@ async fn fetch_pages(
     progress: Arc<Progress>,
 ) -> Result<(), LoadError> {
     let source_name = request.source.to_string();
+    let http = &request.http;
+    let most = pager.concurrency();
+    let mut limit = most;
+    let mut good_pages = 0;
+    let mut rejections_seen = http.throttle.rejections();
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    // Absolute index (from 0) of the next page to request.
+    let mut next_index = 0u64;
     loop {
-        let url = pager.url().clone();
-        let label = format!(
-            "page {} ({})",
-            pager.pages_fetched() + 1,
-            redact_url(url.as_str())
-        );
-        let page = fetch_page(&request.http, &url, &progress).await?;
+        while in_flight.len() < limit {
+            let ahead = next_index - pager.pages_fetched();
+            let url = if most == 1 {
+                pager.url().clone()
+            } else {
+                pager.url_ahead(ahead)
+            };
+            let label = format!("page {} ({})", next_index + 1, redact_url(url.as_str()));
+            let progress = &*progress;
+            in_flight.push_back(async move {
+                let page = fetch_page(http, &url, progress).await;
+                (label, page)
+            });
+            next_index += 1;
+            if most == 1 {
+                break;
+            }
+        }
+        let Some((label, page)) = futures_util::StreamExt::next(&mut in_flight).await else {
+            return Ok(());
+        };
+        let page = page?;
         progress.add_bytes(page.body.len() as u64);
         progress.add_page();
         let (framed, captured) = frame_page(page.body, label.clone(), &request, pager.captures())
@@ -409,11 +435,26 @@ async fn fetch_pages(
         if tx.send(Chunk::Page(framed)).await.is_err() {
             return Ok(());
         }
-        match pager.advance(&facts).map_err(LoadError::Pagination)? {
-            Some(_) => continue,
-            None => {
-                tracing::info!(pages = pager.pages_fetched(), "last page reached");
-                return Ok(());
+        if pager
+            .advance(&facts)
+            .map_err(LoadError::Pagination)?
+            .is_none()
+        {
+            // Pages requested past the end are dropped unread.
+            tracing::info!(pages = pager.pages_fetched(), "last page reached");
+            return Ok(());
+        }
+        let rejections = http.throttle.rejections();
+        if rejections > rejections_seen {
+            limit = (limit / 2).max(1);
+            rejections_seen = rejections;
+            good_pages = 0;
+            tracing::info!(concurrency = limit, "rate limited; fewer pages in flight");
+        } else if limit < most {
+            good_pages += 1;
+            if good_pages >= 2 * limit {
+                limit += 1;
+                good_pages = 0;
             }
         }
     }

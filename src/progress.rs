@@ -130,6 +130,7 @@ impl Progress {
             bytes: self.bytes.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             pages: self.pages.load(Ordering::Relaxed),
+            throttle_waits: 0,
             seconds: self.started.elapsed().as_secs_f64(),
         }
     }
@@ -158,6 +159,8 @@ pub struct Figures {
     pub retries: u64,
     /// Pages fetched (0 for a single request, a file or stdin).
     pub pages: u64,
+    /// Requests that waited for the rate limit or a rate-limit window.
+    pub throttle_waits: u64,
     pub seconds: f64,
 }
 
@@ -179,8 +182,9 @@ impl Figures {
         };
         let pages = count(self.pages, "page", "pages");
         let retries = count(self.retries, "retry", "retries");
+        let waits = count(self.throttle_waits, "throttle wait", "throttle waits");
         format!(
-            "{} rows, {}, {:.2} s, {:.0} rows/s{pages}{retries}",
+            "{} rows, {}, {:.2} s, {:.0} rows/s{pages}{retries}{waits}",
             self.rows,
             HumanBytes(self.bytes),
             self.seconds,

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod paginate;
 pub mod request;
 pub mod retry;
+pub mod throttle;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct Http {
     pub request: RequestOptions,
     pub retry: RetryPolicy,
     pub auth: Option<std::sync::Arc<auth::Auth>>,
+    /// Shared by every request of the source, so concurrent requests pace together.
+    pub throttle: std::sync::Arc<throttle::Throttle>,
 }
 
 /// The body of a source, decompressed.
@@ -250,6 +253,7 @@ async fn send(
     let mut refreshed_token = false;
     loop {
         let started = std::time::Instant::now();
+        let mut rate_limited = false;
         let mut target = url.clone();
         let credentials = match &http.auth {
             Some(auth) => auth.credentials(&http.client, &mut target).await?,
@@ -260,7 +264,13 @@ async fn send(
             request = request.header(name, value);
         }
         let last = attempt >= http.retry.max_attempts;
-        let wait = match request.send().await {
+        http.throttle.acquire().await;
+        let sent = request.send().await;
+        if let Ok(response) = &sent {
+            http.throttle
+                .observe(response.headers(), std::time::SystemTime::now());
+        }
+        let wait = match sent {
             // An OAuth2 token can be revoked or expire early: fetch a new one, once.
             Ok(response)
                 if response.status() == reqwest::StatusCode::UNAUTHORIZED
@@ -288,6 +298,7 @@ async fn send(
             }
             Ok(response) => {
                 let status = response.status();
+                rate_limited = status == reqwest::StatusCode::TOO_MANY_REQUESTS;
                 tracing::Span::current().record("status", status.as_u16());
                 if last || !retry::retryable_status(status) {
                     // The start of the body usually says why (an error JSON, a login page).
@@ -318,7 +329,12 @@ async fn send(
         };
         tracing::info!(url = %shown, attempt, wait_ms = wait.as_millis() as u64, "retrying");
         progress.add_retry();
-        tokio::time::sleep(wait).await;
+        if rate_limited {
+            // Every request of the source holds back, not only this one.
+            http.throttle.pause(wait);
+        } else {
+            tokio::time::sleep(wait).await;
+        }
         attempt += 1;
     }
 }
