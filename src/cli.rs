@@ -38,6 +38,13 @@ pub enum Command {
     DemoApi(DemoArgs),
 }
 
+/// HTTP method, as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    Get,
+    Post,
+}
+
 /// Input layout, as a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
@@ -113,6 +120,22 @@ pub struct LoadArgs {
     /// concurrent page fetches; 429s and exhausted X-RateLimit windows pause them all.
     #[arg(long, value_name = "MAPPING")]
     pub rate_limit: Option<String>,
+
+    /// HTTP method: GET, or POST with --body.
+    #[arg(long, value_enum, default_value_t = MethodArg::Get)]
+    pub method: MethodArg,
+
+    /// JSON body sent with --method post; `${VAR}` and the date helpers are expanded.
+    #[arg(long, value_name = "JSON")]
+    pub body: Option<String>,
+
+    /// Seconds to wait for an HTTP connection.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+
+    /// Seconds to wait for each read of a response (there is no total timeout).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub read_timeout: f64,
 
     /// Retries of failed requests (connection errors, timeouts, 408, 429, 5xx), as an inline
     /// mapping: '{max_attempts: 5, min_delay_secs: 0.5, max_delay_secs: 30}' (the defaults).
@@ -196,13 +219,27 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         .map_err(|e| anyhow::anyhow!(e))
         .context("invalid --table")?;
     let env = |name: &str| std::env::var(name).ok();
-    let source_text = crate::source::request::substitute_env(&args.source, env).map_err(|var| {
-        anyhow::anyhow!("environment variable {var} (in the source URL) is not set")
-    })?;
+    let source_text = crate::source::request::expand(&args.source, env, "the source URL")
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let mut request_options = RequestOptions::from_flags(&args.headers, &args.query, env)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if args.method == MethodArg::Post {
+        request_options = request_options
+            .with_post_body(args.body.as_deref(), env)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    } else if args.body.is_some() {
+        anyhow::bail!("--body needs --method post");
+    }
+    let seconds = |s: f64, flag: &str| {
+        std::time::Duration::try_from_secs_f64(s)
+            .map_err(|_| anyhow::anyhow!("{flag} must be a positive number of seconds"))
+    };
     let http = Http {
-        client: crate::source::http_client()?,
-        request: RequestOptions::from_flags(&args.headers, &args.query, env)
-            .map_err(|e| anyhow::anyhow!(e))?,
+        client: crate::source::http_client(
+            seconds(args.connect_timeout, "--connect-timeout")?,
+            seconds(args.read_timeout, "--read-timeout")?,
+        )?,
+        request: request_options,
         retry: match &args.retry {
             Some(text) => RetryPolicy::parse(text).map_err(|e| anyhow::anyhow!(e))?,
             None => RetryPolicy::default(),

@@ -884,3 +884,116 @@ async fn rate_limits_and_429s_slow_paging_down_without_losing_rows() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_bodies_and_date_helpers() {
+    let schema = fresh_schema(&client().await, "post").await;
+    let today = chrono::Utc::now().date_naive();
+    let week_ago = (today - chrono::Duration::days(7))
+        .format("%Y-%m-%d")
+        .to_string();
+    let expected_query = format!("day={}", today.format("%Y-%m-%d"));
+    let router = Router::new().route(
+        "/search",
+        axum::routing::post(
+            move |axum::extract::RawQuery(q): axum::extract::RawQuery,
+                  h: HeaderMap,
+                  body: String| {
+                let (week_ago, expected_query) = (week_ago.clone(), expected_query.clone());
+                async move {
+                    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    let json = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+                        == Some("application/json");
+                    if !json
+                        || body["since"] != week_ago.as_str()
+                        || body["who"] != "me"
+                        || q.as_deref() != Some(expected_query.as_str())
+                    {
+                        return (StatusCode::BAD_REQUEST, format!("got {body} {q:?}"))
+                            .into_response();
+                    }
+                    rows(4).into_response()
+                }
+            },
+        ),
+    );
+    let addr = serve(router).await;
+    let args = [
+        "load".to_string(),
+        format!("http://{addr}/search"),
+        "--table".into(),
+        format!("{schema}.t"),
+        "--method".into(),
+        "post".into(),
+        "--body".into(),
+        r#"{"since": "{{ few_date_ago(7) }}", "who": "${APITAP_T_WHO}"}"#.into(),
+        "--query".into(),
+        "day={{ current_date() }}".into(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        command(&args).env("APITAP_T_WHO", "me").output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(count(&client().await, &format!("{schema}.t")).await, 4);
+
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &format!("{schema}.t"),
+            "--body",
+            "{}",
+        ],
+        Some(Vec::new()),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("--body needs --method post"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_page_in_the_middle_fails_the_run_clearly() {
+    let schema = fresh_schema(&client().await, "html_page").await;
+    let router = Router::new().route(
+        "/p",
+        get(|axum::extract::Query(q): Query| async move {
+            match query_u64(&q, "page", 1) {
+                1 => format!("{{\"data\": {}}}", records(1, 10)).into_response(),
+                _ => (
+                    [(header::CONTENT_TYPE, "text/html")],
+                    "<html><body>Maintenance</body></html>",
+                )
+                    .into_response(),
+            }
+        }),
+    );
+    let addr = serve(router).await;
+    let (run, ids) = paged_load(
+        &schema,
+        &format!("http://{addr}/p"),
+        "{kind: page_only}",
+        &["--records-path", "/data"],
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(&format!(
+            "http://{addr}/p, page 2 (http://{addr}/p?page=2): the input is not JSON (it looks like HTML or XML): <html><body>Maintenance</body></html>"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(ids.is_empty());
+}

@@ -93,6 +93,12 @@ pub fn scan_document<'a, E: From<DecodeError>>(
     let mut found = false;
     let mut path: Vec<String> = Vec::new();
     scanner.skip_ws();
+    if scanner.peek() == Some(b'<') {
+        return Err(E::from(DecodeError::NotJson {
+            looks_like: "HTML or XML",
+            start: super::framing::preview(&doc[scanner.at..]),
+        }));
+    }
     scanner.value(&mut path, records, captures, &mut scanned, &mut found, emit)?;
     scanner.skip_ws();
     if scanner.at != doc.len() {
@@ -424,6 +430,14 @@ mod tests {
         assert_eq!(
             JsonPointer::parse("/a~1b/m~0n").unwrap().to_string(),
             "/a~1b/m~0n"
+        );
+    }
+
+    #[test]
+    fn html_is_not_a_document() {
+        assert_eq!(
+            scan("\n <html><body>Log in</body></html>", "/data", &[]).unwrap_err(),
+            "the input is not JSON (it looks like HTML or XML): <html><body>Log in</body></html>"
         );
     }
 

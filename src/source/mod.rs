@@ -159,16 +159,19 @@ impl fmt::Display for Source {
     }
 }
 
-/// Builds the HTTP client: connect and per-read timeouts, but no total timeout, which would
-/// cut a long stream short.
+/// Builds the HTTP client: connect and per-read timeouts (a read waiting longer fails and is
+/// retried), but no total timeout, which would cut a long stream short.
 ///
 /// # Errors
 /// If the TLS backend cannot be set up.
-pub fn http_client() -> Result<reqwest::Client, SourceError> {
+pub fn http_client(
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> Result<reqwest::Client, SourceError> {
     crate::tls::install_crypto_provider();
     reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
+        .connect_timeout(connect_timeout)
+        .read_timeout(read_timeout)
         .user_agent(concat!("apitap/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| SourceError::Request {
@@ -259,7 +262,17 @@ async fn send(
             Some(auth) => auth.credentials(&http.client, &mut target).await?,
             None => None,
         };
-        let mut request = http.client.get(target);
+        let mut request = if http.request.post {
+            let request = http.client.post(target);
+            match &http.request.body {
+                Some(body) => request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone()),
+                None => request,
+            }
+        } else {
+            http.client.get(target)
+        };
         for (name, value) in http.request.headers.iter().chain(credentials.as_ref()) {
             request = request.header(name, value);
         }

@@ -1,14 +1,18 @@
-//! What goes into an HTTP request besides the URL: headers and query parameters, with
-//! `${VAR}` taken from the environment, as in the original ApiTap's config.
+//! What goes into an HTTP request besides the URL: method, headers, query parameters and a
+//! JSON body, with `${VAR}` taken from the environment and the original ApiTap's date helpers
+//! (`{{ current_date() }}`, `{{ few_date_ago(7) }}`).
 //!
 //! Header values are secrets as often as not (tokens, API keys), so they are never shown:
 //! messages and logs name headers, not their values.
 
-/// Headers and query parameters for every request of a source.
+/// Method, headers, query parameters and body for every request of a source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestOptions {
+    pub post: bool,
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
+    /// JSON sent with a POST.
+    pub body: Option<String>,
 }
 
 impl RequestOptions {
@@ -31,9 +35,7 @@ impl RequestOptions {
                 let name = name.trim();
                 reqwest::header::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| format!("--header {name:?} is not a valid header name"))?;
-                let value = substitute_env(value.trim(), &env).map_err(|var| {
-                    format!("environment variable {var} (in --header {name}) is not set")
-                })?;
+                let value = expand(value.trim(), &env, &format!("--header {name}"))?;
                 reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
                     format!("the value of --header {name} is not a valid header value")
                 })?;
@@ -46,14 +48,68 @@ impl RequestOptions {
                 let (name, value) = q
                     .split_once('=')
                     .ok_or_else(|| format!("--query {q:?} must look like name=value"))?;
-                let value = substitute_env(value, &env).map_err(|var| {
-                    format!("environment variable {var} (in --query {name}) is not set")
-                })?;
+                let value = expand(value, &env, &format!("--query {name}"))?;
                 Ok((name.to_string(), value))
             })
             .collect::<Result<_, String>>()?;
-        Ok(RequestOptions { headers, query })
+        Ok(RequestOptions {
+            headers,
+            query,
+            ..RequestOptions::default()
+        })
     }
+
+    /// Sends POST requests with `body` (JSON, expanded like the other values).
+    ///
+    /// # Errors
+    /// A body that is not JSON once expanded, or a variable that is not set.
+    pub fn with_post_body(
+        mut self,
+        body: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<RequestOptions, String> {
+        self.post = true;
+        if let Some(body) = body {
+            let body = expand(body, &env, "--body")?;
+            serde_json::from_str::<serde::de::IgnoredAny>(&body)
+                .map_err(|e| format!("--body is not JSON: {e}"))?;
+            self.body = Some(body);
+        }
+        Ok(self)
+    }
+}
+
+/// Renders the date helpers, then substitutes `${VAR}`: in that order, so a secret's value is
+/// never read as a template. `what` names the value in errors.
+///
+/// # Errors
+/// A template error, or a variable that is not set.
+pub fn expand(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+    what: &str,
+) -> Result<String, String> {
+    let rendered = if text.contains("{{") || text.contains("{%") {
+        render_helpers(text).map_err(|e| format!("{what}: {e}"))?
+    } else {
+        text.to_string()
+    };
+    substitute_env(&rendered, env)
+        .map_err(|var| format!("environment variable {var} (in {what}) is not set"))
+}
+
+/// `{{ current_date() }}` is today (UTC) as `YYYY-MM-DD`; `{{ few_date_ago(N) }}` is N days
+/// before it. The original ApiTap's helpers, for incremental query parameters.
+fn render_helpers(text: &str) -> Result<String, minijinja::Error> {
+    let today = chrono::Utc::now().date_naive();
+    let mut templates = minijinja::Environment::new();
+    templates.add_function("current_date", move || today.format("%Y-%m-%d").to_string());
+    templates.add_function("few_date_ago", move |days: i64| {
+        (today - chrono::Duration::days(days))
+            .format("%Y-%m-%d")
+            .to_string()
+    });
+    templates.render_str(text, ())
 }
 
 /// Replaces every `${VAR}` in `text` with the variable's value. `$` alone stays as it is.
@@ -101,6 +157,27 @@ mod tests {
             "$5 and ${unclosed"
         );
         assert_eq!(substitute_env("${MISSING}", env).unwrap_err(), "MISSING");
+    }
+
+    #[test]
+    fn date_helpers_render_before_variables() {
+        let today = chrono::Utc::now().date_naive();
+        let week_ago = (today - chrono::Duration::days(7))
+            .format("%Y-%m-%d")
+            .to_string();
+        assert_eq!(
+            expand("{{ few_date_ago(7) }}..{{ current_date() }}", env, "x").unwrap(),
+            format!("{week_ago}..{}", today.format("%Y-%m-%d"))
+        );
+        assert_eq!(
+            expand("${TOKEN}", |_| Some("{{ x }}".into()), "x").unwrap(),
+            "{{ x }}"
+        );
+        assert!(
+            expand("{{ nope( }}", env, "--query q")
+                .unwrap_err()
+                .starts_with("--query q: ")
+        );
     }
 
     #[test]
