@@ -6,6 +6,7 @@
 #   file    apitap load FILE.ndjson
 #   http    apitap load http://.../rows.ndjson from the bundled demo API
 #   pages   apitap load from the demo API in pages of 10,000 rows ({"data": [...]})
+#   merge   apitap load FILE.ndjson --mode merge --key id, into the table with a primary key
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,7 @@ now() { date +%s.%N; }
 # Each load goes into a fresh, empty table of the same shape, so no run pays for another's.
 fresh_target() {
   psql -c 'DROP TABLE IF EXISTS apitap_bench.target; CREATE TABLE apitap_bench.target (LIKE apitap_bench.template)'
+  if [ "$1" = merge ]; then psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id)'; fi
   psql -c 'CHECKPOINT' 2>/dev/null || true
 }
 
@@ -48,13 +50,14 @@ declare -A times
 peak_rss=0
 run_one() {
   local method=$1 start end summary
-  fresh_target
+  fresh_target "$method"
   start=$(now)
   case $method in
     binary) psql -c "\\copy apitap_bench.target FROM '$work/rows.bin' (FORMAT binary)" ;;
     csv) psql -c "\\copy apitap_bench.target FROM '$work/rows.csv' (FORMAT csv)" ;;
-    file | http | pages)
+    file | http | pages | merge)
       local src="$work/rows-$ROWS.ndjson" paging=()
+      [ "$method" = merge ] && paging=(--mode merge --key id)
       [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
       if [ "$method" = pages ]; then
         src="http://127.0.0.1:$port/rows?rows=$ROWS"
@@ -87,7 +90,7 @@ for run in $(seq "$RUNS"); do
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-ceiling=$(echo "${times[binary]}" | median)
+ceiling=$(echo "${times[binary]:-${times[${methods[0]}]}}" | median)
 printf '\n%-8s %10s %12s %10s   %s\n' method median_s rows_per_s vs_binary runs_s
 for m in "${methods[@]}"; do
   med=$(echo "${times[$m]}" | median)
@@ -96,4 +99,5 @@ for m in "${methods[@]}"; do
 done
 echo
 echo "apitap peak RSS: $(( peak_rss / 1048576 )) MiB ($ROWS rows, NDJSON ${ndjson_mb} MiB)"
-echo "(vs_binary = binary median / method median: 1.00x means as fast as psql's binary COPY)"
+echo "(vs_binary = binary median / method median: 1.00x means as fast as psql's binary COPY;"
+echo " without a binary run, the first method is the baseline)"

@@ -63,9 +63,14 @@ pub struct LoadArgs {
     #[arg(long, short = 't')]
     pub table: String,
 
-    /// `append` adds rows; `replace` swaps the table's rows for the new ones atomically.
+    /// `append` adds rows; `replace` swaps the table's rows for the new ones atomically;
+    /// `merge` upserts on --key (the last record of a repeated key wins).
     #[arg(long, value_enum, default_value_t = Mode::Append)]
     pub mode: Mode,
+
+    /// Key columns for --mode merge, comma-separated; a new table gets them as primary key.
+    #[arg(long = "key", value_delimiter = ',', value_name = "COLUMN[,COLUMN…]")]
+    pub keys: Vec<String>,
 
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     pub format: FormatArg,
@@ -285,6 +290,12 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         batch_size: args.batch_size as usize,
         ignore_unknown_fields: args.ignore_unknown_fields,
         allow_empty: args.allow_empty,
+        merge_keys: match (args.mode, args.keys.is_empty()) {
+            (Mode::Merge, true) => anyhow::bail!("--mode merge needs --key COLUMN[,COLUMN…]"),
+            (Mode::Merge, false) => args.keys.clone(),
+            (_, false) => anyhow::bail!("--key only applies to --mode merge"),
+            (_, true) => Vec::new(),
+        },
         max_record_bytes: args.max_record_bytes,
     };
     let connect = ConnectOptions::resolve(args.database_url.as_deref(), |k| std::env::var(k).ok())?;
@@ -354,7 +365,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
         let json = serde_json::json!({
             "source": request.source.to_string(),
             "table": summary.table.to_string(),
-            "mode": match request.mode { Mode::Append => "append", Mode::Replace => "replace" },
+            "mode": match request.mode { Mode::Append => "append", Mode::Replace => "replace", Mode::Merge => "merge" },
             "created_table": summary.created_table,
             "rows": f.rows,
             "bytes": f.bytes,

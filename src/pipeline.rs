@@ -32,7 +32,7 @@ use crate::decode::{
 use crate::encode::{COPY_HEADER, COPY_TRAILER, CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
 use crate::schema::TableName;
-use crate::sink::{ConnectOptions, LoadPlan, SinkError, describe_target};
+use crate::sink::{ConnectOptions, LoadPlan, SinkError, describe_target, has_unique_key};
 use crate::source::paginate::{PageFacts, Pager, PaginationConfig};
 use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
 
@@ -43,6 +43,8 @@ pub enum Mode {
     Append,
     /// Replace the table's rows with the records, atomically.
     Replace,
+    /// Insert new keys and update existing ones (`--key`); the last record of a key wins.
+    Merge,
 }
 
 /// Everything one load needs to know.
@@ -65,6 +67,8 @@ pub struct LoadRequest {
     pub ignore_unknown_fields: bool,
     /// Let `--mode replace` empty the table when the source has no records.
     pub allow_empty: bool,
+    /// Key columns for `--mode merge` (empty otherwise).
+    pub merge_keys: Vec<String>,
     pub max_record_bytes: usize,
 }
 
@@ -193,7 +197,26 @@ pub async fn load(
     };
 
     let target = describe_target(&client, &request.table).await?;
-    let plan = Arc::new(LoadPlan::new(&target, &sample, request.sample)?);
+    let plan = Arc::new(LoadPlan::new(
+        &target,
+        &sample,
+        request.sample,
+        &request.merge_keys,
+    )?);
+    if !plan.merge_keys.is_empty()
+        && target.columns.is_some()
+        && !has_unique_key(&client, &plan.table, &plan.merge_keys).await?
+    {
+        return Err(LoadError::Sink(SinkError::Plan {
+            table: plan.table.to_string(),
+            reason: format!(
+                "merging on ({keys}) needs a primary key or unique index on exactly those columns; \
+                 create one, e.g. CREATE UNIQUE INDEX ON {qualified} ({keys})",
+                keys = plan.merge_keys.join(", "),
+                qualified = crate::sink::qualified(&plan.table),
+            ),
+        }));
+    }
     let table = plan.table.clone();
     if plan.copy_columns == 0 && sample.records() > 0 {
         return Err(LoadError::NoFields {
@@ -223,6 +246,7 @@ pub async fn load(
             (request.mode == Mode::Replace).then(|| plan.delete_statement()),
             "DELETE",
         ),
+        (plan.staging_statement(), "CREATE TEMP TABLE"),
     ] {
         if let Some(sql) = statement {
             let started = std::time::Instant::now();
@@ -277,6 +301,32 @@ pub async fn load(
 
     if rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
         return Err(LoadError::EmptyReplace { table });
+    }
+    if let Some(repeated_keys) = plan.repeated_keys_query().filter(|_| rows > 0) {
+        let started = std::time::Instant::now();
+        let merge_failed = |e: tokio_postgres::Error| {
+            SinkError::database("the merge (INSERT … ON CONFLICT)", &table, &e)
+        };
+        // The key check and the de-duplication are hash tables over the staged keys.
+        transaction
+            .batch_execute(&format!(
+                "SET LOCAL work_mem = '256MB'; {}",
+                plan.analyze_staging_statement()
+            ))
+            .await
+            .map_err(merge_failed)?;
+        let dedupe: bool = transaction
+            .query_one(repeated_keys.as_str(), &[])
+            .await
+            .map_err(merge_failed)?
+            .get(0);
+        let merge = plan.merge_statement(dedupe).unwrap_or_default();
+        let merged = transaction
+            .execute(merge.as_str(), &[])
+            .instrument(tracing::info_span!("sql.execute", statement = "MERGE", table = %table))
+            .await
+            .map_err(merge_failed)?;
+        tracing::info!(statement = "MERGE", table = %table, repeated_keys = dedupe, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     }
     transaction
         .commit()

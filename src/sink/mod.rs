@@ -181,7 +181,15 @@ pub struct LoadPlan {
     /// Why a field has no column, for the decoder's error.
     pub unknown_field_hint: String,
     pub late_field_hint: String,
+    /// Merge on these key columns instead of appending: COPY into a staging table, then
+    /// upsert from it.
+    pub merge_keys: Vec<String>,
 }
+
+/// The temporary table a merge is staged in; it lives for the load's transaction only.
+const STAGING: &str = "apitap_staging";
+/// Staging column numbering records in arrival order, so the last of repeated keys wins.
+const STAGING_SEQ: &str = "apitap_seq";
 
 impl LoadPlan {
     /// Plans the load of records like `sample` into `target`.
@@ -197,6 +205,7 @@ impl LoadPlan {
         target: &TargetInfo,
         sample: &Sample,
         sample_limit: usize,
+        merge_keys: &[String],
     ) -> Result<LoadPlan, SinkError> {
         let table = target.name.clone();
         let qualified = qualified(&table);
@@ -209,9 +218,14 @@ impl LoadPlan {
                     .iter()
                     .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type.sql_name()))
                     .collect();
+                let mut cols = cols;
+                if !merge_keys.is_empty() {
+                    let keys: Vec<String> = merge_keys.iter().map(|k| quote_ident(k)).collect();
+                    cols.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+                }
                 format!("CREATE TABLE {qualified} ({})", cols.join(", "))
             });
-            return Ok(LoadPlan {
+            return LoadPlan {
                 create_schema: (!target.schema_exists && create_table.is_some())
                     .then(|| format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema_name))),
                 create_table,
@@ -222,8 +236,10 @@ impl LoadPlan {
                      re-run with a larger --sample, or pass --ignore-unknown-fields to drop such fields"
                 ),
                 late_field_hint: String::new(),
+                merge_keys: merge_keys.to_vec(),
                 table,
-            });
+            }
+            .check_keys();
         };
         let mut loaded = Vec::new();
         let mut defaulted = Vec::new();
@@ -262,7 +278,7 @@ impl LoadPlan {
         }
         let copy_columns = loaded.len();
         loaded.extend(defaulted);
-        Ok(LoadPlan {
+        LoadPlan {
             table: table.clone(),
             create_table: None,
             create_schema: None,
@@ -275,7 +291,26 @@ impl LoadPlan {
                 "first appears after the {sample_limit} sampled records, so its column in {table} was left to its default; \
                  re-run with a larger --sample"
             ),
-        })
+            merge_keys: merge_keys.to_vec(),
+        }
+        .check_keys()
+    }
+
+    /// Merge keys must be loaded columns: a key left to its default cannot match anything.
+    fn check_keys(self) -> Result<LoadPlan, SinkError> {
+        let loaded = self.copy_names();
+        if self.copy_columns > 0
+            && let Some(missing) = self.merge_keys.iter().find(|k| !loaded.contains(k))
+        {
+            return Err(SinkError::Plan {
+                table: self.table.to_string(),
+                reason: format!(
+                    "merge key {missing:?} is not a field of the records (fields: {})",
+                    loaded.join(", ")
+                ),
+            });
+        }
+        Ok(self)
     }
 
     /// Names of the loaded columns, in COPY order.
@@ -293,14 +328,110 @@ impl LoadPlan {
             .collect()
     }
 
-    /// `COPY "s"."t" ("a", "b") FROM STDIN (FORMAT binary)`.
+    fn quoted_copy_names(&self) -> Vec<String> {
+        self.copy_names().iter().map(|n| quote_ident(n)).collect()
+    }
+
+    /// `COPY "s"."t" ("a", "b") FROM STDIN (FORMAT binary)`, into the staging table when
+    /// merging.
     pub fn copy_statement(&self) -> String {
-        let cols: Vec<String> = self.copy_names().iter().map(|n| quote_ident(n)).collect();
+        let into = if self.merge_keys.is_empty() {
+            qualified(&self.table)
+        } else {
+            quote_ident(STAGING)
+        };
         format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            qualified(&self.table),
-            cols.join(", ")
+            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
+            self.quoted_copy_names().join(", ")
         )
+    }
+
+    /// Creates the staging table: the loaded columns with the target's exact types, plus a
+    /// sequence number. Temporary (no WAL, private to the load) and dropped at commit.
+    pub fn staging_statement(&self) -> Option<String> {
+        (!self.merge_keys.is_empty()).then(|| {
+            // temp_buffers must grow before the session's first temporary table; the 8 MB
+            // default would push a large staging table through disk.
+            format!(
+                "SET LOCAL temp_buffers = '512MB'; \
+                 CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA; \
+                 ALTER TABLE {staging} ADD COLUMN {seq} bigint GENERATED ALWAYS AS IDENTITY",
+                staging = quote_ident(STAGING),
+                cols = self.quoted_copy_names().join(", "),
+                target = qualified(&self.table),
+                seq = quote_ident(STAGING_SEQ),
+            )
+        })
+    }
+
+    /// Whether any key repeats among the staged rows (a hash aggregate over the keys alone).
+    /// The staging table is analyzed first: temporary tables get no statistics otherwise.
+    pub fn repeated_keys_query(&self) -> Option<String> {
+        if self.merge_keys.is_empty() {
+            return None;
+        }
+        let keys: Vec<String> = self.merge_keys.iter().map(|k| quote_ident(k)).collect();
+        Some(format!(
+            "SELECT EXISTS (SELECT 1 FROM {staging} GROUP BY {keys} HAVING count(*) > 1)",
+            staging = quote_ident(STAGING),
+            keys = keys.join(", ")
+        ))
+    }
+
+    /// `ANALYZE` of the staging table, so the merge gets a sensible plan.
+    pub fn analyze_staging_statement(&self) -> String {
+        format!("ANALYZE {}", quote_ident(STAGING))
+    }
+
+    /// Upserts the staged rows. When keys repeat (`dedupe`), the last record wins: a row is
+    /// kept only if no later row has its key, which PostgreSQL answers with a hash anti-join
+    /// on (key, sequence) rather than a sort of whole rows, so ON CONFLICT never meets a key
+    /// twice. Without repeats the plain INSERT … SELECT is a third faster.
+    pub fn merge_statement(&self, dedupe: bool) -> Option<String> {
+        if self.merge_keys.is_empty() {
+            return None;
+        }
+        let cols = self.quoted_copy_names().join(", ");
+        let keys: Vec<String> = self.merge_keys.iter().map(|k| quote_ident(k)).collect();
+        let same_key: Vec<String> = keys
+            .iter()
+            .map(|k| format!("later.{k} = staged.{k}"))
+            .collect();
+        let updates: Vec<String> = self
+            .copy_names()
+            .iter()
+            .filter(|c| !self.merge_keys.contains(c))
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+            .collect();
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        let staged_cols: Vec<String> = self
+            .quoted_copy_names()
+            .iter()
+            .map(|c| format!("staged.{c}"))
+            .collect();
+        let latest_only = if dedupe {
+            format!(
+                "WHERE NOT EXISTS (SELECT 1 FROM {staging} AS later WHERE {same_key} AND later.{seq} > staged.{seq})",
+                staging = quote_ident(STAGING),
+                seq = quote_ident(STAGING_SEQ),
+                same_key = same_key.join(" AND "),
+            )
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "INSERT INTO {target} ({cols}) \
+             SELECT {staged_cols} FROM {staging} AS staged {latest_only} \
+             ON CONFLICT ({keys}) {action}",
+            target = qualified(&self.table),
+            staging = quote_ident(STAGING),
+            staged_cols = staged_cols.join(", "),
+            keys = keys.join(", "),
+        ))
     }
 
     /// Empties the table inside the load's transaction, so readers keep seeing the old rows
@@ -308,6 +439,34 @@ impl LoadPlan {
     pub fn delete_statement(&self) -> String {
         format!("DELETE FROM {}", qualified(&self.table))
     }
+}
+
+/// Whether `table` has a unique index (or primary key) on exactly `keys`, which ON CONFLICT
+/// needs. Checked before any data moves, so a missing one costs nothing.
+///
+/// # Errors
+/// A failing catalog query.
+pub async fn has_unique_key(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+    keys: &[String],
+) -> Result<bool, SinkError> {
+    client
+        .query_one(
+            "SELECT EXISTS (
+               SELECT 1 FROM pg_index i
+               WHERE i.indrelid = $1::text::regclass AND i.indisunique
+                 AND i.indpred IS NULL AND i.indexprs IS NULL
+                 AND i.indnkeyatts = cardinality($2::text[])
+                 AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
+                      FROM pg_attribute a
+                      WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1]))
+                   = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) k))",
+            &[&qualified(table), &keys],
+        )
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| SinkError::database("reading the catalog", table, &e))
 }
 
 /// `"schema"."table"`.
@@ -350,7 +509,8 @@ mod tests {
             schema_exists: false,
             columns: None,
         };
-        let plan = LoadPlan::new(&target, &sample(&[r#"{"id": 1, "Name": "x"}"#]), 10).unwrap();
+        let plan =
+            LoadPlan::new(&target, &sample(&[r#"{"id": 1, "Name": "x"}"#]), 10, &[]).unwrap();
         assert_eq!(
             plan.create_schema.as_deref(),
             Some(r#"CREATE SCHEMA IF NOT EXISTS "Demo""#)
@@ -380,10 +540,10 @@ mod tests {
                 col("odd", None, true),
             ]),
         };
-        let plan = LoadPlan::new(&target, &sample(&[r#"{"id": 1}"#]), 10).unwrap();
+        let plan = LoadPlan::new(&target, &sample(&[r#"{"id": 1}"#]), 10, &[]).unwrap();
         assert_eq!(plan.copy_names(), vec!["id", "note"]);
         assert_eq!(plan.decode.columns[2].name, "loaded_at");
-        let err = LoadPlan::new(&target, &sample(&[r#"{"odd": 1}"#]), 10).unwrap_err();
+        let err = LoadPlan::new(&target, &sample(&[r#"{"odd": 1}"#]), 10, &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot load s.t: column \"odd\" has type x, which apitap cannot load yet"

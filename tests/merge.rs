@@ -1,0 +1,210 @@
+//! `--mode merge`: upserts through a staging table, in one transaction, against the real
+//! PostgreSQL.
+
+mod common;
+
+use common::*;
+
+async fn rows(db: &tokio_postgres::Client, sql: &str) -> Vec<(i64, String)> {
+    db.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_updates_inserts_and_lets_the_last_record_win() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text, seen timestamptz DEFAULT now());
+         INSERT INTO {table} (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')"
+    ))
+    .await
+    .unwrap();
+    let input = b"{\"id\": 1, \"name\": \"A\"}\n{\"id\": 4, \"name\": \"d\"}\n{\"id\": 4, \"name\": \"D\"}\n{\"id\": 3, \"name\": \"c\"}\n".to_vec();
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--mode",
+            "merge",
+            "--key",
+            "id",
+            "--summary-json",
+            "-",
+        ],
+        Some(input),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["mode"], "merge");
+    assert_eq!(summary["rows"], 4);
+    assert_eq!(
+        rows(&db, &format!("SELECT id, name FROM {table} ORDER BY id")).await,
+        vec![
+            (1, "A".into()),
+            (2, "b".into()),
+            (3, "c".into()),
+            (4, "D".into())
+        ]
+    );
+    // Columns the records do not mention keep their values (or defaults for new rows).
+    let seen: i64 = db
+        .query_one(&format!("SELECT count(seen) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_keys_match_a_unique_index_in_any_order() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_composite").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (tenant text, id bigint, name text);
+         CREATE UNIQUE INDEX ON {table} (id, tenant);
+         INSERT INTO {table} VALUES ('x', 1, 'old'), ('y', 1, 'other')"
+    ))
+    .await
+    .unwrap();
+    let input = b"{\"tenant\": \"x\", \"id\": 1, \"name\": \"new\"}\n{\"tenant\": \"z\", \"id\": 1, \"name\": \"third\"}\n".to_vec();
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--mode",
+            "merge",
+            "--key",
+            "tenant,id",
+        ],
+        Some(input),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got: Vec<(String, String)> = db
+        .query(
+            &format!("SELECT tenant, name FROM {table} ORDER BY tenant"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("x".into(), "new".into()),
+            ("y".into(), "other".into()),
+            ("z".into(), "third".into())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_table_gets_the_keys_as_primary_key() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_new").await;
+    let table = format!("{schema}.t");
+    for (input, expected) in [
+        (
+            &b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": \"b\"}\n"[..],
+            vec![(1, "a".into()), (2, "b".into())],
+        ),
+        (
+            &b"{\"id\": 2, \"name\": \"B\"}\n{\"id\": 3, \"name\": \"c\"}\n"[..],
+            vec![(1, "a".into()), (2, "B".into()), (3, "c".into())],
+        ),
+    ] {
+        let run = apitap(
+            &[
+                "load", "-", "--table", &table, "--mode", "merge", "--key", "id",
+            ],
+            Some(input.to_vec()),
+        )
+        .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(
+            rows(&db, &format!("SELECT id, name FROM {table} ORDER BY id")).await,
+            expected
+        );
+    }
+    let primary_key: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p'",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(primary_key, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_without_a_unique_key_or_keys_fails_before_loading() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_errors").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint, name text); INSERT INTO {table} VALUES (1, 'a')"
+    ))
+    .await
+    .unwrap();
+    let input = b"{\"id\": 1, \"name\": \"A\"}\n".to_vec();
+    let run = apitap(
+        &[
+            "load", "-", "--table", &table, "--mode", "merge", "--key", "id",
+        ],
+        Some(input.clone()),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot load {table}: merging on (id) needs a primary key or unique index on exactly those columns; create one, e.g. CREATE UNIQUE INDEX ON \"{schema}\".\"t\" (id)"
+        )),
+        "{}",
+        run.stderr
+    );
+    let run = apitap(
+        &[
+            "load", "-", "--table", &table, "--mode", "merge", "--key", "nope",
+        ],
+        Some(input.clone()),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("merge key \"nope\" is not a field of the records (fields: id, name)"),
+        "{}",
+        run.stderr
+    );
+    let run = apitap(
+        &["load", "-", "--table", &table, "--mode", "merge"],
+        Some(input),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("--mode merge needs --key COLUMN[,COLUMN…]"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        rows(&db, &format!("SELECT id, name FROM {table}")).await,
+        vec![(1, "a".into())]
+    );
+}
