@@ -190,34 +190,33 @@ async fn headers_and_query_take_secrets_from_the_environment_and_never_show_them
         ),
     );
     let addr = serve(router).await;
-    let args = [
-        "load".to_string(),
-        format!("http://{addr}/private?since=2024-01-01"),
-        "--table".into(),
-        format!("{schema}.t"),
-        "--header".into(),
-        "Authorization: Bearer ${API_TOKEN}".into(),
-        "--query".into(),
-        "limit=${PAGE_LIMIT}".into(),
-        "--summary-json".into(),
-        "-".into(),
-        "--progress".into(),
-        "always".into(),
-    ];
-    let output = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        command(&args)
-            .env("API_TOKEN", "s3cret-token")
-            .env("PAGE_LIMIT", "5")
-            .env("RUST_LOG", "debug")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let url = format!("http://{addr}/private?since=2024-01-01");
+    let table = format!("{schema}.t");
+    let run = apitap_env(
+        &[
+            "load",
+            &url,
+            "--table",
+            &table,
+            "--header",
+            "Authorization: Bearer ${API_TOKEN}",
+            "--query",
+            "limit=${PAGE_LIMIT}",
+            "--summary-json",
+            "-",
+            "--progress",
+            "always",
+        ],
+        &[
+            ("API_TOKEN", "s3cret-token"),
+            ("PAGE_LIMIT", "5"),
+            ("RUST_LOG", "debug"),
+        ],
+        None,
+    )
+    .await;
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
+    assert_eq!(run.code, 0, "{stderr}");
     assert_eq!(count(&db, &format!("{schema}.t")).await, 5);
     assert!(
         !stdout.contains("s3cret") && !stderr.contains("s3cret"),
@@ -643,27 +642,15 @@ async fn bearer_basic_and_api_key_auth() {
             "basic" => "pa:ss",
             _ => "k-999",
         };
-        let args = [
-            "load".to_string(),
-            format!("http://{addr}/{path}"),
-            "--table".into(),
-            format!("{schema}.{path}"),
-            "--auth".into(),
-            auth.into(),
-        ];
-        let secret_env = secret.to_string();
-        let output = tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            command(&args)
-                .env("APITAP_T_SECRET", secret_env)
-                .env("RUST_LOG", "debug")
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{path}: {stderr}");
+        let (url, table) = (format!("http://{addr}/{path}"), format!("{schema}.{path}"));
+        let run = apitap_env(
+            &["load", &url, "--table", &table, "--auth", auth],
+            &[("APITAP_T_SECRET", secret), ("RUST_LOG", "debug")],
+            None,
+        )
+        .await;
+        let stderr = &run.stderr;
+        assert_eq!(run.code, 0, "{path}: {stderr}");
         assert!(
             !stderr.contains(secret),
             "{path} leaked its secret: {stderr}"
@@ -721,28 +708,27 @@ async fn oauth2_tokens_are_cached_and_refreshed_on_401() {
     let auth = format!(
         "{{kind: oauth2_client_credentials, token_url: 'http://{addr}/token', client_id: app, client_secret: '${{APITAP_T_CLIENT_SECRET}}', scope: read}}"
     );
-    let args = [
-        "load".to_string(),
-        format!("http://{addr}/data"),
-        "--table".into(),
-        format!("{schema}.t"),
-        "--pagination".into(),
-        "{kind: page_only}".into(),
-        "--auth".into(),
-        auth,
-    ];
-    let output = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        command(&args)
-            .env("APITAP_T_CLIENT_SECRET", "cl-secret")
-            .env("RUST_LOG", "debug")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (url, table) = (format!("http://{addr}/data"), format!("{schema}.t"));
+    let run = apitap_env(
+        &[
+            "load",
+            &url,
+            "--table",
+            &table,
+            "--pagination",
+            "{kind: page_only}",
+            "--auth",
+            &auth,
+        ],
+        &[
+            ("APITAP_T_CLIENT_SECRET", "cl-secret"),
+            ("RUST_LOG", "debug"),
+        ],
+        None,
+    )
+    .await;
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 0, "{stderr}");
     assert!(
         !stderr.contains("cl-secret") && !stderr.contains("tok-2"),
         "{stderr}"
@@ -918,29 +904,25 @@ async fn post_bodies_and_date_helpers() {
         ),
     );
     let addr = serve(router).await;
-    let args = [
-        "load".to_string(),
-        format!("http://{addr}/search"),
-        "--table".into(),
-        format!("{schema}.t"),
-        "--method".into(),
-        "post".into(),
-        "--body".into(),
-        r#"{"since": "{{ few_date_ago(7) }}", "who": "${APITAP_T_WHO}"}"#.into(),
-        "--query".into(),
-        "day={{ current_date() }}".into(),
-    ];
-    let output = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        command(&args).env("APITAP_T_WHO", "me").output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (url, table) = (format!("http://{addr}/search"), format!("{schema}.t"));
+    let run = apitap_env(
+        &[
+            "load",
+            &url,
+            "--table",
+            &table,
+            "--method",
+            "post",
+            "--body",
+            r#"{"since": "{{ few_date_ago(7) }}", "who": "${APITAP_T_WHO}"}"#,
+            "--query",
+            "day={{ current_date() }}",
+        ],
+        &[("APITAP_T_WHO", "me")],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(count(&client().await, &format!("{schema}.t")).await, 4);
 
     let run = apitap(

@@ -65,10 +65,20 @@ pub fn command(args: &[&str]) -> Command {
 
 /// Runs `apitap ARGS` to completion (off the async runtime), feeding `stdin` if given.
 pub async fn apitap(args: &[&str], stdin: Option<Vec<u8>>) -> Run {
+    apitap_env(args, &[], stdin).await
+}
+
+/// Like [`apitap`], with extra environment variables.
+pub async fn apitap_env(args: &[&str], env: &[(&str, &str)], stdin: Option<Vec<u8>>) -> Run {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = command(&args);
+        cmd.envs(env);
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
         }
