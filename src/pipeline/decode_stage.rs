@@ -1,0 +1,222 @@
+//! The decode stage: frames records (unless the fetch stage already did), gathers the
+//! sample for the planner, then decodes typed Arrow batches for the encode stage.
+
+use super::fetch::Chunk;
+use super::*;
+
+/// Why the decode stage stopped early.
+enum Stop {
+    Failed(DecodeError),
+    /// The next stage or the planner went away; they report why.
+    Cancelled,
+}
+
+impl From<DecodeError> for Stop {
+    fn from(e: DecodeError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// How the decode stage finds records in the bytes.
+enum Framing {
+    /// NDJSON or a JSON array, record by record as the bytes arrive.
+    Stream(Framer),
+    /// The array at a pointer inside one document, which is read whole first (bounded).
+    Document {
+        records: JsonPointer,
+        buffer: Vec<u8>,
+        max_bytes: usize,
+    },
+}
+
+/// Frames and decodes records, after first gathering the sample for the planner.
+pub(super) struct DecodeStage {
+    framing: Option<Framing>,
+    sample_limit: usize,
+    sample: Sample,
+    sampled: Vec<u8>,
+    sampled_at: Vec<(usize, Position)>,
+    exchange: Option<(oneshot::Sender<Sample>, oneshot::Receiver<Arc<LoadPlan>>)>,
+    decoder: Option<RecordDecoder>,
+    batch_size: usize,
+    reject_unknown_fields: bool,
+    tx: mpsc::Sender<Decoded>,
+    source_name: String,
+    /// Records decoded, and the input format once detected, for the log.
+    records: u64,
+    framer_format: Option<Format>,
+    /// Records delivered so far, and the first record number and label of each page.
+    delivered: u64,
+    pages: Vec<(u64, String)>,
+}
+
+impl DecodeStage {
+    pub(super) fn new(
+        request: &LoadRequest,
+        sample_tx: oneshot::Sender<Sample>,
+        plan_rx: oneshot::Receiver<Arc<LoadPlan>>,
+        tx: mpsc::Sender<Decoded>,
+    ) -> DecodeStage {
+        DecodeStage {
+            // Pages arrive framed by the fetch stage.
+            framing: request
+                .pagination
+                .is_none()
+                .then(|| match &request.records_path {
+                    Some(records) => Framing::Document {
+                        records: records.clone(),
+                        buffer: Vec::new(),
+                        max_bytes: request.max_record_bytes,
+                    },
+                    None => Framing::Stream(Framer::new(request.format, request.max_record_bytes)),
+                }),
+            sample_limit: request.sample.max(1),
+            sample: Sample::default(),
+            sampled: Vec::new(),
+            sampled_at: Vec::new(),
+            exchange: Some((sample_tx, plan_rx)),
+            decoder: None,
+            batch_size: request.batch_size,
+            reject_unknown_fields: !request.ignore_unknown_fields,
+            tx,
+            source_name: request.source.to_string(),
+            records: 0,
+            framer_format: None,
+            delivered: 0,
+            pages: Vec::new(),
+        }
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Chunk>) -> Result<(), LoadError> {
+        let result = (|| {
+            let mut framing = self.framing.take();
+            while let Some(chunk) = rx.blocking_recv() {
+                match (chunk, &mut framing) {
+                    (Chunk::Page(page), _) => {
+                        self.pages.push((self.delivered + 1, page.label));
+                        for (start, end, at) in page.records {
+                            self.deliver(&page.body[start..end], at)?;
+                        }
+                    }
+                    (Chunk::Bytes(bytes), Some(Framing::Stream(framer))) => {
+                        framer.push(&bytes, &mut |record, at| self.deliver(record, at))?;
+                    }
+                    (
+                        Chunk::Bytes(bytes),
+                        Some(Framing::Document {
+                            buffer, max_bytes, ..
+                        }),
+                    ) => {
+                        if buffer.len() + bytes.len() > *max_bytes {
+                            return Err(Stop::Failed(DecodeError::DocumentTooLarge {
+                                limit: *max_bytes,
+                            }));
+                        }
+                        buffer.extend_from_slice(&bytes);
+                    }
+                    (Chunk::Bytes(_), None) => {}
+                }
+            }
+            match framing {
+                Some(Framing::Stream(mut framer)) => {
+                    framer.finish(&mut |record, at| self.deliver(record, at))?;
+                    self.framer_format = framer.format();
+                }
+                Some(Framing::Document {
+                    records, buffer, ..
+                }) => {
+                    scan_document(&buffer, &records, &[], &mut |record, at| {
+                        self.deliver(record, at)
+                    })?;
+                }
+                None => {}
+            }
+            if self.decoder.is_none() {
+                self.start_decoding()?;
+            }
+            if let Some(decoder) = &mut self.decoder
+                && let Some(last) = decoder.finish()?
+            {
+                self.tx.blocking_send(last).map_err(|_| Stop::Cancelled)?;
+            }
+            let format = self.framer_format.map(|f| format!("{f:?}"));
+            tracing::info!(records = self.records, format, "all records decoded");
+            Ok::<(), Stop>(())
+        })();
+        match result {
+            Ok(()) | Err(Stop::Cancelled) => Ok(()),
+            Err(Stop::Failed(error)) => {
+                // Paged sources: say which page the failing record came from.
+                let page = error.record().and_then(|record| {
+                    self.pages
+                        .iter()
+                        .rev()
+                        .find(|(first, _)| *first <= record)
+                        .map(|(_, label)| label.clone())
+                });
+                let source_name = match page {
+                    Some(label) => format!("{}, {label}", self.source_name),
+                    None => self.source_name,
+                };
+                Err(LoadError::Decode { source_name, error })
+            }
+        }
+    }
+
+    /// A record from the input, in order; counted for page labels.
+    fn deliver(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
+        self.delivered += 1;
+        self.on_record(record, at)
+    }
+
+    fn on_record(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
+        if let Some(decoder) = &mut self.decoder {
+            self.records += 1;
+            if let Some(decoded) = decoder.push(record, at)? {
+                self.tx
+                    .blocking_send(decoded)
+                    .map_err(|_| Stop::Cancelled)?;
+            }
+            return Ok(());
+        }
+        self.sample.add(record);
+        self.sampled_at.push((self.sampled.len(), at));
+        self.sampled.extend_from_slice(record);
+        if self.sampled_at.len() >= self.sample_limit {
+            self.start_decoding()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the sample to the planner, waits for the plan, then decodes the sampled records.
+    fn start_decoding(&mut self) -> Result<(), Stop> {
+        let (sample_tx, plan_rx) = self.exchange.take().ok_or(Stop::Cancelled)?;
+        sample_tx
+            .send(std::mem::take(&mut self.sample))
+            .map_err(|_| Stop::Cancelled)?;
+        let plan = plan_rx.blocking_recv().map_err(|_| Stop::Cancelled)?;
+        let copy_columns = plan.copy_columns;
+        self.decoder = Some(RecordDecoder::new(
+            &plan.decode,
+            DecodeOptions {
+                batch_size: self.batch_size,
+                reject_unknown_fields: self.reject_unknown_fields,
+                unknown_field_hint: plan.unknown_field_hint.clone(),
+                must_stay_null: (copy_columns..plan.decode.columns.len())
+                    .map(|i| (i, plan.late_field_hint.clone()))
+                    .collect(),
+            },
+        ));
+        let sampled = std::mem::take(&mut self.sampled);
+        let sampled_at = std::mem::take(&mut self.sampled_at);
+        let ends = sampled_at
+            .iter()
+            .skip(1)
+            .map(|(s, _)| *s)
+            .chain([sampled.len()]);
+        for ((start, at), end) in sampled_at.iter().zip(ends) {
+            self.on_record(&sampled[*start..end], *at)?;
+        }
+        Ok(())
+    }
+}

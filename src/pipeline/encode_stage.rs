@@ -1,0 +1,41 @@
+//! The encode stage: Arrow batches to binary COPY bytes for the COPY.
+
+use super::*;
+
+/// Encodes batches to COPY bytes. Stops quietly when the COPY is gone (it has its reason).
+pub(super) fn encode(
+    mut rx: mpsc::Receiver<Decoded>,
+    tx: mpsc::Sender<(Bytes, u64)>,
+    plan: &LoadPlan,
+    source_name: &str,
+) -> Result<(), LoadError> {
+    let mut encoder = CopyEncoder::new(plan.copy_names(), plan.copy_types());
+    // Columns left to their defaults are decoded (to catch values for them) but not sent.
+    let projection: Option<Vec<usize>> =
+        (plan.copy_columns < plan.decode.columns.len()).then(|| (0..plan.copy_columns).collect());
+    let mut capacity = 1 << 20;
+    while let Some(decoded) = rx.blocking_recv() {
+        let batch = match &projection {
+            Some(columns) => decoded
+                .batch
+                .project(columns)
+                .map_err(|e| LoadError::Internal(e.to_string()))?,
+            None => decoded.batch,
+        };
+        let mut out = BytesMut::with_capacity(capacity);
+        encoder
+            .encode(&batch, decoded.first_record, &mut out)
+            .map_err(|error| LoadError::Encode {
+                source_name: source_name.to_string(),
+                error,
+            })?;
+        capacity = capacity.max(out.len());
+        if tx
+            .blocking_send((out.freeze(), batch.num_rows() as u64))
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The fetch stage: reads a streamed body in chunks, or walks a paged source page by page,
+//! and hands the bytes (or the framed pages) to the decode stage.
+
+use super::*;
+
+/// Size of the chunks read from a streamed body.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Reads the body in chunks. Stops quietly when the decode stage is gone (it has its reason).
+pub(super) async fn fetch(
+    mut body: Body,
+    tx: mpsc::Sender<Chunk>,
+    progress: Arc<Progress>,
+    source: Source,
+) -> Result<(), LoadError> {
+    loop {
+        let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
+        while buf.len() < CHUNK_BYTES / 2 {
+            let n = body
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| LoadError::Source(source.read_error(&e)))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            tracing::info!(bytes = progress.figures().bytes, "source read to the end");
+            return Ok(());
+        }
+        progress.add_bytes(buf.len() as u64);
+        if tx.send(Chunk::Bytes(buf.freeze())).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// What flows from the fetch stage to the decode stage.
+pub(super) enum Chunk {
+    /// Part of one streamed body; the decode stage finds the records.
+    Bytes(Bytes),
+    /// One whole page whose records the fetch stage has already found (it needed to, to
+    /// know the next page).
+    Page(FramedPage),
+}
+
+pub(super) struct FramedPage {
+    pub(super) body: Bytes,
+    /// Each record's byte range in `body`, and where it starts.
+    pub(super) records: Vec<(usize, usize, Position)>,
+    /// `page 3 (URL)`, for messages.
+    pub(super) label: String,
+}
+
+/// Fetches pages until the pager says the source is exhausted, passing each on with its
+/// records located, in page order. Where the pager knows the URLs ahead, up to its
+/// concurrency pages are in flight; every 429 halves that, a run of good pages grows it back.
+/// Stops quietly when the decode stage is gone (it has its reason).
+pub(super) async fn fetch_pages(
+    mut pager: Pager,
+    request: LoadRequest,
+    tx: mpsc::Sender<Chunk>,
+    progress: Arc<Progress>,
+) -> Result<(), LoadError> {
+    let source_name = request.source.to_string();
+    let http = &request.http;
+    let most = pager.concurrency();
+    let mut limit = most;
+    let mut good_pages = 0;
+    let mut rejections_seen = http.throttle.rejections();
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    // Absolute index (from 0) of the next page to request.
+    let mut next_index = 0u64;
+    loop {
+        while in_flight.len() < limit {
+            let ahead = next_index - pager.pages_fetched();
+            let url = if most == 1 {
+                pager.url().clone()
+            } else {
+                pager.url_ahead(ahead)
+            };
+            let label = format!("page {} ({})", next_index + 1, redact_url(url.as_str()));
+            let progress = &*progress;
+            in_flight.push_back(async move {
+                let page = fetch_page(http, &url, progress).await;
+                (label, page)
+            });
+            next_index += 1;
+            if most == 1 {
+                break;
+            }
+        }
+        let Some((label, page)) = futures_util::StreamExt::next(&mut in_flight).await else {
+            return Ok(());
+        };
+        let page = page?;
+        progress.add_bytes(page.body.len() as u64);
+        progress.add_page();
+        let (framed, captured) = frame_page(page.body, label.clone(), &request, pager.captures())
+            .map_err(|error| LoadError::Decode {
+            source_name: format!("{source_name}, {label}"),
+            error,
+        })?;
+        let facts = PageFacts {
+            records: framed.records.len() as u64,
+            captured,
+            link_next: page.link_next,
+            digest: digest(&framed.body),
+        };
+        if tx.send(Chunk::Page(framed)).await.is_err() {
+            return Ok(());
+        }
+        if pager
+            .advance(&facts)
+            .map_err(LoadError::Pagination)?
+            .is_none()
+        {
+            // Pages requested past the end are dropped unread.
+            tracing::info!(pages = pager.pages_fetched(), "last page reached");
+            return Ok(());
+        }
+        let rejections = http.throttle.rejections();
+        if rejections > rejections_seen {
+            limit = (limit / 2).max(1);
+            rejections_seen = rejections;
+            good_pages = 0;
+            tracing::info!(concurrency = limit, "rate limited; fewer pages in flight");
+        } else if limit < most {
+            good_pages += 1;
+            if good_pages >= 2 * limit {
+                limit += 1;
+                good_pages = 0;
+            }
+        }
+    }
+}
+
+/// Locates a page's records: at the records path inside the page's document, or as NDJSON
+/// lines or array elements. Also returns the raw text of the values the pager asked for.
+fn frame_page(
+    body: Bytes,
+    label: String,
+    request: &LoadRequest,
+    captures: &[JsonPointer],
+) -> Result<(FramedPage, Vec<Option<String>>), DecodeError> {
+    // A final newline keeps the last NDJSON line inside the body (not in the framer's
+    // carry), so every record is a range of it.
+    let body = if request.records_path.is_none() && !body.is_empty() && body.last() != Some(&b'\n')
+    {
+        Bytes::from([&body[..], b"\n"].concat())
+    } else {
+        body
+    };
+    let base = body.as_ptr() as usize;
+    let mut records = Vec::new();
+    let mut locate = |record: &[u8], at: Position| {
+        let start = record.as_ptr() as usize - base;
+        records.push((start, start + record.len(), at));
+        Ok::<(), DecodeError>(())
+    };
+    let captured = match &request.records_path {
+        Some(path) => {
+            let refs: Vec<&JsonPointer> = captures.iter().collect();
+            let scanned = scan_document(&body, path, &refs, &mut locate)?;
+            scanned
+                .captured
+                .iter()
+                .map(|c| c.map(|b| String::from_utf8_lossy(b).into_owned()))
+                .collect()
+        }
+        None => {
+            let mut framer = Framer::new(request.format, request.max_record_bytes);
+            framer.push(&body, &mut locate)?;
+            framer.finish(&mut locate)?;
+            Vec::new()
+        }
+    };
+    Ok((
+        FramedPage {
+            body,
+            records,
+            label,
+        },
+        captured,
+    ))
+}
+
+/// A cheap fingerprint of a page: its length and its first and last 64 KiB.
+fn digest(body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.len().hash(&mut hasher);
+    body[..body.len().min(65536)].hash(&mut hasher);
+    body[body.len().saturating_sub(65536)..].hash(&mut hasher);
+    hasher.finish()
+}

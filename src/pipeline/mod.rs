@@ -1,0 +1,387 @@
+//! One load, end to end: the stages wired with bounded channels inside one transaction.
+//!
+//! ```text
+//! fetch (async)  ─Bytes (8)─▶  decode (blocking)  ─Decoded (4)─▶  encode (blocking)
+//!                                                                  ─COPY bytes (4)─▶  COPY (async)
+//! ```
+//!
+//! Bounded channels give back-pressure: if PostgreSQL is slower than the source, the fetch
+//! stops reading and TCP flow control slows the server down; memory holds at most a few
+//! chunks and batches per stage.
+//!
+//! The table's columns must be known before the first record is decoded, so the decode
+//! stage first gathers `--sample` records and hands them to the planner, which reads the
+//! catalog (or infers a new table) and sends back the [`LoadPlan`]; the sampled records are
+//! then decoded like any other.
+//!
+//! Everything happens in one transaction that commits only when every stage finished
+//! cleanly, so a failure anywhere leaves the table exactly as it was.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::decode::pointer::{JsonPointer, scan_document};
+use crate::decode::{
+    DecodeError, DecodeOptions, Decoded, Format, Framer, Position, RecordDecoder, Sample,
+};
+use crate::encode::{COPY_HEADER, COPY_TRAILER, CopyEncoder, EncodeError};
+use crate::progress::{Figures, Progress};
+use crate::schema::TableName;
+use crate::sink::{ConnectOptions, LoadPlan, SinkError, describe_target, has_unique_key};
+use crate::source::paginate::{PageFacts, Pager, PaginationConfig};
+use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
+
+mod decode_stage;
+mod encode_stage;
+mod fetch;
+
+use decode_stage::DecodeStage;
+use encode_stage::encode;
+use fetch::{Chunk, fetch, fetch_pages};
+
+/// How the load treats rows already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Add the records to the table.
+    Append,
+    /// Replace the table's rows with the records, atomically.
+    Replace,
+    /// Insert new keys and update existing ones (`--key`); the last record of a key wins.
+    Merge,
+}
+
+/// Everything one load needs to know.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    pub source: Source,
+    /// Client, headers, query and retries for an HTTP source.
+    pub http: Http,
+    pub table: TableName,
+    pub mode: Mode,
+    /// `None` detects NDJSON or a JSON array.
+    pub format: Option<Format>,
+    /// Records are the array at this pointer inside one JSON document (`{"data": [...]}`).
+    pub records_path: Option<JsonPointer>,
+    /// Fetch the HTTP source page by page.
+    pub pagination: Option<PaginationConfig>,
+    /// Records read to infer a new table's columns (and to see which fields exist).
+    pub sample: usize,
+    pub batch_size: usize,
+    pub ignore_unknown_fields: bool,
+    /// Let `--mode replace` empty the table when the source has no records.
+    pub allow_empty: bool,
+    /// Key columns for `--mode merge` (empty otherwise).
+    pub merge_keys: Vec<String>,
+    pub max_record_bytes: usize,
+}
+
+/// What a finished load did.
+#[derive(Debug, Clone)]
+pub struct LoadSummary {
+    pub table: TableName,
+    pub figures: Figures,
+    pub created_table: bool,
+}
+
+/// Why a load failed. The table is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{source_name}: {error}")]
+    Decode {
+        source_name: String,
+        error: DecodeError,
+    },
+    #[error("{source_name}: {error}")]
+    Encode {
+        source_name: String,
+        error: EncodeError,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(
+        "refusing to replace the rows of {table} with nothing: the source had no records (pass --allow-empty to empty the table)"
+    )]
+    EmptyReplace { table: TableName },
+    #[error("{source_name}: the records have no fields to load into {table}")]
+    NoFields {
+        source_name: String,
+        table: TableName,
+    },
+    #[error("{0}")]
+    Pagination(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Largest CopyData message sent to the server.
+const COPY_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Runs one load. See the module docs.
+///
+/// # Errors
+/// Any failure of any stage; the transaction is rolled back and the table left unchanged.
+pub async fn load(
+    request: &LoadRequest,
+    connect: &ConnectOptions,
+    progress: Arc<Progress>,
+) -> Result<LoadSummary, LoadError> {
+    // A paged source is fetched by the pager, page by page; any other is opened as a stream.
+    let pager = match (&request.pagination, &request.source) {
+        (Some(config), Source::Http(url)) => {
+            let base = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
+                url: redact_url(url),
+                attempts: 0,
+                reason: format!("invalid URL: {e}"),
+            })?;
+            let pager = Pager::new(config.clone(), base).map_err(LoadError::Pagination)?;
+            if !pager.captures().is_empty() && request.records_path.is_none() {
+                return Err(LoadError::Pagination(
+                    "this pagination reads values from each page, so the records must be at a --records-path (e.g. /data)".into(),
+                ));
+            }
+            Some(pager)
+        }
+        (Some(_), _) => {
+            return Err(LoadError::Pagination(
+                "--pagination needs an http(s) source".into(),
+            ));
+        }
+        (None, _) => None,
+    };
+    let (body, mut client) = tokio::try_join!(
+        async {
+            match pager {
+                None => request
+                    .source
+                    .open(&request.http, &progress)
+                    .await
+                    .map(Some)
+                    .map_err(LoadError::from),
+                Some(_) => Ok(None),
+            }
+        },
+        async { connect.connect().await.map_err(LoadError::from) },
+    )?;
+
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
+    let (batch_tx, batch_rx) = mpsc::channel::<Decoded>(4);
+    let (sample_tx, sample_rx) = oneshot::channel::<Sample>();
+    let (plan_tx, plan_rx) = oneshot::channel::<Arc<LoadPlan>>();
+
+    let span = tracing::info_span!("http.ndjson_stream", source = %request.source);
+    let fetch = match (body, pager) {
+        (_, Some(pager)) => tokio::spawn(
+            fetch_pages(pager, request.clone(), chunk_tx, progress.clone()).instrument(span),
+        ),
+        (Some(body), None) => tokio::spawn(
+            fetch(body, chunk_tx, progress.clone(), request.source.clone()).instrument(span),
+        ),
+        (None, None) => unreachable!("a source without pagination is opened above"),
+    };
+    let decode = {
+        let stage = DecodeStage::new(request, sample_tx, plan_rx, batch_tx);
+        let span = tracing::info_span!("transform.load", table = %request.table);
+        tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(chunk_rx)))
+    };
+    let stages = Stages {
+        fetch,
+        decode,
+        source_name: request.source.to_string(),
+    };
+
+    let Ok(sample) = sample_rx.await else {
+        // The decode stage stopped before it had a sample: its error (or the fetch's) says why.
+        return Err(stages.first_error().await);
+    };
+
+    let target = describe_target(&client, &request.table).await?;
+    let plan = Arc::new(LoadPlan::new(
+        &target,
+        &sample,
+        request.sample,
+        &request.merge_keys,
+    )?);
+    if !plan.merge_keys.is_empty()
+        && target.columns.is_some()
+        && !has_unique_key(&client, &plan.table, &plan.merge_keys).await?
+    {
+        return Err(LoadError::Sink(SinkError::Plan {
+            table: plan.table.to_string(),
+            reason: format!(
+                "merging on ({keys}) needs a primary key or unique index on exactly those columns; \
+                 create one, e.g. CREATE UNIQUE INDEX ON {qualified} ({keys})",
+                keys = plan.merge_keys.join(", "),
+                qualified = crate::sink::qualified(&plan.table),
+            ),
+        }));
+    }
+    let table = plan.table.clone();
+    if plan.copy_columns == 0 && sample.records() > 0 {
+        return Err(LoadError::NoFields {
+            source_name: request.source.to_string(),
+            table,
+        });
+    }
+    if plan_tx.send(plan.clone()).is_err() {
+        return Err(stages.first_error().await);
+    }
+
+    let (copy_tx, mut copy_rx) = mpsc::channel::<(Bytes, u64)>(4);
+    let encode = {
+        let plan = plan.clone();
+        let source_name = request.source.to_string();
+        tokio::task::spawn_blocking(move || encode(batch_rx, copy_tx, &plan, &source_name))
+    };
+
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|e| SinkError::database("starting a transaction", &table, &e))?;
+    for (statement, action) in [
+        (plan.create_schema.clone(), "CREATE SCHEMA"),
+        (plan.create_table.clone(), "CREATE TABLE"),
+        (
+            (request.mode == Mode::Replace).then(|| plan.delete_statement()),
+            "DELETE",
+        ),
+        (plan.staging_statement(), "CREATE TEMP TABLE"),
+    ] {
+        if let Some(sql) = statement {
+            let started = std::time::Instant::now();
+            transaction
+                .batch_execute(&sql)
+                .instrument(tracing::info_span!("sql.execute", statement = action, table = %table))
+                .await
+                .map_err(|e| SinkError::database(action, &table, &e))?;
+            tracing::info!(statement = action, table = %table, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+        }
+    }
+
+    let mut rows = 0;
+    if plan.copy_columns > 0 {
+        let copy_failed =
+            |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", &table, &e));
+        let copy = async {
+            let sink = transaction
+                .copy_in::<_, Bytes>(&plan.copy_statement())
+                .await
+                .map_err(copy_failed)?;
+            futures_util::pin_mut!(sink);
+            sink.send(Bytes::from_static(COPY_HEADER))
+                .await
+                .map_err(copy_failed)?;
+            while let Some((mut bytes, batch_rows)) = copy_rx.recv().await {
+                // psql-sized messages: the server reads each CopyData message whole before
+                // parsing it, so a batch-sized message would stall it while it arrives.
+                while !bytes.is_empty() {
+                    let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
+                    sink.feed(piece).await.map_err(copy_failed)?;
+                }
+                sink.flush().await.map_err(copy_failed)?;
+                progress.add_rows(batch_rows);
+            }
+            // The encode stage has stopped; only a clean end of every stage may finish the
+            // COPY. Dropping the sink unfinished aborts it.
+            stages.check(encode).await?;
+            sink.send(Bytes::from_static(COPY_TRAILER))
+                .await
+                .map_err(copy_failed)?;
+            sink.finish().await.map_err(copy_failed)
+        };
+        let started = std::time::Instant::now();
+        rows = copy
+            .instrument(tracing::info_span!("sql.execute", statement = "COPY", table = %table))
+            .await?;
+        tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    } else {
+        stages.check(encode).await?;
+    }
+
+    if rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
+        return Err(LoadError::EmptyReplace { table });
+    }
+    if let Some(repeated_keys) = plan.repeated_keys_query().filter(|_| rows > 0) {
+        let started = std::time::Instant::now();
+        let merge_failed = |e: tokio_postgres::Error| {
+            SinkError::database("the merge (INSERT … ON CONFLICT)", &table, &e)
+        };
+        // The key check and the de-duplication are hash tables over the staged keys.
+        transaction
+            .batch_execute(&format!(
+                "SET LOCAL work_mem = '256MB'; {}",
+                plan.analyze_staging_statement()
+            ))
+            .await
+            .map_err(merge_failed)?;
+        let dedupe: bool = transaction
+            .query_one(repeated_keys.as_str(), &[])
+            .await
+            .map_err(merge_failed)?
+            .get(0);
+        let merge = plan.merge_statement(dedupe).unwrap_or_default();
+        let merged = transaction
+            .execute(merge.as_str(), &[])
+            .instrument(tracing::info_span!("sql.execute", statement = "MERGE", table = %table))
+            .await
+            .map_err(merge_failed)?;
+        tracing::info!(statement = "MERGE", table = %table, repeated_keys = dedupe, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    }
+    transaction
+        .commit()
+        .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
+        .await
+        .map_err(|e| SinkError::database("COMMIT", &table, &e))?;
+    let mut figures = progress.figures();
+    figures.rows = rows;
+    figures.throttle_waits = request.http.throttle.waits();
+    Ok(LoadSummary {
+        table,
+        figures,
+        created_table: plan.create_table.is_some(),
+    })
+}
+
+/// The upstream stages, joined to find out whether they ended cleanly.
+struct Stages {
+    fetch: tokio::task::JoinHandle<Result<(), LoadError>>,
+    decode: tokio::task::JoinHandle<Result<(), LoadError>>,
+    source_name: String,
+}
+
+fn joined(result: Result<Result<(), LoadError>, tokio::task::JoinError>) -> Result<(), LoadError> {
+    result.map_err(|e| LoadError::Internal(format!("a load stage panicked: {e}")))?
+}
+
+impl Stages {
+    /// Waits for every stage; the first error in stream order wins, since a later stage's
+    /// error is often a consequence (a body cut short looks like malformed JSON).
+    async fn check(
+        self,
+        encode: tokio::task::JoinHandle<Result<(), LoadError>>,
+    ) -> Result<(), LoadError> {
+        let fetch = joined(self.fetch.await);
+        let decode = joined(self.decode.await);
+        let encode = joined(encode.await);
+        fetch.and(decode).and(encode)
+    }
+
+    /// For when the decode stage stopped early: the reason, which it or the fetch returned.
+    async fn first_error(self) -> LoadError {
+        let source_name = self.source_name.clone();
+        let fetch = joined(self.fetch.await);
+        let decode = joined(self.decode.await);
+        match fetch.and(decode) {
+            Err(e) => e,
+            Ok(()) => LoadError::Internal(format!(
+                "{source_name}: the decode stage stopped without a reason"
+            )),
+        }
+    }
+}
