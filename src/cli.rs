@@ -16,7 +16,7 @@ use crate::decode::pointer::JsonPointer;
 use crate::pipeline::{LoadRequest, LoadSummary, Mode, load};
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
-use crate::sink::ConnectOptions;
+use crate::sink::{ConnectOptions, SchemaPolicy};
 use crate::source::auth::{Auth, AuthConfig};
 use crate::source::paginate::PaginationConfig;
 use crate::source::throttle::{RateLimit, Throttle};
@@ -85,7 +85,12 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub sample: usize,
 
-    /// Drop fields that have no column instead of failing.
+    /// Fields the table has no column for: `evolve` adds nullable columns, `freeze` fails
+    /// naming the field, `discard` drops them and says which.
+    #[arg(long, value_enum, default_value_t = SchemaPolicy::Evolve)]
+    pub schema: SchemaPolicy,
+
+    /// The same as --schema discard.
     #[arg(long)]
     pub ignore_unknown_fields: bool,
 
@@ -288,7 +293,11 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             .map_err(|e| anyhow::anyhow!(e))?,
         sample: args.sample,
         batch_size: args.batch_size as usize,
-        ignore_unknown_fields: args.ignore_unknown_fields,
+        schema: if args.ignore_unknown_fields {
+            SchemaPolicy::Discard
+        } else {
+            args.schema
+        },
         allow_empty: args.allow_empty,
         merge_keys: match (args.mode, args.keys.is_empty()) {
             (Mode::Merge, true) => anyhow::bail!("--mode merge needs --key COLUMN[,COLUMN…]"),
@@ -361,6 +370,22 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             f.line()
         );
     }
+    if !summary.added_columns.is_empty() && !args.quiet {
+        eprintln!(
+            "apitap: added {} column(s) to {} for new fields: {}",
+            summary.added_columns.len(),
+            summary.table,
+            summary.added_columns.join(", ")
+        );
+    }
+    if !summary.discarded_fields.is_empty() && !args.quiet {
+        eprintln!(
+            "apitap: discarded {} field(s) without a column in {}: {}",
+            summary.discarded_fields.len(),
+            summary.table,
+            summary.discarded_fields.join(", ")
+        );
+    }
     if let Some(path) = &args.summary_json {
         let json = serde_json::json!({
             "source": request.source.to_string(),
@@ -374,6 +399,8 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "retries": f.retries,
             "pages": f.pages,
             "throttle_waits": f.throttle_waits,
+            "added_columns": summary.added_columns,
+            "discarded_fields": summary.discarded_fields,
             "peak_rss_bytes": peak_rss_bytes(),
         });
         let text = format!("{json}\n");

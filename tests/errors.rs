@@ -104,29 +104,66 @@ async fn wrong_types_name_the_column_record_and_value() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_and_late_fields_are_errors_unless_ignored() {
+async fn new_fields_follow_the_schema_policy() {
     let db = client().await;
     let schema = fresh_schema(&db, "fields").await;
     let table = guarded_table(&db, &schema).await;
+    let input =
+        || Some(b"{\"id\": 2, \"name\": \"a\", \"colour\": \"red\", \"size\": 3}\n".to_vec());
+
     let run = apitap(
-        &["load", "-", "--table", &table],
-        Some(b"{\"id\": 2, \"name\": \"a\", \"colour\": \"red\"}\n".to_vec()),
+        &["load", "-", "--table", &table, "--schema", "freeze"],
+        input(),
     )
     .await;
     assert_one_line_error(
         &run,
         &format!(
-            "line 1 (record 1): field \"colour\" is not a column of {table}; add the column, or pass --ignore-unknown-fields to drop fields without one"
+            "line 1 (record 1): field \"colour\" is not a column of {table}, and --schema freeze adds none; add the column, or use --schema evolve (add it) or --schema discard (drop such fields)"
         ),
     );
     assert_unchanged(&db, &table).await;
+
     let run = apitap(
-        &["load", "-", "--table", &table, "--ignore-unknown-fields"],
-        Some(b"{\"id\": 2, \"name\": \"a\", \"colour\": \"red\"}\n".to_vec()),
+        &["load", "-", "--table", &table, "--schema", "discard"],
+        input(),
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "apitap: discarded 2 field(s) without a column in {table}: colour, size"
+        )),
+        "{}",
+        run.stderr
+    );
     assert_eq!(count(&db, &table).await, 2);
+
+    // The default evolves the table: new nullable columns, in the load's transaction.
+    let run = apitap(
+        &["load", "-", "--table", &table],
+        Some(b"{\"id\": 3, \"name\": \"b\", \"colour\": \"red\", \"size\": 3}\n".to_vec()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "apitap: added 2 column(s) to {table} for new fields: colour, size"
+        )),
+        "{}",
+        run.stderr
+    );
+    let row = db
+        .query_one(
+            &format!("SELECT colour, size FROM {table} WHERE id = 3"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1)),
+        ("red".to_string(), 3)
+    );
 
     // A field first seen after the sample of a new table is not silently dropped.
     let late = format!("{schema}.late");
@@ -139,7 +176,7 @@ async fn unknown_and_late_fields_are_errors_unless_ignored() {
     assert_one_line_error(
         &run,
         &format!(
-            "line 4 (record 4): field \"b\" first appears after the 2 records the columns of the new table {late} were inferred from"
+            "line 4 (record 4): field \"b\" first appears after the 2 records the columns of the new table {late} were inferred from; re-run with a larger --sample, or pass --schema discard to drop such fields"
         ),
     );
     assert!(!table_exists(&db, &late).await);

@@ -77,7 +77,7 @@ impl DecodeStage {
             exchange: Some((sample_tx, plan_rx)),
             decoder: None,
             batch_size: request.batch_size,
-            reject_unknown_fields: !request.ignore_unknown_fields,
+            reject_unknown_fields: request.schema != SchemaPolicy::Discard,
             tx,
             source_name: request.source.to_string(),
             records: 0,

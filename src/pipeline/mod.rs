@@ -32,7 +32,9 @@ use crate::decode::{
 use crate::encode::{COPY_HEADER, COPY_TRAILER, CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
 use crate::schema::TableName;
-use crate::sink::{ConnectOptions, LoadPlan, SinkError, describe_target, has_unique_key};
+use crate::sink::{
+    ConnectOptions, LoadPlan, PlanOptions, SchemaPolicy, SinkError, describe_target, has_unique_key,
+};
 use crate::source::paginate::{PageFacts, Pager, PaginationConfig};
 use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
 
@@ -72,7 +74,8 @@ pub struct LoadRequest {
     /// Records read to infer a new table's columns (and to see which fields exist).
     pub sample: usize,
     pub batch_size: usize,
-    pub ignore_unknown_fields: bool,
+    /// Fields without a column: add columns, fail, or drop them.
+    pub schema: SchemaPolicy,
     /// Let `--mode replace` empty the table when the source has no records.
     pub allow_empty: bool,
     /// Key columns for `--mode merge` (empty otherwise).
@@ -84,6 +87,10 @@ pub struct LoadRequest {
 #[derive(Debug, Clone)]
 pub struct LoadSummary {
     pub table: TableName,
+    /// Columns added for new fields (`--schema evolve`).
+    pub added_columns: Vec<String>,
+    /// Fields dropped (`--schema discard`), as far as the sample showed them.
+    pub discarded_fields: Vec<String>,
     pub figures: Figures,
     pub created_table: bool,
 }
@@ -205,8 +212,11 @@ pub async fn load(
     let plan = Arc::new(LoadPlan::new(
         &target,
         &sample,
-        request.sample,
-        &request.merge_keys,
+        &PlanOptions {
+            sample_limit: request.sample,
+            merge_keys: request.merge_keys.clone(),
+            schema: request.schema,
+        },
     )?);
     if !plan.merge_keys.is_empty()
         && target.columns.is_some()
@@ -247,6 +257,7 @@ pub async fn load(
     for (statement, action) in [
         (plan.create_schema.clone(), "CREATE SCHEMA"),
         (plan.create_table.clone(), "CREATE TABLE"),
+        (plan.alter_table.clone(), "ALTER TABLE"),
         (
             (request.mode == Mode::Replace).then(|| plan.delete_statement()),
             "DELETE",
@@ -343,6 +354,8 @@ pub async fn load(
     figures.throttle_waits = request.http.throttle.waits();
     Ok(LoadSummary {
         table,
+        added_columns: plan.added_columns.clone(),
+        discarded_fields: plan.discarded_fields.clone(),
         figures,
         created_table: plan.create_table.is_some(),
     })

@@ -167,12 +167,38 @@ pub async fn describe_target(
     })
 }
 
+/// What to do with fields the target table has no column for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SchemaPolicy {
+    /// Add a nullable column for each new field (in the load's transaction).
+    #[default]
+    Evolve,
+    /// Fail, naming the field.
+    Freeze,
+    /// Drop such fields, and say which.
+    Discard,
+}
+
+/// What the planner needs besides the catalog and the sample.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// The `--sample` size, for messages.
+    pub sample_limit: usize,
+    pub merge_keys: Vec<String>,
+    pub schema: SchemaPolicy,
+}
+
 /// How records map onto the table, decided from the catalog and the sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadPlan {
     pub table: TableName,
     /// `CREATE TABLE` to run first, when the table is new.
     pub create_table: Option<String>,
+    /// `ALTER TABLE … ADD COLUMN …` for new fields, under `--schema evolve`.
+    pub alter_table: Option<String>,
+    pub added_columns: Vec<String>,
+    /// Sampled fields dropped under `--schema discard`.
+    pub discarded_fields: Vec<String>,
     pub create_schema: Option<String>,
     /// Columns records are decoded into. The first `copy_columns` of them are loaded; the
     /// rest must stay NULL in every record (they were left out so their defaults apply).
@@ -204,9 +230,10 @@ impl LoadPlan {
     pub fn new(
         target: &TargetInfo,
         sample: &Sample,
-        sample_limit: usize,
-        merge_keys: &[String],
+        options: &PlanOptions,
     ) -> Result<LoadPlan, SinkError> {
+        let sample_limit = options.sample_limit;
+        let merge_keys = &options.merge_keys;
         let table = target.name.clone();
         let qualified = qualified(&table);
         let schema_name = table.schema.clone().unwrap_or_default();
@@ -233,10 +260,13 @@ impl LoadPlan {
                 decode,
                 unknown_field_hint: format!(
                     "first appears after the {sample_limit} records the columns of the new table {table} were inferred from; \
-                     re-run with a larger --sample, or pass --ignore-unknown-fields to drop such fields"
+                     re-run with a larger --sample, or pass --schema discard to drop such fields"
                 ),
                 late_field_hint: String::new(),
                 merge_keys: merge_keys.to_vec(),
+                alter_table: None,
+                added_columns: Vec::new(),
+                discarded_fields: Vec::new(),
                 table,
             }
             .check_keys();
@@ -276,17 +306,59 @@ impl LoadPlan {
                 defaulted.push(column);
             }
         }
+        // Fields the sample shows and the table lacks.
+        let new_fields: Vec<Column> = sample
+            .infer()
+            .columns
+            .into_iter()
+            .filter(|f| !columns.iter().any(|c| c.name == f.name))
+            .collect();
+        let mut alter_table = None;
+        let mut added_columns = Vec::new();
+        let mut discarded_fields = Vec::new();
+        match options.schema {
+            SchemaPolicy::Evolve if !new_fields.is_empty() => {
+                let adds: Vec<String> = new_fields
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "ADD COLUMN {} {}",
+                            quote_ident(&c.name),
+                            c.pg_type.sql_name()
+                        )
+                    })
+                    .collect();
+                alter_table = Some(format!("ALTER TABLE {qualified} {}", adds.join(", ")));
+                added_columns = new_fields.iter().map(|c| c.name.clone()).collect();
+                loaded.extend(new_fields);
+            }
+            SchemaPolicy::Discard => {
+                discarded_fields = new_fields.into_iter().map(|c| c.name).collect();
+            }
+            SchemaPolicy::Evolve | SchemaPolicy::Freeze => {}
+        }
+        let unknown_field_hint = match options.schema {
+            SchemaPolicy::Freeze => format!(
+                "is not a column of {table}, and --schema freeze adds none; add the column, \
+                 or use --schema evolve (add it) or --schema discard (drop such fields)"
+            ),
+            _ => format!(
+                "first appears after the {sample_limit} sampled records, too late to add its column to {table}; \
+                 re-run with a larger --sample, or pass --schema discard to drop such fields"
+            ),
+        };
         let copy_columns = loaded.len();
         loaded.extend(defaulted);
         LoadPlan {
             table: table.clone(),
             create_table: None,
             create_schema: None,
+            alter_table,
+            added_columns,
+            discarded_fields,
             decode: TableSchema { columns: loaded },
             copy_columns,
-            unknown_field_hint: format!(
-                "is not a column of {table}; add the column, or pass --ignore-unknown-fields to drop fields without one"
-            ),
+            unknown_field_hint,
             late_field_hint: format!(
                 "first appears after the {sample_limit} sampled records, so its column in {table} was left to its default; \
                  re-run with a larger --sample"
@@ -489,6 +561,13 @@ mod tests {
         s
     }
 
+    fn options() -> PlanOptions {
+        PlanOptions {
+            sample_limit: 10,
+            ..PlanOptions::default()
+        }
+    }
+
     fn col(name: &str, pg_type: Option<PgType>, has_default: bool) -> CatalogColumn {
         CatalogColumn {
             name: name.into(),
@@ -510,7 +589,7 @@ mod tests {
             columns: None,
         };
         let plan =
-            LoadPlan::new(&target, &sample(&[r#"{"id": 1, "Name": "x"}"#]), 10, &[]).unwrap();
+            LoadPlan::new(&target, &sample(&[r#"{"id": 1, "Name": "x"}"#]), &options()).unwrap();
         assert_eq!(
             plan.create_schema.as_deref(),
             Some(r#"CREATE SCHEMA IF NOT EXISTS "Demo""#)
@@ -540,10 +619,10 @@ mod tests {
                 col("odd", None, true),
             ]),
         };
-        let plan = LoadPlan::new(&target, &sample(&[r#"{"id": 1}"#]), 10, &[]).unwrap();
+        let plan = LoadPlan::new(&target, &sample(&[r#"{"id": 1}"#]), &options()).unwrap();
         assert_eq!(plan.copy_names(), vec!["id", "note"]);
         assert_eq!(plan.decode.columns[2].name, "loaded_at");
-        let err = LoadPlan::new(&target, &sample(&[r#"{"odd": 1}"#]), 10, &[]).unwrap_err();
+        let err = LoadPlan::new(&target, &sample(&[r#"{"odd": 1}"#]), &options()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot load s.t: column \"odd\" has type x, which apitap cannot load yet"
