@@ -165,6 +165,23 @@ async fn new_fields_follow_the_schema_policy() {
         ("red".to_string(), 3)
     );
 
+    // A failed load rolls its new columns back with everything else.
+    let run = apitap(
+        &["load", "-", "--table", &table],
+        Some(b"{\"id\": 4, \"weight\": 1.5}\n{\"id\": \"x\"}\n".to_vec()),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    let weight: bool = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'weight')",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!weight, "the column added by a failed load must not remain");
+
     // A field first seen after the sample of a new table is not silently dropped.
     let late = format!("{schema}.late");
     let input = b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3}\n{\"a\": 4, \"b\": true}\n".to_vec();
