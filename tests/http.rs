@@ -320,16 +320,20 @@ async fn page_number_and_limit_offset_stop_on_the_short_page() {
     let router = Router::new().route(
         "/items",
         get(|axum::extract::Query(q): Query| async move {
+            if q.get("scope").map(String::as_str) != Some("all") {
+                return (StatusCode::BAD_REQUEST, "scope missing").into_response();
+            }
             let (limit, offset) = (query_u64(&q, "limit", 100), query_u64(&q, "offset", 0));
-            records(offset + 1, limit.min(2345u64.saturating_sub(offset)))
+            records(offset + 1, limit.min(2345u64.saturating_sub(offset))).into_response()
         }),
     );
     let addr = serve(router).await;
+    // --query parameters ride along on every page.
     let (run, ids) = paged_load(
         &schema,
         &format!("http://{addr}/items"),
         "{kind: limit_offset, page_size: 500}",
-        &[],
+        &["--query", "scope=all"],
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);

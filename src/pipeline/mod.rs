@@ -142,11 +142,7 @@ pub async fn load(
     // A paged source is fetched by the pager, page by page; any other is opened as a stream.
     let pager = match (&request.pagination, &request.source) {
         (Some(config), Source::Http(url)) => {
-            let base = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
-                url: redact_url(url),
-                attempts: 0,
-                reason: format!("invalid URL: {e}"),
-            })?;
+            let base = request.http.url(url)?;
             let pager = Pager::new(config.clone(), base).map_err(LoadError::Pagination)?;
             if !pager.captures().is_empty() && request.records_path.is_none() {
                 return Err(LoadError::Pagination(

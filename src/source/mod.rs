@@ -44,6 +44,25 @@ pub struct Http {
 /// The body of a source, decompressed.
 pub type Body = Pin<Box<dyn AsyncRead + Send>>;
 
+impl Http {
+    /// The source URL with the `--query` parameters added: the first request's URL, and the
+    /// base every page's URL is built on.
+    ///
+    /// # Errors
+    /// Text that is not a URL.
+    pub fn url(&self, url: &str) -> Result<reqwest::Url, SourceError> {
+        let mut full = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
+            url: redact_url(url),
+            attempts: 0,
+            reason: format!("invalid URL: {e}"),
+        })?;
+        if !self.request.query.is_empty() {
+            full.query_pairs_mut().extend_pairs(&self.request.query);
+        }
+        Ok(full)
+    }
+}
+
 /// Where to read records from, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -183,15 +202,7 @@ pub fn http_client(
 
 /// Streams the body of `url`, after retrying transient failures of the request itself.
 async fn open_http(http: &Http, url: &str, progress: &Progress) -> Result<Body, SourceError> {
-    let mut full_url = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
-        url: redact_url(url),
-        attempts: 0,
-        reason: format!("invalid URL: {e}"),
-    })?;
-    if !http.request.query.is_empty() {
-        full_url.query_pairs_mut().extend_pairs(&http.request.query);
-    }
-    let (response, _) = send(http, &full_url, progress, 1).await?;
+    let (response, _) = send(http, &http.url(url)?, progress, 1).await?;
     let stream = response.bytes_stream().map_err(std::io::Error::other);
     Ok(Box::pin(StreamReader::new(stream)))
 }
