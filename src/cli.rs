@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::decode::Format;
 use crate::decode::pointer::JsonPointer;
-use crate::pipeline::{LoadRequest, LoadSummary, Mode, load};
+use crate::pipeline::{Incremental, LoadRequest, LoadSummary, Mode, load};
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
 use crate::sink::{ConnectOptions, SchemaPolicy};
@@ -67,6 +67,23 @@ pub struct LoadArgs {
     /// `merge` upserts on --key (the last record of a repeated key wins).
     #[arg(long, value_enum, default_value_t = Mode::Append)]
     pub mode: Mode,
+
+    /// Incremental loads: remember the highest loaded value of this field, in apitap._state,
+    /// written in the load's transaction.
+    #[arg(long, value_name = "FIELD")]
+    pub cursor_field: Option<String>,
+
+    /// Send the remembered value to the API in this query parameter on the next run.
+    #[arg(long, value_name = "NAME", requires = "cursor_field")]
+    pub cursor_param: Option<String>,
+
+    /// The incremental state's key (default: the --table text).
+    #[arg(long, value_name = "KEY", requires = "cursor_field")]
+    pub state_key: Option<String>,
+
+    /// Ignore the stored cursor this time (it is still updated).
+    #[arg(long, requires = "cursor_field")]
+    pub full_refresh: bool,
 
     /// Key columns for --mode merge, comma-separated; a new table gets them as primary key.
     #[arg(long = "key", value_delimiter = ',', value_name = "COLUMN[,COLUMN…]")]
@@ -299,6 +316,12 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             args.schema
         },
         allow_empty: args.allow_empty,
+        incremental: args.cursor_field.clone().map(|cursor_field| Incremental {
+            cursor_field,
+            cursor_param: args.cursor_param.clone(),
+            state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
+            full_refresh: args.full_refresh,
+        }),
         merge_keys: match (args.mode, args.keys.is_empty()) {
             (Mode::Merge, true) => anyhow::bail!("--mode merge needs --key COLUMN[,COLUMN…]"),
             (Mode::Merge, false) => args.keys.clone(),
@@ -399,6 +422,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "retries": f.retries,
             "pages": f.pages,
             "throttle_waits": f.throttle_waits,
+            "cursor": summary.cursor,
             "added_columns": summary.added_columns,
             "discarded_fields": summary.discarded_fields,
             "peak_rss_bytes": peak_rss_bytes(),

@@ -1,14 +1,19 @@
-//! The encode stage: Arrow batches to binary COPY bytes for the COPY.
+//! The encode stage: Arrow batches to binary COPY bytes for the COPY. It also keeps the
+//! incremental cursor's maximum, since it sees every loaded batch.
 
+use super::cursor::CursorMax;
 use super::*;
 
-/// Encodes batches to COPY bytes. Stops quietly when the COPY is gone (it has its reason).
+/// Encodes batches to COPY bytes, and returns the highest value of the `cursor` column (by
+/// index among the loaded columns) if one is tracked. Stops quietly when the COPY is gone (it
+/// has its reason).
 pub(super) fn encode(
     mut rx: mpsc::Receiver<Decoded>,
     tx: mpsc::Sender<(Bytes, u64)>,
     plan: &LoadPlan,
     source_name: &str,
-) -> Result<(), LoadError> {
+    mut cursor: Option<(usize, CursorMax)>,
+) -> Result<Option<String>, LoadError> {
     let mut encoder = CopyEncoder::new(plan.copy_names(), plan.copy_types());
     // Columns left to their defaults are decoded (to catch values for them) but not sent.
     let projection: Option<Vec<usize>> =
@@ -30,12 +35,15 @@ pub(super) fn encode(
                 error,
             })?;
         capacity = capacity.max(out.len());
+        if let Some((column, max)) = &mut cursor {
+            max.update(batch.column(*column));
+        }
         if tx
             .blocking_send((out.freeze(), batch.num_rows() as u64))
             .is_err()
         {
-            return Ok(());
+            return Ok(None);
         }
     }
-    Ok(())
+    Ok(cursor.and_then(|(_, max)| max.value()))
 }

@@ -38,10 +38,12 @@ use crate::sink::{
 use crate::source::paginate::{PageFacts, Pager, PaginationConfig};
 use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
 
+mod cursor;
 mod decode_stage;
 mod encode_stage;
 mod fetch;
 
+use cursor::CursorMax;
 use decode_stage::DecodeStage;
 use encode_stage::encode;
 use fetch::{Chunk, fetch, fetch_pages};
@@ -80,13 +82,30 @@ pub struct LoadRequest {
     pub allow_empty: bool,
     /// Key columns for `--mode merge` (empty otherwise).
     pub merge_keys: Vec<String>,
+    /// Remember the highest value of a field, and ask the API only for newer records.
+    pub incremental: Option<Incremental>,
     pub max_record_bytes: usize,
+}
+
+/// Incremental loading: which field's highest value to remember, and how to send it back.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// The field (column) whose highest loaded value is stored.
+    pub cursor_field: String,
+    /// The query parameter the stored value is sent in (HTTP sources).
+    pub cursor_param: Option<String>,
+    /// The state's key in `apitap._state`.
+    pub state_key: String,
+    /// Ignore the stored value this time (it is still updated).
+    pub full_refresh: bool,
 }
 
 /// What a finished load did.
 #[derive(Debug, Clone)]
 pub struct LoadSummary {
     pub table: TableName,
+    /// The highest cursor value loaded and stored (incremental loads).
+    pub cursor: Option<String>,
     /// Columns added for new fields (`--schema evolve`).
     pub added_columns: Vec<String>,
     /// Fields dropped (`--schema discard`), as far as the sample showed them.
@@ -139,6 +158,24 @@ pub async fn load(
     connect: &ConnectOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
+    // An incremental load asks the API only for records past the stored cursor, so the
+    // state is read before the source is opened.
+    let incremental_request;
+    let request = match &request.incremental {
+        Some(inc) if !inc.full_refresh && inc.cursor_param.is_some() => {
+            let client = connect.connect().await?;
+            let stored = crate::sink::state::read(&client, &inc.state_key, &request.table).await?;
+            drop(client);
+            let mut with_cursor = request.clone();
+            if let (Some(value), Some(param)) = (stored, &inc.cursor_param) {
+                tracing::info!(key = %inc.state_key, cursor = %value, "resuming after the stored cursor");
+                with_cursor.http.request.query.push((param.clone(), value));
+            }
+            incremental_request = with_cursor;
+            &incremental_request
+        }
+        _ => request,
+    };
     // A paged source is fetched by the pager, page by page; any other is opened as a stream.
     let pager = match (&request.pagination, &request.source) {
         (Some(config), Source::Http(url)) => {
@@ -239,11 +276,37 @@ pub async fn load(
         return Err(stages.first_error().await);
     }
 
+    let cursor = match &request.incremental {
+        Some(inc) if sample.records() > 0 => {
+            let plan_error = |reason: String| {
+                LoadError::Sink(SinkError::Plan {
+                    table: table.to_string(),
+                    reason,
+                })
+            };
+            let names = plan.copy_names();
+            let column = names
+                .iter()
+                .position(|n| *n == inc.cursor_field)
+                .ok_or_else(|| {
+                    plan_error(format!(
+                        "the cursor field {:?} is not a field of the records (fields: {})",
+                        inc.cursor_field,
+                        names.join(", ")
+                    ))
+                })?;
+            Some((
+                column,
+                CursorMax::new(plan.copy_types()[column]).map_err(plan_error)?,
+            ))
+        }
+        _ => None,
+    };
     let (copy_tx, mut copy_rx) = mpsc::channel::<(Bytes, u64)>(4);
     let encode = {
         let plan = plan.clone();
         let source_name = request.source.to_string();
-        tokio::task::spawn_blocking(move || encode(batch_rx, copy_tx, &plan, &source_name))
+        tokio::task::spawn_blocking(move || encode(batch_rx, copy_tx, &plan, &source_name, cursor))
     };
 
     let transaction = client
@@ -272,6 +335,7 @@ pub async fn load(
     }
 
     let mut rows = 0;
+    let cursor_value;
     if plan.copy_columns > 0 {
         let copy_failed =
             |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", &table, &e));
@@ -296,19 +360,19 @@ pub async fn load(
             }
             // The encode stage has stopped; only a clean end of every stage may finish the
             // COPY. Dropping the sink unfinished aborts it.
-            stages.check(encode).await?;
+            let cursor_value = stages.check(encode).await?;
             sink.send(Bytes::from_static(COPY_TRAILER))
                 .await
                 .map_err(copy_failed)?;
-            sink.finish().await.map_err(copy_failed)
+            Ok::<_, LoadError>((sink.finish().await.map_err(copy_failed)?, cursor_value))
         };
         let started = std::time::Instant::now();
-        rows = copy
+        (rows, cursor_value) = copy
             .instrument(tracing::info_span!("sql.execute", statement = "COPY", table = %table))
             .await?;
         tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     } else {
-        stages.check(encode).await?;
+        cursor_value = stages.check(encode).await?;
     }
 
     if rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
@@ -340,6 +404,10 @@ pub async fn load(
             .map_err(merge_failed)?;
         tracing::info!(statement = "MERGE", table = %table, repeated_keys = dedupe, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     }
+    // The state moves with the rows: same transaction, so a crash loses both or neither.
+    if let (Some(inc), Some(value)) = (&request.incremental, &cursor_value) {
+        crate::sink::state::save(&transaction, &inc.state_key, value, &table).await?;
+    }
     transaction
         .commit()
         .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
@@ -349,6 +417,7 @@ pub async fn load(
     figures.rows = rows;
     figures.throttle_waits = request.http.throttle.waits();
     Ok(LoadSummary {
+        cursor: cursor_value,
         table,
         added_columns: plan.added_columns.clone(),
         discarded_fields: plan.discarded_fields.clone(),
@@ -373,11 +442,13 @@ impl Stages {
     /// error is often a consequence (a body cut short looks like malformed JSON).
     async fn check(
         self,
-        encode: tokio::task::JoinHandle<Result<(), LoadError>>,
-    ) -> Result<(), LoadError> {
+        encode: tokio::task::JoinHandle<Result<Option<String>, LoadError>>,
+    ) -> Result<Option<String>, LoadError> {
         let fetch = joined(self.fetch.await);
         let decode = joined(self.decode.await);
-        let encode = joined(encode.await);
+        let encode = encode
+            .await
+            .map_err(|e| LoadError::Internal(format!("a load stage panicked: {e}")))?;
         fetch.and(decode).and(encode)
     }
 

@@ -3,6 +3,7 @@
 //! All SQL text apitap sends is built here, with every identifier quoted.
 
 pub mod connect;
+pub mod state;
 
 pub use connect::ConnectOptions;
 
