@@ -136,13 +136,9 @@ async fn retries_give_up_and_client_errors_are_not_retried() {
         None,
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(&format!(
-            "HTTP 503 Service Unavailable from http://{addr}/flaky (after 3 attempts): busy"
-        )),
-        "{}",
-        run.stderr
+    assert_fails(
+        &run,
+        &format!("HTTP 503 Service Unavailable from http://{addr}/flaky (after 3 attempts): busy"),
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
@@ -155,13 +151,9 @@ async fn retries_give_up_and_client_errors_are_not_retried() {
         None,
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(&format!(
-            "HTTP 401 Unauthorized from http://{addr}/flaky: who are you"
-        )),
-        "{}",
-        run.stderr
+    assert_fails(
+        &run,
+        &format!("HTTP 401 Unauthorized from http://{addr}/flaky: who are you"),
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(count(&db, &table).await, 1);
@@ -235,13 +227,9 @@ async fn headers_and_query_take_secrets_from_the_environment_and_never_show_them
         None,
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(
-            "environment variable APITAP_TEST_UNSET_VARIABLE (in --header Authorization) is not set"
-        ),
-        "{}",
-        run.stderr
+    assert_fails(
+        &run,
+        "environment variable APITAP_TEST_UNSET_VARIABLE (in --header Authorization) is not set",
     );
 }
 
@@ -445,11 +433,9 @@ async fn paging_loops_and_foreign_hosts_fail_the_run() {
         &[],
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("page 2 is identical to the page before it; the API seems to ignore the paging parameters"),
-        "{}",
-        run.stderr
+    assert_fails(
+        &run,
+        "page 2 is identical to the page before it; the API seems to ignore the paging parameters",
     );
     assert!(ids.is_empty());
     let (run, _) = paged_load(
@@ -473,13 +459,9 @@ async fn paging_loops_and_foreign_hosts_fail_the_run() {
         &["--records-path", "/data"],
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(
-            "the next page is on another host or scheme (http://other.example/steal); refusing"
-        ),
-        "{}",
-        run.stderr
+    assert_fails(
+        &run,
+        "the next page is on another host or scheme (http://other.example/steal); refusing",
     );
 }
 
@@ -551,13 +533,11 @@ async fn a_cut_page_is_fetched_again_and_a_failed_page_fails_the_run() {
         &[],
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(&format!(
+    assert_fails(
+        &run,
+        &format!(
             "HTTP 500 Internal Server Error from http://{addr}/broken?page=2 (after 4 attempts): db down"
-        )),
-        "{}",
-        run.stderr
+        ),
     );
     assert!(ids.is_empty(), "a failed page leaves nothing behind");
 
@@ -577,13 +557,11 @@ async fn a_cut_page_is_fetched_again_and_a_failed_page_fails_the_run() {
         None,
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(&format!(
+    assert_fails(
+        &run,
+        &format!(
             "http://{addr}/badrecord, page 2 (http://{addr}/badrecord?page=2): line 1 (record 12): column \"id\": \"twelve\" is not an integer (bigint)"
-        )),
-        "{}",
-        run.stderr
+        ),
     );
 }
 
@@ -941,12 +919,7 @@ async fn post_bodies_and_date_helpers() {
         Some(Vec::new()),
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("--body needs --method post"),
-        "{}",
-        run.stderr
-    );
+    assert_fails(&run, "--body needs --method post");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -973,13 +946,11 @@ async fn an_html_page_in_the_middle_fails_the_run_clearly() {
         &["--records-path", "/data"],
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(&format!(
+    assert_fails(
+        &run,
+        &format!(
             "http://{addr}/p, page 2 (http://{addr}/p?page=2): the input is not JSON (it looks like HTML or XML): <html><body>Maintenance</body></html>"
-        )),
-        "{}",
-        run.stderr
+        ),
     );
     assert!(ids.is_empty());
 }

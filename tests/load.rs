@@ -334,13 +334,11 @@ async fn replace_swaps_rows_and_refuses_to_empty_a_table() {
         Some(Vec::new()),
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(&format!(
+    assert_fails(
+        &run,
+        &format!(
             "refusing to replace the rows of {table} with nothing: the source had no records (pass --allow-empty to empty the table)"
-        )),
-        "{}",
-        run.stderr
+        ),
     );
     assert_eq!(count(&db, &table).await, 3);
 
@@ -408,12 +406,7 @@ async fn tls_sslmodes_follow_libpq() {
         Some(b"{\"a\":2}\n".to_vec()),
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("could not connect to PostgreSQL at"),
-        "{}",
-        run.stderr
-    );
+    assert_fails(&run, "could not connect to PostgreSQL at");
     assert!(run.stderr.contains("certificate"), "{}", run.stderr);
 }
 

@@ -169,13 +169,11 @@ async fn merge_without_a_unique_key_or_keys_fails_before_loading() {
         Some(input.clone()),
     )
     .await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains(&format!(
+    assert_fails(
+        &run,
+        &format!(
             "cannot load {table}: merging on (id) needs a primary key or unique index on exactly those columns; create one, e.g. CREATE UNIQUE INDEX ON \"{schema}\".\"t\" (id)"
-        )),
-        "{}",
-        run.stderr
+        ),
     );
     let run = apitap(
         &[

@@ -132,3 +132,15 @@ pub async fn table_exists(client: &tokio_postgres::Client, table: &str) -> bool 
         .unwrap()
         .get(0)
 }
+
+/// The run failed (exit code 1) with `expected` in its message, without a panic.
+#[track_caller]
+pub fn assert_fails(run: &Run, expected: &str) {
+    assert_eq!(run.code, 1, "expected a failure; stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains(expected),
+        "expected {expected:?} in: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
