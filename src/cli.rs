@@ -150,9 +150,9 @@ pub struct LoadArgs {
 
     /// HTTP method: GET, or POST with --body.
     #[arg(long, value_enum, default_value_t = MethodArg::Get)]
-    pub method: MethodArg,
+    pub http_method: MethodArg,
 
-    /// JSON body sent with --method post; `${VAR}` and the date helpers are expanded.
+    /// JSON body sent with --http-method post; `${VAR}` and the date helpers are expanded.
     #[arg(long, value_name = "JSON")]
     pub body: Option<String>,
 
@@ -250,12 +250,12 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         .map_err(|e| anyhow::anyhow!(e))?;
     let mut request_options = RequestOptions::from_flags(&args.headers, &args.query, env)
         .map_err(|e| anyhow::anyhow!(e))?;
-    if args.method == MethodArg::Post {
+    if args.http_method == MethodArg::Post {
         request_options = request_options
             .with_post_body(args.body.as_deref(), env)
             .map_err(|e| anyhow::anyhow!(e))?;
     } else if args.body.is_some() {
-        anyhow::bail!("--body needs --method post");
+        anyhow::bail!("--body needs --http-method post");
     }
     let seconds = |s: f64, flag: &str| {
         std::time::Duration::try_from_secs_f64(s)

@@ -893,7 +893,7 @@ async fn post_bodies_and_date_helpers() {
             &url,
             "--table",
             &table,
-            "--method",
+            "--http-method",
             "post",
             "--body",
             r#"{"since": "{{ few_date_ago(7) }}", "who": "${APITAP_T_WHO}"}"#,
@@ -919,7 +919,7 @@ async fn post_bodies_and_date_helpers() {
         Some(Vec::new()),
     )
     .await;
-    assert_fails(&run, "--body needs --method post");
+    assert_fails(&run, "--body needs --http-method post");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
