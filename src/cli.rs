@@ -60,132 +60,171 @@ pub struct LoadArgs {
     pub source: String,
 
     /// Target table, `[schema.]table`; created (with its schema) when missing.
-    #[arg(long, short = 't')]
+    #[arg(help_heading = "Table", long, short = 't')]
     pub table: String,
 
     /// `append` adds rows; `replace` swaps the table's rows for the new ones atomically;
     /// `merge` upserts on --key (the last record of a repeated key wins).
-    #[arg(long, value_enum, default_value_t = Mode::Append)]
+    #[arg(help_heading = "Table", long, value_enum, default_value_t = Mode::Append)]
     pub mode: Mode,
 
     /// Incremental loads: remember the highest loaded value of this field, in apitap._state,
     /// written in the load's transaction.
-    #[arg(long, value_name = "FIELD")]
+    #[arg(help_heading = "Incremental loads", long, value_name = "FIELD")]
     pub cursor_field: Option<String>,
 
     /// Send the remembered value to the API in this query parameter on the next run.
-    #[arg(long, value_name = "NAME", requires = "cursor_field")]
+    #[arg(
+        help_heading = "Incremental loads",
+        long,
+        value_name = "NAME",
+        requires = "cursor_field"
+    )]
     pub cursor_param: Option<String>,
 
     /// The incremental state's key (default: the --table text).
-    #[arg(long, value_name = "KEY", requires = "cursor_field")]
+    #[arg(
+        help_heading = "Incremental loads",
+        long,
+        value_name = "KEY",
+        requires = "cursor_field"
+    )]
     pub state_key: Option<String>,
 
     /// Ignore the stored cursor this time (it is still updated).
-    #[arg(long, requires = "cursor_field")]
+    #[arg(help_heading = "Incremental loads", long, requires = "cursor_field")]
     pub full_refresh: bool,
 
     /// Key columns for --mode merge, comma-separated; a new table gets them as primary key.
-    #[arg(long = "key", value_delimiter = ',', value_name = "COLUMN[,COLUMN…]")]
+    #[arg(
+        help_heading = "Table",
+        long = "key",
+        value_delimiter = ',',
+        value_name = "COLUMN[,COLUMN…]"
+    )]
     pub keys: Vec<String>,
 
-    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    #[arg(help_heading = "Input", long, value_enum, default_value_t = FormatArg::Auto)]
     pub format: FormatArg,
 
     /// The records are the array at this JSON pointer inside one JSON document, e.g. /data
     /// for `{"data": [...], "next": …}`. The document is read whole (up to
     /// --max-record-bytes).
-    #[arg(long, value_name = "POINTER")]
+    #[arg(help_heading = "Input", long, value_name = "POINTER")]
     pub records_path: Option<String>,
 
     /// Records read before loading, to infer a new table's columns.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    #[arg(help_heading = "Table", long, default_value_t = 1000, value_name = "N")]
     pub sample: usize,
 
     /// Fields the table has no column for: `evolve` adds nullable columns, `freeze` fails
     /// naming the field, `discard` drops them and says which.
-    #[arg(long, value_enum, default_value_t = SchemaPolicy::Evolve)]
+    #[arg(help_heading = "Table", long, value_enum, default_value_t = SchemaPolicy::Evolve)]
     pub schema: SchemaPolicy,
 
     /// The same as --schema discard.
-    #[arg(long)]
+    #[arg(help_heading = "Table", long)]
     pub ignore_unknown_fields: bool,
 
     /// Let `--mode replace` empty the table when the source has no records.
-    #[arg(long)]
+    #[arg(help_heading = "Table", long)]
     pub allow_empty: bool,
 
     /// Records per Arrow batch.
-    #[arg(long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "Input", long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
 
     /// An HTTP header for the request, `'Name: value'`; `${VAR}` is taken from the
     /// environment. Repeatable. Values are never printed.
-    #[arg(long = "header", short = 'H', value_name = "'NAME: VALUE'")]
+    #[arg(
+        help_heading = "HTTP sources",
+        long = "header",
+        short = 'H',
+        value_name = "'NAME: VALUE'"
+    )]
     pub headers: Vec<String>,
 
     /// A query parameter added to the URL, `name=value`, with `${VAR}` from the environment.
     /// Repeatable.
-    #[arg(long = "query", value_name = "NAME=VALUE")]
+    #[arg(
+        help_heading = "HTTP sources",
+        long = "query",
+        value_name = "NAME=VALUE"
+    )]
     pub query: Vec<String>,
 
     /// Fetch an HTTP source page by page, as an inline mapping, e.g.
     /// '{kind: page_number, page_size: 1000}' or
     /// '{kind: cursor, cursor_param: after, cursor_path: /next_cursor, has_more_path: /has_more}'.
     /// Kinds: limit_offset, page_number, page_only, cursor, next_url, link_header.
-    #[arg(long, value_name = "MAPPING")]
+    #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
     pub pagination: Option<String>,
 
     /// Authentication, as an inline mapping with secrets from the environment:
     /// '{kind: bearer, token: "${TOKEN}"}', '{kind: basic, username: u, password: "${PW}"}',
     /// '{kind: api_key, name: X-Api-Key, value: "${KEY}", in: header|query}',
     /// '{kind: oauth2_client_credentials, token_url: …, client_id: …, client_secret: "${SECRET}", scope: …}'.
-    #[arg(long, value_name = "MAPPING")]
+    #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
     pub auth: Option<String>,
 
     /// Pace requests, as an inline mapping: '{requests_per_second: 10, burst: 5}'. Shared by
     /// concurrent page fetches; 429s and exhausted X-RateLimit windows pause them all.
-    #[arg(long, value_name = "MAPPING")]
+    #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
     pub rate_limit: Option<String>,
 
     /// HTTP method: GET, or POST with --body.
-    #[arg(long, value_enum, default_value_t = MethodArg::Get)]
+    #[arg(help_heading = "HTTP sources", long, value_enum, default_value_t = MethodArg::Get)]
     pub http_method: MethodArg,
 
     /// JSON body sent with --http-method post; `${VAR}` and the date helpers are expanded.
-    #[arg(long, value_name = "JSON")]
+    #[arg(help_heading = "HTTP sources", long, value_name = "JSON")]
     pub body: Option<String>,
 
     /// Seconds to wait for an HTTP connection.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    #[arg(
+        help_heading = "HTTP sources",
+        long,
+        default_value_t = 10.0,
+        value_name = "SECS"
+    )]
     pub connect_timeout: f64,
 
     /// Seconds to wait for each read of a response (there is no total timeout).
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    #[arg(
+        help_heading = "HTTP sources",
+        long,
+        default_value_t = 60.0,
+        value_name = "SECS"
+    )]
     pub read_timeout: f64,
 
     /// Retries of failed requests (connection errors, timeouts, 408, 429, 5xx), as an inline
     /// mapping: '{max_attempts: 5, min_delay_secs: 0.5, max_delay_secs: 30}' (the defaults).
-    #[arg(long, value_name = "MAPPING")]
+    #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
     pub retry: Option<String>,
 
     /// Longest record (or, with --records-path, document) accepted, in bytes.
-    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(help_heading = "Input", long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     pub max_record_bytes: usize,
 
     /// PostgreSQL URL or `key=value` string; else DATABASE_URL, else libpq's PG* variables.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        help_heading = "Connection and output",
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    #[arg(help_heading = "Connection and output", long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 
     /// Write the summary as JSON to this file, or `-` for stdout.
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "Connection and output", long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
 
     /// Do not print the summary line on stderr.
-    #[arg(long, short = 'q')]
+    #[arg(help_heading = "Connection and output", long, short = 'q')]
     pub quiet: bool,
 }
 
