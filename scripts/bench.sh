@@ -7,6 +7,8 @@
 #   http    apitap load http://.../rows.ndjson from the bundled demo API
 #   pages   apitap load from the demo API in pages of 10,000 rows ({"data": [...]})
 #   merge   apitap load FILE.ndjson --mode merge --key id, into the table with a primary key
+#   inserts psql running pre-made multi-row INSERT statements of 5,000 rows (pg_dump --inserts)
+#   insert  apitap load FILE.ndjson --method insert (5,000-row unnest INSERTs)
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,11 @@ psql -c 'DROP SCHEMA IF EXISTS apitap_bench CASCADE; CREATE SCHEMA apitap_bench'
 "$apitap" load "$work/rows-$ROWS.ndjson" --table apitap_bench.template --progress never -q
 psql -c "\\copy apitap_bench.template TO '$work/rows.bin' (FORMAT binary)"
 psql -c "\\copy apitap_bench.template TO '$work/rows.csv' (FORMAT csv)"
+if [[ " ${METHODS:-} " == *" inserts "* ]]; then
+  pg_dump "$DATABASE_URL" --data-only --inserts --rows-per-insert=5000 -t apitap_bench.template \
+    | sed -e 's/INSERT INTO apitap_bench.template /INSERT INTO apitap_bench.target /' \
+    > "$work/rows.inserts.sql"
+fi
 ndjson_mb=$(( $(stat -c %s "$work/rows-$ROWS.ndjson") / 1048576 ))
 echo "bench: NDJSON ${ndjson_mb} MiB; PostgreSQL $(psql -c 'SHOW server_version')" >&2
 
@@ -55,9 +62,11 @@ run_one() {
   case $method in
     binary) psql -c "\\copy apitap_bench.target FROM '$work/rows.bin' (FORMAT binary)" ;;
     csv) psql -c "\\copy apitap_bench.target FROM '$work/rows.csv' (FORMAT csv)" ;;
-    file | http | pages | merge)
+    inserts) psql -f "$work/rows.inserts.sql" > /dev/null ;;
+    file | http | pages | merge | insert)
       local src="$work/rows-$ROWS.ndjson" paging=()
       [ "$method" = merge ] && paging=(--mode merge --key id)
+      [ "$method" = insert ] && paging=(--method insert)
       [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
       if [ "$method" = pages ]; then
         src="http://127.0.0.1:$port/rows?rows=$ROWS"

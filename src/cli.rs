@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::decode::Format;
 use crate::decode::pointer::JsonPointer;
-use crate::pipeline::{Incremental, LoadRequest, LoadSummary, Mode, load};
+use crate::pipeline::{Incremental, LoadRequest, LoadSummary, Mode, WriteMethod, load};
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
 use crate::sink::{ConnectOptions, SchemaPolicy};
@@ -94,6 +94,15 @@ pub struct LoadArgs {
     /// Ignore the stored cursor this time (it is still updated).
     #[arg(help_heading = "Incremental loads", long, requires = "cursor_field")]
     pub full_refresh: bool,
+
+    /// How rows are written: binary `copy`, or batched `insert` for servers and proxies
+    /// without COPY.
+    #[arg(long, value_enum, default_value_t = WriteMethod::Copy, help_heading = "Table")]
+    pub method: WriteMethod,
+
+    /// Rows per INSERT statement with --method insert.
+    #[arg(long, default_value_t = 5000, value_name = "N", help_heading = "Table", value_parser = clap::value_parser!(u32).range(1..))]
+    pub insert_batch: u32,
 
     /// Key columns for --mode merge, comma-separated; a new table gets them as primary key.
     #[arg(
@@ -361,8 +370,15 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
             full_refresh: args.full_refresh,
         }),
+        method: args.method,
+        insert_batch: args.insert_batch as usize,
         merge_keys: match (args.mode, args.keys.is_empty()) {
             (Mode::Merge, true) => anyhow::bail!("--mode merge needs --key COLUMN[,COLUMN…]"),
+            (Mode::Merge, false) if args.method == WriteMethod::Insert => {
+                anyhow::bail!(
+                    "--method insert does not merge yet; use --method copy for --mode merge"
+                )
+            }
             (Mode::Merge, false) => args.keys.clone(),
             (_, false) => anyhow::bail!("--key only applies to --mode merge"),
             (_, true) => Vec::new(),

@@ -214,6 +214,32 @@ async fn constraint_violations_roll_back_the_whole_load() {
     );
     assert!(run.stderr.contains("COPY t, line 49999"), "{}", run.stderr);
     assert_unchanged(&db, &table).await;
+
+    // The INSERT fallback fails the same way, in its own words.
+    let input = b"{\"id\": 2, \"name\": \"n\"}\n{\"id\": 1, \"name\": \"duplicate\"}\n".to_vec();
+    let run = apitap(
+        &["load", "-", "--table", &table, "--method", "insert"],
+        Some(input.clone()),
+    )
+    .await;
+    assert_one_line_error(
+        &run,
+        &format!(
+            "PostgreSQL rejected INSERT on {table}: duplicate key value violates unique constraint \"t_pkey\""
+        ),
+    );
+    assert_unchanged(&db, &table).await;
+    let run = apitap(
+        &[
+            "load", "-", "--table", &table, "--method", "insert", "--mode", "merge", "--key", "id",
+        ],
+        Some(input),
+    )
+    .await;
+    assert_fails(
+        &run,
+        "--method insert does not merge yet; use --method copy for --mode merge",
+    );
 }
 
 fn text_body(

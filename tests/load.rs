@@ -30,73 +30,81 @@ async fn every_type_round_trips_exactly() {
         r#"{"n": 3, "i8": -9223372036854775808, "num": "-0.000012", "b": "false", "t": 42, "f8": -1e300, "j": "plain string", "jb": [1, "two"], "by": "\\x00ff", "tstz": "1970-01-01T00:00:00Z", "d": "infinity", "i4": "17"}"#,
         "\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("types.ndjson");
-    std::fs::write(&path, input).unwrap();
-    let run = apitap(
-        &[
-            "load",
-            path.to_str().unwrap(),
-            "--table",
-            &format!("{schema}.all_types"),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-
-    let rows = db
-        .query(
-            &format!(
-                "SELECT i2::text, i4::text, i8::text, f4::text, f8::text, num::text, b::text,
-                        t, vc, ch::text, tstz::text, ts::text, d::text, tm::text, u::text,
-                        j::text, jb::text, by::text
-                 FROM {schema}.all_types ORDER BY n"
-            ),
-            &[],
+    // The same rows, the same values, through COPY and through the INSERT fallback.
+    for method in ["copy", "insert"] {
+        db.batch_execute(&format!("TRUNCATE {schema}.all_types"))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("types.ndjson");
+        std::fs::write(&path, input).unwrap();
+        let run = apitap(
+            &[
+                "load",
+                path.to_str().unwrap(),
+                "--table",
+                &format!("{schema}.all_types"),
+                "--method",
+                method,
+            ],
+            None,
         )
-        .await
-        .unwrap();
-    let got: Vec<Vec<Option<String>>> = rows
-        .iter()
-        .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
-        .collect();
-    let s = |v: &str| Some(v.to_string());
-    assert_eq!(
-        got[0],
-        vec![
-            s("-32768"),
-            s("2147483647"),
-            s("9007199254740993"),
-            s("1.5"),
-            s("0.1"),
-            s("123456789012345678901234567890.123456789"),
-            s("true"),
-            s("héllo \"q\" back\\slash\ttab\nnewline 日本 🎉"),
-            s("NULL"),
-            s("\\N"),
-            s("2024-02-29 18:29:59.123456+00"),
-            s("2024-01-01 10:00:00.000001"),
-            s("1999-12-31"),
-            s("23:59:59.999999"),
-            s("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
-            s(r#"{"a":[1,2.5,{"b":null}],"s":"x\"y"}"#),
-            s(r#"{"a": [true, false], "z": 1}"#),
-            s("\\x000102ff"),
-        ]
-    );
-    assert_eq!(got[1], vec![None; 18]);
-    assert_eq!(got[2][1], s("17"));
-    assert_eq!(got[2][2], s("-9223372036854775808"));
-    assert_eq!(got[2][4], s("-1e+300"));
-    assert_eq!(got[2][5], s("-0.000012"));
-    assert_eq!(got[2][6], s("false"));
-    assert_eq!(got[2][7], s("42"));
-    assert_eq!(got[2][10], s("1970-01-01 00:00:00+00"));
-    assert_eq!(got[2][12], s("infinity"));
-    assert_eq!(got[2][15], s(r#""plain string""#));
-    assert_eq!(got[2][16], s(r#"[1, "two"]"#));
-    assert_eq!(got[2][17], s("\\x00ff"));
+        .await;
+        assert_eq!(run.code, 0, "{method}: {}", run.stderr);
+
+        let rows = db
+            .query(
+                &format!(
+                    "SELECT i2::text, i4::text, i8::text, f4::text, f8::text, num::text, b::text,
+                            t, vc, ch::text, tstz::text, ts::text, d::text, tm::text, u::text,
+                            j::text, jb::text, by::text
+                     FROM {schema}.all_types ORDER BY n"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let got: Vec<Vec<Option<String>>> = rows
+            .iter()
+            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+            .collect();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            got[0],
+            vec![
+                s("-32768"),
+                s("2147483647"),
+                s("9007199254740993"),
+                s("1.5"),
+                s("0.1"),
+                s("123456789012345678901234567890.123456789"),
+                s("true"),
+                s("héllo \"q\" back\\slash\ttab\nnewline 日本 🎉"),
+                s("NULL"),
+                s("\\N"),
+                s("2024-02-29 18:29:59.123456+00"),
+                s("2024-01-01 10:00:00.000001"),
+                s("1999-12-31"),
+                s("23:59:59.999999"),
+                s("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+                s(r#"{"a":[1,2.5,{"b":null}],"s":"x\"y"}"#),
+                s(r#"{"a": [true, false], "z": 1}"#),
+                s("\\x000102ff"),
+            ]
+        );
+        assert_eq!(got[1], vec![None; 18]);
+        assert_eq!(got[2][1], s("17"));
+        assert_eq!(got[2][2], s("-9223372036854775808"));
+        assert_eq!(got[2][4], s("-1e+300"));
+        assert_eq!(got[2][5], s("-0.000012"));
+        assert_eq!(got[2][6], s("false"));
+        assert_eq!(got[2][7], s("42"));
+        assert_eq!(got[2][10], s("1970-01-01 00:00:00+00"));
+        assert_eq!(got[2][12], s("infinity"));
+        assert_eq!(got[2][15], s(r#""plain string""#));
+        assert_eq!(got[2][16], s(r#"[1, "two"]"#));
+        assert_eq!(got[2][17], s("\\x00ff"));
+    }
 }
 
 /// A new table inferred from the demo API over HTTP, checked row by row against the rows the

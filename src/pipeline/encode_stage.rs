@@ -9,11 +9,13 @@ use super::*;
 /// has its reason).
 pub(super) fn encode(
     mut rx: mpsc::Receiver<Decoded>,
-    tx: mpsc::Sender<(Bytes, u64)>,
+    tx: mpsc::Sender<(Encoded, u64)>,
     plan: &LoadPlan,
     source_name: &str,
     mut cursor: Option<(usize, CursorMax)>,
+    rows_per_insert: Option<usize>,
 ) -> Result<Option<String>, LoadError> {
+    let types = plan.copy_types();
     let mut encoder = CopyEncoder::new(plan.copy_names(), plan.copy_types());
     // Columns left to their defaults are decoded (to catch values for them) but not sent.
     let projection: Option<Vec<usize>> =
@@ -27,6 +29,31 @@ pub(super) fn encode(
                 .map_err(|e| LoadError::Internal(e.to_string()))?,
             None => decoded.batch,
         };
+        if let Some((column, max)) = &mut cursor {
+            max.update(batch.column(*column));
+        }
+        if let Some(rows_per_insert) = rows_per_insert {
+            // The INSERT fallback: text columns, one statement's worth at a time.
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let len = rows_per_insert.min(batch.num_rows() - offset);
+                let chunk = batch.slice(offset, len);
+                let columns = chunk
+                    .columns()
+                    .iter()
+                    .zip(&types)
+                    .map(|(array, &pg_type)| crate::encode::text::column_text(array, pg_type))
+                    .collect();
+                if tx
+                    .blocking_send((Encoded::Rows(columns), len as u64))
+                    .is_err()
+                {
+                    return Ok(None);
+                }
+                offset += len;
+            }
+            continue;
+        }
         let mut out = BytesMut::with_capacity(capacity);
         encoder
             .encode(&batch, decoded.first_record, &mut out)
@@ -35,11 +62,8 @@ pub(super) fn encode(
                 error,
             })?;
         capacity = capacity.max(out.len());
-        if let Some((column, max)) = &mut cursor {
-            max.update(batch.column(*column));
-        }
         if tx
-            .blocking_send((out.freeze(), batch.num_rows() as u64))
+            .blocking_send((Encoded::Copy(out.freeze()), batch.num_rows() as u64))
             .is_err()
         {
             return Ok(None);

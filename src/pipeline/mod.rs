@@ -59,6 +59,23 @@ pub enum Mode {
     Merge,
 }
 
+/// How rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteMethod {
+    /// Binary COPY: the fast path.
+    Copy,
+    /// Batched `INSERT … SELECT … FROM unnest(…)`, for servers and proxies without COPY.
+    Insert,
+}
+
+/// What the encode stage hands to the writer.
+pub(crate) enum Encoded {
+    /// Binary COPY data.
+    Copy(Bytes),
+    /// One INSERT's worth of rows: each column's values as PostgreSQL text.
+    Rows(Vec<Vec<Option<String>>>),
+}
+
 /// Everything one load needs to know.
 #[derive(Debug, Clone)]
 pub struct LoadRequest {
@@ -82,6 +99,9 @@ pub struct LoadRequest {
     pub allow_empty: bool,
     /// Key columns for `--mode merge` (empty otherwise).
     pub merge_keys: Vec<String>,
+    pub method: WriteMethod,
+    /// Rows per INSERT statement with `--method insert`.
+    pub insert_batch: usize,
     /// Remember the highest value of a field, and ask the API only for newer records.
     pub incremental: Option<Incremental>,
     pub max_record_bytes: usize,
@@ -302,11 +322,22 @@ pub async fn load(
         }
         _ => None,
     };
-    let (copy_tx, mut copy_rx) = mpsc::channel::<(Bytes, u64)>(4);
+    let (copy_tx, mut copy_rx) = mpsc::channel::<(Encoded, u64)>(4);
     let encode = {
         let plan = plan.clone();
         let source_name = request.source.to_string();
-        tokio::task::spawn_blocking(move || encode(batch_rx, copy_tx, &plan, &source_name, cursor))
+        let rows_per_insert =
+            (request.method == WriteMethod::Insert).then_some(request.insert_batch);
+        tokio::task::spawn_blocking(move || {
+            encode(
+                batch_rx,
+                copy_tx,
+                &plan,
+                &source_name,
+                cursor,
+                rows_per_insert,
+            )
+        })
     };
 
     let transaction = client
@@ -336,7 +367,32 @@ pub async fn load(
 
     let mut rows = 0;
     let cursor_value;
-    if plan.copy_columns > 0 {
+    if plan.copy_columns > 0 && request.method == WriteMethod::Insert {
+        let insert_failed =
+            |e: tokio_postgres::Error| LoadError::from(SinkError::database("INSERT", &table, &e));
+        let statement = transaction
+            .prepare(&plan.insert_statement())
+            .await
+            .map_err(insert_failed)?;
+        while let Some((encoded, batch_rows)) = copy_rx.recv().await {
+            let Encoded::Rows(columns) = encoded else {
+                return Err(LoadError::Internal("COPY data on the INSERT path".into()));
+            };
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+                .iter()
+                .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            rows += transaction
+                .execute(&statement, &params)
+                .instrument(
+                    tracing::info_span!("sql.execute", statement = "INSERT", table = %table),
+                )
+                .await
+                .map_err(insert_failed)?;
+            progress.add_rows(batch_rows);
+        }
+        cursor_value = stages.check(encode).await?;
+    } else if plan.copy_columns > 0 {
         let copy_failed =
             |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", &table, &e));
         let copy = async {
@@ -348,7 +404,10 @@ pub async fn load(
             sink.send(Bytes::from_static(COPY_HEADER))
                 .await
                 .map_err(copy_failed)?;
-            while let Some((mut bytes, batch_rows)) = copy_rx.recv().await {
+            while let Some((encoded, batch_rows)) = copy_rx.recv().await {
+                let Encoded::Copy(mut bytes) = encoded else {
+                    return Err(LoadError::Internal("INSERT rows on the COPY path".into()));
+                };
                 // psql-sized messages: the server reads each CopyData message whole before
                 // parsing it, so a batch-sized message would stall it while it arrives.
                 while !bytes.is_empty() {

@@ -419,6 +419,29 @@ impl LoadPlan {
         )
     }
 
+    /// `INSERT … SELECT … FROM unnest($1::text[], …)` for the INSERT fallback: one text-array
+    /// parameter per column, each value cast to its column's type by PostgreSQL.
+    pub fn insert_statement(&self) -> String {
+        let aliases: Vec<String> = (1..=self.copy_columns).map(|i| format!("a{i}")).collect();
+        let arrays: Vec<String> = (1..=self.copy_columns)
+            .map(|i| format!("${i}::text[]"))
+            .collect();
+        let casts: Vec<String> = self
+            .copy_types()
+            .iter()
+            .zip(&aliases)
+            .map(|(t, a)| format!("u.{a}::{}", t.sql_name()))
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
+            qualified(&self.table),
+            self.quoted_copy_names().join(", "),
+            casts.join(", "),
+            arrays.join(", "),
+            aliases.join(", ")
+        )
+    }
+
     /// Creates the staging table: the loaded columns with the target's exact types, plus a
     /// sequence number. Temporary (no WAL, private to the load) and dropped at commit.
     pub fn staging_statement(&self) -> Option<String> {

@@ -8,6 +8,8 @@
 //!
 //! See `postgres-copy-facts.md` in the project's reference notes for the send formats.
 
+pub mod text;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
