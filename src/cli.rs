@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::decode::Format;
 use crate::decode::pointer::JsonPointer;
-use crate::pipeline::{Incremental, LoadRequest, LoadSummary, Mode, WriteMethod, load};
+use crate::pipeline::{
+    Incremental, LoadRequest, LoadSummary, Mode, RejectOptions, WriteMethod, load,
+};
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
 use crate::sink::{ConnectOptions, SchemaPolicy};
@@ -36,6 +38,13 @@ pub enum Command {
     Load(Box<LoadArgs>),
     /// Serve the bundled demo API (deterministic rows as NDJSON, a JSON array or pages).
     DemoApi(DemoArgs),
+}
+
+/// What to do with a record that cannot be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    Fail,
+    Reject,
 }
 
 /// HTTP method, as a flag.
@@ -99,6 +108,25 @@ pub struct LoadArgs {
     /// without COPY.
     #[arg(long, value_enum, default_value_t = WriteMethod::Copy, help_heading = "Table")]
     pub method: WriteMethod,
+
+    /// A record that cannot be decoded or converted: `fail` the load (the default), or
+    /// `reject` it to --reject-file and load the rest.
+    #[arg(long, value_enum, default_value_t = OnError::Fail, help_heading = "Table")]
+    pub on_error: OnError,
+
+    /// Where --on-error reject writes set-aside records (NDJSON with the reason); written
+    /// only if the load commits.
+    #[arg(
+        long,
+        default_value = "rejects.ndjson",
+        value_name = "PATH",
+        help_heading = "Table"
+    )]
+    pub reject_file: PathBuf,
+
+    /// Fail the load when more records than this are rejected.
+    #[arg(long, value_name = "N", help_heading = "Table")]
+    pub max_rejects: Option<u64>,
 
     /// Rows per INSERT statement with --method insert.
     #[arg(long, default_value_t = 5000, value_name = "N", help_heading = "Table", value_parser = clap::value_parser!(u32).range(1..))]
@@ -370,6 +398,10 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
             full_refresh: args.full_refresh,
         }),
+        rejects: (args.on_error == OnError::Reject).then(|| RejectOptions {
+            path: args.reject_file.clone(),
+            max: args.max_rejects,
+        }),
         method: args.method,
         insert_batch: args.insert_batch as usize,
         merge_keys: match (args.mode, args.keys.is_empty()) {
@@ -477,6 +509,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "retries": f.retries,
             "pages": f.pages,
             "throttle_waits": f.throttle_waits,
+            "rejected": f.rejected,
             "cursor": summary.cursor,
             "added_columns": summary.added_columns,
             "discarded_fields": summary.discarded_fields,

@@ -28,6 +28,7 @@ pub struct Progress {
     bytes: AtomicU64,
     retries: AtomicU64,
     pages: AtomicU64,
+    rejected: AtomicU64,
     started: Instant,
     bar: Option<ProgressBar>,
     done: Arc<AtomicBool>,
@@ -64,6 +65,7 @@ impl Progress {
             bytes: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             pages: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             started: Instant::now(),
             bar,
             done: Arc::new(AtomicBool::new(false)),
@@ -110,6 +112,11 @@ impl Progress {
         self.refresh_message();
     }
 
+    /// Counts records set aside by `--on-error reject`.
+    pub fn add_rejected(&self, n: u64) {
+        self.rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Counts a page fetched.
     pub fn add_page(&self) {
         self.pages.fetch_add(1, Ordering::Relaxed);
@@ -130,6 +137,7 @@ impl Progress {
             bytes: self.bytes.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             pages: self.pages.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
             throttle_waits: 0,
             seconds: self.started.elapsed().as_secs_f64(),
         }
@@ -161,6 +169,8 @@ pub struct Figures {
     pub pages: u64,
     /// Requests that waited for the rate limit or a rate-limit window.
     pub throttle_waits: u64,
+    /// Records set aside by `--on-error reject`.
+    pub rejected: u64,
     pub seconds: f64,
 }
 
@@ -183,8 +193,9 @@ impl Figures {
         let pages = count(self.pages, "page", "pages");
         let retries = count(self.retries, "retry", "retries");
         let waits = count(self.throttle_waits, "throttle wait", "throttle waits");
+        let rejected = count(self.rejected, "record rejected", "records rejected");
         format!(
-            "{} rows, {}, {:.2} s, {:.0} rows/s{pages}{retries}{waits}",
+            "{} rows, {}, {:.2} s, {:.0} rows/s{pages}{retries}{waits}{rejected}",
             self.rows,
             HumanBytes(self.bytes),
             self.seconds,

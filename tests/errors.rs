@@ -529,3 +529,90 @@ async fn readers_see_old_rows_until_replace_commits() {
     );
     assert_eq!(count(&db, &table).await, 10_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_records_go_to_the_reject_file_and_the_rest_loads() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "rejects").await;
+    let table = guarded_table(&db, &schema).await;
+    let dir = tempfile::tempdir().unwrap();
+    let reject_file = dir.path().join("rejects.ndjson");
+    let input = concat!(
+        "{\"id\": 2, \"name\": \"a\"}\n",
+        "{\"id\": \"two\", \"name\": \"b\"}\n",
+        "{\"id\": 3, \"name\": \"c\"}\n",
+        "{\"id\": 4, \"name\" \"d\"}\n",
+        "{\"id\": 5, \"name\": \"e\"}\n"
+    );
+    let args = |max: Option<&'static str>| {
+        let mut a = vec![
+            "load".to_string(),
+            "-".into(),
+            "--table".into(),
+            table.clone(),
+            "--on-error".into(),
+            "reject".into(),
+            "--reject-file".into(),
+            reject_file.to_str().unwrap().into(),
+            "--summary-json".into(),
+            "-".into(),
+        ];
+        if let Some(max) = max {
+            a.extend(["--max-rejects".to_string(), max.to_string()]);
+        }
+        a
+    };
+
+    // Past --max-rejects the load fails: nothing loaded, no reject file.
+    let strict = args(Some("1"));
+    let strict: Vec<&str> = strict.iter().map(String::as_str).collect();
+    let run = apitap(&strict, Some(input.as_bytes().to_vec())).await;
+    assert_one_line_error(
+        &run,
+        "2 records were rejected, more than --max-rejects 1 allows",
+    );
+    assert_unchanged(&db, &table).await;
+    assert!(!reject_file.exists());
+    assert!(!dir.path().join("rejects.ndjson.partial").exists());
+
+    let lenient = args(None);
+    let lenient: Vec<&str> = lenient.iter().map(String::as_str).collect();
+    let run = apitap(&lenient, Some(input.as_bytes().to_vec())).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        (summary["rows"].as_u64(), summary["rejected"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let ids: Vec<i64> = db
+        .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 5]);
+    let rejects: Vec<serde_json::Value> = std::fs::read_to_string(&reject_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejects.len(), 2);
+    assert_eq!(rejects[0]["record"], 2);
+    assert_eq!(rejects[0]["line"], 2);
+    assert_eq!(rejects[0]["source"], "stdin");
+    assert_eq!(
+        rejects[0]["reason"],
+        "line 2 (record 2): column \"id\": \"two\" is not an integer (bigint)"
+    );
+    assert_eq!(
+        rejects[0]["record_text"],
+        "{\"id\": \"two\", \"name\": \"b\"}"
+    );
+    assert_eq!(rejects[1]["record"], 4);
+    assert_eq!(
+        rejects[1]["reason"],
+        "line 4, column 18 (record 4): malformed JSON: expected `:`"
+    );
+    assert!(!dir.path().join("rejects.ndjson.partial").exists());
+}

@@ -32,6 +32,7 @@ pub fn decode(input: &[u8], table: &TableSchema) -> Vec<Decoded> {
             reject_unknown_fields: true,
             unknown_field_hint: String::new(),
             must_stay_null: Vec::new(),
+            reject: false,
         },
     );
     let mut framer = Framer::new(None, 1 << 26);

@@ -95,6 +95,30 @@ impl DecodeError {
 pub struct Decoded {
     pub batch: RecordBatch,
     pub first_record: u64,
+    /// Each row's record number, when rejected records left gaps (reject mode).
+    pub record_numbers: Option<Vec<u64>>,
+    /// Records set aside in reject mode.
+    pub rejected: Vec<Rejected>,
+}
+
+impl Decoded {
+    /// The record number of row `row` of the batch.
+    pub fn record_of(&self, row: usize) -> u64 {
+        match &self.record_numbers {
+            Some(numbers) => numbers.get(row).copied().unwrap_or(self.first_record),
+            None => self.first_record + row as u64,
+        }
+    }
+}
+
+/// A record set aside by `--on-error reject`, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub record: u64,
+    pub line: u64,
+    pub reason: String,
+    /// The record as it was in the input.
+    pub text: String,
 }
 
 /// How the decoder treats records.
@@ -109,6 +133,8 @@ pub struct DecodeOptions {
     /// Columns that must stay NULL, with the hint to give when one does not. They are the
     /// columns left out of the COPY so their defaults apply; a value for one would be lost.
     pub must_stay_null: Vec<(usize, String)>,
+    /// Set records that fail aside (in [`Decoded::rejected`]) instead of failing.
+    pub reject: bool,
 }
 
 /// Decodes records into batches for one target schema. See the module docs.
@@ -198,8 +224,12 @@ impl RecordDecoder {
                 && json.len() == records;
             if whole { json.flush() } else { Ok(None) }
         });
-        let batch = match decoded {
-            Ok(Some(batch)) if batch.num_rows() == records => batch,
+        let (batch, record_numbers, rejected) = match decoded {
+            Ok(Some(batch)) if batch.num_rows() == records => (batch, None, Vec::new()),
+            _ if self.options.reject => {
+                let (batch, numbers, rejected) = self.partition()?;
+                (batch, Some(numbers), rejected)
+            }
             Ok(_) => return Err(self.locate(None)),
             Err(e) => return Err(self.locate(Some(e))),
         };
@@ -217,53 +247,63 @@ impl RecordDecoder {
             }
         }
         let first_record = self.records_done + 1;
-        self.records_done += batch.num_rows() as u64;
+        self.records_done += records as u64;
         self.batch_bytes.clear();
         self.batch_records.clear();
         Ok(Some(Decoded {
             batch,
             first_record,
+            record_numbers,
+            rejected,
         }))
+    }
+
+    /// The bytes of record `i` of the batch (with its trailing newline) and where it starts.
+    fn batch_record(&self, i: usize) -> (&[u8], Position) {
+        let (start, at) = self.batch_records[i];
+        let end = self
+            .batch_records
+            .get(i + 1)
+            .map_or(self.batch_bytes.len(), |(next, _)| *next);
+        (&self.batch_bytes[start..end], at)
+    }
+
+    /// Decodes record `i` of the batch on its own: what, if anything, is wrong with it.
+    fn check_record(&self, i: usize) -> Result<(), DecodeError> {
+        let record_no = self.records_done + i as u64 + 1;
+        let (with_newline, at) = self.batch_record(i);
+        let record = &with_newline[..with_newline.len() - 1];
+        // Room for two rows, so a line holding two values shows as two.
+        let mut single = json_decoder(&self.schema, 2, self.options.reject_unknown_fields)
+            .map_err(|e| self.value_error(e, record_no, at))?;
+        single
+            .decode(with_newline)
+            .map_err(|e| syntax_error(e, record, at, record_no))?;
+        if single.has_partial_record() {
+            return Err(DecodeError::NotOneRecord {
+                line: at.line,
+                record: record_no,
+                message: "the JSON value does not end with its line; NDJSON needs one complete value per line",
+            });
+        }
+        if single.len() != 1 {
+            return Err(DecodeError::NotOneRecord {
+                line: at.line,
+                record: record_no,
+                message: "more than one JSON value on one line",
+            });
+        }
+        single
+            .flush()
+            .map(|_| ())
+            .map_err(|e| self.value_error(e, record_no, at))
     }
 
     /// Finds the first record of the failed batch that fails on its own, and says why.
     fn locate(&self, batch_error: Option<ArrowError>) -> DecodeError {
-        let ends = self
-            .batch_records
-            .iter()
-            .skip(1)
-            .map(|(start, _)| *start)
-            .chain([self.batch_bytes.len()]);
-        for (i, ((start, at), end)) in self.batch_records.iter().zip(ends).enumerate() {
-            let record_no = self.records_done + i as u64 + 1;
-            let with_newline = &self.batch_bytes[*start..end];
-            let record = &with_newline[..with_newline.len() - 1];
-            // Room for two rows, so a line holding two values shows as two.
-            let mut single = match json_decoder(&self.schema, 2, self.options.reject_unknown_fields)
-            {
-                Ok(d) => d,
-                Err(e) => return self.value_error(e, record_no, *at),
-            };
-            if let Err(e) = single.decode(with_newline) {
-                return syntax_error(e, record, *at, record_no);
-            }
-            if single.has_partial_record() {
-                return DecodeError::NotOneRecord {
-                    line: at.line,
-                    record: record_no,
-                    message: "the JSON value does not end with its line; NDJSON needs one complete value per line",
-                };
-            }
-            if single.len() != 1 {
-                return DecodeError::NotOneRecord {
-                    line: at.line,
-                    record: record_no,
-                    message: "more than one JSON value on one line",
-                };
-            }
-            if let Err(e) = single.flush() {
-                return self.value_error(e, record_no, *at);
-            }
+        if let Some(error) = (0..self.batch_records.len()).find_map(|i| self.check_record(i).err())
+        {
+            return error;
         }
         let at = self
             .batch_records
@@ -273,6 +313,45 @@ impl RecordDecoder {
             ArrowError::JsonError("the batch did not decode as its records did".into())
         });
         self.value_error(error, self.records_done + 1, at)
+    }
+
+    /// Reject mode: sets the bad records of the failed batch aside and decodes the rest.
+    fn partition(&mut self) -> Result<(RecordBatch, Vec<u64>, Vec<Rejected>), DecodeError> {
+        let mut rejected = Vec::new();
+        let mut good_bytes = Vec::with_capacity(self.batch_bytes.len());
+        let mut good_numbers = Vec::new();
+        for i in 0..self.batch_records.len() {
+            let (bytes, at) = self.batch_record(i);
+            let record = self.records_done + i as u64 + 1;
+            match self.check_record(i) {
+                Ok(()) => {
+                    good_bytes.extend_from_slice(bytes);
+                    good_numbers.push(record);
+                }
+                Err(error) => rejected.push(Rejected {
+                    record,
+                    line: at.line,
+                    reason: error.to_string(),
+                    text: String::from_utf8_lossy(&bytes[..bytes.len() - 1]).into_owned(),
+                }),
+            }
+        }
+        // The failed decoder's state is spoilt; the good records get a fresh one.
+        self.json = json_decoder(
+            &self.schema,
+            self.options.batch_size + 1,
+            self.options.reject_unknown_fields,
+        )
+        .map_err(|e| self.value_error(e, self.records_done + 1, Position { line: 0, column: 0 }))?;
+        let batch = self
+            .json
+            .decode(&good_bytes)
+            .and_then(|_| self.json.flush())
+            .map_err(|e| {
+                self.value_error(e, self.records_done + 1, Position { line: 0, column: 0 })
+            })?
+            .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()));
+        Ok((batch, good_numbers, rejected))
     }
 
     /// Turns arrow-json's message into a structured error for one record.
@@ -368,6 +447,7 @@ mod tests {
             reject_unknown_fields: true,
             unknown_field_hint: "has no column".into(),
             must_stay_null: vec![],
+            reject: false,
         }
     }
 

@@ -7,6 +7,8 @@ use super::*;
 /// Why the decode stage stopped early.
 enum Stop {
     Failed(DecodeError),
+    /// More records were rejected than `--max-rejects` allows.
+    TooManyRejects(u64),
     /// The next stage or the planner went away; they report why.
     Cancelled,
 }
@@ -48,11 +50,17 @@ pub(super) struct DecodeStage {
     /// Records delivered so far, and the first record number and label of each page.
     delivered: u64,
     pages: Vec<(u64, String)>,
+    /// Reject mode: where set-aside records go, and how many may.
+    rejects: Option<RejectOptions>,
+    reject_writer: Option<std::io::BufWriter<std::fs::File>>,
+    rejected: u64,
+    progress: Arc<Progress>,
 }
 
 impl DecodeStage {
     pub(super) fn new(
         request: &LoadRequest,
+        progress: Arc<Progress>,
         sample_tx: oneshot::Sender<Sample>,
         plan_rx: oneshot::Receiver<Arc<LoadPlan>>,
         tx: mpsc::Sender<Decoded>,
@@ -84,6 +92,10 @@ impl DecodeStage {
             framer_format: None,
             delivered: 0,
             pages: Vec::new(),
+            rejects: request.rejects.clone(),
+            reject_writer: None,
+            rejected: 0,
+            progress,
         }
     }
 
@@ -137,7 +149,10 @@ impl DecodeStage {
             if let Some(decoder) = &mut self.decoder
                 && let Some(last) = decoder.finish()?
             {
-                self.tx.blocking_send(last).map_err(|_| Stop::Cancelled)?;
+                self.send(last)?;
+            }
+            if let Some(writer) = &mut self.reject_writer {
+                std::io::Write::flush(writer).map_err(|e| Stop::Failed(reject_write_error(&e)))?;
             }
             let format = self.framer_format.map(|f| format!("{f:?}"));
             tracing::info!(records = self.records, format, "all records decoded");
@@ -145,6 +160,10 @@ impl DecodeStage {
         })();
         match result {
             Ok(()) | Err(Stop::Cancelled) => Ok(()),
+            Err(Stop::TooManyRejects(count)) => Err(LoadError::TooManyRejects {
+                count,
+                max: self.rejects.as_ref().and_then(|r| r.max).unwrap_or(0),
+            }),
             Err(Stop::Failed(error)) => {
                 // Paged sources: say which page the failing record came from.
                 let page = error.record().and_then(|record| {
@@ -163,6 +182,37 @@ impl DecodeStage {
         }
     }
 
+    /// Passes a batch on, after writing its rejected records to the reject file.
+    fn send(&mut self, decoded: Decoded) -> Result<(), Stop> {
+        if !decoded.rejected.is_empty()
+            && let Some(options) = &self.rejects
+        {
+            if self.reject_writer.is_none() {
+                let file = std::fs::File::create(options.partial_path())
+                    .map_err(|e| Stop::Failed(reject_write_error(&e)))?;
+                self.reject_writer = Some(std::io::BufWriter::new(file));
+            }
+            let writer = self.reject_writer.as_mut().ok_or(Stop::Cancelled)?;
+            for rejected in &decoded.rejected {
+                let line = serde_json::json!({
+                    "source": self.source_name,
+                    "record": rejected.record,
+                    "line": rejected.line,
+                    "reason": rejected.reason,
+                    "record_text": rejected.text,
+                });
+                std::io::Write::write_all(writer, format!("{line}\n").as_bytes())
+                    .map_err(|e| Stop::Failed(reject_write_error(&e)))?;
+            }
+            self.rejected += decoded.rejected.len() as u64;
+            self.progress.add_rejected(decoded.rejected.len() as u64);
+            if options.max.is_some_and(|max| self.rejected > max) {
+                return Err(Stop::TooManyRejects(self.rejected));
+            }
+        }
+        self.tx.blocking_send(decoded).map_err(|_| Stop::Cancelled)
+    }
+
     /// A record from the input, in order; counted for page labels.
     fn deliver(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
         self.delivered += 1;
@@ -173,9 +223,7 @@ impl DecodeStage {
         if let Some(decoder) = &mut self.decoder {
             self.records += 1;
             if let Some(decoded) = decoder.push(record, at)? {
-                self.tx
-                    .blocking_send(decoded)
-                    .map_err(|_| Stop::Cancelled)?;
+                self.send(decoded)?;
             }
             return Ok(());
         }
@@ -205,6 +253,7 @@ impl DecodeStage {
                 must_stay_null: (copy_columns..plan.decode.columns.len())
                     .map(|i| (i, plan.late_field_hint.clone()))
                     .collect(),
+                reject: self.rejects.is_some(),
             },
         ));
         let sampled = std::mem::take(&mut self.sampled);
@@ -218,5 +267,12 @@ impl DecodeStage {
             self.on_record(&sampled[*start..end], *at)?;
         }
         Ok(())
+    }
+}
+
+fn reject_write_error(error: &std::io::Error) -> DecodeError {
+    DecodeError::Structure {
+        line: 0,
+        message: format!("could not write the reject file: {error}"),
     }
 }

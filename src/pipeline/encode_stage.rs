@@ -27,7 +27,7 @@ pub(super) fn encode(
                 .batch
                 .project(columns)
                 .map_err(|e| LoadError::Internal(e.to_string()))?,
-            None => decoded.batch,
+            None => decoded.batch.clone(),
         };
         if let Some((column, max)) = &mut cursor {
             max.update(batch.column(*column));
@@ -59,7 +59,19 @@ pub(super) fn encode(
             .encode(&batch, decoded.first_record, &mut out)
             .map_err(|error| LoadError::Encode {
                 source_name: source_name.to_string(),
-                error,
+                // With rejected records gone, rows and record numbers no longer line up.
+                error: match error {
+                    EncodeError::Value {
+                        record,
+                        column,
+                        reason,
+                    } => EncodeError::Value {
+                        record: decoded.record_of((record - decoded.first_record) as usize),
+                        column,
+                        reason,
+                    },
+                    other => other,
+                },
             })?;
         capacity = capacity.max(out.len());
         if tx

@@ -102,6 +102,8 @@ pub struct LoadRequest {
     pub method: WriteMethod,
     /// Rows per INSERT statement with `--method insert`.
     pub insert_batch: usize,
+    /// Set bad records aside instead of failing (`--on-error reject`).
+    pub rejects: Option<RejectOptions>,
     /// Remember the highest value of a field, and ask the API only for newer records.
     pub incremental: Option<Incremental>,
     pub max_record_bytes: usize,
@@ -118,6 +120,46 @@ pub struct Incremental {
     pub state_key: String,
     /// Ignore the stored value this time (it is still updated).
     pub full_refresh: bool,
+}
+
+/// `--on-error reject`: where set-aside records go, and how many may be.
+#[derive(Debug, Clone)]
+pub struct RejectOptions {
+    pub path: std::path::PathBuf,
+    /// Fail the load once more records than this are rejected.
+    pub max: Option<u64>,
+}
+
+impl RejectOptions {
+    /// Rejects are written here first and renamed to `path` only when the load commits, so a
+    /// failed load leaves no reject file describing rows that were never loaded either.
+    pub(crate) fn partial_path(&self) -> std::path::PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".partial");
+        name.into()
+    }
+}
+
+/// Removes a partial reject file unless [`PartialRejects::publish`] renamed it.
+struct PartialRejects<'a>(Option<&'a RejectOptions>);
+
+impl PartialRejects<'_> {
+    fn publish(mut self) -> std::io::Result<()> {
+        if let Some(options) = self.0.take()
+            && options.partial_path().exists()
+        {
+            std::fs::rename(options.partial_path(), &options.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartialRejects<'_> {
+    fn drop(&mut self) {
+        if let Some(options) = self.0 {
+            let _ = std::fs::remove_file(options.partial_path());
+        }
+    }
 }
 
 /// What a finished load did.
@@ -162,6 +204,8 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Pagination(String),
+    #[error("{count} records were rejected, more than --max-rejects {max} allows")]
+    TooManyRejects { count: u64, max: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -196,6 +240,7 @@ pub async fn load(
         }
         _ => request,
     };
+    let partial_rejects = PartialRejects(request.rejects.as_ref());
     // A paged source is fetched by the pager, page by page; any other is opened as a stream.
     let pager = match (&request.pagination, &request.source) {
         (Some(config), Source::Http(url)) => {
@@ -246,7 +291,7 @@ pub async fn load(
         (None, None) => unreachable!("a source without pagination is opened above"),
     };
     let decode = {
-        let stage = DecodeStage::new(request, sample_tx, plan_rx, batch_tx);
+        let stage = DecodeStage::new(request, progress.clone(), sample_tx, plan_rx, batch_tx);
         let span = tracing::info_span!("transform.load", table = %request.table);
         tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(chunk_rx)))
     };
@@ -472,6 +517,11 @@ pub async fn load(
         .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
         .await
         .map_err(|e| SinkError::database("COMMIT", &table, &e))?;
+    partial_rejects.publish().map_err(|e| {
+        LoadError::Internal(format!(
+            "the load committed, but the reject file could not be renamed: {e}"
+        ))
+    })?;
     let mut figures = progress.figures();
     figures.rows = rows;
     figures.throttle_waits = request.http.throttle.waits();
