@@ -152,11 +152,20 @@ fn frame_page(
         body
     };
     let base = body.as_ptr() as usize;
+    let body_len = body.len();
     let mut records = Vec::new();
+    // The framer and scanner hand out slices of `body` itself; a slice from anywhere else
+    // (a copied carry) would be a framing bug, reported rather than sliced wrongly.
     let mut locate = |record: &[u8], at: Position| {
-        let start = record.as_ptr() as usize - base;
+        let start = (record.as_ptr() as usize).wrapping_sub(base);
+        if start > body_len || body_len - start < record.len() {
+            return Err(DecodeError::Structure {
+                line: at.line,
+                message: "internal error: a record outside its page".into(),
+            });
+        }
         records.push((start, start + record.len(), at));
-        Ok::<(), DecodeError>(())
+        Ok(())
     };
     let captured = match &request.records_path {
         Some(path) => {
