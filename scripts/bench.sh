@@ -16,16 +16,9 @@ ROWS=${1:-1000000}
 RUNS=${2:-3}
 source scripts/pg.sh
 
-cargo build --release --locked --quiet
-apitap=${CARGO_TARGET_DIR:-target}/release/apitap
+source scripts/demo-api.sh
 work=.bench
 mkdir -p "$work"
-port=$(pg_free_port)
-"$apitap" demo-api --listen "127.0.0.1:$port" 2>/dev/null &
-api=$!
-cleanup() { kill "$api" 2>/dev/null || true; pg_stop_if_ours; }
-trap cleanup EXIT
-wait_for_port "$port"
 
 psql() { command psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAt "$@"; }
 

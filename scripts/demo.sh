@@ -5,15 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-${ROWS:-1000000}}
 source scripts/pg.sh
-
-cargo build --release --locked --quiet
-apitap=${CARGO_TARGET_DIR:-target}/release/apitap
-port=$(pg_free_port)
-"$apitap" demo-api --listen "127.0.0.1:$port" 2>/dev/null &
-api=$!
-cleanup() { kill "$api" 2>/dev/null || true; pg_stop_if_ours; }
-trap cleanup EXIT
-wait_for_port "$port"
+source scripts/demo-api.sh
 
 set -x
 "$apitap" load "http://127.0.0.1:$port/rows.ndjson?rows=$ROWS" --table demo.items --mode replace --progress always

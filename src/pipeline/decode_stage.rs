@@ -44,8 +44,7 @@ pub(super) struct DecodeStage {
     reject_unknown_fields: bool,
     tx: mpsc::Sender<Decoded>,
     source_name: String,
-    /// Records decoded, and the input format once detected, for the log.
-    records: u64,
+    /// The input format once detected, for the log.
     framer_format: Option<Format>,
     /// Records delivered so far, and the first record number and label of each page.
     delivered: u64,
@@ -88,7 +87,6 @@ impl DecodeStage {
             reject_unknown_fields: request.schema != SchemaPolicy::Discard,
             tx,
             source_name: request.source.to_string(),
-            records: 0,
             framer_format: None,
             delivered: 0,
             pages: Vec::new(),
@@ -155,7 +153,7 @@ impl DecodeStage {
                 std::io::Write::flush(writer).map_err(|e| Stop::Failed(reject_write_error(&e)))?;
             }
             let format = self.framer_format.map(|f| format!("{f:?}"));
-            tracing::info!(records = self.records, format, "all records decoded");
+            tracing::info!(records = self.delivered, format, "all records decoded");
             Ok::<(), Stop>(())
         })();
         match result {
@@ -221,7 +219,6 @@ impl DecodeStage {
 
     fn on_record(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
         if let Some(decoder) = &mut self.decoder {
-            self.records += 1;
             if let Some(decoded) = decoder.push(record, at)? {
                 self.send(decoded)?;
             }
