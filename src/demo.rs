@@ -7,6 +7,8 @@
 //! - `GET /rows.ndjson?rows=N` — NDJSON
 //! - `GET /rows.json?rows=N` — one JSON array
 //! - `GET /rows?page=P&per_page=K&rows=N` — `{"data": [...], "page", "per_page", "total"}`
+//! - `GET /customers?rows=N` — a JSON array of the customers rows refer to (`customer_id`),
+//!   with camelCase fields as many APIs have
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -260,6 +262,38 @@ async fn pages(Query(query): Query<HashMap<String, String>>) -> Response {
         .into_response()
 }
 
+/// Customers served when `rows` is not given: every `customer_id` a row can have.
+pub const DEFAULT_CUSTOMERS: u64 = 100_000;
+const COUNTRIES: [&str; 5] = ["DE", "FR", "JP", "US", "BR"];
+
+/// Writes customer `i` (0-based) as one JSON object.
+pub fn write_customer(i: u64, out: &mut Vec<u8>) {
+    let h = mix(i ^ 0x5eed);
+    let signup = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap_or_default()
+        + chrono::Duration::days((h % 2000) as i64);
+    let _ = write!(
+        out,
+        "{{\"customerId\":{i},\"displayName\":\"Customer {i}\",\"country\":\"{}\",\"signupDate\":\"{}\",\"tier\":{}}}",
+        COUNTRIES[(h % 5) as usize],
+        signup.format("%Y-%m-%d"),
+        (h >> 8) % 3 + 1
+    );
+}
+
+async fn customers(Query(query): Query<HashMap<String, String>>) -> Response {
+    let rows = param(&query, "rows", DEFAULT_CUSTOMERS).min(10 * DEFAULT_CUSTOMERS);
+    let mut body = Vec::with_capacity(rows as usize * 100 + 4);
+    body.push(b'[');
+    for i in 0..rows {
+        if i > 0 {
+            body.extend_from_slice(b",\n");
+        }
+        write_customer(i, &mut body);
+    }
+    body.extend_from_slice(b"]\n");
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// Writes rows `1..=rows` as NDJSON, for benchmarks that need the data as a file.
 ///
 /// # Errors
@@ -284,6 +318,7 @@ pub fn router() -> Router {
         .route("/rows.ndjson", get(ndjson))
         .route("/rows.json", get(json_array))
         .route("/rows", get(pages))
+        .route("/customers", get(customers))
         .route("/health", get(|| async { "ok" }))
 }
 

@@ -13,6 +13,7 @@
 //! the stages; [`cli`] is the command line on top.
 
 pub mod cli;
+pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod encode;
@@ -22,3 +23,4 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod tls;
+pub mod transform;

@@ -8,7 +8,7 @@ use apitap::cli::{Cli, Outcome, init_logging, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -37,11 +37,23 @@ pub struct Progress {
 impl Progress {
     /// Starts showing progress for a load labelled `label` (the source).
     pub fn start(mode: ProgressMode, label: &str) -> Arc<Progress> {
+        Progress::start_in(mode, label, &indicatif::MultiProgress::new())
+    }
+
+    /// Like [`Progress::start`], one bar among others (modules running at once).
+    pub fn start_in(
+        mode: ProgressMode,
+        label: &str,
+        bars: &indicatif::MultiProgress,
+    ) -> Arc<Progress> {
         let terminal = std::io::stderr().is_terminal();
         let bar = match (mode, terminal) {
             (ProgressMode::Never, _) | (ProgressMode::Auto, false) => None,
             (_, true) => {
-                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                let bar = bars.add(ProgressBar::with_draw_target(
+                    None,
+                    ProgressDrawTarget::stderr(),
+                ));
                 bar.set_style(
                     ProgressStyle::with_template(
                         "{spinner} {prefix}  {human_pos} rows  {msg}  {rows_per_sec}  {elapsed_precise}",

@@ -42,6 +42,7 @@ mod cursor;
 mod decode_stage;
 mod encode_stage;
 mod fetch;
+pub mod run;
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;
@@ -49,7 +50,8 @@ use encode_stage::encode;
 use fetch::{Chunk, fetch, fetch_pages};
 
 /// How the load treats rows already in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Add the records to the table.
     Append,
@@ -60,7 +62,8 @@ pub enum Mode {
 }
 
 /// How rows are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WriteMethod {
     /// Binary COPY: the fast path.
     Copy,
@@ -206,6 +209,13 @@ pub enum LoadError {
     Pagination(String),
     #[error("{count} records were rejected, more than --max-rejects {max} allows")]
     TooManyRejects { count: u64, max: u64 },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("module {module}: {error}")]
+    Transform {
+        module: String,
+        error: crate::transform::TransformError,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -222,25 +232,71 @@ pub async fn load(
     connect: &ConnectOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
-    // An incremental load asks the API only for records past the stored cursor, so the
-    // state is read before the source is opened.
-    let incremental_request;
-    let request = match &request.incremental {
-        Some(inc) if !inc.full_refresh && inc.cursor_param.is_some() => {
-            let client = connect.connect().await?;
-            let stored = crate::sink::state::read(&client, &inc.state_key, &request.table).await?;
-            drop(client);
-            let mut with_cursor = request.clone();
-            if let (Some(value), Some(param)) = (stored, &inc.cursor_param) {
-                tracing::info!(key = %inc.state_key, cursor = %value, "resuming after the stored cursor");
-                with_cursor.http.request.query.push((param.clone(), value));
-            }
-            incremental_request = with_cursor;
-            &incremental_request
-        }
-        _ => request,
+    let request = &with_stored_cursor(request, connect).await?;
+    let (source, mut client) = tokio::try_join!(open_source(request, progress.clone()), async {
+        connect.connect().await.map_err(LoadError::from)
+    })?;
+    let plan = plan_load(
+        &client,
+        request,
+        &source.sample.infer(),
+        source.sample.records(),
+    )
+    .await?;
+    let (batches, stages) = source.start(plan.clone()).await?;
+    write(&mut client, request, plan, batches, stages, progress).await
+}
+
+/// An incremental load asks the API only for records past the stored cursor, so the state is
+/// read before the source is opened.
+pub(crate) async fn with_stored_cursor<'a>(
+    request: &'a LoadRequest,
+    connect: &ConnectOptions,
+) -> Result<std::borrow::Cow<'a, LoadRequest>, LoadError> {
+    let Some(inc) = &request.incremental else {
+        return Ok(std::borrow::Cow::Borrowed(request));
     };
-    let partial_rejects = PartialRejects(request.rejects.as_ref());
+    let Some(param) = inc.cursor_param.as_ref().filter(|_| !inc.full_refresh) else {
+        return Ok(std::borrow::Cow::Borrowed(request));
+    };
+    let client = connect.connect().await?;
+    let stored = crate::sink::state::read(&client, &inc.state_key, &request.table).await?;
+    let mut with_cursor = request.clone();
+    if let Some(value) = stored {
+        tracing::info!(key = %inc.state_key, cursor = %value, "resuming after the stored cursor");
+        with_cursor.http.request.query.push((param.clone(), value));
+    }
+    Ok(std::borrow::Cow::Owned(with_cursor))
+}
+
+/// A source whose fetch and decode stages are running and have taken their sample; they
+/// wait for the plan that says which columns to decode.
+pub(crate) struct OpenedSource {
+    pub sample: Sample,
+    plan_tx: oneshot::Sender<Arc<LoadPlan>>,
+    batches: mpsc::Receiver<Decoded>,
+    stages: Stages,
+}
+
+impl OpenedSource {
+    /// Hands the plan to the decode stage; from here on, batches flow.
+    pub(crate) async fn start(
+        self,
+        plan: Arc<LoadPlan>,
+    ) -> Result<(mpsc::Receiver<Decoded>, Stages), LoadError> {
+        if self.plan_tx.send(plan).is_err() {
+            return Err(self.stages.first_error().await);
+        }
+        Ok((self.batches, self.stages))
+    }
+}
+
+/// Opens the request's source and starts its fetch and decode stages; returns once the
+/// sample is taken.
+pub(crate) async fn open_source(
+    request: &LoadRequest,
+    progress: Arc<Progress>,
+) -> Result<OpenedSource, LoadError> {
     // A paged source is fetched by the pager, page by page; any other is opened as a stream.
     let pager = match (&request.pagination, &request.source) {
         (Some(config), Source::Http(url)) => {
@@ -260,65 +316,65 @@ pub async fn load(
         }
         (None, _) => None,
     };
-    let (body, mut client) = tokio::try_join!(
-        async {
-            match pager {
-                None => request
-                    .source
-                    .open(&request.http, &progress)
-                    .await
-                    .map(Some)
-                    .map_err(LoadError::from),
-                Some(_) => Ok(None),
-            }
-        },
-        async { connect.connect().await.map_err(LoadError::from) },
-    )?;
-
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
     let (batch_tx, batch_rx) = mpsc::channel::<Decoded>(4);
     let (sample_tx, sample_rx) = oneshot::channel::<Sample>();
     let (plan_tx, plan_rx) = oneshot::channel::<Arc<LoadPlan>>();
 
     let span = tracing::info_span!("http.ndjson_stream", source = %request.source);
-    let fetch = match (body, pager) {
-        (_, Some(pager)) => tokio::spawn(
+    let fetch = match pager {
+        Some(pager) => tokio::spawn(
             fetch_pages(pager, request.clone(), chunk_tx, progress.clone()).instrument(span),
         ),
-        (Some(body), None) => tokio::spawn(
-            fetch(body, chunk_tx, progress.clone(), request.source.clone()).instrument(span),
-        ),
-        (None, None) => unreachable!("a source without pagination is opened above"),
+        None => {
+            let body = request.source.open(&request.http, &progress).await?;
+            tokio::spawn(
+                fetch(body, chunk_tx, progress.clone(), request.source.clone()).instrument(span),
+            )
+        }
     };
     let decode = {
-        let stage = DecodeStage::new(request, progress.clone(), sample_tx, plan_rx, batch_tx);
+        let stage = DecodeStage::new(request, progress, sample_tx, plan_rx, batch_tx);
         let span = tracing::info_span!("transform.load", table = %request.table);
         tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(chunk_rx)))
     };
     let stages = Stages {
-        fetch,
-        decode,
+        tasks: vec![fetch, decode],
         source_name: request.source.to_string(),
     };
-
     let Ok(sample) = sample_rx.await else {
         // The decode stage stopped before it had a sample: its error (or the fetch's) says why.
         return Err(stages.first_error().await);
     };
+    Ok(OpenedSource {
+        sample,
+        plan_tx,
+        batches: batch_rx,
+        stages,
+    })
+}
 
-    let target = describe_target(&client, &request.table).await?;
-    let plan = Arc::new(LoadPlan::new(
+/// Decides how records with `fields` map onto the request's table, reading the catalog.
+/// `records` is how many records the fields were seen in.
+pub(crate) async fn plan_load(
+    client: &tokio_postgres::Client,
+    request: &LoadRequest,
+    fields: &crate::schema::TableSchema,
+    records: usize,
+) -> Result<Arc<LoadPlan>, LoadError> {
+    let target = describe_target(client, &request.table).await?;
+    let plan = LoadPlan::new(
         &target,
-        &sample,
+        fields,
         &PlanOptions {
             sample_limit: request.sample,
             merge_keys: request.merge_keys.clone(),
             schema: request.schema,
         },
-    )?);
+    )?;
     if !plan.merge_keys.is_empty()
         && target.columns.is_some()
-        && !has_unique_key(&client, &plan.table, &plan.merge_keys).await?
+        && !has_unique_key(client, &plan.table, &plan.merge_keys).await?
     {
         return Err(LoadError::Sink(SinkError::Plan {
             table: plan.table.to_string(),
@@ -330,19 +386,30 @@ pub async fn load(
             ),
         }));
     }
-    let table = plan.table.clone();
-    if plan.copy_columns == 0 && sample.records() > 0 {
+    if plan.copy_columns == 0 && records > 0 {
         return Err(LoadError::NoFields {
             source_name: request.source.to_string(),
-            table,
+            table: plan.table,
         });
     }
-    if plan_tx.send(plan.clone()).is_err() {
-        return Err(stages.first_error().await);
-    }
+    Ok(Arc::new(plan))
+}
 
+/// The sink half of a load: encodes `batches` (laid out as `plan.decode`) and writes them in
+/// one transaction, with the merge and the incremental state, then commits. `upstream` are
+/// the stages feeding `batches`; only their clean end lets the transaction commit.
+pub(crate) async fn write(
+    client: &mut tokio_postgres::Client,
+    request: &LoadRequest,
+    plan: Arc<LoadPlan>,
+    batch_rx: mpsc::Receiver<Decoded>,
+    stages: Stages,
+    progress: Arc<Progress>,
+) -> Result<LoadSummary, LoadError> {
+    let partial_rejects = PartialRejects(request.rejects.as_ref());
+    let table = plan.table.clone();
     let cursor = match &request.incremental {
-        Some(inc) if sample.records() > 0 => {
+        Some(inc) if plan.copy_columns > 0 => {
             let plan_error = |reason: String| {
                 LoadError::Sink(SinkError::Plan {
                     table: table.to_string(),
@@ -370,7 +437,7 @@ pub async fn load(
     let (copy_tx, mut copy_rx) = mpsc::channel::<(Encoded, u64)>(4);
     let encode = {
         let plan = plan.clone();
-        let source_name = request.source.to_string();
+        let source_name = stages.source_name.clone();
         let rows_per_insert =
             (request.method == WriteMethod::Insert).then_some(request.insert_batch);
         tokio::task::spawn_blocking(move || {
@@ -535,10 +602,10 @@ pub async fn load(
     })
 }
 
-/// The upstream stages, joined to find out whether they ended cleanly.
-struct Stages {
-    fetch: tokio::task::JoinHandle<Result<(), LoadError>>,
-    decode: tokio::task::JoinHandle<Result<(), LoadError>>,
+/// The stages upstream of the encoder, joined to find out whether they ended cleanly.
+pub(crate) struct Stages {
+    /// In stream order.
+    tasks: Vec<tokio::task::JoinHandle<Result<(), LoadError>>>,
     source_name: String,
 }
 
@@ -547,26 +614,43 @@ fn joined(result: Result<Result<(), LoadError>, tokio::task::JoinError>) -> Resu
 }
 
 impl Stages {
+    /// One task producing the batches, labelled `source_name` in messages.
+    pub(crate) fn single(
+        task: tokio::task::JoinHandle<Result<(), LoadError>>,
+        source_name: String,
+    ) -> Stages {
+        Stages {
+            tasks: vec![task],
+            source_name,
+        }
+    }
+
     /// Waits for every stage; the first error in stream order wins, since a later stage's
     /// error is often a consequence (a body cut short looks like malformed JSON).
+    pub(crate) async fn join(self) -> Result<(), LoadError> {
+        let mut result = Ok(());
+        for task in self.tasks {
+            let outcome = joined(task.await);
+            result = result.and(outcome);
+        }
+        result
+    }
+
     async fn check(
         self,
         encode: tokio::task::JoinHandle<Result<Option<String>, LoadError>>,
     ) -> Result<Option<String>, LoadError> {
-        let fetch = joined(self.fetch.await);
-        let decode = joined(self.decode.await);
+        let upstream = self.join().await;
         let encode = encode
             .await
             .map_err(|e| LoadError::Internal(format!("a load stage panicked: {e}")))?;
-        fetch.and(decode).and(encode)
+        upstream.and(encode)
     }
 
-    /// For when the decode stage stopped early: the reason, which it or the fetch returned.
-    async fn first_error(self) -> LoadError {
+    /// For when a stage stopped early: the reason it returned.
+    pub(crate) async fn first_error(self) -> LoadError {
         let source_name = self.source_name.clone();
-        let fetch = joined(self.fetch.await);
-        let decode = joined(self.decode.await);
-        match fetch.and(decode) {
+        match self.join().await {
             Err(e) => e,
             Ok(()) => LoadError::Internal(format!(
                 "{source_name}: the decode stage stopped without a reason"

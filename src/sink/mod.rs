@@ -9,7 +9,6 @@ pub use connect::ConnectOptions;
 
 use tokio_postgres::error::DbError;
 
-use crate::decode::Sample;
 use crate::schema::{Column, PgType, TableName, TableSchema, quote_ident};
 use crate::source::error_chain;
 
@@ -169,7 +168,8 @@ pub async fn describe_target(
 }
 
 /// What to do with fields the target table has no column for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SchemaPolicy {
     /// Add a nullable column for each new field (in the load's transaction).
     #[default]
@@ -219,18 +219,19 @@ const STAGING: &str = "apitap_staging";
 const STAGING_SEQ: &str = "apitap_seq";
 
 impl LoadPlan {
-    /// Plans the load of records like `sample` into `target`.
+    /// Plans the load of records with `fields` (inferred from a sample, or a transform's
+    /// output) into `target`.
     ///
-    /// For a new table the columns are inferred from the sample. For an existing one, every
-    /// column the sample has a field for is loaded, as is every column without a default (so
-    /// a NOT NULL violation is the server's clear error, not a silent default); columns with a
-    /// default that the sample never mentions are left to their default.
+    /// A new table gets the fields as its columns. For an existing one, every column with a
+    /// field is loaded, as is every column without a default (so a NOT NULL violation is the
+    /// server's clear error, not a silent default); columns with a default that no field
+    /// names are left to their default.
     ///
     /// # Errors
     /// A sampled field whose column has a type apitap cannot write, or is generated.
     pub fn new(
         target: &TargetInfo,
-        sample: &Sample,
+        fields: &TableSchema,
         options: &PlanOptions,
     ) -> Result<LoadPlan, SinkError> {
         let sample_limit = options.sample_limit;
@@ -239,7 +240,7 @@ impl LoadPlan {
         let qualified = qualified(&table);
         let schema_name = table.schema.clone().unwrap_or_default();
         let Some(columns) = &target.columns else {
-            let decode = sample.infer();
+            let decode = fields.clone();
             let create_table = (!decode.columns.is_empty()).then(|| {
                 let cols: Vec<String> = decode
                     .columns
@@ -275,7 +276,7 @@ impl LoadPlan {
         let mut loaded = Vec::new();
         let mut defaulted = Vec::new();
         for c in columns {
-            let in_sample = sample.contains(&c.name);
+            let in_sample = fields.columns.iter().any(|f| f.name == c.name);
             if c.generated {
                 if in_sample {
                     return Err(SinkError::Plan {
@@ -308,11 +309,11 @@ impl LoadPlan {
             }
         }
         // Fields the sample shows and the table lacks.
-        let new_fields: Vec<Column> = sample
-            .infer()
+        let new_fields: Vec<Column> = fields
             .columns
-            .into_iter()
+            .iter()
             .filter(|f| !columns.iter().any(|c| c.name == f.name))
+            .cloned()
             .collect();
         let mut alter_table = None;
         let mut added_columns = Vec::new();
@@ -367,6 +368,30 @@ impl LoadPlan {
             merge_keys: merge_keys.to_vec(),
         }
         .check_keys()
+    }
+
+    /// The plan of a source read by a transform: its records decoded into the columns its
+    /// sample showed (or the config typed); nothing is written from it directly.
+    pub fn for_source(source: &str, fields: TableSchema, sample_limit: usize) -> LoadPlan {
+        LoadPlan {
+            table: TableName {
+                schema: None,
+                table: source.to_string(),
+            },
+            create_table: None,
+            alter_table: None,
+            added_columns: Vec::new(),
+            discarded_fields: Vec::new(),
+            create_schema: None,
+            copy_columns: fields.columns.len(),
+            decode: fields,
+            unknown_field_hint: format!(
+                "first appears after the {sample_limit} records sampled from source {source:?}; \
+                 raise the source's sample, give the field a type under its columns, or set schema_policy: discard"
+            ),
+            late_field_hint: String::new(),
+            merge_keys: Vec::new(),
+        }
     }
 
     /// Merge keys must be loaded columns: a key left to its default cannot match anything.
@@ -577,12 +602,12 @@ pub fn qualified(table: &TableName) -> String {
 mod tests {
     use super::*;
 
-    fn sample(records: &[&str]) -> Sample {
-        let mut s = Sample::default();
+    fn fields(records: &[&str]) -> TableSchema {
+        let mut s = crate::decode::Sample::default();
         for r in records {
             s.add(r.as_bytes());
         }
-        s
+        s.infer()
     }
 
     fn options() -> PlanOptions {
@@ -613,7 +638,7 @@ mod tests {
             columns: None,
         };
         let plan =
-            LoadPlan::new(&target, &sample(&[r#"{"id": 1, "Name": "x"}"#]), &options()).unwrap();
+            LoadPlan::new(&target, &fields(&[r#"{"id": 1, "Name": "x"}"#]), &options()).unwrap();
         assert_eq!(
             plan.create_schema.as_deref(),
             Some(r#"CREATE SCHEMA IF NOT EXISTS "Demo""#)
@@ -643,10 +668,10 @@ mod tests {
                 col("odd", None, true),
             ]),
         };
-        let plan = LoadPlan::new(&target, &sample(&[r#"{"id": 1}"#]), &options()).unwrap();
+        let plan = LoadPlan::new(&target, &fields(&[r#"{"id": 1}"#]), &options()).unwrap();
         assert_eq!(plan.copy_names(), vec!["id", "note"]);
         assert_eq!(plan.decode.columns[2].name, "loaded_at");
-        let err = LoadPlan::new(&target, &sample(&[r#"{"odd": 1}"#]), &options()).unwrap_err();
+        let err = LoadPlan::new(&target, &fields(&[r#"{"odd": 1}"#]), &options()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot load s.t: column \"odd\" has type x, which apitap cannot load yet"

@@ -91,12 +91,25 @@ impl AuthConfig {
             };
             format!("invalid --auth {text:?}: {e}{hint}")
         })?;
+        config.substitute_env(env, "--auth")?;
+        Ok(config)
+    }
+
+    /// Substitutes `${VAR}` in every value; `what` names where the mapping came from.
+    ///
+    /// # Errors
+    /// A variable that is not set.
+    pub fn substitute_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+        what: &str,
+    ) -> Result<(), String> {
         let sub = |value: &mut String| -> Result<(), String> {
             *value = substitute_env(value, &env)
-                .map_err(|var| format!("environment variable {var} (in --auth) is not set"))?;
+                .map_err(|var| format!("environment variable {var} (in {what}) is not set"))?;
             Ok(())
         };
-        match &mut config {
+        match self {
             AuthConfig::Bearer { token } => sub(token)?,
             AuthConfig::Basic { username, password } => {
                 sub(username)?;
@@ -121,7 +134,7 @@ impl AuthConfig {
                 }
             }
         }
-        Ok(config)
+        Ok(())
     }
 }
 

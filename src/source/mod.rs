@@ -45,6 +45,28 @@ pub struct Http {
 pub type Body = Pin<Box<dyn AsyncRead + Send>>;
 
 impl Http {
+    /// A source's HTTP side: its own client (with these timeouts; none for the whole
+    /// request, so long streams are never cut), request options, retries, pacing and auth.
+    ///
+    /// # Errors
+    /// If the TLS backend cannot be set up.
+    pub fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        request: RequestOptions,
+        retry: RetryPolicy,
+        rate_limit: Option<throttle::RateLimit>,
+        auth: Option<auth::AuthConfig>,
+    ) -> Result<Http, SourceError> {
+        Ok(Http {
+            client: http_client(connect_timeout, read_timeout)?,
+            request,
+            retry,
+            throttle: std::sync::Arc::new(throttle::Throttle::new(rate_limit)),
+            auth: auth.map(|config| std::sync::Arc::new(auth::Auth::new(config))),
+        })
+    }
+
     /// The source URL with the `--query` parameters added: the first request's URL, and the
     /// base every page's URL is built on.
     ///

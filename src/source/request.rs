@@ -99,16 +99,20 @@ pub fn expand(
 }
 
 /// `{{ current_date() }}` is today (UTC) as `YYYY-MM-DD`; `{{ few_date_ago(N) }}` is N days
-/// before it. The original ApiTap's helpers, for incremental query parameters.
-fn render_helpers(text: &str) -> Result<String, minijinja::Error> {
+/// before it. The original ApiTap's helpers, for incremental query parameters and modules.
+pub(crate) fn add_date_helpers(templates: &mut minijinja::Environment<'_>) {
     let today = chrono::Utc::now().date_naive();
-    let mut templates = minijinja::Environment::new();
     templates.add_function("current_date", move || today.format("%Y-%m-%d").to_string());
     templates.add_function("few_date_ago", move |days: i64| {
         (today - chrono::Duration::days(days))
             .format("%Y-%m-%d")
             .to_string()
     });
+}
+
+fn render_helpers(text: &str) -> Result<String, minijinja::Error> {
+    let mut templates = minijinja::Environment::new();
+    add_date_helpers(&mut templates);
     templates.render_str(text, ())
 }
 

@@ -6,7 +6,6 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -19,23 +18,43 @@ use crate::pipeline::{
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
 use crate::sink::{ConnectOptions, SchemaPolicy};
-use crate::source::auth::{Auth, AuthConfig};
+use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;
-use crate::source::throttle::{RateLimit, Throttle};
+use crate::source::throttle::RateLimit;
 use crate::source::{Http, RequestOptions, RetryPolicy, Source};
 
+mod pipelines;
+
 /// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.
+///
+/// Without a command, runs the pipelines (`apitap -m DIR -y FILE` is `apitap run -m DIR -y FILE`),
+/// as the original ApiTap did.
 #[derive(Debug, Parser)]
-#[command(name = "apitap", version)]
+#[command(name = "apitap", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: pipelines::RunArgs,
+
+    /// Log as JSON lines (also APITAP_LOG_JSON=1).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+
+    /// Log filter, e.g. `info` or `apitap=debug` (beats RUST_LOG; default: warn).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load NDJSON or a JSON array into a table, in one transaction.
     Load(Box<LoadArgs>),
+    /// Run SQL modules over the sources of a YAML config, each into its table.
+    Run(pipelines::RunArgs),
+    /// Check a config and its modules; with --preview, show what a run would do.
+    Check(pipelines::CheckArgs),
     /// Serve the bundled demo API (deterministic rows as NDJSON, a JSON array or pages).
     DemoApi(DemoArgs),
 }
@@ -276,12 +295,16 @@ pub struct DemoArgs {
     pub dump: Option<u64>,
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default: warnings), `APITAP_LOG_JSON=1` makes
-/// them JSON lines.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let json = std::env::var("APITAP_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
+/// Logs go to stderr; `--log-level` or `RUST_LOG` filters them (default: warnings),
+/// `--log-json` or `APITAP_LOG_JSON=1` makes them JSON lines.
+pub fn init_logging(cli: &Cli) {
+    let filter = match &cli.log_level {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(level).ok(),
+        None => tracing_subscriber::EnvFilter::try_from_default_env().ok(),
+    }
+    .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
+    let json =
+        cli.log_json || std::env::var("APITAP_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -306,8 +329,11 @@ pub enum Outcome {
 /// Whatever the command failed with, ready to print with `{:#}`.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
-        Command::Load(args) => run_load(*args).await,
-        Command::DemoApi(args) => {
+        None => pipelines::run(cli.run).await,
+        Some(Command::Run(args)) => pipelines::run(args).await,
+        Some(Command::Check(args)) => pipelines::check(args).await,
+        Some(Command::Load(args)) => run_load(*args).await,
+        Some(Command::DemoApi(args)) => {
             match args.dump {
                 Some(rows) => crate::demo::dump(rows, &mut std::io::stdout().lock())?,
                 None => crate::demo::serve(args.listen).await?,
@@ -337,30 +363,25 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         std::time::Duration::try_from_secs_f64(s)
             .map_err(|_| anyhow::anyhow!("{flag} must be a positive number of seconds"))
     };
-    let http = Http {
-        client: crate::source::http_client(
-            seconds(args.connect_timeout, "--connect-timeout")?,
-            seconds(args.read_timeout, "--read-timeout")?,
-        )?,
-        request: request_options,
-        retry: match &args.retry {
+    let http = Http::new(
+        seconds(args.connect_timeout, "--connect-timeout")?,
+        seconds(args.read_timeout, "--read-timeout")?,
+        request_options,
+        match &args.retry {
             Some(text) => RetryPolicy::parse(text).map_err(|e| anyhow::anyhow!(e))?,
             None => RetryPolicy::default(),
         },
-        throttle: Arc::new(Throttle::new(
-            args.rate_limit
-                .as_deref()
-                .map(RateLimit::parse)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!(e))?,
-        )),
-        auth: args
-            .auth
+        args.rate_limit
             .as_deref()
-            .map(|text| AuthConfig::parse(text, env).map(|c| Arc::new(Auth::new(c))))
+            .map(RateLimit::parse)
             .transpose()
             .map_err(|e| anyhow::anyhow!(e))?,
-    };
+        args.auth
+            .as_deref()
+            .map(|text| AuthConfig::parse(text, env))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?,
+    )?;
     let request = LoadRequest {
         source: Source::parse(&source_text),
         http,
@@ -443,7 +464,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -527,7 +548,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
 }
 
 /// The process's peak resident memory (Linux's VmHWM), to show that memory stays flat.
-fn peak_rss_bytes() -> Option<u64> {
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -1,0 +1,672 @@
+//! The pipeline config file: the original ApiTap's YAML format, accepted as is, plus the keys
+//! a serious load needs (auth, rate limits, write mode, column types, connection details).
+//!
+//! ```yaml
+//! sources:
+//!   - name: orders_api
+//!     url: https://api.example.com/v1/orders
+//!     table_destination_name: orders
+//!     primary_key_in_dest: id
+//!     headers:
+//!       - key: Authorization
+//!         value: Bearer ${API_TOKEN}
+//!     data_path: /data
+//!     pagination: {kind: limit_offset, limit_param: limit, offset_param: offset}
+//! targets:
+//!   - name: warehouse
+//!     type: postgres
+//!     host: localhost
+//!     database: apitap
+//!     auth: {username_env: PGUSER, password_env: PGPASSWORD}
+//! ```
+//!
+//! Unknown and missing keys are errors that name the key and its line. `${VAR}` is
+//! substituted in URLs, header and query values, auth settings and connection settings when
+//! a source or target is used, so a config naming an unset variable only fails the modules
+//! that need it.
+
+pub mod module;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::decode::Format;
+use crate::decode::pointer::JsonPointer;
+use crate::pipeline::{Incremental, LoadRequest, Mode};
+use crate::schema::{PgType, TableName};
+use crate::sink::{ConnectOptions, SchemaPolicy};
+use crate::source::auth::AuthConfig;
+use crate::source::paginate::PaginationConfig;
+use crate::source::request::{RequestOptions, expand};
+use crate::source::throttle::RateLimit;
+use crate::source::{Http, RetryPolicy, Source};
+
+/// Why a config file or module cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    /// Invalid YAML, or a key that is unknown, missing or of the wrong type.
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    /// A valid file whose parts do not fit together (a name used twice, a missing target).
+    #[error("{path}{}: {reason}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Inconsistent {
+        path: PathBuf,
+        line: Option<usize>,
+        reason: String,
+    },
+    /// A source or target that cannot be resolved: an unset variable, a bad value.
+    #[error("{what}: {reason}")]
+    Resolve { what: String, reason: String },
+}
+
+/// A list of key/value pairs, as the original config writes headers and query parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// Key columns: `id`, `a, b` or `[a, b]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Keys {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Keys {
+    pub fn columns(&self) -> Vec<String> {
+        match self {
+            Keys::One(text) => text.split(',').map(|k| k.trim().to_string()).collect(),
+            Keys::Many(keys) => keys.clone(),
+        }
+    }
+}
+
+/// `method:` of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+/// `format:` of a source; by default detected from the first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatConfig {
+    #[default]
+    Auto,
+    Ndjson,
+    Json,
+}
+
+/// One entry of `sources:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    /// An http(s) URL, or a file path (relative to the working directory).
+    pub url: String,
+    pub table_destination_name: Option<String>,
+    /// The merge key: a source with one is merged (upserted) unless `mode` says otherwise,
+    /// as the original ApiTap always did.
+    pub primary_key_in_dest: Option<Keys>,
+    #[serde(default)]
+    pub headers: Vec<KeyValue>,
+    #[serde(default)]
+    pub query_params: Vec<KeyValue>,
+    /// JSON pointer to the records inside each response (`/data`).
+    pub data_path: Option<String>,
+    pub pagination: Option<PaginationConfig>,
+    pub retry: Option<RetryPolicy>,
+    pub auth: Option<AuthConfig>,
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// JSON body of a POST, written as YAML.
+    pub body: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub format: FormatConfig,
+    /// `append`, `replace` or `merge`.
+    pub mode: Option<Mode>,
+    /// `evolve` (default), `freeze` or `discard`.
+    pub schema_policy: Option<SchemaPolicy>,
+    /// Column types that override inference: `{amount: numeric, id: bigint}`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Records sampled to infer the columns.
+    pub sample: Option<usize>,
+    /// Rows per Arrow batch.
+    pub batch_size: Option<usize>,
+    /// Incremental loads: the field whose highest value is stored, and the query parameter
+    /// that sends it back next time.
+    pub cursor_field: Option<String>,
+    pub cursor_param: Option<String>,
+    pub connect_timeout_secs: Option<f64>,
+    pub read_timeout_secs: Option<f64>,
+}
+
+/// `type:` of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Postgres,
+}
+
+/// `auth:` of a target: literal credentials, or the variables holding them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+}
+
+/// One entry of `targets:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: TargetKind,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    #[serde(default)]
+    pub auth: TargetAuth,
+    /// Schema of unqualified destination tables (default: the server's search_path).
+    pub schema: Option<String>,
+    pub sslmode: Option<String>,
+    /// A full connection URL, or the variable holding one; overrides host, port and the rest.
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+}
+
+/// A parsed config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// The file it came from, for messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+    #[serde(skip)]
+    text: String,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    ///
+    /// # Errors
+    /// An unreadable file, invalid YAML, an unknown or missing key (with its line), or names
+    /// used twice.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only for messages.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        config.path = path.to_path_buf();
+        config.text = text.to_string();
+        for (i, source) in config.sources.iter().enumerate() {
+            if config.sources[..i].iter().any(|s| s.name == source.name) {
+                return Err(config.inconsistent(
+                    &format!("name: {}", source.name),
+                    format!("two sources are named {:?}", source.name),
+                ));
+            }
+        }
+        for (i, target) in config.targets.iter().enumerate() {
+            if config.targets[..i].iter().any(|t| t.name == target.name) {
+                return Err(config.inconsistent(
+                    &format!("name: {}", target.name),
+                    format!("two targets are named {:?}", target.name),
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// An error located at the last line containing `needle`, where the file has one.
+    fn inconsistent(&self, needle: &str, reason: String) -> ConfigError {
+        let line = self
+            .text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i + 1)
+            .last();
+        ConfigError::Inconsistent {
+            path: self.path.clone(),
+            line,
+            reason,
+        }
+    }
+
+    /// The source named `name`.
+    ///
+    /// # Errors
+    /// No such source; the message lists the ones there are.
+    pub fn source(&self, name: &str) -> Result<&SourceConfig, ConfigError> {
+        self.sources.iter().find(|s| s.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
+            ConfigError::Inconsistent {
+                path: self.path.clone(),
+                line: None,
+                reason: format!(
+                    "no source is named {name:?} (sources: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            }
+        })
+    }
+
+    /// The target named `name`, or the only target when `name` is `None`.
+    ///
+    /// # Errors
+    /// No such target, or several to choose from and no name.
+    pub fn target(&self, name: Option<&str>) -> Result<&TargetConfig, ConfigError> {
+        let known: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+        let found = match name {
+            Some(name) => self.targets.iter().find(|t| t.name == name),
+            None if self.targets.len() == 1 => self.targets.first(),
+            None => None,
+        };
+        found.ok_or_else(|| ConfigError::Inconsistent {
+            path: self.path.clone(),
+            line: None,
+            reason: match name {
+                Some(name) => format!(
+                    "no target is named {name:?} (targets: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+                None => format!(
+                    "the module does not say which target to write to; add {{{{ sink(name=\"…\") }}}} (targets: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            },
+        })
+    }
+}
+
+/// Parses a column type as written in config: a PostgreSQL type name or alias.
+///
+/// # Errors
+/// A type apitap cannot load.
+pub fn parse_pg_type(text: &str) -> Result<PgType, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let name = match lower.as_str() {
+        "int" | "integer" => "int4",
+        "smallint" => "int2",
+        "bigint" => "int8",
+        "real" => "float4",
+        "double precision" | "double" | "float" => "float8",
+        "decimal" => "numeric",
+        "boolean" => "bool",
+        "varchar" | "character varying" | "string" => "text",
+        "timestamp with time zone" => "timestamptz",
+        "timestamp without time zone" => "timestamp",
+        other => other,
+    };
+    PgType::from_typname(name).ok_or_else(|| {
+        format!("unknown column type {text:?}; use e.g. bigint, integer, numeric, double precision, boolean, text, timestamptz, timestamp, date, time, uuid, jsonb, bytea")
+    })
+}
+
+impl SourceConfig {
+    fn what(&self) -> String {
+        format!("source {:?}", self.name)
+    }
+
+    fn resolve_error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Resolve {
+            what: self.what(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The explicit column types, parsed.
+    ///
+    /// # Errors
+    /// An unknown type name.
+    pub fn column_types(&self) -> Result<Vec<(String, PgType)>, ConfigError> {
+        self.columns
+            .iter()
+            .map(|(name, pg_type)| {
+                parse_pg_type(pg_type)
+                    .map(|t| (name.clone(), t))
+                    .map_err(|e| self.resolve_error(format!("columns: {name}: {e}")))
+            })
+            .collect()
+    }
+
+    /// The write mode: as configured, else merge when a primary key is given (the original
+    /// ApiTap's behaviour), else append.
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or(if self.primary_key_in_dest.is_some() {
+            Mode::Merge
+        } else {
+            Mode::Append
+        })
+    }
+
+    /// The load this source describes, into `table`, with `${VAR}` taken from `env`.
+    ///
+    /// # Errors
+    /// An unset variable, or a value that cannot work (a bad pointer, a header name).
+    pub fn to_request(
+        &self,
+        table: TableName,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<LoadRequest, ConfigError> {
+        let err = |e: String| self.resolve_error(e);
+        let url = expand(&self.url, env, "url").map_err(err)?;
+        let header_flags: Vec<String> = self
+            .headers
+            .iter()
+            .map(|h| format!("{}: {}", h.key, h.value))
+            .collect();
+        let query_flags: Vec<String> = self
+            .query_params
+            .iter()
+            .map(|q| format!("{}={}", q.key, q.value))
+            .collect();
+        let mut request =
+            RequestOptions::from_flags(&header_flags, &query_flags, env).map_err(|e| {
+                err(e
+                    .replace("--header", "header")
+                    .replace("--query", "query_param"))
+            })?;
+        if self.method == HttpMethod::Post {
+            let body = self
+                .body
+                .as_ref()
+                .map(|b| serde_json::to_string(b).map_err(|e| err(format!("body: {e}"))))
+                .transpose()?;
+            request = request
+                .with_post_body(body.as_deref(), env)
+                .map_err(|e| err(e.replace("--body", "body")))?;
+        } else if self.body.is_some() {
+            return Err(err("body needs method: post".into()));
+        }
+        let auth = match &self.auth {
+            Some(auth) => {
+                let mut auth = auth.clone();
+                auth.substitute_env(env, "auth").map_err(err)?;
+                Some(auth)
+            }
+            None => None,
+        };
+        let seconds = |value: Option<f64>, default: f64, key: &str| {
+            Duration::try_from_secs_f64(value.unwrap_or(default))
+                .map_err(|_| err(format!("{key} must be a positive number of seconds")))
+        };
+        let http = Http::new(
+            seconds(self.connect_timeout_secs, 10.0, "connect_timeout_secs")?,
+            seconds(self.read_timeout_secs, 60.0, "read_timeout_secs")?,
+            request,
+            self.retry.clone().unwrap_or_default(),
+            self.rate_limit,
+            auth,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let mode = self.mode();
+        Ok(LoadRequest {
+            source: Source::parse(&url),
+            http,
+            mode,
+            format: match self.format {
+                FormatConfig::Auto => None,
+                FormatConfig::Ndjson => Some(Format::Ndjson),
+                FormatConfig::Json => Some(Format::JsonArray),
+            },
+            records_path: self
+                .data_path
+                .as_deref()
+                .map(JsonPointer::parse)
+                .transpose()
+                .map_err(|e| err(format!("data_path: {e}")))?,
+            pagination: self.pagination.clone(),
+            sample: self.sample.unwrap_or(1000),
+            batch_size: self.batch_size.unwrap_or(8192),
+            schema: self.schema_policy.unwrap_or_default(),
+            allow_empty: false,
+            merge_keys: match (mode, &self.primary_key_in_dest) {
+                (Mode::Merge, Some(keys)) => keys.columns(),
+                (Mode::Merge, None) => {
+                    return Err(err("mode: merge needs primary_key_in_dest".into()));
+                }
+                _ => Vec::new(),
+            },
+            method: crate::pipeline::WriteMethod::Copy,
+            insert_batch: 5000,
+            rejects: None,
+            incremental: self.cursor_field.clone().map(|cursor_field| Incremental {
+                cursor_field,
+                cursor_param: self.cursor_param.clone(),
+                state_key: self.name.clone(),
+                full_refresh: false,
+            }),
+            max_record_bytes: 64 << 20,
+            table,
+        })
+    }
+}
+
+impl TargetConfig {
+    /// Connection settings, with `${VAR}` and the `*_env` keys taken from `env`.
+    ///
+    /// # Errors
+    /// An unset variable, or settings tokio-postgres cannot use.
+    pub fn connect_options(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ConnectOptions, ConfigError> {
+        let what = format!("target {:?}", self.name);
+        let err = |reason: String| ConfigError::Resolve {
+            what: what.clone(),
+            reason,
+        };
+        let sub = |value: &Option<String>, key: &str| -> Result<Option<String>, ConfigError> {
+            value
+                .as_deref()
+                .map(|v| expand(v, env, key).map_err(err))
+                .transpose()
+        };
+        let from_env = |var: &Option<String>, key: &str| -> Result<Option<String>, ConfigError> {
+            var.as_deref()
+                .map(|name| {
+                    env(name).ok_or_else(|| {
+                        err(format!("environment variable {name} (in {key}) is not set"))
+                    })
+                })
+                .transpose()
+        };
+        let url = match sub(&self.url, "url")? {
+            Some(url) => Some(url),
+            None => from_env(&self.url_env, "url_env")?,
+        };
+        let options = if let Some(url) = url {
+            ConnectOptions::resolve(Some(&url), |_| None)
+        } else {
+            let host = sub(&self.host, "host")?;
+            let database = sub(&self.database, "database")?;
+            let user = match sub(&self.auth.username, "auth.username")? {
+                Some(u) => Some(u),
+                None => from_env(&self.auth.username_env, "auth.username_env")?,
+            };
+            let password = match sub(&self.auth.password, "auth.password")? {
+                Some(p) => Some(p),
+                None => from_env(&self.auth.password_env, "auth.password_env")?,
+            };
+            let port = self.port.map(|p| p.to_string());
+            let sslmode = self.sslmode.clone();
+            // The libpq variables fill in what the target leaves out (a password in
+            // PGPASSWORD, say); the target's own settings win.
+            ConnectOptions::resolve(None, |key| match key {
+                "DATABASE_URL" => None,
+                "PGHOST" => host.clone().or_else(|| env(key)),
+                "PGPORT" => port.clone().or_else(|| env(key)),
+                "PGDATABASE" => database.clone().or_else(|| env(key)),
+                "PGUSER" => user.clone().or_else(|| env(key)),
+                "PGPASSWORD" => password.clone().or_else(|| env(key)),
+                "PGSSLMODE" => sslmode.clone().or_else(|| env(key)),
+                _ => env(key),
+            })
+        };
+        options.map_err(|e| err(e.to_string()))
+    }
+
+    /// Where a destination table written without a schema goes.
+    pub fn table(&self, text: &str) -> Result<TableName, ConfigError> {
+        let mut table = TableName::parse(text).map_err(|e| ConfigError::Resolve {
+            what: format!("destination table {text:?}"),
+            reason: e,
+        })?;
+        if table.schema.is_none() {
+            table.schema = self.schema.clone();
+        }
+        Ok(table)
+    }
+}
+
+/// Reads `.env` in the working directory, as the original ApiTap did: its variables fill in
+/// those the environment does not already set.
+pub fn load_dotenv() -> Result<Option<PathBuf>, String> {
+    match dotenvy::dotenv() {
+        Ok(path) => Ok(Some(path)),
+        Err(e) if e.not_found() => Ok(None),
+        Err(e) => Err(format!(".env: {e}")),
+    }
+}
+
+/// The environment, as the config sees it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("pipelines.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_the_original_example() {
+        let config = parse(include_str!("../../tests/data/original-pipelines.yaml")).unwrap();
+        assert_eq!(config.sources.len(), 2);
+        let source = &config.sources[0];
+        assert_eq!(source.name, "github_repos");
+        assert_eq!(source.primary_key_in_dest, Some(Keys::One("id".into())));
+        assert_eq!(source.mode(), Mode::Merge);
+        assert_eq!(source.headers[1].key, "User-Agent");
+        assert_eq!(source.retry.as_ref().unwrap().max_attempts, 3);
+        let target = config.target(Some("postgres_sink")).unwrap();
+        assert_eq!(target.database.as_deref(), Some("apitap"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = parse(
+            "sources:\n  - name: a\n    url: http://x\n    paginaton: {kind: cursor}\ntargets: []\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with(
+                "pipelines.yaml: sources[0]: unknown field `paginaton`, expected one of"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("at line 4 column 5"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        let err = parse("sources:\n  - name: a\n").unwrap_err();
+        assert!(
+            err.starts_with("pipelines.yaml: sources[0]: missing field `url` at line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn names_used_twice_are_refused_with_the_line() {
+        let err =
+            parse("sources:\n  - name: a\n    url: x\n  - name: a\n    url: y\n").unwrap_err();
+        assert_eq!(err, "pipelines.yaml, line 4: two sources are named \"a\"");
+    }
+
+    #[test]
+    fn target_credentials_come_from_the_named_variables() {
+        let config = parse(
+            "targets:\n  - name: pg\n    type: postgres\n    host: db.internal\n    port: 6543\n    database: ${DB}\n    auth: {username_env: U, password_env: P}\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "DB" => Some("warehouse".to_string()),
+            "U" => Some("loader".to_string()),
+            "P" => Some("secret".to_string()),
+            _ => None,
+        };
+        let options = config.target(None).unwrap().connect_options(&env).unwrap();
+        let described = format!("{options:?}");
+        assert!(described.contains("db.internal:6543"), "{described}");
+        assert!(described.contains("warehouse"), "{described}");
+        assert!(!described.contains("secret"), "{described}");
+        let missing = config
+            .target(None)
+            .unwrap()
+            .connect_options(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            missing,
+            "target \"pg\": environment variable DB (in database) is not set"
+        );
+    }
+
+    #[test]
+    fn keys_and_column_types_parse() {
+        assert_eq!(Keys::One("a, b".into()).columns(), vec!["a", "b"]);
+        assert_eq!(parse_pg_type("BIGINT"), Ok(PgType::Int8));
+        assert_eq!(
+            parse_pg_type("timestamp with time zone"),
+            Ok(PgType::Timestamptz)
+        );
+        assert!(
+            parse_pg_type("money")
+                .unwrap_err()
+                .starts_with("unknown column type \"money\"")
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! SQL modules: every `*.sql` file under the modules folder is a minijinja template that
+//! says where its rows come from, where they go and when, through the original ApiTap's
+//! helpers:
+//!
+//! ```sql
+//! {{ sink(name="warehouse", table="analytics.posts", mode="merge", key="id") }}
+//! {{ schedule("0 */5 * * * *") }}
+//! SELECT id, "userId" AS user_id, title FROM {{ use_source("posts") }} WHERE id > 5
+//! ```
+//!
+//! `use_source("posts")` prints the source's name as a quoted SQL identifier, and the
+//! transform registers the source under exactly that name: the SQL text is never rewritten.
+//! `sink` takes the target's name and, beyond the original, the destination `table`, write
+//! `mode` and merge `key`. `schedule` takes a cron expression (6 fields, seconds first, UTC);
+//! a module without one runs only when asked. The date helpers `current_date()` and
+//! `few_date_ago(N)` work here too.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use minijinja::value::Kwargs;
+use minijinja::{Environment, Error, ErrorKind, Value};
+
+use super::{ConfigError, Keys};
+use crate::pipeline::Mode;
+use crate::schema::quote_ident;
+
+/// What a module's `sink(…)` call said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkCall {
+    /// The target's name in the config.
+    pub name: Option<String>,
+    /// `schema.table`, overriding the first source's `table_destination_name`.
+    pub table: Option<String>,
+    pub mode: Option<Mode>,
+    pub keys: Option<Keys>,
+}
+
+/// A rendered module.
+#[derive(Debug, Clone)]
+pub struct Module {
+    /// The file's path under the modules folder, without `.sql` (`posts`, `team/users`).
+    pub name: String,
+    pub path: PathBuf,
+    /// The SQL DataFusion runs.
+    pub sql: String,
+    pub sink: SinkCall,
+    /// Sources in order of first `use_source`.
+    pub sources: Vec<String>,
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Calls {
+    sink: Option<SinkCall>,
+    sources: Vec<String>,
+    schedule: Option<String>,
+}
+
+/// Every `*.sql` file under `dir`, recursively, sorted by path.
+///
+/// # Errors
+/// A folder that cannot be read.
+pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|e| ConfigError::Read {
+            path: folder.clone(),
+            reason: e.to_string(),
+        })?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| ConfigError::Read {
+                    path: folder.clone(),
+                    reason: e.to_string(),
+                })?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "sql") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn invalid(message: String) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message)
+}
+
+/// Renders the module at `path` (inside `dir`).
+///
+/// # Errors
+/// An unreadable file, a template error (with its line), or a helper called wrongly.
+pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let name = path
+        .strip_prefix(dir)
+        .unwrap_or(path)
+        .with_extension("")
+        .to_string_lossy()
+        .replace('\\', "/");
+    let calls = Arc::new(Mutex::new(Calls::default()));
+    let mut templates = Environment::new();
+    crate::source::request::add_date_helpers(&mut templates);
+    {
+        let calls = calls.clone();
+        templates.add_function(
+            "sink",
+            move |name: Option<String>, kwargs: Kwargs| -> Result<String, Error> {
+                let name = match name {
+                    Some(n) => Some(n),
+                    None => kwargs.get::<Option<String>>("name")?,
+                };
+                let mode = kwargs
+                    .get::<Option<String>>("mode")?
+                    .map(|m| {
+                        serde_yaml::from_str::<Mode>(&m).map_err(|_| {
+                            invalid(format!(
+                                "sink(mode={m:?}): use \"append\", \"replace\" or \"merge\""
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                let keys = match kwargs.get::<Option<Value>>("key")? {
+                    None => None,
+                    Some(v) if v.kind() == minijinja::value::ValueKind::Seq => {
+                        Some(Keys::Many(v.try_iter()?.map(|k| k.to_string()).collect()))
+                    }
+                    Some(v) => Some(Keys::One(v.to_string())),
+                };
+                let call = SinkCall {
+                    name,
+                    table: kwargs.get("table")?,
+                    mode,
+                    keys,
+                };
+                kwargs.assert_all_used()?;
+                if let Ok(mut calls) = calls.lock() {
+                    calls.sink = Some(call);
+                }
+                Ok(String::new())
+            },
+        );
+    }
+    {
+        let calls = calls.clone();
+        templates.add_function("use_source", move |name: String| -> Value {
+            if let Ok(mut calls) = calls.lock()
+                && !calls.sources.contains(&name)
+            {
+                calls.sources.push(name.clone());
+            }
+            Value::from_safe_string(quote_ident(&name))
+        });
+    }
+    for helper in ["schedule", "scheduler"] {
+        let calls = calls.clone();
+        templates.add_function(helper, move |cron: String| -> Result<String, Error> {
+            super::schedule::Schedule::parse(&cron).map_err(invalid)?;
+            if let Ok(mut calls) = calls.lock() {
+                calls.schedule = Some(cron);
+            }
+            Ok(String::new())
+        });
+    }
+    let rendered = templates
+        .render_named_str(&name, &source, ())
+        .map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: template_error(&e),
+        })?;
+    let calls = std::mem::take(&mut *calls.lock().map_err(|_| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason: "a template helper panicked".into(),
+    })?);
+    if calls.sources.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: "the module reads no source; name one with {{ use_source(\"name\") }}".into(),
+        });
+    }
+    Ok(Module {
+        name,
+        path: path.to_path_buf(),
+        sql: rendered.trim().trim_end_matches(';').trim_end().to_string(),
+        sink: calls.sink.unwrap_or_default(),
+        sources: calls.sources,
+        schedule: calls.schedule,
+    })
+}
+
+/// A template error with its line, and the reason behind it.
+fn template_error(error: &Error) -> String {
+    let mut text = match error.line() {
+        Some(line) => format!("line {line}: {}", error.detail().unwrap_or_default()),
+        None => error.to_string(),
+    };
+    if error.detail().is_none() {
+        text = error.to_string();
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(text: &str) -> Result<Module, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("posts.sql");
+        std::fs::write(&path, text).unwrap();
+        render(dir.path(), &path).map_err(|e| {
+            e.to_string()
+                .replace(&path.display().to_string(), "posts.sql")
+        })
+    }
+
+    #[test]
+    fn helpers_record_sink_sources_and_schedule() {
+        let m = module(
+            "{{ sink(name=\"pg\", table=\"a.posts\", mode=\"merge\", key=[\"id\", \"v\"]) }}\n\
+             SELECT p.id, u.name FROM {{ use_source(\"posts\") }} p\n\
+             JOIN {{ use_source(\"Users\") }} u ON p.\"userId\" = u.id;\n\
+             {{ schedule(\"0 */5 * * * *\") }}\n",
+        )
+        .unwrap();
+        assert_eq!(m.name, "posts");
+        assert_eq!(
+            m.sql,
+            "SELECT p.id, u.name FROM \"posts\" p\nJOIN \"Users\" u ON p.\"userId\" = u.id"
+        );
+        assert_eq!(m.sources, vec!["posts", "Users"]);
+        assert_eq!(m.schedule.as_deref(), Some("0 */5 * * * *"));
+        assert_eq!(
+            m.sink,
+            SinkCall {
+                name: Some("pg".into()),
+                table: Some("a.posts".into()),
+                mode: Some(Mode::Merge),
+                keys: Some(Keys::Many(vec!["id".into(), "v".into()])),
+            }
+        );
+    }
+
+    #[test]
+    fn names_are_quoted_not_spliced() {
+        let m = module("select posts_id from {{ use_source('we\"ird') }}").unwrap();
+        assert_eq!(m.sql, "select posts_id from \"we\"\"ird\"");
+        assert_eq!(m.schedule, None);
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_line() {
+        let err = module("select 1 from {{ use_source(\"a\") }}\n{{ schedule(\"every day\") }}")
+            .unwrap_err();
+        assert!(err.starts_with("posts.sql: line 2: "), "{err}");
+        assert!(err.contains("every day"), "{err}");
+        let err = module("{{ sink(name='pg', tabel='x') }} select 1 from {{ use_source('a') }}")
+            .unwrap_err();
+        assert!(err.contains("tabel"), "{err}");
+        assert_eq!(
+            module("select 1").unwrap_err(),
+            "posts.sql: the module reads no source; name one with {{ use_source(\"name\") }}"
+        );
+    }
+}

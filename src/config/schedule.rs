@@ -1,0 +1,56 @@
+//! Cron schedules of modules: `schedule("0 */5 * * * *")`, seconds first, in UTC, as the
+//! original ApiTap read them; five-field patterns (minutes first) and aliases such as
+//! `@hourly` are accepted too.
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+/// A parsed cron pattern.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: Cron,
+}
+
+impl Schedule {
+    /// # Errors
+    /// A pattern croner cannot read, with its reason.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let parser = CronParser::builder().seconds(Seconds::Optional).build();
+        let cron = parser
+            .parse(text)
+            .map_err(|e| format!("schedule({text:?}) is not a cron pattern: {e}"))?;
+        Ok(Schedule { cron })
+    }
+
+    /// The first time after `after` the pattern matches, if it ever does again.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(&after, false).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn seconds_come_first() {
+        let every_five_minutes = Schedule::parse("0 */5 * * * *").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 10, 2, 30).unwrap();
+        assert_eq!(
+            every_five_minutes.next_after(at),
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap())
+        );
+        let daily = Schedule::parse("@daily").unwrap();
+        assert_eq!(
+            daily.next_after(at),
+            Some(Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap())
+        );
+        assert!(
+            Schedule::parse("every day")
+                .unwrap_err()
+                .starts_with("schedule(\"every day\") is not a cron pattern: ")
+        );
+    }
+}

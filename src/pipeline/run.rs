@@ -1,0 +1,415 @@
+//! One module run: the module's sources, fetched and decoded concurrently, flow through its
+//! SQL (DataFusion) into the sink, all in one transaction.
+//!
+//! ```text
+//! source A: fetch ─▶ decode ─┐
+//!                            ├─▶ transform (DataFusion, streaming) ─▶ conform ─▶ encode ─▶ COPY
+//! source B: fetch ─▶ decode ─┘
+//! ```
+//!
+//! Each source is planned on its own sample (its columns are inferred, or typed by the
+//! config's `columns`); the sink is planned on the SQL's output schema against the catalog,
+//! exactly as `apitap load` plans records against it. A failing source fails the module with
+//! the source's own error, never a truncated success.
+
+use std::sync::Mutex;
+
+use futures_util::StreamExt;
+
+use super::*;
+use crate::config::module::Module;
+use crate::config::{Config, ConfigError};
+use crate::transform::{BatchStream, Transform, TransformError, conform, output_fields};
+
+/// Errors of sources that ended a transform's input, by source name.
+type Failures = Arc<Mutex<Vec<(String, LoadError)>>>;
+
+/// Runs `module` once against `config`, with `${VAR}` from `env`.
+///
+/// # Errors
+/// A config that does not resolve, any source failing, the SQL failing, or the sink failing;
+/// the destination table is unchanged in every case.
+pub async fn run_module(
+    config: &Config,
+    module: &Module,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    progress: Arc<Progress>,
+) -> Result<LoadSummary, LoadError> {
+    let mut started = start(config, module, env, progress.clone(), None).await?;
+    let (tx, rx) = mpsc::channel::<Decoded>(4);
+    let columns = started.plan.decode.columns.clone();
+    let name = module.name.clone();
+    let mut out = started.output;
+    let failures = started.failures;
+    let task = tokio::spawn(async move {
+        let mut next_row = 1;
+        while let Some(batch) = out.next().await {
+            let batch = batch.map_err(|e| resolve(e, &failures, &name))?;
+            let batch = conform(&batch, &columns).map_err(|e| resolve(e, &failures, &name))?;
+            let rows = batch.num_rows() as u64;
+            let decoded = Decoded {
+                batch,
+                first_record: next_row,
+                record_numbers: None,
+                rejected: Vec::new(),
+            };
+            if tx.send(decoded).await.is_err() {
+                return Ok(());
+            }
+            next_row += rows;
+        }
+        Ok(())
+    });
+    let stages = Stages::single(task, format!("module {}", module.name));
+    write(
+        &mut started.client,
+        &started.sink,
+        started.plan,
+        rx,
+        stages,
+        progress,
+    )
+    .await
+}
+
+/// A module whose sources are open and whose SQL is running, planned against its target.
+struct Started {
+    client: tokio_postgres::Client,
+    /// The load the output makes: table, mode, keys.
+    sink: LoadRequest,
+    plan: Arc<LoadPlan>,
+    output: BatchStream,
+    failures: Failures,
+    /// Each source's name and decoded columns.
+    sources: Vec<(String, crate::schema::TableSchema)>,
+    /// The output's columns, before they are fitted to the table.
+    fields: crate::schema::TableSchema,
+}
+
+/// Opens the module's sources, starts its SQL and plans the load of its output. `sample`
+/// overrides the sources' sample sizes (previews).
+async fn start(
+    config: &Config,
+    module: &Module,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    progress: Arc<Progress>,
+    sample: Option<usize>,
+) -> Result<Started, LoadError> {
+    let target = config.target(module.sink.name.as_deref())?;
+    let connect = target.connect_options(env)?;
+    let first = config.source(&module.sources[0])?;
+    let table_text = module
+        .sink
+        .table
+        .clone()
+        .or_else(|| first.table_destination_name.clone())
+        .ok_or_else(|| {
+            LoadError::Config(ConfigError::Resolve {
+                what: format!("module {}", module.name),
+                reason: format!(
+                    "no destination table: add table=\"schema.name\" to sink(…), or table_destination_name to source {:?}",
+                    first.name
+                ),
+            })
+        })?;
+    let table = target.table(&table_text)?;
+    let mut sources = Vec::with_capacity(module.sources.len());
+    for name in &module.sources {
+        let source = config.source(name)?;
+        let mut request = source.to_request(table.clone(), env)?;
+        if let Some(sample) = sample {
+            request.sample = sample;
+        }
+        sources.push((source, request));
+    }
+
+    // The sink takes its settings from the first source, as the original did, unless the
+    // module's sink(…) says otherwise.
+    let mut sink = sources[0].1.clone();
+    if let Some(mode) = module.sink.mode {
+        sink.mode = mode;
+    }
+    if let Some(keys) = &module.sink.keys {
+        sink.merge_keys = keys.columns();
+    }
+    if sink.mode != Mode::Merge {
+        sink.merge_keys.clear();
+    } else if sink.merge_keys.is_empty() {
+        return Err(LoadError::Config(ConfigError::Resolve {
+            what: format!("module {}", module.name),
+            reason: "mode merge needs key columns: sink(key=\"id\") or primary_key_in_dest".into(),
+        }));
+    }
+    if sources.len() > 1 && sources.iter().any(|(_, r)| r.incremental.is_some()) {
+        return Err(LoadError::Config(ConfigError::Resolve {
+            what: format!("module {}", module.name),
+            reason: "cursor_field (incremental loading) works in modules that read one source"
+                .into(),
+        }));
+    }
+    let mut requests = Vec::with_capacity(sources.len());
+    for (_, request) in &sources {
+        requests.push(with_stored_cursor(request, &connect).await?.into_owned());
+    }
+
+    let opened = futures_util::future::try_join_all(
+        requests
+            .iter()
+            .map(|request| open_source(request, progress.clone())),
+    );
+    let (opened, client) = tokio::try_join!(opened, async {
+        connect.connect().await.map_err(LoadError::from)
+    })?;
+
+    let transform = Transform::new(sink.batch_size);
+    let mut inputs = Vec::with_capacity(opened.len());
+    let mut source_columns = Vec::with_capacity(opened.len());
+    for (((config, _), request), source) in sources.iter().zip(&requests).zip(opened) {
+        let mut fields = source.sample.infer();
+        for (name, pg_type) in config.column_types()? {
+            match fields.columns.iter_mut().find(|c| c.name == name) {
+                Some(column) => column.pg_type = pg_type,
+                None => fields.columns.push(crate::schema::Column { name, pg_type }),
+            }
+        }
+        let plan = Arc::new(LoadPlan::for_source(&config.name, fields, request.sample));
+        let schema = plan.decode.arrow_schema();
+        source_columns.push((config.name.clone(), plan.decode.clone()));
+        let (batches, stages) = source.start(plan).await?;
+        inputs.push((config.name.clone(), schema, batches, stages));
+    }
+    let tables: Vec<_> = inputs
+        .iter()
+        .map(|(name, schema, ..)| (name.clone(), schema.clone()))
+        .collect();
+    let module_error = |error: TransformError| LoadError::Transform {
+        module: module.name.clone(),
+        error,
+    };
+    let scans = transform
+        .scans(&module.sql, &tables)
+        .await
+        .map_err(module_error)?;
+    let failures: Failures = Arc::default();
+    for (name, schema, batches, stages) in inputs {
+        let stream = source_stream(name.clone(), batches, stages, failures.clone());
+        if scans.get(&name).copied().unwrap_or(0) > 1 {
+            transform
+                .register_collected(&name, &schema, stream)
+                .await
+                .map_err(|e| resolve(e, &failures, &module.name))?;
+        } else {
+            transform
+                .register_stream(&name, &schema, stream)
+                .map_err(module_error)?;
+        }
+    }
+    let (out_schema, output) = transform.execute(&module.sql).await.map_err(module_error)?;
+    let fields = output_fields(&out_schema).map_err(module_error)?;
+    let plan = plan_load(&client, &sink, &fields, 1).await?;
+    Ok(Started {
+        client,
+        sink,
+        plan,
+        output,
+        failures,
+        sources: source_columns,
+        fields,
+    })
+}
+
+/// What a module would do, without doing it: `apitap check --preview`.
+#[derive(Debug)]
+pub struct Preview {
+    pub sources: Vec<(String, crate::schema::TableSchema)>,
+    pub output: crate::schema::TableSchema,
+    pub table: crate::schema::TableName,
+    /// The statements a run would start with (CREATE TABLE, ALTER TABLE …).
+    pub ddl: Vec<String>,
+    /// The first output rows, as JSON lines.
+    pub rows: Vec<String>,
+}
+
+impl std::fmt::Display for Preview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let columns = |schema: &crate::schema::TableSchema| {
+            schema
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", crate::schema::quote_ident(&c.name), c.pg_type))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (name, schema) in &self.sources {
+            writeln!(f, "  source {name}: {}", columns(schema))?;
+        }
+        writeln!(f, "  output: {}", columns(&self.output))?;
+        writeln!(f, "  into {}", self.table)?;
+        if self.ddl.is_empty() {
+            writeln!(f, "  DDL: none, the table fits")?;
+        }
+        for statement in &self.ddl {
+            writeln!(f, "  DDL: {statement}")?;
+        }
+        for row in &self.rows {
+            writeln!(f, "  row: {row}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Fetches `rows` records of each source, runs the SQL on them and plans the load, writing
+/// nothing.
+///
+/// # Errors
+/// As [`run_module`], for the part it does.
+pub async fn preview_module(
+    config: &Config,
+    module: &Module,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    rows: usize,
+) -> Result<Preview, LoadError> {
+    let progress = Progress::start(crate::progress::ProgressMode::Never, &module.name);
+    let mut started = start(config, module, env, progress, Some(rows.max(1))).await?;
+    let mut shown = Vec::new();
+    while shown.len() < rows {
+        let Some(batch) = started.output.next().await else {
+            break;
+        };
+        let batch = batch.map_err(|e| resolve(e, &started.failures, &module.name))?;
+        let batch = batch.slice(0, batch.num_rows().min(rows - shown.len()));
+        let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+        writer
+            .write(&batch)
+            .and_then(|()| writer.finish())
+            .map_err(|e| LoadError::Internal(e.to_string()))?;
+        let text = String::from_utf8_lossy(&writer.into_inner()).into_owned();
+        shown.extend(text.lines().map(str::to_string));
+    }
+    let plan = &started.plan;
+    Ok(Preview {
+        sources: std::mem::take(&mut started.sources),
+        output: started.fields.clone(),
+        table: plan.table.clone(),
+        ddl: [&plan.create_schema, &plan.create_table, &plan.alter_table]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        rows: shown,
+    })
+}
+
+/// Calls `job` at every time `schedule` matches, from now on, forever. A run that is still
+/// going when the next time comes is not overlapped: the next run is the first match after it
+/// ends.
+///
+/// The wall clock is read once; after that, time is tokio's, so tests can pause and advance
+/// it.
+pub async fn run_on_schedule<F, Fut>(schedule: &crate::config::schedule::Schedule, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let wall_start = chrono::Utc::now();
+    let clock_start = tokio::time::Instant::now();
+    let now = || {
+        wall_start
+            + chrono::Duration::from_std(clock_start.elapsed()).unwrap_or(chrono::Duration::zero())
+    };
+    loop {
+        let current = now();
+        let Some(next) = schedule.next_after(current) else {
+            tracing::warn!("the schedule has no future times; stopping");
+            return;
+        };
+        let wait = (next - current).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        job().await;
+    }
+}
+
+/// The error to report for a transform failure: the failing source's own, if a source
+/// ended it.
+fn resolve(error: TransformError, failures: &Failures, module: &str) -> LoadError {
+    if let TransformError::Source(name) = &error
+        && let Ok(mut failures) = failures.lock()
+        && let Some(i) = failures.iter().position(|(n, _)| n == name)
+    {
+        return failures.swap_remove(i).1;
+    }
+    LoadError::Transform {
+        module: module.to_string(),
+        error,
+    }
+}
+
+/// A source's decoded batches as a stream that, once they run out, ends with an error if the
+/// source's stages failed (keeping the error for [`resolve`]).
+fn source_stream(
+    name: String,
+    batches: mpsc::Receiver<Decoded>,
+    stages: Stages,
+    failures: Failures,
+) -> BatchStream {
+    let state = (batches, Some(stages));
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut batches, stages)| {
+            let name = name.clone();
+            let failures = failures.clone();
+            async move {
+                if let Some(decoded) = batches.recv().await {
+                    return Some((Ok(decoded.batch), (batches, stages)));
+                }
+                let stages = stages?;
+                match stages.join().await {
+                    Ok(()) => None,
+                    Err(error) => {
+                        if let Ok(mut failures) = failures.lock() {
+                            failures.push((name.clone(), error));
+                        }
+                        Some((Err(TransformError::Source(name)), (batches, None)))
+                    }
+                }
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schedule::Schedule;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_schedule_fires_on_time_and_never_overlaps_itself() {
+        let every_minute = Schedule::parse("0 * * * * *").unwrap();
+        let runs = Arc::new(AtomicU32::new(0));
+        let running = Arc::new(AtomicU32::new(0));
+        let job = {
+            let runs = runs.clone();
+            let running = running.clone();
+            move || {
+                let runs = runs.clone();
+                let running = running.clone();
+                async move {
+                    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "runs overlapped");
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    // Longer than the gap between fire times: the run in between is skipped.
+                    if runs.load(Ordering::SeqCst) == 3 {
+                        tokio::time::sleep(Duration::from_secs(90)).await;
+                    }
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        };
+        let scheduler = tokio::spawn(async move { run_on_schedule(&every_minute, job).await });
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        scheduler.abort();
+        // Ten minutes hold ten fire times; the third run's 90 s swallow one of them.
+        assert_eq!(runs.load(Ordering::SeqCst), 9);
+    }
+}

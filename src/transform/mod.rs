@@ -1,0 +1,498 @@
+//! The transform stage: a module's SQL, run by DataFusion over the decoded source batches.
+//!
+//! Each source the SQL names becomes a DataFusion table under the exact name `use_source`
+//! printed, so no SQL text is ever rewritten. A source the plan reads once is a
+//! [`StreamingTable`]: its batches flow from the decoder through DataFusion's streaming
+//! execution to the encoder, and only operators that must (a sort, an aggregate, the build
+//! side of a join) hold rows. A source the plan reads more than once (a self-join, a CTE used
+//! twice) cannot be streamed twice, so it is collected into memory first.
+//!
+//! Execution uses one partition: rows leave in the order they arrived (which merges rely on,
+//! the last record of a key winning), and the fetch, decode and encode stages already keep the
+//! other cores busy.
+
+pub mod bridge;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::MemTable;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use crate::schema::{Column, PgType, TableSchema};
+
+/// Batches of one source, in our Arrow. A source that fails ends its stream with an error.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, TransformError>> + Send>>;
+
+/// Why a transform failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    /// DataFusion refused or failed the SQL.
+    #[error("{0}")]
+    Sql(String),
+    #[error(
+        "output column {column:?} has type {data_type}, which apitap cannot write; cast it in the SQL (e.g. CAST({column} AS VARCHAR))"
+    )]
+    UnsupportedType { column: String, data_type: DataType },
+    #[error("output column {column:?}: cannot convert {from} to the column's type {to}: {reason}")]
+    Cast {
+        column: String,
+        from: DataType,
+        to: PgType,
+        reason: String,
+    },
+    #[error(transparent)]
+    Bridge(#[from] bridge::BridgeError),
+    /// A source stopped with an error; the pipeline reports the source's own error.
+    #[error("source {0} failed")]
+    Source(String),
+}
+
+fn sql_error(e: DataFusionError) -> TransformError {
+    TransformError::Sql(e.strip_backtrace())
+}
+
+/// One module's SQL over its sources.
+pub struct Transform {
+    ctx: SessionContext,
+}
+
+impl Transform {
+    pub fn new(batch_size: usize) -> Transform {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(batch_size)
+            .with_information_schema(false);
+        // CURRENT_TIMESTAMP is a timestamptz in UTC, as in PostgreSQL, not a bare timestamp.
+        config.options_mut().execution.time_zone = Some("UTC".into());
+        Transform {
+            ctx: SessionContext::new_with_config(config),
+        }
+    }
+
+    /// How many times the plan of `sql` reads each of `sources` (name and schema).
+    ///
+    /// # Errors
+    /// SQL that does not parse or plan against those sources.
+    pub async fn scans(
+        &self,
+        sql: &str,
+        sources: &[(String, SchemaRef)],
+    ) -> Result<HashMap<String, usize>, TransformError> {
+        for (name, schema) in sources {
+            let schema = bridge::schema_to_df(schema)?;
+            let empty = MemTable::try_new(schema, vec![vec![]]).map_err(sql_error)?;
+            self.register(name, Arc::new(empty))?;
+        }
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(sql_error)?;
+        let mut scans = HashMap::new();
+        // Subqueries count too: they are plans inside expressions, scanned on their own.
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                *scans
+                    .entry(scan.table_name.table().to_string())
+                    .or_insert(0) += 1;
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(sql_error)?;
+        for (name, _) in sources {
+            self.ctx
+                .deregister_table(name.as_str())
+                .map_err(sql_error)?;
+        }
+        Ok(scans)
+    }
+
+    fn register(
+        &self,
+        name: &str,
+        table: Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<(), TransformError> {
+        // A bare reference keeps the name exactly as `use_source` quoted it.
+        self.ctx
+            .register_table(datafusion::common::TableReference::bare(name), table)
+            .map_err(sql_error)?;
+        Ok(())
+    }
+
+    /// Makes `batches` the table `name`, read once, as they arrive.
+    ///
+    /// # Errors
+    /// A schema DataFusion cannot take.
+    pub fn register_stream(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        batches: BatchStream,
+    ) -> Result<(), TransformError> {
+        let df_schema = bridge::schema_to_df(schema)?;
+        let partition = OnePass {
+            name: name.to_string(),
+            schema: df_schema.clone(),
+            batches: Mutex::new(Some(batches)),
+        };
+        let table =
+            StreamingTable::try_new(df_schema, vec![Arc::new(partition)]).map_err(sql_error)?;
+        self.register(name, Arc::new(table))
+    }
+
+    /// Reads `batches` whole and makes them the table `name`, for plans that read it twice.
+    ///
+    /// # Errors
+    /// The source's own failure, or a schema DataFusion cannot take.
+    pub async fn register_collected(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        mut batches: BatchStream,
+    ) -> Result<(), TransformError> {
+        let df_schema = bridge::schema_to_df(schema)?;
+        let mut collected = Vec::new();
+        while let Some(batch) = batches.next().await {
+            collected.push(bridge::batch_to_df(batch?, &df_schema)?);
+        }
+        let table = MemTable::try_new(df_schema, vec![collected]).map_err(sql_error)?;
+        self.register(name, Arc::new(table))
+    }
+
+    /// Plans `sql` and starts it: the output schema, and the output batches as they come.
+    ///
+    /// # Errors
+    /// SQL that does not plan.
+    pub async fn execute(&self, sql: &str) -> Result<(SchemaRef, BatchStream), TransformError> {
+        let frame = self.ctx.sql(sql).await.map_err(sql_error)?;
+        let df_schema: datafusion::arrow::datatypes::SchemaRef =
+            Arc::new(frame.schema().as_arrow().clone());
+        let schema = bridge::schema_from_df(&df_schema)?;
+        let stream = frame.execute_stream().await.map_err(sql_error)?;
+        let out_schema = schema.clone();
+        let batches = stream.map(move |batch| {
+            let batch = batch.map_err(|e| match source_failure(&e) {
+                Some(name) => TransformError::Source(name),
+                None => sql_error(e),
+            })?;
+            Ok(bridge::batch_from_df(batch, &out_schema)?)
+        });
+        Ok((schema, Box::pin(batches)))
+    }
+}
+
+/// The name of the source whose failure ended a stream, if that is what `error` is.
+fn source_failure(error: &DataFusionError) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(DataFusionError::External(inner)) = e.downcast_ref::<DataFusionError>()
+            && let Some(TransformError::Source(name)) = inner.downcast_ref::<TransformError>()
+        {
+            return Some(name.clone());
+        }
+        if let Some(TransformError::Source(name)) = e.downcast_ref::<TransformError>() {
+            return Some(name.clone());
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// A source's batches as a partition that can be executed once.
+struct OnePass {
+    name: String,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: Mutex<Option<BatchStream>>,
+}
+
+impl std::fmt::Debug for OnePass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OnePass({})", self.name)
+    }
+}
+
+impl PartitionStream for OnePass {
+    fn schema(&self) -> &datafusion::arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.batches.lock().ok().and_then(|mut b| b.take());
+        let schema = self.schema.clone();
+        let stream: Pin<Box<dyn Stream<Item = _> + Send>> = match taken {
+            Some(batches) => {
+                let schema = schema.clone();
+                Box::pin(batches.map(move |batch| {
+                    batch
+                        .and_then(|b| Ok(bridge::batch_to_df(b, &schema)?))
+                        .map_err(|e| DataFusionError::External(Box::new(e)))
+                }))
+            }
+            None => {
+                let error = DataFusionError::Internal(format!(
+                    "source {} was read twice by one plan",
+                    self.name
+                ));
+                Box::pin(futures_util::stream::once(async move { Err(error) }))
+            }
+        };
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream.into_stream()))
+    }
+}
+
+/// The PostgreSQL type an output column of this Arrow type is written as, where apitap can.
+///
+/// A column passed through from a source keeps the type it was decoded as (json, numeric and
+/// uuid share Arrow types with others), so its field's tag wins when the Arrow type matches.
+pub fn pg_type_of(field: &Field) -> Option<PgType> {
+    if let Some(tagged) = PgType::of_field(field)
+        && tagged.arrow_type() == *field.data_type()
+    {
+        return Some(tagged);
+    }
+    Some(match field.data_type() {
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => PgType::Int2,
+        DataType::Int32 | DataType::UInt16 => PgType::Int4,
+        DataType::Int64 | DataType::UInt32 => PgType::Int8,
+        DataType::UInt64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => PgType::Numeric,
+        DataType::Float16 | DataType::Float32 => PgType::Float4,
+        DataType::Float64 => PgType::Float8,
+        DataType::Boolean => PgType::Bool,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => PgType::Text,
+        DataType::Timestamp(_, Some(_)) => PgType::Timestamptz,
+        DataType::Timestamp(_, None) => PgType::Timestamp,
+        DataType::Date32 | DataType::Date64 => PgType::Date,
+        DataType::Time32(_) | DataType::Time64(_) => PgType::Time,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => PgType::Bytea,
+        _ => return None,
+    })
+}
+
+/// The output's columns with their PostgreSQL types: the "fields" a load is planned from.
+///
+/// # Errors
+/// A column whose type apitap cannot write, or two columns with one name.
+pub fn output_fields(schema: &Schema) -> Result<TableSchema, TransformError> {
+    let mut columns: Vec<Column> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let pg_type = pg_type_of(field).ok_or_else(|| TransformError::UnsupportedType {
+            column: field.name().clone(),
+            data_type: field.data_type().clone(),
+        })?;
+        if columns.iter().any(|c| c.name == *field.name()) {
+            return Err(TransformError::Sql(format!(
+                "the output has two columns named {:?}; give one an alias (AS other_name)",
+                field.name()
+            )));
+        }
+        columns.push(Column {
+            name: field.name().clone(),
+            pg_type,
+        });
+    }
+    Ok(TableSchema { columns })
+}
+
+/// Lays an output batch out as `columns`: picked by name and converted to each column's
+/// Arrow type. A column the output lacks is all NULL (the server enforces NOT NULL).
+///
+/// # Errors
+/// A value that does not convert (text that is no number, a number too large).
+pub fn conform(batch: &RecordBatch, columns: &[Column]) -> Result<RecordBatch, TransformError> {
+    let rows = batch.num_rows();
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    let mut fields = Vec::with_capacity(columns.len());
+    let cast_options = arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    for column in columns {
+        let target = column.pg_type.arrow_type();
+        let array = match batch.schema().index_of(&column.name) {
+            Err(_) => arrow_array::new_null_array(&target, rows),
+            Ok(i) => {
+                let array = batch.column(i);
+                let cast_error = |reason: String| TransformError::Cast {
+                    column: column.name.clone(),
+                    from: array.data_type().clone(),
+                    to: column.pg_type,
+                    reason,
+                };
+                if array.data_type() == &target {
+                    array.clone()
+                } else if column.pg_type == PgType::Uuid {
+                    uuid_array(array).map_err(cast_error)?
+                } else {
+                    arrow_cast::cast_with_options(array, &target, &cast_options)
+                        .map_err(|e| cast_error(e.to_string()))?
+                }
+            }
+        };
+        fields.push(Field::new(&column.name, target, true));
+        arrays.push(array);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
+        .map_err(|e| TransformError::Sql(e.to_string()))
+}
+
+/// Text UUIDs as the 16-byte values a uuid column is encoded from.
+fn uuid_array(array: &ArrayRef) -> Result<ArrayRef, String> {
+    let text = arrow_cast::cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
+    let text = text
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .ok_or("not text")?;
+    let mut builder = arrow_array::builder::FixedSizeBinaryBuilder::with_capacity(text.len(), 16);
+    for value in text {
+        match value {
+            None => builder.append_null(),
+            Some(v) => {
+                let parsed = uuid::Uuid::parse_str(v).map_err(|e| format!("{v:?}: {e}"))?;
+                builder
+                    .append_value(parsed.as_bytes())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(Arc::new(builder.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, StringArray};
+    use futures_util::stream;
+
+    fn ids(values: Vec<i64>) -> (SchemaRef, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("Name", DataType::Utf8, true),
+        ]));
+        let names: Vec<String> = values.iter().map(|v| format!("n{v}")).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(values)),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .unwrap();
+        (schema, batch)
+    }
+
+    async fn collect(mut out: BatchStream) -> Vec<RecordBatch> {
+        let mut batches = Vec::new();
+        while let Some(b) = out.next().await {
+            batches.push(b.unwrap());
+        }
+        batches
+    }
+
+    #[tokio::test]
+    async fn streams_a_filter_and_counts_scans() {
+        let (schema, batch) = ids(vec![1, 7, 3, 9]);
+        let t = Transform::new(1024);
+        let sql = r#"SELECT id * 2 AS twice, "Name" FROM "src" WHERE id > 2"#;
+        let scans = t
+            .scans(sql, &[("src".into(), schema.clone())])
+            .await
+            .unwrap();
+        assert_eq!(scans.get("src"), Some(&1));
+        t.register_stream("src", &schema, Box::pin(stream::iter([Ok(batch)])))
+            .unwrap();
+        let (out_schema, out) = t.execute(sql).await.unwrap();
+        let fields = output_fields(&out_schema).unwrap();
+        assert_eq!(
+            fields.columns,
+            vec![
+                Column {
+                    name: "twice".into(),
+                    pg_type: PgType::Int8
+                },
+                Column {
+                    name: "Name".into(),
+                    pg_type: PgType::Text
+                },
+            ]
+        );
+        let batches = collect(out).await;
+        let twice: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(twice, vec![14, 6, 18]);
+    }
+
+    #[tokio::test]
+    async fn a_self_join_reads_its_source_twice() {
+        let (schema, _) = ids(vec![]);
+        let t = Transform::new(1024);
+        let sql = r#"SELECT a.id FROM "src" a JOIN "src" b ON a.id = b.id"#;
+        let scans = t.scans(sql, &[("src".into(), schema)]).await.unwrap();
+        assert_eq!(scans.get("src"), Some(&2));
+    }
+
+    #[test]
+    fn conform_casts_by_name_and_names_the_bad_value() {
+        let (_, batch) = ids(vec![5]);
+        let columns = vec![
+            Column {
+                name: "Name".into(),
+                pg_type: PgType::Text,
+            },
+            Column {
+                name: "id".into(),
+                pg_type: PgType::Int4,
+            },
+            Column {
+                name: "absent".into(),
+                pg_type: PgType::Bool,
+            },
+        ];
+        let out = conform(&batch, &columns).unwrap();
+        assert_eq!(out.num_columns(), 3);
+        assert_eq!(out.column(1).data_type(), &DataType::Int32);
+        assert_eq!(out.column(2).null_count(), 1);
+        let err = conform(
+            &batch,
+            &[Column {
+                name: "Name".into(),
+                pg_type: PgType::Int4,
+            }],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "output column \"Name\": cannot convert Utf8 to the column's type integer: "
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! `apitap run` and `apitap check`: the original ApiTap's config and SQL modules, transformed
+//! by DataFusion, into the real PostgreSQL, from HTTP servers on 127.0.0.1.
+
+mod common;
+
+use std::path::Path;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use common::*;
+
+/// Posts with camelCase fields, timestamps and decimals in text; users to join them with.
+fn api() -> Router {
+    let posts = (1..=6)
+        .map(|i| {
+            format!(
+                "{{\"id\":{i},\"userId\":{},\"title\":\"post {i}\",\"publishedAt\":\"2024-03-0{i}T10:00:00Z\",\"price\":\"{i}.25\"}}\n",
+                (i + 1) / 2
+            )
+        })
+        .collect::<String>();
+    let users = r#"[{"id":1,"name":"ann"},{"id":2,"name":"bob"},{"id":3,"name":"cy"}]"#;
+    Router::new()
+        .route("/posts", get(move || async move { posts }))
+        .route("/users", get(move || async move { users }))
+        .route(
+            "/broken",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "database on fire") }),
+        )
+        .route(
+            "/malformed",
+            get(|| async { "{\"id\":1,\"userId\":1}\n{\"id\":2,\"userId\":\n" }),
+        )
+}
+
+/// Writes the config and modules into a fresh folder; returns (folder, config path).
+fn project(
+    addr: std::net::SocketAddr,
+    schema: &str,
+    modules: &[(&str, &str)],
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+sources:
+  - name: posts
+    url: http://{addr}/posts
+    table_destination_name: posts
+  - name: users
+    url: http://{addr}/users
+    table_destination_name: users
+  - name: broken
+    url: http://{addr}/broken
+    retry: {{max_attempts: 1}}
+    table_destination_name: broken
+  - name: malformed
+    url: http://{addr}/malformed
+    table_destination_name: malformed
+targets:
+  - name: pg
+    type: postgres
+    url_env: DATABASE_URL
+    schema: {schema}
+"#
+    );
+    std::fs::write(dir.path().join("pipelines.yaml"), config).unwrap();
+    std::fs::create_dir(dir.path().join("sql")).unwrap();
+    for (name, sql) in modules {
+        std::fs::write(dir.path().join("sql").join(format!("{name}.sql")), sql).unwrap();
+    }
+    dir
+}
+
+async fn run_in(dir: &Path, extra: &[&str]) -> Run {
+    let modules = dir.join("sql");
+    let config = dir.join("pipelines.yaml");
+    let mut args = vec![
+        "run",
+        "-m",
+        modules.to_str().unwrap(),
+        "-y",
+        config.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    apitap(&args, None).await
+}
+
+async fn texts(db: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    db.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_casts_case_renames_and_types_land_typed() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_types").await;
+    let addr = serve(api()).await;
+    let dir = project(
+        addr,
+        &schema,
+        &[(
+            "typed",
+            r#"{{ sink(name="pg", table="typed") }}
+SELECT
+    id AS posts_id,
+    "userId" AS user_id,
+    upper(title) AS title,
+    CAST("publishedAt" AS TIMESTAMP) AS published_local,
+    "publishedAt" AS published_at,
+    CAST("publishedAt" AS DATE) AS day,
+    CAST(price AS DECIMAL(10, 2)) AS price,
+    CAST(id AS SMALLINT) AS small,
+    CASE WHEN id % 2 = 0 THEN 'even' ELSE 'odd' END AS parity,
+    CURRENT_TIMESTAMP AS loaded_at
+FROM {{ use_source("posts") }}
+WHERE "userId" > 1;
+"#,
+        )],
+    );
+    let run = run_in(dir.path(), &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "apitap: module typed: loaded posts into {schema}.typed (created): 4 rows"
+        )),
+        "{}",
+        run.stderr
+    );
+    let types = texts(
+        &db,
+        &format!(
+            "SELECT column_name || ' ' || data_type FROM information_schema.columns
+             WHERE table_schema = '{schema}' AND table_name = 'typed' ORDER BY ordinal_position"
+        ),
+    )
+    .await;
+    assert_eq!(
+        types,
+        vec![
+            "posts_id bigint",
+            "user_id bigint",
+            "title text",
+            "published_local timestamp without time zone",
+            "published_at timestamp with time zone",
+            "day date",
+            "price numeric",
+            "small smallint",
+            "parity text",
+            "loaded_at timestamp with time zone",
+        ]
+    );
+    let rows = texts(
+        &db,
+        &format!(
+            "SELECT concat_ws('|', posts_id, user_id, title, published_local, published_at, day, price, small, parity,
+                    loaded_at > now() - interval '1 hour')
+             FROM {schema}.typed ORDER BY posts_id"
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            "3|2|POST 3|2024-03-03 10:00:00|2024-03-03 10:00:00+00|2024-03-03|3.25|3|odd|t",
+            "4|2|POST 4|2024-03-04 10:00:00|2024-03-04 10:00:00+00|2024-03-04|4.25|4|even|t",
+            "5|3|POST 5|2024-03-05 10:00:00|2024-03-05 10:00:00+00|2024-03-05|5.25|5|odd|t",
+            "6|3|POST 6|2024-03-06 10:00:00|2024-03-06 10:00:00+00|2024-03-06|6.25|6|even|t",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_of_two_sources_and_of_a_source_with_itself() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_joins").await;
+    let addr = serve(api()).await;
+    let dir = project(
+        addr,
+        &schema,
+        &[
+            (
+                "authors",
+                r#"{{ sink(name="pg", table="authors") }}
+SELECT u.name, count(*) AS posts, max(p.id) AS last_post
+FROM {{ use_source("posts") }} p JOIN {{ use_source("users") }} u ON p."userId" = u.id
+GROUP BY u.name"#,
+            ),
+            (
+                "pairs",
+                r#"{{ sink(name="pg", table="pairs") }}
+SELECT a.id, b.title AS next_title
+FROM {{ use_source("posts") }} a JOIN {{ use_source("posts") }} b ON b.id = a.id + 1"#,
+            ),
+        ],
+    );
+    let run = run_in(dir.path(), &["--jobs", "2"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        texts(
+            &db,
+            &format!("SELECT name || ':' || posts || ':' || last_post FROM {schema}.authors ORDER BY name")
+        )
+        .await,
+        vec!["ann:2:2", "bob:2:4", "cy:2:6"]
+    );
+    assert_eq!(
+        texts(
+            &db,
+            &format!("SELECT id || ':' || next_title FROM {schema}.pairs ORDER BY id")
+        )
+        .await,
+        vec!["1:post 2", "2:post 3", "3:post 4", "4:post 5", "5:post 6"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_module_fails_alone_and_the_run_exits_non_zero() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_failures").await;
+    let addr = serve(api()).await;
+    let dir = project(
+        addr,
+        &schema,
+        &[
+            ("a_good", "SELECT * FROM {{ use_source(\"users\") }}"),
+            (
+                "b_broken",
+                "SELECT u.* FROM {{ use_source(\"users\") }} u JOIN {{ use_source(\"broken\") }} b ON u.id = b.id",
+            ),
+            (
+                "c_malformed",
+                "SELECT * FROM {{ use_source(\"malformed\") }}",
+            ),
+        ],
+    );
+    let run = run_in(dir.path(), &["--summary-json", "-"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "apitap: module b_broken failed; its table is unchanged: HTTP 500 Internal Server Error from http://{addr}/broken"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "apitap: module c_malformed failed; its table is unchanged: http://{addr}/malformed: line 2"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("apitap: error: 2 of 3 modules failed: b_broken, c_malformed"),
+        "{}",
+        run.stderr
+    );
+    let summaries: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(summaries.len(), 3);
+    let good = summaries.iter().find(|s| s["module"] == "a_good").unwrap();
+    assert_eq!(good["rows"], 3);
+    assert_eq!(count(&db, &format!("{schema}.users")).await, 3);
+    assert!(!table_exists(&db, &format!("{schema}.broken")).await);
+    assert!(!table_exists(&db, &format!("{schema}.malformed")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_command_line_and_merge_by_primary_key_in_dest() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_original").await;
+    let addr = serve(api()).await;
+    let dir = project(addr, &schema, &[]);
+    // The original config format: primary_key_in_dest makes the load a merge.
+    let config = format!(
+        "sources:\n  - name: users\n    url: http://{addr}/users\n    table_destination_name: people\n    primary_key_in_dest: id\n    retry:\n      max_attempts: 3\n      min_delay_secs: 1\n      max_delay_secs: 5\ntargets:\n  - name: postgres_sink\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
+    );
+    std::fs::write(dir.path().join("pipelines.yaml"), config).unwrap();
+    std::fs::write(
+        dir.path().join("sql/people.sql"),
+        "{{ sink(name=\"postgres_sink\") }}\n\nselect\n    *\nfrom {{ use_source(\"users\") }};\n",
+    )
+    .unwrap();
+    let modules = dir.path().join("sql");
+    let config = dir.path().join("pipelines.yaml");
+    for _ in 0..2 {
+        let run = apitap(
+            &[
+                "-m",
+                modules.to_str().unwrap(),
+                "-y",
+                config.to_str().unwrap(),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    assert_eq!(
+        texts(
+            &db,
+            &format!("SELECT id || name FROM {schema}.people ORDER BY id")
+        )
+        .await,
+        vec!["1ann", "2bob", "3cy"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_mistakes_stop_the_run_before_anything_moves() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_config").await;
+    let addr = serve(api()).await;
+    let dir = project(
+        addr,
+        &schema,
+        &[("users", "SELECT * FROM {{ use_source(\"users\") }}")],
+    );
+    let config = dir.path().join("pipelines.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("table_destination_name: users", "table_destination: users"),
+    )
+    .unwrap();
+    let run = run_in(dir.path(), &[]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("sources[1]: unknown field `table_destination`, expected one of"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("at line 8 column 5"), "{}", run.stderr);
+
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(
+        dir.path().join("sql/users.sql"),
+        "SELECT * FROM {{ use_source(\"userz\") }}",
+    )
+    .unwrap();
+    let run = run_in(dir.path(), &[]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(
+            "module users: pipelines.yaml: no source is named \"userz\" (sources: posts, users, broken, malformed)"
+        ) || run.stderr.contains("no source is named \"userz\" (sources: posts, users, broken, malformed)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!table_exists(&db, &format!("{schema}.users")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_previews_schemas_ddl_and_rows_without_writing() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_check").await;
+    let addr = serve(api()).await;
+    let dir = project(
+        addr,
+        &schema,
+        &[(
+            "typed",
+            "{{ sink(name=\"pg\", table=\"typed\") }}\n{{ schedule(\"0 */5 * * * *\") }}\nSELECT id, \"userId\" AS user_id FROM {{ use_source(\"posts\") }} WHERE id < 3",
+        )],
+    );
+    let modules = dir.path().join("sql");
+    let config = dir.path().join("pipelines.yaml");
+    let run = apitap(
+        &[
+            "check",
+            "-m",
+            modules.to_str().unwrap(),
+            "-y",
+            config.to_str().unwrap(),
+            "--preview",
+            "5",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = run.stdout;
+    assert!(out.contains("schedule 0 */5 * * * *"), "{out}");
+    assert!(
+        out.contains("  source posts: \"id\" bigint, \"userId\" bigint, \"title\" text, \"publishedAt\" timestamptz, \"price\" text"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  output: \"id\" bigint, \"user_id\" bigint"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "  DDL: CREATE TABLE \"{schema}\".\"typed\" (\"id\" bigint, \"user_id\" bigint)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("  row: {\"id\":1,\"user_id\":1}\n  row: {\"id\":2,\"user_id\":1}\n"),
+        "{out}"
+    );
+    assert!(out.ends_with("ok: 1 module(s) checked\n"), "{out}");
+    assert!(!table_exists(&db, &format!("{schema}.typed")).await);
+}
