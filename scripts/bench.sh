@@ -9,6 +9,8 @@
 #   merge   apitap load FILE.ndjson --mode merge --key id, into the table with a primary key
 #   inserts psql running pre-made multi-row INSERT statements of 5,000 rows (pg_dump --inserts)
 #   insert  apitap load FILE.ndjson --method insert (5,000-row unnest INSERTs)
+#   module  apitap run: a SQL module `SELECT * FROM {{ use_source("rows") }}` over the demo
+#           API's NDJSON (compare with http: the cost of the DataFusion transform)
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,18 @@ if [[ " ${METHODS:-} " == *" inserts "* ]]; then
     | sed -e 's/INSERT INTO apitap_bench.template /INSERT INTO apitap_bench.target /' \
     > "$work/rows.inserts.sql"
 fi
+mkdir -p "$work/modules"
+cat > "$work/pipelines.yaml" <<YAML
+sources:
+  - name: rows
+    url: http://127.0.0.1:$port/rows.ndjson?rows=$ROWS
+targets:
+  - name: pg
+    type: postgres
+    url_env: DATABASE_URL
+YAML
+echo '{{ sink(table="apitap_bench.target", mode="append") }} SELECT * FROM {{ use_source("rows") }}' \
+  > "$work/modules/rows.sql"
 ndjson_mb=$(( $(stat -c %s "$work/rows-$ROWS.ndjson") / 1048576 ))
 echo "bench: NDJSON ${ndjson_mb} MiB; PostgreSQL $(psql -c 'SHOW server_version')" >&2
 
@@ -56,6 +70,12 @@ run_one() {
     binary) psql -c "\\copy apitap_bench.target FROM '$work/rows.bin' (FORMAT binary)" ;;
     csv) psql -c "\\copy apitap_bench.target FROM '$work/rows.csv' (FORMAT csv)" ;;
     inserts) psql -f "$work/rows.inserts.sql" > /dev/null ;;
+    module)
+      summary=$("$apitap" run -m "$work/modules" -y "$work/pipelines.yaml" --progress never -q --summary-json -)
+      local rss
+      rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
+      [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
+      ;;
     file | http | pages | merge | insert)
       local src="$work/rows-$ROWS.ndjson" paging=()
       [ "$method" = merge ] && paging=(--mode merge --key id)

@@ -29,6 +29,7 @@ pub struct Progress {
     retries: AtomicU64,
     pages: AtomicU64,
     rejected: AtomicU64,
+    throttle_waits: AtomicU64,
     started: Instant,
     bar: Option<ProgressBar>,
     done: Arc<AtomicBool>,
@@ -78,6 +79,7 @@ impl Progress {
             retries: AtomicU64::new(0),
             pages: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            throttle_waits: AtomicU64::new(0),
             started: Instant::now(),
             bar,
             done: Arc::new(AtomicBool::new(false)),
@@ -103,7 +105,7 @@ impl Progress {
         self.refresh_message();
     }
 
-    /// The HTTP side of the bar: bytes in, pages, retries.
+    /// The HTTP side of the bar: bytes in, pages, retries, throttle waits.
     fn refresh_message(&self) {
         if let Some(bar) = &self.bar {
             let f = self.figures();
@@ -114,6 +116,9 @@ impl Progress {
             if f.retries > 0 {
                 message.push_str(&format!("  {} retries", f.retries));
             }
+            if f.throttle_waits > 0 {
+                message.push_str(&format!("  {} throttle waits", f.throttle_waits));
+            }
             bar.set_message(message);
         }
     }
@@ -121,6 +126,12 @@ impl Progress {
     /// Counts a request retried after a transient failure.
     pub fn add_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        self.refresh_message();
+    }
+
+    /// Counts a request that waited for the rate limit or a rate-limit window.
+    pub fn add_throttle_wait(&self) {
+        self.throttle_waits.fetch_add(1, Ordering::Relaxed);
         self.refresh_message();
     }
 
@@ -150,7 +161,7 @@ impl Progress {
             retries: self.retries.load(Ordering::Relaxed),
             pages: self.pages.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
-            throttle_waits: 0,
+            throttle_waits: self.throttle_waits.load(Ordering::Relaxed),
             seconds: self.started.elapsed().as_secs_f64(),
         }
     }

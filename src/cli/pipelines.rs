@@ -1,7 +1,7 @@
 //! `apitap run` and `apitap check`: SQL modules over the sources of a YAML config.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -246,6 +246,7 @@ fn summary_json(module: &Module, result: &Result<LoadSummary, LoadError>) -> ser
             "retries": summary.figures.retries,
             "cursor": summary.cursor,
             "added_columns": summary.added_columns,
+            "peak_rss_bytes": super::peak_rss_bytes(),
         }),
         Err(e) => serde_json::json!({
             "module": module.name,
@@ -263,7 +264,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             out,
             "module {} ({}): sources {}; target {}; schedule {}",
             module.name,
-            relative(&module.path),
+            module.path.display(),
             module.sources.join(", "),
             config.target(module.sink.name.as_deref())?.name,
             module
@@ -281,8 +282,4 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     }
     writeln!(out, "ok: {} module(s) checked", modules.len())?;
     Ok(Outcome::Done)
-}
-
-fn relative(path: &Path) -> String {
-    path.display().to_string()
 }

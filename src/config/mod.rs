@@ -596,6 +596,28 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_and_the_examples_parse() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Pipelines").unwrap()..];
+        let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let yaml = &section[start..start + section[start..].find("```").unwrap()];
+        let config = parse(yaml).unwrap();
+        assert_eq!(config.sources[0].column_types().unwrap().len(), 2);
+
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let config = Config::load(&dir.join("config/pipelines.yaml")).unwrap();
+        let modules = module::discover(&dir.join("sql")).unwrap();
+        assert_eq!(modules.len(), 3);
+        for path in modules {
+            let module = module::render(&dir.join("sql"), &path).unwrap();
+            for source in &module.sources {
+                config.source(source).unwrap();
+            }
+            config.target(module.sink.name.as_deref()).unwrap();
+        }
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_its_line() {
         let err = parse(
             "sources:\n  - name: a\n    url: http://x\n    paginaton: {kind: cursor}\ntargets: []\n",

@@ -591,7 +591,6 @@ pub(crate) async fn write(
     })?;
     let mut figures = progress.figures();
     figures.rows = rows;
-    figures.throttle_waits = request.http.throttle.waits();
     Ok(LoadSummary {
         cursor: cursor_value,
         table,

@@ -310,7 +310,9 @@ async fn send(
             request = request.header(name, value);
         }
         let last = attempt >= http.retry.max_attempts;
-        http.throttle.acquire().await;
+        if http.throttle.acquire().await {
+            progress.add_throttle_wait();
+        }
         let sent = request.send().await;
         if let Ok(response) = &sent {
             http.throttle

@@ -77,8 +77,8 @@ impl Throttle {
         }
     }
 
-    /// Waits until a request may go.
-    pub async fn acquire(&self) {
+    /// Waits until a request may go; says whether it had to wait.
+    pub async fn acquire(&self) -> bool {
         let mut waited = false;
         loop {
             let wait = {
@@ -110,7 +110,7 @@ impl Throttle {
                     if waited {
                         self.waits.fetch_add(1, Ordering::Relaxed);
                     }
-                    return;
+                    return waited;
                 }
                 Some(wait) => {
                     waited = true;
