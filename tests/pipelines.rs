@@ -411,3 +411,104 @@ async fn check_previews_schemas_ddl_and_rows_without_writing() {
     assert!(out.ends_with("ok: 1 module(s) checked\n"), "{out}");
     assert!(!table_exists(&db, &format!("{schema}.typed")).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_run_against_the_demo_api() {
+    let db = client().await;
+    let addr = serve(apitap::demo::router()).await;
+    // The examples write to schema demo; start from nothing so the counts are this run's.
+    db.batch_execute("DROP TABLE IF EXISTS demo.paid_orders, demo.customer_totals, demo.customers")
+        .await
+        .unwrap();
+    let rows = "12345"; // not a multiple of the page size, so the last page is short
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = apitap_env(
+        &[
+            "run",
+            "-m",
+            &format!("{root}/examples/sql"),
+            "-y",
+            &format!("{root}/examples/config/pipelines.yaml"),
+            "--jobs",
+            "3",
+        ],
+        &[("DEMO_API", &format!("http://{addr}")), ("DEMO_ROWS", rows)],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "apitap: module paid_orders: loaded orders into demo.paid_orders (created): "
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(", 3 pages"), "{}", run.stderr);
+
+    // The same rows loaded plainly, to compute what the modules should have produced.
+    let schema = fresh_schema(&db, "run_examples").await;
+    let plain = apitap(
+        &[
+            "load",
+            &format!("http://{addr}/rows.ndjson?rows={rows}"),
+            "--table",
+            &format!("{schema}.orders"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    let differences: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM (
+                   (SELECT id, customer_id, round(amount::numeric, 2) AS amount_eur, quantity, status, created_at,
+                           (created_at AT TIME ZONE 'UTC')::date AS order_date
+                      FROM {schema}.orders WHERE status IN ('paid', 'shipped') AND amount IS NOT NULL
+                    EXCEPT ALL
+                    SELECT id, customer_id, amount_eur, quantity, status, created_at, order_date FROM demo.paid_orders)
+                   UNION ALL
+                   (SELECT id, customer_id, amount_eur, quantity, status, created_at, order_date FROM demo.paid_orders
+                    EXCEPT ALL
+                    SELECT id, customer_id, round(amount::numeric, 2), quantity, status, created_at,
+                           (created_at AT TIME ZONE 'UTC')::date
+                      FROM {schema}.orders WHERE status IN ('paid', 'shipped') AND amount IS NOT NULL)
+                 ) d"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differences, 0);
+    let paid: i64 = db
+        .query_one("SELECT count(*) FROM demo.paid_orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(paid > 3000, "{paid}");
+
+    // Every order's customer exists, so the totals account for every order.
+    let totals: (i64, i64) = {
+        let row = db
+            .query_one(
+                "SELECT sum(orders)::bigint, count(*) FROM demo.customer_totals",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(totals.0, 12345);
+    let distinct: i64 = db
+        .query_one(
+            &format!("SELECT count(DISTINCT customer_id) FROM {schema}.orders"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(totals.1, distinct);
+    assert_eq!(count(&db, "demo.customers").await, 100_000);
+}

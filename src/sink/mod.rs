@@ -213,6 +213,17 @@ pub struct LoadPlan {
     pub merge_keys: Vec<String>,
 }
 
+/// `CREATE SCHEMA IF NOT EXISTS` alone races: two loads creating one schema at once both see
+/// it missing, and the second fails on the catalog's unique index. A transaction-scoped lock
+/// on the name makes the second wait for the first to commit, then find the schema there.
+fn create_schema_statement(schema: &str) -> String {
+    format!(
+        "SELECT pg_advisory_xact_lock(hashtext('apitap schema {}')); CREATE SCHEMA IF NOT EXISTS {}",
+        schema.replace('\'', "''"),
+        quote_ident(schema)
+    )
+}
+
 /// The temporary table a merge is staged in; it lives for the load's transaction only.
 const STAGING: &str = "apitap_staging";
 /// Staging column numbering records in arrival order, so the last of repeated keys wins.
@@ -256,7 +267,7 @@ impl LoadPlan {
             });
             return LoadPlan {
                 create_schema: (!target.schema_exists && create_table.is_some())
-                    .then(|| format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema_name))),
+                    .then(|| create_schema_statement(&schema_name)),
                 create_table,
                 copy_columns: decode.columns.len(),
                 decode,
@@ -641,7 +652,9 @@ mod tests {
             LoadPlan::new(&target, &fields(&[r#"{"id": 1, "Name": "x"}"#]), &options()).unwrap();
         assert_eq!(
             plan.create_schema.as_deref(),
-            Some(r#"CREATE SCHEMA IF NOT EXISTS "Demo""#)
+            Some(
+                r#"SELECT pg_advisory_xact_lock(hashtext('apitap schema Demo')); CREATE SCHEMA IF NOT EXISTS "Demo""#
+            )
         );
         assert_eq!(
             plan.create_table.as_deref(),
