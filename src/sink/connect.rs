@@ -197,7 +197,16 @@ impl ConnectOptions {
                 })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection closed with an error");
+                // The server's own reason (an administrator's pg_terminate_backend, a
+                // shutdown) arrives only here; the failing statement just sees the close.
+                match e.as_db_error() {
+                    Some(db) => tracing::warn!(
+                        "PostgreSQL ended the connection: {} ({})",
+                        db.message(),
+                        db.code().code()
+                    ),
+                    None => tracing::debug!(error = %e, "postgres connection closed with an error"),
+                }
             }
         });
         Ok(client)

@@ -25,6 +25,10 @@ pub enum SinkError {
         table: String,
         message: String,
     },
+    #[error(
+        "lost the connection to PostgreSQL during {action} on {table}: the server ended the session or the network failed (the server log says which)"
+    )]
+    ConnectionLost { action: &'static str, table: String },
     #[error("cannot load {table}: {reason}")]
     Plan { table: String, reason: String },
 }
@@ -36,6 +40,12 @@ impl SinkError {
         table: &TableName,
         error: &tokio_postgres::Error,
     ) -> Self {
+        if error.is_closed() {
+            return SinkError::ConnectionLost {
+                action,
+                table: table.to_string(),
+            };
+        }
         let message = match error.as_db_error() {
             Some(db) => describe_db_error(db),
             None => error_chain(error),

@@ -1,0 +1,227 @@
+//! Fault injection: the PostgreSQL connection killed mid-COPY, the process killed mid-load,
+//! then a rerun. No row may be lost or loaded twice, and the incremental state must always
+//! equal the data.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Query;
+use axum::routing::get;
+use bytes::Bytes;
+use common::*;
+
+/// `/rows?after=N`: rows `N+1..=total` as NDJSON, 500 at a time, 20 ms apart, so a load
+/// is still in its COPY when the test strikes.
+fn api(total: Arc<AtomicU64>) -> Router {
+    Router::new().route(
+        "/rows",
+        get(
+            move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                let total = total.load(Ordering::SeqCst);
+                async move {
+                    let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+                    let stream = futures_util::stream::unfold(after, move |next| async move {
+                        if next >= total {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let end = (next + 500).min(total);
+                        let mut out = Vec::new();
+                        for id in next + 1..=end {
+                            out.extend_from_slice(
+                                format!("{{\"id\": {id}, \"name\": \"row {id}\"}}\n").as_bytes(),
+                            );
+                        }
+                        Some((Ok::<_, Infallible>(Bytes::from(out)), end))
+                    });
+                    Body::from_stream(stream)
+                }
+            },
+        ),
+    )
+}
+
+fn load_args(addr: std::net::SocketAddr, table: &str) -> Vec<String> {
+    [
+        "load",
+        &format!("http://{addr}/rows"),
+        "--table",
+        table,
+        "--cursor-field",
+        "id",
+        "--cursor-param",
+        "after",
+        "--batch-size",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Waits until this table's COPY is running, and returns its backend's pid.
+async fn copy_backend(db: &tokio_postgres::Client, schema: &str) -> i32 {
+    for _ in 0..500 {
+        let row = db
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE application_name = 'apitap' AND state = 'active'
+                   AND query LIKE 'COPY \"' || $1 || '\"%'",
+                &[&schema],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the load never started its COPY");
+}
+
+/// Rows, distinct ids, highest id, and the stored cursor.
+async fn facts(
+    db: &tokio_postgres::Client,
+    table: &str,
+    key: &str,
+) -> (i64, i64, i64, Option<String>) {
+    let row = db
+        .query_one(
+            &format!("SELECT count(*), count(DISTINCT id), coalesce(max(id), 0) FROM {table}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let state = db
+        .query_opt(
+            "SELECT cursor_value FROM apitap._state WHERE key = $1",
+            &[&key],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    (row.get(0), row.get(1), row.get(2), state)
+}
+
+/// A fresh schema, and no state left for its table by an earlier run of the test.
+async fn fresh(db: &tokio_postgres::Client, name: &str) -> (String, String) {
+    let schema = fresh_schema(db, name).await;
+    let table = format!("{schema}.t");
+    let _ = db
+        .execute("DELETE FROM apitap._state WHERE key = $1", &[&table])
+        .await;
+    (schema, table)
+}
+
+async fn run(args: &[String]) -> Run {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    apitap(&args, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_mid_copy_loses_nothing_and_a_rerun_loads_each_row_once() {
+    let db = client().await;
+    let (schema, table) = fresh(&db, "fault_conn").await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text)"
+    ))
+    .await
+    .unwrap();
+    let total = Arc::new(AtomicU64::new(5_000));
+    let addr = serve(api(total.clone())).await;
+    let args = load_args(addr, &table);
+
+    // A first, clean run: rows 1..=5000 and their state.
+    let first = run(&args).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (5_000, 5_000, 5_000, Some("5000".into()))
+    );
+
+    // More rows appear; this run's connection is killed in the middle of its COPY.
+    total.store(20_000, Ordering::SeqCst);
+    let killed = {
+        let args = args.clone();
+        tokio::spawn(async move { run(&args).await })
+    };
+    let pid = copy_backend(&db, &schema).await;
+    db.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let killed = killed.await.unwrap();
+    assert_eq!(killed.code, 1, "{}", killed.stderr);
+    assert!(
+        killed.stderr.contains(&format!(
+            "failed; the table is unchanged: lost the connection to PostgreSQL during COPY on {table}: \
+             the server ended the session or the network failed (the server log says which)"
+        )),
+        "{}",
+        killed.stderr
+    );
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (5_000, 5_000, 5_000, Some("5000".into()))
+    );
+
+    // The rerun asks for the rows after 5000, and gets each exactly once.
+    let rerun = run(&args).await;
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (20_000, 20_000, 20_000, Some("20000".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_mid_load_loses_nothing_and_a_rerun_loads_each_row_once() {
+    let db = client().await;
+    let (schema, table) = fresh(&db, "fault_kill").await;
+    let total = Arc::new(AtomicU64::new(3_000));
+    let addr = serve(api(total.clone())).await;
+    let args = load_args(addr, &table);
+    let first = run(&args).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+
+    total.store(15_000, Ordering::SeqCst);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = command(&argv).spawn().unwrap();
+    copy_backend(&db, &schema).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SIGKILL: no handler runs, no rollback is sent; the server must notice on its own.
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), None, "killed by a signal");
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (3_000, 3_000, 3_000, Some("3000".into()))
+    );
+
+    let rerun = run(&args).await;
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (15_000, 15_000, 15_000, Some("15000".into()))
+    );
+    // Nothing new: a third run loads nothing and changes nothing.
+    let again = run(&args).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (15_000, 15_000, 15_000, Some("15000".into()))
+    );
+}
