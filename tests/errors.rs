@@ -616,3 +616,108 @@ async fn rejected_records_go_to_the_reject_file_and_the_rest_loads() {
     );
     assert!(!dir.path().join("rejects.ndjson.partial").exists());
 }
+
+/// Rows PostgreSQL itself refuses (a key that exists, a CHECK) are found by splitting the
+/// failed COPY, set aside with the server's reason, and everything else loads in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_server_refuses_go_to_the_reject_file_too() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "refused").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, qty integer CHECK (qty >= 0));
+         INSERT INTO {table} VALUES (1, 10)"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reject_file = dir.path().join("rejects.ndjson");
+    let mut input = String::new();
+    for id in 2..=40 {
+        let qty = if id == 17 { -5 } else { id };
+        input.push_str(&format!("{{\"id\": {id}, \"qty\": {qty}}}\n"));
+        if id == 9 {
+            input.push_str("{\"id\": 1, \"qty\": 3}\n"); // record 9: the key exists
+        }
+        if id == 30 {
+            input.push_str("{\"id\": \"x\", \"qty\": 3}\n"); // record 31: does not decode
+            input.push_str("{\"id\": 30, \"qty\": 3}\n"); // record 32: repeats record 30
+        }
+    }
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--batch-size",
+            "8",
+            "--on-error",
+            "reject",
+            "--reject-file",
+            reject_file.to_str().unwrap(),
+            "--summary-json",
+            "-",
+        ],
+        Some(input.into_bytes()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        (summary["rows"].as_u64(), summary["rejected"].as_u64()),
+        (Some(38), Some(4))
+    );
+    let ids: Vec<i64> = db
+        .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<i64> = (1..=40).filter(|id| *id != 17).collect();
+    assert_eq!(ids, expected);
+    let mut rejects: Vec<serde_json::Value> = std::fs::read_to_string(&reject_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    rejects.sort_by_key(|r| r["record"].as_u64());
+    let summary: Vec<(u64, String, String)> = rejects
+        .iter()
+        .map(|r| {
+            (
+                r["record"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_string(),
+                r["record_text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                9,
+                "PostgreSQL refused the row: duplicate key value violates unique constraint \"t_pkey\"; Key (id)=(1) already exists.".to_string(),
+                "{\"id\":1,\"qty\":3}".to_string()
+            ),
+            (
+                17,
+                "PostgreSQL refused the row: new row for relation \"t\" violates check constraint \"t_qty_check\"; Failing row contains (17, -5).".to_string(),
+                "{\"id\":17,\"qty\":-5}".to_string()
+            ),
+            (
+                31,
+                "line 31 (record 31): column \"id\": \"x\" is not an integer (bigint)".to_string(),
+                "{\"id\": \"x\", \"qty\": 3}".to_string()
+            ),
+            (
+                32,
+                "PostgreSQL refused the row: duplicate key value violates unique constraint \"t_pkey\"; Key (id)=(30) already exists.".to_string(),
+                "{\"id\":30,\"qty\":3}".to_string()
+            ),
+        ]
+    );
+    assert_eq!(rejects[0]["line"], serde_json::Value::Null);
+    assert_eq!(rejects[2]["line"], 31);
+}

@@ -144,6 +144,13 @@ impl CopyEncoder {
         }
         Ok(())
     }
+
+    /// Where each row of the last encoded batch ends in `out`: row `i` is
+    /// `out[row_ends[i - 1]..row_ends[i]]` (the first starts where `out` ended before). A
+    /// batch the server refuses can be split along these without encoding it again.
+    pub fn row_ends(&self) -> &[usize] {
+        &self.cursors
+    }
 }
 
 fn fixed_width(pg_type: PgType) -> Option<usize> {

@@ -2,13 +2,17 @@
 //! sample for the planner, then decodes typed Arrow batches for the encode stage.
 
 use super::fetch::Chunk;
+use super::rejects::{RejectError, RejectFile};
 use super::*;
 
 /// Why the decode stage stopped early.
 enum Stop {
     Failed(DecodeError),
     /// More records were rejected than `--max-rejects` allows.
-    TooManyRejects(u64),
+    TooManyRejects {
+        count: u64,
+        max: u64,
+    },
     /// The next stage or the planner went away; they report why.
     Cancelled,
 }
@@ -50,16 +54,13 @@ pub(super) struct DecodeStage {
     delivered: u64,
     pages: Vec<(u64, String)>,
     /// Reject mode: where set-aside records go, and how many may.
-    rejects: Option<RejectOptions>,
-    reject_writer: Option<std::io::BufWriter<std::fs::File>>,
-    rejected: u64,
-    progress: Arc<Progress>,
+    rejects: Option<Arc<RejectFile>>,
 }
 
 impl DecodeStage {
     pub(super) fn new(
         request: &LoadRequest,
-        progress: Arc<Progress>,
+        rejects: Option<Arc<RejectFile>>,
         sample_tx: oneshot::Sender<Sample>,
         plan_rx: oneshot::Receiver<Arc<LoadPlan>>,
         tx: mpsc::Sender<Decoded>,
@@ -90,10 +91,7 @@ impl DecodeStage {
             framer_format: None,
             delivered: 0,
             pages: Vec::new(),
-            rejects: request.rejects.clone(),
-            reject_writer: None,
-            rejected: 0,
-            progress,
+            rejects,
         }
     }
 
@@ -149,19 +147,15 @@ impl DecodeStage {
             {
                 self.send(last)?;
             }
-            if let Some(writer) = &mut self.reject_writer {
-                std::io::Write::flush(writer).map_err(|e| Stop::Failed(reject_write_error(&e)))?;
-            }
             let format = self.framer_format.map(|f| format!("{f:?}"));
             tracing::info!(records = self.delivered, format, "all records decoded");
             Ok::<(), Stop>(())
         })();
         match result {
             Ok(()) | Err(Stop::Cancelled) => Ok(()),
-            Err(Stop::TooManyRejects(count)) => Err(LoadError::TooManyRejects {
-                count,
-                max: self.rejects.as_ref().and_then(|r| r.max).unwrap_or(0),
-            }),
+            Err(Stop::TooManyRejects { count, max }) => {
+                Err(LoadError::TooManyRejects { count, max })
+            }
             Err(Stop::Failed(error)) => {
                 // Paged sources: say which page the failing record came from.
                 let page = error.record().and_then(|record| {
@@ -182,30 +176,19 @@ impl DecodeStage {
 
     /// Passes a batch on, after writing its rejected records to the reject file.
     fn send(&mut self, decoded: Decoded) -> Result<(), Stop> {
-        if !decoded.rejected.is_empty()
-            && let Some(options) = &self.rejects
-        {
-            if self.reject_writer.is_none() {
-                let file = std::fs::File::create(options.partial_path())
-                    .map_err(|e| Stop::Failed(reject_write_error(&e)))?;
-                self.reject_writer = Some(std::io::BufWriter::new(file));
-            }
-            let writer = self.reject_writer.as_mut().ok_or(Stop::Cancelled)?;
+        if let Some(rejects) = &self.rejects {
             for rejected in &decoded.rejected {
-                let line = serde_json::json!({
-                    "source": self.source_name,
-                    "record": rejected.record,
-                    "line": rejected.line,
-                    "reason": rejected.reason,
-                    "record_text": rejected.text,
-                });
-                std::io::Write::write_all(writer, format!("{line}\n").as_bytes())
-                    .map_err(|e| Stop::Failed(reject_write_error(&e)))?;
-            }
-            self.rejected += decoded.rejected.len() as u64;
-            self.progress.add_rejected(decoded.rejected.len() as u64);
-            if options.max.is_some_and(|max| self.rejected > max) {
-                return Err(Stop::TooManyRejects(self.rejected));
+                rejects
+                    .add(
+                        rejected.record,
+                        Some(rejected.line),
+                        &rejected.reason,
+                        &rejected.text,
+                    )
+                    .map_err(|e| match e {
+                        RejectError::TooMany { count, max } => Stop::TooManyRejects { count, max },
+                        RejectError::Write(e) => Stop::Failed(reject_write_error(&e)),
+                    })?;
             }
         }
         self.tx.blocking_send(decoded).map_err(|_| Stop::Cancelled)

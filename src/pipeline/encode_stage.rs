@@ -5,7 +5,9 @@ use super::cursor::CursorMax;
 use super::*;
 
 /// Encodes batches to COPY bytes, and returns the highest value of the `cursor` column (by
-/// index among the loaded columns) if one is tracked. Stops quietly when the COPY is gone (it
+/// index among the loaded columns) if one is tracked. With `keep_rows`, each chunk carries
+/// its rows' boundaries, record numbers and values, so rows the server refuses can be found
+/// and set aside. Stops quietly when the COPY is gone (it
 /// has its reason).
 pub(super) fn encode(
     mut rx: mpsc::Receiver<Decoded>,
@@ -14,6 +16,7 @@ pub(super) fn encode(
     source_name: &str,
     mut cursor: Option<(usize, CursorMax)>,
     rows_per_insert: Option<usize>,
+    keep_rows: bool,
 ) -> Result<Option<String>, LoadError> {
     let types = plan.copy_types();
     let mut encoder = CopyEncoder::new(plan.copy_names(), plan.copy_types());
@@ -74,8 +77,18 @@ pub(super) fn encode(
                 },
             })?;
         capacity = capacity.max(out.len());
+        let rows = keep_rows.then(|| {
+            Box::new(CopyRows {
+                ends: encoder.row_ends().to_vec(),
+                records: (0..batch.num_rows())
+                    .map(|row| decoded.record_of(row))
+                    .collect(),
+                batch: batch.clone(),
+            })
+        });
+        let bytes = out.freeze();
         if tx
-            .blocking_send((Encoded::Copy(out.freeze()), batch.num_rows() as u64))
+            .blocking_send((Encoded::Copy { bytes, rows }, batch.num_rows() as u64))
             .is_err()
         {
             return Ok(None);

@@ -42,12 +42,14 @@ mod cursor;
 mod decode_stage;
 mod encode_stage;
 mod fetch;
+mod rejects;
 pub mod run;
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;
 use encode_stage::encode;
 use fetch::{Chunk, fetch, fetch_pages};
+use rejects::RejectFile;
 
 /// How the load treats rows already in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -73,10 +75,23 @@ pub enum WriteMethod {
 
 /// What the encode stage hands to the writer.
 pub(crate) enum Encoded {
-    /// Binary COPY data.
-    Copy(Bytes),
+    /// Binary COPY data, and in reject mode what is needed to find refused rows in it.
+    Copy {
+        bytes: Bytes,
+        rows: Option<Box<CopyRows>>,
+    },
     /// One INSERT's worth of rows: each column's values as PostgreSQL text.
     Rows(Vec<Vec<Option<String>>>),
+}
+
+/// The rows inside one chunk of COPY data.
+pub(crate) struct CopyRows {
+    /// Where each row ends in the chunk (see [`CopyEncoder::row_ends`]).
+    ends: Vec<usize>,
+    /// Each row's record number in the load.
+    records: Vec<u64>,
+    /// The rows' values, to write a refused row to the reject file.
+    batch: arrow_array::RecordBatch,
 }
 
 /// Everything one load needs to know.
@@ -140,28 +155,6 @@ impl RejectOptions {
         let mut name = self.path.clone().into_os_string();
         name.push(".partial");
         name.into()
-    }
-}
-
-/// Removes a partial reject file unless [`PartialRejects::publish`] renamed it.
-struct PartialRejects<'a>(Option<&'a RejectOptions>);
-
-impl PartialRejects<'_> {
-    fn publish(mut self) -> std::io::Result<()> {
-        if let Some(options) = self.0.take()
-            && options.partial_path().exists()
-        {
-            std::fs::rename(options.partial_path(), &options.path)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PartialRejects<'_> {
-    fn drop(&mut self) {
-        if let Some(options) = self.0 {
-            let _ = std::fs::remove_file(options.partial_path());
-        }
     }
 }
 
@@ -233,9 +226,14 @@ pub async fn load(
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
     let request = &with_stored_cursor(request, connect).await?;
-    let (source, mut client) = tokio::try_join!(open_source(request, progress.clone()), async {
-        connect.connect().await.map_err(LoadError::from)
-    })?;
+    let rejects = request
+        .rejects
+        .as_ref()
+        .map(|options| RejectFile::new(options, request.source.to_string(), progress.clone()));
+    let (source, mut client) = tokio::try_join!(
+        open_source(request, progress.clone(), rejects.clone()),
+        async { connect.connect().await.map_err(LoadError::from) }
+    )?;
     let plan = plan_load(
         &client,
         request,
@@ -244,7 +242,16 @@ pub async fn load(
     )
     .await?;
     let (batches, stages) = source.start(plan.clone()).await?;
-    write(&mut client, request, plan, batches, stages, progress).await
+    write(
+        &mut client,
+        request,
+        plan,
+        batches,
+        stages,
+        progress,
+        rejects,
+    )
+    .await
 }
 
 /// An incremental load asks the API only for records past the stored cursor, so the state is
@@ -296,6 +303,7 @@ impl OpenedSource {
 pub(crate) async fn open_source(
     request: &LoadRequest,
     progress: Arc<Progress>,
+    rejects: Option<Arc<RejectFile>>,
 ) -> Result<OpenedSource, LoadError> {
     // A paged source is fetched by the pager, page by page; any other is opened as a stream.
     let pager = match (&request.pagination, &request.source) {
@@ -334,7 +342,7 @@ pub(crate) async fn open_source(
         }
     };
     let decode = {
-        let stage = DecodeStage::new(request, progress, sample_tx, plan_rx, batch_tx);
+        let stage = DecodeStage::new(request, rejects, sample_tx, plan_rx, batch_tx);
         let span = tracing::info_span!("transform.load", table = %request.table);
         tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(chunk_rx)))
     };
@@ -397,7 +405,8 @@ pub(crate) async fn plan_load(
 
 /// The sink half of a load: encodes `batches` (laid out as `plan.decode`) and writes them in
 /// one transaction, with the merge and the incremental state, then commits. `upstream` are
-/// the stages feeding `batches`; only their clean end lets the transaction commit.
+/// the stages feeding `batches`; only their clean end lets the transaction commit. With a
+/// reject file, rows the server refuses are found and set aside instead of failing the load.
 pub(crate) async fn write(
     client: &mut tokio_postgres::Client,
     request: &LoadRequest,
@@ -405,9 +414,11 @@ pub(crate) async fn write(
     batch_rx: mpsc::Receiver<Decoded>,
     stages: Stages,
     progress: Arc<Progress>,
+    rejects: Option<Arc<RejectFile>>,
 ) -> Result<LoadSummary, LoadError> {
-    let partial_rejects = PartialRejects(request.rejects.as_ref());
     let table = plan.table.clone();
+    // Merges COPY into staging, where nothing is refused; the merge itself is one statement.
+    let isolate_refused = rejects.as_ref().filter(|_| plan.merge_keys.is_empty());
     let cursor = match &request.incremental {
         Some(inc) if plan.copy_columns > 0 => {
             let plan_error = |reason: String| {
@@ -440,6 +451,7 @@ pub(crate) async fn write(
         let source_name = stages.source_name.clone();
         let rows_per_insert =
             (request.method == WriteMethod::Insert).then_some(request.insert_batch);
+        let keep_rows = isolate_refused.is_some();
         tokio::task::spawn_blocking(move || {
             encode(
                 batch_rx,
@@ -448,11 +460,12 @@ pub(crate) async fn write(
                 &source_name,
                 cursor,
                 rows_per_insert,
+                keep_rows,
             )
         })
     };
 
-    let transaction = client
+    let mut transaction = client
         .transaction()
         .await
         .map_err(|e| SinkError::database("starting a transaction", &table, &e))?;
@@ -504,6 +517,30 @@ pub(crate) async fn write(
             progress.add_rows(batch_rows);
         }
         cursor_value = stages.check(encode).await?;
+    } else if plan.copy_columns > 0
+        && let Some(rejects) = isolate_refused
+    {
+        let statement = plan.copy_statement();
+        while let Some((encoded, batch_rows)) = copy_rx.recv().await {
+            let Encoded::Copy {
+                bytes,
+                rows: Some(copy_rows),
+            } = encoded
+            else {
+                return Err(LoadError::Internal("a COPY chunk without its rows".into()));
+            };
+            rows += copy_isolating(
+                &mut transaction,
+                &statement,
+                &bytes,
+                &copy_rows,
+                rejects,
+                &table,
+            )
+            .await?;
+            progress.add_rows(batch_rows);
+        }
+        cursor_value = stages.check(encode).await?;
     } else if plan.copy_columns > 0 {
         let copy_failed =
             |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", &table, &e));
@@ -517,7 +554,7 @@ pub(crate) async fn write(
                 .await
                 .map_err(copy_failed)?;
             while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-                let Encoded::Copy(mut bytes) = encoded else {
+                let Encoded::Copy { mut bytes, .. } = encoded else {
                     return Err(LoadError::Internal("INSERT rows on the COPY path".into()));
                 };
                 // psql-sized messages: the server reads each CopyData message whole before
@@ -584,11 +621,15 @@ pub(crate) async fn write(
         .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
         .await
         .map_err(|e| SinkError::database("COMMIT", &table, &e))?;
-    partial_rejects.publish().map_err(|e| {
-        LoadError::Internal(format!(
-            "the load committed, but the reject file could not be renamed: {e}"
-        ))
-    })?;
+    rejects
+        .as_ref()
+        .map(|r| r.publish())
+        .transpose()
+        .map_err(|e| {
+            LoadError::Internal(format!(
+                "the load committed, but the reject file could not be renamed: {e}"
+            ))
+        })?;
     let mut figures = progress.figures();
     figures.rows = rows;
     Ok(LoadSummary {
@@ -599,6 +640,95 @@ pub(crate) async fn write(
         figures,
         created_table: plan.create_table.is_some(),
     })
+}
+
+/// Sends one COPY statement with `data` (whole rows) and returns the rows it loaded.
+async fn copy_once(
+    transaction: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    data: &[u8],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = transaction.copy_in::<_, Bytes>(statement).await?;
+    futures_util::pin_mut!(sink);
+    sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+    for piece in data.chunks(COPY_MESSAGE_BYTES) {
+        sink.feed(Bytes::copy_from_slice(piece)).await?;
+    }
+    sink.send(Bytes::from_static(COPY_TRAILER)).await?;
+    sink.finish().await
+}
+
+/// Loads one chunk's rows, setting aside those the server refuses (a constraint, a value it
+/// will not take). Each attempt runs under a savepoint; a refused range is rolled back and
+/// split in halves until the refused rows stand alone, so a chunk with one bad row costs
+/// about 2·log2(rows) extra COPY statements and every good row still loads, in order.
+async fn copy_isolating(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    statement: &str,
+    bytes: &[u8],
+    rows: &CopyRows,
+    rejects: &RejectFile,
+    table: &TableName,
+) -> Result<u64, LoadError> {
+    let start_of = |row: usize| if row == 0 { 0 } else { rows.ends[row - 1] };
+    let mut loaded = 0;
+    let mut pending = vec![(0, rows.ends.len())];
+    while let Some((first, end)) = pending.pop() {
+        if first == end {
+            continue;
+        }
+        let data = &bytes[start_of(first)..rows.ends[end - 1]];
+        let savepoint = transaction
+            .savepoint("apitap_rows")
+            .await
+            .map_err(|e| SinkError::database("SAVEPOINT", table, &e))?;
+        match copy_once(&savepoint, statement, data).await {
+            Ok(n) => {
+                savepoint
+                    .commit()
+                    .await
+                    .map_err(|e| SinkError::database("RELEASE SAVEPOINT", table, &e))?;
+                loaded += n;
+            }
+            Err(e) if e.as_db_error().is_some() => {
+                savepoint
+                    .rollback()
+                    .await
+                    .map_err(|e| SinkError::database("ROLLBACK TO SAVEPOINT", table, &e))?;
+                if end - first == 1 {
+                    let reason =
+                        format!("PostgreSQL refused the row: {}", crate::sink::refusal(&e));
+                    rejects.add(
+                        rows.records[first],
+                        None,
+                        &reason,
+                        &row_json(&rows.batch, first),
+                    )?;
+                } else {
+                    // Last in, first out: the first half is tried first, keeping row order.
+                    let middle = first + (end - first) / 2;
+                    pending.push((middle, end));
+                    pending.push((first, middle));
+                }
+            }
+            Err(e) => return Err(SinkError::database("COPY", table, &e).into()),
+        }
+    }
+    Ok(loaded)
+}
+
+/// One row as a JSON object, for the reject file.
+fn row_json(batch: &arrow_array::RecordBatch, row: usize) -> String {
+    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+    match writer
+        .write(&batch.slice(row, 1))
+        .and_then(|()| writer.finish())
+    {
+        Ok(()) => String::from_utf8_lossy(&writer.into_inner())
+            .trim_end()
+            .to_string(),
+        Err(e) => format!("(the row could not be shown: {e})"),
+    }
 }
 
 /// The stages upstream of the encoder, joined to find out whether they ended cleanly.

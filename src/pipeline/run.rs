@@ -68,6 +68,7 @@ pub async fn run_module(
         rx,
         stages,
         progress,
+        None,
     )
     .await
 }
@@ -155,7 +156,7 @@ async fn start(
     let opened = futures_util::future::try_join_all(
         requests
             .iter()
-            .map(|request| open_source(request, progress.clone())),
+            .map(|request| open_source(request, progress.clone(), None)),
     );
     let (opened, client) = tokio::try_join!(opened, async {
         connect.connect().await.map_err(LoadError::from)

@@ -47,7 +47,7 @@ impl SinkError {
             };
         }
         let message = match error.as_db_error() {
-            Some(db) => describe_db_error(db),
+            Some(db) => describe_db_error(db, true),
             None => error_chain(error),
         };
         SinkError::Database {
@@ -58,9 +58,18 @@ impl SinkError {
     }
 }
 
-/// The server's message with its detail, the column and COPY context, which for COPY names
-/// the failing row ("COPY items, line 42").
-fn describe_db_error(db: &DbError) -> String {
+/// Why the server refused a single row, for the reject file: its message, column, detail and
+/// hint (the COPY context would only say "line 1").
+pub fn refusal(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => describe_db_error(db, false),
+        None => error_chain(error),
+    }
+}
+
+/// The server's message with its detail, the column and, with `context`, the COPY context,
+/// which for COPY names the failing row ("COPY items, line 42").
+fn describe_db_error(db: &DbError, context: bool) -> String {
     let mut text = db.message().to_string();
     if let Some(column) = db.column() {
         text.push_str(&format!(" (column {column:?})"));
@@ -71,7 +80,7 @@ fn describe_db_error(db: &DbError) -> String {
     if let Some(hint) = db.hint() {
         text.push_str(&format!("; hint: {hint}"));
     }
-    if let Some(context) = db.where_() {
+    if let Some(context) = db.where_().filter(|_| context) {
         text.push_str(&format!(" [{}]", context.replace('\n', "; ")));
     }
     text

@@ -1,0 +1,126 @@
+//! The reject file of one load (`--on-error reject`): records that do not decode, from the
+//! decode stage, and rows the server refuses, from the writer, as JSON lines.
+//!
+//! It is written as `PATH.partial` and renamed to `PATH` only when the load commits; a failed
+//! load removes it, so a reject file never describes rows that were not loaded either.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{LoadError, RejectOptions};
+use crate::progress::Progress;
+
+/// One load's reject file, shared by the stages that set rows aside.
+#[derive(Debug)]
+pub(crate) struct RejectFile {
+    options: RejectOptions,
+    source_name: String,
+    writer: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
+    count: AtomicU64,
+    progress: Arc<Progress>,
+}
+
+/// Why a row could not be set aside.
+#[derive(Debug)]
+pub(crate) enum RejectError {
+    Write(std::io::Error),
+    /// More rows were rejected than `--max-rejects` allows.
+    TooMany {
+        count: u64,
+        max: u64,
+    },
+}
+
+impl From<RejectError> for LoadError {
+    fn from(e: RejectError) -> LoadError {
+        match e {
+            RejectError::TooMany { count, max } => LoadError::TooManyRejects { count, max },
+            RejectError::Write(e) => {
+                LoadError::Internal(format!("could not write the reject file: {e}"))
+            }
+        }
+    }
+}
+
+impl RejectFile {
+    pub(crate) fn new(
+        options: &RejectOptions,
+        source_name: String,
+        progress: Arc<Progress>,
+    ) -> Arc<RejectFile> {
+        Arc::new(RejectFile {
+            options: options.clone(),
+            source_name,
+            writer: Mutex::new(None),
+            count: AtomicU64::new(0),
+            progress,
+        })
+    }
+
+    /// Sets one record aside: its number in the load, its input line where known, why, and
+    /// its text.
+    ///
+    /// # Errors
+    /// The file cannot be written, or this reject is one more than `--max-rejects` allows.
+    pub(crate) fn add(
+        &self,
+        record: u64,
+        line: Option<u64>,
+        reason: &str,
+        text: &str,
+    ) -> Result<(), RejectError> {
+        let entry = serde_json::json!({
+            "source": self.source_name,
+            "record": record,
+            "line": line,
+            "reason": reason,
+            "record_text": text,
+        });
+        {
+            let mut writer = self
+                .writer
+                .lock()
+                .map_err(|_| RejectError::Write(std::io::Error::other("a stage panicked")))?;
+            if writer.is_none() {
+                let file = std::fs::File::create(self.options.partial_path())
+                    .map_err(RejectError::Write)?;
+                *writer = Some(std::io::BufWriter::new(file));
+            }
+            if let Some(writer) = writer.as_mut() {
+                writer
+                    .write_all(format!("{entry}\n").as_bytes())
+                    .map_err(RejectError::Write)?;
+            }
+        }
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        self.progress.add_rejected(1);
+        if let Some(max) = self.options.max.filter(|max| count > *max) {
+            return Err(RejectError::TooMany { count, max });
+        }
+        Ok(())
+    }
+
+    /// Flushes the file and renames it to its final name; called once the load committed.
+    ///
+    /// # Errors
+    /// The file cannot be flushed or renamed.
+    pub(crate) fn publish(&self) -> std::io::Result<()> {
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(mut writer) = writer {
+            writer.flush()?;
+            drop(writer);
+            std::fs::rename(self.options.partial_path(), &self.options.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RejectFile {
+    fn drop(&mut self) {
+        // Not published: the load failed, and its rejects describe nothing that happened.
+        if self.writer.get_mut().is_ok_and(|w| w.is_some()) {
+            let _ = std::fs::remove_file(self.options.partial_path());
+        }
+    }
+}
