@@ -559,6 +559,37 @@ mod tests {
     }
 
     #[test]
+    fn row_ends_split_the_output_into_whole_rows() {
+        let batch = RecordBatch::try_from_iter([
+            ("a", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+            (
+                "b",
+                Arc::new(StringArray::from(vec![Some("x"), None, Some("long text")])),
+            ),
+        ])
+        .unwrap();
+        let mut encoder = CopyEncoder::new(
+            vec!["a".into(), "b".into()],
+            vec![PgType::Int8, PgType::Text],
+        );
+        let mut out = BytesMut::from(&b"earlier"[..]);
+        encoder.encode(&batch, 1, &mut out).unwrap();
+        // Each row: field count (2) + int8 (4 + 8) + text (4 + len, or 4 for NULL).
+        let start = b"earlier".len();
+        assert_eq!(
+            encoder.row_ends(),
+            &[
+                start + 2 + 12 + 5,
+                start + 2 + 12 + 5 + 2 + 12 + 4,
+                out.len()
+            ]
+        );
+        let second = &out[encoder.row_ends()[0]..encoder.row_ends()[1]];
+        assert_eq!(&second[..2], &2i16.to_be_bytes());
+        assert_eq!(&second[6..14], &2i64.to_be_bytes());
+    }
+
+    #[test]
     fn snapshot_of_every_fixed_width_type() {
         let bytes = encode_one(
             vec![
