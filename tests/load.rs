@@ -502,3 +502,70 @@ async fn records_inside_a_document_load_from_their_pointer() {
         (2000, 2001, 4000)
     );
 }
+
+/// Values that outgrow an integer column widen it in the load's transaction (int → bigint →
+/// numeric) under the default `--schema evolve`; `freeze` refuses instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integer_columns_widen_for_values_that_outgrew_them() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "widen").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id integer PRIMARY KEY, qty smallint, price integer, note text);
+         INSERT INTO {table} VALUES (1, 1, 1, 'old')"
+    ))
+    .await
+    .unwrap();
+    let input = b"{\"id\": 3000000000, \"qty\": 40000, \"price\": 12.5, \"note\": \"new\"}\n{\"id\": 2, \"qty\": 2, \"price\": 7, \"note\": null}\n".to_vec();
+
+    let frozen = apitap(
+        &["load", "-", "--table", &table, "--schema", "freeze"],
+        Some(input.clone()),
+    )
+    .await;
+    assert_eq!(frozen.code, 1, "{}", frozen.stderr);
+    assert!(
+        frozen
+            .stderr
+            .contains("line 1 (record 1): column \"id\": 3000000000 is out of range for integer"),
+        "{}",
+        frozen.stderr
+    );
+
+    let run = apitap(
+        &["load", "-", "--table", &table, "--summary-json", "-"],
+        Some(input),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "apitap: widened 3 column(s) of {table} for values that outgrew them: id: integer → bigint, qty: smallint → integer, price: integer → numeric"
+        )),
+        "{}",
+        run.stderr
+    );
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["widened_columns"].as_array().unwrap().len(), 3);
+    let rows: Vec<String> = db
+        .query(
+            &format!(
+                "SELECT concat_ws('|', id, qty, price, pg_typeof(id), pg_typeof(qty), pg_typeof(price), note)
+                 FROM {table} ORDER BY id"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            "1|1|1|bigint|integer|numeric|old",
+            "2|2|7|bigint|integer|numeric",
+            "3000000000|40000|12.5|bigint|integer|numeric|new",
+        ]
+    );
+}

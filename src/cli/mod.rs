@@ -509,6 +509,14 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             summary.added_columns.join(", ")
         );
     }
+    if !summary.widened_columns.is_empty() && !args.quiet {
+        eprintln!(
+            "apitap: widened {} column(s) of {} for values that outgrew them: {}",
+            summary.widened_columns.len(),
+            summary.table,
+            summary.widened_columns.join(", ")
+        );
+    }
     if !summary.discarded_fields.is_empty() && !args.quiet {
         eprintln!(
             "apitap: discarded {} field(s) without a column in {}: {}",
@@ -533,6 +541,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "rejected": f.rejected,
             "cursor": summary.cursor,
             "added_columns": summary.added_columns,
+            "widened_columns": summary.widened_columns,
             "discarded_fields": summary.discarded_fields,
             "peak_rss_bytes": peak_rss_bytes(),
         });

@@ -19,6 +19,10 @@ const TIMESTAMP: u16 = 1 << 6;
 const DATE: u16 = 1 << 7;
 const STRING: u16 = 1 << 8;
 const NESTED: u16 = 1 << 9;
+/// With INT: an integer outside smallint's range, or outside integer's. They only matter
+/// when an existing column is too narrow; a new table's integers are bigint.
+const BEYOND_INT2: u16 = 1 << 10;
+const BEYOND_INT4: u16 = 1 << 11;
 
 /// What the sample showed of each field, in order of first appearance.
 #[derive(Debug, Default)]
@@ -58,6 +62,35 @@ impl Sample {
         self.fields.iter().any(|(n, _)| n == name)
     }
 
+    /// The wider type an existing integer column of type `current` needs to hold every
+    /// sampled value of `name` (int → bigint → numeric), or `None` if it holds them already
+    /// or only a change of kind would (text into a number column fails instead).
+    pub fn widening(&self, name: &str, current: PgType) -> Option<PgType> {
+        let rank = |t: PgType| match t {
+            PgType::Int2 => Some(0),
+            PgType::Int4 => Some(1),
+            PgType::Int8 => Some(2),
+            PgType::Numeric => Some(3),
+            _ => None,
+        };
+        let (_, kinds) = self.fields.iter().find(|(n, _)| n == name)?;
+        let kinds = kinds & !NULL;
+        let numeric = INT | BIG_INT | FLOAT | BEYOND_INT2 | BEYOND_INT4;
+        if kinds == 0 || kinds & !numeric != 0 {
+            return None;
+        }
+        let needed = if kinds & (BIG_INT | FLOAT) != 0 {
+            PgType::Numeric
+        } else if kinds & BEYOND_INT4 != 0 {
+            PgType::Int8
+        } else if kinds & BEYOND_INT2 != 0 {
+            PgType::Int4
+        } else {
+            PgType::Int2
+        };
+        (rank(needed)? > rank(current)?).then_some(needed)
+    }
+
     /// The table that would hold every sampled record without losing anything.
     pub fn infer(&self) -> TableSchema {
         TableSchema {
@@ -77,7 +110,20 @@ fn kind_of(value: &Value) -> u16 {
     match value {
         Value::Null => NULL,
         Value::Bool(_) => BOOL,
-        Value::Number(n) if n.is_i64() => INT,
+        Value::Number(n) if n.is_i64() => {
+            let v = n.as_i64().unwrap_or_default();
+            let beyond_int2 = if i16::try_from(v).is_err() {
+                BEYOND_INT2
+            } else {
+                0
+            };
+            let beyond_int4 = if i32::try_from(v).is_err() {
+                BEYOND_INT4
+            } else {
+                0
+            };
+            INT | beyond_int2 | beyond_int4
+        }
         Value::Number(n) if n.is_u64() => BIG_INT,
         Value::Number(_) => FLOAT,
         Value::String(s) => match string_shape(s) {
@@ -93,6 +139,7 @@ fn kind_of(value: &Value) -> u16 {
 /// The narrowest type that holds every kind seen. Mixed scalars fall back to text, which
 /// keeps each value as written; anything nested makes the column jsonb.
 fn resolve(kinds: u16) -> PgType {
+    let kinds = kinds & !(BEYOND_INT2 | BEYOND_INT4);
     if kinds & NESTED != 0 {
         return PgType::Jsonb;
     }
@@ -148,6 +195,30 @@ mod tests {
                 ("local".into(), PgType::Timestamp),
             ]
         );
+    }
+
+    #[test]
+    fn integer_columns_widen_only_as_far_as_the_values_need() {
+        let mut sample = Sample::default();
+        for r in [
+            r#"{"small": 5, "mid": 40000, "big": 3000000000, "frac": 1.5, "huge": 18446744073709551615, "text": "x", "none": null}"#,
+            r#"{"small": -7, "mid": 1, "big": 2, "frac": 2, "huge": 1, "text": 1, "none": null}"#,
+        ] {
+            sample.add(r.as_bytes());
+        }
+        let w = |name: &str, t: PgType| sample.widening(name, t);
+        assert_eq!(w("small", PgType::Int2), None);
+        assert_eq!(w("mid", PgType::Int2), Some(PgType::Int4));
+        assert_eq!(w("mid", PgType::Int4), None);
+        assert_eq!(w("big", PgType::Int4), Some(PgType::Int8));
+        assert_eq!(w("big", PgType::Int8), None);
+        assert_eq!(w("frac", PgType::Int8), Some(PgType::Numeric));
+        assert_eq!(w("huge", PgType::Int8), Some(PgType::Numeric));
+        assert_eq!(w("huge", PgType::Numeric), None);
+        assert_eq!(w("big", PgType::Float8), None);
+        assert_eq!(w("text", PgType::Int4), None);
+        assert_eq!(w("none", PgType::Int2), None);
+        assert_eq!(w("absent", PgType::Int2), None);
     }
 
     #[test]

@@ -166,6 +166,8 @@ pub struct LoadSummary {
     pub cursor: Option<String>,
     /// Columns added for new fields (`--schema evolve`).
     pub added_columns: Vec<String>,
+    /// Integer columns widened for values that outgrew them, as `name: old → new`.
+    pub widened_columns: Vec<String>,
     /// Fields dropped (`--schema discard`), as far as the sample showed them.
     pub discarded_fields: Vec<String>,
     pub figures: Figures,
@@ -238,7 +240,7 @@ pub async fn load(
         &client,
         request,
         &source.sample.infer(),
-        source.sample.records(),
+        Some(&source.sample),
     )
     .await?;
     let (batches, stages) = source.start(plan.clone()).await?;
@@ -363,14 +365,23 @@ pub(crate) async fn open_source(
 }
 
 /// Decides how records with `fields` map onto the request's table, reading the catalog.
-/// `records` is how many records the fields were seen in.
+/// `sample`, the records the fields were inferred from, tells which integer columns their
+/// values outgrew; without one (a transform's typed output) no column is widened.
 pub(crate) async fn plan_load(
     client: &tokio_postgres::Client,
     request: &LoadRequest,
     fields: &crate::schema::TableSchema,
-    records: usize,
+    sample: Option<&Sample>,
 ) -> Result<Arc<LoadPlan>, LoadError> {
     let target = describe_target(client, &request.table).await?;
+    let widen = match (sample, &target.columns) {
+        (Some(sample), Some(columns)) => columns
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), sample.widening(&c.name, c.pg_type?)?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let records = sample.map_or(1, Sample::records);
     let plan = LoadPlan::new(
         &target,
         fields,
@@ -378,6 +389,7 @@ pub(crate) async fn plan_load(
             sample_limit: request.sample,
             merge_keys: request.merge_keys.clone(),
             schema: request.schema,
+            widen,
         },
     )?;
     if !plan.merge_keys.is_empty()
@@ -636,6 +648,7 @@ pub(crate) async fn write(
         cursor: cursor_value,
         table,
         added_columns: plan.added_columns.clone(),
+        widened_columns: plan.widened_columns.clone(),
         discarded_fields: plan.discarded_fields.clone(),
         figures,
         created_table: plan.create_table.is_some(),

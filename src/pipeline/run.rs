@@ -207,7 +207,7 @@ async fn start(
     }
     let (out_schema, output) = transform.execute(&module.sql).await.map_err(module_error)?;
     let fields = output_fields(&out_schema).map_err(module_error)?;
-    let plan = plan_load(&client, &sink, &fields, 1).await?;
+    let plan = plan_load(&client, &sink, &fields, None).await?;
     Ok(Started {
         client,
         sink,

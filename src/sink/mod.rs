@@ -206,6 +206,9 @@ pub struct PlanOptions {
     pub sample_limit: usize,
     pub merge_keys: Vec<String>,
     pub schema: SchemaPolicy,
+    /// Existing columns to widen, and to what (`--schema evolve`): the sample holds values
+    /// their type cannot.
+    pub widen: Vec<(String, PgType)>,
 }
 
 /// How records map onto the table, decided from the catalog and the sample.
@@ -214,9 +217,12 @@ pub struct LoadPlan {
     pub table: TableName,
     /// `CREATE TABLE` to run first, when the table is new.
     pub create_table: Option<String>,
-    /// `ALTER TABLE … ADD COLUMN …` for new fields, under `--schema evolve`.
+    /// `ALTER TABLE … ADD COLUMN …, ALTER COLUMN … TYPE …` for new fields and values that
+    /// outgrew their column, under `--schema evolve`.
     pub alter_table: Option<String>,
     pub added_columns: Vec<String>,
+    /// Columns widened, as `name: old → new`.
+    pub widened_columns: Vec<String>,
     /// Sampled fields dropped under `--schema discard`.
     pub discarded_fields: Vec<String>,
     pub create_schema: Option<String>,
@@ -298,6 +304,7 @@ impl LoadPlan {
                 merge_keys: merge_keys.to_vec(),
                 alter_table: None,
                 added_columns: Vec::new(),
+                widened_columns: Vec::new(),
                 discarded_fields: Vec::new(),
                 table,
             }
@@ -305,6 +312,8 @@ impl LoadPlan {
         };
         let mut loaded = Vec::new();
         let mut defaulted = Vec::new();
+        let mut alterations = Vec::new();
+        let mut widened_columns = Vec::new();
         for c in columns {
             let in_sample = fields.columns.iter().any(|f| f.name == c.name);
             if c.generated {
@@ -328,9 +337,23 @@ impl LoadPlan {
                 }
                 continue;
             };
+            let widened = options
+                .widen
+                .iter()
+                .find(|(name, _)| *name == c.name)
+                .map(|(_, to)| *to)
+                .filter(|_| options.schema == SchemaPolicy::Evolve);
+            if let Some(to) = widened {
+                alterations.push(format!(
+                    "ALTER COLUMN {} TYPE {}",
+                    quote_ident(&c.name),
+                    to.sql_name()
+                ));
+                widened_columns.push(format!("{}: {pg_type} → {to}", c.name));
+            }
             let column = Column {
                 name: c.name.clone(),
-                pg_type,
+                pg_type: widened.unwrap_or(pg_type),
             };
             if in_sample || !c.has_default {
                 loaded.push(column);
@@ -345,22 +368,17 @@ impl LoadPlan {
             .filter(|f| !columns.iter().any(|c| c.name == f.name))
             .cloned()
             .collect();
-        let mut alter_table = None;
         let mut added_columns = Vec::new();
         let mut discarded_fields = Vec::new();
         match options.schema {
             SchemaPolicy::Evolve if !new_fields.is_empty() => {
-                let adds: Vec<String> = new_fields
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "ADD COLUMN {} {}",
-                            quote_ident(&c.name),
-                            c.pg_type.sql_name()
-                        )
-                    })
-                    .collect();
-                alter_table = Some(format!("ALTER TABLE {qualified} {}", adds.join(", ")));
+                alterations.extend(new_fields.iter().map(|c| {
+                    format!(
+                        "ADD COLUMN {} {}",
+                        quote_ident(&c.name),
+                        c.pg_type.sql_name()
+                    )
+                }));
                 added_columns = new_fields.iter().map(|c| c.name.clone()).collect();
                 loaded.extend(new_fields);
             }
@@ -369,6 +387,8 @@ impl LoadPlan {
             }
             SchemaPolicy::Evolve | SchemaPolicy::Freeze => {}
         }
+        let alter_table = (!alterations.is_empty())
+            .then(|| format!("ALTER TABLE {qualified} {}", alterations.join(", ")));
         let unknown_field_hint = match options.schema {
             SchemaPolicy::Freeze => format!(
                 "is not a column of {table}, and --schema freeze adds none; add the column, \
@@ -387,6 +407,7 @@ impl LoadPlan {
             create_schema: None,
             alter_table,
             added_columns,
+            widened_columns,
             discarded_fields,
             decode: TableSchema { columns: loaded },
             copy_columns,
@@ -411,6 +432,7 @@ impl LoadPlan {
             create_table: None,
             alter_table: None,
             added_columns: Vec::new(),
+            widened_columns: Vec::new(),
             discarded_fields: Vec::new(),
             create_schema: None,
             copy_columns: fields.columns.len(),
