@@ -7,32 +7,95 @@ use super::*;
 const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Reads the body in chunks. Stops quietly when the decode stage is gone (it has its reason).
+///
+/// An HTTP body cut mid-stream is requested again, within the retry policy: the bytes
+/// already passed on are read again, checked against a hash of what was sent, and skipped,
+/// so the stream goes on exactly where it broke and no record is loaded twice. A server
+/// that sends different bytes the second time fails the load instead.
 pub(super) async fn fetch(
     mut body: Body,
     tx: mpsc::Sender<Chunk>,
     progress: Arc<Progress>,
     source: Source,
+    http: Http,
 ) -> Result<(), LoadError> {
+    let mut sent: u64 = 0;
+    let mut sent_hash = std::hash::DefaultHasher::new();
+    let mut attempt = 1;
     loop {
         let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
+        let mut cut = None;
         while buf.len() < CHUNK_BYTES / 2 {
-            let n = body
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| LoadError::Source(source.read_error(&e)))?;
-            if n == 0 {
-                break;
+            match body.read_buf(&mut buf).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    cut = Some(e);
+                    break;
+                }
             }
         }
-        if buf.is_empty() {
+        let ended = buf.is_empty() && cut.is_none();
+        if !buf.is_empty() {
+            std::hash::Hasher::write(&mut sent_hash, &buf);
+            sent += buf.len() as u64;
+            progress.add_bytes(buf.len() as u64);
+            if tx.send(Chunk::Bytes(buf.freeze())).await.is_err() {
+                return Ok(());
+            }
+        }
+        if let Some(error) = cut {
+            let retryable = matches!(source, Source::Http(_)) && attempt < http.retry.max_attempts;
+            if !retryable {
+                return Err(LoadError::Source(source.read_error(&error)));
+            }
+            let wait = http.retry.backoff(attempt);
+            tracing::info!(source = %source, bytes = sent, error = %crate::source::error_chain(&error), wait_ms = wait.as_millis() as u64, "body cut mid-stream; requesting it again");
+            progress.add_retry();
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+            body = source.open(&http, &progress).await?;
+            skip_sent(&mut body, sent, &sent_hash, &source).await?;
+            continue;
+        }
+        if ended {
             tracing::info!(bytes = progress.figures().bytes, "source read to the end");
             return Ok(());
         }
-        progress.add_bytes(buf.len() as u64);
-        if tx.send(Chunk::Bytes(buf.freeze())).await.is_err() {
-            return Ok(());
-        }
     }
+}
+
+/// Reads the first `sent` bytes of a body requested again and checks they are the bytes
+/// already passed on.
+async fn skip_sent(
+    body: &mut Body,
+    sent: u64,
+    sent_hash: &std::hash::DefaultHasher,
+    source: &Source,
+) -> Result<(), LoadError> {
+    let mut again = std::hash::DefaultHasher::new();
+    let mut left = sent;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = body
+            .read(&mut buf[..want])
+            .await
+            .map_err(|e| LoadError::Source(source.read_error(&e)))?;
+        if n == 0 {
+            break;
+        }
+        std::hash::Hasher::write(&mut again, &buf[..n]);
+        left -= n as u64;
+    }
+    let same =
+        left == 0 && std::hash::Hasher::finish(&again) == std::hash::Hasher::finish(sent_hash);
+    if !same {
+        return Err(LoadError::Pagination(format!(
+            "{source}: the body was cut after {sent} bytes, and the server sent different bytes when asked again, so the load cannot go on where it broke; run it again"
+        )));
+    }
+    Ok(())
 }
 
 /// What flows from the fetch stage to the decode stage.

@@ -339,7 +339,14 @@ pub(crate) async fn open_source(
         None => {
             let body = request.source.open(&request.http, &progress).await?;
             tokio::spawn(
-                fetch(body, chunk_tx, progress.clone(), request.source.clone()).instrument(span),
+                fetch(
+                    body,
+                    chunk_tx,
+                    progress.clone(),
+                    request.source.clone(),
+                    request.http.clone(),
+                )
+                .instrument(span),
             )
         }
     };
