@@ -512,3 +512,48 @@ async fn the_examples_run_against_the_demo_api() {
     assert_eq!(totals.1, distinct);
     assert_eq!(count(&db, "demo.customers").await, 100_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_env_fills_variables_the_environment_does_not_set() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_dotenv").await;
+    let addr = serve(api()).await;
+    let dir = project(addr, &schema, &[]);
+    std::fs::write(
+        dir.path().join("pipelines.yaml"),
+        format!(
+            "sources:\n  - name: users\n    url: http://${{API_HOST}}/users\n    table_destination_name: ${{TABLE}}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sql/users.sql"),
+        "{{ scheduler(\"@daily\") }}\nSELECT * FROM {{ use_source(\"users\") }}",
+    )
+    .unwrap();
+    // TABLE comes from .env; API_HOST from the environment, which .env does not override.
+    std::fs::write(
+        dir.path().join(".env"),
+        "API_HOST=127.0.0.1:1\nTABLE=from_dotenv\n",
+    )
+    .unwrap();
+    let cwd = dir.path().to_path_buf();
+    let host = addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        command(&["run", "-m", "sql", "-y", "pipelines.yaml"])
+            .current_dir(cwd)
+            .env("API_HOST", host)
+            .env_remove("TABLE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("into {schema}.from_dotenv (created): 3 rows")),
+        "{stderr}"
+    );
+    assert_eq!(count(&db, &format!("{schema}.from_dotenv")).await, 3);
+}

@@ -113,6 +113,11 @@ async fn start(
                 ),
             })
         })?;
+    let table_text = crate::source::request::expand(&table_text, env, "the destination table")
+        .map_err(|reason| ConfigError::Resolve {
+            what: format!("module {}", module.name),
+            reason,
+        })?;
     let table = target.table(&table_text)?;
     let mut sources = Vec::with_capacity(module.sources.len());
     for name in &module.sources {
