@@ -225,3 +225,115 @@ async fn a_process_killed_mid_load_loses_nothing_and_a_rerun_loads_each_row_once
         (15_000, 15_000, 15_000, Some("15000".into()))
     );
 }
+
+/// `/pages?page=P[&after=N]`: NDJSON pages of 100 rows (ids above `after`, 1000 in all);
+/// answers 500 for page 7 while `broken` is set, and records every page it was asked for.
+fn paged_api(broken: Arc<AtomicU64>, asked: Arc<std::sync::Mutex<Vec<String>>>) -> Router {
+    Router::new().route(
+        "/pages",
+        get(
+            move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                let broken = broken.load(Ordering::SeqCst) == 1;
+                let asked = asked.clone();
+                async move {
+                    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                    let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+                    asked.lock().unwrap().push(format!(
+                        "page={page}{}",
+                        q.get("after")
+                            .map(|a| format!(" after={a}"))
+                            .unwrap_or_default()
+                    ));
+                    if broken && page == 7 {
+                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
+                    }
+                    let first = after + (page - 1) * 100 + 1;
+                    let body: String = (first..first + 100)
+                        .filter(|id| *id <= 1000)
+                        .map(|id| format!("{{\"id\": {id}, \"name\": \"row {id}\"}}\n"))
+                        .collect();
+                    (axum::http::StatusCode::OK, body)
+                }
+            },
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_committing_every_few_pages_resumes_after_its_last_commit() {
+    let db = client().await;
+    let (_, table) = fresh(&db, "fault_resume").await;
+    let broken = Arc::new(AtomicU64::new(1));
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let addr = serve(paged_api(broken.clone(), asked.clone())).await;
+    let args: Vec<String> = [
+        "load",
+        &format!("http://{addr}/pages"),
+        "--table",
+        &table,
+        "--pagination",
+        "{kind: page_number, page_size: 100}",
+        "--commit-every",
+        "3",
+        "--cursor-field",
+        "id",
+        "--cursor-param",
+        "after",
+        "--retry",
+        "{max_attempts: 1}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    // Page 7 fails: pages 1-6 were committed in two groups of three, with their state.
+    let first = run(&args).await;
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    assert!(
+        first.stderr.contains(&format!(
+            "HTTP 503 Service Unavailable from http://{addr}/pages?page=7&per_page=100"
+        )),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (600, 600, 600, Some("600".into()))
+    );
+    let resume: Option<String> = db
+        .query_one("SELECT resume FROM apitap._state WHERE key = $1", &[&table])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(resume.unwrap().contains("page=7"));
+
+    // The rerun starts at page 7, with the query the backfill began with (no `after`).
+    broken.store(0, Ordering::SeqCst);
+    asked.lock().unwrap().clear();
+    let rerun = run(&args).await;
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert_eq!(
+        asked.lock().unwrap().clone(),
+        vec!["page=7", "page=8", "page=9", "page=10", "page=11"]
+    );
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (1000, 1000, 1000, Some("1000".into()))
+    );
+    let resume: Option<String> = db
+        .query_one("SELECT resume FROM apitap._state WHERE key = $1", &[&table])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(resume, None, "a finished backfill leaves nothing to resume");
+
+    // The next run is an ordinary incremental one: after the highest id.
+    asked.lock().unwrap().clear();
+    let next = run(&args).await;
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert_eq!(asked.lock().unwrap().clone(), vec!["page=1 after=1000"]);
+    assert_eq!(
+        facts(&db, &table, &table).await,
+        (1000, 1000, 1000, Some("1000".into()))
+    );
+}

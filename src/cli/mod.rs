@@ -110,18 +110,19 @@ pub struct LoadArgs {
     )]
     pub cursor_param: Option<String>,
 
-    /// The incremental state's key (default: the --table text).
-    #[arg(
-        help_heading = "Incremental loads",
-        long,
-        value_name = "KEY",
-        requires = "cursor_field"
-    )]
+    /// The key of the load's state in apitap._state (default: the --table text).
+    #[arg(help_heading = "Incremental loads", long, value_name = "KEY")]
     pub state_key: Option<String>,
 
-    /// Ignore the stored cursor this time (it is still updated).
-    #[arg(help_heading = "Incremental loads", long, requires = "cursor_field")]
+    /// Ignore the stored state this time: the cursor, or an unfinished backfill (it is still
+    /// updated).
+    #[arg(help_heading = "Incremental loads", long)]
     pub full_refresh: bool,
+
+    /// Commit every N pages of a paged source, recording where to resume: a rerun after a
+    /// crash goes on after the last commit, with no row twice and none missing.
+    #[arg(help_heading = "Incremental loads", long, value_name = "PAGES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_every: Option<u64>,
 
     /// How rows are written: binary `copy`, or batched `insert` for servers and proxies
     /// without COPY.
@@ -416,9 +417,21 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         incremental: args.cursor_field.clone().map(|cursor_field| Incremental {
             cursor_field,
             cursor_param: args.cursor_param.clone(),
-            state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
-            full_refresh: args.full_refresh,
         }),
+        state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
+        full_refresh: args.full_refresh,
+        commit_every: match args.commit_every {
+            Some(_) if args.mode == Mode::Replace => {
+                anyhow::bail!(
+                    "--commit-every cannot be used with --mode replace: a replace must land in one transaction"
+                )
+            }
+            Some(_) if args.on_error == OnError::Reject => {
+                anyhow::bail!("--commit-every cannot be used with --on-error reject yet")
+            }
+            every => every,
+        },
+        resume: None,
         rejects: (args.on_error == OnError::Reject).then(|| RejectOptions {
             path: args.reject_file.clone(),
             max: args.max_rejects,

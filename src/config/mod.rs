@@ -472,9 +472,11 @@ impl SourceConfig {
             incremental: self.cursor_field.clone().map(|cursor_field| Incremental {
                 cursor_field,
                 cursor_param: self.cursor_param.clone(),
-                state_key: self.name.clone(),
-                full_refresh: false,
             }),
+            state_key: self.name.clone(),
+            full_refresh: false,
+            commit_every: None,
+            resume: None,
             max_record_bytes: 64 << 20,
             table,
         })

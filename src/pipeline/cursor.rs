@@ -55,6 +55,28 @@ impl CursorMax {
         }
     }
 
+    /// Takes in a value seen before (a resumed backfill's committed maximum), as written by
+    /// [`CursorMax::value`]; text that does not parse as the column's type is ignored.
+    pub fn seed(&mut self, text: &str) {
+        use crate::decode::values::{parse_date, parse_timestamp};
+        let seen = match self.pg_type {
+            PgType::Int2 | PgType::Int4 | PgType::Int8 => text.parse().ok().map(Best::Int),
+            PgType::Float4 | PgType::Float8 => text.parse().ok().map(Best::Float),
+            PgType::Timestamptz | PgType::Timestamp => {
+                parse_timestamp(text).map(|t| Best::Micros(t.utc_micros()))
+            }
+            PgType::Date => parse_date(text).map(Best::Days),
+            PgType::Numeric => text
+                .parse()
+                .ok()
+                .map(|v| Best::Decimal(v, text.to_string())),
+            _ => Some(Best::Text(text.to_string())),
+        };
+        if let Some(seen) = seen {
+            self.offer(seen);
+        }
+    }
+
     /// Takes in one batch's column.
     pub fn update(&mut self, array: &ArrayRef) {
         let candidate = match self.pg_type {
@@ -84,7 +106,12 @@ impl CursorMax {
                 .max()
                 .map(|t| Best::Text(t.to_string())),
         };
-        let Some(candidate) = candidate else { return };
+        if let Some(candidate) = candidate {
+            self.offer(candidate);
+        }
+    }
+
+    fn offer(&mut self, candidate: Best) {
         let better = match (&self.best, &candidate) {
             (None, _) => true,
             (Some(Best::Int(a)), Best::Int(b)) => b > a,
@@ -152,6 +179,16 @@ mod tests {
         let mut m = CursorMax::new(PgType::Numeric).unwrap();
         m.update(&(Arc::new(StringArray::from(vec!["9.5", "10.25"])) as ArrayRef));
         assert_eq!(m.value().as_deref(), Some("10.25"));
+
+        // A resumed backfill starts from the maximum its committed pages held.
+        let mut m = CursorMax::new(PgType::Timestamptz).unwrap();
+        m.seed("2024-05-01T00:00:00Z");
+        m.update(&older);
+        assert_eq!(m.value().as_deref(), Some("2024-05-01T00:00:00Z"));
+        let mut m = CursorMax::new(PgType::Int8).unwrap();
+        m.seed("41");
+        m.update(&(Arc::new(Int64Array::from(vec![40])) as ArrayRef));
+        assert_eq!(m.value().as_deref(), Some("41"));
 
         let empty = CursorMax::new(PgType::Text).unwrap();
         assert_eq!(empty.value(), None);

@@ -46,7 +46,7 @@ pub(super) struct DecodeStage {
     decoder: Option<RecordDecoder>,
     batch_size: usize,
     reject_unknown_fields: bool,
-    tx: mpsc::Sender<Decoded>,
+    tx: mpsc::Sender<Flow>,
     source_name: String,
     /// The input format once detected, for the log.
     framer_format: Option<Format>,
@@ -63,7 +63,7 @@ impl DecodeStage {
         rejects: Option<Arc<RejectFile>>,
         sample_tx: oneshot::Sender<Sample>,
         plan_rx: oneshot::Receiver<Arc<LoadPlan>>,
-        tx: mpsc::Sender<Decoded>,
+        tx: mpsc::Sender<Flow>,
     ) -> DecodeStage {
         DecodeStage {
             // Pages arrive framed by the fetch stage.
@@ -100,6 +100,21 @@ impl DecodeStage {
             let mut framing = self.framing.take();
             while let Some(chunk) = rx.blocking_recv() {
                 match (chunk, &mut framing) {
+                    (Chunk::Checkpoint(position), _) => {
+                        // Everything before the commit point goes before it: the plan must
+                        // exist (even on a short sample) and the decoder's rows must be out.
+                        if self.decoder.is_none() {
+                            self.start_decoding()?;
+                        }
+                        if let Some(decoder) = &mut self.decoder
+                            && let Some(rows) = decoder.finish()?
+                        {
+                            self.send(rows)?;
+                        }
+                        self.tx
+                            .blocking_send(Flow::Checkpoint(position))
+                            .map_err(|_| Stop::Cancelled)?;
+                    }
                     (Chunk::Page(page), _) => {
                         self.pages.push((self.delivered + 1, page.label));
                         for (start, end, at) in page.records {
@@ -191,7 +206,9 @@ impl DecodeStage {
                     })?;
             }
         }
-        self.tx.blocking_send(decoded).map_err(|_| Stop::Cancelled)
+        self.tx
+            .blocking_send(Flow::Rows(decoded))
+            .map_err(|_| Stop::Cancelled)
     }
 
     /// A record from the input, in order; counted for page labels.

@@ -10,7 +10,7 @@ use super::*;
 /// and set aside. Stops quietly when the COPY is gone (it
 /// has its reason).
 pub(super) fn encode(
-    mut rx: mpsc::Receiver<Decoded>,
+    mut rx: mpsc::Receiver<Flow>,
     tx: mpsc::Sender<(Encoded, u64)>,
     plan: &LoadPlan,
     source_name: &str,
@@ -24,7 +24,20 @@ pub(super) fn encode(
     let projection: Option<Vec<usize>> =
         (plan.copy_columns < plan.decode.columns.len()).then(|| (0..plan.copy_columns).collect());
     let mut capacity = 1 << 20;
-    while let Some(decoded) = rx.blocking_recv() {
+    while let Some(flow) = rx.blocking_recv() {
+        let decoded = match flow {
+            Flow::Rows(decoded) => decoded,
+            Flow::Checkpoint(resume) => {
+                let cursor = cursor.as_ref().and_then(|(_, max)| max.value());
+                if tx
+                    .blocking_send((Encoded::Checkpoint { resume, cursor }, 0))
+                    .is_err()
+                {
+                    return Ok(None);
+                }
+                continue;
+            }
+        };
         let batch = match &projection {
             Some(columns) => decoded
                 .batch

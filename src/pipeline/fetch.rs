@@ -105,6 +105,8 @@ pub(super) enum Chunk {
     /// One whole page whose records the fetch stage has already found (it needed to, to
     /// know the next page).
     Page(FramedPage),
+    /// A commit point after a page (`--commit-every`): the pager's position, as JSON.
+    Checkpoint(String),
 }
 
 pub(super) struct FramedPage {
@@ -132,8 +134,9 @@ pub(super) async fn fetch_pages(
     let mut good_pages = 0;
     let mut rejections_seen = http.throttle.rejections();
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
-    // Absolute index (from 0) of the next page to request.
-    let mut next_index = 0u64;
+    // Absolute index (from 0) of the next page to request; a resumed backfill starts past
+    // the pages it committed.
+    let mut next_index = pager.pages_fetched();
     loop {
         while in_flight.len() < limit {
             let ahead = next_index - pager.pages_fetched();
@@ -181,6 +184,15 @@ pub(super) async fn fetch_pages(
             // Pages requested past the end are dropped unread.
             tracing::info!(pages = pager.pages_fetched(), "last page reached");
             return Ok(());
+        }
+        if let Some(every) = request.commit_every
+            && pager.pages_fetched() % every.max(1) == 0
+        {
+            let position = serde_json::to_string(&pager.position())
+                .map_err(|e| LoadError::Internal(e.to_string()))?;
+            if tx.send(Chunk::Checkpoint(position)).await.is_err() {
+                return Ok(());
+            }
         }
         let rejections = http.throttle.rejections();
         if rejections > rejections_seen {

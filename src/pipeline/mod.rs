@@ -82,6 +82,19 @@ pub(crate) enum Encoded {
     },
     /// One INSERT's worth of rows: each column's values as PostgreSQL text.
     Rows(Vec<Vec<Option<String>>>),
+    /// A commit point (`--commit-every`): where to resume, and the highest cursor so far.
+    Checkpoint {
+        resume: String,
+        cursor: Option<String>,
+    },
+}
+
+/// What flows from the decode stage to the encode stage.
+pub(crate) enum Flow {
+    Rows(Decoded),
+    /// Every row before this came from pages before a commit point; the pager's position
+    /// after them, as JSON.
+    Checkpoint(String),
 }
 
 /// The rows inside one chunk of COPY data.
@@ -124,6 +137,15 @@ pub struct LoadRequest {
     pub rejects: Option<RejectOptions>,
     /// Remember the highest value of a field, and ask the API only for newer records.
     pub incremental: Option<Incremental>,
+    /// The key of this load's state in `apitap._state`.
+    pub state_key: String,
+    /// Ignore the stored state this time (a cursor, an unfinished backfill); it is still
+    /// updated.
+    pub full_refresh: bool,
+    /// Commit every this many pages, recording where to resume (paged sources).
+    pub commit_every: Option<u64>,
+    /// Where an unfinished `--commit-every` backfill stopped, read from the state.
+    pub resume: Option<Resume>,
     pub max_record_bytes: usize,
 }
 
@@ -134,10 +156,14 @@ pub struct Incremental {
     pub cursor_field: String,
     /// The query parameter the stored value is sent in (HTTP sources).
     pub cursor_param: Option<String>,
-    /// The state's key in `apitap._state`.
-    pub state_key: String,
-    /// Ignore the stored value this time (it is still updated).
-    pub full_refresh: bool,
+}
+
+/// An unfinished backfill, to pick up.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub position: crate::source::paginate::Position,
+    /// The highest cursor value its committed pages held.
+    pub cursor: Option<String>,
 }
 
 /// `--on-error reject`: where set-aside records go, and how many may be.
@@ -227,7 +253,7 @@ pub async fn load(
     connect: &ConnectOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
-    let request = &with_stored_cursor(request, connect).await?;
+    let request = &with_stored_state(request, connect).await?;
     let rejects = request
         .rejects
         .as_ref()
@@ -256,26 +282,47 @@ pub async fn load(
     .await
 }
 
-/// An incremental load asks the API only for records past the stored cursor, so the state is
-/// read before the source is opened.
-pub(crate) async fn with_stored_cursor<'a>(
+/// The stored state decides what to ask the API for, so it is read before the source is
+/// opened: an unfinished `--commit-every` backfill resumes at its next page (with the query
+/// it started with); otherwise an incremental load asks only for records past the stored
+/// cursor.
+pub(crate) async fn with_stored_state<'a>(
     request: &'a LoadRequest,
     connect: &ConnectOptions,
 ) -> Result<std::borrow::Cow<'a, LoadRequest>, LoadError> {
-    let Some(inc) = &request.incremental else {
+    let cursor_param = request
+        .incremental
+        .as_ref()
+        .and_then(|inc| inc.cursor_param.clone());
+    if request.full_refresh || (cursor_param.is_none() && request.commit_every.is_none()) {
         return Ok(std::borrow::Cow::Borrowed(request));
-    };
-    let Some(param) = inc.cursor_param.as_ref().filter(|_| !inc.full_refresh) else {
-        return Ok(std::borrow::Cow::Borrowed(request));
-    };
-    let client = connect.connect().await?;
-    let stored = crate::sink::state::read(&client, &inc.state_key, &request.table).await?;
-    let mut with_cursor = request.clone();
-    if let Some(value) = stored {
-        tracing::info!(key = %inc.state_key, cursor = %value, "resuming after the stored cursor");
-        with_cursor.http.request.query.push((param.clone(), value));
     }
-    Ok(std::borrow::Cow::Owned(with_cursor))
+    let client = connect.connect().await?;
+    let stored = crate::sink::state::read(&client, &request.state_key, &request.table).await?;
+    let mut with_state = request.clone();
+    let key = &request.state_key;
+    match (&stored.resume, request.commit_every) {
+        (Some(resume), Some(_)) => {
+            let position = serde_json::from_str(resume).map_err(|e| {
+                LoadError::Pagination(format!(
+                    "the saved position of the unfinished backfill {key:?} in apitap._state is unreadable ({e}); \
+                     pass --full-refresh to start it again"
+                ))
+            })?;
+            tracing::info!(key = %key, "resuming an unfinished backfill after its last commit");
+            with_state.resume = Some(Resume {
+                position,
+                cursor: stored.cursor,
+            });
+        }
+        _ => {
+            if let (Some(param), Some(value)) = (cursor_param, stored.cursor) {
+                tracing::info!(key = %key, cursor = %value, "resuming after the stored cursor");
+                with_state.http.request.query.push((param, value));
+            }
+        }
+    }
+    Ok(std::borrow::Cow::Owned(with_state))
 }
 
 /// A source whose fetch and decode stages are running and have taken their sample; they
@@ -283,7 +330,7 @@ pub(crate) async fn with_stored_cursor<'a>(
 pub(crate) struct OpenedSource {
     pub sample: Sample,
     plan_tx: oneshot::Sender<Arc<LoadPlan>>,
-    batches: mpsc::Receiver<Decoded>,
+    batches: mpsc::Receiver<Flow>,
     stages: Stages,
 }
 
@@ -292,7 +339,7 @@ impl OpenedSource {
     pub(crate) async fn start(
         self,
         plan: Arc<LoadPlan>,
-    ) -> Result<(mpsc::Receiver<Decoded>, Stages), LoadError> {
+    ) -> Result<(mpsc::Receiver<Flow>, Stages), LoadError> {
         if self.plan_tx.send(plan).is_err() {
             return Err(self.stages.first_error().await);
         }
@@ -311,7 +358,12 @@ pub(crate) async fn open_source(
     let pager = match (&request.pagination, &request.source) {
         (Some(config), Source::Http(url)) => {
             let base = request.http.url(url)?;
-            let pager = Pager::new(config.clone(), base).map_err(LoadError::Pagination)?;
+            let mut pager = Pager::new(config.clone(), base).map_err(LoadError::Pagination)?;
+            if let Some(resume) = &request.resume {
+                pager
+                    .resume(&resume.position)
+                    .map_err(LoadError::Pagination)?;
+            }
             if !pager.captures().is_empty() && request.records_path.is_none() {
                 return Err(LoadError::Pagination(
                     "this pagination reads values from each page, so the records must be at a --records-path (e.g. /data)".into(),
@@ -324,10 +376,15 @@ pub(crate) async fn open_source(
                 "--pagination needs an http(s) source".into(),
             ));
         }
+        (None, _) if request.commit_every.is_some() => {
+            return Err(LoadError::Pagination(
+                "--commit-every needs a paged source (--pagination): pages are where a backfill can resume".into(),
+            ));
+        }
         (None, _) => None,
     };
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
-    let (batch_tx, batch_rx) = mpsc::channel::<Decoded>(4);
+    let (batch_tx, batch_rx) = mpsc::channel::<Flow>(4);
     let (sample_tx, sample_rx) = oneshot::channel::<Sample>();
     let (plan_tx, plan_rx) = oneshot::channel::<Arc<LoadPlan>>();
 
@@ -430,7 +487,7 @@ pub(crate) async fn write(
     client: &mut tokio_postgres::Client,
     request: &LoadRequest,
     plan: Arc<LoadPlan>,
-    batch_rx: mpsc::Receiver<Decoded>,
+    batch_rx: mpsc::Receiver<Flow>,
     stages: Stages,
     progress: Arc<Progress>,
     rejects: Option<Arc<RejectFile>>,
@@ -457,10 +514,12 @@ pub(crate) async fn write(
                         names.join(", ")
                     ))
                 })?;
-            Some((
-                column,
-                CursorMax::new(plan.copy_types()[column]).map_err(plan_error)?,
-            ))
+            let mut max = CursorMax::new(plan.copy_types()[column]).map_err(plan_error)?;
+            // A resumed backfill's earlier commits already saw part of the maximum.
+            if let Some(seen) = request.resume.as_ref().and_then(|r| r.cursor.as_deref()) {
+                max.seed(seen);
+            }
+            Some((column, max))
         }
         _ => None,
     };
@@ -483,172 +542,99 @@ pub(crate) async fn write(
             )
         })
     };
+    let mut upstream = Some((stages, encode));
 
-    let mut transaction = client
-        .transaction()
-        .await
-        .map_err(|e| SinkError::database("starting a transaction", &table, &e))?;
-    for (statement, action) in [
-        (plan.create_schema.clone(), "CREATE SCHEMA"),
-        (plan.create_table.clone(), "CREATE TABLE"),
-        (plan.alter_table.clone(), "ALTER TABLE"),
-        (
-            (request.mode == Mode::Replace).then(|| plan.delete_statement()),
-            "DELETE",
-        ),
-        (plan.staging_statement(), "CREATE TEMP TABLE"),
-    ] {
-        if let Some(sql) = statement {
-            let started = std::time::Instant::now();
-            transaction
-                .batch_execute(&sql)
-                .instrument(tracing::info_span!("sql.execute", statement = action, table = %table))
-                .await
-                .map_err(|e| SinkError::database(action, &table, &e))?;
-            tracing::info!(statement = action, table = %table, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
-        }
-    }
-
+    // One transaction, or with --commit-every one per group of pages: each ends with the rows,
+    // the merge and the state (cursor so far, and where to resume) committed together.
     let mut rows = 0;
-    let cursor_value;
-    if plan.copy_columns > 0 && request.method == WriteMethod::Insert {
-        let insert_failed =
-            |e: tokio_postgres::Error| LoadError::from(SinkError::database("INSERT", &table, &e));
-        let statement = transaction
-            .prepare(&plan.insert_statement())
+    let mut segment = 0;
+    let cursor_value = loop {
+        segment += 1;
+        let mut transaction = client
+            .transaction()
             .await
-            .map_err(insert_failed)?;
-        while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-            let Encoded::Rows(columns) = encoded else {
-                return Err(LoadError::Internal("COPY data on the INSERT path".into()));
-            };
-            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
-                .iter()
-                .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            rows += transaction
-                .execute(&statement, &params)
-                .instrument(
-                    tracing::info_span!("sql.execute", statement = "INSERT", table = %table),
-                )
-                .await
-                .map_err(insert_failed)?;
-            progress.add_rows(batch_rows);
-        }
-        cursor_value = stages.check(encode).await?;
-    } else if plan.copy_columns > 0
-        && let Some(rejects) = isolate_refused
-    {
-        let statement = plan.copy_statement();
-        while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-            let Encoded::Copy {
-                bytes,
-                rows: Some(copy_rows),
-            } = encoded
-            else {
-                return Err(LoadError::Internal("a COPY chunk without its rows".into()));
-            };
-            rows += copy_isolating(
-                &mut transaction,
-                &statement,
-                &bytes,
-                &copy_rows,
-                rejects,
-                &table,
-            )
-            .await?;
-            progress.add_rows(batch_rows);
-        }
-        cursor_value = stages.check(encode).await?;
-    } else if plan.copy_columns > 0 {
-        let copy_failed =
-            |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", &table, &e));
-        let copy = async {
-            let sink = transaction
-                .copy_in::<_, Bytes>(&plan.copy_statement())
-                .await
-                .map_err(copy_failed)?;
-            futures_util::pin_mut!(sink);
-            sink.send(Bytes::from_static(COPY_HEADER))
-                .await
-                .map_err(copy_failed)?;
-            while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-                let Encoded::Copy { mut bytes, .. } = encoded else {
-                    return Err(LoadError::Internal("INSERT rows on the COPY path".into()));
-                };
-                // psql-sized messages: the server reads each CopyData message whole before
-                // parsing it, so a batch-sized message would stall it while it arrives.
-                while !bytes.is_empty() {
-                    let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
-                    sink.feed(piece).await.map_err(copy_failed)?;
-                }
-                sink.flush().await.map_err(copy_failed)?;
-                progress.add_rows(batch_rows);
+            .map_err(|e| SinkError::database("starting a transaction", &table, &e))?;
+        let first = segment == 1;
+        for (statement, action) in [
+            (
+                plan.create_schema.clone().filter(|_| first),
+                "CREATE SCHEMA",
+            ),
+            (plan.create_table.clone().filter(|_| first), "CREATE TABLE"),
+            (plan.alter_table.clone().filter(|_| first), "ALTER TABLE"),
+            (
+                (first && request.mode == Mode::Replace).then(|| plan.delete_statement()),
+                "DELETE",
+            ),
+            (plan.staging_statement(), "CREATE TEMP TABLE"),
+        ] {
+            if let Some(sql) = statement {
+                let started = std::time::Instant::now();
+                transaction
+                    .batch_execute(&sql)
+                    .instrument(
+                        tracing::info_span!("sql.execute", statement = action, table = %table),
+                    )
+                    .await
+                    .map_err(|e| SinkError::database(action, &table, &e))?;
+                tracing::info!(statement = action, table = %table, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
             }
-            // The encode stage has stopped; only a clean end of every stage may finish the
-            // COPY. Dropping the sink unfinished aborts it.
-            let cursor_value = stages.check(encode).await?;
-            sink.send(Bytes::from_static(COPY_TRAILER))
-                .await
-                .map_err(copy_failed)?;
-            Ok::<_, LoadError>((sink.finish().await.map_err(copy_failed)?, cursor_value))
+        }
+        let (loaded, end) = if plan.copy_columns == 0 {
+            (0, SegmentEnd::Done)
+        } else if request.method == WriteMethod::Insert {
+            insert_segment(&transaction, &plan, &mut copy_rx, &progress).await?
+        } else if let Some(rejects) = isolate_refused {
+            copy_isolating_segment(&mut transaction, &plan, &mut copy_rx, rejects, &progress)
+                .await?
+        } else {
+            copy_segment(&transaction, &plan, &mut copy_rx, &mut upstream, &progress).await?
         };
-        let started = std::time::Instant::now();
-        (rows, cursor_value) = copy
-            .instrument(tracing::info_span!("sql.execute", statement = "COPY", table = %table))
-            .await?;
-        tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
-    } else {
-        cursor_value = stages.check(encode).await?;
-    }
-
-    if rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
-        return Err(LoadError::EmptyReplace { table });
-    }
-    if let Some(repeated_keys) = plan.repeated_keys_query().filter(|_| rows > 0) {
-        let started = std::time::Instant::now();
-        let merge_failed = |e: tokio_postgres::Error| {
-            SinkError::database("the merge (INSERT … ON CONFLICT)", &table, &e)
+        rows += loaded;
+        let (cursor_value, resume) = match end {
+            SegmentEnd::Checkpoint { resume, cursor } => (cursor, Some(resume)),
+            SegmentEnd::Done => {
+                let checked = match upstream.take() {
+                    Some((stages, encode)) => stages.check(encode).await?,
+                    None => None,
+                };
+                (checked, None)
+            }
+            SegmentEnd::DoneChecked(cursor) => (cursor, None),
         };
-        // The key check and the de-duplication are hash tables over the staged keys.
+        if resume.is_none() && rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
+            return Err(LoadError::EmptyReplace { table });
+        }
+        if let Some(repeated_keys) = plan.repeated_keys_query().filter(|_| loaded > 0) {
+            merge_staged(&transaction, &plan, &repeated_keys).await?;
+        }
+        // The state moves with the rows: same transaction, so a crash loses both or neither.
+        if cursor_value.is_some() || resume.is_some() || request.resume.is_some() {
+            let stored = crate::sink::state::Stored {
+                cursor: cursor_value.clone(),
+                resume: resume.clone(),
+            };
+            crate::sink::state::save(&transaction, &request.state_key, &stored, &table).await?;
+        }
         transaction
-            .batch_execute(&format!(
-                "SET LOCAL work_mem = '256MB'; {}",
-                plan.analyze_staging_statement()
-            ))
+            .commit()
+            .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
             .await
-            .map_err(merge_failed)?;
-        let dedupe: bool = transaction
-            .query_one(repeated_keys.as_str(), &[])
-            .await
-            .map_err(merge_failed)?
-            .get(0);
-        let merge = plan.merge_statement(dedupe).unwrap_or_default();
-        let merged = transaction
-            .execute(merge.as_str(), &[])
-            .instrument(tracing::info_span!("sql.execute", statement = "MERGE", table = %table))
-            .await
-            .map_err(merge_failed)?;
-        tracing::info!(statement = "MERGE", table = %table, repeated_keys = dedupe, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
-    }
-    // The state moves with the rows: same transaction, so a crash loses both or neither.
-    if let (Some(inc), Some(value)) = (&request.incremental, &cursor_value) {
-        crate::sink::state::save(&transaction, &inc.state_key, value, &table).await?;
-    }
-    transaction
-        .commit()
-        .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
-        .await
-        .map_err(|e| SinkError::database("COMMIT", &table, &e))?;
-    rejects
-        .as_ref()
-        .map(|r| r.publish())
-        .transpose()
-        .map_err(|e| {
+            .map_err(|e| SinkError::database("COMMIT", &table, &e))?;
+        match resume {
+            Some(_) => {
+                tracing::info!(table = %table, rows, segment, "committed; the backfill resumes here if it stops")
+            }
+            None => break cursor_value,
+        }
+    };
+    if let Some(rejects) = &rejects {
+        rejects.publish().map_err(|e| {
             LoadError::Internal(format!(
                 "the load committed, but the reject file could not be renamed: {e}"
             ))
         })?;
+    }
     let mut figures = progress.figures();
     figures.rows = rows;
     Ok(LoadSummary {
@@ -660,6 +646,194 @@ pub(crate) async fn write(
         figures,
         created_table: plan.create_table.is_some(),
     })
+}
+
+/// The upstream stages and the encode task, until they are checked at the end of the input.
+type Upstream = Option<(
+    Stages,
+    tokio::task::JoinHandle<Result<Option<String>, LoadError>>,
+)>;
+
+/// How a group of rows ended.
+enum SegmentEnd {
+    /// The input ended; the upstream stages are still to be checked.
+    Done,
+    /// The input ended and the stages were checked (the COPY must check them before it
+    /// finishes); the highest cursor value.
+    DoneChecked(Option<String>),
+    /// A commit point: where to resume, and the highest cursor value so far.
+    Checkpoint {
+        resume: String,
+        cursor: Option<String>,
+    },
+}
+
+/// Runs the INSERT fallback until the input or a commit point ends.
+async fn insert_segment(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
+    progress: &Progress,
+) -> Result<(u64, SegmentEnd), LoadError> {
+    let table = &plan.table;
+    let insert_failed =
+        |e: tokio_postgres::Error| LoadError::from(SinkError::database("INSERT", table, &e));
+    let statement = transaction
+        .prepare(&plan.insert_statement())
+        .await
+        .map_err(insert_failed)?;
+    let mut rows = 0;
+    while let Some((encoded, batch_rows)) = copy_rx.recv().await {
+        let columns = match encoded {
+            Encoded::Rows(columns) => columns,
+            Encoded::Checkpoint { resume, cursor } => {
+                return Ok((rows, SegmentEnd::Checkpoint { resume, cursor }));
+            }
+            Encoded::Copy { .. } => {
+                return Err(LoadError::Internal("COPY data on the INSERT path".into()));
+            }
+        };
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+            .iter()
+            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        rows += transaction
+            .execute(&statement, &params)
+            .instrument(tracing::info_span!("sql.execute", statement = "INSERT", table = %table))
+            .await
+            .map_err(insert_failed)?;
+        progress.add_rows(batch_rows);
+    }
+    Ok((rows, SegmentEnd::Done))
+}
+
+/// COPY chunk by chunk, setting aside rows the server refuses, until the input or a commit
+/// point ends.
+async fn copy_isolating_segment(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
+    rejects: &RejectFile,
+    progress: &Progress,
+) -> Result<(u64, SegmentEnd), LoadError> {
+    let statement = plan.copy_statement();
+    let mut rows = 0;
+    while let Some((encoded, batch_rows)) = copy_rx.recv().await {
+        let (bytes, copy_rows) = match encoded {
+            Encoded::Copy {
+                bytes,
+                rows: Some(copy_rows),
+            } => (bytes, copy_rows),
+            Encoded::Checkpoint { resume, cursor } => {
+                return Ok((rows, SegmentEnd::Checkpoint { resume, cursor }));
+            }
+            _ => return Err(LoadError::Internal("a COPY chunk without its rows".into())),
+        };
+        rows += copy_isolating(
+            transaction,
+            &statement,
+            &bytes,
+            &copy_rows,
+            rejects,
+            &plan.table,
+        )
+        .await?;
+        progress.add_rows(batch_rows);
+    }
+    Ok((rows, SegmentEnd::Done))
+}
+
+/// One streaming COPY until the input or a commit point ends. At the end of the input it
+/// checks the upstream stages before finishing: only a clean end of every stage may
+/// complete the COPY (dropping it unfinished aborts it).
+async fn copy_segment(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
+    upstream: &mut Upstream,
+    progress: &Progress,
+) -> Result<(u64, SegmentEnd), LoadError> {
+    let table = &plan.table;
+    let copy_failed =
+        |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", table, &e));
+    let started = std::time::Instant::now();
+    let sink = transaction
+        .copy_in::<_, Bytes>(&plan.copy_statement())
+        .await
+        .map_err(copy_failed)?;
+    futures_util::pin_mut!(sink);
+    sink.send(Bytes::from_static(COPY_HEADER))
+        .await
+        .map_err(copy_failed)?;
+    let mut end = None;
+    while let Some((encoded, batch_rows)) = copy_rx.recv().await {
+        let mut bytes = match encoded {
+            Encoded::Copy { bytes, .. } => bytes,
+            Encoded::Checkpoint { resume, cursor } => {
+                end = Some(SegmentEnd::Checkpoint { resume, cursor });
+                break;
+            }
+            Encoded::Rows(_) => {
+                return Err(LoadError::Internal("INSERT rows on the COPY path".into()));
+            }
+        };
+        // psql-sized messages: the server reads each CopyData message whole before
+        // parsing it, so a batch-sized message would stall it while it arrives.
+        while !bytes.is_empty() {
+            let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
+            sink.feed(piece).await.map_err(copy_failed)?;
+        }
+        sink.flush().await.map_err(copy_failed)?;
+        progress.add_rows(batch_rows);
+    }
+    let end = match end {
+        Some(checkpoint) => checkpoint,
+        None => match upstream.take() {
+            Some((stages, encode)) => SegmentEnd::DoneChecked(stages.check(encode).await?),
+            None => SegmentEnd::DoneChecked(None),
+        },
+    };
+    sink.send(Bytes::from_static(COPY_TRAILER))
+        .await
+        .map_err(copy_failed)?;
+    let rows = sink.finish().await.map_err(copy_failed)?;
+    tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    Ok((rows, end))
+}
+
+/// Applies the staged rows to the table: one INSERT … ON CONFLICT DO UPDATE, de-duplicating
+/// the keys first (last record wins) only when some repeat.
+async fn merge_staged(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    repeated_keys: &str,
+) -> Result<(), LoadError> {
+    let table = &plan.table;
+    let started = std::time::Instant::now();
+    let merge_failed = |e: tokio_postgres::Error| {
+        SinkError::database("the merge (INSERT … ON CONFLICT)", table, &e)
+    };
+    // The key check and the de-duplication are hash tables over the staged keys.
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL work_mem = '256MB'; {}",
+            plan.analyze_staging_statement()
+        ))
+        .await
+        .map_err(merge_failed)?;
+    let dedupe: bool = transaction
+        .query_one(repeated_keys, &[])
+        .await
+        .map_err(merge_failed)?
+        .get(0);
+    let merge = plan.merge_statement(dedupe).unwrap_or_default();
+    let merged = transaction
+        .execute(merge.as_str(), &[])
+        .instrument(tracing::info_span!("sql.execute", statement = "MERGE", table = %table))
+        .await
+        .map_err(merge_failed)?;
+    tracing::info!(statement = "MERGE", table = %table, repeated_keys = dedupe, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    Ok(())
 }
 
 /// Sends one COPY statement with `data` (whole rows) and returns the rows it loaded.

@@ -36,7 +36,7 @@ pub async fn run_module(
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
     let mut started = start(config, module, env, progress.clone(), None).await?;
-    let (tx, rx) = mpsc::channel::<Decoded>(4);
+    let (tx, rx) = mpsc::channel::<Flow>(4);
     let columns = started.plan.decode.columns.clone();
     let name = module.name.clone();
     let mut out = started.output;
@@ -53,7 +53,7 @@ pub async fn run_module(
                 record_numbers: None,
                 rejected: Vec::new(),
             };
-            if tx.send(decoded).await.is_err() {
+            if tx.send(Flow::Rows(decoded)).await.is_err() {
                 return Ok(());
             }
             next_row += rows;
@@ -155,7 +155,7 @@ async fn start(
     }
     let mut requests = Vec::with_capacity(sources.len());
     for (_, request) in &sources {
-        requests.push(with_stored_cursor(request, &connect).await?.into_owned());
+        requests.push(with_stored_state(request, &connect).await?.into_owned());
     }
 
     let opened = futures_util::future::try_join_all(
@@ -354,7 +354,7 @@ fn resolve(error: TransformError, failures: &Failures, module: &str) -> LoadErro
 /// source's stages failed (keeping the error for [`resolve`]).
 fn source_stream(
     name: String,
-    batches: mpsc::Receiver<Decoded>,
+    batches: mpsc::Receiver<Flow>,
     stages: Stages,
     failures: Failures,
 ) -> BatchStream {
@@ -365,8 +365,11 @@ fn source_stream(
             let name = name.clone();
             let failures = failures.clone();
             async move {
-                if let Some(decoded) = batches.recv().await {
-                    return Some((Ok(decoded.batch), (batches, stages)));
+                // Modules commit once, so no commit points come through.
+                while let Some(flow) = batches.recv().await {
+                    if let Flow::Rows(decoded) = flow {
+                        return Some((Ok(decoded.batch), (batches, stages)));
+                    }
                 }
                 let stages = stages?;
                 match stages.join().await {

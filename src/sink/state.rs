@@ -1,6 +1,9 @@
-//! Incremental state: the highest cursor value loaded, per state key, kept in
-//! `apitap._state` and written in the same transaction as the rows it describes, so a crash
-//! can never leave state and data disagreeing.
+//! Load state, per state key, kept in `apitap._state` and written in the same transaction as
+//! the rows it describes, so a crash can never leave state and data disagreeing:
+//!
+//! - the highest incremental cursor value loaded, sent back to the API next time;
+//! - for a `--commit-every` backfill still under way, the pager's position after the last
+//!   committed page, where a rerun resumes.
 
 use tokio_postgres::GenericClient;
 
@@ -10,10 +13,23 @@ use crate::schema::TableName;
 const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS apitap; \
      CREATE TABLE IF NOT EXISTS apitap._state ( \
        key text PRIMARY KEY, \
-       cursor_value text NOT NULL, \
+       cursor_value text, \
+       resume text, \
        updated_at timestamptz NOT NULL DEFAULT now())";
 
-/// The cursor value stored for `key`, if any.
+/// A state table made before resumable backfills lacks `resume` and requires a cursor.
+const UPGRADE: &str = "ALTER TABLE apitap._state ADD COLUMN IF NOT EXISTS resume text, \
+     ALTER COLUMN cursor_value DROP NOT NULL";
+
+/// What is stored for one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub cursor: Option<String>,
+    /// A backfill's position, while it is unfinished.
+    pub resume: Option<String>,
+}
+
+/// The state stored for `key` (empty if none).
 ///
 /// # Errors
 /// A failing query.
@@ -21,43 +37,63 @@ pub async fn read(
     client: &tokio_postgres::Client,
     key: &str,
     table: &TableName,
-) -> Result<Option<String>, SinkError> {
+) -> Result<Stored, SinkError> {
     let fail = |e: tokio_postgres::Error| SinkError::database("reading apitap._state", table, &e);
-    let exists: bool = client
-        .query_one("SELECT to_regclass('apitap._state') IS NOT NULL", &[])
-        .await
-        .map_err(fail)?
-        .get(0);
-    if !exists {
-        return Ok(None);
-    }
-    Ok(client
-        .query_opt(
-            "SELECT cursor_value FROM apitap._state WHERE key = $1",
-            &[&key],
+    let columns: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = 'apitap' AND table_name = '_state' AND column_name IN ('cursor_value', 'resume')",
+            &[],
         )
         .await
         .map_err(fail)?
-        .map(|row| row.get(0)))
+        .get(0);
+    let query = match columns {
+        0 => return Ok(Stored::default()),
+        1 => "SELECT cursor_value, NULL::text FROM apitap._state WHERE key = $1",
+        _ => "SELECT cursor_value, resume FROM apitap._state WHERE key = $1",
+    };
+    Ok(client
+        .query_opt(query, &[&key])
+        .await
+        .map_err(fail)?
+        .map(|row| Stored {
+            cursor: row.get(0),
+            resume: row.get(1),
+        })
+        .unwrap_or_default())
 }
 
-/// Records `value` for `key`, inside the caller's transaction.
+/// Records `stored` for `key`, inside the caller's transaction.
 ///
 /// # Errors
 /// A failing statement.
 pub async fn save(
     transaction: &impl GenericClient,
     key: &str,
-    value: &str,
+    stored: &Stored,
     table: &TableName,
 ) -> Result<(), SinkError> {
     let fail = |e: tokio_postgres::Error| SinkError::database("writing apitap._state", table, &e);
     transaction.batch_execute(CREATE).await.map_err(fail)?;
+    let current: bool = transaction
+        .query_one(
+            "SELECT count(*) = 1 FROM information_schema.columns \
+             WHERE table_schema = 'apitap' AND table_name = '_state' AND column_name = 'resume'",
+            &[],
+        )
+        .await
+        .map_err(fail)?
+        .get(0);
+    if !current {
+        transaction.batch_execute(UPGRADE).await.map_err(fail)?;
+    }
     transaction
         .execute(
-            "INSERT INTO apitap._state (key, cursor_value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET cursor_value = EXCLUDED.cursor_value, updated_at = now()",
-            &[&key, &value],
+            "INSERT INTO apitap._state (key, cursor_value, resume) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET cursor_value = coalesce(EXCLUDED.cursor_value, apitap._state.cursor_value), \
+             resume = EXCLUDED.resume, updated_at = now()",
+            &[&key, &stored.cursor, &stored.resume],
         )
         .await
         .map_err(fail)?;

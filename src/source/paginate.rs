@@ -88,6 +88,22 @@ pub struct PageFacts {
     pub digest: u64,
 }
 
+/// Where a pager stands between two pages, saved with each commit of a `--commit-every`
+/// load so that a rerun picks up at the next page. The base URL is kept too: it carries the
+/// query of the run that started the backfill (an incremental cursor included), which the
+/// rest of the backfill must keep asking with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Position {
+    base: String,
+    next: String,
+    offset: u64,
+    page: u64,
+    pages_fetched: u64,
+    records: u64,
+    total: Option<u64>,
+    total_pages: Option<u64>,
+}
+
 /// Walks the pages of one source.
 #[derive(Debug)]
 pub struct Pager {
@@ -169,6 +185,40 @@ impl Pager {
         };
         pager.current = pager.url_with(&[]);
         Ok(pager)
+    }
+
+    /// Where the pager stands: the next page to fetch and the counts so far.
+    pub fn position(&self) -> Position {
+        Position {
+            base: self.base.to_string(),
+            next: self.current.to_string(),
+            offset: self.offset,
+            page: self.page,
+            pages_fetched: self.pages_fetched,
+            records: self.records,
+            total: self.total,
+            total_pages: self.total_pages,
+        }
+    }
+
+    /// Continues from a saved position instead of the first page.
+    ///
+    /// # Errors
+    /// A position whose URLs do not parse (a hand-edited state row).
+    pub fn resume(&mut self, position: &Position) -> Result<(), String> {
+        let url = |text: &str| {
+            Url::parse(text)
+                .map_err(|e| format!("the saved page position {text:?} is not a URL: {e}"))
+        };
+        self.base = url(&position.base)?;
+        self.current = url(&position.next)?;
+        self.offset = position.offset;
+        self.page = position.page;
+        self.pages_fetched = position.pages_fetched;
+        self.records = position.records;
+        self.total = position.total;
+        self.total_pages = position.total_pages;
+        Ok(())
     }
 
     /// Pages that may be fetched at once: more than one only where the URL of every page is
