@@ -206,3 +206,54 @@ async fn merge_without_a_unique_key_or_keys_fails_before_loading() {
         vec![(1, "a".into())]
     );
 }
+
+/// The INSERT fallback merges too: each batch is one INSERT … ON CONFLICT DO UPDATE, a key
+/// repeated within a batch keeping its last record, a later batch overriding an earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_insert_fallback_merges_with_the_last_record_winning() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_insert").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text, seen timestamptz DEFAULT now());
+         INSERT INTO {table} (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')"
+    ))
+    .await
+    .unwrap();
+    // Batches of 3: [1→A, 4→d, 4→D] then [3→c, 1→Z].
+    let input = b"{\"id\": 1, \"name\": \"A\"}\n{\"id\": 4, \"name\": \"d\"}\n{\"id\": 4, \"name\": \"D\"}\n{\"id\": 3, \"name\": \"c\"}\n{\"id\": 1, \"name\": \"Z\"}\n".to_vec();
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--mode",
+            "merge",
+            "--key",
+            "id",
+            "--method",
+            "insert",
+            "--insert-batch",
+            "3",
+        ],
+        Some(input),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        rows(&db, &format!("SELECT id, name FROM {table} ORDER BY id")).await,
+        vec![
+            (1, "Z".into()),
+            (2, "b".into()),
+            (3, "c".into()),
+            (4, "D".into())
+        ]
+    );
+    let seen: i64 = db
+        .query_one(&format!("SELECT count(seen) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 4);
+}

@@ -440,11 +440,6 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         insert_batch: args.insert_batch as usize,
         merge_keys: match (args.mode, args.keys.is_empty()) {
             (Mode::Merge, true) => anyhow::bail!("--mode merge needs --key COLUMN[,COLUMN…]"),
-            (Mode::Merge, false) if args.method == WriteMethod::Insert => {
-                anyhow::bail!(
-                    "--method insert does not merge yet; use --method copy for --mode merge"
-                )
-            }
             (Mode::Merge, false) => args.keys.clone(),
             (_, false) => anyhow::bail!("--key only applies to --mode merge"),
             (_, true) => Vec::new(),

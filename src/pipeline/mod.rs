@@ -543,6 +543,9 @@ pub(crate) async fn write(
         })
     };
     let mut upstream = Some((stages, encode));
+    // A merge COPYs into a staging table and applies it in one statement; the INSERT
+    // fallback merges each batch as it goes (ON CONFLICT in the INSERT itself).
+    let staged = !plan.merge_keys.is_empty() && request.method == WriteMethod::Copy;
 
     // One transaction, or with --commit-every one per group of pages: each ends with the rows,
     // the merge and the state (cursor so far, and where to resume) committed together.
@@ -566,7 +569,10 @@ pub(crate) async fn write(
                 (first && request.mode == Mode::Replace).then(|| plan.delete_statement()),
                 "DELETE",
             ),
-            (plan.staging_statement(), "CREATE TEMP TABLE"),
+            (
+                plan.staging_statement().filter(|_| staged),
+                "CREATE TEMP TABLE",
+            ),
         ] {
             if let Some(sql) = statement {
                 let started = std::time::Instant::now();
@@ -605,7 +611,7 @@ pub(crate) async fn write(
         if resume.is_none() && rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
             return Err(LoadError::EmptyReplace { table });
         }
-        if let Some(repeated_keys) = plan.repeated_keys_query().filter(|_| loaded > 0) {
+        if let Some(repeated_keys) = plan.repeated_keys_query().filter(|_| staged && loaded > 0) {
             merge_staged(&transaction, &plan, &repeated_keys).await?;
         }
         // The state moves with the rows: same transaction, so a crash loses both or neither.

@@ -503,20 +503,67 @@ impl LoadPlan {
         let arrays: Vec<String> = (1..=self.copy_columns)
             .map(|i| format!("${i}::text[]"))
             .collect();
-        let casts: Vec<String> = self
-            .copy_types()
+        let types = self.copy_types();
+        let casts: Vec<String> = types
             .iter()
             .zip(&aliases)
             .map(|(t, a)| format!("u.{a}::{}", t.sql_name()))
             .collect();
+        let Some(conflict) = self.on_conflict() else {
+            return format!(
+                "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
+                qualified(&self.table),
+                self.quoted_copy_names().join(", "),
+                casts.join(", "),
+                arrays.join(", "),
+                aliases.join(", ")
+            );
+        };
+        let rows = format!(
+            "unnest({}) WITH ORDINALITY AS u({}, {STAGING_SEQ})",
+            arrays.join(", "),
+            aliases.join(", ")
+        );
+        // ON CONFLICT may touch a row once per statement, so a key repeated within the batch
+        // keeps only its last record (later statements override earlier ones in turn).
+        let names = self.copy_names();
+        let keys: Vec<String> = self
+            .merge_keys
+            .iter()
+            .filter_map(|k| names.iter().position(|n| n == k))
+            .map(|i| casts[i].clone())
+            .collect();
         format!(
-            "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
+            "INSERT INTO {} ({}) SELECT DISTINCT ON ({keys}) {} FROM {rows} ORDER BY {keys}, u.{STAGING_SEQ} DESC {conflict}",
             qualified(&self.table),
             self.quoted_copy_names().join(", "),
             casts.join(", "),
-            arrays.join(", "),
-            aliases.join(", ")
+            keys = keys.join(", "),
         )
+    }
+
+    /// `ON CONFLICT (keys) DO UPDATE SET …` for a merge: every loaded column but the keys
+    /// takes the new value.
+    fn on_conflict(&self) -> Option<String> {
+        if self.merge_keys.is_empty() {
+            return None;
+        }
+        let keys: Vec<String> = self.merge_keys.iter().map(|k| quote_ident(k)).collect();
+        let updates: Vec<String> = self
+            .copy_names()
+            .iter()
+            .filter(|c| !self.merge_keys.contains(c))
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+            .collect();
+        Some(if updates.is_empty() {
+            format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "))
+        } else {
+            format!(
+                "ON CONFLICT ({}) DO UPDATE SET {}",
+                keys.join(", "),
+                updates.join(", ")
+            )
+        })
     }
 
     /// Creates the staging table: the loaded columns with the target's exact types, plus a
@@ -561,26 +608,13 @@ impl LoadPlan {
     /// on (key, sequence) rather than a sort of whole rows, so ON CONFLICT never meets a key
     /// twice. Without repeats the plain INSERT … SELECT is a third faster.
     pub fn merge_statement(&self, dedupe: bool) -> Option<String> {
-        if self.merge_keys.is_empty() {
-            return None;
-        }
+        let conflict = self.on_conflict()?;
         let cols = self.quoted_copy_names().join(", ");
-        let keys: Vec<String> = self.merge_keys.iter().map(|k| quote_ident(k)).collect();
-        let same_key: Vec<String> = keys
+        let same_key: Vec<String> = self
+            .merge_keys
             .iter()
-            .map(|k| format!("later.{k} = staged.{k}"))
+            .map(|k| format!("later.{0} = staged.{0}", quote_ident(k)))
             .collect();
-        let updates: Vec<String> = self
-            .copy_names()
-            .iter()
-            .filter(|c| !self.merge_keys.contains(c))
-            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-            .collect();
-        let action = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
         let staged_cols: Vec<String> = self
             .quoted_copy_names()
             .iter()
@@ -598,12 +632,10 @@ impl LoadPlan {
         };
         Some(format!(
             "INSERT INTO {target} ({cols}) \
-             SELECT {staged_cols} FROM {staging} AS staged {latest_only} \
-             ON CONFLICT ({keys}) {action}",
+             SELECT {staged_cols} FROM {staging} AS staged {latest_only} {conflict}",
             target = qualified(&self.table),
             staging = quote_ident(STAGING),
             staged_cols = staged_cols.join(", "),
-            keys = keys.join(", "),
         ))
     }
 
