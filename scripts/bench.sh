@@ -7,6 +7,8 @@
 #   http    apitap load http://.../rows.ndjson from the bundled demo API
 #   pages   apitap load from the demo API in pages of 10,000 rows ({"data": [...]})
 #   merge   apitap load FILE.ndjson --mode merge --key id, into the table with a primary key
+#   pkappend apitap load FILE.ndjson, appending into the same table with a primary key (what
+#           merge is fairly compared with: both maintain the key's index)
 #   inserts psql running pre-made multi-row INSERT statements of 5,000 rows (pg_dump --inserts)
 #   insert  apitap load FILE.ndjson --method insert (5,000-row unnest INSERTs)
 #   module  apitap run: a SQL module `SELECT * FROM {{ use_source("rows") }}` over the demo
@@ -56,7 +58,7 @@ now() { date +%s.%N; }
 # Each load goes into a fresh, empty table of the same shape, so no run pays for another's.
 fresh_target() {
   psql -c 'DROP TABLE IF EXISTS apitap_bench.target; CREATE TABLE apitap_bench.target (LIKE apitap_bench.template)'
-  if [ "$1" = merge ]; then psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id)'; fi
+  if [ "$1" = merge ] || [ "$1" = pkappend ]; then psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id)'; fi
   psql -c 'CHECKPOINT' 2>/dev/null || true
 }
 
@@ -76,7 +78,7 @@ run_one() {
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
       [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
       ;;
-    file | http | pages | merge | insert)
+    file | http | pages | merge | pkappend | insert)
       local src="$work/rows-$ROWS.ndjson" paging=()
       [ "$method" = merge ] && paging=(--mode merge --key id)
       [ "$method" = insert ] && paging=(--method insert)

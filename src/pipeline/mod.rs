@@ -611,8 +611,8 @@ pub(crate) async fn write(
         if resume.is_none() && rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
             return Err(LoadError::EmptyReplace { table });
         }
-        if let Some(repeated_keys) = plan.repeated_keys_query().filter(|_| staged && loaded > 0) {
-            merge_staged(&transaction, &plan, &repeated_keys).await?;
+        if staged && loaded > 0 {
+            merge_staged(&mut transaction, &plan).await?;
         }
         // The state moves with the rows: same transaction, so a crash loses both or neither.
         if cursor_value.is_some() || resume.is_some() || request.resume.is_some() {
@@ -807,38 +807,51 @@ async fn copy_segment(
     Ok((rows, end))
 }
 
-/// Applies the staged rows to the table: one INSERT … ON CONFLICT DO UPDATE, de-duplicating
-/// the keys first (last record wins) only when some repeat.
+/// Applies the staged rows to the table with one INSERT … ON CONFLICT DO UPDATE.
+///
+/// Optimistic: most loads repeat no key, so the plain upsert runs first, under a savepoint.
+/// A repeated key makes PostgreSQL refuse it (ON CONFLICT may not touch a row twice,
+/// SQLSTATE 21000); only then is it rolled back and run again keeping the last record of
+/// each key. Checking for repeats first would cost a scan of every staged key on every load.
 async fn merge_staged(
-    transaction: &tokio_postgres::Transaction<'_>,
+    transaction: &mut tokio_postgres::Transaction<'_>,
     plan: &LoadPlan,
-    repeated_keys: &str,
 ) -> Result<(), LoadError> {
     let table = &plan.table;
     let started = std::time::Instant::now();
     let merge_failed = |e: tokio_postgres::Error| {
         SinkError::database("the merge (INSERT … ON CONFLICT)", table, &e)
     };
-    // The key check and the de-duplication are hash tables over the staged keys.
-    transaction
-        .batch_execute(&format!(
-            "SET LOCAL work_mem = '256MB'; {}",
-            plan.analyze_staging_statement()
-        ))
+    let merge = |dedupe: bool| plan.merge_statement(dedupe).unwrap_or_default();
+    let attempt = transaction
+        .savepoint("apitap_merge")
         .await
         .map_err(merge_failed)?;
-    let dedupe: bool = transaction
-        .query_one(repeated_keys, &[])
-        .await
-        .map_err(merge_failed)?
-        .get(0);
-    let merge = plan.merge_statement(dedupe).unwrap_or_default();
-    let merged = transaction
-        .execute(merge.as_str(), &[])
-        .instrument(tracing::info_span!("sql.execute", statement = "MERGE", table = %table))
-        .await
-        .map_err(merge_failed)?;
-    tracing::info!(statement = "MERGE", table = %table, repeated_keys = dedupe, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    let (merged, repeated) = match attempt.execute(merge(false).as_str(), &[]).await {
+        Ok(merged) => {
+            attempt.commit().await.map_err(merge_failed)?;
+            (merged, false)
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::CARDINALITY_VIOLATION) => {
+            attempt.rollback().await.map_err(merge_failed)?;
+            // The anti-join is hash tables over the staged keys; temporary tables get no
+            // statistics unless analyzed.
+            transaction
+                .batch_execute(&format!(
+                    "SET LOCAL work_mem = '256MB'; {}",
+                    plan.analyze_staging_statement()
+                ))
+                .await
+                .map_err(merge_failed)?;
+            let merged = transaction
+                .execute(merge(true).as_str(), &[])
+                .await
+                .map_err(merge_failed)?;
+            (merged, true)
+        }
+        Err(e) => return Err(merge_failed(e).into()),
+    };
+    tracing::info!(statement = "MERGE", table = %table, repeated_keys = repeated, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     Ok(())
 }
 

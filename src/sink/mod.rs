@@ -251,7 +251,7 @@ fn create_schema_statement(schema: &str) -> String {
 
 /// The temporary table a merge is staged in; it lives for the load's transaction only.
 const STAGING: &str = "apitap_staging";
-/// Staging column numbering records in arrival order, so the last of repeated keys wins.
+/// The INSERT fallback's row number within a batch, so the last of repeated keys wins.
 const STAGING_SEQ: &str = "apitap_seq";
 
 impl LoadPlan {
@@ -566,36 +566,22 @@ impl LoadPlan {
         })
     }
 
-    /// Creates the staging table: the loaded columns with the target's exact types, plus a
-    /// sequence number. Temporary (no WAL, private to the load) and dropped at commit.
+    /// Creates the staging table: the loaded columns with the target's exact types.
+    /// Temporary (no WAL, private to the load) and dropped at commit. Filled by COPY alone,
+    /// its rows' physical order (`ctid`) is their arrival order, which is what lets the last
+    /// record of a key win without numbering the rows.
     pub fn staging_statement(&self) -> Option<String> {
         (!self.merge_keys.is_empty()).then(|| {
             // temp_buffers must grow before the session's first temporary table; the 8 MB
             // default would push a large staging table through disk.
             format!(
                 "SET LOCAL temp_buffers = '512MB'; \
-                 CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA; \
-                 ALTER TABLE {staging} ADD COLUMN {seq} bigint GENERATED ALWAYS AS IDENTITY",
+                 CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA",
                 staging = quote_ident(STAGING),
                 cols = self.quoted_copy_names().join(", "),
                 target = qualified(&self.table),
-                seq = quote_ident(STAGING_SEQ),
             )
         })
-    }
-
-    /// Whether any key repeats among the staged rows (a hash aggregate over the keys alone).
-    /// The staging table is analyzed first: temporary tables get no statistics otherwise.
-    pub fn repeated_keys_query(&self) -> Option<String> {
-        if self.merge_keys.is_empty() {
-            return None;
-        }
-        let keys: Vec<String> = self.merge_keys.iter().map(|k| quote_ident(k)).collect();
-        Some(format!(
-            "SELECT EXISTS (SELECT 1 FROM {staging} GROUP BY {keys} HAVING count(*) > 1)",
-            staging = quote_ident(STAGING),
-            keys = keys.join(", ")
-        ))
     }
 
     /// `ANALYZE` of the staging table, so the merge gets a sensible plan.
@@ -604,9 +590,9 @@ impl LoadPlan {
     }
 
     /// Upserts the staged rows. When keys repeat (`dedupe`), the last record wins: a row is
-    /// kept only if no later row has its key, which PostgreSQL answers with a hash anti-join
-    /// on (key, sequence) rather than a sort of whole rows, so ON CONFLICT never meets a key
-    /// twice. Without repeats the plain INSERT … SELECT is a third faster.
+    /// kept only if no later row (by `ctid`) has its key, which PostgreSQL answers with a
+    /// hash anti-join on the key rather than a sort of whole rows, so ON CONFLICT never meets
+    /// a key twice. Without repeats the plain INSERT … SELECT is a third faster.
     pub fn merge_statement(&self, dedupe: bool) -> Option<String> {
         let conflict = self.on_conflict()?;
         let cols = self.quoted_copy_names().join(", ");
@@ -622,9 +608,8 @@ impl LoadPlan {
             .collect();
         let latest_only = if dedupe {
             format!(
-                "WHERE NOT EXISTS (SELECT 1 FROM {staging} AS later WHERE {same_key} AND later.{seq} > staged.{seq})",
+                "WHERE NOT EXISTS (SELECT 1 FROM {staging} AS later WHERE {same_key} AND later.ctid > staged.ctid)",
                 staging = quote_ident(STAGING),
-                seq = quote_ident(STAGING_SEQ),
                 same_key = same_key.join(" AND "),
             )
         } else {
