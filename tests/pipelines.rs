@@ -29,6 +29,10 @@ fn api() -> Router {
             get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "database on fire") }),
         )
         .route(
+            "/mixed",
+            get(|| async { "{\"id\":1}\n{\"id\":\"two\"}\n{\"id\":2}\n{\"id\":3}\n" }),
+        )
+        .route(
             "/malformed",
             get(|| async { "{\"id\":1,\"userId\":1}\n{\"id\":2,\"userId\":\n" }),
         )
@@ -556,4 +560,58 @@ async fn dot_env_fills_variables_the_environment_does_not_set() {
         "{stderr}"
     );
     assert_eq!(count(&db, &format!("{schema}.from_dotenv")).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_error_reject_in_yaml_sets_bad_records_and_refused_rows_aside() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_rejects").await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {schema}.mixed (id bigint PRIMARY KEY); INSERT INTO {schema}.mixed VALUES (2)"
+    ))
+    .await
+    .unwrap();
+    let addr = serve(api()).await;
+    let dir = project(addr, &schema, &[]);
+    let rejects = dir.path().join("rejects.ndjson");
+    std::fs::write(
+        dir.path().join("pipelines.yaml"),
+        format!(
+            "sources:\n  - name: mixed\n    url: http://{addr}/mixed\n    table_destination_name: mixed\n    columns: {{id: bigint}}\n    on_error: reject\n    reject_file: {}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n",
+            rejects.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sql/mixed.sql"),
+        "SELECT id FROM {{ use_source(\"mixed\") }}",
+    )
+    .unwrap();
+    let run = run_in(dir.path(), &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        texts(
+            &db,
+            &format!("SELECT id::text FROM {schema}.mixed ORDER BY id")
+        )
+        .await,
+        vec!["1", "2", "3"]
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reasons: Vec<&str> = lines
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "line 2 (record 2): column \"id\": \"two\" is not an integer (bigint)",
+            "PostgreSQL refused the row: duplicate key value violates unique constraint \"mixed_pkey\"; Key (id)=(2) already exists.",
+        ]
+    );
+    assert_eq!(lines[0]["source"], "module mixed");
 }

@@ -147,12 +147,27 @@ pub struct SourceConfig {
     pub sample: Option<usize>,
     /// Rows per Arrow batch.
     pub batch_size: Option<usize>,
+    /// `fail` (default) or `reject`: set records that cannot be loaded aside in
+    /// `reject_file` (default `rejects.ndjson`), failing past `max_rejects`.
+    #[serde(default)]
+    pub on_error: OnError,
+    pub reject_file: Option<PathBuf>,
+    pub max_rejects: Option<u64>,
     /// Incremental loads: the field whose highest value is stored, and the query parameter
     /// that sends it back next time.
     pub cursor_field: Option<String>,
     pub cursor_param: Option<String>,
     pub connect_timeout_secs: Option<f64>,
     pub read_timeout_secs: Option<f64>,
+}
+
+/// `on_error:` of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Fail,
+    Reject,
 }
 
 /// `type:` of a target.
@@ -468,7 +483,13 @@ impl SourceConfig {
             },
             method: crate::pipeline::WriteMethod::Copy,
             insert_batch: 5000,
-            rejects: None,
+            rejects: (self.on_error == OnError::Reject).then(|| crate::pipeline::RejectOptions {
+                path: self
+                    .reject_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("rejects.ndjson")),
+                max: self.max_rejects,
+            }),
             incremental: self.cursor_field.clone().map(|cursor_field| Incremental {
                 cursor_field,
                 cursor_param: self.cursor_param.clone(),

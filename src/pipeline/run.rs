@@ -36,6 +36,7 @@ pub async fn run_module(
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
     let mut started = start(config, module, env, progress.clone(), None).await?;
+    let rejects = started.rejects.take();
     let (tx, rx) = mpsc::channel::<Flow>(4);
     let columns = started.plan.decode.columns.clone();
     let name = module.name.clone();
@@ -68,7 +69,7 @@ pub async fn run_module(
         rx,
         stages,
         progress,
-        None,
+        rejects,
     )
     .await
 }
@@ -85,6 +86,9 @@ struct Started {
     sources: Vec<(String, crate::schema::TableSchema)>,
     /// The output's columns, before they are fitted to the table.
     fields: crate::schema::TableSchema,
+    /// The module's reject file, shared by its sources' decoders and its writer, when the
+    /// first source says `on_error: reject`.
+    rejects: Option<Arc<super::rejects::RejectFile>>,
 }
 
 /// Opens the module's sources, starts its SQL and plans the load of its output. `sample`
@@ -158,10 +162,17 @@ async fn start(
         requests.push(with_stored_state(request, &connect).await?.into_owned());
     }
 
+    let rejects = sink.rejects.as_ref().map(|options| {
+        super::rejects::RejectFile::new(
+            options,
+            format!("module {}", module.name),
+            progress.clone(),
+        )
+    });
     let opened = futures_util::future::try_join_all(
         requests
             .iter()
-            .map(|request| open_source(request, progress.clone(), None)),
+            .map(|request| open_source(request, progress.clone(), rejects.clone())),
     );
     let (opened, client) = tokio::try_join!(opened, async {
         connect.connect().await.map_err(LoadError::from)
@@ -221,6 +232,7 @@ async fn start(
         failures,
         sources: source_columns,
         fields,
+        rejects,
     })
 }
 
