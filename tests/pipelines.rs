@@ -615,3 +615,89 @@ async fn on_error_reject_in_yaml_sets_bad_records_and_refused_rows_aside() {
     );
     assert_eq!(lines[0]["source"], "module mixed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_rolls_every_running_module_back_and_exits_130() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_interrupt").await;
+    // An endless, slow source: the modules are mid-COPY when the signal comes.
+    let slow = Router::new().route(
+        "/slow",
+        get(|| async {
+            let rows = futures_util::stream::unfold(1u64, |i| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let chunk: String = (i..i + 100)
+                    .map(|id| format!("{{\"id\": {id}}}\n"))
+                    .collect();
+                Some((Ok::<_, std::io::Error>(chunk), i + 100))
+            });
+            axum::body::Body::from_stream(rows)
+        }),
+    );
+    let addr = serve(slow).await;
+    let dir = project(addr, &schema, &[]);
+    std::fs::write(
+        dir.path().join("pipelines.yaml"),
+        format!(
+            "sources:\n  - name: slow\n    url: http://{addr}/slow\n    sample: 10\n    batch_size: 100\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
+        ),
+    )
+    .unwrap();
+    for name in ["a", "b"] {
+        std::fs::write(
+            dir.path().join(format!("sql/{name}.sql")),
+            format!(
+                "{{{{ sink(table=\"{name}\") }}}} SELECT id FROM {{{{ use_source(\"slow\") }}}}"
+            ),
+        )
+        .unwrap();
+    }
+    let modules = dir.path().join("sql");
+    let config = dir.path().join("pipelines.yaml");
+    let child = command(&[
+        "run",
+        "-m",
+        modules.to_str().unwrap(),
+        "-y",
+        config.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ])
+    .spawn()
+    .unwrap();
+    // Both modules' COPYs are running before the signal.
+    let mut copying = 0;
+    for _ in 0..500 {
+        copying = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'apitap' AND query LIKE 'COPY \"' || $1 || '\"%'",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if copying == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(copying, 2, "both modules should be mid-COPY");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("apitap: interrupted; modules still running were rolled back"),
+        "{stderr}"
+    );
+    assert!(!table_exists(&db, &format!("{schema}.a")).await);
+    assert!(!table_exists(&db, &format!("{schema}.b")).await);
+}
