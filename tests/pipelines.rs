@@ -361,6 +361,21 @@ async fn config_mistakes_stop_the_run_before_anything_moves() {
         run.stderr
     );
     assert!(!table_exists(&db, &format!("{schema}.users")).await);
+
+    // SQL that does not parse is caught before any source is fetched.
+    std::fs::write(
+        dir.path().join("sql/users.sql"),
+        "SELECT id FROM {{ use_source(\"users\") }} WHER id > 1",
+    )
+    .unwrap();
+    let run = run_in(dir.path(), &[]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("module users (")
+            && run.stderr.contains("Expected: end of statement, found: id"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

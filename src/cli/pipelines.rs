@@ -98,6 +98,9 @@ fn load(files: &PipelineFiles) -> anyhow::Result<(Config, Vec<Module>)> {
         config
             .target(module.sink.name.as_deref())
             .with_context(|| format!("module {}", module.name))?;
+        crate::transform::Transform::new(1)
+            .parse(&module.sql)
+            .with_context(|| format!("module {} ({})", module.name, module.path.display()))?;
         modules.push(module);
     }
     if let Some(unknown) = files

@@ -82,6 +82,20 @@ impl Transform {
         }
     }
 
+    /// Parses `sql` without planning it (no source schemas needed): the check `apitap check`
+    /// can make before fetching anything.
+    ///
+    /// # Errors
+    /// SQL that does not parse, or more than one statement.
+    pub fn parse(&self, sql: &str) -> Result<(), TransformError> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        state
+            .sql_to_statement(sql, &dialect)
+            .map(|_| ())
+            .map_err(sql_error)
+    }
+
     /// How many times the plan of `sql` reads each of `sources` (name and schema).
     ///
     /// # Errors
@@ -447,6 +461,20 @@ mod tests {
             })
             .collect();
         assert_eq!(twice, vec![14, 6, 18]);
+    }
+
+    #[test]
+    fn syntax_errors_are_caught_before_any_source_is_read() {
+        let t = Transform::new(1024);
+        assert!(t.parse(r#"SELECT a, "B" FROM "src" WHERE a > 1"#).is_ok());
+        let err = t
+            .parse("SELECT a FROM src WHER a > 1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Expected: end of statement, found: a at Line: 1, Column: 24"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
