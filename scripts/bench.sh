@@ -11,6 +11,8 @@
 #           merge is fairly compared with: both maintain the key's index)
 #   inserts psql running pre-made multi-row INSERT statements of 5,000 rows (pg_dump --inserts)
 #   insert  apitap load FILE.ndjson --method insert (5,000-row unnest INSERTs)
+#   streams apitap load FILE.ndjson --copy-streams $STREAMS (default 2): parallel COPY into
+#           a staging table, published by one INSERT … SELECT
 #   module  apitap run: a SQL module `SELECT * FROM {{ use_source("rows") }}` over the demo
 #           API's NDJSON (compare with http: the cost of the DataFusion transform)
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
@@ -78,10 +80,11 @@ run_one() {
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
       [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
       ;;
-    file | http | pages | merge | pkappend | insert)
+    file | http | pages | merge | pkappend | insert | streams)
       local src="$work/rows-$ROWS.ndjson" paging=()
       [ "$method" = merge ] && paging=(--mode merge --key id)
       [ "$method" = insert ] && paging=(--method insert)
+      [ "$method" = streams ] && paging=(--copy-streams "${STREAMS:-2}")
       [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
       if [ "$method" = pages ]; then
         src="http://127.0.0.1:$port/rows?rows=$ROWS"

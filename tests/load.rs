@@ -569,3 +569,102 @@ async fn integer_columns_widen_for_values_that_outgrew_them() {
         ]
     );
 }
+
+/// `--copy-streams N` spreads the COPY over N connections into a staging table that the
+/// load's transaction publishes: the same rows land, and a failure leaves neither the target
+/// changed nor a staging table behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_copy_streams_land_the_same_rows_all_or_nothing() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "streams").await;
+    let table = format!("{schema}.t");
+    let before = staging_tables(&db).await;
+    let input = demo_ndjson(20_000);
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--copy-streams",
+            "3",
+            "--batch-size",
+            "1000",
+        ],
+        Some(input.clone()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let facts = db
+        .query_one(
+            &format!("SELECT count(*), count(DISTINCT id), sum(id)::bigint FROM {table}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let facts: (i64, i64, i64) = (facts.get(0), facts.get(1), facts.get(2));
+    assert_eq!(facts, (20_000, 20_000, 20_000 * 20_001 / 2));
+    // The same values as a single COPY loads.
+    let single = format!("{schema}.single");
+    let run = apitap(&["load", "-", "--table", &single], Some(input.clone())).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let differences: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM ((SELECT * FROM {table} EXCEPT ALL SELECT * FROM {single})
+                 UNION ALL (SELECT * FROM {single} EXCEPT ALL SELECT * FROM {table})) d"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differences, 0);
+
+    // A bad record late in the input: the target keeps its rows, no staging table is left.
+    let mut bad = input;
+    bad.extend_from_slice(b"{\"id\": \"x\"}\n");
+    let run = apitap(
+        &["load", "-", "--table", &table, "--copy-streams", "2"],
+        Some(bad),
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("line 20001 (record 20001)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(count(&db, &table).await, 20_000);
+    assert_eq!(staging_tables(&db).await, before);
+
+    let merge = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--copy-streams",
+            "2",
+            "--mode",
+            "merge",
+            "--key",
+            "id",
+        ],
+        Some(b"{\"id\": 1}\n".to_vec()),
+    )
+    .await;
+    assert_fails(&merge, "--copy-streams cannot be used with --mode merge");
+}
+
+/// How many `apitap.stage_*` tables (left by `--copy-streams`) exist.
+async fn staging_tables(db: &tokio_postgres::Client) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'apitap' AND c.relname LIKE 'stage%'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}

@@ -497,6 +497,7 @@ impl SourceConfig {
             state_key: self.name.clone(),
             full_refresh: false,
             commit_every: None,
+            copy_streams: 1,
             resume: None,
             max_record_bytes: 64 << 20,
             table,

@@ -42,6 +42,7 @@ mod cursor;
 mod decode_stage;
 mod encode_stage;
 mod fetch;
+mod parallel;
 mod rejects;
 pub mod run;
 
@@ -142,6 +143,9 @@ pub struct LoadRequest {
     /// Ignore the stored state this time (a cursor, an unfinished backfill); it is still
     /// updated.
     pub full_refresh: bool,
+    /// COPY through this many connections at once (into a staging table the load's
+    /// transaction then publishes); 1 is a single direct COPY.
+    pub copy_streams: usize,
     /// Commit every this many pages, recording where to resume (paged sources).
     pub commit_every: Option<u64>,
     /// Where an unfinished `--commit-every` backfill stopped, read from the state.
@@ -258,9 +262,17 @@ pub async fn load(
         .rejects
         .as_ref()
         .map(|options| RejectFile::new(options, request.source.to_string(), progress.clone()));
-    let (source, mut client) = tokio::try_join!(
+    let stream_count = if request.copy_streams > 1 {
+        request.copy_streams
+    } else {
+        0
+    };
+    let (source, mut client, streams) = tokio::try_join!(
         open_source(request, progress.clone(), rejects.clone()),
-        async { connect.connect().await.map_err(LoadError::from) }
+        async { connect.connect().await.map_err(LoadError::from) },
+        futures_util::future::try_join_all(
+            (0..stream_count).map(|_| async { connect.connect().await.map_err(LoadError::from) })
+        ),
     )?;
     let plan = plan_load(
         &client,
@@ -277,7 +289,7 @@ pub async fn load(
         batches,
         stages,
         progress,
-        rejects,
+        Helpers { rejects, streams },
     )
     .await
 }
@@ -490,8 +502,9 @@ pub(crate) async fn write(
     batch_rx: mpsc::Receiver<Flow>,
     stages: Stages,
     progress: Arc<Progress>,
-    rejects: Option<Arc<RejectFile>>,
+    helpers: Helpers,
 ) -> Result<LoadSummary, LoadError> {
+    let Helpers { rejects, streams } = helpers;
     let table = plan.table.clone();
     // Merges COPY into staging, where nothing is refused; the merge itself is one statement.
     let isolate_refused = rejects.as_ref().filter(|_| plan.merge_keys.is_empty());
@@ -593,6 +606,16 @@ pub(crate) async fn write(
         } else if let Some(rejects) = isolate_refused {
             copy_isolating_segment(&mut transaction, &plan, &mut copy_rx, rejects, &progress)
                 .await?
+        } else if !streams.is_empty() {
+            parallel::copy_segment(
+                &transaction,
+                &plan,
+                &mut copy_rx,
+                &mut upstream,
+                &progress,
+                &streams,
+            )
+            .await?
         } else {
             copy_segment(&transaction, &plan, &mut copy_rx, &mut upstream, &progress).await?
         };
@@ -654,14 +677,23 @@ pub(crate) async fn write(
     })
 }
 
+/// What the writer may use besides the load's own connection.
+#[derive(Default)]
+pub(crate) struct Helpers {
+    /// Where rows set aside go (`--on-error reject`).
+    pub rejects: Option<Arc<RejectFile>>,
+    /// More connections, for `--copy-streams`.
+    pub streams: Vec<tokio_postgres::Client>,
+}
+
 /// The upstream stages and the encode task, until they are checked at the end of the input.
-type Upstream = Option<(
+pub(crate) type Upstream = Option<(
     Stages,
     tokio::task::JoinHandle<Result<Option<String>, LoadError>>,
 )>;
 
 /// How a group of rows ended.
-enum SegmentEnd {
+pub(crate) enum SegmentEnd {
     /// The input ended; the upstream stages are still to be checked.
     Done,
     /// The input ended and the stages were checked (the COPY must check them before it

@@ -69,7 +69,10 @@ pub async fn run_module(
         rx,
         stages,
         progress,
-        rejects,
+        Helpers {
+            rejects,
+            streams: Vec::new(),
+        },
     )
     .await
 }

@@ -1,0 +1,164 @@
+//! `--copy-streams N`: one load's COPY spread over N connections.
+//!
+//! PostgreSQL runs each COPY on one backend, one core. With cores to spare, N connections
+//! each COPY part of the rows into one shared UNLOGGED staging table (no WAL); the load's own
+//! transaction then moves them into the target with one `INSERT … SELECT` and drops the
+//! staging table, so the target still changes all at once or not at all. The staging table
+//! lives in schema `apitap`; a load killed before its cleanup leaves an `apitap.stage_*`
+//! table that can be dropped.
+//!
+//! Rows reach the target in no particular order, so merges (last record wins) do not use
+//! this path.
+
+use super::*;
+
+/// Staging table columns: the loaded columns with the target's types.
+fn create_stage(plan: &LoadPlan, stage: &str) -> String {
+    let columns: Vec<String> = plan
+        .copy_names()
+        .iter()
+        .zip(plan.copy_types())
+        .map(|(name, pg_type)| format!("{} {}", crate::schema::quote_ident(name), pg_type))
+        .collect();
+    format!(
+        "SELECT pg_advisory_xact_lock(hashtext('apitap schema apitap')); \
+         CREATE SCHEMA IF NOT EXISTS apitap; \
+         CREATE UNLOGGED TABLE apitap.{stage} ({})",
+        columns.join(", ")
+    )
+}
+
+/// Like the single-connection COPY segment, through `streams`.
+pub(super) async fn copy_segment(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
+    upstream: &mut Upstream,
+    progress: &Progress,
+    streams: &[tokio_postgres::Client],
+) -> Result<(u64, SegmentEnd), LoadError> {
+    let table = &plan.table;
+    let failed = |action: &'static str| {
+        move |e: tokio_postgres::Error| LoadError::from(SinkError::database(action, table, &e))
+    };
+    let stage = crate::schema::quote_ident(&format!(
+        "stage_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let names = plan
+        .copy_names()
+        .iter()
+        .map(|n| crate::schema::quote_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    streams[0]
+        .batch_execute(&format!("BEGIN; {}; COMMIT", create_stage(plan, &stage)))
+        .await
+        .map_err(failed("CREATE UNLOGGED TABLE (staging)"))?;
+    let result = fill_and_publish(
+        transaction,
+        plan,
+        copy_rx,
+        upstream,
+        progress,
+        streams,
+        &stage,
+        &names,
+    )
+    .await;
+    if result.is_err() {
+        // The load's transaction will roll back; the staging table is not part of it.
+        let _ = streams[0]
+            .batch_execute(&format!("DROP TABLE IF EXISTS apitap.{stage}"))
+            .await;
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fill_and_publish(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
+    upstream: &mut Upstream,
+    progress: &Progress,
+    streams: &[tokio_postgres::Client],
+    stage: &str,
+    names: &str,
+) -> Result<(u64, SegmentEnd), LoadError> {
+    let table = &plan.table;
+    let copy_failed = |e: tokio_postgres::Error| {
+        LoadError::from(SinkError::database("COPY (staging)", table, &e))
+    };
+    let statement = format!("COPY apitap.{stage} ({names}) FROM STDIN (FORMAT binary)");
+    let started = std::time::Instant::now();
+    let mut senders = Vec::with_capacity(streams.len());
+    let mut copies = Vec::with_capacity(streams.len());
+    for client in streams {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(2);
+        senders.push(tx);
+        let statement = statement.as_str();
+        copies.push(async move {
+            let sink = client.copy_in::<_, Bytes>(statement).await?;
+            futures_util::pin_mut!(sink);
+            sink.send(Bytes::from_static(COPY_HEADER)).await?;
+            while let Some(mut bytes) = rx.recv().await {
+                while !bytes.is_empty() {
+                    let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
+                    sink.feed(piece).await?;
+                }
+                sink.flush().await?;
+            }
+            sink.send(Bytes::from_static(COPY_TRAILER)).await?;
+            sink.finish().await
+        });
+    }
+    // Owns the senders: however it ends, the streams then see the end of their input.
+    let dispatch = async move {
+        let mut next = 0;
+        while let Some((encoded, batch_rows)) = copy_rx.recv().await {
+            let Encoded::Copy { bytes, .. } = encoded else {
+                return Err(LoadError::Internal(
+                    "--copy-streams takes COPY chunks only".into(),
+                ));
+            };
+            if senders[next % senders.len()].send(bytes).await.is_err() {
+                // That stream's COPY failed; its own error is the one reported.
+                return Err(LoadError::Internal("a COPY stream stopped".into()));
+            }
+            next += 1;
+            progress.add_rows(batch_rows);
+        }
+        drop(senders);
+        // Only a clean end of every stage may let the rows be published.
+        match upstream.take() {
+            Some((stages, encode)) => stages.check(encode).await,
+            None => Ok(None),
+        }
+    };
+    let (checked, copied) = tokio::join!(dispatch, futures_util::future::join_all(copies));
+    for copy in copied {
+        copy.map_err(copy_failed)?;
+    }
+    let checked = checked?;
+    let rows = transaction
+        .execute(
+            &format!(
+                "INSERT INTO {} ({names}) SELECT {names} FROM apitap.{stage}",
+                crate::sink::qualified(table)
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| LoadError::from(SinkError::database("INSERT (from staging)", table, &e)))?;
+    transaction
+        .batch_execute(&format!("DROP TABLE apitap.{stage}"))
+        .await
+        .map_err(|e| LoadError::from(SinkError::database("DROP TABLE (staging)", table, &e)))?;
+    tracing::info!(statement = "COPY", streams = streams.len(), table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    Ok((rows, SegmentEnd::DoneChecked(checked)))
+}
