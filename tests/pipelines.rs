@@ -388,7 +388,7 @@ async fn check_previews_schemas_ddl_and_rows_without_writing() {
         &schema,
         &[(
             "typed",
-            "{{ sink(name=\"pg\", table=\"typed\") }}\n{{ schedule(\"0 */5 * * * *\") }}\nSELECT id, \"userId\" AS user_id FROM {{ use_source(\"posts\") }} WHERE id < 3",
+            "{{ sink(name=\"pg\", table=\"typed\") }}\n{{ schedule(\"0 */5 * * * *\") }}\nSELECT id, \"userId\" AS user_id, \"publishedAt\" AS at FROM {{ use_source(\"posts\") }} WHERE id < 3",
         )],
     );
     let modules = dir.path().join("sql");
@@ -414,17 +414,19 @@ async fn check_previews_schemas_ddl_and_rows_without_writing() {
         "{out}"
     );
     assert!(
-        out.contains("  output: \"id\" bigint, \"user_id\" bigint"),
+        out.contains("  output: \"id\" bigint, \"user_id\" bigint, \"at\" timestamptz\n"),
         "{out}"
     );
     assert!(
         out.contains(&format!(
-            "  DDL: CREATE TABLE \"{schema}\".\"typed\" (\"id\" bigint, \"user_id\" bigint)"
+            "  DDL: CREATE TABLE \"{schema}\".\"typed\" (\"id\" bigint, \"user_id\" bigint, \"at\" timestamptz)"
         )),
         "{out}"
     );
     assert!(
-        out.contains("  row: {\"id\":1,\"user_id\":1}\n  row: {\"id\":2,\"user_id\":1}\n"),
+        out.contains(
+            "  row: {\"id\":1,\"user_id\":1,\"at\":\"2024-03-01T10:00:00Z\"}\n  row: {\"id\":2,\"user_id\":1,\"at\":\"2024-03-02T10:00:00Z\"}\n"
+        ),
         "{out}"
     );
     assert!(out.ends_with("ok: 1 module(s) checked\n"), "{out}");
