@@ -35,7 +35,7 @@ pub async fn run_module(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
-    let mut started = start(config, module, env, progress.clone(), None).await?;
+    let mut started = start(config, module, env, progress.clone()).await?;
     let rejects = started.rejects.take();
     let (tx, rx) = mpsc::channel::<Flow>(4);
     let columns = started.plan.decode.columns.clone();
@@ -94,14 +94,12 @@ struct Started {
     rejects: Option<Arc<super::rejects::RejectFile>>,
 }
 
-/// Opens the module's sources, starts its SQL and plans the load of its output. `sample`
-/// overrides the sources' sample sizes (previews).
+/// Opens the module's sources, starts its SQL and plans the load of its output.
 async fn start(
     config: &Config,
     module: &Module,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     progress: Arc<Progress>,
-    sample: Option<usize>,
 ) -> Result<Started, LoadError> {
     let target = config.target(module.sink.name.as_deref())?;
     let connect = target.connect_options(env)?;
@@ -129,11 +127,7 @@ async fn start(
     let mut sources = Vec::with_capacity(module.sources.len());
     for name in &module.sources {
         let source = config.source(name)?;
-        let mut request = source.to_request(table.clone(), env)?;
-        if let Some(sample) = sample {
-            request.sample = sample;
-        }
-        sources.push((source, request));
+        sources.push((source, source.to_request(table.clone(), env)?));
     }
 
     // The sink takes its settings from the first source, as the original did, unless the
@@ -279,8 +273,8 @@ impl std::fmt::Display for Preview {
     }
 }
 
-/// Fetches `rows` records of each source, runs the SQL on them and plans the load, writing
-/// nothing.
+/// Samples each source as a run would, runs the SQL, plans the load and shows the first
+/// `rows` output rows, writing nothing.
 ///
 /// # Errors
 /// As [`run_module`], for the part it does.
@@ -291,7 +285,9 @@ pub async fn preview_module(
     rows: usize,
 ) -> Result<Preview, LoadError> {
     let progress = Progress::start(crate::progress::ProgressMode::Never, &module.name);
-    let mut started = start(config, module, env, progress, Some(rows.max(1))).await?;
+    // The sources sample as many records as a run would, so the schemas shown are the ones a
+    // run would infer; only the rows shown are limited to `rows`.
+    let mut started = start(config, module, env, progress).await?;
     let mut shown = Vec::new();
     while shown.len() < rows {
         let Some(batch) = started.output.next().await else {
