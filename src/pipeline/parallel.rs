@@ -4,8 +4,9 @@
 //! each COPY part of the rows into one shared UNLOGGED staging table (no WAL); the load's own
 //! transaction then moves them into the target with one `INSERT … SELECT` and drops the
 //! staging table, so the target still changes all at once or not at all. The staging table
-//! lives in schema `apitap`; a load killed before its cleanup leaves an `apitap.stage_*`
-//! table that can be dropped.
+//! lives in schema `apitap`, commented with the server pid of the connection that made it;
+//! a load killed before its cleanup leaves it behind, and the next `--copy-streams` load
+//! drops every staging table whose connection is gone.
 //!
 //! Rows reach the target in no particular order, so merges (last record wins) do not use
 //! this path.
@@ -55,8 +56,19 @@ pub(super) async fn copy_segment(
         .map(|n| crate::schema::quote_ident(n))
         .collect::<Vec<_>>()
         .join(", ");
+    sweep_stale_stages(&streams[0])
+        .await
+        .map_err(failed("DROP TABLE (stale staging)"))?;
+    let pid: i32 = streams[0]
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(failed("CREATE UNLOGGED TABLE (staging)"))?
+        .get(0);
     streams[0]
-        .batch_execute(&format!("BEGIN; {}; COMMIT", create_stage(plan, &stage)))
+        .batch_execute(&format!(
+            "BEGIN; {}; COMMENT ON TABLE apitap.{stage} IS '{pid}'; COMMIT",
+            create_stage(plan, &stage)
+        ))
         .await
         .map_err(failed("CREATE UNLOGGED TABLE (staging)"))?;
     let result = fill_and_publish(
@@ -77,6 +89,29 @@ pub(super) async fn copy_segment(
             .await;
     }
     result
+}
+
+/// Drops the staging tables of loads whose connection no longer exists (killed before they
+/// could clean up).
+async fn sweep_stale_stages(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let stale = client
+        .query(
+            "SELECT format('apitap.%I', c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'apitap' AND c.relkind = 'r' AND c.relname LIKE 'stage\\_%' \
+               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
+                               WHERE a.pid::text = obj_description(c.oid, 'pg_class'))",
+            &[],
+        )
+        .await?;
+    for row in stale {
+        let name: String = row.get(0);
+        tracing::info!(table = %name, "dropping the staging table of a load that was killed");
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+            .await?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
