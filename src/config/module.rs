@@ -198,13 +198,10 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
 
 /// A template error with its line, and the reason behind it.
 fn template_error(error: &Error) -> String {
-    let mut text = match error.line() {
-        Some(line) => format!("line {line}: {}", error.detail().unwrap_or_default()),
-        None => error.to_string(),
+    let mut text = match (error.line(), error.detail()) {
+        (Some(line), Some(detail)) => format!("line {line}: {detail}"),
+        _ => error.to_string(),
     };
-    if error.detail().is_none() {
-        text = error.to_string();
-    }
     let mut cause = std::error::Error::source(error);
     while let Some(e) = cause {
         text.push_str(&format!(": {e}"));

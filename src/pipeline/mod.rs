@@ -805,7 +805,7 @@ async fn copy_segment(
         .map_err(copy_failed)?;
     let mut end = None;
     while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-        let mut bytes = match encoded {
+        let bytes = match encoded {
             Encoded::Copy { bytes, .. } => bytes,
             Encoded::Checkpoint { resume, cursor } => {
                 end = Some(SegmentEnd::Checkpoint { resume, cursor });
@@ -815,13 +815,9 @@ async fn copy_segment(
                 return Err(LoadError::Internal("INSERT rows on the COPY path".into()));
             }
         };
-        // psql-sized messages: the server reads each CopyData message whole before
-        // parsing it, so a batch-sized message would stall it while it arrives.
-        while !bytes.is_empty() {
-            let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
-            sink.feed(piece).await.map_err(copy_failed)?;
-        }
-        sink.flush().await.map_err(copy_failed)?;
+        send_copy_data(&mut sink, bytes)
+            .await
+            .map_err(copy_failed)?;
         progress.add_rows(batch_rows);
     }
     let end = match end {
@@ -887,18 +883,33 @@ async fn merge_staged(
     Ok(())
 }
 
+/// Sends COPY data in psql-sized CopyData messages, then flushes: the server reads each
+/// message whole before parsing it, so a batch-sized message would stall it while it
+/// arrives. The pieces share `bytes`' buffer.
+pub(crate) async fn send_copy_data<S>(
+    sink: &mut S,
+    mut bytes: Bytes,
+) -> Result<(), tokio_postgres::Error>
+where
+    S: futures_util::Sink<Bytes, Error = tokio_postgres::Error> + Unpin,
+{
+    while !bytes.is_empty() {
+        let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
+        sink.feed(piece).await?;
+    }
+    sink.flush().await
+}
+
 /// Sends one COPY statement with `data` (whole rows) and returns the rows it loaded.
 async fn copy_once(
     transaction: &tokio_postgres::Transaction<'_>,
     statement: &str,
-    data: &[u8],
+    data: Bytes,
 ) -> Result<u64, tokio_postgres::Error> {
     let sink = transaction.copy_in::<_, Bytes>(statement).await?;
     futures_util::pin_mut!(sink);
     sink.feed(Bytes::from_static(COPY_HEADER)).await?;
-    for piece in data.chunks(COPY_MESSAGE_BYTES) {
-        sink.feed(Bytes::copy_from_slice(piece)).await?;
-    }
+    send_copy_data(&mut sink, data).await?;
     sink.send(Bytes::from_static(COPY_TRAILER)).await?;
     sink.finish().await
 }
@@ -910,7 +921,7 @@ async fn copy_once(
 async fn copy_isolating(
     transaction: &mut tokio_postgres::Transaction<'_>,
     statement: &str,
-    bytes: &[u8],
+    bytes: &Bytes,
     rows: &CopyRows,
     rejects: &RejectFile,
     table: &TableName,
@@ -922,7 +933,7 @@ async fn copy_isolating(
         if first == end {
             continue;
         }
-        let data = &bytes[start_of(first)..rows.ends[end - 1]];
+        let data = bytes.slice(start_of(first)..rows.ends[end - 1]);
         let savepoint = transaction
             .savepoint("apitap_rows")
             .await

@@ -141,12 +141,8 @@ async fn fill_and_publish(
             let sink = client.copy_in::<_, Bytes>(statement).await?;
             futures_util::pin_mut!(sink);
             sink.send(Bytes::from_static(COPY_HEADER)).await?;
-            while let Some(mut bytes) = rx.recv().await {
-                while !bytes.is_empty() {
-                    let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
-                    sink.feed(piece).await?;
-                }
-                sink.flush().await?;
+            while let Some(bytes) = rx.recv().await {
+                send_copy_data(&mut sink, bytes).await?;
             }
             sink.send(Bytes::from_static(COPY_TRAILER)).await?;
             sink.finish().await
