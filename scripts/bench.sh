@@ -13,6 +13,9 @@
 #   insert  apitap load FILE.ndjson --method insert (5,000-row unnest INSERTs)
 #   streams apitap load FILE.ndjson --copy-streams $STREAMS (default 2): parallel COPY into
 #           a staging table, published by one INSERT … SELECT
+#   swap    apitap load FILE.ndjson --mode replace (by swap) over a table already holding the
+#           rows, with a primary key and an index on a text column
+#   delete  the same with --replace-with delete (DELETE, then COPY into the same table)
 #   module  apitap run: a SQL module `SELECT * FROM {{ use_source("rows") }}` over the demo
 #           API's NDJSON (compare with http: the cost of the DataFusion transform)
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
@@ -61,6 +64,12 @@ now() { date +%s.%N; }
 fresh_target() {
   psql -c 'DROP TABLE IF EXISTS apitap_bench.target; CREATE TABLE apitap_bench.target (LIKE apitap_bench.template)'
   if [ "$1" = merge ] || [ "$1" = pkappend ]; then psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id)'; fi
+  if [ "$1" = swap ] || [ "$1" = delete ]; then
+    psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id);
+             CREATE INDEX ON apitap_bench.target (uuid);
+             INSERT INTO apitap_bench.target SELECT * FROM apitap_bench.template;
+             VACUUM ANALYZE apitap_bench.target'
+  fi
   psql -c 'CHECKPOINT' 2>/dev/null || true
 }
 
@@ -80,11 +89,13 @@ run_one() {
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
       [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
       ;;
-    file | http | pages | merge | pkappend | insert | streams)
+    file | http | pages | merge | pkappend | insert | streams | swap | delete)
       local src="$work/rows-$ROWS.ndjson" paging=()
       [ "$method" = merge ] && paging=(--mode merge --key id)
       [ "$method" = insert ] && paging=(--method insert)
       [ "$method" = streams ] && paging=(--copy-streams "${STREAMS:-2}")
+      [ "$method" = swap ] && paging=(--mode replace --replace-with swap)
+      [ "$method" = delete ] && paging=(--mode replace --replace-with delete)
       [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
       if [ "$method" = pages ]; then
         src="http://127.0.0.1:$port/rows?rows=$ROWS"

@@ -493,38 +493,43 @@ async fn ctrl_c_and_sigterm_roll_back_and_exit_130() {
     }
 }
 
-/// During a replace, other sessions keep seeing the old rows until the new ones commit.
+/// During a replace, by swap or in place, other sessions keep seeing the old rows until the
+/// new ones commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_see_old_rows_until_replace_commits() {
     let db = client().await;
-    let schema = fresh_schema(&db, "readers").await;
-    let table = guarded_table(&db, &schema).await;
-    let addr = serve(slow_rows(20, Duration::from_millis(50))).await;
-    let child = command(&[
-        "load",
-        &format!("http://{addr}/slow"),
-        "--table",
-        &table,
-        "--mode",
-        "replace",
-        "--batch-size",
-        "100",
-    ])
-    .spawn()
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // Mid-load: the DELETE and part of the COPY have run, but are not visible.
-    assert_unchanged(&db, &table).await;
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
+    for strategy in ["swap", "delete"] {
+        let schema = fresh_schema(&db, &format!("readers_{strategy}")).await;
+        let table = guarded_table(&db, &schema).await;
+        let addr = serve(slow_rows(20, Duration::from_millis(50))).await;
+        let child = command(&[
+            "load",
+            &format!("http://{addr}/slow"),
+            "--table",
+            &table,
+            "--mode",
+            "replace",
+            "--replace-with",
+            strategy,
+            "--batch-size",
+            "100",
+        ])
+        .spawn()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(count(&db, &table).await, 10_000);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Mid-load: part of the COPY has run, but is not visible.
+        assert_unchanged(&db, &table).await;
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{strategy}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(count(&db, &table).await, 10_000, "{strategy}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use crate::pipeline::{
 };
 use crate::progress::{Progress, ProgressMode};
 use crate::schema::TableName;
+use crate::sink::swap::ReplaceWith;
 use crate::sink::{ConnectOptions, SchemaPolicy};
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;
@@ -95,6 +96,12 @@ pub struct LoadArgs {
     /// `merge` upserts on --key (the last record of a repeated key wins).
     #[arg(help_heading = "Table", long, value_enum, default_value_t = Mode::Append)]
     pub mode: Mode,
+
+    /// How `--mode replace` replaces an existing table: `swap` loads a new table and swaps it
+    /// in with the old one's indexes, constraints, triggers and grants (refused when views or
+    /// other tables' foreign keys depend on it); `delete` deletes and reloads the rows in place.
+    #[arg(help_heading = "Table", long, value_enum, default_value_t = ReplaceWith::Swap)]
+    pub replace_with: ReplaceWith,
 
     /// Incremental loads: remember the highest loaded value of this field, in apitap._state,
     /// written in the load's transaction.
@@ -419,6 +426,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             args.schema
         },
         allow_empty: args.allow_empty,
+        replace_with: args.replace_with,
         incremental: args.cursor_field.clone().map(|cursor_field| Incremental {
             cursor_field,
             cursor_param: args.cursor_param.clone(),

@@ -38,6 +38,7 @@ use crate::decode::Format;
 use crate::decode::pointer::JsonPointer;
 use crate::pipeline::{Incremental, LoadRequest, Mode};
 use crate::schema::{PgType, TableName};
+use crate::sink::swap::ReplaceWith;
 use crate::sink::{ConnectOptions, SchemaPolicy};
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;
@@ -138,6 +139,11 @@ pub struct SourceConfig {
     pub format: FormatConfig,
     /// `append`, `replace` or `merge`.
     pub mode: Option<Mode>,
+    /// How `mode: replace` replaces an existing table's rows: `swap` (default) or `delete`.
+    pub replace_with: Option<ReplaceWith>,
+    /// Let `mode: replace` empty the table when the source has no records.
+    #[serde(default)]
+    pub allow_empty: bool,
     /// `evolve` (default), `freeze` or `discard`.
     pub schema_policy: Option<SchemaPolicy>,
     /// Column types that override inference: `{amount: numeric, id: bigint}`.
@@ -473,7 +479,8 @@ impl SourceConfig {
             sample: self.sample.unwrap_or(1000),
             batch_size: self.batch_size.unwrap_or(8192),
             schema: self.schema_policy.unwrap_or_default(),
-            allow_empty: false,
+            allow_empty: self.allow_empty,
+            replace_with: self.replace_with.unwrap_or_default(),
             merge_keys: match (mode, &self.primary_key_in_dest) {
                 (Mode::Merge, Some(keys)) => keys.columns(),
                 (Mode::Merge, None) => {
@@ -654,6 +661,26 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("at line 4 column 5"), "{err}");
+    }
+
+    #[test]
+    fn replace_settings_reach_the_load() {
+        let config = parse(
+            "sources:\n  - name: a\n    url: http://x\n    mode: replace\n    replace_with: delete\n    allow_empty: true\n",
+        )
+        .unwrap();
+        let table = TableName::parse("t").unwrap();
+        let request = config.sources[0].to_request(table, &|_| None).unwrap();
+        assert_eq!(
+            (request.mode, request.replace_with, request.allow_empty),
+            (Mode::Replace, ReplaceWith::Delete, true)
+        );
+        let err = parse("sources:\n  - name: a\n    url: http://x\n    replace_with: drop\n")
+            .unwrap_err();
+        assert!(
+            err.contains("replace_with: unknown variant `drop`, expected `swap` or `delete`"),
+            "{err}"
+        );
     }
 
     #[test]

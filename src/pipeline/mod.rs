@@ -32,6 +32,7 @@ use crate::decode::{
 use crate::encode::{COPY_HEADER, COPY_TRAILER, CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
 use crate::schema::TableName;
+use crate::sink::swap::{ReplaceWith, Swap};
 use crate::sink::{
     ConnectOptions, LoadPlan, PlanOptions, SchemaPolicy, SinkError, describe_target, has_unique_key,
 };
@@ -129,6 +130,8 @@ pub struct LoadRequest {
     pub schema: SchemaPolicy,
     /// Let `--mode replace` empty the table when the source has no records.
     pub allow_empty: bool,
+    /// How `--mode replace` replaces an existing table's rows.
+    pub replace_with: ReplaceWith,
     /// Key columns for `--mode merge` (empty otherwise).
     pub merge_keys: Vec<String>,
     pub method: WriteMethod,
@@ -466,6 +469,8 @@ pub(crate) async fn plan_load(
             merge_keys: request.merge_keys.clone(),
             schema: request.schema,
             widen,
+            replace_by_swap: request.mode == Mode::Replace
+                && request.replace_with == ReplaceWith::Swap,
         },
     )?;
     if !plan.merge_keys.is_empty()
@@ -564,6 +569,7 @@ pub(crate) async fn write(
     // the merge and the state (cursor so far, and where to resume) committed together.
     let mut rows = 0;
     let mut segment = 0;
+    let mut swap = None;
     let cursor_value = loop {
         segment += 1;
         let mut transaction = client
@@ -571,34 +577,35 @@ pub(crate) async fn write(
             .await
             .map_err(|e| SinkError::database("starting a transaction", &table, &e))?;
         let first = segment == 1;
-        for (statement, action) in [
-            (
-                plan.create_schema.clone().filter(|_| first),
-                "CREATE SCHEMA",
-            ),
-            (plan.create_table.clone().filter(|_| first), "CREATE TABLE"),
-            (plan.alter_table.clone().filter(|_| first), "ALTER TABLE"),
-            (
-                (first && request.mode == Mode::Replace).then(|| plan.delete_statement()),
-                "DELETE",
-            ),
-            (
-                plan.staging_statement().filter(|_| staged),
-                "CREATE TEMP TABLE",
-            ),
-        ] {
-            if let Some(sql) = statement {
-                let started = std::time::Instant::now();
-                transaction
-                    .batch_execute(&sql)
-                    .instrument(
-                        tracing::info_span!("sql.execute", statement = action, table = %table),
-                    )
-                    .await
-                    .map_err(|e| SinkError::database(action, &table, &e))?;
-                tracing::info!(statement = action, table = %table, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+        if first {
+            for (statement, action) in [
+                (&plan.create_schema, "CREATE SCHEMA"),
+                (&plan.create_table, "CREATE TABLE"),
+            ] {
+                execute(&transaction, statement.as_deref(), action, &table).await?;
+            }
+            if let Some(oid) = plan.swap_of {
+                let keys_first = isolate_refused.is_some();
+                swap = Some(Swap::begin(&transaction, &table, oid, keys_first).await?);
+            }
+            let delete = plan
+                .delete_statement()
+                .filter(|_| request.mode == Mode::Replace);
+            for (statement, action) in [
+                (plan.alter_table.as_deref(), "ALTER TABLE"),
+                (delete.as_deref(), "DELETE"),
+            ] {
+                execute(&transaction, statement, action, &table).await?;
             }
         }
+        let staging = plan.staging_statement().filter(|_| staged);
+        execute(
+            &transaction,
+            staging.as_deref(),
+            "CREATE TEMP TABLE",
+            &table,
+        )
+        .await?;
         let (loaded, end) = if plan.copy_columns == 0 {
             (0, SegmentEnd::Done)
         } else if request.method == WriteMethod::Insert {
@@ -617,7 +624,17 @@ pub(crate) async fn write(
             )
             .await?
         } else {
-            copy_segment(&transaction, &plan, &mut copy_rx, &mut upstream, &progress).await?
+            let freeze = first && plan.may_freeze();
+            let copy = plan.copy_statement(freeze);
+            copy_segment(
+                &transaction,
+                &copy,
+                &table,
+                &mut copy_rx,
+                &mut upstream,
+                &progress,
+            )
+            .await?
         };
         rows += loaded;
         let (cursor_value, resume) = match end {
@@ -636,6 +653,9 @@ pub(crate) async fn write(
         }
         if staged && loaded > 0 {
             merge_staged(&mut transaction, &plan).await?;
+        }
+        if let Some(swap) = swap.take() {
+            swap.finish(&transaction).await?;
         }
         // The state moves with the rows: same transaction, so a crash loses both or neither.
         if cursor_value.is_some() || resume.is_some() || request.resume.is_some() {
@@ -754,7 +774,8 @@ async fn copy_isolating_segment(
     rejects: &RejectFile,
     progress: &Progress,
 ) -> Result<(u64, SegmentEnd), LoadError> {
-    let statement = plan.copy_statement();
+    // Each chunk COPYs under its own savepoint, where FREEZE is not allowed.
+    let statement = plan.copy_statement(false);
     let mut rows = 0;
     while let Some((encoded, batch_rows)) = copy_rx.recv().await {
         let (bytes, copy_rows) = match encoded {
@@ -786,17 +807,17 @@ async fn copy_isolating_segment(
 /// complete the COPY (dropping it unfinished aborts it).
 async fn copy_segment(
     transaction: &tokio_postgres::Transaction<'_>,
-    plan: &LoadPlan,
+    statement: &str,
+    table: &TableName,
     copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
     upstream: &mut Upstream,
     progress: &Progress,
 ) -> Result<(u64, SegmentEnd), LoadError> {
-    let table = &plan.table;
     let copy_failed =
         |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", table, &e));
     let started = std::time::Instant::now();
     let sink = transaction
-        .copy_in::<_, Bytes>(&plan.copy_statement())
+        .copy_in::<_, Bytes>(statement)
         .await
         .map_err(copy_failed)?;
     futures_util::pin_mut!(sink);
@@ -833,6 +854,26 @@ async fn copy_segment(
     let rows = sink.finish().await.map_err(copy_failed)?;
     tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     Ok((rows, end))
+}
+
+/// Runs one statement of the plan, if there is one, logging how long it took.
+async fn execute(
+    transaction: &tokio_postgres::Transaction<'_>,
+    statement: Option<&str>,
+    action: &'static str,
+    table: &TableName,
+) -> Result<(), SinkError> {
+    let Some(sql) = statement else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    transaction
+        .batch_execute(sql)
+        .instrument(tracing::info_span!("sql.execute", statement = action, table = %table))
+        .await
+        .map_err(|e| SinkError::database(action, table, &e))?;
+    tracing::info!(statement = action, table = %table, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    Ok(())
 }
 
 /// Applies the staged rows to the table with one INSERT … ON CONFLICT DO UPDATE.

@@ -180,7 +180,7 @@ async fn fill_and_publish(
         .execute(
             &format!(
                 "INSERT INTO {} ({names}) SELECT {names} FROM apitap.{stage}",
-                crate::sink::qualified(table)
+                crate::sink::qualified(&plan.written_table())
             ),
             &[],
         )

@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod state;
+pub mod swap;
 
 pub use connect::ConnectOptions;
 
@@ -105,6 +106,8 @@ pub struct TargetInfo {
     /// The table with its schema resolved (`current_schema()` when none was given).
     pub name: TableName,
     pub schema_exists: bool,
+    /// The table's OID, when it exists.
+    pub oid: Option<u32>,
     /// `None` when the table does not exist.
     pub columns: Option<Vec<CatalogColumn>>,
 }
@@ -136,16 +139,16 @@ pub async fn describe_target(
         .await
         .map_err(fail)?
         .is_some();
-    let exists = client
+    let oid: Option<u32> = client
         .query_opt(
-            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&schema, &name.table],
         )
         .await
         .map_err(fail)?
-        .is_some();
-    let columns = if exists {
+        .map(|row| row.get(0));
+    let columns = if oid.is_some() {
         // Domains are loaded as their base type, which is what their send format is.
         let rows = client
             .query(
@@ -182,6 +185,7 @@ pub async fn describe_target(
     Ok(TargetInfo {
         name: resolved,
         schema_exists,
+        oid,
         columns,
     })
 }
@@ -209,6 +213,8 @@ pub struct PlanOptions {
     /// Existing columns to widen, and to what (`--schema evolve`): the sample holds values
     /// their type cannot.
     pub widen: Vec<(String, PgType)>,
+    /// `--mode replace` of an existing table by swap: the rows go into a new table.
+    pub replace_by_swap: bool,
 }
 
 /// How records map onto the table, decided from the catalog and the sample.
@@ -236,6 +242,9 @@ pub struct LoadPlan {
     /// Merge on these key columns instead of appending: COPY into a staging table, then
     /// upsert from it.
     pub merge_keys: Vec<String>,
+    /// The OID of the existing table a replace swaps a new one in for; the rows (and every
+    /// statement of the plan) go into the new table, [`swap::building_name`].
+    pub swap_of: Option<u32>,
 }
 
 /// `CREATE SCHEMA IF NOT EXISTS` alone races: two loads creating one schema at once both see
@@ -273,7 +282,11 @@ impl LoadPlan {
         let sample_limit = options.sample_limit;
         let merge_keys = &options.merge_keys;
         let table = target.name.clone();
-        let qualified = qualified(&table);
+        let swap_of = target.oid.filter(|_| options.replace_by_swap);
+        let qualified = qualified(&match swap_of {
+            Some(oid) => swap::building_name(&table, oid),
+            None => table.clone(),
+        });
         let schema_name = table.schema.clone().unwrap_or_default();
         let Some(columns) = &target.columns else {
             let decode = fields.clone();
@@ -306,6 +319,7 @@ impl LoadPlan {
                 added_columns: Vec::new(),
                 widened_columns: Vec::new(),
                 discarded_fields: Vec::new(),
+                swap_of: None,
                 table,
             }
             .check_keys();
@@ -417,6 +431,7 @@ impl LoadPlan {
                  re-run with a larger --sample"
             ),
             merge_keys: merge_keys.to_vec(),
+            swap_of,
         }
         .check_keys()
     }
@@ -443,6 +458,7 @@ impl LoadPlan {
             ),
             late_field_hint: String::new(),
             merge_keys: Vec::new(),
+            swap_of: None,
         }
     }
 
@@ -482,18 +498,36 @@ impl LoadPlan {
         self.copy_names().iter().map(|n| quote_ident(n)).collect()
     }
 
+    /// The table the plan's statements write to: the target, or the table a replace by
+    /// swap builds.
+    pub fn written_table(&self) -> TableName {
+        match self.swap_of {
+            Some(oid) => swap::building_name(&self.table, oid),
+            None => self.table.clone(),
+        }
+    }
+
     /// `COPY "s"."t" ("a", "b") FROM STDIN (FORMAT binary)`, into the staging table when
-    /// merging.
-    pub fn copy_statement(&self) -> String {
+    /// merging. `freeze` writes the rows frozen, sparing VACUUM a pass over them; PostgreSQL
+    /// allows it only into a table created in the same (sub)transaction.
+    pub fn copy_statement(&self, freeze: bool) -> String {
         let into = if self.merge_keys.is_empty() {
-            qualified(&self.table)
+            qualified(&self.written_table())
         } else {
             quote_ident(STAGING)
         };
         format!(
-            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
-            self.quoted_copy_names().join(", ")
+            "COPY {into} ({}) FROM STDIN (FORMAT binary{})",
+            self.quoted_copy_names().join(", "),
+            if freeze { ", FREEZE" } else { "" }
         )
+    }
+
+    /// Whether the first COPY of the load may freeze its rows: the table is created in the
+    /// load's transaction (a new table, or the one a replace swaps in). A merge COPYs into
+    /// its temporary staging table instead.
+    pub fn may_freeze(&self) -> bool {
+        self.merge_keys.is_empty() && (self.create_table.is_some() || self.swap_of.is_some())
     }
 
     /// `INSERT … SELECT … FROM unnest($1::text[], …)` for the INSERT fallback: one text-array
@@ -512,7 +546,7 @@ impl LoadPlan {
         let Some(conflict) = self.on_conflict() else {
             return format!(
                 "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
-                qualified(&self.table),
+                qualified(&self.written_table()),
                 self.quoted_copy_names().join(", "),
                 casts.join(", "),
                 arrays.join(", "),
@@ -624,10 +658,13 @@ impl LoadPlan {
         ))
     }
 
-    /// Empties the table inside the load's transaction, so readers keep seeing the old rows
-    /// until the new ones commit (TRUNCATE would block them for the whole load instead).
-    pub fn delete_statement(&self) -> String {
-        format!("DELETE FROM {}", qualified(&self.table))
+    /// `--replace-with delete`: empties the table inside the load's transaction, so readers
+    /// keep seeing the old rows until the new ones commit (TRUNCATE would block them for the
+    /// whole load instead). A replace by swap has nothing to delete.
+    pub fn delete_statement(&self) -> Option<String> {
+        self.swap_of
+            .is_none()
+            .then(|| format!("DELETE FROM {}", qualified(&self.table)))
     }
 }
 
@@ -704,6 +741,7 @@ mod tests {
                 table: "items".into(),
             },
             schema_exists: false,
+            oid: None,
             columns: None,
         };
         let plan =
@@ -719,7 +757,7 @@ mod tests {
             Some(r#"CREATE TABLE "Demo"."items" ("id" bigint, "Name" text)"#)
         );
         assert_eq!(
-            plan.copy_statement(),
+            plan.copy_statement(false),
             r#"COPY "Demo"."items" ("id", "Name") FROM STDIN (FORMAT binary)"#
         );
     }
@@ -732,6 +770,7 @@ mod tests {
                 table: "t".into(),
             },
             schema_exists: true,
+            oid: Some(1),
             columns: Some(vec![
                 col("id", Some(PgType::Int4), true),
                 col("loaded_at", Some(PgType::Timestamptz), true),

@@ -1,0 +1,497 @@
+//! `--mode replace` by swap: the rows go into a new table made like the target, and at the
+//! end of the load's transaction the new table takes the target's place and name.
+//!
+//! Against deleting the old rows and COPYing the new ones in place, a swap writes no dead
+//! rows (the table does not double in size until VACUUM), builds each index once from
+//! sorted data instead of row by row, and can COPY with FREEZE. Readers see the old rows
+//! until COMMIT, as with a DELETE; they wait only for the short catalog work at the end.
+//!
+//! What makes the table what it is moves with it: columns, defaults, NOT NULL and CHECK
+//! constraints, identity columns (their counters continue), serial sequences, comments,
+//! storage options, indexes, primary key, unique and exclusion constraints, foreign keys,
+//! triggers, owner, table and column grants, replica identity, row-security flags,
+//! per-column statistics settings and the CLUSTER index. What cannot move — views, foreign
+//! keys of other tables, publications, row-security policies, rules, partitioning and
+//! inheritance — makes the load refuse to start, naming what is in the way, so that nothing
+//! depending on the table is dropped or silently detached. `--replace-with delete` replaces
+//! the rows in place instead.
+//!
+//! Two differences from a DELETE remain, as with any swap: the table gets a new OID, and
+//! the loaded rows do not fire its triggers (they are re-created after the rows).
+
+use tokio_postgres::Transaction;
+
+use super::{SinkError, qualified};
+use crate::schema::{TableName, quote_ident};
+
+/// How `--mode replace` replaces a table's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaceWith {
+    /// Load a new table and swap it in (see the module docs).
+    #[default]
+    Swap,
+    /// Delete the rows and load the new ones into the same table (slower on indexed tables,
+    /// and leaves the old rows dead until VACUUM; keeps views and foreign keys pointing at it).
+    Delete,
+}
+
+/// The name the new table is built under until the swap: in the target's schema, unique to
+/// the target, and short enough for any target name.
+pub fn building_name(target: &TableName, oid: u32) -> TableName {
+    TableName {
+        schema: target.schema.clone(),
+        table: format!("apitap_replace_{oid}"),
+    }
+}
+
+/// An index or index-backed constraint (primary key, unique, exclusion) to build on the new
+/// table under a temporary name, and to rename once the old one is gone.
+struct Index {
+    /// The old index's (or constraint's) name, which the new one takes.
+    name: String,
+    /// Builds it on the new table under `temporary`.
+    build: String,
+    temporary: String,
+    constraint: bool,
+}
+
+/// A replace by swap under way, inside the load's transaction.
+pub struct Swap {
+    table: TableName,
+    new: TableName,
+    oid: u32,
+    indexes: Vec<Index>,
+    /// `ALTER TABLE … ADD CONSTRAINT … FOREIGN KEY` for keys to other tables, built before
+    /// the swap (they do not name the table itself).
+    foreign_keys: Vec<String>,
+    built: bool,
+}
+
+impl Swap {
+    /// Starts a swap of `table` (whose OID is `oid`), in the load's transaction and before
+    /// any row is written: locks the table against writes and schema changes (reads go on),
+    /// refuses what a swap would break, and creates the new table like it. With
+    /// `keys_first`, indexes and constraints are built before the rows too, so that rows
+    /// they refuse can be found one by one (`--on-error reject`); otherwise they are built
+    /// once, after the rows, which is faster.
+    ///
+    /// # Errors
+    /// Something depends on the table that a swap would break, or a failing statement.
+    pub async fn begin(
+        transaction: &Transaction<'_>,
+        table: &TableName,
+        oid: u32,
+        keys_first: bool,
+    ) -> Result<Swap, SinkError> {
+        let new = building_name(table, oid);
+        let run = |action: &'static str| {
+            move |e: tokio_postgres::Error| SinkError::database(action, table, &e)
+        };
+        // EXCLUSIVE lets readers in but makes writers wait; they then write into the new
+        // table, as their statements look the name up again once the lock is released.
+        transaction
+            .batch_execute(&format!(
+                "LOCK TABLE {} IN EXCLUSIVE MODE",
+                qualified(table)
+            ))
+            .await
+            .map_err(run("LOCK TABLE"))?;
+        let in_the_way: Vec<String> = transaction
+            .query(IN_THE_WAY, &[&oid])
+            .await
+            .map_err(run("reading the catalog"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !in_the_way.is_empty() {
+            return Err(SinkError::Plan {
+                table: table.to_string(),
+                reason: format!(
+                    "--mode replace swaps in a new table, which would break what depends on this one: {}; \
+                     pass --replace-with delete (YAML: replace_with: delete) to replace the rows in place instead",
+                    in_the_way.join("; ")
+                ),
+            });
+        }
+        let create: String = transaction
+            .query_one(CREATE_LIKE, &[&oid, &qualified(&new), &qualified(table)])
+            .await
+            .map_err(run("reading the catalog"))?
+            .get(0);
+        transaction
+            .batch_execute(&create)
+            .await
+            .map_err(run("CREATE TABLE (for the replace)"))?;
+        // The identity counters continue where the old table's stood, as after a DELETE.
+        for row in transaction
+            .query(IDENTITY_COUNTERS, &[&oid, &qualified(&new)])
+            .await
+            .map_err(run("reading the catalog"))?
+        {
+            let statement: String = row.get(0);
+            transaction
+                .batch_execute(&statement)
+                .await
+                .map_err(run("setval (identity)"))?;
+        }
+        let indexes = transaction
+            .query(INDEXES, &[&oid])
+            .await
+            .map_err(run("reading the catalog"))?
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let name: String = row.get(0);
+                let temporary = format!("apitap_{oid}_{i}");
+                let constraint: bool = row.get(3);
+                let build = if constraint {
+                    let definition: String = row.get(1);
+                    format!(
+                        "ALTER TABLE {} ADD CONSTRAINT {} {definition}",
+                        qualified(&new),
+                        quote_ident(&temporary)
+                    )
+                } else {
+                    // pg_get_indexdef names the index and the table; only what follows
+                    // USING is kept, after checking that the start is what it must be.
+                    let (definition, prefix): (String, String) = (row.get(1), row.get(2));
+                    let Some(rest) = definition.strip_prefix(&prefix) else {
+                        return Err(SinkError::Plan {
+                            table: table.to_string(),
+                            reason: format!(
+                                "cannot rebuild index {name:?} on the replacing table: its definition does not start as expected ({definition}); \
+                                 pass --replace-with delete"
+                            ),
+                        });
+                    };
+                    let unique: bool = row.get(4);
+                    format!(
+                        "CREATE {}INDEX {} ON {} USING {rest}",
+                        if unique { "UNIQUE " } else { "" },
+                        quote_ident(&temporary),
+                        qualified(&new)
+                    )
+                };
+                Ok(Index {
+                    name,
+                    build,
+                    temporary,
+                    constraint,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let foreign_keys = transaction
+            .query(FOREIGN_KEYS, &[&oid, &qualified(&new)])
+            .await
+            .map_err(run("reading the catalog"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut swap = Swap {
+            table: table.clone(),
+            new,
+            oid,
+            indexes,
+            foreign_keys,
+            built: false,
+        };
+        if keys_first {
+            swap.build(transaction).await?;
+        }
+        Ok(swap)
+    }
+
+    /// The table the rows go into.
+    pub fn new_table(&self) -> &TableName {
+        &self.new
+    }
+
+    async fn build(&mut self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
+        for statement in self
+            .indexes
+            .iter()
+            .map(|i| &i.build)
+            .chain(&self.foreign_keys)
+        {
+            transaction.batch_execute(statement).await.map_err(|e| {
+                SinkError::database(
+                    "building the indexes and keys of the new rows",
+                    &self.table,
+                    &e,
+                )
+            })?;
+        }
+        self.built = true;
+        Ok(())
+    }
+
+    /// After the last row: builds what is still to build, then swaps the new table in. The
+    /// old table is locked out for readers from here to COMMIT, which is catalog work only.
+    ///
+    /// # Errors
+    /// The new rows break a key or constraint, something came to depend on the old table
+    /// during the load, or a failing statement.
+    pub async fn finish(mut self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
+        if !self.built {
+            self.build(transaction).await?;
+        }
+        let table = &self.table;
+        let run = |action: &'static str| {
+            move |e: tokio_postgres::Error| SinkError::database(action, table, &e)
+        };
+        transaction
+            .batch_execute(&format!("ANALYZE {}", qualified(&self.new)))
+            .await
+            .map_err(run("ANALYZE"))?;
+        transaction
+            .batch_execute(&format!(
+                "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+                qualified(table)
+            ))
+            .await
+            .map_err(run("LOCK TABLE"))?;
+        // Read under the lock, so nothing changes between reading and re-applying.
+        let restore: Vec<String> = transaction
+            .query(RESTORE, &[&self.oid, &qualified(table)])
+            .await
+            .map_err(run("reading the catalog"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let adopt: Vec<String> = transaction
+            .query(ADOPT, &[&self.oid, &qualified(&self.new)])
+            .await
+            .map_err(run("reading the catalog"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let identities: Vec<(String, String)> = transaction
+            .query(IDENTITY_NAMES, &[&self.oid, &qualified(&self.new)])
+            .await
+            .map_err(run("reading the catalog"))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for statement in &adopt {
+            transaction
+                .batch_execute(statement)
+                .await
+                .map_err(run("handing the owner and sequences to the new table"))?;
+        }
+        // No CASCADE: anything that came to depend on the table during the load stops the
+        // swap here, with the server naming it, rather than being dropped.
+        transaction
+            .batch_execute(&format!("DROP TABLE {}", qualified(table)))
+            .await
+            .map_err(run("DROP TABLE (the replaced table)"))?;
+        let schema = table.schema.as_deref().map(quote_ident);
+        let in_schema = |name: &str| match &schema {
+            Some(s) => format!("{s}.{}", quote_ident(name)),
+            None => quote_ident(name),
+        };
+        let mut renames = vec![format!(
+            "ALTER TABLE {} RENAME TO {}",
+            qualified(&self.new),
+            quote_ident(&table.table)
+        )];
+        for index in &self.indexes {
+            renames.push(if index.constraint {
+                format!(
+                    "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                    qualified(table),
+                    quote_ident(&index.temporary),
+                    quote_ident(&index.name)
+                )
+            } else {
+                format!(
+                    "ALTER INDEX {} RENAME TO {}",
+                    in_schema(&index.temporary),
+                    quote_ident(&index.name)
+                )
+            });
+        }
+        for (sequence, old_name) in &identities {
+            renames.push(format!(
+                "ALTER SEQUENCE {sequence} RENAME TO {}",
+                quote_ident(old_name)
+            ));
+        }
+        for statement in renames.iter().chain(&restore) {
+            transaction
+                .batch_execute(statement)
+                .await
+                .map_err(run("swapping in the new table"))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a swap would break, one line each; `$1` is the table's OID.
+const IN_THE_WAY: &str = "
+SELECT format('%s %s depends on it',
+              CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, v.oid::regclass)
+FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.refobjid = $1 AND r.ev_class <> $1
+GROUP BY v.oid, v.relkind
+UNION ALL
+SELECT format('foreign key %I of table %s references it', conname, conrelid::regclass)
+FROM pg_constraint WHERE confrelid = $1 AND conrelid <> $1 AND contype = 'f'
+UNION ALL
+SELECT format('it is in publication %I', p.pubname)
+FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1
+UNION ALL
+SELECT format('row security policy %I is defined on it', polname) FROM pg_policy WHERE polrelid = $1
+UNION ALL
+SELECT format('rule %I is defined on it', rulename) FROM pg_rewrite WHERE ev_class = $1
+UNION ALL
+SELECT 'it is partitioned' FROM pg_class WHERE oid = $1 AND relkind = 'p'
+UNION ALL
+SELECT 'it is a partition' FROM pg_class WHERE oid = $1 AND relispartition
+UNION ALL
+SELECT 'it takes part in table inheritance' WHERE EXISTS (
+  SELECT 1 FROM pg_inherits WHERE inhrelid = $1 OR inhparent = $1)
+UNION ALL
+SELECT format('it is a table of type %s', reloftype::regtype) FROM pg_class WHERE oid = $1 AND reloftype <> 0";
+
+/// `CREATE TABLE new (LIKE old …)` with the old table's persistence, storage options and
+/// tablespace; `$1` is its OID, `$2` the new name and `$3` the old one. Indexes (and the
+/// constraints they back) are left to be built after the rows.
+const CREATE_LIKE: &str = "
+SELECT format('CREATE %sTABLE %s (LIKE %s INCLUDING ALL EXCLUDING INDEXES)%s%s',
+              CASE c.relpersistence WHEN 'u' THEN 'UNLOGGED ' ELSE '' END, $2::text, $3::text,
+              (SELECT ' WITH (' || string_agg(format('%I = %L', split_part(o, '=', 1),
+                                                     substr(o, strpos(o, '=') + 1)), ', ') || ')'
+               FROM unnest(c.reloptions) o),
+              (SELECT ' TABLESPACE ' || quote_ident(spcname) FROM pg_tablespace WHERE oid = c.reltablespace))
+FROM pg_class c WHERE c.oid = $1";
+
+/// `setval` of each identity sequence of the new table (`$2`) to where the old table's
+/// (`$1`) stands.
+const IDENTITY_COUNTERS: &str = "
+SELECT format('SELECT setval(%L, last_value, is_called) FROM %s',
+              pg_get_serial_sequence($2, a.attname), s.oid::regclass)
+FROM pg_depend d
+JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.refobjid = $1 AND d.deptype = 'i'";
+
+/// The new table's identity sequences (`$2`), each with the name of the old table's (`$1`)
+/// it replaces.
+const IDENTITY_NAMES: &str = "
+SELECT pg_get_serial_sequence($2, a.attname), s.relname::text
+FROM pg_depend d
+JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.refobjid = $1 AND d.deptype = 'i'";
+
+/// The old table's (`$1`) owner given to the new one (`$2`), and then the serial sequences
+/// owned by the old table's columns handed to the new table's (a sequence must have its
+/// table's owner), before the old one is dropped, or they would be dropped with it.
+const ADOPT: &str = "
+SELECT statement FROM (
+  SELECT 1 AS step, format('ALTER TABLE %s OWNER TO %I', $2::text, pg_get_userbyid(relowner)) AS statement
+  FROM pg_class WHERE oid = $1 AND pg_get_userbyid(relowner) <> current_user
+  UNION ALL
+  SELECT 2, format('ALTER SEQUENCE %s OWNED BY %s.%I', s.oid::regclass, $2::text, a.attname)
+  FROM pg_depend d
+  JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+  WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+    AND d.refobjid = $1 AND d.deptype = 'a'
+) s ORDER BY step";
+
+/// The old table's indexes, constraint-backing ones as their constraint: name, definition,
+/// the start pg_get_indexdef gives a plain index's definition, whether it is a constraint,
+/// and whether it is unique.
+const INDEXES: &str = "
+SELECT k.conname::text, pg_get_constraintdef(k.oid), '', true, false
+FROM pg_constraint k WHERE k.conrelid = $1 AND k.contype IN ('p', 'u', 'x')
+UNION ALL
+SELECT ic.relname::text, pg_get_indexdef(i.indexrelid),
+       format('CREATE %sINDEX %s ON %s.%s USING ',
+              CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END,
+              quote_ident(ic.relname), quote_ident(n.nspname), quote_ident(c.relname)),
+       false, i.indisunique
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indrelid = $1
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = $1)
+ORDER BY 4 DESC, 1";
+
+/// The old table's (`$1`) foreign keys to other tables, added to the new one (`$2`).
+const FOREIGN_KEYS: &str = "
+SELECT format('ALTER TABLE %s ADD CONSTRAINT %I %s', $2::text, conname, pg_get_constraintdef(oid))
+FROM pg_constraint WHERE conrelid = $1 AND contype = 'f' AND confrelid <> $1
+ORDER BY conname";
+
+/// Everything else to re-apply once the new table has the old one's name (`$2`), read from
+/// the old one (`$1`) just before it is dropped, in the order it must run.
+const RESTORE: &str = "
+SELECT statement FROM (
+  SELECT 2 AS step, format('REVOKE ALL ON %s FROM %I', $2::text, pg_get_userbyid(c.relowner)) AS statement
+  FROM pg_class c WHERE c.oid = $1 AND c.relacl IS NOT NULL
+  UNION ALL
+  SELECT 3, format('GRANT %s ON %s TO %s%s', a.privilege_type, $2::text,
+                   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                   CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+  FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = $1
+  UNION ALL
+  SELECT 4, format('GRANT %s (%I) ON %s TO %s%s', a.privilege_type, att.attname, $2::text,
+                   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                   CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+  FROM pg_attribute att, aclexplode(att.attacl) a
+  WHERE att.attrelid = $1 AND att.attnum > 0 AND NOT att.attisdropped
+  UNION ALL
+  SELECT 5, format('COMMENT ON TABLE %s IS %L', $2::text, obj_description($1, 'pg_class'))
+  WHERE obj_description($1, 'pg_class') IS NOT NULL
+  UNION ALL
+  SELECT 6, format('COMMENT ON CONSTRAINT %I ON %s IS %L', k.conname, $2::text, obj_description(k.oid, 'pg_constraint'))
+  FROM pg_constraint k
+  WHERE k.conrelid = $1 AND k.contype IN ('p', 'u', 'x', 'f') AND obj_description(k.oid, 'pg_constraint') IS NOT NULL
+  UNION ALL
+  SELECT 7, format('COMMENT ON INDEX %I.%I IS %L', n.nspname, ic.relname, obj_description(ic.oid, 'pg_class'))
+  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace
+  WHERE i.indrelid = $1 AND obj_description(ic.oid, 'pg_class') IS NOT NULL
+  UNION ALL
+  SELECT 8, format('ALTER TABLE %s ADD CONSTRAINT %I %s', $2::text, conname, pg_get_constraintdef(oid))
+  FROM pg_constraint WHERE conrelid = $1 AND contype = 'f' AND confrelid = $1
+  UNION ALL
+  SELECT 9, format('ALTER TABLE %s CLUSTER ON %I', $2::text, ic.relname)
+  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = $1 AND i.indisclustered
+  UNION ALL
+  SELECT 10, format('ALTER TABLE %s REPLICA IDENTITY %s', $2::text,
+                    CASE c.relreplident WHEN 'f' THEN 'FULL' WHEN 'n' THEN 'NOTHING'
+                      ELSE (SELECT 'USING INDEX ' || quote_ident(ic.relname)
+                            FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                            WHERE i.indrelid = $1 AND i.indisreplident) END)
+  FROM pg_class c WHERE c.oid = $1 AND c.relreplident <> 'd'
+  UNION ALL
+  SELECT 11, format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', $2::text)
+  FROM pg_class c WHERE c.oid = $1 AND c.relrowsecurity
+  UNION ALL
+  SELECT 12, format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', $2::text)
+  FROM pg_class c WHERE c.oid = $1 AND c.relforcerowsecurity
+  UNION ALL
+  SELECT 13, pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal
+  UNION ALL
+  SELECT 14, format('ALTER TABLE %s %s TRIGGER %I', $2::text,
+                    CASE t.tgenabled WHEN 'D' THEN 'DISABLE' WHEN 'R' THEN 'ENABLE REPLICA' ELSE 'ENABLE ALWAYS' END,
+                    t.tgname)
+  FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'O'
+  UNION ALL
+  SELECT 15, format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS %s', $2::text, attname, attstattarget)
+  FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attstattarget >= 0
+  UNION ALL
+  SELECT 16, format('ALTER TABLE %s ALTER COLUMN %I SET (%s)', $2::text, attname, options)
+  FROM (SELECT attname, string_agg(format('%I = %L', split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), ', ') AS options
+        FROM pg_attribute, unnest(attoptions) o
+        WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+          AND split_part(o, '=', 1) IN ('n_distinct', 'n_distinct_inherited')
+        GROUP BY attname) a
+) s ORDER BY step";
