@@ -325,3 +325,87 @@ async fn failed_swaps_leave_the_table_unchanged() {
         "{rejected}"
     );
 }
+
+/// A swap makes writers wait rather than lose their rows: an INSERT made during the load
+/// lands in the new table once the swap commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_wait_for_a_swap_and_then_write_into_the_new_table() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "swap_writers").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text); INSERT INTO {table} VALUES (1, 'old')"
+    ))
+    .await
+    .unwrap();
+    // 1,000 rows in ten pieces, 100 ms apart: the load holds its lock for about a second.
+    let slow = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            let pieces = futures_util::stream::unfold(0u64, |k| async move {
+                if k == 10 {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let rows: String = (k * 100 + 2..=(k + 1) * 100 + 1)
+                    .map(|i| format!("{{\"id\": {i}, \"name\": \"loaded\"}}\n"))
+                    .collect();
+                Some((Ok::<_, std::convert::Infallible>(rows), k + 1))
+            });
+            axum::body::Body::from_stream(pieces)
+        }),
+    );
+    let addr = serve(slow).await;
+    let child = command(&[
+        "load",
+        &format!("http://{addr}/slow"),
+        "--table",
+        &table,
+        "--mode",
+        "replace",
+        "--sample",
+        "10",
+        "--batch-size",
+        "50",
+    ])
+    .spawn()
+    .unwrap();
+    // Write only once the load holds its lock, so the INSERT surely happens during it.
+    let held = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = '{table}'::regclass \
+         AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid())"
+    );
+    let mut waited = 0;
+    while !db.query_one(&held, &[]).await.unwrap().get::<_, bool>(0) {
+        waited += 1;
+        assert!(waited < 200, "the load never locked the table");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    db.batch_execute(&format!(
+        "INSERT INTO {table} VALUES (100000, 'written during the load')"
+    ))
+    .await
+    .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (rows, old, written): (i64, i64, i64) = {
+        let r = db
+            .query_one(
+                &format!(
+                    "SELECT count(*), count(*) FILTER (WHERE id = 1), count(*) FILTER (WHERE id = 100000) FROM {table}"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((rows, old, written), (1001, 0, 1));
+}
