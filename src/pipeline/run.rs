@@ -308,11 +308,7 @@ pub async fn preview_module(
         sources: std::mem::take(&mut started.sources),
         output: started.fields.clone(),
         table: plan.table.clone(),
-        ddl: [&plan.create_schema, &plan.create_table, &plan.alter_table]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect(),
+        ddl: plan.ddl(),
         rows: shown,
     })
 }

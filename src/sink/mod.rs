@@ -523,6 +523,28 @@ impl LoadPlan {
         )
     }
 
+    /// The DDL the load runs before its rows, as `check --preview` shows it.
+    pub fn ddl(&self) -> Vec<String> {
+        let swap = self.swap_of.map(|_| {
+            format!(
+                "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES) -- replace by swap: \
+                 indexes, keys, triggers and grants follow after the rows, then it takes the table's place",
+                qualified(&self.written_table()),
+                qualified(&self.table)
+            )
+        });
+        [
+            &self.create_schema,
+            &self.create_table,
+            &swap,
+            &self.alter_table,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+
     /// Whether the first COPY of the load may freeze its rows: the table is created in the
     /// load's transaction (a new table, or the one a replace swaps in). A merge COPYs into
     /// its temporary staging table instead.
@@ -760,6 +782,42 @@ mod tests {
             plan.copy_statement(false),
             r#"COPY "Demo"."items" ("id", "Name") FROM STDIN (FORMAT binary)"#
         );
+    }
+
+    #[test]
+    fn a_replace_by_swap_writes_every_statement_to_the_new_table() {
+        let target = TargetInfo {
+            name: TableName {
+                schema: Some("s".into()),
+                table: "t".into(),
+            },
+            schema_exists: true,
+            oid: Some(42),
+            columns: Some(vec![col("id", Some(PgType::Int8), false)]),
+        };
+        let options = PlanOptions {
+            replace_by_swap: true,
+            ..options()
+        };
+        let plan =
+            LoadPlan::new(&target, &fields(&[r#"{"id": 1, "note": "x"}"#]), &options).unwrap();
+        assert_eq!(plan.table.to_string(), "s.t");
+        assert_eq!(
+            plan.ddl(),
+            vec![
+                r#"CREATE TABLE "s"."apitap_replace_42" (LIKE "s"."t" INCLUDING ALL EXCLUDING INDEXES) -- replace by swap: indexes, keys, triggers and grants follow after the rows, then it takes the table's place"#,
+                r#"ALTER TABLE "s"."apitap_replace_42" ADD COLUMN "note" text"#,
+            ]
+        );
+        assert_eq!(
+            plan.copy_statement(plan.may_freeze()),
+            r#"COPY "s"."apitap_replace_42" ("id", "note") FROM STDIN (FORMAT binary, FREEZE)"#
+        );
+        assert!(
+            plan.insert_statement()
+                .starts_with(r#"INSERT INTO "s"."apitap_replace_42" ("id", "note")"#)
+        );
+        assert_eq!(plan.delete_statement(), None);
     }
 
     #[test]
