@@ -540,7 +540,7 @@ async fn integer_columns_widen_for_values_that_outgrew_them() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(
-            "apitap: widened 3 column(s) of {table} for values that outgrew them: id: integer → bigint, qty: smallint → integer, price: integer → numeric"
+            "apitap: widened 3 column(s) of {table} for sampled values their types could not hold: id: integer → bigint, qty: smallint → integer, price: integer → numeric"
         )),
         "{}",
         run.stderr
@@ -568,6 +568,63 @@ async fn integer_columns_widen_for_values_that_outgrew_them() {
             "3000000000|40000|12.5|bigint|integer|numeric|new",
         ]
     );
+}
+
+/// `--widen-to-text` makes a column text when it refuses a sampled value, converting the
+/// values already in it; without it the value fails the load, table unchanged. Both under a
+/// plain append and under a replace by swap (where the new, empty table is altered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_widen_to_text_only_when_asked() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "widen_text").await;
+    for mode in ["append", "replace"] {
+        let table = format!("{schema}.{mode}");
+        db.batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, code integer, seen timestamptz, ok boolean);
+             INSERT INTO {table} VALUES (1, 5, '2024-01-01 00:00:00+00', true)"
+        ))
+        .await
+        .unwrap();
+        let input =
+            b"{\"id\": 2, \"code\": \"A-7\", \"seen\": \"yesterday\", \"ok\": \"t\"}\n".to_vec();
+        let args = ["load", "-", "--table", &table, "--mode", mode];
+
+        let refused = apitap(&args, Some(input.clone())).await;
+        assert_fails(
+            &refused,
+            "stdin: line 1 (record 1): column \"code\": \"A-7\" is not an integer (integer)",
+        );
+
+        let mut asked = args.to_vec();
+        asked.push("--widen-to-text");
+        let run = apitap(&asked, Some(input)).await;
+        assert_eq!(run.code, 0, "{mode}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "apitap: widened 2 column(s) of {table} for sampled values their types could not hold: code: integer → text, seen: timestamptz → text"
+            )),
+            "{mode}: {}",
+            run.stderr
+        );
+        let rows: Vec<String> = db
+            .query(
+                &format!(
+                    "SELECT concat_ws('|', id, code, seen, ok, pg_typeof(code), pg_typeof(seen), pg_typeof(ok))
+                     FROM {table} ORDER BY id"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut expected = vec!["2|A-7|yesterday|t|text|text|boolean"];
+        if mode == "append" {
+            expected.insert(0, "1|5|2024-01-01 00:00:00+00|t|text|text|boolean");
+        }
+        assert_eq!(rows, expected, "{mode}");
+    }
 }
 
 /// `--copy-streams N` spreads the COPY over N connections into a staging table that the
@@ -628,6 +685,25 @@ async fn parallel_copy_streams_land_the_same_rows_all_or_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(differences, 0);
+    // A replace through the streams swaps the same rows in, in place of the old ones.
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--mode",
+            "replace",
+            "--copy-streams",
+            "2",
+            "--batch-size",
+            "1000",
+        ],
+        Some(input.clone()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(count(&db, &table).await, 20_000);
 
     // A bad record late in the input: the target keeps its rows, no staging table is left.
     let mut bad = input;

@@ -195,6 +195,11 @@ pub struct LoadArgs {
     #[arg(help_heading = "Table", long)]
     pub ignore_unknown_fields: bool,
 
+    /// With --schema evolve: make a column text when the sample holds a value its type
+    /// refuses (`"A-7"` in an integer column), converting the values already in it.
+    #[arg(help_heading = "Table", long)]
+    pub widen_to_text: bool,
+
     /// Let `--mode replace` empty the table when the source has no records.
     #[arg(help_heading = "Table", long)]
     pub allow_empty: bool,
@@ -425,6 +430,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         } else {
             args.schema
         },
+        widen_to_text: args.widen_to_text,
         allow_empty: args.allow_empty,
         replace_with: args.replace_with,
         incremental: args.cursor_field.clone().map(|cursor_field| Incremental {
@@ -549,7 +555,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
     }
     if !summary.widened_columns.is_empty() && !args.quiet {
         eprintln!(
-            "apitap: widened {} column(s) of {} for values that outgrew them: {}",
+            "apitap: widened {} column(s) of {} for sampled values their types could not hold: {}",
             summary.widened_columns.len(),
             summary.table,
             summary.widened_columns.join(", ")

@@ -146,6 +146,9 @@ pub struct SourceConfig {
     pub allow_empty: bool,
     /// `evolve` (default), `freeze` or `discard`.
     pub schema_policy: Option<SchemaPolicy>,
+    /// Under `evolve`, make a column text when it refuses a sampled value.
+    #[serde(default)]
+    pub widen_to_text: bool,
     /// Column types that override inference: `{amount: numeric, id: bigint}`.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
@@ -479,6 +482,7 @@ impl SourceConfig {
             sample: self.sample.unwrap_or(1000),
             batch_size: self.batch_size.unwrap_or(8192),
             schema: self.schema_policy.unwrap_or_default(),
+            widen_to_text: self.widen_to_text,
             allow_empty: self.allow_empty,
             replace_with: self.replace_with.unwrap_or_default(),
             merge_keys: match (mode, &self.primary_key_in_dest) {

@@ -29,6 +29,8 @@ const BEYOND_INT4: u16 = 1 << 11;
 pub struct Sample {
     fields: Vec<(String, u16)>,
     records: usize,
+    /// The sampled records, one per line, to try an existing column's decoder on.
+    text: Vec<u8>,
 }
 
 impl Sample {
@@ -39,6 +41,8 @@ impl Sample {
             return;
         };
         self.records += 1;
+        self.text.extend_from_slice(record);
+        self.text.push(b'\n');
         for (name, value) in map {
             let kind = kind_of(&value);
             match self.fields.iter_mut().find(|(n, _)| *n == name) {
@@ -62,10 +66,36 @@ impl Sample {
         self.fields.iter().any(|(n, _)| n == name)
     }
 
-    /// The wider type an existing integer column of type `current` needs to hold every
-    /// sampled value of `name` (int → bigint → numeric), or `None` if it holds them already
-    /// or only a change of kind would (text into a number column fails instead).
-    pub fn widening(&self, name: &str, current: PgType) -> Option<PgType> {
+    /// The wider type an existing column of type `current` needs to hold every sampled
+    /// value of `name`, or `None` if it holds them already. Integer columns widen as far as
+    /// the values need (int → bigint → numeric); with `to_text`, any other column whose
+    /// decoder refuses a sampled value becomes text (otherwise that value fails the load).
+    pub fn widening(&self, name: &str, current: PgType, to_text: bool) -> Option<PgType> {
+        self.widening_number(name, current).or_else(|| {
+            (to_text && self.contains(name) && self.refused_by(name, current))
+                .then_some(PgType::Text)
+        })
+    }
+
+    /// Whether a column `name` of type `current` refuses a sampled value: the column's own
+    /// decoder is run over the sample, so the answer follows exactly the rules a load uses.
+    fn refused_by(&self, name: &str, current: PgType) -> bool {
+        let schema = TableSchema {
+            columns: vec![Column {
+                name: name.to_string(),
+                pg_type: current,
+            }],
+        }
+        .arrow_schema();
+        let Ok(mut decoder) = super::json_decoder(&schema, self.records + 1, false) else {
+            return false;
+        };
+        !matches!(decoder.decode(&self.text), Ok(n) if n == self.text.len())
+            || !matches!(decoder.flush(), Ok(Some(batch)) if batch.num_rows() == self.records)
+    }
+
+    /// The integer ladder of [`Sample::widening`].
+    fn widening_number(&self, name: &str, current: PgType) -> Option<PgType> {
         let rank = |t: PgType| match t {
             PgType::Int2 => Some(0),
             PgType::Int4 => Some(1),
@@ -206,7 +236,7 @@ mod tests {
         ] {
             sample.add(r.as_bytes());
         }
-        let w = |name: &str, t: PgType| sample.widening(name, t);
+        let w = |name: &str, t: PgType| sample.widening(name, t, false);
         assert_eq!(w("small", PgType::Int2), None);
         assert_eq!(w("mid", PgType::Int2), Some(PgType::Int4));
         assert_eq!(w("mid", PgType::Int4), None);
@@ -219,6 +249,27 @@ mod tests {
         assert_eq!(w("text", PgType::Int4), None);
         assert_eq!(w("none", PgType::Int2), None);
         assert_eq!(w("absent", PgType::Int2), None);
+    }
+
+    #[test]
+    fn columns_become_text_when_asked_only_for_values_they_refuse() {
+        let mut sample = Sample::default();
+        for r in [
+            r#"{"code": 5, "at": "2024-01-01T00:00:00Z", "ok": "t", "n": "12.5", "id": "A-1", "tag": {"a": 1}}"#,
+            r#"{"code": "B-7", "at": "yesterday", "ok": true, "n": 3, "id": "b9c1e2d4-0000-4000-8000-000000000000", "tag": "x"}"#,
+        ] {
+            sample.add(r.as_bytes());
+        }
+        let w = |name: &str, t: PgType| sample.widening(name, t, true);
+        assert_eq!(w("code", PgType::Int4), Some(PgType::Text));
+        assert_eq!(w("at", PgType::Timestamptz), Some(PgType::Text));
+        assert_eq!(w("ok", PgType::Bool), None);
+        assert_eq!(w("n", PgType::Numeric), None);
+        assert_eq!(w("id", PgType::Uuid), Some(PgType::Text));
+        assert_eq!(w("tag", PgType::Jsonb), None);
+        assert_eq!(w("tag", PgType::Text), None);
+        assert_eq!(w("absent", PgType::Int4), None);
+        assert_eq!(sample.widening("code", PgType::Int4, false), None);
     }
 
     #[test]

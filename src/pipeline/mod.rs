@@ -128,6 +128,8 @@ pub struct LoadRequest {
     pub batch_size: usize,
     /// Fields without a column: add columns, fail, or drop them.
     pub schema: SchemaPolicy,
+    /// Under `--schema evolve`, make a column text when it refuses a sampled value.
+    pub widen_to_text: bool,
     /// Let `--mode replace` empty the table when the source has no records.
     pub allow_empty: bool,
     /// How `--mode replace` replaces an existing table's rows.
@@ -199,7 +201,7 @@ pub struct LoadSummary {
     pub cursor: Option<String>,
     /// Columns added for new fields (`--schema evolve`).
     pub added_columns: Vec<String>,
-    /// Integer columns widened for values that outgrew them, as `name: old → new`.
+    /// Columns widened for sampled values their types could not hold, as `name: old → new`.
     pub widened_columns: Vec<String>,
     /// Fields dropped (`--schema discard`), as far as the sample showed them.
     pub discarded_fields: Vec<String>,
@@ -456,7 +458,10 @@ pub(crate) async fn plan_load(
     let widen = match (sample, &target.columns) {
         (Some(sample), Some(columns)) => columns
             .iter()
-            .filter_map(|c| Some((c.name.clone(), sample.widening(&c.name, c.pg_type?)?)))
+            .filter_map(|c| {
+                let to = sample.widening(&c.name, c.pg_type?, request.widen_to_text)?;
+                Some((c.name.clone(), to))
+            })
             .collect(),
         _ => Vec::new(),
     };
