@@ -752,3 +752,47 @@ async fn staging_tables(db: &tokio_postgres::Client) -> i64 {
     .unwrap()
     .get(0)
 }
+
+/// Where the server (or a pooler in front of it) refuses COPY FROM STDIN, the load goes
+/// through the batched INSERT fallback by itself, merges included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_without_copy_get_batched_inserts() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "no_copy").await;
+    let table = format!("{schema}.t");
+    let url = copy_refusing_database_url().await;
+    let env = [("DATABASE_URL", url.as_str())];
+    let run = apitap_env(
+        &[
+            "load", "-", "--table", &table, "--key", "id", "--mode", "merge",
+        ],
+        &env,
+        Some(b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": \"b\"}\n".to_vec()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the server refuses COPY FROM STDIN; loading with batched INSERTs"),
+        "{}",
+        run.stderr
+    );
+    let run = apitap_env(
+        &["load", "-", "--table", &table, "--key", "id", "--mode", "merge"],
+        &env,
+        Some(b"{\"id\": 2, \"name\": \"x\"}\n{\"id\": 3, \"name\": \"c\"}\n{\"id\": 2, \"name\": \"y\"}\n".to_vec()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: Vec<String> = db
+        .query(
+            &format!("SELECT concat_ws('|', id, name) FROM {table} ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, vec!["1|a", "2|y", "3|c"]);
+}

@@ -518,6 +518,15 @@ pub(crate) async fn write(
     let table = plan.table.clone();
     // Merges COPY into staging, where nothing is refused; the merge itself is one statement.
     let isolate_refused = rejects.as_ref().filter(|_| plan.merge_keys.is_empty());
+    // Some poolers and PostgreSQL-compatible servers refuse COPY FROM STDIN; the load then
+    // goes through the INSERT fallback instead of failing.
+    let method = match request.method {
+        WriteMethod::Copy if !crate::sink::copy_from_stdin_works(client, &table).await? => {
+            tracing::warn!(table = %table, "the server refuses COPY FROM STDIN; loading with batched INSERTs (--method insert) instead");
+            WriteMethod::Insert
+        }
+        method => method,
+    };
     let cursor = match &request.incremental {
         Some(inc) if plan.copy_columns > 0 => {
             let plan_error = |reason: String| {
@@ -550,8 +559,7 @@ pub(crate) async fn write(
     let encode = {
         let plan = plan.clone();
         let source_name = stages.source_name.clone();
-        let rows_per_insert =
-            (request.method == WriteMethod::Insert).then_some(request.insert_batch);
+        let rows_per_insert = (method == WriteMethod::Insert).then_some(request.insert_batch);
         let keep_rows = isolate_refused.is_some();
         tokio::task::spawn_blocking(move || {
             encode(
@@ -568,7 +576,7 @@ pub(crate) async fn write(
     let mut upstream = Some((stages, encode));
     // A merge COPYs into a staging table and applies it in one statement; the INSERT
     // fallback merges each batch as it goes (ON CONFLICT in the INSERT itself).
-    let staged = !plan.merge_keys.is_empty() && request.method == WriteMethod::Copy;
+    let staged = !plan.merge_keys.is_empty() && method == WriteMethod::Copy;
 
     // One transaction, or with --commit-every one per group of pages: each ends with the rows,
     // the merge and the state (cursor so far, and where to resume) committed together.
@@ -613,7 +621,7 @@ pub(crate) async fn write(
         .await?;
         let (loaded, end) = if plan.copy_columns == 0 {
             (0, SegmentEnd::Done)
-        } else if request.method == WriteMethod::Insert {
+        } else if method == WriteMethod::Insert {
             insert_segment(&transaction, &plan, &mut copy_rx, &progress).await?
         } else if let Some(rejects) = isolate_refused {
             copy_isolating_segment(&mut transaction, &plan, &mut copy_rx, rejects, &progress)

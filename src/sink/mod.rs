@@ -690,6 +690,32 @@ impl LoadPlan {
     }
 }
 
+/// Whether the server takes binary `COPY … FROM STDIN`, asked before the load's transaction
+/// with a COPY into a table that cannot exist: PostgreSQL answers that it is missing (so it
+/// would take the COPY), with no side effect; a server or pooler without COPY refuses the
+/// statement itself (feature not supported, or a syntax error).
+///
+/// # Errors
+/// A connection that fails.
+pub async fn copy_from_stdin_works(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+) -> Result<bool, SinkError> {
+    use tokio_postgres::error::SqlState;
+    // The simple-query protocol: its error leaves the connection ready for the next
+    // statement (an extended-protocol COPY that fails does not, in tokio-postgres).
+    match client
+        .batch_execute("COPY pg_temp.apitap_no_such_table FROM STDIN (FORMAT binary)")
+        .await
+    {
+        Err(e) if e.is_closed() => Err(SinkError::database("trying COPY FROM STDIN", table, &e)),
+        Err(e) => Ok(e.code() != Some(&SqlState::FEATURE_NOT_SUPPORTED)
+            && e.code() != Some(&SqlState::SYNTAX_ERROR)),
+        // Not reached: the session made no temporary table.
+        Ok(()) => Ok(true),
+    }
+}
+
 /// Whether `table` has a unique index (or primary key) on exactly `keys`, which ON CONFLICT
 /// needs. Checked before any data moves, so a missing one costs nothing.
 ///

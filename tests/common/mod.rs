@@ -144,3 +144,83 @@ pub fn assert_fails(run: &Run, expected: &str) {
     );
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
 }
+
+/// A connection string to the test PostgreSQL through a proxy on 127.0.0.1 that refuses
+/// `COPY … FROM STDIN` (SQLSTATE 0A000) as some poolers and PostgreSQL-compatible servers
+/// do, and passes every other message through. TLS is off so the proxy can read them.
+pub async fn copy_refusing_database_url() -> String {
+    let config: tokio_postgres::Config = database_url().parse().unwrap();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .unwrap();
+            tokio::spawn(proxy_refusing_copy(client, server));
+        }
+    });
+    format!(
+        "postgres://{}@{addr}/{}?sslmode=disable",
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("postgres")
+    )
+}
+
+async fn proxy_refusing_copy(client: tokio::net::TcpStream, server: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The server itself answers, so replies stay in order with everything else in flight.
+    const REFUSE: &[u8] = b"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', \
+        MESSAGE = 'COPY FROM STDIN is not supported by this proxy'; END $$";
+    let _ = (client.set_nodelay(true), server.set_nodelay(true));
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
+    // The startup message has no type byte.
+    let Ok(len) = client_read.read_u32().await else {
+        return;
+    };
+    let mut startup = len.to_be_bytes().to_vec();
+    startup.resize(len as usize, 0);
+    if client_read.read_exact(&mut startup[4..]).await.is_err()
+        || server_write.write_all(&startup).await.is_err()
+    {
+        return;
+    }
+    loop {
+        let Ok(kind) = client_read.read_u8().await else {
+            return;
+        };
+        let Ok(len) = client_read.read_u32().await else {
+            return;
+        };
+        let mut body = vec![0; len as usize - 4];
+        if client_read.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        // A simple query is its SQL; a Parse is the statement's name, its SQL, then types.
+        let sql_at = match kind {
+            b'Q' => Some(0),
+            b'P' => body.iter().position(|&b| b == 0).map(|end| end + 1),
+            _ => None,
+        };
+        if let Some(at) = sql_at {
+            let end = at + body[at..].iter().position(|&b| b == 0).unwrap_or(0);
+            let sql = String::from_utf8_lossy(&body[at..end]).to_uppercase();
+            if sql.trim_start().starts_with("COPY") && sql.contains("FROM STDIN") {
+                body.splice(at..end, REFUSE.iter().copied());
+            }
+        }
+        let mut message = vec![kind];
+        message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        message.extend_from_slice(&body);
+        if server_write.write_all(&message).await.is_err() {
+            return;
+        }
+    }
+}
