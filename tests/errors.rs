@@ -13,28 +13,6 @@ use axum::routing::get;
 use bytes::Bytes;
 use common::*;
 
-/// A table holding one known row, to check that failed loads leave it alone.
-async fn guarded_table(db: &tokio_postgres::Client, schema: &str) -> String {
-    let table = format!("{schema}.t");
-    db.batch_execute(&format!(
-        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text); INSERT INTO {table} VALUES (1, 'kept')"
-    ))
-    .await
-    .unwrap();
-    table
-}
-
-async fn assert_unchanged(db: &tokio_postgres::Client, table: &str) {
-    let rows: Vec<(i64, String)> = db
-        .query(&format!("SELECT id, name FROM {table}"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(rows, vec![(1, "kept".to_string())]);
-}
-
 /// One line: the error, on stderr, with no panic or backtrace.
 #[track_caller]
 fn assert_one_line_error(run: &Run, expected: &str) {

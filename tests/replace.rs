@@ -255,19 +255,6 @@ async fn swap_refuses_when_views_or_foreign_keys_depend_on_the_table() {
     assert_eq!(names, vec!["new"]);
 }
 
-/// The table `t` still holds only its one old row, and nothing was left behind.
-async fn assert_unchanged(db: &tokio_postgres::Client, schema: &str) {
-    let rows: Vec<(i64, String)> = db
-        .query(&format!("SELECT id, name FROM {schema}.t"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(rows, vec![(1, "kept".to_string())]);
-    assert!(leftovers(db, schema).await.is_empty());
-}
-
 /// A swap that fails — a bad record at the end, or new rows breaking a key — leaves the
 /// table as it was and no building table; in reject mode the keys are built before the rows,
 /// so a repeated key goes to the reject file and the rest replaces the table.
@@ -275,12 +262,7 @@ async fn assert_unchanged(db: &tokio_postgres::Client, schema: &str) {
 async fn failed_swaps_leave_the_table_unchanged() {
     let db = client().await;
     let schema = fresh_schema(&db, "swap_fails").await;
-    let table = format!("{schema}.t");
-    db.batch_execute(&format!(
-        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text); INSERT INTO {table} VALUES (1, 'kept')"
-    ))
-    .await
-    .unwrap();
+    let table = guarded_table(&db, &schema).await;
     let replace = ["load", "-", "--table", &table, "--mode", "replace"];
 
     let run = apitap(
@@ -292,12 +274,14 @@ async fn failed_swaps_leave_the_table_unchanged() {
         &run,
         "stdin: line 2, column 19 (record 2): malformed JSON: expected value",
     );
-    assert_unchanged(&db, &schema).await;
+    assert_unchanged(&db, &table).await;
+    assert!(leftovers(&db, &schema).await.is_empty());
 
     let repeated = b"{\"id\": 2, \"name\": \"a\"}\n{\"id\": 3, \"name\": \"b\"}\n{\"id\": 2, \"name\": \"c\"}\n";
     let run = apitap(&replace, Some(repeated.to_vec())).await;
     assert_fails(&run, "Key (id)=(2) is duplicated");
-    assert_unchanged(&db, &schema).await;
+    assert_unchanged(&db, &table).await;
+    assert!(leftovers(&db, &schema).await.is_empty());
 
     let dir = tempfile::tempdir().unwrap();
     let reject_file = dir.path().join("rejects.ndjson");

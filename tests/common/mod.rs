@@ -133,6 +133,29 @@ pub async fn table_exists(client: &tokio_postgres::Client, table: &str) -> bool 
         .get(0)
 }
 
+/// A table holding one known row, to check that failed loads leave it alone.
+pub async fn guarded_table(db: &tokio_postgres::Client, schema: &str) -> String {
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text); INSERT INTO {table} VALUES (1, 'kept')"
+    ))
+    .await
+    .unwrap();
+    table
+}
+
+/// The table made by [`guarded_table`] still holds just its row.
+pub async fn assert_unchanged(db: &tokio_postgres::Client, table: &str) {
+    let rows: Vec<(i64, String)> = db
+        .query(&format!("SELECT id, name FROM {table}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(1, "kept".to_string())]);
+}
+
 /// The run failed (exit code 1) with `expected` in its message, without a panic.
 #[track_caller]
 pub fn assert_fails(run: &Run, expected: &str) {
