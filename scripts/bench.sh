@@ -67,8 +67,8 @@ fresh_target() {
   if [ "$1" = swap ] || [ "$1" = delete ]; then
     psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id);
              CREATE INDEX ON apitap_bench.target (uuid);
-             INSERT INTO apitap_bench.target SELECT * FROM apitap_bench.template;
-             VACUUM ANALYZE apitap_bench.target'
+             INSERT INTO apitap_bench.target SELECT * FROM apitap_bench.template' \
+         -c 'VACUUM ANALYZE apitap_bench.target'
   fi
   psql -c 'CHECKPOINT' 2>/dev/null || true
 }
