@@ -257,3 +257,80 @@ async fn the_insert_fallback_merges_with_the_last_record_winning() {
         .get(0);
     assert_eq!(seen, 4);
 }
+
+/// In reject mode a merge sets aside the rows the server refuses (here a CHECK), found by
+/// merging the staged rows range by range, and merges the rest; the last record of a
+/// repeated key still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_sets_refused_rows_aside_in_reject_mode() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_refused").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, qty integer CHECK (qty >= 0));
+         INSERT INTO {table} VALUES (1, 10), (2, 20)"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reject_file = dir.path().join("rejects.ndjson");
+    let mut input = String::new();
+    for id in 1..=30 {
+        // Record 7 is refused; records 31 and 32 repeat key 2, the last one wins.
+        let qty = if id == 7 { -1 } else { id * 100 };
+        input.push_str(&format!("{{\"id\": {id}, \"qty\": {qty}}}\n"));
+    }
+    input.push_str("{\"id\": 2, \"qty\": 5}\n{\"id\": 2, \"qty\": 6}\n");
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--mode",
+            "merge",
+            "--key",
+            "id",
+            "--on-error",
+            "reject",
+            "--reject-file",
+            reject_file.to_str().unwrap(),
+            "--batch-size",
+            "4",
+        ],
+        Some(input.into_bytes()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = rows(
+        &db,
+        &format!("SELECT id, qty::text FROM {table} ORDER BY id"),
+    )
+    .await;
+    let expected: Vec<(i64, String)> = (1..=30)
+        .filter(|id| *id != 7)
+        .map(|id| {
+            (
+                id,
+                if id == 2 {
+                    "6".into()
+                } else {
+                    (id * 100).to_string()
+                },
+            )
+        })
+        .collect();
+    assert_eq!(rows, expected);
+    let rejected = std::fs::read_to_string(&reject_file).unwrap();
+    let rejected: Vec<serde_json::Value> = rejected
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["record"], 7);
+    assert_eq!(rejected[0]["record_text"], "{\"id\":7,\"qty\":-1}");
+    assert_eq!(
+        rejected[0]["reason"],
+        "PostgreSQL refused the row: new row for relation \"t\" violates check constraint \"t_qty_check\"; Failing row contains (7, -1)."
+    );
+}

@@ -34,7 +34,8 @@ use crate::progress::{Figures, Progress};
 use crate::schema::TableName;
 use crate::sink::swap::{ReplaceWith, Swap};
 use crate::sink::{
-    ConnectOptions, LoadPlan, PlanOptions, SchemaPolicy, SinkError, describe_target, has_unique_key,
+    ConnectOptions, LoadPlan, PlanOptions, SchemaPolicy, SinkError, StagedRows, describe_target,
+    has_unique_key,
 };
 use crate::source::paginate::{PageFacts, Pager, PaginationConfig};
 use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
@@ -555,12 +556,17 @@ pub(crate) async fn write(
         }
         _ => None,
     };
+    // A merge COPYs into a staging table and applies it in one statement; the INSERT
+    // fallback merges each batch as it goes (ON CONFLICT in the INSERT itself).
+    let staged = !plan.merge_keys.is_empty() && method == WriteMethod::Copy;
+    // Rows a staged merge refuses are found after the COPY, by their record numbers.
+    let merge_rejects = rejects.as_deref().filter(|_| staged);
     let (copy_tx, mut copy_rx) = mpsc::channel::<(Encoded, u64)>(4);
     let encode = {
         let plan = plan.clone();
         let source_name = stages.source_name.clone();
         let rows_per_insert = (method == WriteMethod::Insert).then_some(request.insert_batch);
-        let keep_rows = isolate_refused.is_some();
+        let keep_rows = isolate_refused.is_some() || merge_rejects.is_some();
         tokio::task::spawn_blocking(move || {
             encode(
                 batch_rx,
@@ -574,9 +580,6 @@ pub(crate) async fn write(
         })
     };
     let mut upstream = Some((stages, encode));
-    // A merge COPYs into a staging table and applies it in one statement; the INSERT
-    // fallback merges each batch as it goes (ON CONFLICT in the INSERT itself).
-    let staged = !plan.merge_keys.is_empty() && method == WriteMethod::Copy;
 
     // One transaction, or with --commit-every one per group of pages: each ends with the rows,
     // the merge and the state (cursor so far, and where to resume) committed together.
@@ -590,6 +593,7 @@ pub(crate) async fn write(
             .await
             .map_err(|e| SinkError::database("starting a transaction", &table, &e))?;
         let first = segment == 1;
+        let mut staged_records = Vec::new();
         if first {
             for (statement, action) in [
                 (&plan.create_schema, "CREATE SCHEMA"),
@@ -646,6 +650,7 @@ pub(crate) async fn write(
                 &mut copy_rx,
                 &mut upstream,
                 &progress,
+                merge_rejects.map(|_| &mut staged_records),
             )
             .await?
         };
@@ -665,7 +670,8 @@ pub(crate) async fn write(
             return Err(LoadError::EmptyReplace { table });
         }
         if staged && loaded > 0 {
-            merge_staged(&mut transaction, &plan).await?;
+            let refused = merge_rejects.map(|r| (r, staged_records.as_slice()));
+            merge_staged(&mut transaction, &plan, refused).await?;
         }
         if let Some(swap) = swap.take() {
             swap.finish(&transaction).await?;
@@ -818,6 +824,8 @@ async fn copy_isolating_segment(
 /// One streaming COPY until the input or a commit point ends. At the end of the input it
 /// checks the upstream stages before finishing: only a clean end of every stage may
 /// complete the COPY (dropping it unfinished aborts it).
+///
+/// `records`, when given, collects each row's record number in COPY order.
 async fn copy_segment(
     transaction: &tokio_postgres::Transaction<'_>,
     statement: &str,
@@ -825,6 +833,7 @@ async fn copy_segment(
     copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
     upstream: &mut Upstream,
     progress: &Progress,
+    mut records: Option<&mut Vec<u64>>,
 ) -> Result<(u64, SegmentEnd), LoadError> {
     let copy_failed =
         |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", table, &e));
@@ -840,7 +849,12 @@ async fn copy_segment(
     let mut end = None;
     while let Some((encoded, batch_rows)) = copy_rx.recv().await {
         let bytes = match encoded {
-            Encoded::Copy { bytes, .. } => bytes,
+            Encoded::Copy { bytes, rows } => {
+                if let (Some(records), Some(rows)) = (records.as_deref_mut(), rows) {
+                    records.extend_from_slice(&rows.records);
+                }
+                bytes
+            }
             Encoded::Checkpoint { resume, cursor } => {
                 end = Some(SegmentEnd::Checkpoint { resume, cursor });
                 break;
@@ -895,21 +909,25 @@ async fn execute(
 /// A repeated key makes PostgreSQL refuse it (ON CONFLICT may not touch a row twice,
 /// SQLSTATE 21000); only then is it rolled back and run again keeping the last record of
 /// each key. Checking for repeats first would cost a scan of every staged key on every load.
+///
+/// With a reject file (`refused`: it, and each staged row's record number), a row the
+/// server refuses (a CHECK, NOT NULL or foreign key) is set aside instead of failing the load.
 async fn merge_staged(
     transaction: &mut tokio_postgres::Transaction<'_>,
     plan: &LoadPlan,
+    refused: Option<(&RejectFile, &[u64])>,
 ) -> Result<(), LoadError> {
     let table = &plan.table;
     let started = std::time::Instant::now();
     let merge_failed = |e: tokio_postgres::Error| {
         SinkError::database("the merge (INSERT … ON CONFLICT)", table, &e)
     };
-    let merge = |dedupe: bool| plan.merge_statement(dedupe).unwrap_or_default();
+    let merge = |rows: StagedRows| plan.merge_statement(rows).unwrap_or_default();
     let attempt = transaction
         .savepoint("apitap_merge")
         .await
         .map_err(merge_failed)?;
-    let (merged, repeated) = match attempt.execute(merge(false).as_str(), &[]).await {
+    let (merged, repeated) = match attempt.execute(merge(StagedRows::All).as_str(), &[]).await {
         Ok(merged) => {
             attempt.commit().await.map_err(merge_failed)?;
             (merged, false)
@@ -926,15 +944,78 @@ async fn merge_staged(
                 .await
                 .map_err(merge_failed)?;
             let merged = transaction
-                .execute(merge(true).as_str(), &[])
+                .execute(merge(StagedRows::LastOfEachKey).as_str(), &[])
                 .await
                 .map_err(merge_failed)?;
             (merged, true)
         }
-        Err(e) => return Err(merge_failed(e).into()),
+        Err(e) => match refused {
+            Some((rejects, records)) if e.as_db_error().is_some() => {
+                attempt.rollback().await.map_err(merge_failed)?;
+                let merged = merge_isolating(transaction, plan, rejects, records).await?;
+                (merged, true)
+            }
+            _ => return Err(merge_failed(e).into()),
+        },
     };
     tracing::info!(statement = "MERGE", table = %table, repeated_keys = repeated, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     Ok(())
+}
+
+/// A merge the server refused: the staged rows are numbered in arrival order and merged range
+/// by range under savepoints, a refused range halved until each refused row stands alone and
+/// goes to the reject file. Ranges go in order and each keeps the last record of a key, so
+/// the last record still wins.
+async fn merge_isolating(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    rejects: &RejectFile,
+    records: &[u64],
+) -> Result<u64, LoadError> {
+    let table = &plan.table;
+    let failed = |e: tokio_postgres::Error| {
+        SinkError::database("the merge (INSERT … ON CONFLICT)", table, &e)
+    };
+    transaction
+        .batch_execute(&plan.number_staging_statement())
+        .await
+        .map_err(failed)?;
+    let merge = plan
+        .merge_statement(StagedRows::Numbered)
+        .unwrap_or_default();
+    let row_json = plan.staged_row_statement();
+    let mut pending = vec![(1_i64, records.len() as i64)];
+    let mut merged = 0;
+    while let Some((first, last)) = pending.pop() {
+        let savepoint = transaction.savepoint("apitap_rows").await.map_err(failed)?;
+        match savepoint.execute(merge.as_str(), &[&first, &last]).await {
+            Ok(n) => {
+                savepoint.commit().await.map_err(failed)?;
+                merged += n;
+            }
+            Err(e) if e.as_db_error().is_some() => {
+                savepoint.rollback().await.map_err(failed)?;
+                if first == last {
+                    let row: String = transaction
+                        .query_one(row_json.as_str(), &[&first])
+                        .await
+                        .map_err(failed)?
+                        .get(0);
+                    let reason =
+                        format!("PostgreSQL refused the row: {}", crate::sink::refusal(&e));
+                    let record = records[(first - 1) as usize];
+                    rejects.add(record, None, &reason, &row)?;
+                } else {
+                    // Last in, first out: the first half is tried first, keeping row order.
+                    let middle = first + (last - first) / 2;
+                    pending.push((middle + 1, last));
+                    pending.push((first, middle));
+                }
+            }
+            Err(e) => return Err(failed(e).into()),
+        }
+    }
+    Ok(merged)
 }
 
 /// Sends COPY data in psql-sized CopyData messages, then flushes: the server reads each

@@ -262,6 +262,17 @@ fn create_schema_statement(schema: &str) -> String {
 const STAGING: &str = "apitap_staging";
 /// The INSERT fallback's row number within a batch, so the last of repeated keys wins.
 const STAGING_SEQ: &str = "apitap_seq";
+/// The staged rows' number, added only when a refused merge goes range by range.
+const STAGING_ROW: &str = "apitap_row";
+
+/// Which staged rows a merge applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagedRows {
+    All,
+    LastOfEachKey,
+    /// Those numbered `$1` to `$2`, keeping the last record of each key.
+    Numbered,
+}
 
 impl LoadPlan {
     /// Plans the load of records with `fields` (inferred from a sample, or a transform's
@@ -645,39 +656,65 @@ impl LoadPlan {
         format!("ANALYZE {}", quote_ident(STAGING))
     }
 
-    /// Upserts the staged rows. When keys repeat (`dedupe`), the last record wins: a row is
-    /// kept only if no later row (by `ctid`) has its key, which PostgreSQL answers with a
-    /// hash anti-join on the key rather than a sort of whole rows, so ON CONFLICT never meets
-    /// a key twice. Without repeats the plain INSERT … SELECT is a third faster.
-    pub fn merge_statement(&self, dedupe: bool) -> Option<String> {
+    /// Upserts the staged rows: all of them, or when keys repeat the last record of each
+    /// (a row is kept only if no later row has its key, which PostgreSQL answers with a hash
+    /// anti-join on the key rather than a sort of whole rows, so ON CONFLICT never meets a
+    /// key twice; without repeats the plain INSERT … SELECT is a third faster), or the rows
+    /// numbered `$1` to `$2` by [`LoadPlan::number_staging_statement`], again keeping the
+    /// last record of a key.
+    pub fn merge_statement(&self, rows: StagedRows) -> Option<String> {
         let conflict = self.on_conflict()?;
+        let staging = quote_ident(STAGING);
         let cols = self.quoted_copy_names().join(", ");
         let same_key: Vec<String> = self
             .merge_keys
             .iter()
             .map(|k| format!("later.{0} = staged.{0}", quote_ident(k)))
             .collect();
+        let latest_only = |order: &str| {
+            format!(
+                "NOT EXISTS (SELECT 1 FROM {staging} AS later WHERE {} AND later.{order} > staged.{order})",
+                same_key.join(" AND ")
+            )
+        };
+        let filter = match rows {
+            StagedRows::All => String::new(),
+            StagedRows::LastOfEachKey => format!("WHERE {}", latest_only("ctid")),
+            StagedRows::Numbered => format!(
+                "WHERE staged.{STAGING_ROW} BETWEEN $1 AND $2 AND {}",
+                latest_only(STAGING_ROW)
+            ),
+        };
         let staged_cols: Vec<String> = self
             .quoted_copy_names()
             .iter()
             .map(|c| format!("staged.{c}"))
             .collect();
-        let latest_only = if dedupe {
-            format!(
-                "WHERE NOT EXISTS (SELECT 1 FROM {staging} AS later WHERE {same_key} AND later.ctid > staged.ctid)",
-                staging = quote_ident(STAGING),
-                same_key = same_key.join(" AND "),
-            )
-        } else {
-            String::new()
-        };
         Some(format!(
             "INSERT INTO {target} ({cols}) \
-             SELECT {staged_cols} FROM {staging} AS staged {latest_only} {conflict}",
+             SELECT {staged_cols} FROM {staging} AS staged {filter} {conflict}",
             target = qualified(&self.table),
-            staging = quote_ident(STAGING),
             staged_cols = staged_cols.join(", "),
         ))
+    }
+
+    /// Numbers the staged rows in arrival order (a rewrite of the staging table reads it in
+    /// physical order, which is arrival order), for a merge that goes range by range.
+    pub fn number_staging_statement(&self) -> String {
+        let staging = quote_ident(STAGING);
+        format!(
+            "ALTER TABLE {staging} ADD COLUMN {STAGING_ROW} bigint GENERATED ALWAYS AS IDENTITY; \
+             CREATE INDEX ON {staging} ({STAGING_ROW}); ANALYZE {staging}"
+        )
+    }
+
+    /// The staged row numbered `$1`, as JSON, for the reject file.
+    pub fn staged_row_statement(&self) -> String {
+        format!(
+            "SELECT row_to_json(r)::text FROM (SELECT {} FROM {} WHERE {STAGING_ROW} = $1) r",
+            self.quoted_copy_names().join(", "),
+            quote_ident(STAGING)
+        )
     }
 
     /// `--replace-with delete`: empties the table inside the load's transaction, so readers
