@@ -65,6 +65,8 @@ pub struct Swap {
     /// `ALTER TABLE … ADD CONSTRAINT … FOREIGN KEY` for keys to other tables, built before
     /// the swap (they do not name the table itself).
     foreign_keys: Vec<String>,
+    /// The new table's identity sequences, each with the name of the old one it replaces.
+    identities: Vec<(String, String)>,
     built: bool,
 }
 
@@ -124,16 +126,18 @@ impl Swap {
             .await
             .map_err(run("CREATE TABLE (for the replace)"))?;
         // The identity counters continue where the old table's stood, as after a DELETE.
+        let mut identities = Vec::new();
         for row in transaction
-            .query(IDENTITY_COUNTERS, &[&oid, &qualified(&new)])
+            .query(IDENTITIES, &[&oid, &qualified(&new)])
             .await
             .map_err(run("reading the catalog"))?
         {
-            let statement: String = row.get(0);
+            let setval: String = row.get(0);
             transaction
-                .batch_execute(&statement)
+                .batch_execute(&setval)
                 .await
                 .map_err(run("setval (identity)"))?;
+            identities.push((row.get(1), row.get(2)));
         }
         let indexes = transaction
             .query(INDEXES, &[&oid])
@@ -194,6 +198,7 @@ impl Swap {
             oid,
             indexes,
             foreign_keys,
+            identities,
             built: false,
         };
         if keys_first {
@@ -266,13 +271,6 @@ impl Swap {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let identities: Vec<(String, String)> = transaction
-            .query(IDENTITY_NAMES, &[&self.oid, &qualified(&self.new)])
-            .await
-            .map_err(run("reading the catalog"))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
         for statement in &adopt {
             transaction
                 .batch_execute(statement)
@@ -311,7 +309,7 @@ impl Swap {
                 )
             });
         }
-        for (sequence, old_name) in &identities {
+        for (sequence, old_name) in &self.identities {
             renames.push(format!(
                 "ALTER SEQUENCE {sequence} RENAME TO {}",
                 quote_ident(old_name)
@@ -367,21 +365,13 @@ SELECT format('CREATE %sTABLE %s (LIKE %s INCLUDING ALL EXCLUDING INDEXES)%s%s',
               (SELECT ' TABLESPACE ' || quote_ident(spcname) FROM pg_tablespace WHERE oid = c.reltablespace))
 FROM pg_class c WHERE c.oid = $1";
 
-/// `setval` of each identity sequence of the new table (`$2`) to where the old table's
-/// (`$1`) stands.
-const IDENTITY_COUNTERS: &str = "
+/// For each identity column: the `setval` that starts the new table's (`$2`) sequence where
+/// the old table's (`$1`) stands, the new sequence, and the old one's name, which the new
+/// one takes after the swap.
+const IDENTITIES: &str = "
 SELECT format('SELECT setval(%L, last_value, is_called) FROM %s',
-              pg_get_serial_sequence($2, a.attname), s.oid::regclass)
-FROM pg_depend d
-JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-  AND d.refobjid = $1 AND d.deptype = 'i'";
-
-/// The new table's identity sequences (`$2`), each with the name of the old table's (`$1`)
-/// it replaces.
-const IDENTITY_NAMES: &str = "
-SELECT pg_get_serial_sequence($2, a.attname), s.relname::text
+              pg_get_serial_sequence($2, a.attname), s.oid::regclass),
+       pg_get_serial_sequence($2, a.attname), s.relname::text
 FROM pg_depend d
 JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
 JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
