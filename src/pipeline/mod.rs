@@ -517,7 +517,8 @@ pub(crate) async fn write(
 ) -> Result<LoadSummary, LoadError> {
     let Helpers { rejects, streams } = helpers;
     let table = plan.table.clone();
-    // Merges COPY into staging, where nothing is refused; the merge itself is one statement.
+    // Chunk by chunk for appends and replaces; a merge COPYs into staging, where nothing is
+    // refused, and finds the rows its one statement refuses afterwards (`merge_rejects`).
     let isolate_refused = rejects.as_ref().filter(|_| plan.merge_keys.is_empty());
     // Some poolers and PostgreSQL-compatible servers refuse COPY FROM STDIN; the load then
     // goes through the INSERT fallback instead of failing.
