@@ -16,4 +16,4 @@ cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
-cargo test --all-targets --locked
+cargo test --all-targets --locked --no-fail-fast

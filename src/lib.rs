@@ -9,8 +9,10 @@
 //!  stdin, gzip)      typed per column)         COPY, no IO)          one transaction)
 //! ```
 //!
-//! [`schema`] holds the target table's shape, which every stage shares; [`pipeline`] wires
-//! the stages; [`cli`] is the command line on top.
+//! [`request`] is the resolved load, built from the command line ([`cli`]) or a YAML source
+//! ([`config`]); [`schema`] holds the target table's shape, which every stage shares;
+//! [`pipeline`] wires the stages; [`sink`] does all PostgreSQL IO; [`cli`] is the command
+//! line on top.
 
 pub mod cli;
 pub mod config;
@@ -19,6 +21,8 @@ pub mod demo;
 pub mod encode;
 pub mod pipeline;
 pub mod progress;
+pub mod rejects;
+pub mod request;
 pub mod schema;
 pub mod sink;
 pub mod source;

@@ -11,18 +11,15 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::decode::Format;
-use crate::decode::pointer::JsonPointer;
-use crate::pipeline::{
-    Incremental, LoadRequest, LoadSummary, Mode, RejectOptions, WriteMethod, load,
-};
+use crate::pipeline::{LoadSummary, load};
 use crate::progress::{Progress, ProgressMode};
+use crate::request::{LoadRequest, LoadSpec, Origin, defaults};
 use crate::schema::TableName;
-use crate::sink::swap::ReplaceWith;
-use crate::sink::{ConnectOptions, SchemaPolicy};
+use crate::sink::{ConnectOptions, Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::source::RetryPolicy;
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;
 use crate::source::throttle::RateLimit;
-use crate::source::{Http, RequestOptions, RetryPolicy, Source};
 
 mod pipelines;
 
@@ -150,7 +147,7 @@ pub struct LoadArgs {
     /// only if the load commits.
     #[arg(
         long,
-        default_value = "rejects.ndjson",
+        default_value = defaults::REJECT_FILE,
         value_name = "PATH",
         help_heading = "Table"
     )]
@@ -161,8 +158,8 @@ pub struct LoadArgs {
     pub max_rejects: Option<u64>,
 
     /// Rows per INSERT statement with --method insert.
-    #[arg(long, default_value_t = 5000, value_name = "N", help_heading = "Table", value_parser = clap::value_parser!(u32).range(1..))]
-    pub insert_batch: u32,
+    #[arg(long, default_value_t = defaults::INSERT_BATCH, value_name = "N", help_heading = "Table")]
+    pub insert_batch: usize,
 
     /// Key columns for --mode merge, comma-separated; a new table gets them as primary key.
     #[arg(
@@ -183,7 +180,7 @@ pub struct LoadArgs {
     pub records_path: Option<String>,
 
     /// Records read before loading, to infer a new table's columns.
-    #[arg(help_heading = "Table", long, default_value_t = 1000, value_name = "N")]
+    #[arg(help_heading = "Table", long, default_value_t = defaults::SAMPLE, value_name = "N")]
     pub sample: usize,
 
     /// Fields the table has no column for: `evolve` adds nullable columns, `freeze` fails
@@ -205,8 +202,8 @@ pub struct LoadArgs {
     pub allow_empty: bool,
 
     /// Records per Arrow batch.
-    #[arg(help_heading = "Input", long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch_size: u32,
+    #[arg(help_heading = "Input", long, default_value_t = defaults::BATCH_SIZE, value_name = "N")]
+    pub batch_size: usize,
 
     /// An HTTP header for the request, `'Name: value'`; `${VAR}` is taken from the
     /// environment. Repeatable. Values are never printed.
@@ -258,7 +255,7 @@ pub struct LoadArgs {
     #[arg(
         help_heading = "HTTP sources",
         long,
-        default_value_t = 10.0,
+        default_value_t = defaults::CONNECT_TIMEOUT_SECS,
         value_name = "SECS"
     )]
     pub connect_timeout: f64,
@@ -267,7 +264,7 @@ pub struct LoadArgs {
     #[arg(
         help_heading = "HTTP sources",
         long,
-        default_value_t = 60.0,
+        default_value_t = defaults::READ_TIMEOUT_SECS,
         value_name = "SECS"
     )]
     pub read_timeout: f64,
@@ -278,7 +275,7 @@ pub struct LoadArgs {
     pub retry: Option<String>,
 
     /// Longest record (or, with --records-path, document) accepted, in bytes.
-    #[arg(help_heading = "Input", long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(help_heading = "Input", long, default_value_t = defaults::MAX_RECORD_BYTES, value_name = "BYTES")]
     pub max_record_bytes: usize,
 
     /// PostgreSQL URL or `key=value` string; else DATABASE_URL, else libpq's PG* variables.
@@ -362,126 +359,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
 }
 
 async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
-    let table = TableName::parse(&args.table)
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("invalid --table")?;
-    let env = |name: &str| std::env::var(name).ok();
-    let source_text = crate::source::request::expand(&args.source, env, "the source URL")
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let mut request_options = RequestOptions::from_flags(&args.headers, &args.query, env)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    if args.http_method == MethodArg::Post {
-        request_options = request_options
-            .with_post_body(args.body.as_deref(), env)
-            .map_err(|e| anyhow::anyhow!(e))?;
-    } else if args.body.is_some() {
-        anyhow::bail!("--body needs --http-method post");
-    }
-    let seconds = |s: f64, flag: &str| {
-        std::time::Duration::try_from_secs_f64(s)
-            .map_err(|_| anyhow::anyhow!("{flag} must be a positive number of seconds"))
-    };
-    let http = Http::new(
-        seconds(args.connect_timeout, "--connect-timeout")?,
-        seconds(args.read_timeout, "--read-timeout")?,
-        request_options,
-        match &args.retry {
-            Some(text) => RetryPolicy::parse(text).map_err(|e| anyhow::anyhow!(e))?,
-            None => RetryPolicy::default(),
-        },
-        args.rate_limit
-            .as_deref()
-            .map(RateLimit::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e))?,
-        args.auth
-            .as_deref()
-            .map(|text| AuthConfig::parse(text, env))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e))?,
-    )?;
-    let request = LoadRequest {
-        source: Source::parse(&source_text),
-        http,
-        table,
-        mode: args.mode,
-        format: match args.format {
-            FormatArg::Auto => None,
-            FormatArg::Ndjson => Some(Format::Ndjson),
-            FormatArg::Json => Some(Format::JsonArray),
-        },
-        records_path: args
-            .records_path
-            .as_deref()
-            .map(JsonPointer::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e))
-            .context("invalid --records-path")?,
-        pagination: args
-            .pagination
-            .as_deref()
-            .map(PaginationConfig::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e))?,
-        sample: args.sample,
-        batch_size: args.batch_size as usize,
-        schema: if args.ignore_unknown_fields {
-            SchemaPolicy::Discard
-        } else {
-            args.schema
-        },
-        widen_to_text: args.widen_to_text,
-        allow_empty: args.allow_empty,
-        replace_with: args.replace_with,
-        incremental: args.cursor_field.clone().map(|cursor_field| Incremental {
-            cursor_field,
-            cursor_param: args.cursor_param.clone(),
-        }),
-        state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
-        full_refresh: args.full_refresh,
-        commit_every: match args.commit_every {
-            Some(_) if args.mode == Mode::Replace => {
-                anyhow::bail!(
-                    "--commit-every cannot be used with --mode replace: a replace must land in one transaction"
-                )
-            }
-            Some(_) if args.on_error == OnError::Reject => {
-                anyhow::bail!("--commit-every cannot be used with --on-error reject yet")
-            }
-            every => every,
-        },
-        copy_streams: match args.copy_streams {
-            1 => 1,
-            _ if args.mode == Mode::Merge => {
-                anyhow::bail!(
-                    "--copy-streams cannot be used with --mode merge: rows would lose their order, and with it which record of a key is the last"
-                )
-            }
-            _ if args.on_error == OnError::Reject
-                || args.commit_every.is_some()
-                || args.method == WriteMethod::Insert =>
-            {
-                anyhow::bail!(
-                    "--copy-streams works with plain COPY loads: not with --on-error reject, --commit-every or --method insert"
-                )
-            }
-            n => usize::from(n),
-        },
-        resume: None,
-        rejects: (args.on_error == OnError::Reject).then(|| RejectOptions {
-            path: args.reject_file.clone(),
-            max: args.max_rejects,
-        }),
-        method: args.method,
-        insert_batch: args.insert_batch as usize,
-        merge_keys: match (args.mode, args.keys.is_empty()) {
-            (Mode::Merge, true) => anyhow::bail!("--mode merge needs --key COLUMN[,COLUMN…]"),
-            (Mode::Merge, false) => args.keys.clone(),
-            (_, false) => anyhow::bail!("--key only applies to --mode merge"),
-            (_, true) => Vec::new(),
-        },
-        max_record_bytes: args.max_record_bytes,
-    };
+    let request = load_spec(&args)?.resolve(Origin::Flags, &|name| std::env::var(name).ok())?;
     let connect = ConnectOptions::resolve(args.database_url.as_deref(), |k| std::env::var(k).ok())?;
     let progress = Progress::start(args.progress, &request.source.to_string());
 
@@ -506,6 +384,82 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
     })?;
     report(&args, &request, &summary)?;
     Ok(Outcome::Done)
+}
+
+/// The load the flags describe. Only the flags' own syntax is checked here (`Name: value`,
+/// inline mappings); [`LoadSpec::resolve`] checks the rest, as it does for YAML sources.
+fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
+    let table = TableName::parse(&args.table)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("invalid --table")?;
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((name, value)) => Ok((name.trim().to_string(), value.trim().to_string())),
+            None => anyhow::bail!("--header {h:?} must look like 'Name: value'"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let query = args
+        .query
+        .iter()
+        .map(|q| match q.split_once('=') {
+            Some((name, value)) => Ok((name.to_string(), value.to_string())),
+            None => anyhow::bail!("--query {q:?} must look like name=value"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(LoadSpec {
+        source: args.source.clone(),
+        table: Some(table),
+        headers,
+        query,
+        post: args.http_method == MethodArg::Post,
+        body: args.body.clone(),
+        auth: args.auth.as_deref().map(AuthConfig::parse).transpose()?,
+        retry: args.retry.as_deref().map(RetryPolicy::parse).transpose()?,
+        rate_limit: args
+            .rate_limit
+            .as_deref()
+            .map(RateLimit::parse)
+            .transpose()?,
+        pagination: args
+            .pagination
+            .as_deref()
+            .map(PaginationConfig::parse)
+            .transpose()?,
+        records_path: args.records_path.clone(),
+        format: match args.format {
+            FormatArg::Auto => None,
+            FormatArg::Ndjson => Some(Format::Ndjson),
+            FormatArg::Json => Some(Format::JsonArray),
+        },
+        connect_timeout_secs: Some(args.connect_timeout),
+        read_timeout_secs: Some(args.read_timeout),
+        mode: args.mode,
+        replace_with: args.replace_with,
+        keys: args.keys.clone(),
+        method: args.method,
+        insert_batch: Some(args.insert_batch),
+        reject: args.on_error == OnError::Reject,
+        reject_file: Some(args.reject_file.clone()),
+        max_rejects: args.max_rejects,
+        cursor_field: args.cursor_field.clone(),
+        cursor_param: args.cursor_param.clone(),
+        state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
+        full_refresh: args.full_refresh,
+        commit_every: args.commit_every,
+        copy_streams: usize::from(args.copy_streams),
+        sample: Some(args.sample),
+        batch_size: Some(args.batch_size),
+        schema: if args.ignore_unknown_fields {
+            SchemaPolicy::Discard
+        } else {
+            args.schema
+        },
+        widen_to_text: args.widen_to_text,
+        allow_empty: args.allow_empty,
+        max_record_bytes: Some(args.max_record_bytes),
+    })
 }
 
 pub(crate) async fn interrupted() {

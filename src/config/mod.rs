@@ -30,21 +30,18 @@ pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::decode::Format;
-use crate::decode::pointer::JsonPointer;
-use crate::pipeline::{Incremental, LoadRequest, Mode};
+use crate::request::{LoadRequest, LoadSpec, Origin, SettingError};
 use crate::schema::{PgType, TableName};
-use crate::sink::swap::ReplaceWith;
-use crate::sink::{ConnectOptions, SchemaPolicy};
+use crate::sink::{ConnectOptions, Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::source::RetryPolicy;
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;
-use crate::source::request::{RequestOptions, expand};
+use crate::source::request::expand;
 use crate::source::throttle::RateLimit;
-use crate::source::{Http, RetryPolicy, Source};
 
 /// Why a config file or module cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +61,9 @@ pub enum ConfigError {
     /// A source or target that cannot be resolved: an unset variable, a bad value.
     #[error("{what}: {reason}")]
     Resolve { what: String, reason: String },
+    /// A setting of a source that cannot be used.
+    #[error("{what}: {error}")]
+    Setting { what: String, error: SettingError },
 }
 
 /// A list of key/value pairs, as the original config writes headers and query parameters.
@@ -402,6 +402,64 @@ impl SourceConfig {
         })
     }
 
+    /// The load this source describes, into `table`, as written.
+    pub fn to_spec(&self, table: TableName) -> Result<LoadSpec, ConfigError> {
+        let body = self
+            .body
+            .as_ref()
+            .map(|b| serde_json::to_string(b).map_err(|e| self.resolve_error(format!("body: {e}"))))
+            .transpose()?;
+        let pairs = |list: &[KeyValue]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone()))
+                .collect()
+        };
+        let mode = self.mode();
+        Ok(LoadSpec {
+            source: self.url.clone(),
+            table: Some(table),
+            headers: pairs(&self.headers),
+            query: pairs(&self.query_params),
+            post: self.method == HttpMethod::Post,
+            body,
+            auth: self.auth.clone(),
+            retry: self.retry.clone(),
+            rate_limit: self.rate_limit,
+            pagination: self.pagination.clone(),
+            records_path: self.data_path.clone(),
+            format: match self.format {
+                FormatConfig::Auto => None,
+                FormatConfig::Ndjson => Some(Format::Ndjson),
+                FormatConfig::Json => Some(Format::JsonArray),
+            },
+            connect_timeout_secs: self.connect_timeout_secs,
+            read_timeout_secs: self.read_timeout_secs,
+            mode,
+            replace_with: self.replace_with.unwrap_or_default(),
+            keys: match (mode, &self.primary_key_in_dest) {
+                (Mode::Merge, Some(keys)) => keys.columns(),
+                _ => Vec::new(),
+            },
+            method: WriteMethod::Copy,
+            insert_batch: None,
+            reject: self.on_error == OnError::Reject,
+            reject_file: self.reject_file.clone(),
+            max_rejects: self.max_rejects,
+            cursor_field: self.cursor_field.clone(),
+            cursor_param: self.cursor_param.clone(),
+            state_key: self.name.clone(),
+            full_refresh: false,
+            commit_every: None,
+            copy_streams: 1,
+            sample: self.sample,
+            batch_size: self.batch_size,
+            schema: self.schema_policy.unwrap_or_default(),
+            widen_to_text: self.widen_to_text,
+            allow_empty: self.allow_empty,
+            max_record_bytes: None,
+        })
+    }
+
     /// The load this source describes, into `table`, with `${VAR}` taken from `env`.
     ///
     /// # Errors
@@ -411,108 +469,12 @@ impl SourceConfig {
         table: TableName,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<LoadRequest, ConfigError> {
-        let err = |e: String| self.resolve_error(e);
-        let url = expand(&self.url, env, "url").map_err(err)?;
-        let header_flags: Vec<String> = self
-            .headers
-            .iter()
-            .map(|h| format!("{}: {}", h.key, h.value))
-            .collect();
-        let query_flags: Vec<String> = self
-            .query_params
-            .iter()
-            .map(|q| format!("{}={}", q.key, q.value))
-            .collect();
-        let mut request =
-            RequestOptions::from_flags(&header_flags, &query_flags, env).map_err(|e| {
-                err(e
-                    .replace("--header", "header")
-                    .replace("--query", "query_param"))
-            })?;
-        if self.method == HttpMethod::Post {
-            let body = self
-                .body
-                .as_ref()
-                .map(|b| serde_json::to_string(b).map_err(|e| err(format!("body: {e}"))))
-                .transpose()?;
-            request = request
-                .with_post_body(body.as_deref(), env)
-                .map_err(|e| err(e.replace("--body", "body")))?;
-        } else if self.body.is_some() {
-            return Err(err("body needs method: post".into()));
-        }
-        let auth = match &self.auth {
-            Some(auth) => {
-                let mut auth = auth.clone();
-                auth.substitute_env(env, "auth").map_err(err)?;
-                Some(auth)
-            }
-            None => None,
-        };
-        let seconds = |value: Option<f64>, default: f64, key: &str| {
-            Duration::try_from_secs_f64(value.unwrap_or(default))
-                .map_err(|_| err(format!("{key} must be a positive number of seconds")))
-        };
-        let http = Http::new(
-            seconds(self.connect_timeout_secs, 10.0, "connect_timeout_secs")?,
-            seconds(self.read_timeout_secs, 60.0, "read_timeout_secs")?,
-            request,
-            self.retry.clone().unwrap_or_default(),
-            self.rate_limit,
-            auth,
-        )
-        .map_err(|e| err(e.to_string()))?;
-        let mode = self.mode();
-        Ok(LoadRequest {
-            source: Source::parse(&url),
-            http,
-            mode,
-            format: match self.format {
-                FormatConfig::Auto => None,
-                FormatConfig::Ndjson => Some(Format::Ndjson),
-                FormatConfig::Json => Some(Format::JsonArray),
-            },
-            records_path: self
-                .data_path
-                .as_deref()
-                .map(JsonPointer::parse)
-                .transpose()
-                .map_err(|e| err(format!("data_path: {e}")))?,
-            pagination: self.pagination.clone(),
-            sample: self.sample.unwrap_or(1000),
-            batch_size: self.batch_size.unwrap_or(8192),
-            schema: self.schema_policy.unwrap_or_default(),
-            widen_to_text: self.widen_to_text,
-            allow_empty: self.allow_empty,
-            replace_with: self.replace_with.unwrap_or_default(),
-            merge_keys: match (mode, &self.primary_key_in_dest) {
-                (Mode::Merge, Some(keys)) => keys.columns(),
-                (Mode::Merge, None) => {
-                    return Err(err("mode: merge needs primary_key_in_dest".into()));
-                }
-                _ => Vec::new(),
-            },
-            method: crate::pipeline::WriteMethod::Copy,
-            insert_batch: 5000,
-            rejects: (self.on_error == OnError::Reject).then(|| crate::pipeline::RejectOptions {
-                path: self
-                    .reject_file
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("rejects.ndjson")),
-                max: self.max_rejects,
-            }),
-            incremental: self.cursor_field.clone().map(|cursor_field| Incremental {
-                cursor_field,
-                cursor_param: self.cursor_param.clone(),
-            }),
-            state_key: self.name.clone(),
-            full_refresh: false,
-            commit_every: None,
-            copy_streams: 1,
-            resume: None,
-            max_record_bytes: 64 << 20,
-            table,
-        })
+        self.to_spec(table)?
+            .resolve(Origin::Yaml, env)
+            .map_err(|error| ConfigError::Setting {
+                what: self.what(),
+                error,
+            })
     }
 }
 
@@ -533,7 +495,7 @@ impl TargetConfig {
         let sub = |value: &Option<String>, key: &str| -> Result<Option<String>, ConfigError> {
             value
                 .as_deref()
-                .map(|v| expand(v, env, key).map_err(err))
+                .map(|v| expand(v, env, key).map_err(|e| err(e.to_string())))
                 .transpose()
         };
         let from_env = |var: &Option<String>, key: &str| -> Result<Option<String>, ConfigError> {

@@ -22,8 +22,8 @@ use minijinja::value::Kwargs;
 use minijinja::{Environment, Error, ErrorKind, Value};
 
 use super::{ConfigError, Keys};
-use crate::pipeline::Mode;
 use crate::schema::quote_ident;
+use crate::sink::Mode;
 
 /// What a module's `sink(…)` call said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

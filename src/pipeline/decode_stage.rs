@@ -2,17 +2,14 @@
 //! sample for the planner, then decodes typed Arrow batches for the encode stage.
 
 use super::fetch::Chunk;
-use super::rejects::{RejectError, RejectFile};
 use super::*;
 
 /// Why the decode stage stopped early.
 enum Stop {
     Failed(DecodeError),
-    /// More records were rejected than `--max-rejects` allows.
-    TooManyRejects {
-        count: u64,
-        max: u64,
-    },
+    /// The reject file cannot be written, or more records were rejected than
+    /// `--max-rejects` allows.
+    Rejects(RejectError),
     /// The next stage or the planner went away; they report why.
     Cancelled,
 }
@@ -85,7 +82,7 @@ impl DecodeStage {
             exchange: Some((sample_tx, plan_rx)),
             decoder: None,
             batch_size: request.batch_size,
-            reject_unknown_fields: request.schema != SchemaPolicy::Discard,
+            reject_unknown_fields: request.schema != crate::sink::SchemaPolicy::Discard,
             tx,
             source_name: request.source.to_string(),
             framer_format: None,
@@ -168,9 +165,7 @@ impl DecodeStage {
         })();
         match result {
             Ok(()) | Err(Stop::Cancelled) => Ok(()),
-            Err(Stop::TooManyRejects { count, max }) => {
-                Err(LoadError::TooManyRejects { count, max })
-            }
+            Err(Stop::Rejects(error)) => Err(LoadError::Rejects(error)),
             Err(Stop::Failed(error)) => {
                 // Paged sources: say which page the failing record came from.
                 let page = error.record().and_then(|record| {
@@ -200,10 +195,7 @@ impl DecodeStage {
                         &rejected.reason,
                         &rejected.text,
                     )
-                    .map_err(|e| match e {
-                        RejectError::TooMany { count, max } => Stop::TooManyRejects { count, max },
-                        RejectError::Write(e) => Stop::Failed(reject_write_error(&e)),
-                    })?;
+                    .map_err(Stop::Rejects)?;
             }
         }
         self.tx
@@ -264,12 +256,5 @@ impl DecodeStage {
             self.on_record(&sampled[*start..end], *at)?;
         }
         Ok(())
-    }
-}
-
-fn reject_write_error(error: &std::io::Error) -> DecodeError {
-    DecodeError::Structure {
-        line: 0,
-        message: format!("could not write the reject file: {error}"),
     }
 }

@@ -11,7 +11,7 @@ use super::*;
 /// has its reason).
 pub(super) fn encode(
     mut rx: mpsc::Receiver<Flow>,
-    tx: mpsc::Sender<(Encoded, u64)>,
+    tx: mpsc::Sender<Encoded>,
     plan: &LoadPlan,
     source_name: &str,
     mut cursor: Option<(usize, CursorMax)>,
@@ -30,7 +30,7 @@ pub(super) fn encode(
             Flow::Checkpoint(resume) => {
                 let cursor = cursor.as_ref().and_then(|(_, max)| max.value());
                 if tx
-                    .blocking_send((Encoded::Checkpoint { resume, cursor }, 0))
+                    .blocking_send(Encoded::Checkpoint { resume, cursor })
                     .is_err()
                 {
                     return Ok(None);
@@ -60,10 +60,21 @@ pub(super) fn encode(
                     .zip(&types)
                     .map(|(array, &pg_type)| crate::encode::text::column_text(array, pg_type))
                     .collect();
-                if tx
-                    .blocking_send((Encoded::Rows(columns), len as u64))
-                    .is_err()
-                {
+                let refusable = keep_rows.then(|| {
+                    Box::new(Refusable {
+                        ends: Vec::new(),
+                        records: (offset..offset + len)
+                            .map(|row| decoded.record_of(row))
+                            .collect(),
+                        batch: chunk.clone(),
+                    })
+                });
+                let rows = Encoded::Rows {
+                    columns,
+                    rows: len as u64,
+                    refusable,
+                };
+                if tx.blocking_send(rows).is_err() {
                     return Ok(None);
                 }
                 offset += len;
@@ -90,8 +101,8 @@ pub(super) fn encode(
                 },
             })?;
         capacity = capacity.max(out.len());
-        let rows = keep_rows.then(|| {
-            Box::new(CopyRows {
+        let refusable = keep_rows.then(|| {
+            Box::new(Refusable {
                 ends: encoder.row_ends().to_vec(),
                 records: (0..batch.num_rows())
                     .map(|row| decoded.record_of(row))
@@ -100,10 +111,12 @@ pub(super) fn encode(
             })
         });
         let bytes = out.freeze();
-        if tx
-            .blocking_send((Encoded::Copy { bytes, rows }, batch.num_rows() as u64))
-            .is_err()
-        {
+        let chunk = Encoded::Copy {
+            bytes,
+            rows: batch.num_rows() as u64,
+            refusable,
+        };
+        if tx.blocking_send(chunk).is_err() {
             return Ok(None);
         }
     }

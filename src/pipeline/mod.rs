@@ -1,8 +1,8 @@
-//! One load, end to end: the stages wired with bounded channels inside one transaction.
+//! One load, end to end: the stages wired with bounded channels.
 //!
 //! ```text
-//! fetch (async)  ─Bytes (8)─▶  decode (blocking)  ─Decoded (4)─▶  encode (blocking)
-//!                                                                  ─COPY bytes (4)─▶  COPY (async)
+//! fetch (async)  ─Bytes (8)─▶  decode (blocking)  ─Flow (4)─▶  encode (blocking)
+//!                                                     ─Encoded (4)─▶  sink::write (async)
 //! ```
 //!
 //! Bounded channels give back-pressure: if PostgreSQL is slower than the source, the fetch
@@ -14,13 +14,13 @@
 //! catalog (or infers a new table) and sends back the [`LoadPlan`]; the sampled records are
 //! then decoded like any other.
 //!
-//! Everything happens in one transaction that commits only when every stage finished
-//! cleanly, so a failure anywhere leaves the table exactly as it was.
+//! This module only wires the stages; every statement and every byte sent to PostgreSQL is
+//! in [`crate::sink`], which commits only after the stages here all ended cleanly
+//! ([`Encoded::End`]), so a failure anywhere leaves the table exactly as it was.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::SinkExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -29,68 +29,29 @@ use crate::decode::pointer::{JsonPointer, scan_document};
 use crate::decode::{
     DecodeError, DecodeOptions, Decoded, Format, Framer, Position, RecordDecoder, Sample,
 };
-use crate::encode::{COPY_HEADER, COPY_TRAILER, CopyEncoder, EncodeError};
+use crate::encode::{CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
+use crate::rejects::{RejectError, RejectFile};
+use crate::request::{LoadRequest, Resume, SettingError};
 use crate::schema::TableName;
-use crate::sink::swap::{ReplaceWith, Swap};
+use crate::sink::write::{Encoded, Refusable, WriteOptions};
 use crate::sink::{
-    ConnectOptions, LoadPlan, PlanOptions, SchemaPolicy, SinkError, StagedRows, describe_target,
+    ConnectOptions, LoadPlan, Mode, PlanOptions, ReplaceWith, SinkError, describe_target,
     has_unique_key,
 };
-use crate::source::paginate::{PageFacts, Pager, PaginationConfig};
+use crate::source::paginate::{PageFacts, Pager};
 use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
 
 mod cursor;
 mod decode_stage;
 mod encode_stage;
 mod fetch;
-mod parallel;
-mod rejects;
 pub mod run;
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;
 use encode_stage::encode;
 use fetch::{Chunk, fetch, fetch_pages};
-use rejects::RejectFile;
-
-/// How the load treats rows already in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Add the records to the table.
-    Append,
-    /// Replace the table's rows with the records, atomically.
-    Replace,
-    /// Insert new keys and update existing ones (`--key`); the last record of a key wins.
-    Merge,
-}
-
-/// How rows are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteMethod {
-    /// Binary COPY: the fast path.
-    Copy,
-    /// Batched `INSERT … SELECT … FROM unnest(…)`, for servers and proxies without COPY.
-    Insert,
-}
-
-/// What the encode stage hands to the writer.
-pub(crate) enum Encoded {
-    /// Binary COPY data, and in reject mode what is needed to find refused rows in it.
-    Copy {
-        bytes: Bytes,
-        rows: Option<Box<CopyRows>>,
-    },
-    /// One INSERT's worth of rows: each column's values as PostgreSQL text.
-    Rows(Vec<Vec<Option<String>>>),
-    /// A commit point (`--commit-every`): where to resume, and the highest cursor so far.
-    Checkpoint {
-        resume: String,
-        cursor: Option<String>,
-    },
-}
 
 /// What flows from the decode stage to the encode stage.
 pub(crate) enum Flow {
@@ -98,100 +59,6 @@ pub(crate) enum Flow {
     /// Every row before this came from pages before a commit point; the pager's position
     /// after them, as JSON.
     Checkpoint(String),
-}
-
-/// The rows inside one chunk of COPY data.
-pub(crate) struct CopyRows {
-    /// Where each row ends in the chunk (see [`CopyEncoder::row_ends`]).
-    ends: Vec<usize>,
-    /// Each row's record number in the load.
-    records: Vec<u64>,
-    /// The rows' values, to write a refused row to the reject file.
-    batch: arrow_array::RecordBatch,
-}
-
-/// Everything one load needs to know.
-#[derive(Debug, Clone)]
-pub struct LoadRequest {
-    pub source: Source,
-    /// Client, headers, query and retries for an HTTP source.
-    pub http: Http,
-    pub table: TableName,
-    pub mode: Mode,
-    /// `None` detects NDJSON or a JSON array.
-    pub format: Option<Format>,
-    /// Records are the array at this pointer inside one JSON document (`{"data": [...]}`).
-    pub records_path: Option<JsonPointer>,
-    /// Fetch the HTTP source page by page.
-    pub pagination: Option<PaginationConfig>,
-    /// Records read to infer a new table's columns (and to see which fields exist).
-    pub sample: usize,
-    pub batch_size: usize,
-    /// Fields without a column: add columns, fail, or drop them.
-    pub schema: SchemaPolicy,
-    /// Under `--schema evolve`, make a column text when it refuses a sampled value.
-    pub widen_to_text: bool,
-    /// Let `--mode replace` empty the table when the source has no records.
-    pub allow_empty: bool,
-    /// How `--mode replace` replaces an existing table's rows.
-    pub replace_with: ReplaceWith,
-    /// Key columns for `--mode merge` (empty otherwise).
-    pub merge_keys: Vec<String>,
-    pub method: WriteMethod,
-    /// Rows per INSERT statement with `--method insert`.
-    pub insert_batch: usize,
-    /// Set bad records aside instead of failing (`--on-error reject`).
-    pub rejects: Option<RejectOptions>,
-    /// Remember the highest value of a field, and ask the API only for newer records.
-    pub incremental: Option<Incremental>,
-    /// The key of this load's state in `apitap._state`.
-    pub state_key: String,
-    /// Ignore the stored state this time (a cursor, an unfinished backfill); it is still
-    /// updated.
-    pub full_refresh: bool,
-    /// COPY through this many connections at once (into a staging table the load's
-    /// transaction then publishes); 1 is a single direct COPY.
-    pub copy_streams: usize,
-    /// Commit every this many pages, recording where to resume (paged sources).
-    pub commit_every: Option<u64>,
-    /// Where an unfinished `--commit-every` backfill stopped, read from the state.
-    pub resume: Option<Resume>,
-    pub max_record_bytes: usize,
-}
-
-/// Incremental loading: which field's highest value to remember, and how to send it back.
-#[derive(Debug, Clone)]
-pub struct Incremental {
-    /// The field (column) whose highest loaded value is stored.
-    pub cursor_field: String,
-    /// The query parameter the stored value is sent in (HTTP sources).
-    pub cursor_param: Option<String>,
-}
-
-/// An unfinished backfill, to pick up.
-#[derive(Debug, Clone)]
-pub struct Resume {
-    pub position: crate::source::paginate::Position,
-    /// The highest cursor value its committed pages held.
-    pub cursor: Option<String>,
-}
-
-/// `--on-error reject`: where set-aside records go, and how many may be.
-#[derive(Debug, Clone)]
-pub struct RejectOptions {
-    pub path: std::path::PathBuf,
-    /// Fail the load once more records than this are rejected.
-    pub max: Option<u64>,
-}
-
-impl RejectOptions {
-    /// Rejects are written here first and renamed to `path` only when the load commits, so a
-    /// failed load leaves no reject file describing rows that were never loaded either.
-    pub(crate) fn partial_path(&self) -> std::path::PathBuf {
-        let mut name = self.path.clone().into_os_string();
-        name.push(".partial");
-        name.into()
-    }
 }
 
 /// What a finished load did.
@@ -227,10 +94,8 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error(
-        "refusing to replace the rows of {table} with nothing: the source had no records (pass --allow-empty to empty the table)"
-    )]
-    EmptyReplace { table: TableName },
+    #[error(transparent)]
+    Rejects(#[from] RejectError),
     #[error("{source_name}: the records have no fields to load into {table}")]
     NoFields {
         source_name: String,
@@ -238,8 +103,8 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Pagination(String),
-    #[error("{count} records were rejected, more than --max-rejects {max} allows")]
-    TooManyRejects { count: u64, max: u64 },
+    #[error(transparent)]
+    Setting(#[from] SettingError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("module {module}: {error}")]
@@ -250,9 +115,6 @@ pub enum LoadError {
     #[error("internal error: {0}")]
     Internal(String),
 }
-
-/// Largest CopyData message sent to the server.
-const COPY_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Runs one load. See the module docs.
 ///
@@ -502,221 +364,6 @@ pub(crate) async fn plan_load(
     Ok(Arc::new(plan))
 }
 
-/// The sink half of a load: encodes `batches` (laid out as `plan.decode`) and writes them in
-/// one transaction, with the merge and the incremental state, then commits. `upstream` are
-/// the stages feeding `batches`; only their clean end lets the transaction commit. With a
-/// reject file, rows the server refuses are found and set aside instead of failing the load.
-pub(crate) async fn write(
-    client: &mut tokio_postgres::Client,
-    request: &LoadRequest,
-    plan: Arc<LoadPlan>,
-    batch_rx: mpsc::Receiver<Flow>,
-    stages: Stages,
-    progress: Arc<Progress>,
-    helpers: Helpers,
-) -> Result<LoadSummary, LoadError> {
-    let Helpers { rejects, streams } = helpers;
-    let table = plan.table.clone();
-    // Chunk by chunk for appends and replaces; a merge COPYs into staging, where nothing is
-    // refused, and finds the rows its one statement refuses afterwards (`merge_rejects`).
-    let isolate_refused = rejects.as_ref().filter(|_| plan.merge_keys.is_empty());
-    // Some poolers and PostgreSQL-compatible servers refuse COPY FROM STDIN; the load then
-    // goes through the INSERT fallback instead of failing.
-    let method = match request.method {
-        WriteMethod::Copy if !crate::sink::copy_from_stdin_works(client, &table).await? => {
-            tracing::warn!(table = %table, "the server refuses COPY FROM STDIN; loading with batched INSERTs (--method insert) instead");
-            WriteMethod::Insert
-        }
-        method => method,
-    };
-    let cursor = match &request.incremental {
-        Some(inc) if plan.copy_columns > 0 => {
-            let plan_error = |reason: String| {
-                LoadError::Sink(SinkError::Plan {
-                    table: table.to_string(),
-                    reason,
-                })
-            };
-            let names = plan.copy_names();
-            let column = names
-                .iter()
-                .position(|n| *n == inc.cursor_field)
-                .ok_or_else(|| {
-                    plan_error(format!(
-                        "the cursor field {:?} is not a field of the records (fields: {})",
-                        inc.cursor_field,
-                        names.join(", ")
-                    ))
-                })?;
-            let mut max = CursorMax::new(plan.copy_types()[column]).map_err(plan_error)?;
-            // A resumed backfill's earlier commits already saw part of the maximum.
-            if let Some(seen) = request.resume.as_ref().and_then(|r| r.cursor.as_deref()) {
-                max.seed(seen);
-            }
-            Some((column, max))
-        }
-        _ => None,
-    };
-    // A merge COPYs into a staging table and applies it in one statement; the INSERT
-    // fallback merges each batch as it goes (ON CONFLICT in the INSERT itself).
-    let staged = !plan.merge_keys.is_empty() && method == WriteMethod::Copy;
-    // Rows a staged merge refuses are found after the COPY, by their record numbers.
-    let merge_rejects = rejects.as_deref().filter(|_| staged);
-    let (copy_tx, mut copy_rx) = mpsc::channel::<(Encoded, u64)>(4);
-    let encode = {
-        let plan = plan.clone();
-        let source_name = stages.source_name.clone();
-        let rows_per_insert = (method == WriteMethod::Insert).then_some(request.insert_batch);
-        let keep_rows = isolate_refused.is_some() || merge_rejects.is_some();
-        tokio::task::spawn_blocking(move || {
-            encode(
-                batch_rx,
-                copy_tx,
-                &plan,
-                &source_name,
-                cursor,
-                rows_per_insert,
-                keep_rows,
-            )
-        })
-    };
-    let mut upstream = Some((stages, encode));
-
-    // One transaction, or with --commit-every one per group of pages: each ends with the rows,
-    // the merge and the state (cursor so far, and where to resume) committed together.
-    let mut rows = 0;
-    let mut segment = 0;
-    let mut swap = None;
-    let cursor_value = loop {
-        segment += 1;
-        let mut transaction = client
-            .transaction()
-            .await
-            .map_err(|e| SinkError::database("starting a transaction", &table, &e))?;
-        let first = segment == 1;
-        let mut staged_records = Vec::new();
-        if first {
-            for (statement, action) in [
-                (&plan.create_schema, "CREATE SCHEMA"),
-                (&plan.create_table, "CREATE TABLE"),
-            ] {
-                execute(&transaction, statement.as_deref(), action, &table).await?;
-            }
-            if let Some(oid) = plan.swap_of {
-                let keys_first = isolate_refused.is_some();
-                swap = Some(Swap::begin(&transaction, &table, oid, keys_first).await?);
-            }
-            let delete = plan
-                .delete_statement()
-                .filter(|_| request.mode == Mode::Replace);
-            for (statement, action) in [
-                (plan.alter_table.as_deref(), "ALTER TABLE"),
-                (delete.as_deref(), "DELETE"),
-            ] {
-                execute(&transaction, statement, action, &table).await?;
-            }
-        }
-        let staging = plan.staging_statement().filter(|_| staged);
-        execute(
-            &transaction,
-            staging.as_deref(),
-            "CREATE TEMP TABLE",
-            &table,
-        )
-        .await?;
-        let (loaded, end) = if plan.copy_columns == 0 {
-            (0, SegmentEnd::Done)
-        } else if method == WriteMethod::Insert {
-            insert_segment(&transaction, &plan, &mut copy_rx, &progress).await?
-        } else if let Some(rejects) = isolate_refused {
-            copy_isolating_segment(&mut transaction, &plan, &mut copy_rx, rejects, &progress)
-                .await?
-        } else if !streams.is_empty() {
-            parallel::copy_segment(
-                &transaction,
-                &plan,
-                &mut copy_rx,
-                &mut upstream,
-                &progress,
-                &streams,
-            )
-            .await?
-        } else {
-            let freeze = first && plan.may_freeze();
-            let copy = plan.copy_statement(freeze);
-            copy_segment(
-                &transaction,
-                &copy,
-                &table,
-                &mut copy_rx,
-                &mut upstream,
-                &progress,
-                merge_rejects.map(|_| &mut staged_records),
-            )
-            .await?
-        };
-        rows += loaded;
-        let (cursor_value, resume) = match end {
-            SegmentEnd::Checkpoint { resume, cursor } => (cursor, Some(resume)),
-            SegmentEnd::Done => {
-                let checked = match upstream.take() {
-                    Some((stages, encode)) => stages.check(encode).await?,
-                    None => None,
-                };
-                (checked, None)
-            }
-            SegmentEnd::DoneChecked(cursor) => (cursor, None),
-        };
-        if resume.is_none() && rows == 0 && request.mode == Mode::Replace && !request.allow_empty {
-            return Err(LoadError::EmptyReplace { table });
-        }
-        if staged && loaded > 0 {
-            let refused = merge_rejects.map(|r| (r, staged_records.as_slice()));
-            merge_staged(&mut transaction, &plan, refused).await?;
-        }
-        if let Some(swap) = swap.take() {
-            swap.finish(&transaction).await?;
-        }
-        // The state moves with the rows: same transaction, so a crash loses both or neither.
-        if cursor_value.is_some() || resume.is_some() || request.resume.is_some() {
-            let stored = crate::sink::state::Stored {
-                cursor: cursor_value.clone(),
-                resume: resume.clone(),
-            };
-            crate::sink::state::save(&transaction, &request.state_key, &stored, &table).await?;
-        }
-        transaction
-            .commit()
-            .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
-            .await
-            .map_err(|e| SinkError::database("COMMIT", &table, &e))?;
-        match resume {
-            Some(_) => {
-                tracing::info!(table = %table, rows, segment, "committed; the backfill resumes here if it stops")
-            }
-            None => break cursor_value,
-        }
-    };
-    if let Some(rejects) = &rejects {
-        rejects.publish().map_err(|e| {
-            LoadError::Internal(format!(
-                "the load committed, but the reject file could not be renamed: {e}"
-            ))
-        })?;
-    }
-    let mut figures = progress.figures();
-    figures.rows = rows;
-    Ok(LoadSummary {
-        cursor: cursor_value,
-        table,
-        added_columns: plan.added_columns.clone(),
-        widened_columns: plan.widened_columns.clone(),
-        discarded_fields: plan.discarded_fields.clone(),
-        figures,
-        created_table: plan.create_table.is_some(),
-    })
-}
-
 /// What the writer may use besides the load's own connection.
 #[derive(Default)]
 pub(crate) struct Helpers {
@@ -726,401 +373,117 @@ pub(crate) struct Helpers {
     pub streams: Vec<tokio_postgres::Client>,
 }
 
-/// The upstream stages and the encode task, until they are checked at the end of the input.
-pub(crate) type Upstream = Option<(
-    Stages,
-    tokio::task::JoinHandle<Result<Option<String>, LoadError>>,
-)>;
-
-/// How a group of rows ended.
-pub(crate) enum SegmentEnd {
-    /// The input ended; the upstream stages are still to be checked.
-    Done,
-    /// The input ended and the stages were checked (the COPY must check them before it
-    /// finishes); the highest cursor value.
-    DoneChecked(Option<String>),
-    /// A commit point: where to resume, and the highest cursor value so far.
-    Checkpoint {
-        resume: String,
-        cursor: Option<String>,
-    },
+/// The sink half of a load: encodes `batches` (laid out as `plan.decode`) and hands them to
+/// [`crate::sink::write::write`]. `stages` are the stages feeding `batches`; only their
+/// clean end lets the write commit.
+pub(crate) async fn write(
+    client: &mut tokio_postgres::Client,
+    request: &LoadRequest,
+    plan: Arc<LoadPlan>,
+    batches: mpsc::Receiver<Flow>,
+    stages: Stages,
+    progress: Arc<Progress>,
+    helpers: Helpers,
+) -> Result<LoadSummary, LoadError> {
+    let table = plan.table.clone();
+    let method = crate::sink::write::choose_method(client, request.method, &table).await?;
+    let cursor = cursor_tracker(request, &plan)?;
+    let (tx, mut rx) = mpsc::channel::<Encoded>(4);
+    let encode = {
+        let plan = plan.clone();
+        let source_name = stages.source_name.clone();
+        let tx = tx.clone();
+        let rows_per_insert =
+            (method == crate::sink::WriteMethod::Insert).then_some(request.insert_batch);
+        let keep_rows = helpers.rejects.is_some();
+        tokio::task::spawn_blocking(move || {
+            encode(
+                batches,
+                tx,
+                &plan,
+                &source_name,
+                cursor,
+                rows_per_insert,
+                keep_rows,
+            )
+        })
+    };
+    // The end of the input, sent only once every stage before the writer ended cleanly.
+    let checker = tokio::spawn(async move {
+        let cursor = stages.check(encode).await?;
+        let _ = tx.send(Encoded::End { cursor }).await;
+        Ok::<(), LoadError>(())
+    });
+    let options = WriteOptions {
+        mode: request.mode,
+        method,
+        allow_empty: request.allow_empty,
+        state_key: request.state_key.clone(),
+        resumed: request.resume.is_some(),
+        rejects: helpers.rejects,
+        streams: helpers.streams,
+    };
+    let written = crate::sink::write::write(client, &plan, options, &mut rx, &progress).await;
+    drop(rx);
+    let written = match written {
+        Ok(written) => written,
+        // A stage failed: its error says why the input stopped.
+        Err(SinkError::InputEnded) => {
+            return Err(match joined(checker.await) {
+                Err(e) => e,
+                Ok(()) => LoadError::Internal("the input ended without its stages failing".into()),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut figures = progress.figures();
+    figures.rows = written.rows;
+    Ok(LoadSummary {
+        cursor: written.cursor,
+        table,
+        added_columns: plan.added_columns.clone(),
+        widened_columns: plan.widened_columns.clone(),
+        discarded_fields: plan.discarded_fields.clone(),
+        figures,
+        created_table: plan.create_table.is_some(),
+    })
 }
 
-/// Runs the INSERT fallback until the input or a commit point ends.
-async fn insert_segment(
-    transaction: &tokio_postgres::Transaction<'_>,
+/// The running maximum of the incremental cursor column, if the load keeps one; a resumed
+/// backfill starts from what its earlier commits saw.
+fn cursor_tracker(
+    request: &LoadRequest,
     plan: &LoadPlan,
-    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
-    progress: &Progress,
-) -> Result<(u64, SegmentEnd), LoadError> {
-    let table = &plan.table;
-    let insert_failed =
-        |e: tokio_postgres::Error| LoadError::from(SinkError::database("INSERT", table, &e));
-    let statement = transaction
-        .prepare(&plan.insert_statement())
-        .await
-        .map_err(insert_failed)?;
-    let mut rows = 0;
-    while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-        let columns = match encoded {
-            Encoded::Rows(columns) => columns,
-            Encoded::Checkpoint { resume, cursor } => {
-                return Ok((rows, SegmentEnd::Checkpoint { resume, cursor }));
-            }
-            Encoded::Copy { .. } => {
-                return Err(LoadError::Internal("COPY data on the INSERT path".into()));
-            }
-        };
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
-            .iter()
-            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        rows += transaction
-            .execute(&statement, &params)
-            .instrument(tracing::info_span!("sql.execute", statement = "INSERT", table = %table))
-            .await
-            .map_err(insert_failed)?;
-        progress.add_rows(batch_rows);
-    }
-    Ok((rows, SegmentEnd::Done))
-}
-
-/// COPY chunk by chunk, setting aside rows the server refuses, until the input or a commit
-/// point ends.
-async fn copy_isolating_segment(
-    transaction: &mut tokio_postgres::Transaction<'_>,
-    plan: &LoadPlan,
-    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
-    rejects: &RejectFile,
-    progress: &Progress,
-) -> Result<(u64, SegmentEnd), LoadError> {
-    // Each chunk COPYs under its own savepoint, where FREEZE is not allowed.
-    let statement = plan.copy_statement(false);
-    let mut rows = 0;
-    while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-        let (bytes, copy_rows) = match encoded {
-            Encoded::Copy {
-                bytes,
-                rows: Some(copy_rows),
-            } => (bytes, copy_rows),
-            Encoded::Checkpoint { resume, cursor } => {
-                return Ok((rows, SegmentEnd::Checkpoint { resume, cursor }));
-            }
-            _ => return Err(LoadError::Internal("a COPY chunk without its rows".into())),
-        };
-        rows += copy_isolating(
-            transaction,
-            &statement,
-            &bytes,
-            &copy_rows,
-            rejects,
-            &plan.table,
-        )
-        .await?;
-        progress.add_rows(batch_rows);
-    }
-    Ok((rows, SegmentEnd::Done))
-}
-
-/// One streaming COPY until the input or a commit point ends. At the end of the input it
-/// checks the upstream stages before finishing: only a clean end of every stage may
-/// complete the COPY (dropping it unfinished aborts it).
-///
-/// `records`, when given, collects each row's record number in COPY order.
-async fn copy_segment(
-    transaction: &tokio_postgres::Transaction<'_>,
-    statement: &str,
-    table: &TableName,
-    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
-    upstream: &mut Upstream,
-    progress: &Progress,
-    mut records: Option<&mut Vec<u64>>,
-) -> Result<(u64, SegmentEnd), LoadError> {
-    let copy_failed =
-        |e: tokio_postgres::Error| LoadError::from(SinkError::database("COPY", table, &e));
-    let started = std::time::Instant::now();
-    let sink = transaction
-        .copy_in::<_, Bytes>(statement)
-        .await
-        .map_err(copy_failed)?;
-    futures_util::pin_mut!(sink);
-    sink.send(Bytes::from_static(COPY_HEADER))
-        .await
-        .map_err(copy_failed)?;
-    let mut end = None;
-    while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-        let bytes = match encoded {
-            Encoded::Copy { bytes, rows } => {
-                if let (Some(records), Some(rows)) = (records.as_deref_mut(), rows) {
-                    records.extend_from_slice(&rows.records);
-                }
-                bytes
-            }
-            Encoded::Checkpoint { resume, cursor } => {
-                end = Some(SegmentEnd::Checkpoint { resume, cursor });
-                break;
-            }
-            Encoded::Rows(_) => {
-                return Err(LoadError::Internal("INSERT rows on the COPY path".into()));
-            }
-        };
-        send_copy_data(&mut sink, bytes)
-            .await
-            .map_err(copy_failed)?;
-        progress.add_rows(batch_rows);
-    }
-    let end = match end {
-        Some(checkpoint) => checkpoint,
-        None => match upstream.take() {
-            Some((stages, encode)) => SegmentEnd::DoneChecked(stages.check(encode).await?),
-            None => SegmentEnd::DoneChecked(None),
-        },
+) -> Result<Option<(usize, CursorMax)>, LoadError> {
+    let Some(inc) = request
+        .incremental
+        .as_ref()
+        .filter(|_| plan.copy_columns > 0)
+    else {
+        return Ok(None);
     };
-    sink.send(Bytes::from_static(COPY_TRAILER))
-        .await
-        .map_err(copy_failed)?;
-    let rows = sink.finish().await.map_err(copy_failed)?;
-    tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
-    Ok((rows, end))
-}
-
-/// Runs one statement of the plan, if there is one, logging how long it took.
-async fn execute(
-    transaction: &tokio_postgres::Transaction<'_>,
-    statement: Option<&str>,
-    action: &'static str,
-    table: &TableName,
-) -> Result<(), SinkError> {
-    let Some(sql) = statement else {
-        return Ok(());
+    let plan_error = |reason: String| {
+        LoadError::Sink(SinkError::Plan {
+            table: plan.table.to_string(),
+            reason,
+        })
     };
-    let started = std::time::Instant::now();
-    transaction
-        .batch_execute(sql)
-        .instrument(tracing::info_span!("sql.execute", statement = action, table = %table))
-        .await
-        .map_err(|e| SinkError::database(action, table, &e))?;
-    tracing::info!(statement = action, table = %table, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
-    Ok(())
-}
-
-/// Applies the staged rows to the table with one INSERT … ON CONFLICT DO UPDATE.
-///
-/// Optimistic: most loads repeat no key, so the plain upsert runs first, under a savepoint.
-/// A repeated key makes PostgreSQL refuse it (ON CONFLICT may not touch a row twice,
-/// SQLSTATE 21000); only then is it rolled back and run again keeping the last record of
-/// each key. Checking for repeats first would cost a scan of every staged key on every load.
-///
-/// With a reject file (`refused`: it, and each staged row's record number), a row the
-/// server refuses (a CHECK, NOT NULL or foreign key) is set aside instead of failing the load.
-async fn merge_staged(
-    transaction: &mut tokio_postgres::Transaction<'_>,
-    plan: &LoadPlan,
-    refused: Option<(&RejectFile, &[u64])>,
-) -> Result<(), LoadError> {
-    let table = &plan.table;
-    let started = std::time::Instant::now();
-    let merge_failed = |e: tokio_postgres::Error| {
-        SinkError::database("the merge (INSERT … ON CONFLICT)", table, &e)
-    };
-    let merge = |rows: StagedRows| plan.merge_statement(rows).unwrap_or_default();
-    let attempt = transaction
-        .savepoint("apitap_merge")
-        .await
-        .map_err(merge_failed)?;
-    let (merged, repeated) = match attempt.execute(merge(StagedRows::All).as_str(), &[]).await {
-        Ok(merged) => {
-            attempt.commit().await.map_err(merge_failed)?;
-            (merged, false)
-        }
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::CARDINALITY_VIOLATION) => {
-            attempt.rollback().await.map_err(merge_failed)?;
-            // The anti-join is hash tables over the staged keys; temporary tables get no
-            // statistics unless analyzed.
-            transaction
-                .batch_execute(&format!(
-                    "SET LOCAL work_mem = '256MB'; {}",
-                    plan.analyze_staging_statement()
-                ))
-                .await
-                .map_err(merge_failed)?;
-            let merged = transaction
-                .execute(merge(StagedRows::LastOfEachKey).as_str(), &[])
-                .await
-                .map_err(merge_failed)?;
-            (merged, true)
-        }
-        Err(e) => match refused {
-            Some((rejects, records)) if e.as_db_error().is_some() => {
-                attempt.rollback().await.map_err(merge_failed)?;
-                let merged = merge_isolating(transaction, plan, rejects, records).await?;
-                (merged, true)
-            }
-            _ => return Err(merge_failed(e).into()),
-        },
-    };
-    tracing::info!(statement = "MERGE", table = %table, repeated_keys = repeated, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
-    Ok(())
-}
-
-/// A merge the server refused: the staged rows are numbered in arrival order and merged range
-/// by range under savepoints, a refused range halved until each refused row stands alone and
-/// goes to the reject file. Ranges go in order and each keeps the last record of a key, so
-/// the last record still wins.
-async fn merge_isolating(
-    transaction: &mut tokio_postgres::Transaction<'_>,
-    plan: &LoadPlan,
-    rejects: &RejectFile,
-    records: &[u64],
-) -> Result<u64, LoadError> {
-    let table = &plan.table;
-    let failed = |e: tokio_postgres::Error| {
-        SinkError::database("the merge (INSERT … ON CONFLICT)", table, &e)
-    };
-    transaction
-        .batch_execute(&plan.number_staging_statement())
-        .await
-        .map_err(failed)?;
-    let merge = plan
-        .merge_statement(StagedRows::Numbered)
-        .unwrap_or_default();
-    let row_json = plan.staged_row_statement();
-    let mut pending = vec![(1_i64, records.len() as i64)];
-    let mut merged = 0;
-    while let Some((first, last)) = pending.pop() {
-        let savepoint = transaction.savepoint("apitap_rows").await.map_err(failed)?;
-        match savepoint.execute(merge.as_str(), &[&first, &last]).await {
-            Ok(n) => {
-                savepoint.commit().await.map_err(failed)?;
-                merged += n;
-            }
-            Err(e) if e.as_db_error().is_some() => {
-                savepoint.rollback().await.map_err(failed)?;
-                if first == last {
-                    let row: String = transaction
-                        .query_one(row_json.as_str(), &[&first])
-                        .await
-                        .map_err(failed)?
-                        .get(0);
-                    let reason =
-                        format!("PostgreSQL refused the row: {}", crate::sink::refusal(&e));
-                    let record = records[(first - 1) as usize];
-                    rejects.add(record, None, &reason, &row)?;
-                } else {
-                    // Last in, first out: the first half is tried first, keeping row order.
-                    let middle = first + (last - first) / 2;
-                    pending.push((middle + 1, last));
-                    pending.push((first, middle));
-                }
-            }
-            Err(e) => return Err(failed(e).into()),
-        }
+    let names = plan.copy_names();
+    let column = names
+        .iter()
+        .position(|n| *n == inc.cursor_field)
+        .ok_or_else(|| {
+            plan_error(format!(
+                "the cursor field {:?} is not a field of the records (fields: {})",
+                inc.cursor_field,
+                names.join(", ")
+            ))
+        })?;
+    let mut max = CursorMax::new(plan.copy_types()[column]).map_err(plan_error)?;
+    if let Some(seen) = request.resume.as_ref().and_then(|r| r.cursor.as_deref()) {
+        max.seed(seen);
     }
-    Ok(merged)
-}
-
-/// Sends COPY data in psql-sized CopyData messages, then flushes: the server reads each
-/// message whole before parsing it, so a batch-sized message would stall it while it
-/// arrives. The pieces share `bytes`' buffer.
-pub(crate) async fn send_copy_data<S>(
-    sink: &mut S,
-    mut bytes: Bytes,
-) -> Result<(), tokio_postgres::Error>
-where
-    S: futures_util::Sink<Bytes, Error = tokio_postgres::Error> + Unpin,
-{
-    while !bytes.is_empty() {
-        let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
-        sink.feed(piece).await?;
-    }
-    sink.flush().await
-}
-
-/// Sends one COPY statement with `data` (whole rows) and returns the rows it loaded.
-async fn copy_once(
-    transaction: &tokio_postgres::Transaction<'_>,
-    statement: &str,
-    data: Bytes,
-) -> Result<u64, tokio_postgres::Error> {
-    let sink = transaction.copy_in::<_, Bytes>(statement).await?;
-    futures_util::pin_mut!(sink);
-    sink.feed(Bytes::from_static(COPY_HEADER)).await?;
-    send_copy_data(&mut sink, data).await?;
-    sink.send(Bytes::from_static(COPY_TRAILER)).await?;
-    sink.finish().await
-}
-
-/// Loads one chunk's rows, setting aside those the server refuses (a constraint, a value it
-/// will not take). Each attempt runs under a savepoint; a refused range is rolled back and
-/// split in halves until the refused rows stand alone, so a chunk with one bad row costs
-/// about 2·log2(rows) extra COPY statements and every good row still loads, in order.
-async fn copy_isolating(
-    transaction: &mut tokio_postgres::Transaction<'_>,
-    statement: &str,
-    bytes: &Bytes,
-    rows: &CopyRows,
-    rejects: &RejectFile,
-    table: &TableName,
-) -> Result<u64, LoadError> {
-    let start_of = |row: usize| if row == 0 { 0 } else { rows.ends[row - 1] };
-    let mut loaded = 0;
-    let mut pending = vec![(0, rows.ends.len())];
-    while let Some((first, end)) = pending.pop() {
-        if first == end {
-            continue;
-        }
-        let data = bytes.slice(start_of(first)..rows.ends[end - 1]);
-        let savepoint = transaction
-            .savepoint("apitap_rows")
-            .await
-            .map_err(|e| SinkError::database("SAVEPOINT", table, &e))?;
-        match copy_once(&savepoint, statement, data).await {
-            Ok(n) => {
-                savepoint
-                    .commit()
-                    .await
-                    .map_err(|e| SinkError::database("RELEASE SAVEPOINT", table, &e))?;
-                loaded += n;
-            }
-            Err(e) if e.as_db_error().is_some() => {
-                savepoint
-                    .rollback()
-                    .await
-                    .map_err(|e| SinkError::database("ROLLBACK TO SAVEPOINT", table, &e))?;
-                if end - first == 1 {
-                    let reason =
-                        format!("PostgreSQL refused the row: {}", crate::sink::refusal(&e));
-                    rejects.add(
-                        rows.records[first],
-                        None,
-                        &reason,
-                        &row_json(&rows.batch, first),
-                    )?;
-                } else {
-                    // Last in, first out: the first half is tried first, keeping row order.
-                    let middle = first + (end - first) / 2;
-                    pending.push((middle, end));
-                    pending.push((first, middle));
-                }
-            }
-            Err(e) => return Err(SinkError::database("COPY", table, &e).into()),
-        }
-    }
-    Ok(loaded)
-}
-
-/// One row as a JSON object, for the reject file.
-fn row_json(batch: &arrow_array::RecordBatch, row: usize) -> String {
-    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-    match writer
-        .write(&batch.slice(row, 1))
-        .and_then(|()| writer.finish())
-    {
-        Ok(()) => String::from_utf8_lossy(&writer.into_inner())
-            .trim_end()
-            .to_string(),
-        Err(e) => format!("(the row could not be shown: {e})"),
-    }
+    Ok(Some((column, max)))
 }
 
 /// The stages upstream of the encoder, joined to find out whether they ended cleanly.
@@ -1157,6 +520,8 @@ impl Stages {
         result
     }
 
+    /// Waits for every stage and then the encode stage; their first error in stream order,
+    /// or the highest cursor value the encode stage saw.
     async fn check(
         self,
         encode: tokio::task::JoinHandle<Result<Option<String>, LoadError>>,

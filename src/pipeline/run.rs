@@ -91,7 +91,7 @@ struct Started {
     fields: crate::schema::TableSchema,
     /// The module's reject file, shared by its sources' decoders and its writer, when the
     /// first source says `on_error: reject`.
-    rejects: Option<Arc<super::rejects::RejectFile>>,
+    rejects: Option<Arc<crate::rejects::RejectFile>>,
 }
 
 /// Opens the module's sources, starts its SQL and plans the load of its output.
@@ -119,9 +119,9 @@ async fn start(
             })
         })?;
     let table_text = crate::source::request::expand(&table_text, env, "the destination table")
-        .map_err(|reason| ConfigError::Resolve {
+        .map_err(|error| ConfigError::Setting {
             what: format!("module {}", module.name),
-            reason,
+            error,
         })?;
     let table = target.table(&table_text)?;
     let mut sources = Vec::with_capacity(module.sources.len());
@@ -160,7 +160,7 @@ async fn start(
     }
 
     let rejects = sink.rejects.as_ref().map(|options| {
-        super::rejects::RejectFile::new(
+        crate::rejects::RejectFile::new(
             options,
             format!("module {}", module.name),
             progress.clone(),

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 
 use super::request::substitute_env;
 use super::{SourceError, error_chain, redact_url};
+use crate::request::SettingError;
 
 /// Where an API key goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -76,23 +77,22 @@ impl std::fmt::Debug for AuthConfig {
 }
 
 impl AuthConfig {
-    /// Parses the inline mapping and substitutes `${VAR}` in every value.
+    /// Parses the inline mapping given to `--auth`; `${VAR}` is substituted when the load is
+    /// resolved.
     ///
     /// # Errors
-    /// Not such a mapping, an unknown key or kind, or a variable that is not set.
-    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<AuthConfig, String> {
+    /// Not such a mapping, or an unknown key or kind.
+    pub fn parse(text: &str) -> Result<AuthConfig, SettingError> {
         // The text holds `${VAR}` references, not secrets, so it may be quoted in messages.
-        let mut config: AuthConfig = serde_yaml::from_str(text).map_err(|e| {
+        serde_yaml::from_str(text).map_err(|e| {
             // `{` and `}` are YAML flow syntax, so an unquoted `${VAR}` breaks the mapping.
             let hint = if text.contains("${") {
                 "; quote values that use ${VAR}, e.g. token: \"${API_TOKEN}\""
             } else {
                 ""
             };
-            format!("invalid --auth {text:?}: {e}{hint}")
-        })?;
-        config.substitute_env(env, "--auth")?;
-        Ok(config)
+            SettingError::invalid(format!("--auth {text:?}"), format!("{e}{hint}"))
+        })
     }
 
     /// Substitutes `${VAR}` in every value; `what` names where the mapping came from.
@@ -101,12 +101,14 @@ impl AuthConfig {
     /// A variable that is not set.
     pub fn substitute_env(
         &mut self,
-        env: impl Fn(&str) -> Option<String>,
+        env: &dyn Fn(&str) -> Option<String>,
         what: &str,
-    ) -> Result<(), String> {
-        let sub = |value: &mut String| -> Result<(), String> {
-            *value = substitute_env(value, &env)
-                .map_err(|var| format!("environment variable {var} (in {what}) is not set"))?;
+    ) -> Result<(), SettingError> {
+        let sub = |value: &mut String| -> Result<(), SettingError> {
+            *value = substitute_env(value, env).map_err(|var| SettingError::UnsetVariable {
+                var,
+                setting: what.to_string(),
+            })?;
             Ok(())
         };
         match self {
@@ -303,29 +305,33 @@ mod tests {
         }
     }
 
+    /// Parses and substitutes, as a resolved load does.
+    fn parse(text: &str) -> Result<AuthConfig, String> {
+        let mut config = AuthConfig::parse(text).map_err(|e| e.to_string())?;
+        config
+            .substitute_env(&env, "--auth")
+            .map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
     #[test]
     fn parses_every_kind_with_env_substitution() {
         assert_eq!(
-            AuthConfig::parse("{kind: bearer, token: '${TOKEN}'}", env).unwrap(),
+            parse("{kind: bearer, token: '${TOKEN}'}").unwrap(),
             AuthConfig::Bearer {
                 token: "t0ken".into()
             }
         );
         assert_eq!(
-            AuthConfig::parse(
-                "{kind: api_key, name: api_key, value: '${TOKEN}', in: query}",
-                env
-            )
-            .unwrap(),
+            parse("{kind: api_key, name: api_key, value: '${TOKEN}', in: query}").unwrap(),
             AuthConfig::ApiKey {
                 name: "api_key".into(),
                 value: "t0ken".into(),
                 location: KeyLocation::Query
             }
         );
-        let oauth = AuthConfig::parse(
-            "{kind: oauth2_client_credentials, token_url: 'https://idp/token', client_id: app, client_secret: '${SECRET}', scope: read}",
-            env,
+        let oauth = parse(
+            "{kind: oauth2_client_credentials, token_url: 'https://idp/token', client_id: app, client_secret: '${SECRET}', scope: read}"
         )
         .unwrap();
         assert!(
@@ -340,12 +346,12 @@ mod tests {
     #[test]
     fn unquoted_variables_get_a_hint() {
         assert_eq!(
-            AuthConfig::parse("{kind: bearer, token: \"${TOKEN}\"}", env).unwrap(),
+            parse("{kind: bearer, token: \"${TOKEN}\"}").unwrap(),
             AuthConfig::Bearer {
                 token: "t0ken".into()
             }
         );
-        let err = AuthConfig::parse("{kind: bearer, token: ${TOKEN}}", env).unwrap_err();
+        let err = parse("{kind: bearer, token: ${TOKEN}}").unwrap_err();
         assert!(
             err.ends_with("quote values that use ${VAR}, e.g. token: \"${API_TOKEN}\""),
             "{err}"
@@ -354,11 +360,11 @@ mod tests {
 
     #[test]
     fn rejects_unknown_keys_kinds_and_unset_variables() {
-        let err = AuthConfig::parse("{kind: bearer, tokn: x}", env).unwrap_err();
+        let err = parse("{kind: bearer, tokn: x}").unwrap_err();
         assert!(err.contains("unknown field `tokn`"), "{err}");
-        assert!(AuthConfig::parse("{kind: kerberos}", env).is_err());
+        assert!(parse("{kind: kerberos}").is_err());
         assert_eq!(
-            AuthConfig::parse("{kind: bearer, token: '${NOPE}'}", env).unwrap_err(),
+            parse("{kind: bearer, token: '${NOPE}'}").unwrap_err(),
             "environment variable NOPE (in --auth) is not set"
         );
     }

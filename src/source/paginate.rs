@@ -12,6 +12,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::decode::pointer::JsonPointer;
+use crate::request::SettingError;
 
 /// Pagination styles; names follow the original ApiTap's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -132,8 +133,9 @@ impl PaginationConfig {
     ///
     /// # Errors
     /// Text that is not such a mapping, or an unknown key.
-    pub fn parse(text: &str) -> Result<PaginationConfig, String> {
-        serde_yaml::from_str(text).map_err(|e| format!("invalid --pagination {text:?}: {e}"))
+    pub fn parse(text: &str) -> Result<PaginationConfig, SettingError> {
+        serde_yaml::from_str(text)
+            .map_err(|e| SettingError::invalid(format!("--pagination {text:?}"), e.to_string()))
     }
 }
 
@@ -613,7 +615,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let err = PaginationConfig::parse("{kind: cursor, cursor_pth: /x}").unwrap_err();
+        let err = PaginationConfig::parse("{kind: cursor, cursor_pth: /x}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `cursor_pth`"), "{err}");
         assert!(PaginationConfig::parse("{kind: sideways}").is_err());
     }

@@ -5,6 +5,8 @@
 //! Header values are secrets as often as not (tokens, API keys), so they are never shown:
 //! messages and logs name headers, not their values.
 
+use crate::request::{Origin, Setting, SettingError};
+
 /// Method, headers, query parameters and body for every request of a source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestOptions {
@@ -16,42 +18,39 @@ pub struct RequestOptions {
 }
 
 impl RequestOptions {
-    /// Builds options from `--header 'Name: value'` and `--query name=value` flags,
-    /// substituting `${VAR}` from `env`.
+    /// Builds options from header and query (name, value) pairs as written, substituting
+    /// `${VAR}` from `env`; `origin` names the settings in messages.
     ///
     /// # Errors
-    /// A malformed flag, or a `${VAR}` that is not set.
-    pub fn from_flags(
-        headers: &[String],
-        query: &[String],
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<RequestOptions, String> {
+    /// A header name or value HTTP cannot carry, or a `${VAR}` that is not set.
+    pub fn build(
+        headers: &[(String, String)],
+        query: &[(String, String)],
+        origin: Origin,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RequestOptions, SettingError> {
+        let header_setting = Setting::Header.name(origin);
         let headers = headers
             .iter()
-            .map(|h| {
-                let (name, value) = h
-                    .split_once(':')
-                    .ok_or_else(|| format!("--header {h:?} must look like 'Name: value'"))?;
+            .map(|(name, value)| {
                 let name = name.trim();
+                let what = format!("{header_setting} {name}");
                 reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("--header {name:?} is not a valid header name"))?;
-                let value = expand(value.trim(), &env, &format!("--header {name}"))?;
-                reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
-                    format!("the value of --header {name} is not a valid header value")
-                })?;
+                    .map_err(|_| SettingError::invalid(&what, "not a valid header name"))?;
+                let value = expand(value.trim(), env, &what)?;
+                reqwest::header::HeaderValue::from_str(&value)
+                    .map_err(|_| SettingError::invalid(&what, "not a valid header value"))?;
                 Ok((name.to_string(), value))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SettingError>>()?;
+        let query_setting = Setting::Query.name(origin);
         let query = query
             .iter()
-            .map(|q| {
-                let (name, value) = q
-                    .split_once('=')
-                    .ok_or_else(|| format!("--query {q:?} must look like name=value"))?;
-                let value = expand(value, &env, &format!("--query {name}"))?;
+            .map(|(name, value)| {
+                let value = expand(value, env, &format!("{query_setting} {name}"))?;
                 Ok((name.to_string(), value))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SettingError>>()?;
         Ok(RequestOptions {
             headers,
             query,
@@ -66,13 +65,15 @@ impl RequestOptions {
     pub fn with_post_body(
         mut self,
         body: Option<&str>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<RequestOptions, String> {
+        origin: Origin,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RequestOptions, SettingError> {
         self.post = true;
         if let Some(body) = body {
-            let body = expand(body, &env, "--body")?;
+            let what = Setting::Body.name(origin);
+            let body = expand(body, env, what)?;
             serde_json::from_str::<serde::de::IgnoredAny>(&body)
-                .map_err(|e| format!("--body is not JSON: {e}"))?;
+                .map_err(|e| SettingError::invalid(what, format!("not JSON: {e}")))?;
             self.body = Some(body);
         }
         Ok(self)
@@ -86,16 +87,18 @@ impl RequestOptions {
 /// A template error, or a variable that is not set.
 pub fn expand(
     text: &str,
-    env: impl Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
     what: &str,
-) -> Result<String, String> {
+) -> Result<String, SettingError> {
     let rendered = if text.contains("{{") || text.contains("{%") {
-        render_helpers(text).map_err(|e| format!("{what}: {e}"))?
+        render_helpers(text).map_err(|e| SettingError::invalid(what, e.to_string()))?
     } else {
         text.to_string()
     };
-    substitute_env(&rendered, env)
-        .map_err(|var| format!("environment variable {var} (in {what}) is not set"))
+    substitute_env(&rendered, env).map_err(|var| SettingError::UnsetVariable {
+        var,
+        setting: what.to_string(),
+    })
 }
 
 /// `{{ current_date() }}` is today (UTC) as `YYYY-MM-DD`; `{{ few_date_ago(N) }}` is N days
@@ -120,7 +123,10 @@ fn render_helpers(text: &str) -> Result<String, minijinja::Error> {
 ///
 /// # Errors
 /// The name of the first variable that is not set.
-pub fn substitute_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn substitute_env(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -170,26 +176,32 @@ mod tests {
             .format("%Y-%m-%d")
             .to_string();
         assert_eq!(
-            expand("{{ few_date_ago(7) }}..{{ current_date() }}", env, "x").unwrap(),
+            expand("{{ few_date_ago(7) }}..{{ current_date() }}", &env, "x").unwrap(),
             format!("{week_ago}..{}", today.format("%Y-%m-%d"))
         );
         assert_eq!(
-            expand("${TOKEN}", |_| Some("{{ x }}".into()), "x").unwrap(),
+            expand("${TOKEN}", &|_| Some("{{ x }}".into()), "x").unwrap(),
             "{{ x }}"
         );
         assert!(
-            expand("{{ nope( }}", env, "--query q")
+            expand("{{ nope( }}", &env, "--query q")
                 .unwrap_err()
+                .to_string()
                 .starts_with("--query q: ")
         );
     }
 
     #[test]
-    fn parses_flags_and_names_what_is_wrong() {
-        let o = RequestOptions::from_flags(
-            &["Authorization: Bearer ${TOKEN}".into(), "X-Trace:1".into()],
-            &["since=2024-01-01".into(), "key=${TOKEN}".into()],
-            env,
+    fn builds_options_and_names_what_is_wrong() {
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let o = RequestOptions::build(
+            &[
+                pair("Authorization", "Bearer ${TOKEN}"),
+                pair("X-Trace", "1"),
+            ],
+            &[pair("since", "2024-01-01"), pair("key", "${TOKEN}")],
+            Origin::Flags,
+            &env,
         )
         .unwrap();
         assert_eq!(
@@ -198,12 +210,14 @@ mod tests {
         );
         assert_eq!(o.headers[1], ("X-Trace".into(), "1".into()));
         assert_eq!(o.query[1], ("key".into(), "s3cret".into()));
-        let err = RequestOptions::from_flags(&["X-Key: ${NOPE}".into()], &[], env).unwrap_err();
+        let err = RequestOptions::build(&[pair("X-Key", "${NOPE}")], &[], Origin::Flags, &env)
+            .unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "environment variable NOPE (in --header X-Key) is not set"
         );
-        assert!(RequestOptions::from_flags(&["no colon".into()], &[], env).is_err());
-        assert!(RequestOptions::from_flags(&[], &["novalue".into()], env).is_err());
+        let err =
+            RequestOptions::build(&[pair("X Key", "1")], &[], Origin::Yaml, &env).unwrap_err();
+        assert_eq!(err.to_string(), "headers X Key: not a valid header name");
     }
 }

@@ -11,6 +11,11 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 
+use crate::request::SettingError;
+
+/// The longest backoff a policy may ask for: an hour.
+const MAX_DELAY_SECS: f64 = 3600.0;
+
 /// The `retry:` mapping of the original ApiTap's config, all keys optional here.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,21 +43,33 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 impl RetryPolicy {
-    /// Parses the inline YAML (or JSON) mapping given to `--retry`.
+    /// Parses the inline YAML (or JSON) mapping given to `--retry`; [`RetryPolicy::validate`]
+    /// checks it when the load is resolved.
     ///
     /// # Errors
-    /// Text that is not such a mapping, an unknown key, or values that make no sense.
-    pub fn parse(text: &str) -> Result<RetryPolicy, String> {
-        let policy: RetryPolicy =
-            serde_yaml::from_str(text).map_err(|e| format!("invalid --retry {text:?}: {e}"))?;
-        if policy.max_attempts == 0
-            || !(policy.min_delay_secs >= 0.0 && policy.min_delay_secs <= policy.max_delay_secs)
-        {
-            return Err(format!(
-                "invalid --retry {text:?}: need max_attempts >= 1 and 0 <= min_delay_secs <= max_delay_secs"
+    /// Text that is not such a mapping, or an unknown key.
+    pub fn parse(text: &str) -> Result<RetryPolicy, SettingError> {
+        serde_yaml::from_str(text)
+            .map_err(|e| SettingError::invalid(format!("--retry {text:?}"), e.to_string()))
+    }
+
+    /// Checks that the values make sense, whether they came from a flag or YAML; `what`
+    /// names the setting.
+    ///
+    /// # Errors
+    /// No attempt at all, or delays that are negative, not numbers, or out of order.
+    pub fn validate(&self, what: &str) -> Result<(), SettingError> {
+        let ok = self.max_attempts >= 1
+            && self.min_delay_secs >= 0.0
+            && self.min_delay_secs <= self.max_delay_secs
+            && self.max_delay_secs <= MAX_DELAY_SECS;
+        if !ok {
+            return Err(SettingError::invalid(
+                what,
+                "need max_attempts >= 1 and 0 <= min_delay_secs <= max_delay_secs <= 3600",
             ));
         }
-        Ok(policy)
+        Ok(())
     }
 
     /// The backoff before try `attempt + 1` (attempts count from 1): doubling from the
@@ -169,9 +186,20 @@ mod tests {
         assert!(
             RetryPolicy::parse("{max_tries: 2}")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown field `max_tries`")
         );
-        assert!(RetryPolicy::parse("{max_attempts: 0}").is_err());
-        assert!(RetryPolicy::parse("{min_delay_secs: 5, max_delay_secs: 1}").is_err());
+        let invalid = |text: &str| {
+            RetryPolicy::parse(text)
+                .unwrap()
+                .validate("--retry")
+                .is_err()
+        };
+        assert!(invalid("{max_attempts: 0}"));
+        assert!(invalid("{min_delay_secs: 5, max_delay_secs: 1}"));
+        assert!(invalid("{min_delay_secs: -1}"));
+        assert!(invalid("{max_delay_secs: .nan}"));
+        assert!(invalid("{max_delay_secs: 1e300}"));
+        assert!(!invalid("{max_attempts: 1}"));
     }
 }

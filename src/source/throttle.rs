@@ -13,6 +13,8 @@ use tokio::time::Instant;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
+use crate::request::SettingError;
+
 /// The `rate_limit:` mapping (inline `--rate-limit '{requests_per_second: 10, burst: 5}'`).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,17 +30,32 @@ fn one() -> f64 {
 }
 
 impl RateLimit {
+    /// Parses the inline mapping given to `--rate-limit`; [`RateLimit::validate`] checks it
+    /// when the load is resolved.
+    ///
     /// # Errors
-    /// Not such a mapping, an unknown key, or a rate that is not positive.
-    pub fn parse(text: &str) -> Result<RateLimit, String> {
-        let limit: RateLimit = serde_yaml::from_str(text)
-            .map_err(|e| format!("invalid --rate-limit {text:?}: {e}"))?;
-        if !(limit.requests_per_second > 0.0 && limit.burst >= 1.0) {
-            return Err(format!(
-                "invalid --rate-limit {text:?}: need requests_per_second > 0 and burst >= 1"
+    /// Not such a mapping, or an unknown key.
+    pub fn parse(text: &str) -> Result<RateLimit, SettingError> {
+        serde_yaml::from_str(text)
+            .map_err(|e| SettingError::invalid(format!("--rate-limit {text:?}"), e.to_string()))
+    }
+
+    /// Checks the values, whether they came from a flag or YAML; `what` names the setting.
+    ///
+    /// # Errors
+    /// A rate that is not a positive number, or a burst below one request.
+    pub fn validate(&self, what: &str) -> Result<(), SettingError> {
+        let ok = self.requests_per_second > 0.0
+            && self.requests_per_second.is_finite()
+            && self.burst >= 1.0
+            && self.burst.is_finite();
+        if !ok {
+            return Err(SettingError::invalid(
+                what,
+                "need requests_per_second > 0 and burst >= 1",
             ));
         }
-        Ok(limit)
+        Ok(())
     }
 }
 
@@ -236,7 +253,16 @@ mod tests {
                 burst: 1.0
             }
         );
-        assert!(RateLimit::parse("{requests_per_second: 0}").is_err());
+        let invalid = |text: &str| {
+            RateLimit::parse(text)
+                .unwrap()
+                .validate("--rate-limit")
+                .is_err()
+        };
+        assert!(invalid("{requests_per_second: 0}"));
+        assert!(invalid("{requests_per_second: .inf}"));
+        assert!(invalid("{requests_per_second: .nan}"));
+        assert!(invalid("{requests_per_second: 1, burst: 0.5}"));
         assert!(RateLimit::parse("{rps: 5}").is_err());
     }
 }

@@ -1,6 +1,5 @@
 //! Helpers for the integration tests: the real `apitap` binary, a real PostgreSQL (from
 //! DATABASE_URL, which scripts/test.sh sets) and HTTP servers on 127.0.0.1.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
@@ -246,4 +245,49 @@ async fn proxy_refusing_copy(client: tokio::net::TcpStream, server: tokio::net::
             return;
         }
     }
+}
+
+/// Polls `sql` (a query returning one boolean, with `params`) until it is true, so a test
+/// waits for a state of the server instead of sleeping and hoping it was reached.
+///
+/// # Panics
+/// When it is still false after 60 s, naming `what`.
+pub async fn wait_until(
+    db: &tokio_postgres::Client,
+    what: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let reached: bool = db.query_one(sql, params).await.unwrap().get(0);
+        if reached {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 60 s for {what}, in vain"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until an apitap backend is COPYing into a table of `schema` and has received at
+/// least `rows` rows there (`pg_stat_progress_copy`), and returns the backend's pid.
+pub async fn wait_for_copy(db: &tokio_postgres::Client, schema: &str, rows: i64) -> i32 {
+    const COPYING: &str = "SELECT a.pid FROM pg_stat_activity a
+         JOIN pg_stat_progress_copy p ON p.pid = a.pid
+         WHERE a.application_name = 'apitap' AND a.query LIKE 'COPY \"' || $1 || '\"%'
+           AND p.tuples_processed >= $2";
+    wait_until(
+        db,
+        &format!("a COPY into schema {schema} past {rows} rows"),
+        &format!("SELECT EXISTS ({COPYING})"),
+        &[&schema, &rows],
+    )
+    .await;
+    db.query_one(&format!("{COPYING} LIMIT 1"), &[&schema, &rows])
+        .await
+        .unwrap()
+        .get(0)
 }

@@ -1,13 +1,11 @@
 //! Incremental loads: the highest cursor value is stored in `apitap._state` in the same
 //! transaction as the rows, and sent back to the API on the next run.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use axum::Router;
 use axum::routing::get;
-use common::*;
 
 type Events = Arc<Mutex<Vec<String>>>;
 

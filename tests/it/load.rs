@@ -1,10 +1,8 @@
 //! `apitap load` end to end: real binary, real PostgreSQL, real HTTP on 127.0.0.1.
 
-mod common;
-
 use std::io::Write;
 
-use common::*;
+use crate::common::*;
 
 /// Every supported column type, with the edge values that break loaders: bigints past 2^53,
 /// microsecond timestamps with offsets, unicode, backslashes, tabs and newlines, the strings
@@ -380,7 +378,7 @@ async fn tls_sslmodes_follow_libpq() {
     let schema = fresh_schema(&db, "tls").await;
     let url = database_url();
     let sep = if url.contains('?') { '&' } else { '?' };
-    let run = common::command(&[
+    let run = crate::common::command(&[
         "load",
         "-",
         "--table",

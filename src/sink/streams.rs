@@ -11,7 +11,17 @@
 //! Rows reach the target in no particular order, so merges (last record wins) do not use
 //! this path.
 
-use super::*;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+
+use super::copy::send_copy_data;
+use super::plan::LoadPlan;
+use super::write::{Encoded, SegmentEnd};
+use super::{SinkError, qualified};
+use crate::encode::{COPY_HEADER, COPY_TRAILER};
+use crate::progress::Progress;
+use crate::schema::quote_ident;
 
 /// Staging table columns: the loaded columns with the target's types.
 fn create_stage(plan: &LoadPlan, stage: &str) -> String {
@@ -19,7 +29,7 @@ fn create_stage(plan: &LoadPlan, stage: &str) -> String {
         .copy_names()
         .iter()
         .zip(plan.copy_types())
-        .map(|(name, pg_type)| format!("{} {}", crate::schema::quote_ident(name), pg_type))
+        .map(|(name, pg_type)| format!("{} {}", quote_ident(name), pg_type))
         .collect();
     format!(
         "SELECT pg_advisory_xact_lock(hashtext('apitap schema apitap')); \
@@ -30,19 +40,18 @@ fn create_stage(plan: &LoadPlan, stage: &str) -> String {
 }
 
 /// Like the single-connection COPY segment, through `streams`.
-pub(super) async fn copy_segment(
+pub(super) async fn segment(
     transaction: &tokio_postgres::Transaction<'_>,
     plan: &LoadPlan,
-    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
-    upstream: &mut Upstream,
+    rx: &mut mpsc::Receiver<Encoded>,
     progress: &Progress,
     streams: &[tokio_postgres::Client],
-) -> Result<(u64, SegmentEnd), LoadError> {
+) -> Result<(u64, SegmentEnd), SinkError> {
     let table = &plan.table;
     let failed = |action: &'static str| {
-        move |e: tokio_postgres::Error| LoadError::from(SinkError::database(action, table, &e))
+        move |e: tokio_postgres::Error| SinkError::database(action, table, &e)
     };
-    let stage = crate::schema::quote_ident(&format!(
+    let stage = quote_ident(&format!(
         "stage_{}_{}",
         std::process::id(),
         std::time::SystemTime::now()
@@ -53,7 +62,7 @@ pub(super) async fn copy_segment(
     let names = plan
         .copy_names()
         .iter()
-        .map(|n| crate::schema::quote_ident(n))
+        .map(|n| quote_ident(n))
         .collect::<Vec<_>>()
         .join(", ");
     sweep_stale_stages(&streams[0])
@@ -71,17 +80,7 @@ pub(super) async fn copy_segment(
         ))
         .await
         .map_err(failed("CREATE UNLOGGED TABLE (staging)"))?;
-    let result = fill_and_publish(
-        transaction,
-        plan,
-        copy_rx,
-        upstream,
-        progress,
-        streams,
-        &stage,
-        &names,
-    )
-    .await;
+    let result = fill_and_publish(transaction, plan, rx, progress, streams, &stage, &names).await;
     if result.is_err() {
         // The load's transaction will roll back; the staging table is not part of it.
         let _ = streams[0]
@@ -114,21 +113,19 @@ async fn sweep_stale_stages(client: &tokio_postgres::Client) -> Result<(), tokio
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Spreads the chunks over the streams' COPYs into the staging table, then moves the rows
+/// into the target in the load's transaction.
 async fn fill_and_publish(
     transaction: &tokio_postgres::Transaction<'_>,
     plan: &LoadPlan,
-    copy_rx: &mut mpsc::Receiver<(Encoded, u64)>,
-    upstream: &mut Upstream,
+    rx: &mut mpsc::Receiver<Encoded>,
     progress: &Progress,
     streams: &[tokio_postgres::Client],
     stage: &str,
     names: &str,
-) -> Result<(u64, SegmentEnd), LoadError> {
+) -> Result<(u64, SegmentEnd), SinkError> {
     let table = &plan.table;
-    let copy_failed = |e: tokio_postgres::Error| {
-        LoadError::from(SinkError::database("COPY (staging)", table, &e))
-    };
+    let copy_failed = |e: tokio_postgres::Error| SinkError::database("COPY (staging)", table, &e);
     let statement = format!("COPY apitap.{stage} ({names}) FROM STDIN (FORMAT binary)");
     let started = std::time::Instant::now();
     let mut senders = Vec::with_capacity(streams.len());
@@ -151,45 +148,48 @@ async fn fill_and_publish(
     // Owns the senders: however it ends, the streams then see the end of their input.
     let dispatch = async move {
         let mut next = 0;
-        while let Some((encoded, batch_rows)) = copy_rx.recv().await {
-            let Encoded::Copy { bytes, .. } = encoded else {
-                return Err(LoadError::Internal(
-                    "--copy-streams takes COPY chunks only".into(),
-                ));
-            };
-            if senders[next % senders.len()].send(bytes).await.is_err() {
-                // That stream's COPY failed; its own error is the one reported.
-                return Err(LoadError::Internal("a COPY stream stopped".into()));
+        loop {
+            match rx.recv().await {
+                Some(Encoded::Copy { bytes, rows, .. }) => {
+                    if senders[next % senders.len()].send(bytes).await.is_err() {
+                        // That stream's COPY failed; its own error is the one reported.
+                        return Err(SinkError::Protocol("a COPY stream stopped"));
+                    }
+                    next += 1;
+                    progress.add_rows(rows);
+                }
+                // Only a clean end of every stage may let the rows be published.
+                Some(Encoded::End { cursor }) => return Ok(cursor),
+                Some(Encoded::Rows { .. } | Encoded::Checkpoint { .. }) => {
+                    return Err(SinkError::Protocol("--copy-streams takes COPY chunks only"));
+                }
+                None => return Err(SinkError::InputEnded),
             }
-            next += 1;
-            progress.add_rows(batch_rows);
-        }
-        drop(senders);
-        // Only a clean end of every stage may let the rows be published.
-        match upstream.take() {
-            Some((stages, encode)) => stages.check(encode).await,
-            None => Ok(None),
         }
     };
     let (checked, copied) = tokio::join!(dispatch, futures_util::future::join_all(copies));
+    // A stage that failed explains a stopped stream better than the stream does.
+    if let Err(SinkError::InputEnded) = checked {
+        return checked.map(|_| (0, SegmentEnd::Done(None)));
+    }
     for copy in copied {
         copy.map_err(copy_failed)?;
     }
-    let checked = checked?;
+    let cursor = checked?;
     let rows = transaction
         .execute(
             &format!(
                 "INSERT INTO {} ({names}) SELECT {names} FROM apitap.{stage}",
-                crate::sink::qualified(&plan.written_table())
+                qualified(&plan.written_table())
             ),
             &[],
         )
         .await
-        .map_err(|e| LoadError::from(SinkError::database("INSERT (from staging)", table, &e)))?;
+        .map_err(|e| SinkError::database("INSERT (from staging)", table, &e))?;
     transaction
         .batch_execute(&format!("DROP TABLE apitap.{stage}"))
         .await
-        .map_err(|e| LoadError::from(SinkError::database("DROP TABLE (staging)", table, &e)))?;
+        .map_err(|e| SinkError::database("DROP TABLE (staging)", table, &e))?;
     tracing::info!(statement = "COPY", streams = streams.len(), table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
-    Ok((rows, SegmentEnd::DoneChecked(checked)))
+    Ok((rows, SegmentEnd::Done(cursor)))
 }

@@ -1,17 +1,15 @@
 //! HTTP sources: headers and query parameters with `${VAR}`, retries and Retry-After, against
 //! local servers that misbehave on purpose.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::*;
 
 const FAST_RETRY: &str = "{max_attempts: 4, min_delay_secs: 0.05, max_delay_secs: 0.2}";
 
@@ -771,7 +769,6 @@ async fn pages_are_fetched_concurrently_and_land_in_order() {
     let schema = fresh_schema(&client().await, "concurrent").await;
     let (router, most) = slow_pages(Duration::from_millis(100), 12, usize::MAX);
     let addr = serve(router).await;
-    let started = Instant::now();
     let (run, ids) = paged_load(
         &schema,
         &format!("http://{addr}/pages"),
@@ -779,13 +776,11 @@ async fn pages_are_fetched_concurrently_and_land_in_order() {
         &[],
     )
     .await;
-    let elapsed = started.elapsed();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ids, (1..=600).collect::<Vec<_>>());
+    // The server counts the requests it is serving at once (each takes 100 ms).
     let most = most.load(Ordering::SeqCst);
     assert!((2..=4).contains(&most), "{most} pages in flight at once");
-    // One after another, 13 pages of 100 ms take 1.3 s.
-    assert!(elapsed < Duration::from_millis(1100), "{elapsed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,7 @@
 //! `--mode merge`: upserts through a staging table, in one transaction, against the real
 //! PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 async fn rows(db: &tokio_postgres::Client, sql: &str) -> Vec<(i64, String)> {
     db.query(sql, &[])

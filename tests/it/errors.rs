@@ -1,17 +1,15 @@
 //! Every failure gives one clear line on stderr, a non-zero exit, and leaves the target
 //! exactly as it was.
 
-mod common;
-
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::routing::get;
 use bytes::Bytes;
-use common::*;
 
 /// One line: the error, on stderr, with no panic or backtrace.
 #[track_caller]
@@ -308,7 +306,7 @@ async fn http_failures_are_reported_with_status_url_and_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_records_path_that_finds_nothing_is_an_error() {
     let db = client().await;
-    let schema = fresh_schema(&db, "records_path").await;
+    let schema = fresh_schema(&db, "records_path_errors").await;
     let table = guarded_table(&db, &schema).await;
     let input = b"{\"items\": [{\"id\": 2, \"name\": \"a\"}], \"next\": null}".to_vec();
     let run = apitap(
@@ -326,7 +324,7 @@ async fn a_records_path_that_finds_nothing_is_an_error() {
     assert_eq!(run.code, 1);
     assert!(
         run.stderr
-            .contains("invalid --records-path: JSON pointer \"data\" must start with '/'"),
+            .contains("--records-path: JSON pointer \"data\" must start with '/'"),
         "{}",
         run.stderr
     );
@@ -448,8 +446,8 @@ async fn ctrl_c_and_sigterm_roll_back_and_exit_130() {
         ])
         .spawn()
         .unwrap();
-        // Let the load get well into its COPY before interrupting it.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Interrupt it mid-COPY, with rows already sent.
+        wait_for_copy(&db, &schema, 1000).await;
         let status = std::process::Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
@@ -494,8 +492,8 @@ async fn readers_see_old_rows_until_replace_commits() {
         ])
         .spawn()
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
         // Mid-load: part of the COPY has run, but is not visible.
+        wait_for_copy(&db, &schema, 1000).await;
         assert_unchanged(&db, &table).await;
         let output = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await

@@ -2,19 +2,17 @@
 //! then a rerun. No row may be lost or loaded twice, and the incremental state must always
 //! equal the data.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Query;
 use axum::routing::get;
 use bytes::Bytes;
-use common::*;
 
 /// `/rows?after=N`: rows `N+1..=total` as NDJSON, 500 at a time, 20 ms apart, so a load
 /// is still in its COPY when the test strikes.
@@ -63,26 +61,6 @@ fn load_args(addr: std::net::SocketAddr, table: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-/// Waits until this table's COPY is running, and returns its backend's pid.
-async fn copy_backend(db: &tokio_postgres::Client, schema: &str) -> i32 {
-    for _ in 0..500 {
-        let row = db
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity
-                 WHERE application_name = 'apitap' AND state = 'active'
-                   AND query LIKE 'COPY \"' || $1 || '\"%'",
-                &[&schema],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the load never started its COPY");
 }
 
 /// Rows, distinct ids, highest id, and the stored cursor.
@@ -152,7 +130,7 @@ async fn a_connection_killed_mid_copy_loses_nothing_and_a_rerun_loads_each_row_o
         let args = args.clone();
         tokio::spawn(async move { run(&args).await })
     };
-    let pid = copy_backend(&db, &schema).await;
+    let pid = wait_for_copy(&db, &schema, 500).await;
     db.execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
         .unwrap();
@@ -193,8 +171,8 @@ async fn a_process_killed_mid_load_loses_nothing_and_a_rerun_loads_each_row_once
     total.store(15_000, Ordering::SeqCst);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let child = command(&argv).spawn().unwrap();
-    copy_backend(&db, &schema).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Killed with rows of this run already in its COPY.
+    wait_for_copy(&db, &schema, 500).await;
     // SIGKILL: no handler runs, no rollback is sent; the server must notice on its own.
     let status = std::process::Command::new("kill")
         .args(["-KILL", &child.id().to_string()])

@@ -1,9 +1,7 @@
 //! `--mode replace`: by swap (the default) and in place (`--replace-with delete`), against a
 //! real PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Everything about a table a replace must keep, as text: columns and defaults, indexes,
 /// constraints, triggers, owner, grants, comments, storage options, replica identity,

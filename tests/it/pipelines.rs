@@ -1,14 +1,12 @@
 //! `apitap run` and `apitap check`: the original ApiTap's config and SQL modules, transformed
 //! by DataFusion, into the real PostgreSQL, from HTTP servers on 127.0.0.1.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use common::*;
 
 /// Posts with camelCase fields, timestamps and decimals in text; users to join them with.
 fn api() -> Router {

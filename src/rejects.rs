@@ -1,5 +1,5 @@
 //! The reject file of one load (`--on-error reject`): records that do not decode, from the
-//! decode stage, and rows the server refuses, from the writer, as JSON lines.
+//! decode stage, and rows the server refuses, from the sink, as JSON lines.
 //!
 //! It is written as `PATH.partial` and renamed to `PATH` only when the load commits; a failed
 //! load removes it, so a reject file never describes rows that were not loaded either.
@@ -8,12 +8,12 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{LoadError, RejectOptions};
 use crate::progress::Progress;
+use crate::request::RejectOptions;
 
 /// One load's reject file, shared by the stages that set rows aside.
 #[derive(Debug)]
-pub(crate) struct RejectFile {
+pub struct RejectFile {
     options: RejectOptions,
     source_name: String,
     writer: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
@@ -22,29 +22,20 @@ pub(crate) struct RejectFile {
 }
 
 /// Why a row could not be set aside.
-#[derive(Debug)]
-pub(crate) enum RejectError {
-    Write(std::io::Error),
-    /// More rows were rejected than `--max-rejects` allows.
-    TooMany {
-        count: u64,
-        max: u64,
+#[derive(Debug, thiserror::Error)]
+pub enum RejectError {
+    #[error("could not write the reject file {path}: {error}")]
+    Write {
+        path: std::path::PathBuf,
+        error: std::io::Error,
     },
-}
-
-impl From<RejectError> for LoadError {
-    fn from(e: RejectError) -> LoadError {
-        match e {
-            RejectError::TooMany { count, max } => LoadError::TooManyRejects { count, max },
-            RejectError::Write(e) => {
-                LoadError::Internal(format!("could not write the reject file: {e}"))
-            }
-        }
-    }
+    /// More rows were rejected than `--max-rejects` allows.
+    #[error("{count} records were rejected, more than --max-rejects {max} allows")]
+    TooMany { count: u64, max: u64 },
 }
 
 impl RejectFile {
-    pub(crate) fn new(
+    pub fn new(
         options: &RejectOptions,
         source_name: String,
         progress: Arc<Progress>,
@@ -63,7 +54,7 @@ impl RejectFile {
     ///
     /// # Errors
     /// The file cannot be written, or this reject is one more than `--max-rejects` allows.
-    pub(crate) fn add(
+    pub fn add(
         &self,
         record: u64,
         line: Option<u64>,
@@ -78,19 +69,23 @@ impl RejectFile {
             "record_text": text,
         });
         {
+            let path = self.options.partial_path();
+            let failed = |error| RejectError::Write {
+                path: path.clone(),
+                error,
+            };
             let mut writer = self
                 .writer
                 .lock()
-                .map_err(|_| RejectError::Write(std::io::Error::other("a stage panicked")))?;
+                .map_err(|_| failed(std::io::Error::other("a stage panicked")))?;
             if writer.is_none() {
-                let file = std::fs::File::create(self.options.partial_path())
-                    .map_err(RejectError::Write)?;
+                let file = std::fs::File::create(&path).map_err(failed)?;
                 *writer = Some(std::io::BufWriter::new(file));
             }
             if let Some(writer) = writer.as_mut() {
                 writer
                     .write_all(format!("{entry}\n").as_bytes())
-                    .map_err(RejectError::Write)?;
+                    .map_err(failed)?;
             }
         }
         let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
@@ -105,7 +100,7 @@ impl RejectFile {
     ///
     /// # Errors
     /// The file cannot be flushed or renamed.
-    pub(crate) fn publish(&self) -> std::io::Result<()> {
+    pub fn publish(&self) -> std::io::Result<()> {
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(mut writer) = writer {
             writer.flush()?;

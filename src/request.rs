@@ -1,0 +1,548 @@
+//! The resolved load: everything one `apitap load`, or one source of a pipeline module, asks
+//! for, checked and with its defaults applied.
+//!
+//! Users describe a load in two ways, as flags and as a YAML source. Both are turned into a
+//! [`LoadSpec`] (the raw description: text as written, options left unset) and resolved by
+//! the one function [`LoadSpec::resolve`], so they get the same defaults ([`defaults`]), the
+//! same checks and the same messages; only the names of the settings in messages follow
+//! where the user wrote them ([`Origin`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::decode::Format;
+use crate::decode::pointer::JsonPointer;
+use crate::schema::TableName;
+use crate::sink::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::source::auth::AuthConfig;
+use crate::source::paginate::{PaginationConfig, Position};
+use crate::source::request::{RequestOptions, expand};
+use crate::source::throttle::RateLimit;
+use crate::source::{Http, RetryPolicy, Source};
+
+/// The defaults of every load, whichever way it was described.
+pub mod defaults {
+    /// Records read first, to infer a new table's columns.
+    pub const SAMPLE: usize = 1000;
+    /// Records per Arrow batch.
+    pub const BATCH_SIZE: usize = 8192;
+    /// Rows per statement of the INSERT fallback.
+    pub const INSERT_BATCH: usize = 5000;
+    /// The longest record (or `--records-path` document) accepted.
+    pub const MAX_RECORD_BYTES: usize = 64 << 20;
+    /// Seconds to wait for an HTTP connection.
+    pub const CONNECT_TIMEOUT_SECS: f64 = 10.0;
+    /// Seconds to wait for each read of an HTTP response.
+    pub const READ_TIMEOUT_SECS: f64 = 60.0;
+    /// Where `--on-error reject` sets records aside.
+    pub const REJECT_FILE: &str = "rejects.ndjson";
+}
+
+/// Where a load was described, which decides how settings are named in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `apitap load` flags: `--header`, `--retry`, …
+    Flags,
+    /// A source of the YAML config: `headers`, `retry`, …
+    Yaml,
+}
+
+/// A setting that can be wrong, named as the user wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Url,
+    Header,
+    Query,
+    Body,
+    Auth,
+    Retry,
+    RateLimit,
+    Pagination,
+    RecordsPath,
+    ConnectTimeout,
+    ReadTimeout,
+    Keys,
+    CommitEvery,
+    CopyStreams,
+}
+
+impl Setting {
+    /// The flag or YAML key.
+    pub fn name(self, origin: Origin) -> &'static str {
+        let (flag, key) = match self {
+            Setting::Url => ("the source URL", "url"),
+            Setting::Header => ("--header", "headers"),
+            Setting::Query => ("--query", "query_params"),
+            Setting::Body => ("--body", "body"),
+            Setting::Auth => ("--auth", "auth"),
+            Setting::Retry => ("--retry", "retry"),
+            Setting::RateLimit => ("--rate-limit", "rate_limit"),
+            Setting::Pagination => ("--pagination", "pagination"),
+            Setting::RecordsPath => ("--records-path", "data_path"),
+            Setting::ConnectTimeout => ("--connect-timeout", "connect_timeout_secs"),
+            Setting::ReadTimeout => ("--read-timeout", "read_timeout_secs"),
+            Setting::Keys => ("--key", "primary_key_in_dest"),
+            Setting::CommitEvery => ("--commit-every", "commit_every"),
+            Setting::CopyStreams => ("--copy-streams", "copy_streams"),
+        };
+        match origin {
+            Origin::Flags => flag,
+            Origin::Yaml => key,
+        }
+    }
+}
+
+/// A setting of a load that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// `${VAR}` names a variable that is not set.
+    #[error("environment variable {var} (in {setting}) is not set")]
+    UnsetVariable { var: String, setting: String },
+    /// A value that cannot work, and why.
+    #[error("{setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+    /// Settings that cannot go together, or one that needs another.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl SettingError {
+    pub(crate) fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> SettingError {
+        SettingError::Invalid {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A load as the user described it, before it is checked: text as written (with `${VAR}`
+/// and date helpers unexpanded), options unset where the user left them out.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSpec {
+    /// An http(s) URL, a file path or `-`.
+    pub source: String,
+    pub table: Option<TableName>,
+    /// Header names and values, and query names and values, as written.
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    /// POST instead of GET, with this JSON body.
+    pub post: bool,
+    pub body: Option<String>,
+    pub auth: Option<AuthConfig>,
+    pub retry: Option<RetryPolicy>,
+    pub rate_limit: Option<RateLimit>,
+    pub pagination: Option<PaginationConfig>,
+    pub records_path: Option<String>,
+    pub format: Option<Format>,
+    pub connect_timeout_secs: Option<f64>,
+    pub read_timeout_secs: Option<f64>,
+    pub mode: Mode,
+    pub replace_with: ReplaceWith,
+    /// Merge keys.
+    pub keys: Vec<String>,
+    pub method: WriteMethod,
+    pub insert_batch: Option<usize>,
+    /// `--on-error reject`.
+    pub reject: bool,
+    pub reject_file: Option<PathBuf>,
+    pub max_rejects: Option<u64>,
+    pub cursor_field: Option<String>,
+    pub cursor_param: Option<String>,
+    pub state_key: String,
+    pub full_refresh: bool,
+    pub commit_every: Option<u64>,
+    pub copy_streams: usize,
+    pub sample: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub schema: SchemaPolicy,
+    pub widen_to_text: bool,
+    pub allow_empty: bool,
+    pub max_record_bytes: Option<usize>,
+}
+
+/// Everything one load needs to know, checked.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    pub source: Source,
+    /// Client, headers, query and retries for an HTTP source.
+    pub http: Http,
+    pub table: TableName,
+    pub mode: Mode,
+    /// `None` detects NDJSON or a JSON array.
+    pub format: Option<Format>,
+    /// Records are the array at this pointer inside one JSON document (`{"data": [...]}`).
+    pub records_path: Option<JsonPointer>,
+    /// Fetch the HTTP source page by page.
+    pub pagination: Option<PaginationConfig>,
+    /// Records read to infer a new table's columns (and to see which fields exist).
+    pub sample: usize,
+    pub batch_size: usize,
+    /// Fields without a column: add columns, fail, or drop them.
+    pub schema: SchemaPolicy,
+    /// Under `--schema evolve`, make a column text when it refuses a sampled value.
+    pub widen_to_text: bool,
+    /// Let `--mode replace` empty the table when the source has no records.
+    pub allow_empty: bool,
+    /// How `--mode replace` replaces an existing table's rows.
+    pub replace_with: ReplaceWith,
+    /// Key columns for `--mode merge` (empty otherwise).
+    pub merge_keys: Vec<String>,
+    pub method: WriteMethod,
+    /// Rows per INSERT statement with `--method insert`.
+    pub insert_batch: usize,
+    /// Set bad records aside instead of failing (`--on-error reject`).
+    pub rejects: Option<RejectOptions>,
+    /// Remember the highest value of a field, and ask the API only for newer records.
+    pub incremental: Option<Incremental>,
+    /// The key of this load's state in `apitap._state`.
+    pub state_key: String,
+    /// Ignore the stored state this time (a cursor, an unfinished backfill); it is still
+    /// updated.
+    pub full_refresh: bool,
+    /// COPY through this many connections at once (into a staging table the load's
+    /// transaction then publishes); 1 is a single direct COPY.
+    pub copy_streams: usize,
+    /// Commit every this many pages, recording where to resume (paged sources).
+    pub commit_every: Option<u64>,
+    /// Where an unfinished `--commit-every` backfill stopped, read from the state.
+    pub resume: Option<Resume>,
+    pub max_record_bytes: usize,
+}
+
+/// Incremental loading: which field's highest value to remember, and how to send it back.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// The field (column) whose highest loaded value is stored.
+    pub cursor_field: String,
+    /// The query parameter the stored value is sent in (HTTP sources).
+    pub cursor_param: Option<String>,
+}
+
+/// An unfinished backfill, to pick up.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub position: Position,
+    /// The highest cursor value its committed pages held.
+    pub cursor: Option<String>,
+}
+
+/// `--on-error reject`: where set-aside records go, and how many may be.
+#[derive(Debug, Clone)]
+pub struct RejectOptions {
+    pub path: PathBuf,
+    /// Fail the load once more records than this are rejected.
+    pub max: Option<u64>,
+}
+
+impl LoadSpec {
+    /// Checks the described load and applies the defaults; `${VAR}` comes from `env`.
+    ///
+    /// # Errors
+    /// An unset variable, a value that cannot work, or settings that do not go together,
+    /// named as `origin` spells them.
+    pub fn resolve(
+        self,
+        origin: Origin,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<LoadRequest, SettingError> {
+        let name = |setting: Setting| setting.name(origin);
+        let conflict = |text: String| Err(SettingError::Conflict(text));
+        let table = self
+            .table
+            .clone()
+            .ok_or_else(|| SettingError::Conflict("the load has no destination table".into()))?;
+        let url = expand(&self.source, env, name(Setting::Url))?;
+        let mut request = RequestOptions::build(&self.headers, &self.query, origin, env)?;
+        if self.post {
+            request = request.with_post_body(self.body.as_deref(), origin, env)?;
+        } else if self.body.is_some() {
+            return conflict(match origin {
+                Origin::Flags => "--body needs --http-method post".into(),
+                Origin::Yaml => "body needs method: post".into(),
+            });
+        }
+        let auth = match self.auth.clone() {
+            Some(mut auth) => {
+                auth.substitute_env(env, name(Setting::Auth))?;
+                Some(auth)
+            }
+            None => None,
+        };
+        let retry = self.retry.clone().unwrap_or_default();
+        retry.validate(name(Setting::Retry))?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate(name(Setting::RateLimit))?;
+        }
+        let seconds = |value: Option<f64>, default: f64, setting: Setting| {
+            Duration::try_from_secs_f64(value.unwrap_or(default))
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    SettingError::invalid(name(setting), "must be a positive number of seconds")
+                })
+        };
+        let http = Http::new(
+            seconds(
+                self.connect_timeout_secs,
+                defaults::CONNECT_TIMEOUT_SECS,
+                Setting::ConnectTimeout,
+            )?,
+            seconds(
+                self.read_timeout_secs,
+                defaults::READ_TIMEOUT_SECS,
+                Setting::ReadTimeout,
+            )?,
+            request,
+            retry,
+            self.rate_limit,
+            auth,
+        )
+        .map_err(|e| SettingError::invalid("the HTTP client", e.to_string()))?;
+        let records_path = self
+            .records_path
+            .as_deref()
+            .map(JsonPointer::parse)
+            .transpose()
+            .map_err(|e| SettingError::invalid(name(Setting::RecordsPath), e.to_string()))?;
+        let merge_keys = match (self.mode, self.keys.is_empty()) {
+            (Mode::Merge, true) => {
+                return conflict(match origin {
+                    Origin::Flags => "--mode merge needs --key COLUMN[,COLUMN…]".into(),
+                    Origin::Yaml => "mode: merge needs primary_key_in_dest".into(),
+                });
+            }
+            (Mode::Merge, false) => self.keys.clone(),
+            (_, false) if origin == Origin::Flags => {
+                return conflict("--key only applies to --mode merge".into());
+            }
+            _ => Vec::new(),
+        };
+        // The other settings a message names, spelled as the user wrote them.
+        let say = |flag: &'static str, yaml: &'static str| match origin {
+            Origin::Flags => flag,
+            Origin::Yaml => yaml,
+        };
+        let (replace, merge, reject) = (
+            say("--mode replace", "mode: replace"),
+            say("--mode merge", "mode: merge"),
+            say("--on-error reject", "on_error: reject"),
+        );
+        if let Some(every) = self.commit_every {
+            let every_name = name(Setting::CommitEvery);
+            if every == 0 {
+                return Err(SettingError::invalid(every_name, "must be at least 1"));
+            }
+            if self.mode == Mode::Replace {
+                return conflict(format!(
+                    "{every_name} cannot be used with {replace}: a replace must land in one transaction"
+                ));
+            }
+            if self.reject {
+                return conflict(format!("{every_name} cannot be used with {reject} yet"));
+            }
+        }
+        let streams_name = name(Setting::CopyStreams);
+        match self.copy_streams {
+            0 => return Err(SettingError::invalid(streams_name, "must be at least 1")),
+            1 => {}
+            _ if self.mode == Mode::Merge => {
+                return conflict(format!(
+                    "{streams_name} cannot be used with {merge}: rows would lose their order, and with it which record of a key is the last"
+                ));
+            }
+            _ if self.reject
+                || self.commit_every.is_some()
+                || self.method == WriteMethod::Insert =>
+            {
+                return conflict(format!(
+                    "{streams_name} works with plain COPY loads: not with {reject}, {} or {}",
+                    name(Setting::CommitEvery),
+                    say("--method insert", "method: insert"),
+                ));
+            }
+            _ => {}
+        }
+        let positive = |value: Option<usize>, default: usize, what: &str| match value {
+            Some(0) => Err(SettingError::invalid(what, "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(LoadRequest {
+            source: Source::parse(&url),
+            http,
+            table,
+            mode: self.mode,
+            format: self.format,
+            records_path,
+            pagination: self.pagination,
+            sample: self.sample.unwrap_or(defaults::SAMPLE),
+            batch_size: positive(self.batch_size, defaults::BATCH_SIZE, "batch size")?,
+            schema: self.schema,
+            widen_to_text: self.widen_to_text,
+            allow_empty: self.allow_empty,
+            replace_with: self.replace_with,
+            merge_keys,
+            method: self.method,
+            insert_batch: positive(self.insert_batch, defaults::INSERT_BATCH, "insert batch")?,
+            rejects: self.reject.then(|| RejectOptions {
+                path: self
+                    .reject_file
+                    .unwrap_or_else(|| PathBuf::from(defaults::REJECT_FILE)),
+                max: self.max_rejects,
+            }),
+            incremental: self.cursor_field.map(|cursor_field| Incremental {
+                cursor_field,
+                cursor_param: self.cursor_param,
+            }),
+            state_key: self.state_key,
+            full_refresh: self.full_refresh,
+            copy_streams: self.copy_streams,
+            commit_every: self.commit_every,
+            resume: None,
+            max_record_bytes: positive(
+                self.max_record_bytes,
+                defaults::MAX_RECORD_BYTES,
+                "the record size limit",
+            )?,
+        })
+    }
+}
+
+impl RejectOptions {
+    /// Rejects are written here first and renamed to `path` only when the load commits, so a
+    /// failed load leaves no reject file describing rows that were never loaded either.
+    pub(crate) fn partial_path(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".partial");
+        name.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LoadSpec {
+        LoadSpec {
+            source: "http://127.0.0.1/x".into(),
+            table: Some(TableName::parse("t").unwrap()),
+            copy_streams: 1,
+            state_key: "t".into(),
+            ..LoadSpec::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply_whichever_way_the_load_was_described() {
+        for origin in [Origin::Flags, Origin::Yaml] {
+            let request = spec().resolve(origin, &|_| None).unwrap();
+            assert_eq!(
+                (
+                    request.sample,
+                    request.batch_size,
+                    request.insert_batch,
+                    request.max_record_bytes
+                ),
+                (1000, 8192, 5000, 64 << 20)
+            );
+        }
+        let request = LoadSpec {
+            reject: true,
+            ..spec()
+        }
+        .resolve(Origin::Yaml, &|_| None)
+        .unwrap();
+        assert_eq!(
+            request.rejects.unwrap().path,
+            PathBuf::from("rejects.ndjson")
+        );
+    }
+
+    #[test]
+    fn messages_name_settings_as_the_user_wrote_them() {
+        let unset = LoadSpec {
+            headers: vec![("X-Key".into(), "${NOPE}".into())],
+            ..spec()
+        };
+        assert_eq!(
+            unset
+                .clone()
+                .resolve(Origin::Flags, &|_| None)
+                .unwrap_err()
+                .to_string(),
+            "environment variable NOPE (in --header X-Key) is not set"
+        );
+        assert_eq!(
+            unset
+                .resolve(Origin::Yaml, &|_| None)
+                .unwrap_err()
+                .to_string(),
+            "environment variable NOPE (in headers X-Key) is not set"
+        );
+        let retry = LoadSpec {
+            retry: Some(RetryPolicy {
+                max_attempts: 0,
+                ..RetryPolicy::default()
+            }),
+            ..spec()
+        };
+        assert_eq!(
+            retry
+                .resolve(Origin::Yaml, &|_| None)
+                .unwrap_err()
+                .to_string(),
+            "retry: need max_attempts >= 1 and 0 <= min_delay_secs <= max_delay_secs <= 3600"
+        );
+        let rate = LoadSpec {
+            rate_limit: Some(RateLimit {
+                requests_per_second: 0.0,
+                burst: 1.0,
+            }),
+            ..spec()
+        };
+        assert_eq!(
+            rate.resolve(Origin::Flags, &|_| None)
+                .unwrap_err()
+                .to_string(),
+            "--rate-limit: need requests_per_second > 0 and burst >= 1"
+        );
+    }
+
+    #[test]
+    fn settings_that_do_not_go_together_are_refused() {
+        let err = |spec: LoadSpec| {
+            spec.resolve(Origin::Flags, &|_| None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(LoadSpec {
+                mode: Mode::Merge,
+                ..spec()
+            }),
+            "--mode merge needs --key COLUMN[,COLUMN…]"
+        );
+        assert_eq!(
+            err(LoadSpec {
+                mode: Mode::Replace,
+                commit_every: Some(3),
+                ..spec()
+            }),
+            "--commit-every cannot be used with --mode replace: a replace must land in one transaction"
+        );
+        assert_eq!(
+            err(LoadSpec {
+                body: Some("{}".into()),
+                ..spec()
+            }),
+            "--body needs --http-method post"
+        );
+        assert_eq!(
+            err(LoadSpec {
+                read_timeout_secs: Some(-1.0),
+                ..spec()
+            }),
+            "--read-timeout: must be a positive number of seconds"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! Binary COPY: the fast path, one streaming `COPY … FROM STDIN (FORMAT binary)` per segment;
+//! and in reject mode, one COPY per chunk under a savepoint, so rows the server refuses can
+//! be found ([`super::refused`]) and set aside.
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+
+use super::SinkError;
+use super::plan::LoadPlan;
+use super::refused;
+use super::write::{Encoded, Refusable, SegmentEnd};
+use crate::encode::{COPY_HEADER, COPY_TRAILER};
+use crate::progress::Progress;
+use crate::rejects::RejectFile;
+use crate::schema::TableName;
+
+/// Largest CopyData message sent to the server.
+const COPY_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// One streaming COPY until the input or a commit point ends. Only [`Encoded::End`] lets the
+/// COPY finish: a channel closing without it leaves the COPY unfinished, which aborts it.
+///
+/// `records`, when given, collects each row's record number in COPY order.
+pub(super) async fn segment(
+    transaction: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    table: &TableName,
+    rx: &mut mpsc::Receiver<Encoded>,
+    progress: &Progress,
+    mut records: Option<&mut Vec<u64>>,
+) -> Result<(u64, SegmentEnd), SinkError> {
+    let copy_failed = |e: tokio_postgres::Error| SinkError::database("COPY", table, &e);
+    let started = std::time::Instant::now();
+    let sink = transaction
+        .copy_in::<_, Bytes>(statement)
+        .await
+        .map_err(copy_failed)?;
+    futures_util::pin_mut!(sink);
+    sink.send(Bytes::from_static(COPY_HEADER))
+        .await
+        .map_err(copy_failed)?;
+    let end = loop {
+        match rx.recv().await {
+            Some(Encoded::Copy {
+                bytes,
+                rows,
+                refusable,
+            }) => {
+                if let (Some(records), Some(refusable)) = (records.as_deref_mut(), refusable) {
+                    records.extend_from_slice(&refusable.records);
+                }
+                send_copy_data(&mut sink, bytes)
+                    .await
+                    .map_err(copy_failed)?;
+                progress.add_rows(rows);
+            }
+            Some(Encoded::Checkpoint { resume, cursor }) => {
+                break SegmentEnd::Checkpoint { resume, cursor };
+            }
+            Some(Encoded::End { cursor }) => break SegmentEnd::Done(cursor),
+            Some(Encoded::Rows { .. }) => {
+                return Err(SinkError::Protocol("INSERT rows on the COPY path"));
+            }
+            None => return Err(SinkError::InputEnded),
+        }
+    };
+    sink.send(Bytes::from_static(COPY_TRAILER))
+        .await
+        .map_err(copy_failed)?;
+    let rows = sink.finish().await.map_err(copy_failed)?;
+    tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    Ok((rows, end))
+}
+
+/// COPY chunk by chunk, each under its own savepoint, setting aside the rows the server
+/// refuses, until the input or a commit point ends.
+pub(super) async fn isolating_segment(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    rx: &mut mpsc::Receiver<Encoded>,
+    rejects: &RejectFile,
+    progress: &Progress,
+) -> Result<(u64, SegmentEnd), SinkError> {
+    // Under a savepoint FREEZE is not allowed.
+    let statement = plan.copy_statement(false);
+    let mut loaded = 0;
+    loop {
+        match rx.recv().await {
+            Some(Encoded::Copy {
+                bytes,
+                rows,
+                refusable: Some(refusable),
+            }) => {
+                loaded += isolating(
+                    transaction,
+                    &statement,
+                    &bytes,
+                    &refusable,
+                    rejects,
+                    &plan.table,
+                )
+                .await?;
+                progress.add_rows(rows);
+            }
+            Some(Encoded::Checkpoint { resume, cursor }) => {
+                return Ok((loaded, SegmentEnd::Checkpoint { resume, cursor }));
+            }
+            Some(Encoded::End { cursor }) => return Ok((loaded, SegmentEnd::Done(cursor))),
+            Some(Encoded::Copy { .. }) => {
+                return Err(SinkError::Protocol("a COPY chunk without its rows"));
+            }
+            Some(Encoded::Rows { .. }) => {
+                return Err(SinkError::Protocol("INSERT rows on the COPY path"));
+            }
+            None => return Err(SinkError::InputEnded),
+        }
+    }
+}
+
+/// Loads one chunk's rows, setting aside those the server refuses (a constraint, a value it
+/// will not take), each with its record number, the server's reason and its values.
+async fn isolating(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    statement: &str,
+    bytes: &Bytes,
+    rows: &Refusable,
+    rejects: &RejectFile,
+    table: &TableName,
+) -> Result<u64, SinkError> {
+    let start_of = |row: usize| if row == 0 { 0 } else { rows.ends[row - 1] };
+    refused::isolate(
+        transaction,
+        rows.ends.len(),
+        table,
+        "COPY",
+        async |savepoint, range| {
+            let data = bytes.slice(start_of(range.start)..rows.ends[range.end - 1]);
+            copy_once(savepoint, statement, data).await
+        },
+        async |_, row, reason| {
+            rejects.add(rows.records[row], None, reason, &row_json(&rows.batch, row))?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Sends COPY data in psql-sized CopyData messages, then flushes: the server reads each
+/// message whole before parsing it, so a batch-sized message would stall it while it
+/// arrives. The pieces share `bytes`' buffer.
+pub(super) async fn send_copy_data<S>(
+    sink: &mut S,
+    mut bytes: Bytes,
+) -> Result<(), tokio_postgres::Error>
+where
+    S: futures_util::Sink<Bytes, Error = tokio_postgres::Error> + Unpin,
+{
+    while !bytes.is_empty() {
+        let piece = bytes.split_to(bytes.len().min(COPY_MESSAGE_BYTES));
+        sink.feed(piece).await?;
+    }
+    sink.flush().await
+}
+
+/// Sends one COPY statement with `data` (whole rows) and returns the rows it loaded.
+async fn copy_once(
+    transaction: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    data: Bytes,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = transaction.copy_in::<_, Bytes>(statement).await?;
+    futures_util::pin_mut!(sink);
+    sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+    send_copy_data(&mut sink, data).await?;
+    sink.send(Bytes::from_static(COPY_TRAILER)).await?;
+    sink.finish().await
+}
+
+/// One row as a JSON object, for the reject file.
+pub(super) fn row_json(batch: &arrow_array::RecordBatch, row: usize) -> String {
+    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+    match writer
+        .write(&batch.slice(row, 1))
+        .and_then(|()| writer.finish())
+    {
+        Ok(()) => String::from_utf8_lossy(&writer.into_inner())
+            .trim_end()
+            .to_string(),
+        Err(e) => format!("(the row could not be shown: {e})"),
+    }
+}

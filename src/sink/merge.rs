@@ -1,0 +1,197 @@
+//! `--mode merge` through COPY: the rows are COPYed into a temporary staging table, then one
+//! `INSERT … SELECT … ON CONFLICT (keys) DO UPDATE` applies them; the last record of a key
+//! repeated in the input wins.
+
+use super::plan::{LoadPlan, STAGING, STAGING_ROW, StagedRows};
+use super::{SinkError, qualified, refused};
+use crate::rejects::RejectFile;
+use crate::schema::quote_ident;
+
+impl LoadPlan {
+    /// Creates the staging table: the loaded columns with the target's exact types.
+    /// Temporary (no WAL, private to the load) and dropped at commit. Filled by COPY alone,
+    /// its rows' physical order (`ctid`) is their arrival order, which is what lets the last
+    /// record of a key win without numbering the rows.
+    pub fn staging_statement(&self) -> Option<String> {
+        (!self.merge_keys.is_empty()).then(|| {
+            // temp_buffers must grow before the session's first temporary table; the 8 MB
+            // default would push a large staging table through disk.
+            format!(
+                "SET LOCAL temp_buffers = '512MB'; \
+                 CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA",
+                staging = quote_ident(STAGING),
+                cols = self.quoted_copy_names().join(", "),
+                target = qualified(&self.table),
+            )
+        })
+    }
+
+    /// `ANALYZE` of the staging table, so the merge gets a sensible plan.
+    pub fn analyze_staging_statement(&self) -> String {
+        format!("ANALYZE {}", quote_ident(STAGING))
+    }
+
+    /// Upserts the staged rows: all of them, or when keys repeat the last record of each
+    /// (a row is kept only if no later row has its key, which PostgreSQL answers with a hash
+    /// anti-join on the key rather than a sort of whole rows, so ON CONFLICT never meets a
+    /// key twice; without repeats the plain INSERT … SELECT is a third faster), or the rows
+    /// numbered `$1` to `$2` by [`LoadPlan::number_staging_statement`], again keeping the
+    /// last record of a key.
+    pub fn merge_statement(&self, rows: StagedRows) -> Option<String> {
+        let conflict = self.on_conflict()?;
+        let staging = quote_ident(STAGING);
+        let cols = self.quoted_copy_names().join(", ");
+        let same_key: Vec<String> = self
+            .merge_keys
+            .iter()
+            .map(|k| format!("later.{0} = staged.{0}", quote_ident(k)))
+            .collect();
+        let latest_only = |order: &str| {
+            format!(
+                "NOT EXISTS (SELECT 1 FROM {staging} AS later WHERE {} AND later.{order} > staged.{order})",
+                same_key.join(" AND ")
+            )
+        };
+        let filter = match rows {
+            StagedRows::All => String::new(),
+            StagedRows::LastOfEachKey => format!("WHERE {}", latest_only("ctid")),
+            StagedRows::Numbered => format!(
+                "WHERE staged.{STAGING_ROW} BETWEEN $1 AND $2 AND {}",
+                latest_only(STAGING_ROW)
+            ),
+        };
+        let staged_cols: Vec<String> = self
+            .quoted_copy_names()
+            .iter()
+            .map(|c| format!("staged.{c}"))
+            .collect();
+        Some(format!(
+            "INSERT INTO {target} ({cols}) \
+             SELECT {staged_cols} FROM {staging} AS staged {filter} {conflict}",
+            target = qualified(&self.table),
+            staged_cols = staged_cols.join(", "),
+        ))
+    }
+
+    /// Numbers the staged rows in arrival order (a rewrite of the staging table reads it in
+    /// physical order, which is arrival order), for a merge that goes range by range.
+    pub fn number_staging_statement(&self) -> String {
+        let staging = quote_ident(STAGING);
+        format!(
+            "ALTER TABLE {staging} ADD COLUMN {STAGING_ROW} bigint GENERATED ALWAYS AS IDENTITY; \
+             CREATE INDEX ON {staging} ({STAGING_ROW}); ANALYZE {staging}"
+        )
+    }
+
+    /// The staged row numbered `$1`, as JSON, for the reject file.
+    pub fn staged_row_statement(&self) -> String {
+        format!(
+            "SELECT row_to_json(r)::text FROM (SELECT {} FROM {} WHERE {STAGING_ROW} = $1) r",
+            self.quoted_copy_names().join(", "),
+            quote_ident(STAGING)
+        )
+    }
+}
+
+/// Applies the staged rows to the table with one INSERT … ON CONFLICT DO UPDATE.
+///
+/// Optimistic: most loads repeat no key, so the plain upsert runs first, under a savepoint.
+/// A repeated key makes PostgreSQL refuse it (ON CONFLICT may not touch a row twice,
+/// SQLSTATE 21000); only then is it rolled back and run again keeping the last record of
+/// each key. Checking for repeats first would cost a scan of every staged key on every load.
+///
+/// With a reject file (`refused`: it, and each staged row's record number), a row the
+/// server refuses (a CHECK, NOT NULL or foreign key) is set aside instead of failing the load.
+pub(super) async fn apply_staged(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    refused: Option<(&RejectFile, &[u64])>,
+) -> Result<(), SinkError> {
+    let table = &plan.table;
+    let started = std::time::Instant::now();
+    let merge_failed = |e: tokio_postgres::Error| {
+        SinkError::database("the merge (INSERT … ON CONFLICT)", table, &e)
+    };
+    let merge = |rows: StagedRows| plan.merge_statement(rows).unwrap_or_default();
+    let attempt = transaction
+        .savepoint("apitap_merge")
+        .await
+        .map_err(merge_failed)?;
+    let (merged, repeated) = match attempt.execute(merge(StagedRows::All).as_str(), &[]).await {
+        Ok(merged) => {
+            attempt.commit().await.map_err(merge_failed)?;
+            (merged, false)
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::CARDINALITY_VIOLATION) => {
+            attempt.rollback().await.map_err(merge_failed)?;
+            // The anti-join is hash tables over the staged keys; temporary tables get no
+            // statistics unless analyzed.
+            transaction
+                .batch_execute(&format!(
+                    "SET LOCAL work_mem = '256MB'; {}",
+                    plan.analyze_staging_statement()
+                ))
+                .await
+                .map_err(merge_failed)?;
+            let merged = transaction
+                .execute(merge(StagedRows::LastOfEachKey).as_str(), &[])
+                .await
+                .map_err(merge_failed)?;
+            (merged, true)
+        }
+        Err(e) => match refused {
+            Some((rejects, records)) if e.as_db_error().is_some() => {
+                attempt.rollback().await.map_err(merge_failed)?;
+                let merged = apply_isolating(transaction, plan, rejects, records).await?;
+                (merged, true)
+            }
+            _ => return Err(merge_failed(e)),
+        },
+    };
+    tracing::info!(statement = "MERGE", table = %table, repeated_keys = repeated, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+    Ok(())
+}
+
+/// A merge the server refused: the staged rows are numbered in arrival order and merged range
+/// by range ([`refused::isolate`]), each refused row set aside. Ranges go in order and each
+/// keeps the last record of a key, so the last record still wins.
+async fn apply_isolating(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    rejects: &RejectFile,
+    records: &[u64],
+) -> Result<u64, SinkError> {
+    let table = &plan.table;
+    let action = "the merge (INSERT … ON CONFLICT)";
+    let failed = |e: tokio_postgres::Error| SinkError::database(action, table, &e);
+    transaction
+        .batch_execute(&plan.number_staging_statement())
+        .await
+        .map_err(failed)?;
+    let merge = plan
+        .merge_statement(StagedRows::Numbered)
+        .unwrap_or_default();
+    let row_json = plan.staged_row_statement();
+    // Staged rows are numbered from 1.
+    let number = |row: usize| row as i64 + 1;
+    refused::isolate(
+        transaction,
+        records.len(),
+        table,
+        action,
+        async |savepoint, range| {
+            let (first, last) = (number(range.start), number(range.end - 1));
+            savepoint.execute(merge.as_str(), &[&first, &last]).await
+        },
+        async |transaction, row, reason| {
+            let text: String = transaction
+                .query_one(row_json.as_str(), &[&number(row)])
+                .await
+                .map_err(failed)?
+                .get(0);
+            rejects.add(records[row], None, reason, &text)?;
+            Ok(())
+        },
+    )
+    .await
+}

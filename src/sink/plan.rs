@@ -1,0 +1,561 @@
+//! The load plan: how records map onto the target table, decided once from the catalog and
+//! the sample before the first record is decoded, and the SQL text of the statements around
+//! the rows (DDL, COPY, DELETE). The merge's and the INSERT fallback's statements are built
+//! next to the code that runs them (`merge.rs`, `insert.rs`).
+
+use super::catalog::TargetInfo;
+use super::{SinkError, qualified, swap};
+use crate::schema::{Column, PgType, TableName, TableSchema, quote_ident};
+
+/// How the load treats rows already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Add the records to the table.
+    #[default]
+    Append,
+    /// Replace the table's rows with the records, atomically.
+    Replace,
+    /// Insert new keys and update existing ones (`--key`); the last record of a key wins.
+    Merge,
+}
+
+/// How rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMethod {
+    /// Binary COPY: the fast path.
+    #[default]
+    Copy,
+    /// Batched `INSERT … SELECT … FROM unnest(…)`, for servers and proxies without COPY.
+    Insert,
+}
+
+/// What to do with fields the target table has no column for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaPolicy {
+    /// Add a nullable column for each new field (in the load's transaction).
+    #[default]
+    Evolve,
+    /// Fail, naming the field.
+    Freeze,
+    /// Drop such fields, and say which.
+    Discard,
+}
+
+/// What the planner needs besides the catalog and the sample.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// The `--sample` size, for messages.
+    pub sample_limit: usize,
+    pub merge_keys: Vec<String>,
+    pub schema: SchemaPolicy,
+    /// Existing columns to widen, and to what (`--schema evolve`): the sample holds values
+    /// their type cannot.
+    pub widen: Vec<(String, PgType)>,
+    /// `--mode replace` of an existing table by swap: the rows go into a new table.
+    pub replace_by_swap: bool,
+}
+
+/// How records map onto the table, decided from the catalog and the sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadPlan {
+    pub table: TableName,
+    /// `CREATE TABLE` to run first, when the table is new.
+    pub create_table: Option<String>,
+    /// `ALTER TABLE … ADD COLUMN …, ALTER COLUMN … TYPE …` for new fields and values that
+    /// outgrew their column, under `--schema evolve`.
+    pub alter_table: Option<String>,
+    pub added_columns: Vec<String>,
+    /// Columns widened, as `name: old → new`.
+    pub widened_columns: Vec<String>,
+    /// Sampled fields dropped under `--schema discard`.
+    pub discarded_fields: Vec<String>,
+    pub create_schema: Option<String>,
+    /// Columns records are decoded into. The first `copy_columns` of them are loaded; the
+    /// rest must stay NULL in every record (they were left out so their defaults apply).
+    pub decode: TableSchema,
+    pub copy_columns: usize,
+    /// Why a field has no column, for the decoder's error.
+    pub unknown_field_hint: String,
+    pub late_field_hint: String,
+    /// Merge on these key columns instead of appending: COPY into a staging table, then
+    /// upsert from it.
+    pub merge_keys: Vec<String>,
+    /// The OID of the existing table a replace swaps a new one in for; the rows (and every
+    /// statement of the plan) go into the new table, [`swap::building_name`].
+    pub swap_of: Option<u32>,
+}
+
+/// `CREATE SCHEMA IF NOT EXISTS` alone races: two loads creating one schema at once both see
+/// it missing, and the second fails on the catalog's unique index. A transaction-scoped lock
+/// on the name makes the second wait for the first to commit, then find the schema there.
+fn create_schema_statement(schema: &str) -> String {
+    format!(
+        "SELECT pg_advisory_xact_lock(hashtext('apitap schema {}')); CREATE SCHEMA IF NOT EXISTS {}",
+        schema.replace('\'', "''"),
+        quote_ident(schema)
+    )
+}
+
+/// The temporary table a merge is staged in; it lives for the load's transaction only.
+pub(super) const STAGING: &str = "apitap_staging";
+/// The INSERT fallback's row number within a batch, so the last of repeated keys wins.
+pub(super) const STAGING_SEQ: &str = "apitap_seq";
+/// The staged rows' number, added only when a refused merge goes range by range.
+pub(super) const STAGING_ROW: &str = "apitap_row";
+
+/// Which staged rows a merge applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagedRows {
+    All,
+    LastOfEachKey,
+    /// Those numbered `$1` to `$2`, keeping the last record of each key.
+    Numbered,
+}
+
+impl LoadPlan {
+    /// Plans the load of records with `fields` (inferred from a sample, or a transform's
+    /// output) into `target`.
+    ///
+    /// A new table gets the fields as its columns. For an existing one, every column with a
+    /// field is loaded, as is every column without a default (so a NOT NULL violation is the
+    /// server's clear error, not a silent default); columns with a default that no field
+    /// names are left to their default.
+    ///
+    /// # Errors
+    /// A sampled field whose column has a type apitap cannot write, or is generated.
+    pub fn new(
+        target: &TargetInfo,
+        fields: &TableSchema,
+        options: &PlanOptions,
+    ) -> Result<LoadPlan, SinkError> {
+        let sample_limit = options.sample_limit;
+        let merge_keys = &options.merge_keys;
+        let table = target.name.clone();
+        let swap_of = target.oid.filter(|_| options.replace_by_swap);
+        let qualified = qualified(&match swap_of {
+            Some(oid) => swap::building_name(&table, oid),
+            None => table.clone(),
+        });
+        let schema_name = table.schema.clone().unwrap_or_default();
+        let Some(columns) = &target.columns else {
+            let decode = fields.clone();
+            let create_table = (!decode.columns.is_empty()).then(|| {
+                let cols: Vec<String> = decode
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type.sql_name()))
+                    .collect();
+                let mut cols = cols;
+                if !merge_keys.is_empty() {
+                    let keys: Vec<String> = merge_keys.iter().map(|k| quote_ident(k)).collect();
+                    cols.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+                }
+                format!("CREATE TABLE {qualified} ({})", cols.join(", "))
+            });
+            return LoadPlan {
+                create_schema: (!target.schema_exists && create_table.is_some())
+                    .then(|| create_schema_statement(&schema_name)),
+                create_table,
+                copy_columns: decode.columns.len(),
+                decode,
+                unknown_field_hint: format!(
+                    "first appears after the {sample_limit} records the columns of the new table {table} were inferred from; \
+                     re-run with a larger --sample, or pass --schema discard to drop such fields"
+                ),
+                late_field_hint: String::new(),
+                merge_keys: merge_keys.to_vec(),
+                alter_table: None,
+                added_columns: Vec::new(),
+                widened_columns: Vec::new(),
+                discarded_fields: Vec::new(),
+                swap_of: None,
+                table,
+            }
+            .check_keys();
+        };
+        let mut loaded = Vec::new();
+        let mut defaulted = Vec::new();
+        let mut alterations = Vec::new();
+        let mut widened_columns = Vec::new();
+        for c in columns {
+            let in_sample = fields.columns.iter().any(|f| f.name == c.name);
+            if c.generated {
+                if in_sample {
+                    return Err(SinkError::Plan {
+                        table: table.to_string(),
+                        reason: format!("column {:?} is generated and cannot be loaded", c.name),
+                    });
+                }
+                continue;
+            }
+            let Some(pg_type) = c.pg_type else {
+                if in_sample || !c.has_default {
+                    return Err(SinkError::Plan {
+                        table: table.to_string(),
+                        reason: format!(
+                            "column {:?} has type {}, which apitap cannot load yet",
+                            c.name, c.type_name
+                        ),
+                    });
+                }
+                continue;
+            };
+            let widened = options
+                .widen
+                .iter()
+                .find(|(name, _)| *name == c.name)
+                .map(|(_, to)| *to)
+                .filter(|_| options.schema == SchemaPolicy::Evolve);
+            if let Some(to) = widened {
+                alterations.push(format!(
+                    "ALTER COLUMN {} TYPE {}",
+                    quote_ident(&c.name),
+                    to.sql_name()
+                ));
+                widened_columns.push(format!("{}: {pg_type} → {to}", c.name));
+            }
+            let column = Column {
+                name: c.name.clone(),
+                pg_type: widened.unwrap_or(pg_type),
+            };
+            if in_sample || !c.has_default {
+                loaded.push(column);
+            } else {
+                defaulted.push(column);
+            }
+        }
+        // Fields the sample shows and the table lacks.
+        let new_fields: Vec<Column> = fields
+            .columns
+            .iter()
+            .filter(|f| !columns.iter().any(|c| c.name == f.name))
+            .cloned()
+            .collect();
+        let mut added_columns = Vec::new();
+        let mut discarded_fields = Vec::new();
+        match options.schema {
+            SchemaPolicy::Evolve if !new_fields.is_empty() => {
+                alterations.extend(new_fields.iter().map(|c| {
+                    format!(
+                        "ADD COLUMN {} {}",
+                        quote_ident(&c.name),
+                        c.pg_type.sql_name()
+                    )
+                }));
+                added_columns = new_fields.iter().map(|c| c.name.clone()).collect();
+                loaded.extend(new_fields);
+            }
+            SchemaPolicy::Discard => {
+                discarded_fields = new_fields.into_iter().map(|c| c.name).collect();
+            }
+            SchemaPolicy::Evolve | SchemaPolicy::Freeze => {}
+        }
+        let alter_table = (!alterations.is_empty())
+            .then(|| format!("ALTER TABLE {qualified} {}", alterations.join(", ")));
+        let unknown_field_hint = match options.schema {
+            SchemaPolicy::Freeze => format!(
+                "is not a column of {table}, and --schema freeze adds none; add the column, \
+                 or use --schema evolve (add it) or --schema discard (drop such fields)"
+            ),
+            _ => format!(
+                "first appears after the {sample_limit} sampled records, too late to add its column to {table}; \
+                 re-run with a larger --sample, or pass --schema discard to drop such fields"
+            ),
+        };
+        let copy_columns = loaded.len();
+        loaded.extend(defaulted);
+        LoadPlan {
+            table: table.clone(),
+            create_table: None,
+            create_schema: None,
+            alter_table,
+            added_columns,
+            widened_columns,
+            discarded_fields,
+            decode: TableSchema { columns: loaded },
+            copy_columns,
+            unknown_field_hint,
+            late_field_hint: format!(
+                "first appears after the {sample_limit} sampled records, so its column in {table} was left to its default; \
+                 re-run with a larger --sample"
+            ),
+            merge_keys: merge_keys.to_vec(),
+            swap_of,
+        }
+        .check_keys()
+    }
+
+    /// The plan of a source read by a transform: its records decoded into the columns its
+    /// sample showed (or the config typed); nothing is written from it directly.
+    pub fn for_source(source: &str, fields: TableSchema, sample_limit: usize) -> LoadPlan {
+        LoadPlan {
+            table: TableName {
+                schema: None,
+                table: source.to_string(),
+            },
+            create_table: None,
+            alter_table: None,
+            added_columns: Vec::new(),
+            widened_columns: Vec::new(),
+            discarded_fields: Vec::new(),
+            create_schema: None,
+            copy_columns: fields.columns.len(),
+            decode: fields,
+            unknown_field_hint: format!(
+                "first appears after the {sample_limit} records sampled from source {source:?}; \
+                 raise the source's sample, give the field a type under its columns, or set schema_policy: discard"
+            ),
+            late_field_hint: String::new(),
+            merge_keys: Vec::new(),
+            swap_of: None,
+        }
+    }
+
+    /// Merge keys must be loaded columns: a key left to its default cannot match anything.
+    fn check_keys(self) -> Result<LoadPlan, SinkError> {
+        let loaded = self.copy_names();
+        if self.copy_columns > 0
+            && let Some(missing) = self.merge_keys.iter().find(|k| !loaded.contains(k))
+        {
+            return Err(SinkError::Plan {
+                table: self.table.to_string(),
+                reason: format!(
+                    "merge key {missing:?} is not a field of the records (fields: {})",
+                    loaded.join(", ")
+                ),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Names of the loaded columns, in COPY order.
+    pub fn copy_names(&self) -> Vec<String> {
+        self.decode.columns[..self.copy_columns]
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    pub fn copy_types(&self) -> Vec<PgType> {
+        self.decode.columns[..self.copy_columns]
+            .iter()
+            .map(|c| c.pg_type)
+            .collect()
+    }
+
+    pub(super) fn quoted_copy_names(&self) -> Vec<String> {
+        self.copy_names().iter().map(|n| quote_ident(n)).collect()
+    }
+
+    /// The table the plan's statements write to: the target, or the table a replace by
+    /// swap builds.
+    pub fn written_table(&self) -> TableName {
+        match self.swap_of {
+            Some(oid) => swap::building_name(&self.table, oid),
+            None => self.table.clone(),
+        }
+    }
+
+    /// `COPY "s"."t" ("a", "b") FROM STDIN (FORMAT binary)`, into the staging table when
+    /// merging. `freeze` writes the rows frozen, sparing VACUUM a pass over them; PostgreSQL
+    /// allows it only into a table created in the same (sub)transaction.
+    pub fn copy_statement(&self, freeze: bool) -> String {
+        let into = if self.merge_keys.is_empty() {
+            qualified(&self.written_table())
+        } else {
+            quote_ident(STAGING)
+        };
+        format!(
+            "COPY {into} ({}) FROM STDIN (FORMAT binary{})",
+            self.quoted_copy_names().join(", "),
+            if freeze { ", FREEZE" } else { "" }
+        )
+    }
+
+    /// The DDL the load runs before its rows, as `check --preview` shows it.
+    pub fn ddl(&self) -> Vec<String> {
+        let swap = self.swap_of.map(|_| {
+            format!(
+                "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES) -- replace by swap: \
+                 indexes, keys, triggers and grants follow after the rows, then it takes the table's place",
+                qualified(&self.written_table()),
+                qualified(&self.table)
+            )
+        });
+        [
+            &self.create_schema,
+            &self.create_table,
+            &swap,
+            &self.alter_table,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+
+    /// Whether the first COPY of the load may freeze its rows: the table is created in the
+    /// load's transaction (a new table, or the one a replace swaps in). A merge COPYs into
+    /// its temporary staging table instead.
+    pub fn may_freeze(&self) -> bool {
+        self.merge_keys.is_empty() && (self.create_table.is_some() || self.swap_of.is_some())
+    }
+
+    /// `ON CONFLICT (keys) DO UPDATE SET …` for a merge: every loaded column but the keys
+    /// takes the new value.
+    pub(super) fn on_conflict(&self) -> Option<String> {
+        if self.merge_keys.is_empty() {
+            return None;
+        }
+        let keys: Vec<String> = self.merge_keys.iter().map(|k| quote_ident(k)).collect();
+        let updates: Vec<String> = self
+            .copy_names()
+            .iter()
+            .filter(|c| !self.merge_keys.contains(c))
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+            .collect();
+        Some(if updates.is_empty() {
+            format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "))
+        } else {
+            format!(
+                "ON CONFLICT ({}) DO UPDATE SET {}",
+                keys.join(", "),
+                updates.join(", ")
+            )
+        })
+    }
+
+    /// `--replace-with delete`: empties the table inside the load's transaction, so readers
+    /// keep seeing the old rows until the new ones commit (TRUNCATE would block them for the
+    /// whole load instead). A replace by swap has nothing to delete.
+    pub fn delete_statement(&self) -> Option<String> {
+        self.swap_of
+            .is_none()
+            .then(|| format!("DELETE FROM {}", qualified(&self.table)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::catalog::CatalogColumn;
+
+    fn fields(records: &[&str]) -> TableSchema {
+        let mut s = crate::decode::Sample::default();
+        for r in records {
+            s.add(r.as_bytes());
+        }
+        s.infer()
+    }
+
+    fn options() -> PlanOptions {
+        PlanOptions {
+            sample_limit: 10,
+            ..PlanOptions::default()
+        }
+    }
+
+    fn col(name: &str, pg_type: Option<PgType>, has_default: bool) -> CatalogColumn {
+        CatalogColumn {
+            name: name.into(),
+            type_name: "x".into(),
+            pg_type,
+            has_default,
+            generated: false,
+        }
+    }
+
+    #[test]
+    fn new_tables_are_created_from_the_sample() {
+        let target = TargetInfo {
+            name: TableName {
+                schema: Some("Demo".into()),
+                table: "items".into(),
+            },
+            schema_exists: false,
+            oid: None,
+            columns: None,
+        };
+        let plan =
+            LoadPlan::new(&target, &fields(&[r#"{"id": 1, "Name": "x"}"#]), &options()).unwrap();
+        assert_eq!(
+            plan.create_schema.as_deref(),
+            Some(
+                r#"SELECT pg_advisory_xact_lock(hashtext('apitap schema Demo')); CREATE SCHEMA IF NOT EXISTS "Demo""#
+            )
+        );
+        assert_eq!(
+            plan.create_table.as_deref(),
+            Some(r#"CREATE TABLE "Demo"."items" ("id" bigint, "Name" text)"#)
+        );
+        assert_eq!(
+            plan.copy_statement(false),
+            r#"COPY "Demo"."items" ("id", "Name") FROM STDIN (FORMAT binary)"#
+        );
+    }
+
+    #[test]
+    fn a_replace_by_swap_writes_every_statement_to_the_new_table() {
+        let target = TargetInfo {
+            name: TableName {
+                schema: Some("s".into()),
+                table: "t".into(),
+            },
+            schema_exists: true,
+            oid: Some(42),
+            columns: Some(vec![col("id", Some(PgType::Int8), false)]),
+        };
+        let options = PlanOptions {
+            replace_by_swap: true,
+            ..options()
+        };
+        let plan =
+            LoadPlan::new(&target, &fields(&[r#"{"id": 1, "note": "x"}"#]), &options).unwrap();
+        assert_eq!(plan.table.to_string(), "s.t");
+        assert_eq!(
+            plan.ddl(),
+            vec![
+                r#"CREATE TABLE "s"."apitap_replace_42" (LIKE "s"."t" INCLUDING ALL EXCLUDING INDEXES) -- replace by swap: indexes, keys, triggers and grants follow after the rows, then it takes the table's place"#,
+                r#"ALTER TABLE "s"."apitap_replace_42" ADD COLUMN "note" text"#,
+            ]
+        );
+        assert_eq!(
+            plan.copy_statement(plan.may_freeze()),
+            r#"COPY "s"."apitap_replace_42" ("id", "note") FROM STDIN (FORMAT binary, FREEZE)"#
+        );
+        assert!(
+            plan.insert_statement()
+                .starts_with(r#"INSERT INTO "s"."apitap_replace_42" ("id", "note")"#)
+        );
+        assert_eq!(plan.delete_statement(), None);
+    }
+
+    #[test]
+    fn existing_tables_leave_unsampled_defaults_alone() {
+        let target = TargetInfo {
+            name: TableName {
+                schema: Some("s".into()),
+                table: "t".into(),
+            },
+            schema_exists: true,
+            oid: Some(1),
+            columns: Some(vec![
+                col("id", Some(PgType::Int4), true),
+                col("loaded_at", Some(PgType::Timestamptz), true),
+                col("note", Some(PgType::Text), false),
+                col("odd", None, true),
+            ]),
+        };
+        let plan = LoadPlan::new(&target, &fields(&[r#"{"id": 1}"#]), &options()).unwrap();
+        assert_eq!(plan.copy_names(), vec!["id", "note"]);
+        assert_eq!(plan.decode.columns[2].name, "loaded_at");
+        let err = LoadPlan::new(&target, &fields(&[r#"{"odd": 1}"#]), &options()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot load s.t: column \"odd\" has type x, which apitap cannot load yet"
+        );
+    }
+}
