@@ -596,11 +596,18 @@ async fn rejected_records_go_to_the_reject_file_and_the_rest_loads() {
 }
 
 /// Rows PostgreSQL itself refuses (a key that exists, a CHECK) are found by splitting the
-/// failed COPY, set aside with the server's reason, and everything else loads in order.
+/// failed COPY (or INSERT, with `--method insert`), set aside with the server's reason, and
+/// everything else loads in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_the_server_refuses_go_to_the_reject_file_too() {
+    for method in ["copy", "insert"] {
+        rows_the_server_refuses_are_set_aside(method).await;
+    }
+}
+
+async fn rows_the_server_refuses_are_set_aside(method: &str) {
     let db = client().await;
-    let schema = fresh_schema(&db, "refused").await;
+    let schema = fresh_schema(&db, &format!("refused_{method}")).await;
     let table = format!("{schema}.t");
     db.batch_execute(&format!(
         "CREATE TABLE {table} (id bigint PRIMARY KEY, qty integer CHECK (qty >= 0));
@@ -636,11 +643,15 @@ async fn rows_the_server_refuses_go_to_the_reject_file_too() {
             reject_file.to_str().unwrap(),
             "--summary-json",
             "-",
+            "--method",
+            method,
+            "--insert-batch",
+            "8",
         ],
         Some(input.into_bytes()),
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 0, "{method}: {}", run.stderr);
     let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(
         (summary["rows"].as_u64(), summary["rejected"].as_u64()),
@@ -654,7 +665,7 @@ async fn rows_the_server_refuses_go_to_the_reject_file_too() {
         .map(|r| r.get(0))
         .collect();
     let expected: Vec<i64> = (1..=40).filter(|id| *id != 17).collect();
-    assert_eq!(ids, expected);
+    assert_eq!(ids, expected, "{method}");
     let mut rejects: Vec<serde_json::Value> = std::fs::read_to_string(&reject_file)
         .unwrap()
         .lines()
@@ -694,7 +705,8 @@ async fn rows_the_server_refuses_go_to_the_reject_file_too() {
                 "PostgreSQL refused the row: duplicate key value violates unique constraint \"t_pkey\"; Key (id)=(30) already exists.".to_string(),
                 "{\"id\":30,\"qty\":3}".to_string()
             ),
-        ]
+        ],
+        "{method}"
     );
     assert_eq!(rejects[0]["line"], serde_json::Value::Null);
     assert_eq!(rejects[2]["line"], 31);
