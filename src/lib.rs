@@ -27,4 +27,5 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod tls;
+#[cfg(feature = "sql")]
 pub mod transform;

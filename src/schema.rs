@@ -192,7 +192,11 @@ impl TableName {
     ///
     /// Unquoted parts are folded to lower case, as PostgreSQL itself does, so
     /// `--table Demo.Items` and `SELECT * FROM Demo.Items` mean the same table.
-    pub fn parse(text: &str) -> Result<TableName, String> {
+    pub fn parse(text: &str) -> Result<TableName, TableNameError> {
+        let error = |problem: &'static str| TableNameError {
+            text: text.to_string(),
+            problem,
+        };
         let mut parts = Vec::new();
         let mut rest = text.trim();
         loop {
@@ -210,7 +214,7 @@ impl TableName {
                             }
                         }
                         Some((_, c)) => name.push(c),
-                        None => return Err(format!("unterminated quote in table name {text:?}")),
+                        None => return Err(error("has a quote that is never closed")),
                     }
                 };
                 (name, &quoted[end..])
@@ -219,13 +223,13 @@ impl TableName {
                 (rest[..end].to_lowercase(), &rest[end..])
             };
             if part.is_empty() {
-                return Err(format!("empty name in table name {text:?}"));
+                return Err(error("has an empty part"));
             }
             parts.push(part);
             match after.strip_prefix('.') {
                 Some(next) => rest = next,
                 None if after.is_empty() => break,
-                None => return Err(format!("unexpected {after:?} in table name {text:?}")),
+                None => return Err(error("has text after a quoted part; use [schema.]table")),
             }
         }
         match parts.len() {
@@ -240,11 +244,17 @@ impl TableName {
                     table,
                 })
             }
-            _ => Err(format!(
-                "table name {text:?} has too many parts; use [schema.]table"
-            )),
+            _ => Err(error("has too many parts; use [schema.]table")),
         }
     }
+}
+
+/// A table name that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("table name {text:?} {problem}")]
+pub struct TableNameError {
+    pub text: String,
+    pub problem: &'static str,
 }
 
 impl fmt::Display for TableName {

@@ -21,6 +21,8 @@ use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;
 use crate::source::throttle::RateLimit;
 
+#[cfg(feature = "sql")]
+mod modules;
 mod pipelines;
 
 /// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.

@@ -61,6 +61,8 @@ pub enum ConfigError {
     /// A source or target that cannot be resolved: an unset variable, a bad value.
     #[error("{what}: {reason}")]
     Resolve { what: String, reason: String },
+    #[error("destination {0}")]
+    TableName(crate::schema::TableNameError),
     /// A setting of a source that cannot be used.
     #[error("{what}: {error}")]
     Setting { what: String, error: SettingError },
@@ -544,10 +546,7 @@ impl TargetConfig {
 
     /// Where a destination table written without a schema goes.
     pub fn table(&self, text: &str) -> Result<TableName, ConfigError> {
-        let mut table = TableName::parse(text).map_err(|e| ConfigError::Resolve {
-            what: format!("destination table {text:?}"),
-            reason: e,
-        })?;
+        let mut table = TableName::parse(text).map_err(ConfigError::TableName)?;
         if table.schema.is_none() {
             table.schema = self.schema.clone();
         }

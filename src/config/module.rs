@@ -163,7 +163,7 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
     for helper in ["schedule", "scheduler"] {
         let calls = calls.clone();
         templates.add_function(helper, move |cron: String| -> Result<String, Error> {
-            super::schedule::Schedule::parse(&cron).map_err(invalid)?;
+            super::schedule::Schedule::parse(&cron).map_err(|e| invalid(e.to_string()))?;
             if let Ok(mut calls) = calls.lock() {
                 calls.schedule = Some(cron);
             }

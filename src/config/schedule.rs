@@ -6,6 +6,15 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
+/// A pattern that is not a cron schedule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("schedule({text:?}) is not a cron pattern: {reason}")]
+pub struct ScheduleError {
+    pub text: String,
+    /// croner's words for what is wrong.
+    pub reason: String,
+}
+
 /// A parsed cron pattern.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -15,11 +24,12 @@ pub struct Schedule {
 impl Schedule {
     /// # Errors
     /// A pattern croner cannot read, with its reason.
-    pub fn parse(text: &str) -> Result<Schedule, String> {
+    pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
         let parser = CronParser::builder().seconds(Seconds::Optional).build();
-        let cron = parser
-            .parse(text)
-            .map_err(|e| format!("schedule({text:?}) is not a cron pattern: {e}"))?;
+        let cron = parser.parse(text).map_err(|e| ScheduleError {
+            text: text.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Schedule { cron })
     }
 
@@ -50,6 +60,7 @@ mod tests {
         assert!(
             Schedule::parse("every day")
                 .unwrap_err()
+                .to_string()
                 .starts_with("schedule(\"every day\") is not a cron pattern: ")
         );
     }

@@ -20,28 +20,38 @@ pub struct JsonPointer {
 impl JsonPointer {
     /// # Errors
     /// Text that is neither empty nor starts with `/`, or a bad `~` escape.
-    pub fn parse(text: &str) -> Result<JsonPointer, String> {
+    pub fn parse(text: &str) -> Result<JsonPointer, PointerError> {
+        let error = |problem: &'static str| PointerError {
+            text: text.to_string(),
+            problem,
+        };
         if text.is_empty() {
             return Ok(JsonPointer::default());
         }
         let Some(rest) = text.strip_prefix('/') else {
-            return Err(format!(
-                "JSON pointer {text:?} must start with '/' (for example /data or /response/items)"
+            return Err(error(
+                "must start with '/' (for example /data or /response/items)",
             ));
         };
         let tokens = rest
             .split('/')
             .map(|t| {
                 if t.replace("~0", "").replace("~1", "").contains('~') {
-                    return Err(format!(
-                        "JSON pointer {text:?} has a '~' not followed by 0 or 1"
-                    ));
+                    return Err(error("has a '~' not followed by 0 or 1"));
                 }
                 Ok(t.replace("~1", "/").replace("~0", "~"))
             })
             .collect::<Result<_, _>>()?;
         Ok(JsonPointer { tokens })
     }
+}
+
+/// Text that is not an RFC 6901 JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("JSON pointer {text:?} {problem}")]
+pub struct PointerError {
+    pub text: String,
+    pub problem: &'static str,
 }
 
 impl fmt::Display for JsonPointer {

@@ -46,6 +46,7 @@ mod cursor;
 mod decode_stage;
 mod encode_stage;
 mod fetch;
+#[cfg(feature = "sql")]
 pub mod run;
 
 use cursor::CursorMax;
@@ -107,6 +108,7 @@ pub enum LoadError {
     Setting(#[from] SettingError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[cfg(feature = "sql")]
     #[error("module {module}: {error}")]
     Transform {
         module: String,
@@ -268,7 +270,14 @@ pub(crate) async fn open_source(
     let (sample_tx, sample_rx) = oneshot::channel::<Sample>();
     let (plan_tx, plan_rx) = oneshot::channel::<Arc<LoadPlan>>();
 
-    let span = tracing::info_span!("http.ndjson_stream", source = %request.source);
+    // Spans as ARCHITECTURE.md lists them: what each stage is doing, for logs and traces.
+    let span = match (&pager, &request.source) {
+        (Some(_), _) => tracing::info_span!("http.pages", source = %request.source),
+        (None, Source::Http(_)) => {
+            tracing::info_span!("http.ndjson_stream", source = %request.source)
+        }
+        (None, _) => tracing::info_span!("source.read", source = %request.source),
+    };
     let fetch = match pager {
         Some(pager) => tokio::spawn(
             fetch_pages(pager, request.clone(), chunk_tx, progress.clone()).instrument(span),
@@ -289,7 +298,7 @@ pub(crate) async fn open_source(
     };
     let decode = {
         let stage = DecodeStage::new(request, rejects, sample_tx, plan_rx, batch_tx);
-        let span = tracing::info_span!("transform.load", table = %request.table);
+        let span = tracing::info_span!("decode.records", source = %request.source);
         tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(chunk_rx)))
     };
     let stages = Stages {
@@ -396,7 +405,9 @@ pub(crate) async fn write(
         let rows_per_insert =
             (method == crate::sink::WriteMethod::Insert).then_some(request.insert_batch);
         let keep_rows = helpers.rejects.is_some();
+        let span = tracing::info_span!("encode.copy", table = %table);
         tokio::task::spawn_blocking(move || {
+            let _in_span = span.enter();
             encode(
                 batches,
                 tx,
@@ -423,7 +434,9 @@ pub(crate) async fn write(
         rejects: helpers.rejects,
         streams: helpers.streams,
     };
-    let written = crate::sink::write::write(client, &plan, options, &mut rx, &progress).await;
+    let written = crate::sink::write::write(client, &plan, options, &mut rx, &progress)
+        .instrument(tracing::info_span!("sql.load", table = %table))
+        .await;
     drop(rx);
     let written = match written {
         Ok(written) => written,
@@ -499,6 +512,7 @@ fn joined(result: Result<Result<(), LoadError>, tokio::task::JoinError>) -> Resu
 
 impl Stages {
     /// One task producing the batches, labelled `source_name` in messages.
+    #[cfg(feature = "sql")]
     pub(crate) fn single(
         task: tokio::task::JoinHandle<Result<(), LoadError>>,
         source_name: String,

@@ -42,25 +42,29 @@ pub async fn run_module(
     let name = module.name.clone();
     let mut out = started.output;
     let failures = started.failures;
-    let task = tokio::spawn(async move {
-        let mut next_row = 1;
-        while let Some(batch) = out.next().await {
-            let batch = batch.map_err(|e| resolve(e, &failures, &name))?;
-            let batch = conform(&batch, &columns).map_err(|e| resolve(e, &failures, &name))?;
-            let rows = batch.num_rows() as u64;
-            let decoded = Decoded {
-                batch,
-                first_record: next_row,
-                record_numbers: None,
-                rejected: Vec::new(),
-            };
-            if tx.send(Flow::Rows(decoded)).await.is_err() {
-                return Ok(());
+    let span = tracing::info_span!("transform.load", module = %module.name);
+    let task = tokio::spawn(
+        async move {
+            let mut next_row = 1;
+            while let Some(batch) = out.next().await {
+                let batch = batch.map_err(|e| resolve(e, &failures, &name))?;
+                let batch = conform(&batch, &columns).map_err(|e| resolve(e, &failures, &name))?;
+                let rows = batch.num_rows() as u64;
+                let decoded = Decoded {
+                    batch,
+                    first_record: next_row,
+                    record_numbers: None,
+                    rejected: Vec::new(),
+                };
+                if tx.send(Flow::Rows(decoded)).await.is_err() {
+                    return Ok(());
+                }
+                next_row += rows;
             }
-            next_row += rows;
+            Ok(())
         }
-        Ok(())
-    });
+        .instrument(span),
+    );
     let stages = Stages::single(task, format!("module {}", module.name));
     write(
         &mut started.client,

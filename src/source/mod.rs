@@ -164,10 +164,7 @@ impl Source {
                     })?;
                 Box::pin(file)
             }
-            Source::Http(url) => {
-                let span = tracing::info_span!("http.request", url = %redact_url(url), status = tracing::field::Empty);
-                open_http(http, url, progress).instrument(span).await?
-            }
+            Source::Http(url) => open_http(http, url, progress).await?,
         };
         let mut reader = BufReader::with_capacity(256 * 1024, raw);
         let head = reader.fill_buf().await.map_err(|e| self.read_error(&e))?;
@@ -279,6 +276,18 @@ pub async fn fetch_page(
 /// first successful response with the number of the attempt that got it. Attempts count
 /// from `first_attempt`, so a caller that retries for its own reasons shares the budget.
 async fn send(
+    http: &Http,
+    url: &reqwest::Url,
+    progress: &Progress,
+    first_attempt: u32,
+) -> Result<(reqwest::Response, u32), SourceError> {
+    let span = tracing::info_span!("http.request", url = %redact_url(url.as_str()), status = tracing::field::Empty);
+    send_retrying(http, url, progress, first_attempt)
+        .instrument(span)
+        .await
+}
+
+async fn send_retrying(
     http: &Http,
     url: &reqwest::Url,
     progress: &Progress,

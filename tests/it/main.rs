@@ -10,6 +10,7 @@ mod faults;
 mod http;
 mod load;
 mod merge;
+#[cfg(feature = "sql")]
 mod pipelines;
 mod replace;
 mod state;

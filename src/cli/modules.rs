@@ -1,0 +1,225 @@
+//! What `apitap run` and `apitap check` do: render the modules, run their SQL over the
+//! config's sources (DataFusion) into their tables, on a schedule if asked.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+
+use super::pipelines::{CheckArgs, PipelineFiles, RunArgs};
+use super::{Outcome, interrupted};
+use crate::config::module::{Module, discover, render};
+use crate::config::schedule::Schedule;
+use crate::config::{Config, load_dotenv, process_env};
+use crate::pipeline::run::{Preview, preview_module, run_module, run_on_schedule};
+use crate::pipeline::{LoadError, LoadSummary};
+use crate::progress::Progress;
+
+/// Reads the config and renders the modules; any mistake in either stops everything.
+fn load(files: &PipelineFiles) -> anyhow::Result<(Config, Vec<Module>)> {
+    load_dotenv().map_err(anyhow::Error::msg)?;
+    let config = Config::load(&files.yaml_config)?;
+    let paths = discover(&files.modules)?;
+    if paths.is_empty() {
+        anyhow::bail!("no modules: {} has no .sql files", files.modules.display());
+    }
+    let mut modules = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let module = render(&files.modules, path)?;
+        for source in &module.sources {
+            config
+                .source(source)
+                .with_context(|| format!("module {}", module.name))?;
+        }
+        config
+            .target(module.sink.name.as_deref())
+            .with_context(|| format!("module {}", module.name))?;
+        crate::transform::Transform::new(1)
+            .parse(&module.sql)
+            .with_context(|| format!("module {} ({})", module.name, module.path.display()))?;
+        modules.push(module);
+    }
+    if let Some(unknown) = files
+        .only
+        .iter()
+        .find(|name| !modules.iter().any(|m| &&m.name == name))
+    {
+        let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
+        anyhow::bail!(
+            "no module is named {unknown:?} (modules: {})",
+            names.join(", ")
+        );
+    }
+    if !files.only.is_empty() {
+        modules.retain(|m| files.only.contains(&m.name));
+    }
+    Ok((config, modules))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let (config, modules) = load(&args.files)?;
+    let config = Arc::new(config);
+    let bars = indicatif::MultiProgress::new();
+    let run_one = |module: Module| {
+        let config = config.clone();
+        let progress = Progress::start_in(args.progress, &format!("module {}", module.name), &bars);
+        async move {
+            let result = run_module(&config, &module, &process_env, progress.clone()).await;
+            progress.finish();
+            (module, result)
+        }
+    };
+    let work = async {
+        if args.schedule {
+            let runs = modules.iter().cloned().map(|module| {
+                let run_one = &run_one;
+                let args = &args;
+                async move {
+                    let schedule = match module.schedule.as_deref().map(Schedule::parse) {
+                        Some(Ok(schedule)) => schedule,
+                        // Modules are validated when rendered; an unscheduled one runs once.
+                        _ => {
+                            let (module, result) = run_one(module).await;
+                            report(args, &module, &result);
+                            return;
+                        }
+                    };
+                    run_on_schedule(&schedule, || {
+                        let module = module.clone();
+                        async move {
+                            let (module, result) = run_one(module).await;
+                            report(args, &module, &result);
+                        }
+                    })
+                    .await;
+                }
+            });
+            futures_util::future::join_all(runs).await;
+            Vec::new()
+        } else {
+            futures_util::stream::iter(modules.iter().cloned().map(run_one))
+                .buffer_unordered(usize::from(args.jobs))
+                .collect::<Vec<_>>()
+                .await
+        }
+    };
+    let results = tokio::select! {
+        results = work => results,
+        () = interrupted() => {
+            eprintln!("apitap: interrupted; modules still running were rolled back");
+            return Ok(Outcome::Interrupted);
+        }
+    };
+    let mut failed = Vec::new();
+    for (module, result) in &results {
+        report(&args, module, result);
+        if result.is_err() {
+            failed.push(module.name.as_str());
+        }
+    }
+    if let Some(path) = &args.summary_json {
+        let lines: String = results
+            .iter()
+            .map(|(module, result)| format!("{}\n", summary_json(module, result)))
+            .collect();
+        if path.as_os_str() == "-" {
+            std::io::stdout().write_all(lines.as_bytes())?;
+        } else {
+            std::fs::write(path, lines)
+                .with_context(|| format!("could not write --summary-json {}", path.display()))?;
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} modules failed: {}",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, LoadError>) {
+    match result {
+        Ok(summary) if !args.quiet => {
+            eprintln!(
+                "apitap: module {}: loaded {} into {}{}: {}",
+                module.name,
+                module.sources.join(" + "),
+                summary.table,
+                if summary.created_table {
+                    " (created)"
+                } else {
+                    ""
+                },
+                summary.figures.line()
+            );
+            if !summary.added_columns.is_empty() {
+                eprintln!(
+                    "apitap: module {}: added column(s) for new fields: {}",
+                    module.name,
+                    summary.added_columns.join(", ")
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "apitap: module {} failed; its table is unchanged: {e}",
+            module.name
+        ),
+    }
+}
+
+fn summary_json(module: &Module, result: &Result<LoadSummary, LoadError>) -> serde_json::Value {
+    match result {
+        Ok(summary) => serde_json::json!({
+            "module": module.name,
+            "ok": true,
+            "table": summary.table.to_string(),
+            "created_table": summary.created_table,
+            "rows": summary.figures.rows,
+            "bytes": summary.figures.bytes,
+            "seconds": (summary.figures.seconds * 1000.0).round() / 1000.0,
+            "pages": summary.figures.pages,
+            "retries": summary.figures.retries,
+            "cursor": summary.cursor,
+            "added_columns": summary.added_columns,
+            "peak_rss_bytes": super::peak_rss_bytes(),
+        }),
+        Err(e) => serde_json::json!({
+            "module": module.name,
+            "ok": false,
+            "error": e.to_string(),
+        }),
+    }
+}
+
+pub async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
+    let (config, modules) = load(&args.files)?;
+    let mut out = std::io::stdout().lock();
+    for module in &modules {
+        writeln!(
+            out,
+            "module {} ({}): sources {}; target {}; schedule {}",
+            module.name,
+            module.path.display(),
+            module.sources.join(", "),
+            config.target(module.sink.name.as_deref())?.name,
+            module
+                .schedule
+                .as_deref()
+                .unwrap_or("none (runs when asked)"),
+        )?;
+        let Some(rows) = args.preview else {
+            continue;
+        };
+        let preview: Preview = preview_module(&config, module, &process_env, rows)
+            .await
+            .with_context(|| format!("previewing module {}", module.name))?;
+        write!(out, "{preview}")?;
+    }
+    writeln!(out, "ok: {} module(s) checked", modules.len())?;
+    Ok(Outcome::Done)
+}
