@@ -15,5 +15,8 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy and build, without the sql feature (apitap load only, no DataFusion)" >&2
+cargo clippy --all-targets --locked --no-default-features -- -D warnings
+cargo build --locked --no-default-features --bin apitap
 echo "== cargo test" >&2
 cargo test --all-targets --locked --no-fail-fast

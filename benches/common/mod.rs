@@ -33,6 +33,7 @@ pub fn decode(input: &[u8], table: &TableSchema) -> Vec<Decoded> {
             unknown_field_hint: String::new(),
             must_stay_null: Vec::new(),
             reject: false,
+            zone: None,
         },
     );
     let mut framer = Framer::new(None, 1 << 26);

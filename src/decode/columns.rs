@@ -1,16 +1,16 @@
-//! arrow-json column decoders that produce exactly the target column's type.
+//! Column decoders: one batch of scanned records → one Arrow array typed for the target
+//! column, one column at a time.
 //!
-//! arrow-json's own decoders are built for analytics and coerce quietly: `1.5` becomes `1` in
-//! an integer column, and nested values cannot land in a string column. A loader must instead
-//! keep every value exact or refuse it, so each PostgreSQL type gets a decoder here, selected
-//! through arrow-json's [`DecoderFactory`] by the field's [`PG_TYPE_KEY`] tag. Each decoder is
-//! one loop over the batch's tape positions with no per-value allocation.
+//! A loader must keep every value exact or refuse it, and must read JSON text the way
+//! PostgreSQL's own JSON → row conversion (`json_populate_record`) does: a JSON string is
+//! the text it holds, handed to the type's input function; a number is its text as written;
+//! an object or array is its JSON text. So each PostgreSQL type gets a decoder here that
+//! accepts what that type's input function accepts (for the forms APIs send) and refuses the
+//! rest by name; nothing is coerced (`1.5` is not an integer, `1e-400` is not a double).
 //!
-//! Error messages name the value and the expected type; arrow-json prefixes the field name,
-//! and the record decoder adds the record number.
+//! A value a column cannot take becomes NULL in the array and its row goes to `errors` with
+//! the reason; the record decoder then fails the load or sets the record aside.
 
-use std::fmt::Write as _;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, FixedSizeBinaryBuilder, StringBuilder};
@@ -20,455 +20,498 @@ use arrow_array::types::{
 };
 use arrow_array::{ArrayRef, ArrowPrimitiveType, BooleanArray, PrimitiveArray};
 use arrow_buffer::{BooleanBufferBuilder, NullBufferBuilder};
-use arrow_json::reader::{ArrayDecoder, DecoderContext, DecoderFactory, Tape, TapeElement};
-use arrow_schema::{ArrowError, FieldRef};
 use base64::Engine as _;
 
-use super::values::{parse_date, parse_time, parse_timestamp};
+use super::scan::{Kind, Value, unescape};
+use super::values::{SessionZone, parse_bool, parse_date, parse_time, parse_timestamp, parse_uuid};
 use crate::encode::encode_numeric;
 use crate::schema::PgType;
 
-/// Picks our decoder for every field tagged with a PostgreSQL type.
-#[derive(Debug)]
-pub struct PgDecoderFactory;
+/// One batch of scanned records: their bytes, and each row's value for each column.
+pub struct Batch<'a> {
+    /// The records' bytes, one after another.
+    pub input: &'a [u8],
+    /// Row-major: the value of row `r`, column `c` is `values[r * columns + c]`.
+    pub values: &'a [Value],
+    pub columns: usize,
+    pub rows: usize,
+}
 
-impl DecoderFactory for PgDecoderFactory {
-    fn make_default_decoder(
-        &self,
-        _ctx: &DecoderContext,
-        field: &FieldRef,
-        _is_nullable: bool,
-    ) -> Result<Option<Box<dyn ArrayDecoder>>, ArrowError> {
-        let Some(pg_type) = PgType::of_field(field) else {
-            return Ok(None);
-        };
-        Ok(Some(match pg_type {
-            PgType::Int2 => Box::new(IntDecoder::<Int16Type>::new(pg_type)),
-            PgType::Int4 => Box::new(IntDecoder::<Int32Type>::new(pg_type)),
-            PgType::Int8 => Box::new(IntDecoder::<Int64Type>::new(pg_type)),
-            PgType::Float4 => Box::new(FloatDecoder::<Float32Type>::new(pg_type)),
-            PgType::Float8 => Box::new(FloatDecoder::<Float64Type>::new(pg_type)),
-            PgType::Bool => Box::new(BoolDecoder),
-            PgType::Text | PgType::Json | PgType::Jsonb | PgType::Numeric => {
-                Box::new(TextDecoder::new(pg_type))
-            }
-            PgType::Timestamptz | PgType::Timestamp | PgType::Date | PgType::Time => {
-                Box::new(TemporalDecoder { pg_type })
-            }
-            PgType::Uuid => Box::new(UuidDecoder),
-            PgType::Bytea => Box::new(ByteaDecoder::default()),
-        }))
+impl Batch<'_> {
+    fn value(&self, row: usize, column: usize) -> Value {
+        self.values[row * self.columns + column]
     }
 }
+
+/// Why a row's value does not fit: the row, and the reason.
+pub type ValueError = (usize, String);
 
 /// Longest value text quoted in an error message.
 const MAX_SHOWN: usize = 80;
 
-/// The value at `p` as JSON text, shortened for messages.
-fn show(tape: &Tape<'_>, p: u32) -> String {
-    let mut out = String::new();
-    write_json(tape, p, &mut out);
-    if out.len() > MAX_SHOWN {
-        let mut cut = MAX_SHOWN;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
+/// The value as JSON text, shortened for messages.
+fn show(input: &[u8], value: &Value) -> String {
+    let text = value.json(input);
+    if text.len() <= MAX_SHOWN {
+        return text.to_string();
     }
-    out
+    let mut cut = MAX_SHOWN;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
 }
 
-fn invalid(tape: &Tape<'_>, p: u32, what: &str) -> ArrowError {
-    ArrowError::JsonError(format!("{} is not {what}", show(tape, p)))
+/// Decodes column `column` of `batch` into an array of `pg_type`'s Arrow type.
+pub fn decode_column(
+    pg_type: PgType,
+    batch: &Batch<'_>,
+    column: usize,
+    zone: Option<&SessionZone>,
+    errors: &mut Vec<ValueError>,
+) -> ArrayRef {
+    let mut d = Decoding {
+        batch,
+        column,
+        pg_type,
+        errors,
+        scratch: String::new(),
+    };
+    match pg_type {
+        PgType::Int2 => Arc::new(d.primitive::<Int16Type>(|d, v| d.integer(v))),
+        PgType::Int4 => Arc::new(d.primitive::<Int32Type>(|d, v| d.integer(v))),
+        PgType::Int8 => Arc::new(d.primitive::<Int64Type>(|d, v| d.integer(v))),
+        PgType::Float4 => Arc::new(d.primitive::<Float32Type>(|d, v| d.float(v))),
+        PgType::Float8 => Arc::new(d.primitive::<Float64Type>(|d, v| d.float(v))),
+        PgType::Bool => d.boolean(),
+        PgType::Text | PgType::Json | PgType::Jsonb | PgType::Numeric => d.text(),
+        PgType::Timestamptz => Arc::new(
+            d.primitive::<TimestampMicrosecondType>(|d, v| {
+                let stamp = d.string(v, parse_timestamp)?;
+                stamp.utc_micros(zone).ok_or_else(|| {
+                    format!(
+                        "{} has no UTC offset, and the session's TimeZone ({}) is not one apitap can apply; \
+                         write the offset, or set TimeZone to a zone name such as UTC",
+                        show(d.input(), v),
+                        match zone {
+                            Some(SessionZone::Unsupported(setting)) => setting.as_str(),
+                            _ => "?",
+                        }
+                    )
+                })
+            })
+            .with_timezone("UTC"),
+        ),
+        // Like PostgreSQL, a timestamp without time zone keeps the wall-clock time and
+        // ignores any offset written with it.
+        PgType::Timestamp => Arc::new(d.primitive::<TimestampMicrosecondType>(|d, v| {
+            d.string(v, parse_timestamp).map(|t| t.wall_micros)
+        })),
+        PgType::Date => Arc::new(d.primitive::<Date32Type>(|d, v| d.string(v, parse_date))),
+        PgType::Time => {
+            Arc::new(d.primitive::<Time64MicrosecondType>(|d, v| d.string(v, parse_time)))
+        }
+        PgType::Uuid => d.uuid(),
+        PgType::Bytea => d.bytea(),
+    }
 }
 
-/// The text of a number literal, or of a string holding one (APIs often quote big numbers).
-/// Only strings can carry surrounding spaces, so only they are trimmed.
-fn numeric_text<'t>(tape: &Tape<'t>, p: u32) -> Option<&'t str> {
-    match tape.get(p) {
-        TapeElement::Number(i) => Some(tape.get_string(i)),
-        TapeElement::String(i) => Some(tape.get_string(i).trim()),
+/// One column being decoded.
+struct Decoding<'a, 'b> {
+    batch: &'a Batch<'a>,
+    column: usize,
+    pg_type: PgType,
+    errors: &'b mut Vec<ValueError>,
+    /// A string's unescaped text.
+    scratch: String,
+}
+
+/// Why a value does not fit, before the row is known.
+type Refusal = String;
+
+impl Decoding<'_, '_> {
+    fn input(&self) -> &[u8] {
+        self.batch.input
+    }
+
+    fn not(&self, value: &Value, what: &str) -> Refusal {
+        format!("{} is not {what}", show(self.input(), value))
+    }
+
+    fn out_of_range(&self, value: &Value) -> Refusal {
+        format!(
+            "{} is out of range for {}",
+            show(self.input(), value),
+            self.pg_type
+        )
+    }
+
+    /// What the type's name is in "is not …" messages.
+    fn expected(&self) -> &'static str {
+        match self.pg_type {
+            PgType::Int2 => "an integer (smallint)",
+            PgType::Int4 => "an integer (integer)",
+            PgType::Int8 => "an integer (bigint)",
+            PgType::Float4 => "a number (real)",
+            PgType::Float8 => "a number (double precision)",
+            PgType::Numeric => "a number (numeric)",
+            PgType::Bool => "a boolean",
+            PgType::Timestamptz => "a timestamp (timestamptz)",
+            PgType::Timestamp => "a timestamp (timestamp)",
+            PgType::Date => "a date (YYYY-MM-DD)",
+            PgType::Time => "a time of day (HH:MM:SS)",
+            PgType::Uuid => "a UUID",
+            PgType::Bytea => "base64 or \\x-hex bytes (bytea)",
+            PgType::Text | PgType::Json | PgType::Jsonb => "text",
+        }
+    }
+
+    /// The text a string holds, escapes resolved (in `scratch` when it has any).
+    fn string_text(&mut self, value: &Value) -> &str {
+        let raw = value.text(self.batch.input);
+        if !value.escaped {
+            return raw;
+        }
+        self.scratch.clear();
+        unescape(raw, &mut self.scratch);
+        &self.scratch
+    }
+
+    /// The text a type's input function would get for a number or a string (trimmed of the
+    /// whitespace input functions skip), or a refusal for any other value.
+    fn scalar_text(&mut self, value: &Value) -> Result<&str, Refusal> {
+        match value.kind {
+            Kind::Number => Ok(value.text(self.batch.input)),
+            Kind::String => {
+                if value.nul {
+                    return Err(nul_refusal());
+                }
+                Ok(self
+                    .string_text(value)
+                    .trim_matches(|c: char| c.is_ascii_whitespace()))
+            }
+            _ => Err(self.not(value, self.expected())),
+        }
+    }
+
+    /// A string's (or a number's) text parsed by `parse`, or a refusal naming the expected
+    /// type.
+    fn string<T>(
+        &mut self,
+        value: &Value,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, Refusal> {
+        let parsed = match value.kind {
+            Kind::String | Kind::Number => self.scalar_text(value).ok().and_then(&parse),
+            _ => None,
+        };
+        parsed.ok_or_else(|| self.not(value, self.expected()))
+    }
+
+    /// A primitive array, with `parse` for each present, non-null value.
+    fn primitive<T: ArrowPrimitiveType>(
+        &mut self,
+        mut parse: impl FnMut(&mut Self, &Value) -> Result<T::Native, Refusal>,
+    ) -> PrimitiveArray<T> {
+        let rows = self.batch.rows;
+        let mut values = Vec::with_capacity(rows);
+        let mut nulls = NullBufferBuilder::new(rows);
+        for row in 0..rows {
+            let value = self.batch.value(row, self.column);
+            if matches!(value.kind, Kind::Absent | Kind::Null) {
+                values.push(T::Native::default());
+                nulls.append_null();
+                continue;
+            }
+            match parse(self, &value) {
+                Ok(v) => {
+                    values.push(v);
+                    nulls.append_non_null();
+                }
+                Err(reason) => {
+                    self.errors.push((row, reason));
+                    values.push(T::Native::default());
+                    nulls.append_null();
+                }
+            }
+        }
+        PrimitiveArray::new(values.into(), nulls.finish())
+    }
+
+    /// An integer of the column's width: digits with an optional sign, as `int4in` takes
+    /// them (no fraction or exponent, even `1.0`).
+    fn integer<N: TryFrom<i64>>(&mut self, value: &Value) -> Result<N, Refusal> {
+        let text = self.scalar_text(value)?;
+        let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.not(value, self.expected()));
+        }
+        text.parse::<i64>()
+            .ok()
+            .and_then(|v| N::try_from(v).ok())
+            .ok_or_else(|| self.out_of_range(value))
+    }
+
+    /// A float as `float8in`/`float4in` read it: correctly rounded, the spelled-out special
+    /// values, and nothing that overflows to infinity or underflows to zero.
+    fn float<F: Float>(&mut self, value: &Value) -> Result<F, Refusal> {
+        let text = self.scalar_text(value)?;
+        if let Some(special) = F::special(text) {
+            return Ok(special);
+        }
+        let looks_numeric = text
+            .trim_start_matches(['-', '+'])
+            .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+        let parsed = looks_numeric.then(|| text.parse::<F>().ok()).flatten();
+        let Some(v) = parsed else {
+            return Err(self.not(value, self.expected()));
+        };
+        let underflow = v.is_zero()
+            && text
+                .bytes()
+                .take_while(|b| !matches!(b, b'e' | b'E'))
+                .any(|b| (b'1'..=b'9').contains(&b));
+        if !v.is_finite() || underflow {
+            return Err(self.out_of_range(value));
+        }
+        Ok(v)
+    }
+
+    fn boolean(&mut self) -> ArrayRef {
+        let rows = self.batch.rows;
+        let mut values = BooleanBufferBuilder::new(rows);
+        let mut nulls = NullBufferBuilder::new(rows);
+        for row in 0..rows {
+            let value = self.batch.value(row, self.column);
+            let parsed = match value.kind {
+                Kind::Absent | Kind::Null => None,
+                Kind::True => Some(Ok(true)),
+                Kind::False => Some(Ok(false)),
+                // boolin of the number's or the string's text.
+                Kind::Number | Kind::String => Some(
+                    self.scalar_text(&value)
+                        .ok()
+                        .and_then(parse_bool)
+                        .ok_or_else(|| self.not(&value, "a boolean")),
+                ),
+                _ => Some(Err(self.not(&value, "a boolean"))),
+            };
+            match parsed {
+                Some(Ok(v)) => {
+                    values.append(v);
+                    nulls.append_non_null();
+                }
+                None => {
+                    values.append(false);
+                    nulls.append_null();
+                }
+                Some(Err(reason)) => {
+                    self.errors.push((row, reason));
+                    values.append(false);
+                    nulls.append_null();
+                }
+            }
+        }
+        Arc::new(BooleanArray::new(values.finish(), nulls.finish()))
+    }
+
+    /// text, json, jsonb and numeric, all UTF-8 text:
+    ///
+    /// - text takes a string's text, a number as written, `true`/`false`, and an object's
+    ///   or array's JSON text exactly as written (what `json_populate_record` gives);
+    /// - json and jsonb take any value's JSON text as written (a string keeps its quotes);
+    /// - numeric takes a number as written, or a string holding a decimal number, checked
+    ///   against numeric's range here so that a bad one is named with its record.
+    ///
+    /// JSON `null` is SQL NULL in every case.
+    fn text(&mut self) -> ArrayRef {
+        let rows = self.batch.rows;
+        let input = self.batch.input;
+        let mut builder = StringBuilder::with_capacity(rows, rows * 16);
+        let mut numeric = Vec::new();
+        for row in 0..rows {
+            let value = self.batch.value(row, self.column);
+            if matches!(value.kind, Kind::Absent | Kind::Null) {
+                builder.append_null();
+                continue;
+            }
+            let text: Result<&str, Refusal> = match (self.pg_type, value.kind) {
+                // PostgreSQL's JSON conversion refuses the escape \u0000 anywhere in a value
+                // it turns into text, json or jsonb.
+                (PgType::Text | PgType::Json | PgType::Jsonb, _) if value.nul => Err(nul_refusal()),
+                (PgType::Text, Kind::String) => Ok(self.string_text(&value)),
+                (PgType::Text, Kind::True) => Ok("true"),
+                (PgType::Text, Kind::False) => Ok("false"),
+                (PgType::Text, _) => Ok(value.text(input)),
+                (PgType::Numeric, _) => match self.scalar_text(&value) {
+                    Ok(text) => {
+                        numeric.clear();
+                        match encode_numeric(text, &mut numeric) {
+                            Ok(()) => Ok(text),
+                            Err(e) => Err(format!(
+                                "{} ({e})",
+                                self.not(&value, "a number numeric can hold")
+                            )),
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
+                // A string into json is its text quoted again, as PostgreSQL's escape_json
+                // writes it; jsonb stores the same whatever the escapes.
+                (PgType::Json, Kind::String) if value.escaped => {
+                    let text = self.string_text(&value).to_string();
+                    self.scratch.clear();
+                    escape_json(&text, &mut self.scratch);
+                    Ok(self.scratch.as_str())
+                }
+                _ => Ok(value.json(input)),
+            };
+            match text {
+                Ok(text) => builder.append_value(text),
+                Err(reason) => {
+                    self.errors.push((row, reason));
+                    builder.append_null();
+                }
+            }
+        }
+        Arc::new(builder.finish())
+    }
+
+    fn uuid(&mut self) -> ArrayRef {
+        let rows = self.batch.rows;
+        let mut builder = FixedSizeBinaryBuilder::with_capacity(rows, 16);
+        for row in 0..rows {
+            let value = self.batch.value(row, self.column);
+            if matches!(value.kind, Kind::Absent | Kind::Null) {
+                builder.append_null();
+                continue;
+            }
+            // uuid_in takes no surrounding whitespace.
+            let parsed = match value.kind {
+                Kind::String if !value.nul => parse_uuid(self.string_text(&value)),
+                _ => None,
+            };
+            match parsed {
+                Some(bytes) => {
+                    let _ = builder.append_value(bytes);
+                }
+                None => {
+                    let reason = self.not(&value, "a UUID");
+                    self.errors.push((row, reason));
+                    builder.append_null();
+                }
+            }
+        }
+        Arc::new(builder.finish())
+    }
+
+    /// bytea from PostgreSQL's `\x` hex form, or base64 (standard or URL-safe alphabet,
+    /// padding optional), which APIs use for bytes and PostgreSQL does not read.
+    fn bytea(&mut self) -> ArrayRef {
+        let rows = self.batch.rows;
+        let mut builder = BinaryBuilder::with_capacity(rows, rows * 16);
+        let mut bytes = Vec::new();
+        for row in 0..rows {
+            let value = self.batch.value(row, self.column);
+            if matches!(value.kind, Kind::Absent | Kind::Null) {
+                builder.append_null();
+                continue;
+            }
+            bytes.clear();
+            let ok = match value.kind {
+                Kind::String if !value.nul => {
+                    let text = self.string_text(&value);
+                    match text.strip_prefix("\\x") {
+                        Some(hex) => decode_hex(hex, &mut bytes),
+                        None => {
+                            BASE64.decode_vec(text, &mut bytes).is_ok() || {
+                                bytes.clear();
+                                BASE64_URL.decode_vec(text, &mut bytes).is_ok()
+                            }
+                        }
+                    }
+                }
+                _ => false,
+            };
+            if ok {
+                builder.append_value(&bytes);
+            } else {
+                let reason = self.not(&value, "base64 or \\x-hex bytes (bytea)");
+                self.errors.push((row, reason));
+                builder.append_null();
+            }
+        }
+        Arc::new(builder.finish())
+    }
+}
+
+/// A JSON string of `text`, escaped as PostgreSQL's `escape_json` does: quotes, backslashes
+/// and control characters only (`\b \f \n \r \t`, others as `\u00XX`).
+fn escape_json(text: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn nul_refusal() -> Refusal {
+    "the escape \\u0000 (a NUL character), which PostgreSQL cannot store in text".into()
+}
+
+/// f32 and f64, read as PostgreSQL's `float4in` and `float8in` do.
+trait Float: std::str::FromStr + Copy {
+    fn special(text: &str) -> Option<Self>;
+    fn is_zero(self) -> bool;
+    fn is_finite(self) -> bool;
+}
+
+/// The special values float input takes, in any case: NaN, [+-]Infinity, [+-]inf.
+fn float_special(text: &str) -> Option<f64> {
+    let lower = text.to_ascii_lowercase();
+    match lower.as_str() {
+        "nan" => Some(f64::NAN),
+        "infinity" | "+infinity" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-infinity" | "-inf" => Some(f64::NEG_INFINITY),
         _ => None,
     }
 }
 
-/// Writes the value at `p` as JSON text and returns the position after it.
-pub fn write_json(tape: &Tape<'_>, p: u32, out: &mut String) -> u32 {
-    match tape.get(p) {
-        element @ (TapeElement::StartObject(end) | TapeElement::StartList(end)) => {
-            let object = matches!(element, TapeElement::StartObject(_));
-            out.push(if object { '{' } else { '[' });
-            let mut cur = p + 1;
-            while cur < end {
-                if cur > p + 1 {
-                    out.push(',');
-                }
-                cur = write_json(tape, cur, out);
-                if object {
-                    out.push(':');
-                    cur = write_json(tape, cur, out);
-                }
-            }
-            out.push(if object { '}' } else { ']' });
-            end + 1
-        }
-        TapeElement::String(i) => {
-            write_json_string(tape.get_string(i), out);
-            p + 1
-        }
-        TapeElement::Number(i) => {
-            out.push_str(tape.get_string(i));
-            p + 1
-        }
-        TapeElement::True => {
-            out.push_str("true");
-            p + 1
-        }
-        TapeElement::False => {
-            out.push_str("false");
-            p + 1
-        }
-        TapeElement::Null => {
-            out.push_str("null");
-            p + 1
-        }
-        // The remaining elements only come from serde input, which apitap never uses; their
-        // Display is still correct JSON.
-        TapeElement::I64(high) => {
-            if let TapeElement::I32(low) = tape.get(p + 1) {
-                let _ = write!(out, "{}", (i64::from(high) << 32) | i64::from(low as u32));
-            }
-            p + 2
-        }
-        TapeElement::F64(high) => {
-            if let TapeElement::F32(low) = tape.get(p + 1) {
-                let _ = write!(
-                    out,
-                    "{}",
-                    f64::from_bits((u64::from(high) << 32) | u64::from(low))
-                );
-            }
-            p + 2
-        }
-        TapeElement::I32(v) => {
-            let _ = write!(out, "{v}");
-            p + 1
-        }
-        TapeElement::F32(v) => {
-            let _ = write!(out, "{}", f32::from_bits(v));
-            p + 1
-        }
-        // End markers are skipped by their start's arm; TapeElement is non-exhaustive.
-        _ => p + 1,
+impl Float for f64 {
+    fn special(text: &str) -> Option<f64> {
+        float_special(text)
+    }
+    fn is_zero(self) -> bool {
+        self == 0.0
+    }
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
     }
 }
 
-/// JSON-escapes `s`: quotes, backslashes and control characters.
-fn write_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
+impl Float for f32 {
+    fn special(text: &str) -> Option<f32> {
+        float_special(text).map(|v| v as f32)
     }
-    out.push_str(&s[start..]);
-    out.push('"');
-}
-
-fn primitive<T: ArrowPrimitiveType>(
-    pos: &[u32],
-    tape: &Tape<'_>,
-    mut parse: impl FnMut(u32) -> Result<T::Native, ArrowError>,
-) -> Result<PrimitiveArray<T>, ArrowError> {
-    let mut values = Vec::with_capacity(pos.len());
-    let mut nulls = NullBufferBuilder::new(pos.len());
-    for &p in pos {
-        if let TapeElement::Null = tape.get(p) {
-            values.push(T::Native::default());
-            nulls.append_null();
-        } else {
-            values.push(parse(p)?);
-            nulls.append_non_null();
-        }
+    fn is_zero(self) -> bool {
+        self == 0.0
     }
-    Ok(PrimitiveArray::new(values.into(), nulls.finish()))
-}
-
-struct IntDecoder<T> {
-    pg_type: PgType,
-    _type: PhantomData<fn() -> T>,
-}
-
-impl<T> IntDecoder<T> {
-    fn new(pg_type: PgType) -> Self {
-        IntDecoder {
-            pg_type,
-            _type: PhantomData,
-        }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
     }
-}
-
-impl<T> ArrayDecoder for IntDecoder<T>
-where
-    T: ArrowPrimitiveType,
-    T::Native: TryFrom<i64>,
-{
-    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let pg_type = self.pg_type;
-        let array = primitive::<T>(pos, tape, |p| {
-            let text = numeric_text(tape, p)
-                .ok_or_else(|| invalid(tape, p, &format!("an integer ({pg_type})")))?;
-            match text.parse::<i64>() {
-                Ok(v) => T::Native::try_from(v).map_err(|_| {
-                    ArrowError::JsonError(format!(
-                        "{} is out of range for {pg_type}",
-                        show(tape, p)
-                    ))
-                }),
-                Err(_) if looks_like_integer(text) => Err(ArrowError::JsonError(format!(
-                    "{} is out of range for {pg_type}",
-                    show(tape, p)
-                ))),
-                Err(_) => Err(invalid(tape, p, &format!("an integer ({pg_type})"))),
-            }
-        })?;
-        Ok(Arc::new(array))
-    }
-}
-
-fn looks_like_integer(text: &str) -> bool {
-    let digits = text.trim_start_matches(['-', '+']);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-struct FloatDecoder<T> {
-    pg_type: PgType,
-    _type: PhantomData<fn() -> T>,
-}
-
-impl<T> FloatDecoder<T> {
-    fn new(pg_type: PgType) -> Self {
-        FloatDecoder {
-            pg_type,
-            _type: PhantomData,
-        }
-    }
-}
-
-trait FromText: Sized {
-    fn from_text(text: &str) -> Option<Self>;
-}
-
-/// "1e999" parses to infinity; only a spelled-out `Infinity` or `NaN` may mean a non-finite value.
-fn is_spelled_non_finite(text: &str) -> bool {
-    !text
-        .trim_start_matches(['-', '+'])
-        .starts_with(|c: char| c.is_ascii_digit() || c == '.')
-}
-
-impl FromText for f32 {
-    fn from_text(text: &str) -> Option<f32> {
-        let v = text.parse::<f32>().ok()?;
-        (v.is_finite() || is_spelled_non_finite(text)).then_some(v)
-    }
-}
-
-impl FromText for f64 {
-    fn from_text(text: &str) -> Option<f64> {
-        let v = text.parse::<f64>().ok()?;
-        (v.is_finite() || is_spelled_non_finite(text)).then_some(v)
-    }
-}
-
-impl<T> ArrayDecoder for FloatDecoder<T>
-where
-    T: ArrowPrimitiveType,
-    T::Native: FromText,
-{
-    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let pg_type = self.pg_type;
-        let array = primitive::<T>(pos, tape, |p| {
-            numeric_text(tape, p)
-                .and_then(T::Native::from_text)
-                .ok_or_else(|| invalid(tape, p, &format!("a number ({pg_type})")))
-        })?;
-        Ok(Arc::new(array))
-    }
-}
-
-struct BoolDecoder;
-
-impl ArrayDecoder for BoolDecoder {
-    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut values = BooleanBufferBuilder::new(pos.len());
-        let mut nulls = NullBufferBuilder::new(pos.len());
-        for &p in pos {
-            let value = match tape.get(p) {
-                TapeElement::Null => None,
-                TapeElement::True => Some(true),
-                TapeElement::False => Some(false),
-                TapeElement::String(i) => match tape.get_string(i).to_ascii_lowercase().as_str() {
-                    "true" | "t" => Some(true),
-                    "false" | "f" => Some(false),
-                    _ => return Err(invalid(tape, p, "a boolean")),
-                },
-                _ => return Err(invalid(tape, p, "a boolean")),
-            };
-            values.append(value.unwrap_or(false));
-            match value {
-                Some(_) => nulls.append_non_null(),
-                None => nulls.append_null(),
-            }
-        }
-        Ok(Arc::new(BooleanArray::new(values.finish(), nulls.finish())))
-    }
-}
-
-/// text, json, jsonb and numeric: all decoded to UTF-8 text.
-///
-/// - text takes strings as they are, numbers and booleans as written, and nested values as
-///   JSON text (what a `::text` cast of json gives);
-/// - json/jsonb take any value as JSON text (a string keeps its quotes);
-/// - numeric takes numbers exactly as written, or strings holding a decimal number.
-///
-/// JSON `null` is SQL NULL in every case.
-struct TextDecoder {
-    pg_type: PgType,
-    scratch: String,
-    numeric_scratch: Vec<u8>,
-}
-
-impl TextDecoder {
-    fn new(pg_type: PgType) -> Self {
-        TextDecoder {
-            pg_type,
-            scratch: String::new(),
-            numeric_scratch: Vec::new(),
-        }
-    }
-}
-
-impl ArrayDecoder for TextDecoder {
-    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut builder = StringBuilder::with_capacity(pos.len(), pos.len() * 16);
-        for &p in pos {
-            let element = tape.get(p);
-            if let TapeElement::Null = element {
-                builder.append_null();
-                continue;
-            }
-            match (self.pg_type, element) {
-                (PgType::Text, TapeElement::String(i) | TapeElement::Number(i)) => {
-                    builder.append_value(tape.get_string(i))
-                }
-                (PgType::Text, TapeElement::True) => builder.append_value("true"),
-                (PgType::Text, TapeElement::False) => builder.append_value("false"),
-                (PgType::Numeric, TapeElement::Number(i)) => {
-                    builder.append_value(tape.get_string(i))
-                }
-                (PgType::Numeric, TapeElement::String(i)) => {
-                    let text = tape.get_string(i).trim();
-                    self.numeric_scratch.clear();
-                    encode_numeric(text, &mut self.numeric_scratch)
-                        .map_err(|_| invalid(tape, p, "a number (numeric)"))?;
-                    builder.append_value(text);
-                }
-                (PgType::Numeric, _) => return Err(invalid(tape, p, "a number (numeric)")),
-                _ => {
-                    self.scratch.clear();
-                    write_json(tape, p, &mut self.scratch);
-                    builder.append_value(&self.scratch);
-                }
-            }
-        }
-        Ok(Arc::new(builder.finish()))
-    }
-}
-
-struct TemporalDecoder {
-    pg_type: PgType,
-}
-
-impl ArrayDecoder for TemporalDecoder {
-    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let string = |p: u32| match tape.get(p) {
-            TapeElement::String(i) => Some(tape.get_string(i)),
-            _ => None,
-        };
-        Ok(match self.pg_type {
-            PgType::Timestamptz => Arc::new(
-                primitive::<TimestampMicrosecondType>(pos, tape, |p| {
-                    string(p)
-                        .and_then(parse_timestamp)
-                        .map(|t| t.utc_micros())
-                        .ok_or_else(|| invalid(tape, p, "a timestamp (timestamptz)"))
-                })?
-                .with_timezone("UTC"),
-            ),
-            // Like PostgreSQL, a timestamp without time zone keeps the wall-clock time and
-            // ignores any offset written with it.
-            PgType::Timestamp => Arc::new(primitive::<TimestampMicrosecondType>(pos, tape, |p| {
-                string(p)
-                    .and_then(parse_timestamp)
-                    .map(|t| t.wall_micros)
-                    .ok_or_else(|| invalid(tape, p, "a timestamp (timestamp)"))
-            })?),
-            PgType::Date => Arc::new(primitive::<Date32Type>(pos, tape, |p| {
-                string(p)
-                    .and_then(parse_date)
-                    .ok_or_else(|| invalid(tape, p, "a date (YYYY-MM-DD)"))
-            })?),
-            PgType::Time => Arc::new(primitive::<Time64MicrosecondType>(pos, tape, |p| {
-                string(p)
-                    .and_then(parse_time)
-                    .ok_or_else(|| invalid(tape, p, "a time of day (HH:MM:SS)"))
-            })?),
-            other => unreachable!("TemporalDecoder built for {other}"),
-        })
-    }
-}
-
-struct UuidDecoder;
-
-impl ArrayDecoder for UuidDecoder {
-    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut builder = FixedSizeBinaryBuilder::with_capacity(pos.len(), 16);
-        for &p in pos {
-            match tape.get(p) {
-                TapeElement::Null => builder.append_null(),
-                TapeElement::String(i) => {
-                    let uuid = uuid::Uuid::try_parse(tape.get_string(i).trim())
-                        .map_err(|_| invalid(tape, p, "a UUID"))?;
-                    builder.append_value(uuid.as_bytes())?;
-                }
-                _ => return Err(invalid(tape, p, "a UUID")),
-            }
-        }
-        Ok(Arc::new(builder.finish()))
-    }
-}
-
-/// bytea from base64 (standard or URL-safe alphabet, padding optional) or PostgreSQL's own
-/// `\x` hex form.
-#[derive(Default)]
-struct ByteaDecoder {
-    scratch: Vec<u8>,
 }
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
@@ -482,47 +525,22 @@ const BASE64_URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpos
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
+/// PostgreSQL's hex bytea input: pairs of hex digits, whitespace allowed between pairs (not
+/// inside one).
 fn decode_hex(hex: &str, out: &mut Vec<u8>) -> bool {
-    let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let nibble = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16)).map(|d| d as u8);
     let bytes = hex.as_bytes();
-    if bytes.len() % 2 != 0 {
-        return false;
-    }
-    for pair in bytes.chunks_exact(2) {
-        match (nibble(pair[0]), nibble(pair[1])) {
+    let mut at = 0;
+    while at < bytes.len() {
+        if matches!(bytes[at], b' ' | b'\t' | b'\n' | b'\r') {
+            at += 1;
+            continue;
+        }
+        match (nibble(bytes.get(at)), nibble(bytes.get(at + 1))) {
             (Some(h), Some(l)) => out.push(h << 4 | l),
             _ => return false,
         }
+        at += 2;
     }
     true
-}
-
-impl ArrayDecoder for ByteaDecoder {
-    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut builder = BinaryBuilder::with_capacity(pos.len(), pos.len() * 16);
-        for &p in pos {
-            match tape.get(p) {
-                TapeElement::Null => builder.append_null(),
-                TapeElement::String(i) => {
-                    let text = tape.get_string(i);
-                    self.scratch.clear();
-                    let ok = match text.strip_prefix("\\x") {
-                        Some(hex) => decode_hex(hex, &mut self.scratch),
-                        None => {
-                            BASE64.decode_vec(text, &mut self.scratch).is_ok() || {
-                                self.scratch.clear();
-                                BASE64_URL.decode_vec(text, &mut self.scratch).is_ok()
-                            }
-                        }
-                    };
-                    if !ok {
-                        return Err(invalid(tape, p, "base64 or \\x-hex bytes (bytea)"));
-                    }
-                    builder.append_value(&self.scratch);
-                }
-                _ => return Err(invalid(tape, p, "base64 or \\x-hex bytes (bytea)")),
-            }
-        }
-        Ok(Arc::new(builder.finish()))
-    }
 }

@@ -1,11 +1,14 @@
 //! Infers column types from a sample of records, for tables apitap creates.
 //!
-//! Only the first `--sample` records are looked at, so this may build a `serde_json::Value`
-//! per record; the stream itself never does. Column order is the order fields first appear.
+//! The sample is read with the same strict scanner as the load ([`super::scan`]), so it
+//! understands exactly the records the decoder accepts, and skips only records the decoder
+//! will refuse. Numbers are classified by their text, not by a parsed double, so that no
+//! value loses digits: integers past 64 bits and numbers a double cannot hold exactly make
+//! the column `numeric`. Column order is the order fields first appear.
 
-use serde_json::Value;
-
+use super::scan::{Kind, SyntaxError, Value, scan_record, unescape};
 use super::values::{StringShape, string_shape};
+use super::{DecodeOptions, Position, RecordDecoder};
 use crate::schema::{Column, PgType, TableSchema};
 
 const NULL: u16 = 1;
@@ -23,6 +26,9 @@ const NESTED: u16 = 1 << 9;
 /// when an existing column is too narrow; a new table's integers are bigint.
 const BEYOND_INT2: u16 = 1 << 10;
 const BEYOND_INT4: u16 = 1 << 11;
+/// A number a double cannot hold exactly: its shortest double does not read back as the
+/// same decimal value (`1234567890.123456789`, `9007199254740993`, `1e400`).
+const NOT_DOUBLE: u16 = 1 << 12;
 
 /// What the sample showed of each field, in order of first appearance.
 #[derive(Debug, Default)]
@@ -34,17 +40,31 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Adds one record. Records that are not JSON objects are skipped here: the decoder
-    /// reports them with their line when they are loaded.
+    /// Adds one record. Records the decoder will refuse (not JSON, not an object) are
+    /// skipped here: the decoder reports them, or sets them aside, when they are loaded.
     pub fn add(&mut self, record: &[u8]) {
-        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(record) else {
+        if std::str::from_utf8(record).is_err() {
             return;
-        };
+        }
+        let mut seen: Vec<(String, u16)> = Vec::new();
+        let scanned = scan_record::<SyntaxError>(record, |key, escaped, value| {
+            let mut name = String::new();
+            let key = std::str::from_utf8(key).unwrap_or_default();
+            if escaped {
+                unescape(key, &mut name);
+            } else {
+                name.push_str(key);
+            }
+            seen.push((name, kind_of(record, &value)));
+            Ok(())
+        });
+        if scanned.is_err() {
+            return;
+        }
         self.records += 1;
         self.text.extend_from_slice(record);
         self.text.push(b'\n');
-        for (name, value) in map {
-            let kind = kind_of(&value);
+        for (name, kind) in seen {
             match self.fields.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, kinds)) => *kinds |= kind,
                 None => self.fields.push((name, kind)),
@@ -80,18 +100,30 @@ impl Sample {
     /// Whether a column `name` of type `current` refuses a sampled value: the column's own
     /// decoder is run over the sample, so the answer follows exactly the rules a load uses.
     fn refused_by(&self, name: &str, current: PgType) -> bool {
-        let schema = TableSchema {
+        let table = TableSchema {
             columns: vec![Column {
                 name: name.to_string(),
                 pg_type: current,
             }],
-        }
-        .arrow_schema();
-        let Ok(mut decoder) = super::json_decoder(&schema, self.records + 1, false) else {
-            return false;
         };
-        !matches!(decoder.decode(&self.text), Ok(n) if n == self.text.len())
-            || !matches!(decoder.flush(), Ok(Some(batch)) if batch.num_rows() == self.records)
+        let mut decoder = RecordDecoder::new(
+            &table,
+            DecodeOptions {
+                batch_size: self.records.max(1),
+                reject_unknown_fields: false,
+                unknown_field_hint: String::new(),
+                must_stay_null: Vec::new(),
+                reject: false,
+                zone: None,
+            },
+        );
+        let at = Position { line: 1, column: 1 };
+        for record in self.text.split(|&b| b == b'\n').filter(|r| !r.is_empty()) {
+            if decoder.push(record, at).is_err() {
+                return true;
+            }
+        }
+        decoder.finish().is_err()
     }
 
     /// The integer ladder of [`Sample::widening`].
@@ -105,7 +137,7 @@ impl Sample {
         };
         let (_, kinds) = self.fields.iter().find(|(n, _)| n == name)?;
         let kinds = kinds & !NULL;
-        let numeric = INT | BIG_INT | FLOAT | BEYOND_INT2 | BEYOND_INT4;
+        let numeric = INT | BIG_INT | FLOAT | BEYOND_INT2 | BEYOND_INT4 | NOT_DOUBLE;
         if kinds == 0 || kinds & !numeric != 0 {
             return None;
         }
@@ -136,49 +168,98 @@ impl Sample {
     }
 }
 
-fn kind_of(value: &Value) -> u16 {
-    match value {
-        Value::Null => NULL,
-        Value::Bool(_) => BOOL,
-        Value::Number(n) if n.is_i64() => {
-            let v = n.as_i64().unwrap_or_default();
-            let beyond_int2 = if i16::try_from(v).is_err() {
-                BEYOND_INT2
+/// What one value is, for inference.
+fn kind_of(record: &[u8], value: &Value) -> u16 {
+    match value.kind {
+        Kind::Absent | Kind::Null => NULL,
+        Kind::True | Kind::False => BOOL,
+        Kind::Number => number_kind(value.text(record)),
+        Kind::String => {
+            let raw = value.text(record);
+            let mut text = String::new();
+            let text = if value.escaped {
+                unescape(raw, &mut text);
+                text.as_str()
             } else {
-                0
+                raw
             };
-            let beyond_int4 = if i32::try_from(v).is_err() {
-                BEYOND_INT4
-            } else {
-                0
-            };
-            INT | beyond_int2 | beyond_int4
+            match string_shape(text) {
+                StringShape::TimestampTz => TIMESTAMPTZ,
+                StringShape::Timestamp => TIMESTAMP,
+                StringShape::Date => DATE,
+                StringShape::Other => STRING,
+            }
         }
-        Value::Number(n) if n.is_u64() => BIG_INT,
-        Value::Number(_) => FLOAT,
-        Value::String(s) => match string_shape(s) {
-            StringShape::TimestampTz => TIMESTAMPTZ,
-            StringShape::Timestamp => TIMESTAMP,
-            StringShape::Date => DATE,
-            StringShape::Other => STRING,
-        },
-        Value::Array(_) | Value::Object(_) => NESTED,
+        Kind::Object | Kind::Array => NESTED,
     }
 }
 
-/// The narrowest type that holds every kind seen. Mixed scalars fall back to text, which
-/// keeps each value as written; anything nested makes the column jsonb.
+/// An integer (with how wide), an integer past 64 bits, or a number with a fraction or an
+/// exponent (and whether a double holds it exactly), from its JSON text.
+fn number_kind(text: &str) -> u16 {
+    if !text.contains(['.', 'e', 'E']) {
+        let Ok(v) = text.parse::<i64>() else {
+            return BIG_INT;
+        };
+        let mut kind = INT;
+        if i16::try_from(v).is_err() {
+            kind |= BEYOND_INT2;
+        }
+        if i32::try_from(v).is_err() {
+            kind |= BEYOND_INT4;
+        }
+        // Beside fractions the column is a double, which must hold this integer too.
+        if v.unsigned_abs() > 1 << 53 && (v as f64) as i64 != v {
+            kind |= NOT_DOUBLE;
+        }
+        return kind;
+    }
+    let exact = text
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .is_some_and(|v| decimal(text) == decimal(&format!("{v:e}")));
+    if exact { FLOAT } else { FLOAT | NOT_DOUBLE }
+}
+
+/// A decimal number's value in one canonical form: its sign, its significant digits (no
+/// leading or trailing zeros) and the power of ten of the first one. Zero is `(false, "",
+/// 0)` whatever its sign, as its value is the same.
+fn decimal(text: &str) -> (bool, String, i64) {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = int.chars().chain(frac.chars()).collect();
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    let significant = digits.trim_matches('0').to_string();
+    if significant.is_empty() {
+        return (false, String::new(), 0);
+    }
+    // The first significant digit's power of ten.
+    let power = int.len() as i64 - leading as i64 - 1 + exponent;
+    (negative, significant, power)
+}
+
+/// The narrowest type that holds every kind seen exactly. Mixed scalars fall back to text,
+/// which keeps each value as written; anything nested makes the column jsonb.
 fn resolve(kinds: u16) -> PgType {
     let kinds = kinds & !(BEYOND_INT2 | BEYOND_INT4);
     if kinds & NESTED != 0 {
         return PgType::Jsonb;
     }
+    let numbers = INT | BIG_INT | FLOAT | NOT_DOUBLE;
     match kinds {
         0 => PgType::Text,
         BOOL => PgType::Bool,
-        INT => PgType::Int8,
-        k if k & !(INT | FLOAT) == 0 => PgType::Float8,
-        k if k & !(INT | BIG_INT | FLOAT) == 0 => PgType::Numeric,
+        k if k & !(INT | NOT_DOUBLE) == 0 => PgType::Int8,
+        k if k & !numbers == 0 && k & (BIG_INT | NOT_DOUBLE) == 0 => PgType::Float8,
+        k if k & !numbers == 0 => PgType::Numeric,
         TIMESTAMPTZ => PgType::Timestamptz,
         TIMESTAMP => PgType::Timestamp,
         DATE => PgType::Date,

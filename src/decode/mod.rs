@@ -1,29 +1,31 @@
 //! JSON records → Arrow record batches typed for the target table.
 //!
-//! Pure and synchronous, in the shape of arrow-json's own push decoder: [`Framer`] turns
-//! bytes into records with their positions, [`RecordDecoder`] feeds each record to
-//! arrow-json's `Decoder` (with this crate's column decoders, see [`columns`]) and hands back a
-//! [`Decoded`] batch whenever one fills up.
+//! Pure and synchronous: [`Framer`] turns bytes into records with their positions;
+//! [`RecordDecoder`] scans each record as it arrives ([`scan`]: strict RFC 8259, one pass,
+//! no value copied) into the current batch, and when the batch is full builds one Arrow
+//! array per column ([`columns`]), typed for the target's PostgreSQL column.
 //!
-//! Errors must say which record failed. arrow-json decodes a whole batch at once, so when a
-//! batch fails the decoder replays that batch's records one by one to find the first bad one;
-//! the records of the current batch are kept for exactly that purpose.
+//! Errors name the record, its line and column, and the value. A record that is not valid
+//! JSON is refused when it arrives; a value its column cannot take is found when the batch
+//! is built. In reject mode (`--on-error reject`) either kind of record is set aside with its
+//! reason and the rest of the batch goes on.
 
 pub mod columns;
 pub mod framing;
 pub mod infer;
 pub mod pointer;
+pub mod scan;
 pub mod values;
 
-use arrow_array::{Array, RecordBatch};
-use arrow_json::ReaderBuilder;
-use arrow_schema::{ArrowError, SchemaRef};
-use std::sync::Arc;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_schema::SchemaRef;
 
 pub use framing::{Format, Framer, Position};
 pub use infer::Sample;
+pub use values::SessionZone;
 
-use crate::schema::TableSchema;
+use crate::schema::{PgType, TableSchema};
+use scan::{SyntaxError, Value};
 
 /// Why the input could not be decoded. Positions are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,23 +50,11 @@ pub enum DecodeError {
         record: u64,
         message: String,
     },
-    #[error("line {line} (record {record}): {message}")]
-    NotOneRecord {
-        line: u64,
-        record: u64,
-        message: &'static str,
-    },
     #[error("line {line} (record {record}): column {column:?}: {reason}")]
     Value {
         line: u64,
         record: u64,
         column: String,
-        reason: String,
-    },
-    #[error("line {line} (record {record}): {reason}")]
-    Record {
-        line: u64,
-        record: u64,
         reason: String,
     },
     #[error("line {line} (record {record}): field {field:?} {hint}")]
@@ -81,11 +71,21 @@ impl DecodeError {
     pub fn record(&self) -> Option<u64> {
         match self {
             DecodeError::Syntax { record, .. }
-            | DecodeError::NotOneRecord { record, .. }
             | DecodeError::Value { record, .. }
-            | DecodeError::Record { record, .. }
             | DecodeError::UnknownField { record, .. } => Some(*record),
             _ => None,
+        }
+    }
+
+    /// The line the error is on, when it is about one record.
+    fn line(&self) -> u64 {
+        match self {
+            DecodeError::Syntax { line, .. }
+            | DecodeError::Value { line, .. }
+            | DecodeError::UnknownField { line, .. }
+            | DecodeError::Structure { line, .. }
+            | DecodeError::RecordTooLarge { line, .. } => *line,
+            _ => 0,
         }
     }
 }
@@ -135,73 +135,88 @@ pub struct DecodeOptions {
     pub must_stay_null: Vec<(usize, String)>,
     /// Set records that fail aside (in [`Decoded::rejected`]) instead of failing.
     pub reject: bool,
+    /// The session's TimeZone, for timestamps without an offset into timestamptz columns
+    /// (`None`: UTC).
+    pub zone: Option<SessionZone>,
+}
+
+/// The most bytes of input one batch holds. Text and bytea columns are Arrow arrays with
+/// 32-bit offsets (2 GiB), and a column's text is never longer than the input it came
+/// from, so a batch that reaches this is built early, whatever `batch_size` says.
+const MAX_BATCH_BYTES: usize = 512 << 20;
+
+/// A record of the batch being built.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    /// Where the record starts in the batch's input.
+    start: usize,
+    at: Position,
+    record: u64,
 }
 
 /// Decodes records into batches for one target schema. See the module docs.
 pub struct RecordDecoder {
-    json: arrow_json::reader::Decoder,
     schema: SchemaRef,
+    types: Vec<PgType>,
+    /// Each column's field name, to match record keys against.
+    keys: Vec<Box<[u8]>>,
     options: DecodeOptions,
-    /// Records of the batch being built, kept to find the bad one if the batch fails.
-    batch_bytes: Vec<u8>,
-    batch_records: Vec<(usize, Position)>,
-    /// Records handed out in earlier batches.
-    records_done: u64,
-}
-
-fn json_decoder(
-    schema: &SchemaRef,
-    batch_size: usize,
-    strict: bool,
-) -> Result<arrow_json::reader::Decoder, ArrowError> {
-    ReaderBuilder::new(schema.clone())
-        .with_batch_size(batch_size)
-        .with_strict_mode(strict)
-        .with_decoder_factory(Arc::new(columns::PgDecoderFactory))
-        .build_decoder()
+    /// The batch's records, one after another.
+    input: Vec<u8>,
+    /// Row-major values: `values[row * columns + column]`.
+    values: Vec<Value>,
+    rows: Vec<Row>,
+    /// Records set aside since the last batch was handed out (reject mode).
+    rejected: Vec<Rejected>,
+    /// The number the next record gets.
+    next_record: u64,
+    /// The column the next key most likely names: records usually list their fields in the
+    /// same order, so matching starts where the last key matched.
+    guess: usize,
+    key_scratch: String,
 }
 
 impl RecordDecoder {
-    /// # Panics
-    /// If the schema has a type arrow-json cannot build a decoder for; every [`TableSchema`]
-    /// type is covered by [`columns::PgDecoderFactory`].
     pub fn new(table: &TableSchema, options: DecodeOptions) -> RecordDecoder {
-        let schema = table.arrow_schema();
-        // One row of slack: a batch of exactly `batch_size` records must decode in one call
-        // even when something in it is off, so that the count check catches it.
-        let json = json_decoder(
-            &schema,
-            options.batch_size + 1,
-            options.reject_unknown_fields,
-        )
-        .expect("every PgType has a column decoder");
         RecordDecoder {
-            json,
-            schema,
+            schema: table.arrow_schema(),
+            types: table.pg_types(),
+            keys: table
+                .columns
+                .iter()
+                .map(|c| c.name.as_bytes().into())
+                .collect(),
             options,
-            batch_bytes: Vec::new(),
-            batch_records: Vec::new(),
-            records_done: 0,
+            input: Vec::new(),
+            values: Vec::new(),
+            rows: Vec::new(),
+            rejected: Vec::new(),
+            next_record: 1,
+            guess: 0,
+            key_scratch: String::new(),
         }
     }
 
     /// Takes one record (one complete JSON value), returning a batch when it fills up.
     ///
     /// # Errors
-    /// When a batch completes: malformed JSON, a line that is not exactly one value, or a
-    /// value that does not fit its column, for the first such record.
+    /// Malformed JSON, or (when a batch completes) a value that does not fit its column, for
+    /// the first such record; in reject mode neither, as such records are set aside.
     pub fn push(&mut self, record: &[u8], at: Position) -> Result<Option<Decoded>, DecodeError> {
-        self.batch_records.push((self.batch_bytes.len(), at));
-        self.batch_bytes.extend_from_slice(record);
-        // Ends a bare number and keeps two records from running into each other.
-        self.batch_bytes.push(b'\n');
-        if self.batch_records.len() >= self.options.batch_size {
+        let number = self.next_record;
+        self.next_record += 1;
+        match self.scan(record, at, number) {
+            Ok(()) => {}
+            Err(error) if self.options.reject => self.reject(error, record),
+            Err(error) => return Err(error),
+        }
+        if self.rows.len() >= self.options.batch_size || self.input.len() >= MAX_BATCH_BYTES {
             return self.flush();
         }
         Ok(None)
     }
 
-    /// Returns the last, partly filled batch.
+    /// Returns the last, partly filled batch, if any record is left (or was set aside).
     ///
     /// # Errors
     /// As for [`RecordDecoder::push`].
@@ -209,216 +224,244 @@ impl RecordDecoder {
         self.flush()
     }
 
-    /// Decodes the batch's records in one call: arrow-json is fastest on one long buffer.
-    /// Anything unexpected sends the batch to [`RecordDecoder::locate`], which replays it
-    /// record by record to say exactly what went wrong where.
+    /// Scans one record into the batch: its bytes, and each column's value.
+    fn scan(&mut self, record: &[u8], at: Position, number: u64) -> Result<(), DecodeError> {
+        if let Err(e) = std::str::from_utf8(record) {
+            let offset = e.valid_up_to();
+            return Err(syntax(
+                record,
+                at,
+                number,
+                &SyntaxError {
+                    offset,
+                    message: format!("invalid UTF-8 (byte 0x{:02x})", record[offset]),
+                },
+            ));
+        }
+        let columns = self.keys.len();
+        let start = self.input.len();
+        let row = self.rows.len();
+        self.input.extend_from_slice(record);
+        self.values.resize((row + 1) * columns, Value::default());
+        let result = self.fields(start, row, number, at);
+        match result {
+            Ok(()) => {
+                self.rows.push(Row {
+                    start,
+                    at,
+                    record: number,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                self.input.truncate(start);
+                self.values.truncate(row * columns);
+                Err(error)
+            }
+        }
+    }
+
+    /// Matches the fields of the record at `start` to columns, filling row `row`.
+    fn fields(
+        &mut self,
+        start: usize,
+        row: usize,
+        number: u64,
+        at: Position,
+    ) -> Result<(), DecodeError> {
+        let columns = self.keys.len();
+        let record = &self.input[start..];
+        let keys = &self.keys;
+        let values = &mut self.values[row * columns..];
+        let guess = &mut self.guess;
+        let scratch = &mut self.key_scratch;
+        let reject_unknown = self.options.reject_unknown_fields;
+        let hint = &self.options.unknown_field_hint;
+        let outcome = scan::scan_record(record, |key, escaped, mut value| {
+            let key: &[u8] = if escaped {
+                scratch.clear();
+                scan::unescape(std::str::from_utf8(key).unwrap_or_default(), scratch);
+                scratch.as_bytes()
+            } else {
+                key
+            };
+            let found = (0..columns)
+                .map(|i| (*guess + i) % columns)
+                .find(|&c| *keys[c] == *key);
+            match found {
+                // A key given twice: the last value wins, as in PostgreSQL.
+                Some(column) => {
+                    value.start += start as u32;
+                    value.end += start as u32;
+                    values[column] = value;
+                    *guess = column + 1;
+                    Ok(())
+                }
+                None if reject_unknown => Err(FieldError::Unknown(
+                    String::from_utf8_lossy(key).into_owned(),
+                )),
+                None => Ok(()),
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(FieldError::Syntax(e)) => Err(syntax(record, at, number, &e)),
+            Err(FieldError::Unknown(field)) => Err(DecodeError::UnknownField {
+                line: at.line,
+                record: number,
+                field,
+                hint: hint.clone(),
+            }),
+        }
+    }
+
+    /// Sets a record aside (reject mode).
+    fn reject(&mut self, error: DecodeError, record: &[u8]) {
+        self.rejected.push(Rejected {
+            record: error.record().unwrap_or(self.next_record - 1),
+            line: error.line(),
+            reason: error.to_string(),
+            text: String::from_utf8_lossy(record).into_owned(),
+        });
+    }
+
+    /// Builds the batch: one array per column. A value that does not fit fails the load, for
+    /// the earliest record (and leftmost column) with one; in reject mode such records are
+    /// set aside and the batch is built from the others.
     fn flush(&mut self) -> Result<Option<Decoded>, DecodeError> {
-        let records = self.batch_records.len();
-        if records == 0 {
+        if self.rows.is_empty() && self.rejected.is_empty() {
             return Ok(None);
         }
-        let json = &mut self.json;
-        let decoded = json.decode(&self.batch_bytes).and_then(|consumed| {
-            let whole = consumed == self.batch_bytes.len()
-                && !json.has_partial_record()
-                && json.len() == records;
-            if whole { json.flush() } else { Ok(None) }
-        });
-        let (batch, record_numbers, rejected) = match decoded {
-            Ok(Some(batch)) if batch.num_rows() == records => (batch, None, Vec::new()),
-            _ if self.options.reject => {
-                let (batch, numbers, rejected) = self.partition()?;
-                (batch, Some(numbers), rejected)
-            }
-            Ok(_) => return Err(self.locate(None)),
-            Err(e) => return Err(self.locate(Some(e))),
+        let batch = columns::Batch {
+            input: &self.input,
+            values: &self.values,
+            columns: self.keys.len(),
+            rows: self.rows.len(),
         };
+        let mut bad: Vec<(usize, DecodeError)> = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.types.len());
+        for (column, &pg_type) in self.types.iter().enumerate() {
+            let mut errors = Vec::new();
+            let array = columns::decode_column(
+                pg_type,
+                &batch,
+                column,
+                self.options.zone.as_ref(),
+                &mut errors,
+            );
+            for (row, reason) in errors {
+                let r = self.rows[row];
+                bad.push((
+                    row,
+                    DecodeError::Value {
+                        line: r.at.line,
+                        record: r.record,
+                        column: self.schema.field(column).name().clone(),
+                        reason,
+                    },
+                ));
+            }
+            arrays.push(array);
+        }
         for (column, hint) in &self.options.must_stay_null {
-            let array = batch.column(*column);
-            if array.null_count() != array.len()
-                && let Some(row) = (0..array.len()).find(|&r| array.is_valid(r))
-            {
-                return Err(DecodeError::UnknownField {
-                    line: self.batch_records[row].1.line,
-                    record: self.records_done + row as u64 + 1,
-                    field: self.schema.field(*column).name().clone(),
-                    hint: hint.clone(),
-                });
+            let array = &arrays[*column];
+            if array.null_count() != array.len() {
+                for row in (0..array.len()).filter(|&r| array.is_valid(r)) {
+                    let r = self.rows[row];
+                    bad.push((
+                        row,
+                        DecodeError::UnknownField {
+                            line: r.at.line,
+                            record: r.record,
+                            field: self.schema.field(*column).name().clone(),
+                            hint: hint.clone(),
+                        },
+                    ));
+                }
             }
         }
-        let first_record = self.records_done + 1;
-        self.records_done += records as u64;
-        self.batch_bytes.clear();
-        self.batch_records.clear();
+        // Errors in row order, and within a row in column order (the order found).
+        bad.sort_by_key(|(row, _)| *row);
+        if !self.options.reject && !bad.is_empty() {
+            return Err(bad.swap_remove(0).1);
+        }
+        let mut batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| {
+            DecodeError::Structure {
+                line: 0,
+                message: format!("internal error: {e}"),
+            }
+        })?;
+        let mut numbers: Vec<u64> = self.rows.iter().map(|r| r.record).collect();
+        if !bad.is_empty() {
+            let mut keep = vec![true; self.rows.len()];
+            for (row, error) in bad {
+                if !keep[row] {
+                    continue;
+                }
+                keep[row] = false;
+                let r = self.rows[row];
+                let end = self.rows.get(row + 1).map_or(self.input.len(), |n| n.start);
+                self.rejected.push(Rejected {
+                    record: r.record,
+                    line: r.at.line,
+                    reason: error.to_string(),
+                    text: String::from_utf8_lossy(&self.input[r.start..end]).into_owned(),
+                });
+            }
+            let mask = BooleanArray::from(keep.clone());
+            batch = arrow_select::filter::filter_record_batch(&batch, &mask).map_err(|e| {
+                DecodeError::Structure {
+                    line: 0,
+                    message: format!("internal error: {e}"),
+                }
+            })?;
+            numbers = numbers
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(n, k)| k.then_some(n))
+                .collect();
+        }
+        let mut rejected = std::mem::take(&mut self.rejected);
+        rejected.sort_by_key(|r| r.record);
+        let first_record = numbers.first().copied().unwrap_or(self.next_record);
+        let contiguous = numbers.windows(2).all(|w| w[1] == w[0] + 1);
+        self.input.clear();
+        self.values.clear();
+        self.rows.clear();
         Ok(Some(Decoded {
             batch,
             first_record,
-            record_numbers,
+            record_numbers: (!contiguous).then_some(numbers),
             rejected,
         }))
     }
+}
 
-    /// The bytes of record `i` of the batch (with its trailing newline) and where it starts.
-    fn batch_record(&self, i: usize) -> (&[u8], Position) {
-        let (start, at) = self.batch_records[i];
-        let end = self
-            .batch_records
-            .get(i + 1)
-            .map_or(self.batch_bytes.len(), |(next, _)| *next);
-        (&self.batch_bytes[start..end], at)
-    }
+/// Why the record scanner stopped.
+enum FieldError {
+    Syntax(SyntaxError),
+    Unknown(String),
+}
 
-    /// Decodes record `i` of the batch on its own: what, if anything, is wrong with it.
-    fn check_record(&self, i: usize) -> Result<(), DecodeError> {
-        let record_no = self.records_done + i as u64 + 1;
-        let (with_newline, at) = self.batch_record(i);
-        let record = &with_newline[..with_newline.len() - 1];
-        // Room for two rows, so a line holding two values shows as two.
-        let mut single = json_decoder(&self.schema, 2, self.options.reject_unknown_fields)
-            .map_err(|e| self.value_error(e, record_no, at))?;
-        single
-            .decode(with_newline)
-            .map_err(|e| syntax_error(e, record, at, record_no))?;
-        if single.has_partial_record() {
-            return Err(DecodeError::NotOneRecord {
-                line: at.line,
-                record: record_no,
-                message: "the JSON value does not end with its line; NDJSON needs one complete value per line",
-            });
-        }
-        if single.len() != 1 {
-            return Err(DecodeError::NotOneRecord {
-                line: at.line,
-                record: record_no,
-                message: "more than one JSON value on one line",
-            });
-        }
-        single
-            .flush()
-            .map(|_| ())
-            .map_err(|e| self.value_error(e, record_no, at))
-    }
-
-    /// Finds the first record of the failed batch that fails on its own, and says why.
-    fn locate(&self, batch_error: Option<ArrowError>) -> DecodeError {
-        if let Some(error) = (0..self.batch_records.len()).find_map(|i| self.check_record(i).err())
-        {
-            return error;
-        }
-        let at = self
-            .batch_records
-            .first()
-            .map_or(Position { line: 0, column: 0 }, |r| r.1);
-        let error = batch_error.unwrap_or_else(|| {
-            ArrowError::JsonError("the batch did not decode as its records did".into())
-        });
-        self.value_error(error, self.records_done + 1, at)
-    }
-
-    /// Reject mode: sets the bad records of the failed batch aside and decodes the rest.
-    fn partition(&mut self) -> Result<(RecordBatch, Vec<u64>, Vec<Rejected>), DecodeError> {
-        let mut rejected = Vec::new();
-        let mut good_bytes = Vec::with_capacity(self.batch_bytes.len());
-        let mut good_numbers = Vec::new();
-        for i in 0..self.batch_records.len() {
-            let (bytes, at) = self.batch_record(i);
-            let record = self.records_done + i as u64 + 1;
-            match self.check_record(i) {
-                Ok(()) => {
-                    good_bytes.extend_from_slice(bytes);
-                    good_numbers.push(record);
-                }
-                Err(error) => rejected.push(Rejected {
-                    record,
-                    line: at.line,
-                    reason: error.to_string(),
-                    text: String::from_utf8_lossy(&bytes[..bytes.len() - 1]).into_owned(),
-                }),
-            }
-        }
-        // The failed decoder's state is spoilt; the good records get a fresh one.
-        self.json = json_decoder(
-            &self.schema,
-            self.options.batch_size + 1,
-            self.options.reject_unknown_fields,
-        )
-        .map_err(|e| self.value_error(e, self.records_done + 1, Position { line: 0, column: 0 }))?;
-        let batch = self
-            .json
-            .decode(&good_bytes)
-            .and_then(|_| self.json.flush())
-            .map_err(|e| {
-                self.value_error(e, self.records_done + 1, Position { line: 0, column: 0 })
-            })?
-            .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()));
-        Ok((batch, good_numbers, rejected))
-    }
-
-    /// Turns arrow-json's message into a structured error for one record.
-    fn value_error(&self, error: ArrowError, record: u64, at: Position) -> DecodeError {
-        let message = match error {
-            ArrowError::JsonError(m) => m,
-            other => other.to_string(),
-        };
-        if let Some(field) = message
-            .strip_prefix("column '")
-            .and_then(|m| m.strip_suffix("' missing from schema"))
-        {
-            return DecodeError::UnknownField {
-                line: at.line,
-                record,
-                field: field.to_string(),
-                hint: self.options.unknown_field_hint.clone(),
-            };
-        }
-        if let Some((column, reason)) = message
-            .strip_prefix("whilst decoding field '")
-            .and_then(|m| m.split_once("': "))
-        {
-            return DecodeError::Value {
-                line: at.line,
-                record,
-                column: column.to_string(),
-                reason: reason.to_string(),
-            };
-        }
-        let reason = if message.starts_with("expected {") || message.contains("expected {") {
-            "the record is not a JSON object".to_string()
-        } else {
-            message
-        };
-        DecodeError::Record {
-            line: at.line,
-            record,
-            reason,
-        }
+impl From<SyntaxError> for FieldError {
+    fn from(e: SyntaxError) -> FieldError {
+        FieldError::Syntax(e)
     }
 }
 
-/// serde_json pinpoints the line and column of a syntax error, which arrow-json does not; it
-/// runs only on the failing record.
-fn syntax_error(error: ArrowError, record: &[u8], at: Position, record_no: u64) -> DecodeError {
-    let (line, column, message) = match serde_json::from_slice::<serde_json::Value>(record) {
-        Err(e) => {
-            let (line, column) = if e.line() <= 1 {
-                (at.line, at.column + e.column().saturating_sub(1) as u64)
-            } else {
-                (at.line + e.line() as u64 - 1, e.column() as u64)
-            };
-            let message = e.to_string();
-            let message = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(m, _)| m)
-                .to_string();
-            (line, column, message)
-        }
-        Ok(_) => (at.line, at.column, error.to_string()),
+/// A syntax error at a byte offset of a record that starts at `at`, as line and column.
+fn syntax(record: &[u8], at: Position, number: u64, error: &SyntaxError) -> DecodeError {
+    let before = &record[..error.offset.min(record.len())];
+    let newlines = memchr::memchr_iter(b'\n', before).count() as u64;
+    let column = match memchr::memrchr(b'\n', before) {
+        Some(last) => before.len() - last,
+        None => at.column as usize + before.len(),
     };
     DecodeError::Syntax {
-        line,
-        column,
-        record: record_no,
-        message,
+        line: at.line + newlines,
+        column: column as u64,
+        record: number,
+        message: error.message.clone(),
     }
 }
 
@@ -448,6 +491,7 @@ mod tests {
             unknown_field_hint: "has no column".into(),
             must_stay_null: vec![],
             reject: false,
+            zone: None,
         }
     }
 
@@ -515,12 +559,12 @@ mod tests {
         let err = decode_lines(&t, options(10), "{\"id\":1}\n{\"id\" 2}\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "line 2, column 7 (record 2): malformed JSON: expected `:`"
+            "line 2, column 7 (record 2): malformed JSON: expected ':' after the key, found '2'"
         );
         let err = decode_lines(&t, options(10), "{\"id\":1}\n{\"id\":").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "line 2 (record 2): the JSON value does not end with its line; NDJSON needs one complete value per line"
+            "line 2, column 7 (record 2): malformed JSON: the record ends before its JSON value is complete (NDJSON needs one whole value per line)"
         );
     }
 
@@ -551,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn nested_values_keep_their_json_text() {
+    fn nested_values_keep_their_json_text_as_written() {
         let t = table(&[
             ("j", PgType::Json),
             ("t", PgType::Text),
@@ -568,8 +612,9 @@ mod tests {
                 .value(0)
                 .to_string()
         };
-        assert_eq!(column(0), r#"{"a":[1,"x\"\n\u0001"],"b":{},"c":[]}"#);
-        assert_eq!(column(1), "[true,null]");
+        // Exactly as written, as PostgreSQL's json keeps it.
+        assert_eq!(column(0), r#"{"a": [1, "x\"\n\u0001"], "b": {}, "c": []}"#);
+        assert_eq!(column(1), "[true, null]");
         assert_eq!(column(2), r#""é""#);
     }
 
@@ -579,7 +624,7 @@ mod tests {
         let err = decode_lines(&t, options(10), "[{\"id\":1}, 5]").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "line 1 (record 2): the record is not a JSON object"
+            "line 1, column 12 (record 2): malformed JSON: the record is not a JSON object, found '5'"
         );
     }
 }

@@ -1,15 +1,22 @@
-//! Parsers from JSON text to PostgreSQL values, shared by the column decoders and inference.
+//! Parsers from JSON string text to PostgreSQL values, shared by the column decoders and
+//! inference, following what PostgreSQL's own input functions do with the same text
+//! (`boolin`, `uuid_in`, `timestamp_in`, …) for the forms APIs send: ISO 8601 / RFC 3339
+//! dates and times, the boolean words, UUIDs with or without braces and hyphens.
 //!
-//! APIs send dates and times as strings; these parsers accept what PostgreSQL accepts for the
-//! ISO 8601 / RFC 3339 forms APIs use, and nothing looser, so a value is never silently
-//! reinterpreted. They allocate nothing.
+//! Where PostgreSQL accepts more (free-form dates like `January 5, 2024`, zone names, the
+//! words `now` and `today`), these parsers refuse, and README lists it; they never accept
+//! text PostgreSQL refuses, and never give it another meaning. They allocate nothing.
 
 /// Microseconds per second.
 const MICROS: i64 = 1_000_000;
+const MICROS_PER_DAY: i64 = 86_400 * MICROS;
 
 /// `infinity` and `-infinity` as stored by PostgreSQL (and passed through by the encoder).
 pub const TIMESTAMP_INFINITY: i64 = i64::MAX;
 pub const TIMESTAMP_NEG_INFINITY: i64 = i64::MIN;
+
+/// The largest UTC offset PostgreSQL takes: 15:59:59.
+const MAX_OFFSET_SECONDS: i32 = 15 * 3600 + 59 * 60 + 59;
 
 /// A parsed timestamp: wall-clock microseconds since 1970-01-01 00:00 and the UTC offset
 /// written with it, if any.
@@ -20,12 +27,86 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
-    /// The instant in UTC; text without an offset is taken as UTC.
-    pub fn utc_micros(self) -> i64 {
-        match self.wall_micros {
+    /// The instant in UTC; text without an offset is read in `zone` (the session's TimeZone,
+    /// as PostgreSQL reads it), or as UTC. `None` when it has no offset and the zone is one
+    /// apitap cannot apply.
+    pub fn utc_micros(self, zone: Option<&SessionZone>) -> Option<i64> {
+        Some(match self.wall_micros {
             TIMESTAMP_INFINITY | TIMESTAMP_NEG_INFINITY => self.wall_micros,
-            wall => wall - i64::from(self.offset_seconds.unwrap_or(0)) * MICROS,
+            wall => match (self.offset_seconds, zone) {
+                (Some(offset), _) => wall - i64::from(offset) * MICROS,
+                (None, Some(zone)) => wall - i64::from(zone.offset_of_local(wall)?) * MICROS,
+                (None, None) => wall,
+            },
+        })
+    }
+}
+
+/// The session's TimeZone, for timestamps written without an offset into `timestamptz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionZone {
+    Fixed(i32),
+    Named(chrono_tz::Tz),
+    /// A setting apitap cannot apply (a POSIX rule with DST, say); such timestamps are
+    /// refused rather than read in another zone.
+    Unsupported(String),
+}
+
+impl SessionZone {
+    /// Reads PostgreSQL's `TimeZone` setting: an IANA name, or a fixed offset as PostgreSQL
+    /// shows one (`<+05:30>-05:30`, POSIX sign).
+    pub fn parse(setting: &str) -> SessionZone {
+        SessionZone::known(setting).unwrap_or_else(|| SessionZone::Unsupported(setting.to_string()))
+    }
+
+    fn known(setting: &str) -> Option<SessionZone> {
+        if let Ok(tz) = setting.parse::<chrono_tz::Tz>() {
+            return Some(SessionZone::Named(tz));
         }
+        if matches!(
+            setting.to_ascii_uppercase().as_str(),
+            "UTC" | "GMT" | "Z" | "ZULU"
+        ) {
+            return Some(SessionZone::Fixed(0));
+        }
+        // `<+05:30>-05:30`: the part after `>` is a POSIX offset, west positive.
+        let posix = setting.rsplit_once('>').map_or(setting, |(_, p)| p);
+        let mut c = Cursor::new(posix);
+        let sign = match c.peek() {
+            Some(b'-') => 1,
+            Some(b'+') => -1,
+            _ => -1,
+        };
+        if matches!(c.peek(), Some(b'-' | b'+')) {
+            c.at += 1;
+        }
+        let hours = c.digits_between(1, 2)?;
+        let minutes = if c.eat(b':') { c.digits(2)? } else { 0 };
+        c.done().then_some(SessionZone::Fixed(
+            sign * (hours * 3600 + minutes * 60) as i32,
+        ))
+    }
+
+    /// The UTC offset (seconds east) of a wall-clock time in this zone, resolved as
+    /// PostgreSQL resolves it: a time skipped by a DST change takes the offset in force
+    /// before the change; a time that happens twice takes the offset after it.
+    pub fn offset_of_local(&self, wall_micros: i64) -> Option<i32> {
+        use chrono::{Offset, TimeZone};
+        let tz = match self {
+            SessionZone::Fixed(offset) => return Some(*offset),
+            SessionZone::Named(tz) => tz,
+            SessionZone::Unsupported(_) => return None,
+        };
+        let naive = chrono::DateTime::from_timestamp_micros(wall_micros)?.naive_utc();
+        Some(match tz.offset_from_local_datetime(&naive) {
+            chrono::LocalResult::Single(offset) => offset.fix().local_minus_utc(),
+            chrono::LocalResult::Ambiguous(_, after) => after.fix().local_minus_utc(),
+            chrono::LocalResult::None => {
+                // PostgreSQL looks up the offset a day before and takes it across the gap.
+                let before = naive - chrono::Duration::days(1);
+                tz.offset_from_utc_datetime(&before).fix().local_minus_utc()
+            }
+        })
     }
 }
 
@@ -34,18 +115,43 @@ struct Cursor<'a> {
     at: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Cursor<'a> {
+        Cursor {
+            bytes: text.as_bytes(),
+            at: 0,
+        }
+    }
+
     fn digits(&mut self, n: usize) -> Option<u32> {
-        let part = self.bytes.get(self.at..self.at + n)?;
+        self.digits_between(n, n)
+    }
+
+    /// `min` to `max` decimal digits.
+    fn digits_between(&mut self, min: usize, max: usize) -> Option<u32> {
         let mut value = 0u32;
-        for &b in part {
-            if !b.is_ascii_digit() {
-                return None;
+        let mut n = 0;
+        while n < max {
+            match self.bytes.get(self.at) {
+                Some(b) if b.is_ascii_digit() => {
+                    value = value * 10 + u32::from(b - b'0');
+                    self.at += 1;
+                    n += 1;
+                }
+                _ => break,
             }
-            value = value * 10 + u32::from(b - b'0');
+        }
+        (n >= min && !self.peek().is_some_and(|b| b.is_ascii_digit())).then_some(value)
+    }
+
+    /// Exactly `n` digits, whatever follows (for the basic ISO forms, `YYYYMMDD`).
+    fn digits_prefix(&mut self, n: usize) -> Option<u32> {
+        let part = self.bytes.get(self.at..self.at + n)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
         }
         self.at += n;
-        Some(value)
+        Some(part.iter().fold(0, |v, b| v * 10 + u32::from(b - b'0')))
     }
 
     fn eat(&mut self, b: u8) -> bool {
@@ -61,128 +167,194 @@ impl Cursor<'_> {
         self.bytes.get(self.at).copied()
     }
 
+    fn skip_spaces(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.at += 1;
+        }
+    }
+
     fn done(&self) -> bool {
         self.at == self.bytes.len()
     }
+
+    fn rest_eq_ignore_case(&self, word: &str) -> bool {
+        self.bytes[self.at..].eq_ignore_ascii_case(word.as_bytes())
+    }
 }
 
-/// Days from 1970-01-01 to the civil date, or `None` for an invalid date.
-fn days_from_civil(year: i32, month: u32, day: u32) -> Option<i32> {
+/// Days from 1970-01-01 to the civil date, or `None` for a date that does not exist (or year
+/// 0, which PostgreSQL refuses).
+fn days_from_civil(year: i32, month: u32, day: u32) -> Option<i64> {
+    use chrono::Datelike;
+    if year == 0 {
+        return None;
+    }
     let date = chrono::NaiveDate::from_ymd_opt(year, month, day)?;
-    Some(date.num_days_from_ce() - 719_163)
+    Some(i64::from(date.num_days_from_ce()) - 719_163)
 }
 
-use chrono::Datelike;
-
-fn parse_date_part(c: &mut Cursor<'_>) -> Option<i32> {
-    let year = c.digits(4)?;
-    if !c.eat(b'-') {
-        return None;
-    }
-    let month = c.digits(2)?;
-    if !c.eat(b'-') {
-        return None;
-    }
-    let day = c.digits(2)?;
+/// `YYYY-MM-DD` (month and day of one or two digits) or `YYYYMMDD` → days since 1970-01-01.
+fn parse_date_part(c: &mut Cursor<'_>) -> Option<i64> {
+    let basic = c.bytes.len() >= c.at + 8
+        && c.bytes[c.at..c.at + 8].iter().all(u8::is_ascii_digit)
+        && !c.bytes.get(c.at + 8).is_some_and(u8::is_ascii_digit);
+    let (year, month, day) = if basic {
+        (c.digits_prefix(4)?, c.digits_prefix(2)?, c.digits(2)?)
+    } else {
+        let year = c.digits(4)?;
+        if !c.eat(b'-') {
+            return None;
+        }
+        let month = c.digits_between(1, 2)?;
+        if !c.eat(b'-') {
+            return None;
+        }
+        (year, month, c.digits_between(1, 2)?)
+    };
     days_from_civil(year as i32, month, day)
 }
 
-/// `HH:MM[:SS[.fraction]]` → microseconds since midnight. Fractions beyond microseconds are
-/// rounded, as PostgreSQL does.
+/// `H[H]:M[M][:S[S][.fraction]]`, or `HHMM[SS[.fraction]]` → microseconds since midnight, as
+/// PostgreSQL computes them: the fraction is read as a double and rounded to microseconds
+/// half to even (`rint`), and a leap second (60) or 24:00 carries into what follows, up to
+/// the end of the day.
 fn parse_time_part(c: &mut Cursor<'_>) -> Option<i64> {
-    let hour = c.digits(2)?;
-    if !c.eat(b':') {
-        return None;
-    }
-    let minute = c.digits(2)?;
-    let mut second = 0;
-    let mut micros = 0i64;
-    if c.eat(b':') {
-        second = c.digits(2)?;
-        if c.eat(b'.') {
-            let mut scale = 100_000i64;
-            let mut any = false;
-            while let Some(b) = c.peek().filter(u8::is_ascii_digit) {
-                any = true;
-                let d = i64::from(b - b'0');
-                if scale > 0 {
-                    micros += d * scale;
-                    scale /= 10;
-                } else if scale == 0 {
-                    // The first digit past microseconds decides the rounding.
-                    micros += i64::from(d >= 5);
-                    scale = -1;
-                }
-                c.at += 1;
-            }
-            if !any {
-                return None;
-            }
+    let run = c.bytes[c.at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let (hour, minute, second, has_seconds) = if run == 4 || run == 6 {
+        let hour = c.digits_prefix(2)?;
+        let minute = c.digits_prefix(2)?;
+        let second = if run == 6 { c.digits_prefix(2)? } else { 0 };
+        (hour, minute, second, run == 6)
+    } else {
+        let hour = c.digits_between(1, 2)?;
+        if !c.eat(b':') {
+            return None;
         }
+        let minute = c.digits_between(1, 2)?;
+        let has_seconds = c.eat(b':');
+        let second = if has_seconds {
+            c.digits_between(1, 2)?
+        } else {
+            0
+        };
+        (hour, minute, second, has_seconds)
+    };
+    let mut fraction = 0i64;
+    // A fraction belongs to the seconds; PostgreSQL reads `10:00.5` as minutes and seconds,
+    // which is not refused here but not guessed at either.
+    if has_seconds && c.eat(b'.') {
+        let start = c.at;
+        while c.peek().is_some_and(|b| b.is_ascii_digit()) {
+            c.at += 1;
+        }
+        if c.at == start {
+            return None;
+        }
+        // PostgreSQL: fsec = rint(strtod(".digits") * 1000000).
+        let digits = std::str::from_utf8(&c.bytes[start - 1..c.at]).ok()?;
+        let value: f64 = digits.parse().ok()?;
+        fraction = (value * 1_000_000.0).round_ties_even() as i64;
     }
-    if hour > 23 || minute > 59 || second > 59 {
+    if hour > 24 || minute > 59 || second > 60 {
         return None;
     }
-    Some((i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)) * MICROS + micros)
+    // 24:00:00 and a leap second are allowed, but nothing past the end of the day.
+    let micros =
+        (i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)) * MICROS + fraction;
+    (micros <= MICROS_PER_DAY).then_some(micros)
 }
 
-/// `Z`, `+HH`, `+HHMM` or `+HH:MM` → seconds east of UTC.
+/// An optional UTC offset after optional spaces: `Z`, `UTC`, `GMT`, `±HH`, `±HHMM`,
+/// `±HH:MM`, `±HH:MM:SS` → seconds east of UTC.
 fn parse_offset(c: &mut Cursor<'_>) -> Option<Option<i32>> {
+    c.skip_spaces();
+    if c.done() {
+        return Some(None);
+    }
     match c.peek() {
-        None => Some(None),
-        Some(b'Z' | b'z') => {
+        Some(b'Z' | b'z') if c.at + 1 == c.bytes.len() => {
             c.at += 1;
             Some(Some(0))
         }
         Some(sign @ (b'+' | b'-')) => {
             c.at += 1;
-            let hours = c.digits(2)?;
-            c.eat(b':');
-            let minutes = if c.done() { 0 } else { c.digits(2)? };
-            if hours > 15 || minutes > 59 {
+            let start = c.at;
+            let run = c.digits_between(1, 4)?;
+            let (hours, minutes, seconds) = match c.at - start {
+                // ±HHMM (or ±HMM).
+                3 | 4 => (run / 100, run % 100, 0),
+                _ if c.eat(b':') => {
+                    let minutes = c.digits(2)?;
+                    let seconds = if c.eat(b':') { c.digits(2)? } else { 0 };
+                    (run, minutes, seconds)
+                }
+                _ => (run, 0, 0),
+            };
+            if minutes > 59 || seconds > 59 {
                 return None;
             }
-            let seconds = (hours * 3600 + minutes * 60) as i32;
-            Some(Some(if sign == b'-' { -seconds } else { seconds }))
+            let total = (hours * 3600 + minutes * 60 + seconds) as i32;
+            if total > MAX_OFFSET_SECONDS {
+                return None;
+            }
+            Some(Some(if sign == b'-' { -total } else { total }))
         }
-        Some(_) => None,
+        _ if c.rest_eq_ignore_case("utc") || c.rest_eq_ignore_case("gmt") => {
+            c.at = c.bytes.len();
+            Some(Some(0))
+        }
+        _ => None,
     }
 }
 
-/// Parses `YYYY-MM-DD[(T| )HH:MM[:SS[.ffffff]]][Z|±HH[:MM]]`, or `infinity` / `-infinity`.
+/// A timestamp as PostgreSQL's `timestamp_in`/`timestamptz_in` read the ISO forms:
+/// `YYYY-MM-DD` (or `YYYYMMDD`), then optionally `T` or spaces and a time, then optionally
+/// spaces and an offset; or `infinity` / `-infinity` / `epoch`. `text` is already trimmed.
 pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
-    match text {
-        "infinity" | "+infinity" => {
-            return Some(Timestamp {
-                wall_micros: TIMESTAMP_INFINITY,
-                offset_seconds: None,
-            });
-        }
-        "-infinity" => {
-            return Some(Timestamp {
-                wall_micros: TIMESTAMP_NEG_INFINITY,
-                offset_seconds: None,
-            });
-        }
-        _ => {}
+    if let Some(special) = special_timestamp(text) {
+        return Some(special);
     }
-    let mut c = Cursor {
-        bytes: text.as_bytes(),
-        at: 0,
-    };
+    let mut c = Cursor::new(text);
     let days = parse_date_part(&mut c)?;
     let mut micros_of_day = 0;
-    if matches!(c.peek(), Some(b'T' | b't' | b' ')) {
-        c.at += 1;
-        micros_of_day = parse_time_part(&mut c)?;
+    let mark = c.at;
+    if c.eat(b'T') || c.eat(b't') || c.peek() == Some(b' ') {
+        c.skip_spaces();
+        match parse_time_part(&mut c) {
+            Some(micros) => micros_of_day = micros,
+            None => c.at = mark,
+        }
     }
     let offset_seconds = parse_offset(&mut c)?;
     if !c.done() {
         return None;
     }
     Some(Timestamp {
-        wall_micros: i64::from(days) * 86_400 * MICROS + micros_of_day,
+        wall_micros: days * MICROS_PER_DAY + micros_of_day,
         offset_seconds,
+    })
+}
+
+fn special_timestamp(text: &str) -> Option<Timestamp> {
+    let wall_micros =
+        if text.eq_ignore_ascii_case("infinity") || text.eq_ignore_ascii_case("+infinity") {
+            TIMESTAMP_INFINITY
+        } else if text.eq_ignore_ascii_case("-infinity") {
+            TIMESTAMP_NEG_INFINITY
+        } else if text.eq_ignore_ascii_case("epoch") {
+            return Some(Timestamp {
+                wall_micros: 0,
+                offset_seconds: Some(0),
+            });
+        } else {
+            return None;
+        };
+    Some(Timestamp {
+        wall_micros,
+        offset_seconds: None,
     })
 }
 
@@ -215,62 +387,152 @@ pub fn string_shape(text: &str) -> StringShape {
     }
 }
 
-/// `YYYY-MM-DD` → days since 1970-01-01; `infinity` / `-infinity` → i32::MAX / i32::MIN.
+/// A date as PostgreSQL's `date_in` reads the ISO forms: `YYYY-MM-DD`, or a timestamp whose
+/// time and offset are ignored; `infinity` / `-infinity` → i32::MAX / i32::MIN. Days since
+/// 1970-01-01.
 pub fn parse_date(text: &str) -> Option<i32> {
-    match text {
-        "infinity" | "+infinity" => return Some(i32::MAX),
-        "-infinity" => return Some(i32::MIN),
-        _ => {}
+    if text.eq_ignore_ascii_case("infinity") || text.eq_ignore_ascii_case("+infinity") {
+        return Some(i32::MAX);
     }
-    let mut c = Cursor {
-        bytes: text.as_bytes(),
-        at: 0,
+    if text.eq_ignore_ascii_case("-infinity") {
+        return Some(i32::MIN);
+    }
+    let stamp = parse_timestamp(text)?;
+    if stamp.wall_micros == TIMESTAMP_INFINITY || stamp.wall_micros == TIMESTAMP_NEG_INFINITY {
+        return None;
+    }
+    let mut c = Cursor::new(text);
+    let days = if text.eq_ignore_ascii_case("epoch") {
+        0
+    } else {
+        parse_date_part(&mut c)?
     };
-    let days = parse_date_part(&mut c)?;
-    c.done().then_some(days)
+    i32::try_from(days).ok()
 }
 
-/// `HH:MM[:SS[.ffffff]]` → microseconds since midnight.
+/// A time of day as PostgreSQL's `time_in` reads the ISO forms: `[T]H[H]:MM[:SS[.fraction]]`
+/// or `HHMM[SS]`, with an offset (ignored), or after a date and a space (ignored); or
+/// `allballs`. Up to 24:00:00. Microseconds since midnight.
 pub fn parse_time(text: &str) -> Option<i64> {
-    let mut c = Cursor {
-        bytes: text.as_bytes(),
-        at: 0,
-    };
+    if text.eq_ignore_ascii_case("allballs") {
+        return Some(0);
+    }
+    let mut c = Cursor::new(text);
+    if parse_date_part(&mut c).is_some() {
+        // time_in takes a date before the time only with a space between them.
+        if c.peek() != Some(b' ') {
+            return None;
+        }
+        c.skip_spaces();
+    } else {
+        c.at = 0;
+        if !c.eat(b'T') {
+            c.eat(b't');
+        }
+    }
     let micros = parse_time_part(&mut c)?;
+    parse_offset(&mut c)?;
     c.done().then_some(micros)
+}
+
+/// A boolean as PostgreSQL's `boolin` reads text: any unique prefix of `true`, `false`,
+/// `yes`, `no`; `on`, `off` (at least two letters); `1`, `0`; any case, with surrounding
+/// whitespace.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    let value = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let len = value.len();
+    if len == 0 {
+        return None;
+    }
+    // PostgreSQL: pg_strncasecmp(value, word, max(len, at_least)) == 0.
+    let prefix_of = |word: &str, at_least: usize| {
+        len >= at_least
+            && len <= word.len()
+            && word.as_bytes()[..len].eq_ignore_ascii_case(value.as_bytes())
+    };
+    match value.as_bytes()[0].to_ascii_lowercase() {
+        b't' if prefix_of("true", 1) => Some(true),
+        b'f' if prefix_of("false", 1) => Some(false),
+        b'y' if prefix_of("yes", 1) => Some(true),
+        b'n' if prefix_of("no", 1) => Some(false),
+        b'o' if prefix_of("on", 2) => Some(true),
+        b'o' if prefix_of("off", 2) => Some(false),
+        b'1' if len == 1 => Some(true),
+        b'0' if len == 1 => Some(false),
+        _ => None,
+    }
+}
+
+/// A UUID as PostgreSQL's `uuid_in` reads it: 32 hex digits, optionally in braces, with a
+/// hyphen allowed after any group of four digits but the last.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let mut bytes = text.as_bytes();
+    let braces = bytes.first() == Some(&b'{');
+    if braces {
+        bytes = &bytes[1..];
+    }
+    let mut out = [0u8; 16];
+    let mut at = 0;
+    for (i, byte) in out.iter_mut().enumerate() {
+        let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+        let (high, low) = (hex(bytes.get(at))?, hex(bytes.get(at + 1))?);
+        *byte = (high << 4 | low) as u8;
+        at += 2;
+        if bytes.get(at) == Some(&b'-') && i % 2 == 1 && i < 15 {
+            at += 1;
+        }
+    }
+    if braces {
+        if bytes.get(at) != Some(&b'}') {
+            return None;
+        }
+        at += 1;
+    }
+    (at == bytes.len()).then_some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn utc(text: &str) -> Option<i64> {
+        parse_timestamp(text).and_then(|t| t.utc_micros(None))
+    }
+
     #[test]
     fn timestamps_with_offsets_and_fractions() {
         let t = parse_timestamp("2024-02-29T23:59:59.123456+05:30").unwrap();
         assert_eq!(t.offset_seconds, Some(19_800));
-        assert_eq!(t.utc_micros(), 1_709_251_199_123_456 - 19_800 * MICROS);
-        let z = parse_timestamp("1970-01-01 00:00:00Z").unwrap();
-        assert_eq!(z.utc_micros(), 0);
         assert_eq!(
-            parse_timestamp("1970-01-01T00:00:00.0000005")
-                .unwrap()
-                .wall_micros,
-            1
+            t.utc_micros(None),
+            Some(1_709_251_199_123_456 - 19_800 * MICROS)
         );
-        assert_eq!(
-            parse_timestamp("1969-12-31T23:59:59-0100")
-                .unwrap()
-                .utc_micros(),
-            3_599 * MICROS
-        );
+        assert_eq!(utc("1970-01-01 00:00:00Z"), Some(0));
+        assert_eq!(utc("1970-01-01 00:00:00 UTC"), Some(0));
+        assert_eq!(utc("1969-12-31T23:59:59-0100"), Some(3_599 * MICROS));
+        assert_eq!(utc("1970-01-01T01:00:00 +01"), Some(0));
         assert_eq!(parse_timestamp("2024-01-01").unwrap().offset_seconds, None);
+        // PostgreSQL rounds through a double, half to even.
+        assert_eq!(utc("1970-01-01T00:00:00.0000005Z"), Some(0));
+        assert_eq!(utc("1970-01-01T00:00:00.0000015Z"), Some(2));
+        assert_eq!(utc("1970-01-01T00:00:59.9999995Z"), Some(60 * MICROS));
+        // Leap seconds and 24:00 carry over.
+        assert_eq!(utc("1970-01-01T23:59:60Z"), Some(86_400 * MICROS));
+        assert_eq!(utc("1970-01-01T24:00:00Z"), Some(86_400 * MICROS));
+        assert_eq!(utc("epoch"), Some(0));
+        assert_eq!(utc("19700101T0100+01"), Some(0));
+        assert_eq!(utc("-Infinity"), Some(i64::MIN));
         for bad in [
             "2023-02-29T00:00:00Z",
-            "2024-01-01T24:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "2024-01-01T25:00:00Z",
+            "2024-01-01T00:00:61Z",
             "2024-01-01T00:00:00+",
-            "2024-1-01",
+            "2024-01-01T00:00:00+16:00",
             "2024-01-01T00:00:00.Z",
             "2024-01-01x",
+            "2024-01-01T10",
+            "now",
             "",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad:?}");
@@ -278,15 +540,46 @@ mod tests {
     }
 
     #[test]
+    fn naive_timestamps_follow_the_session_zone() {
+        let ny = SessionZone::parse("America/New_York");
+        let local = |text: &str| parse_timestamp(text).unwrap().utc_micros(Some(&ny));
+        assert_eq!(local("2024-01-15T12:00:00"), utc("2024-01-15T17:00:00Z"));
+        // Skipped by the spring change: the offset before it (EST).
+        assert_eq!(local("2024-03-10T02:30:00"), utc("2024-03-10T07:30:00Z"));
+        // Twice in the autumn: the offset after the change (EST).
+        assert_eq!(local("2024-11-03T01:30:00"), utc("2024-11-03T06:30:00Z"));
+        assert_eq!(
+            SessionZone::parse("<+05:30>-05:30"),
+            SessionZone::Fixed(19_800)
+        );
+        assert_eq!(SessionZone::parse("Etc/UTC").offset_of_local(0), Some(0));
+        let odd = SessionZone::parse("EST5EDT,M3.2.0,M11.1.0x");
+        assert_eq!(odd.offset_of_local(0), None);
+        assert_eq!(
+            parse_timestamp("2024-01-01T00:00:00Z")
+                .unwrap()
+                .utc_micros(Some(&odd)),
+            utc("2024-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
     fn dates_times_and_shapes() {
         assert_eq!(parse_date("2000-01-01"), Some(10_957));
         assert_eq!(parse_date("1969-12-31"), Some(-1));
-        assert_eq!(parse_date("2000-01-01T00:00:00Z"), None);
+        assert_eq!(parse_date("2024-1-5"), parse_date("2024-01-05"));
+        assert_eq!(parse_date("2000-01-01T23:00:00-05:00"), Some(10_957));
+        assert_eq!(parse_date("0000-01-01"), None);
         assert_eq!(
             parse_time("13:45:07.5"),
             Some((13 * 3600 + 45 * 60 + 7) * MICROS + 500_000)
         );
         assert_eq!(parse_time("13:45"), Some((13 * 3600 + 45 * 60) * MICROS));
+        assert_eq!(parse_time("24:00:00"), Some(MICROS_PER_DAY));
+        assert_eq!(parse_time("23:59:60"), Some(MICROS_PER_DAY));
+        assert_eq!(parse_time("24:00:01"), None);
+        assert_eq!(parse_time("10:00:00+02"), Some(10 * 3600 * MICROS));
+        assert_eq!(parse_time("2024-01-05 10:00"), Some(10 * 3600 * MICROS));
         assert_eq!(string_shape("2024-05-06"), StringShape::Date);
         assert_eq!(
             string_shape("2024-05-06T01:02:03Z"),
@@ -295,5 +588,53 @@ mod tests {
         assert_eq!(string_shape("2024-05-06 01:02:03"), StringShape::Timestamp);
         assert_eq!(string_shape("2024-05-06 and more"), StringShape::Other);
         assert_eq!(string_shape("hello"), StringShape::Other);
+    }
+
+    #[test]
+    fn booleans_as_boolin_reads_them() {
+        for (text, want) in [
+            ("t", Some(true)),
+            ("TRUE", Some(true)),
+            (" tr ", Some(true)),
+            ("truth", None),
+            ("yes", Some(true)),
+            ("y", Some(true)),
+            ("n", Some(false)),
+            ("on", Some(true)),
+            ("o", None),
+            ("of", Some(false)),
+            ("off", Some(false)),
+            ("offf", None),
+            ("1", Some(true)),
+            ("0", Some(false)),
+            ("10", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_bool(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn uuids_as_uuid_in_reads_them() {
+        let want = parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
+        for ok in [
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "{a0eebc99-9c0b4ef8-bb6d-6bb9bd380a11}",
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+        ] {
+            assert_eq!(parse_uuid(ok), Some(want), "{ok}");
+        }
+        for bad in [
+            "urn:uuid:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
+            "a0e-ebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        ] {
+            assert_eq!(parse_uuid(bad), None, "{bad}");
+        }
     }
 }

@@ -95,6 +95,7 @@ impl CopyEncoder {
             )));
         }
         let rows = batch.num_rows();
+        self.cursors.clear();
         if rows == 0 {
             return Ok(());
         }
@@ -102,7 +103,6 @@ impl CopyEncoder {
             .map_err(|_| EncodeError::Layout("more than 32767 columns".into()))?;
 
         // Pass 1: every row's encoded length, one column at a time.
-        self.cursors.clear();
         self.cursors.resize(rows, 2 + 4 * self.types.len());
         for (col, (array, &pg_type)) in batch.columns().iter().zip(&self.types).enumerate() {
             if array.data_type() != &pg_type.arrow_type() {
@@ -212,7 +212,8 @@ fn add_lengths(
             numeric.offsets.push(0);
             for (row, value) in strings.iter().enumerate() {
                 if let Some(text) = value {
-                    encode_numeric(text, &mut numeric.bytes).map_err(|reason| (row, reason))?;
+                    encode_numeric(text, &mut numeric.bytes)
+                        .map_err(|error| (row, error.to_string()))?;
                     lens[row] += numeric.bytes.len() - numeric.offsets[numeric.offsets.len() - 1];
                 }
                 numeric.offsets.push(numeric.bytes.len());
@@ -391,29 +392,53 @@ const NUMERIC_PINF: u16 = 0xD000;
 const NUMERIC_NINF: u16 = 0xF000;
 const NUMERIC_MAX_DSCALE: usize = 0x3FFF;
 
+/// A decimal text numeric cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumericError {
+    #[error("{0:?} is not a number (numeric)")]
+    Invalid(String),
+    /// More than 131,072 digits before the decimal point or 16,383 after, as PostgreSQL's
+    /// own numeric refuses.
+    #[error(
+        "{0:?} is out of range for numeric (at most 131072 digits before the decimal point and 16383 after)"
+    )]
+    OutOfRange(String),
+}
+
 /// Appends the binary send format of the decimal `text` (`-12.340`, `1e-3`, `NaN`,
-/// `Infinity`) to `out`: ndigits, weight, sign, dscale, then base-10000 digits.
+/// `Infinity`) to `out`: ndigits, weight, sign, dscale, then base-10000 digits. `text` is
+/// what PostgreSQL's `numeric_in` takes, without surrounding whitespace.
 ///
 /// # Errors
 /// Text that is not a decimal number, or one outside numeric's range.
-pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), NumericError> {
     let header = |out: &mut Vec<u8>, ndigits: u16, weight: i16, sign: u16, dscale: u16| {
         out.put_u16(ndigits);
         out.put_i16(weight);
         out.put_u16(sign);
         out.put_u16(dscale);
     };
-    let special = match text.to_ascii_lowercase().as_str() {
-        "nan" => Some(NUMERIC_NAN),
-        "infinity" | "+infinity" | "inf" => Some(NUMERIC_PINF),
-        "-infinity" | "-inf" => Some(NUMERIC_NINF),
-        _ => None,
+    let special = if text.eq_ignore_ascii_case("nan") {
+        Some(NUMERIC_NAN)
+    } else if ["infinity", "+infinity", "inf", "+inf"]
+        .iter()
+        .any(|w| text.eq_ignore_ascii_case(w))
+    {
+        Some(NUMERIC_PINF)
+    } else if ["-infinity", "-inf"]
+        .iter()
+        .any(|w| text.eq_ignore_ascii_case(w))
+    {
+        Some(NUMERIC_NINF)
+    } else {
+        None
     };
     if let Some(sign) = special {
         header(out, 0, 0, sign, 0);
         return Ok(());
     }
-    let invalid = || format!("{text:?} is not a valid numeric");
+    let invalid = || NumericError::Invalid(text.to_string());
+    let out_of_range = || NumericError::OutOfRange(text.to_string());
     let bytes = text.as_bytes();
     let (negative, mut rest) = match bytes.first() {
         Some(b'-') => (true, &bytes[1..]),
@@ -437,10 +462,20 @@ pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     }
     let mut exponent: i64 = 0;
     if let Some(e) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
+        let digits = e
+            .strip_prefix(b"+")
+            .or_else(|| e.strip_prefix(b"-"))
+            .unwrap_or(e);
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(invalid());
+        }
         let e = std::str::from_utf8(e).map_err(|_| invalid())?;
-        exponent = e.parse::<i64>().map_err(|_| invalid())?;
-        if exponent.abs() > 100_000 {
-            return Err(format!("{text:?} is out of range for numeric"));
+        // Digits too many for an i64 are far past numeric's range either way.
+        exponent = e.parse::<i64>().map_err(|_| out_of_range())?;
+        // No record is long enough to hold the digits that would bring such an exponent
+        // back into range; this also keeps the arithmetic below far from overflow.
+        if exponent.unsigned_abs() > 4_000_000_000 {
+            return Err(out_of_range());
         }
         rest = &[];
     }
@@ -452,9 +487,7 @@ pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let point = int_digits.len() as i64 + exponent;
     let dscale = (frac_digits.len() as i64 - exponent).max(0) as usize;
     if dscale > NUMERIC_MAX_DSCALE {
-        return Err(format!(
-            "{text:?} has more decimal places than numeric allows"
-        ));
+        return Err(out_of_range());
     }
     // Pad on the left so the decimal point falls on a base-10000 group boundary.
     let lead = (4 - point.rem_euclid(4)) % 4;
@@ -487,8 +520,7 @@ pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     weight -= first as i64;
     let last = groups.iter().rposition(|&g| g != 0).unwrap_or(first);
     let groups = &groups[first..=last];
-    let weight =
-        i16::try_from(weight).map_err(|_| format!("{text:?} is out of range for numeric"))?;
+    let weight = i16::try_from(weight).map_err(|_| out_of_range())?;
     let sign = if negative { NUMERIC_NEG } else { NUMERIC_POS };
     header(out, groups.len() as u16, weight, sign, dscale as u16);
     for g in groups {

@@ -62,9 +62,9 @@ impl CursorMax {
         let seen = match self.pg_type {
             PgType::Int2 | PgType::Int4 | PgType::Int8 => text.parse().ok().map(Best::Int),
             PgType::Float4 | PgType::Float8 => text.parse().ok().map(Best::Float),
-            PgType::Timestamptz | PgType::Timestamp => {
-                parse_timestamp(text).map(|t| Best::Micros(t.utc_micros()))
-            }
+            PgType::Timestamptz | PgType::Timestamp => parse_timestamp(text)
+                .and_then(|t| t.utc_micros(None))
+                .map(Best::Micros),
             PgType::Date => parse_date(text).map(Best::Days),
             PgType::Numeric => text
                 .parse()

@@ -243,6 +243,7 @@ impl DecodeStage {
                     .map(|i| (i, plan.late_field_hint.clone()))
                     .collect(),
                 reject: self.rejects.is_some(),
+                zone: Some(crate::decode::SessionZone::parse(&plan.time_zone)),
             },
         ));
         let sampled = std::mem::take(&mut self.sampled);

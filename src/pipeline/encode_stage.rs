@@ -38,6 +38,10 @@ pub(super) fn encode(
                 continue;
             }
         };
+        if decoded.batch.num_rows() == 0 {
+            // Every record of the batch was set aside.
+            continue;
+        }
         let batch = match &projection {
             Some(columns) => decoded
                 .batch

@@ -178,6 +178,8 @@ async fn start(
     let (opened, client) = tokio::try_join!(opened, async {
         connect.connect().await.map_err(LoadError::from)
     })?;
+    // Sources read timestamps without an offset in the target session's zone, as a load does.
+    let time_zone = crate::sink::catalog::session_time_zone(&client, &table).await?;
 
     let transform = Transform::new(sink.batch_size);
     let mut inputs = Vec::with_capacity(opened.len());
@@ -190,7 +192,12 @@ async fn start(
                 None => fields.columns.push(crate::schema::Column { name, pg_type }),
             }
         }
-        let plan = Arc::new(LoadPlan::for_source(&config.name, fields, request.sample));
+        let plan = Arc::new(LoadPlan::for_source(
+            &config.name,
+            fields,
+            request.sample,
+            time_zone.clone(),
+        ));
         let schema = plan.decode.arrow_schema();
         source_columns.push((config.name.clone(), plan.decode.clone()));
         let (batches, stages) = source.start(plan).await?;

@@ -22,11 +22,29 @@ pub struct CatalogColumn {
 pub struct TargetInfo {
     /// The table with its schema resolved (`current_schema()` when none was given).
     pub name: TableName,
+    /// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an
+    /// offset.
+    pub time_zone: String,
     pub schema_exists: bool,
     /// The table's OID, when it exists.
     pub oid: Option<u32>,
     /// `None` when the table does not exist.
     pub columns: Option<Vec<CatalogColumn>>,
+}
+
+/// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an offset.
+///
+/// # Errors
+/// A failing query.
+pub async fn session_time_zone(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+) -> Result<String, SinkError> {
+    client
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| SinkError::database("reading the session's TimeZone", table, &e))
 }
 
 /// Looks the target up in the catalog.
@@ -37,12 +55,14 @@ pub async fn describe_target(
     client: &tokio_postgres::Client,
     name: &TableName,
 ) -> Result<TargetInfo, SinkError> {
+    let session = client
+        .query_one("SELECT current_schema(), current_setting('TimeZone')", &[])
+        .await
+        .map_err(|e| SinkError::database("reading the catalog", name, &e))?;
+    let time_zone: String = session.get(1);
     let schema = match &name.schema {
         Some(s) => s.clone(),
-        None => client
-            .query_one("SELECT current_schema()", &[])
-            .await
-            .map_err(|e| SinkError::database("reading the catalog", name, &e))?
+        None => session
             .get::<_, Option<String>>(0)
             .unwrap_or_else(|| "public".into()),
     };
@@ -101,6 +121,7 @@ pub async fn describe_target(
     };
     Ok(TargetInfo {
         name: resolved,
+        time_zone,
         schema_exists,
         oid,
         columns,

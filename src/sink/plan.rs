@@ -73,6 +73,8 @@ pub struct LoadPlan {
     /// Sampled fields dropped under `--schema discard`.
     pub discarded_fields: Vec<String>,
     pub create_schema: Option<String>,
+    /// The session's `TimeZone`, for timestamps without an offset into timestamptz columns.
+    pub time_zone: String,
     /// Columns records are decoded into. The first `copy_columns` of them are loaded; the
     /// rest must stay NULL in every record (they were left out so their defaults apply).
     pub decode: TableSchema,
@@ -156,6 +158,7 @@ impl LoadPlan {
                 format!("CREATE TABLE {qualified} ({})", cols.join(", "))
             });
             return LoadPlan {
+                time_zone: target.time_zone.clone(),
                 create_schema: (!target.schema_exists && create_table.is_some())
                     .then(|| create_schema_statement(&schema_name)),
                 create_table,
@@ -269,6 +272,7 @@ impl LoadPlan {
         loaded.extend(defaulted);
         LoadPlan {
             table: table.clone(),
+            time_zone: target.time_zone.clone(),
             create_table: None,
             create_schema: None,
             alter_table,
@@ -290,8 +294,14 @@ impl LoadPlan {
 
     /// The plan of a source read by a transform: its records decoded into the columns its
     /// sample showed (or the config typed); nothing is written from it directly.
-    pub fn for_source(source: &str, fields: TableSchema, sample_limit: usize) -> LoadPlan {
+    pub fn for_source(
+        source: &str,
+        fields: TableSchema,
+        sample_limit: usize,
+        time_zone: String,
+    ) -> LoadPlan {
         LoadPlan {
+            time_zone,
             table: TableName {
                 schema: None,
                 table: source.to_string(),
@@ -475,6 +485,7 @@ mod tests {
                 schema: Some("Demo".into()),
                 table: "items".into(),
             },
+            time_zone: "UTC".into(),
             schema_exists: false,
             oid: None,
             columns: None,
@@ -504,6 +515,7 @@ mod tests {
                 schema: Some("s".into()),
                 table: "t".into(),
             },
+            time_zone: "UTC".into(),
             schema_exists: true,
             oid: Some(42),
             columns: Some(vec![col("id", Some(PgType::Int8), false)]),
@@ -540,6 +552,7 @@ mod tests {
                 schema: Some("s".into()),
                 table: "t".into(),
             },
+            time_zone: "UTC".into(),
             schema_exists: true,
             oid: Some(1),
             columns: Some(vec![

@@ -30,7 +30,7 @@ async fn malformed_json_names_the_line_and_column() {
     assert_one_line_error(
         &run,
         &format!(
-            "loading stdin into {table} failed; the table is unchanged: stdin: line 3, column 18 (record 3): malformed JSON: expected `:`"
+            "loading stdin into {table} failed; the table is unchanged: stdin: line 3, column 18 (record 3): malformed JSON: expected ':' after the key, found '\"'"
         ),
     );
     assert_unchanged(&db, &table).await;
@@ -590,7 +590,7 @@ async fn rejected_records_go_to_the_reject_file_and_the_rest_loads() {
     assert_eq!(rejects[1]["record"], 4);
     assert_eq!(
         rejects[1]["reason"],
-        "line 4, column 18 (record 4): malformed JSON: expected `:`"
+        "line 4, column 18 (record 4): malformed JSON: expected ':' after the key, found '\"'"
     );
     assert!(!dir.path().join("rejects.ndjson.partial").exists());
 }

@@ -10,6 +10,7 @@ mod faults;
 mod http;
 mod load;
 mod merge;
+mod oracle;
 #[cfg(feature = "sql")]
 mod pipelines;
 mod replace;

@@ -270,7 +270,7 @@ async fn failed_swaps_leave_the_table_unchanged() {
     .await;
     assert_fails(
         &run,
-        "stdin: line 2, column 19 (record 2): malformed JSON: expected value",
+        "stdin: line 2, column 19 (record 2): malformed JSON: expected a value, found '}'",
     );
     assert_unchanged(&db, &table).await;
     assert!(leftovers(&db, &schema).await.is_empty());

@@ -1,0 +1,678 @@
+//! A strict JSON scanner for one record: RFC 8259, and nothing looser.
+//!
+//! arrow-json's tokenizer is built for analytics and is lenient: it takes any run of number
+//! characters as a number (`01`, `1.2.3`, `-`), skips commas freely (`{"a":1 "b":2}`), and
+//! keeps raw control characters inside strings. A loader that promises exact values must
+//! refuse such text, so records are scanned here instead, in one pass that also finds what
+//! the column decoders need.
+//!
+//! A record is a JSON object. Its fields are handed to the caller as (key, [`Value`]) pairs
+//! in order, where a value is only its kind and where its text lies in the record: no value
+//! is copied or converted here. Nested objects and arrays are validated to the end (with an
+//! explicit stack, so no input can overflow the thread's stack) but not broken up: the
+//! columns that take them (json, jsonb, text) want their exact text, as PostgreSQL keeps it.
+
+use std::fmt;
+
+/// The deepest nesting of objects and arrays accepted. PostgreSQL, with its default
+/// `max_stack_depth`, reads JSON at least this deep; deeper records are refused here, with a
+/// message, rather than risking the server's (or anyone's) stack.
+pub const MAX_DEPTH: usize = 10_000;
+
+/// What kind of JSON value a field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// The record has no such field.
+    #[default]
+    Absent,
+    Null,
+    True,
+    False,
+    Number,
+    String,
+    Object,
+    Array,
+}
+
+/// A field's value: its kind and where its text lies in the record (for a string, the text
+/// between the quotes, escapes as written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Value {
+    pub kind: Kind,
+    /// A string with backslash escapes ([`unescape`] gives its text).
+    pub escaped: bool,
+    /// A string, or a nested value, holding the escape `\u0000`, which PostgreSQL cannot
+    /// convert to text or store in jsonb.
+    pub nul: bool,
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Value {
+    /// The value's text in `record`: a number as written, a string's contents with its
+    /// escapes, a nested value's whole text.
+    pub fn text<'a>(&self, record: &'a [u8]) -> &'a str {
+        // The record was checked to be UTF-8, and every span starts and ends at an ASCII
+        // byte (a quote, a bracket, a digit), so it is UTF-8 too.
+        std::str::from_utf8(&record[self.start as usize..self.end as usize]).unwrap_or_default()
+    }
+
+    /// The value as JSON text: strings with their quotes.
+    pub fn json<'a>(&self, record: &'a [u8]) -> &'a str {
+        let (start, end) = match self.kind {
+            Kind::String => (self.start as usize - 1, self.end as usize + 1),
+            _ => (self.start as usize, self.end as usize),
+        };
+        std::str::from_utf8(&record[start..end]).unwrap_or_default()
+    }
+}
+
+/// Why a record is not valid JSON, and where (a byte offset in the record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub offset: usize,
+    pub message: String,
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn error(offset: usize, message: impl Into<String>) -> SyntaxError {
+    SyntaxError {
+        offset,
+        message: message.into(),
+    }
+}
+
+/// What a byte means inside a string: 0 ordinary, 1 the end quote, 2 a backslash, 3 a
+/// control character (which JSON requires to be escaped).
+static STRING_BYTES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = 3;
+        b += 1;
+    }
+    table[b'"' as usize] = 1;
+    table[b'\\' as usize] = 2;
+    table
+};
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Scans one record, which must be exactly one JSON object (surrounding whitespace aside),
+/// calling `field` with each key (its text between the quotes, and whether it has escapes)
+/// and value, in order.
+///
+/// # Errors
+/// The first place the record departs from RFC 8259, or the first error `field` returns.
+pub fn scan_record<E: From<SyntaxError>>(
+    record: &[u8],
+    mut field: impl FnMut(&[u8], bool, Value) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut s = Scanner::new(record);
+    s.skip_space();
+    match s.peek() {
+        Some(b'{') => s.at += 1,
+        Some(_) => return Err(s.fail("the record is not a JSON object").into()),
+        None => return Err(s.fail("the record is empty").into()),
+    }
+    s.skip_space();
+    if s.peek() == Some(b'}') {
+        s.at += 1;
+    } else {
+        loop {
+            s.skip_space();
+            if s.peek() != Some(b'"') {
+                return Err(s.fail("expected a key (a string in double quotes)").into());
+            }
+            let key = s.string()?;
+            s.skip_space();
+            if s.peek() != Some(b':') {
+                return Err(s.fail("expected ':' after the key").into());
+            }
+            s.at += 1;
+            s.skip_space();
+            let value = s.value()?;
+            field(
+                &record[key.start as usize..key.end as usize],
+                key.escaped,
+                value,
+            )?;
+            s.skip_space();
+            match s.peek() {
+                Some(b',') => s.at += 1,
+                Some(b'}') => {
+                    s.at += 1;
+                    break;
+                }
+                _ => return Err(s.fail("expected ',' or '}' after a value").into()),
+            }
+        }
+    }
+    s.skip_space();
+    if s.at < record.len() {
+        return Err(s.fail("more than one JSON value in the record").into());
+    }
+    Ok(())
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// Open objects (`true`) and arrays (`false`) of the nested value being scanned.
+    stack: Vec<bool>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(bytes: &'a [u8]) -> Scanner<'a> {
+        Scanner {
+            bytes,
+            at: 0,
+            stack: Vec::new(),
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while self.at < self.bytes.len() && is_space(self.bytes[self.at]) {
+            self.at += 1;
+        }
+    }
+
+    fn fail(&self, message: &str) -> SyntaxError {
+        match self.peek() {
+            None => error(
+                self.at,
+                "the record ends before its JSON value is complete (NDJSON needs one whole value per line)",
+            ),
+            Some(b) if b.is_ascii_graphic() => {
+                error(self.at, format!("{message}, found {:?}", char::from(b)))
+            }
+            Some(b) => error(self.at, format!("{message}, found byte 0x{b:02x}")),
+        }
+    }
+
+    /// One value at the cursor (after whitespace), scalar or nested.
+    fn value(&mut self) -> Result<Value, SyntaxError> {
+        let start = self.at;
+        let scalar = |kind, s: &Self| Value {
+            kind,
+            start: start as u32,
+            end: s.at as u32,
+            ..Value::default()
+        };
+        match self.peek() {
+            Some(b'"') => self.string(),
+            Some(b'-' | b'0'..=b'9') => {
+                self.number()?;
+                Ok(scalar(Kind::Number, self))
+            }
+            Some(b't') => {
+                self.literal("true")?;
+                Ok(scalar(Kind::True, self))
+            }
+            Some(b'f') => {
+                self.literal("false")?;
+                Ok(scalar(Kind::False, self))
+            }
+            Some(b'n') => {
+                self.literal("null")?;
+                Ok(scalar(Kind::Null, self))
+            }
+            Some(b'{' | b'[') => self.nested(),
+            _ => Err(self.fail("expected a value")),
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), SyntaxError> {
+        let end = self.at + word.len();
+        if self.bytes.get(self.at..end) != Some(word.as_bytes())
+            || self
+                .bytes
+                .get(end)
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(error(
+                self.at,
+                "expected a value (true, false, null, a number, a string, an object or an array)",
+            ));
+        }
+        self.at = end;
+        Ok(())
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, ending where a value may end.
+    fn number(&mut self) -> Result<(), SyntaxError> {
+        let start = self.at;
+        let digits = |s: &mut Self| {
+            let from = s.at;
+            while s.at < s.bytes.len() && s.bytes[s.at].is_ascii_digit() {
+                s.at += 1;
+            }
+            s.at - from
+        };
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.at += 1;
+                if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                    return Err(error(
+                        start,
+                        "a number must not start with 0 followed by digits",
+                    ));
+                }
+            }
+            Some(b'1'..=b'9') => {
+                digits(self);
+            }
+            _ => return Err(error(start, "a number needs a digit after its '-'")),
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if digits(self) == 0 {
+                return Err(error(
+                    start,
+                    "a number needs digits after its decimal point",
+                ));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if digits(self) == 0 {
+                return Err(error(start, "a number needs digits in its exponent"));
+            }
+        }
+        match self.peek() {
+            None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') => Ok(()),
+            Some(_) => Err(error(
+                start,
+                format!(
+                    "{:?} is not a JSON number",
+                    String::from_utf8_lossy(
+                        &self.bytes[start..(self.at + 1).min(self.bytes.len())]
+                    )
+                ),
+            )),
+        }
+    }
+
+    /// A string at the cursor (on its opening quote). The value spans its contents.
+    fn string(&mut self) -> Result<Value, SyntaxError> {
+        self.at += 1;
+        let start = self.at;
+        let mut escaped = false;
+        let mut nul = false;
+        loop {
+            // The common case: a run of ordinary bytes.
+            while self.at < self.bytes.len() && STRING_BYTES[self.bytes[self.at] as usize] == 0 {
+                self.at += 1;
+            }
+            match self.bytes.get(self.at).map(|&b| STRING_BYTES[b as usize]) {
+                Some(1) => break,
+                Some(2) => {
+                    escaped = true;
+                    nul |= self.escape()?;
+                }
+                Some(_) => {
+                    let b = self.bytes[self.at];
+                    return Err(error(
+                        self.at,
+                        format!(
+                            "a control character (U+{b:04X}) inside a string; JSON requires it escaped (\\u{b:04x})"
+                        ),
+                    ));
+                }
+                None => return Err(error(start - 1, "a string that is never closed")),
+            }
+        }
+        let end = self.at;
+        self.at += 1;
+        Ok(Value {
+            kind: Kind::String,
+            escaped,
+            nul,
+            start: start as u32,
+            end: end as u32,
+        })
+    }
+
+    /// One escape at the cursor (on its backslash); returns whether it is `\u0000`.
+    fn escape(&mut self) -> Result<bool, SyntaxError> {
+        let at = self.at;
+        match self.bytes.get(at + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.at += 2;
+                Ok(false)
+            }
+            Some(b'u') => {
+                let unit = self.hex4(at + 2)?;
+                self.at = at + 6;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if self.bytes.get(self.at..self.at + 2) != Some(b"\\u") {
+                            return Err(error(
+                                at,
+                                "a UTF-16 high surrogate escape not followed by its low surrogate",
+                            ));
+                        }
+                        let low = self.hex4(self.at + 2)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(error(
+                                at,
+                                "a UTF-16 high surrogate escape not followed by its low surrogate",
+                            ));
+                        }
+                        self.at += 6;
+                        Ok(false)
+                    }
+                    0xDC00..=0xDFFF => Err(error(
+                        at,
+                        "a UTF-16 low surrogate escape without its high surrogate",
+                    )),
+                    unit => Ok(unit == 0),
+                }
+            }
+            Some(&b) => Err(error(
+                at,
+                format!(
+                    "invalid escape \\{} in a string",
+                    char::from(b).escape_default()
+                ),
+            )),
+            None => Err(error(at, "a string that is never closed")),
+        }
+    }
+
+    fn hex4(&self, at: usize) -> Result<u32, SyntaxError> {
+        let digits = self
+            .bytes
+            .get(at..at + 4)
+            .ok_or_else(|| error(at - 2, "a \\u escape needs four hex digits"))?;
+        let mut unit = 0;
+        for &d in digits {
+            let v = (d as char)
+                .to_digit(16)
+                .ok_or_else(|| error(at - 2, "a \\u escape needs four hex digits"))?;
+            unit = unit * 16 + v;
+        }
+        Ok(unit)
+    }
+
+    /// An object or array at the cursor, validated to its end without recursion.
+    fn nested(&mut self) -> Result<Value, SyntaxError> {
+        let start = self.at;
+        let mut nul = false;
+        self.stack.clear();
+        loop {
+            // At the start of an element: after `[`, `{` or `,` (or `:` for object values).
+            let b = self.bytes.get(self.at).copied();
+            match b {
+                Some(b'{' | b'[') => {
+                    if self.stack.len() >= MAX_DEPTH {
+                        return Err(error(
+                            self.at,
+                            format!("nested deeper than {MAX_DEPTH} levels"),
+                        ));
+                    }
+                    self.stack.push(b == Some(b'{'));
+                    self.at += 1;
+                    self.skip_space();
+                    if let Some(closing @ (b'}' | b']')) = self.peek() {
+                        let object = self.stack.last() == Some(&true);
+                        if (closing == b'}') != object {
+                            return Err(self.fail("mismatched bracket"));
+                        }
+                        self.at += 1;
+                        self.stack.pop();
+                        if self.stack.is_empty() {
+                            break;
+                        }
+                        if !self.after_element()? {
+                            break;
+                        }
+                        if self.stack.last() == Some(&true) {
+                            self.key(&mut nul)?;
+                        }
+                        continue;
+                    }
+                    if self.stack.last() == Some(&true) {
+                        self.key(&mut nul)?;
+                    }
+                    continue;
+                }
+                _ => {
+                    let value = self.value()?;
+                    nul |= value.nul;
+                }
+            }
+            if !self.after_element()? {
+                break;
+            }
+            if self.stack.last() == Some(&true) {
+                self.key(&mut nul)?;
+            }
+        }
+        Ok(Value {
+            kind: if self.bytes[start] == b'{' {
+                Kind::Object
+            } else {
+                Kind::Array
+            },
+            escaped: false,
+            nul,
+            start: start as u32,
+            end: self.at as u32,
+        })
+    }
+
+    /// After an element of the open container: `,` (another element follows; the cursor is
+    /// left on it, after whitespace) or the closing bracket (closes it, and those it ends).
+    /// Returns false when the outermost container closed.
+    fn after_element(&mut self) -> Result<bool, SyntaxError> {
+        loop {
+            self.skip_space();
+            let object = self.stack.last() == Some(&true);
+            match self.peek() {
+                Some(b',') => {
+                    self.at += 1;
+                    self.skip_space();
+                    return Ok(true);
+                }
+                Some(b'}') if object => {}
+                Some(b']') if !object => {}
+                _ => {
+                    return Err(self.fail(if object {
+                        "expected ',' or '}' after a value"
+                    } else {
+                        "expected ',' or ']' after an element"
+                    }));
+                }
+            }
+            self.at += 1;
+            self.stack.pop();
+            if self.stack.is_empty() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// A key and its colon, inside a nested object.
+    fn key(&mut self, nul: &mut bool) -> Result<(), SyntaxError> {
+        self.skip_space();
+        if self.peek() != Some(b'"') {
+            return Err(self.fail("expected a key (a string in double quotes)"));
+        }
+        *nul |= self.string()?.nul;
+        self.skip_space();
+        if self.peek() != Some(b':') {
+            return Err(self.fail("expected ':' after the key"));
+        }
+        self.at += 1;
+        self.skip_space();
+        Ok(())
+    }
+}
+
+/// Appends the text of a JSON string's contents (between the quotes), escapes resolved, to
+/// `out`. The contents must have passed the scanner.
+pub fn unescape(contents: &str, out: &mut String) {
+    let mut rest = contents;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let bytes = rest.as_bytes();
+        let (c, used) = match bytes[i + 1] {
+            b'b' => ('\u{8}', 2),
+            b'f' => ('\u{c}', 2),
+            b'n' => ('\n', 2),
+            b'r' => ('\r', 2),
+            b't' => ('\t', 2),
+            b'u' => {
+                let unit = |at: usize| u32::from_str_radix(&rest[at..at + 4], 16).unwrap_or(0xFFFD);
+                let high = unit(i + 2);
+                if (0xD800..0xDC00).contains(&high) {
+                    let low = unit(i + 8);
+                    let c = char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00));
+                    (c.unwrap_or('\u{FFFD}'), 12)
+                } else {
+                    (char::from_u32(high).unwrap_or('\u{FFFD}'), 6)
+                }
+            }
+            other => (char::from(other), 2),
+        };
+        out.push(c);
+        rest = &rest[i + used..];
+    }
+    out.push_str(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(record: &str) -> Result<Vec<(String, Kind, String)>, String> {
+        let mut out = Vec::new();
+        scan_record::<SyntaxError>(record.as_bytes(), |key, _, value| {
+            out.push((
+                String::from_utf8_lossy(key).into_owned(),
+                value.kind,
+                value.text(record.as_bytes()).to_string(),
+            ));
+            Ok(())
+        })
+        .map_err(|e| format!("{} at {}", e.message, e.offset))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn scans_fields_with_their_kinds_and_text() {
+        let got = fields(r#" {"a": 1.5e3, "b" : "x\"y", "c": [1, {"d": null}], "e": {}, "f": true, "g": null, "h": -0} "#).unwrap();
+        let kinds: Vec<(&str, Kind, &str)> = got
+            .iter()
+            .map(|(k, kind, t)| (k.as_str(), *kind, t.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("a", Kind::Number, "1.5e3"),
+                ("b", Kind::String, "x\\\"y"),
+                ("c", Kind::Array, "[1, {\"d\": null}]"),
+                ("e", Kind::Object, "{}"),
+                ("f", Kind::True, "true"),
+                ("g", Kind::Null, "null"),
+                ("h", Kind::Number, "-0"),
+            ]
+        );
+        assert_eq!(fields("{}").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn refuses_everything_rfc_8259_does() {
+        for (bad, at) in [
+            (r#"{"a": 01}"#, 6),
+            (r#"{"a": 1.2.3}"#, 6),
+            (r#"{"a": -}"#, 6),
+            (r#"{"a": .5}"#, 6),
+            (r#"{"a": 1.}"#, 6),
+            (r#"{"a": +1}"#, 6),
+            (r#"{"a": 1e}"#, 6),
+            (r#"{"a": 0x10}"#, 6),
+            (r#"{"a": 1 "b": 2}"#, 8),
+            (r#"{,"a": 1}"#, 1),
+            (r#"{"a": 1,}"#, 8),
+            (r#"{"a": [1,]}"#, 9),
+            (r#"{"a": [1 2]}"#, 9),
+            (r#"{"a": [,1]}"#, 7),
+            (r#"{"a": {"b" 1}}"#, 11),
+            (r#"{"a": {"b": 1,}}"#, 14),
+            (r#"{"a": [1}"#, 8),
+            ("{\"a\": \"x\ty\"}", 8),
+            (r#"{"a": "x\q"}"#, 8),
+            (r#"{"a": "\ud800"}"#, 7),
+            (r#"{"a": "\udc00"}"#, 7),
+            (r#"{"a": "\u12"}"#, 7),
+            (r#"{"a": tru}"#, 6),
+            (r#"{"a": nulls}"#, 6),
+            (r#"{"a": NaN}"#, 6),
+            (r#"{"a": 'x'}"#, 6),
+            (r#"{"a": 1} {"b": 2}"#, 9),
+            (r#"[{"a": 1}]"#, 0),
+            (r#"{"a": 1"#, 7),
+            (r#"{"a": "x"#, 6),
+            ("", 0),
+            (r#"{"a": 1}}"#, 8),
+        ] {
+            let err = fields(bad).expect_err(bad);
+            assert!(err.ends_with(&format!(" at {at}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!(
+            "{{\"a\": {}{}}}",
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        assert!(fields(&deep).is_ok());
+        let deeper = format!("{{\"a\": {}{}}}", "[".repeat(200_000), "]".repeat(200_000));
+        assert!(
+            fields(&deeper)
+                .unwrap_err()
+                .starts_with("nested deeper than 10000 levels")
+        );
+        let unclosed = format!("{{\"a\": {}", "[{\"b\":".repeat(1000));
+        assert!(fields(&unclosed).is_err());
+    }
+
+    #[test]
+    fn nul_escapes_are_flagged_and_strings_unescape() {
+        let record = br#"{"a": "x\u0000", "b": {"k": ["\u0000"]}, "c": "\\u0000", "d": "\ud83c\udf89\t\u00e9\/"}"#;
+        let mut got = Vec::new();
+        scan_record::<SyntaxError>(record, |_, _, v| {
+            got.push((v.nul, v.escaped));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![(true, true), (true, false), (false, true), (false, true)]
+        );
+        let mut out = String::new();
+        unescape(r#"\ud83c\udf89\t\u00e9\/\"\\"#, &mut out);
+        assert_eq!(out, "🎉\té/\"\\");
+    }
+}
