@@ -183,14 +183,27 @@ impl<'a> Cursor<'a> {
 }
 
 /// Days from 1970-01-01 to the civil date, or `None` for a date that does not exist (or year
-/// 0, which PostgreSQL refuses).
+/// 0, which PostgreSQL refuses). Howard Hinnant's `days_from_civil`, for the proleptic
+/// Gregorian calendar PostgreSQL uses.
 fn days_from_civil(year: i32, month: u32, day: u32) -> Option<i64> {
-    use chrono::Datelike;
-    if year == 0 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if year == 0 || day == 0 || day > month_days {
         return None;
     }
-    let date = chrono::NaiveDate::from_ymd_opt(year, month, day)?;
-    Some(i64::from(date.num_days_from_ce()) - 719_163)
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 /// `YYYY-MM-DD` (month and day of one or two digits) or `YYYYMMDD` → days since 1970-01-01.
@@ -561,6 +574,26 @@ mod tests {
                 .utc_micros(Some(&odd)),
             utc("2024-01-01T00:00:00Z")
         );
+    }
+
+    #[test]
+    fn civil_days_agree_with_chrono() {
+        use chrono::Datelike;
+        let mut date = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
+        let end = chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
+        while date <= end {
+            let want = i64::from(date.num_days_from_ce()) - 719_163;
+            assert_eq!(
+                days_from_civil(date.year(), date.month(), date.day()),
+                Some(want),
+                "{date}"
+            );
+            date += chrono::Duration::days(1);
+        }
+        assert_eq!(days_from_civil(2023, 2, 29), None);
+        assert_eq!(days_from_civil(1900, 2, 29), None);
+        assert_eq!(days_from_civil(2000, 2, 29), Some(11_016));
+        assert_eq!(days_from_civil(2024, 4, 31), None);
     }
 
     #[test]
