@@ -10,8 +10,9 @@
 //! Execution uses one partition: rows leave in the order they arrived (which merges rely on,
 //! the last record of a key winning), and the fetch, decode and encode stages already keep the
 //! other cores busy.
-
-pub mod bridge;
+//!
+//! The decoder builds its batches with the Arrow version DataFusion is built on, so they pass
+//! to and from DataFusion as they are, buffers shared.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,7 +34,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use crate::schema::{Column, PgType, TableSchema};
 
-/// Batches of one source, in our Arrow. A source that fails ends its stream with an error.
+/// Batches of one source. A source that fails ends its stream with an error.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, TransformError>> + Send>>;
 
 /// Why a transform failed.
@@ -53,8 +54,6 @@ pub enum TransformError {
         to: PgType,
         reason: String,
     },
-    #[error(transparent)]
-    Bridge(#[from] bridge::BridgeError),
     /// A source stopped with an error; the pipeline reports the source's own error.
     #[error("source {0} failed")]
     Source(String),
@@ -106,8 +105,7 @@ impl Transform {
         sources: &[(String, SchemaRef)],
     ) -> Result<HashMap<String, usize>, TransformError> {
         for (name, schema) in sources {
-            let schema = bridge::schema_to_df(schema)?;
-            let empty = MemTable::try_new(schema, vec![vec![]]).map_err(sql_error)?;
+            let empty = MemTable::try_new(schema.clone(), vec![vec![]]).map_err(sql_error)?;
             self.register(name, Arc::new(empty))?;
         }
         let plan = self
@@ -157,14 +155,13 @@ impl Transform {
         schema: &SchemaRef,
         batches: BatchStream,
     ) -> Result<(), TransformError> {
-        let df_schema = bridge::schema_to_df(schema)?;
         let partition = OnePass {
             name: name.to_string(),
-            schema: df_schema.clone(),
+            schema: schema.clone(),
             batches: Mutex::new(Some(batches)),
         };
-        let table =
-            StreamingTable::try_new(df_schema, vec![Arc::new(partition)]).map_err(sql_error)?;
+        let table = StreamingTable::try_new(schema.clone(), vec![Arc::new(partition)])
+            .map_err(sql_error)?;
         self.register(name, Arc::new(table))
     }
 
@@ -178,12 +175,11 @@ impl Transform {
         schema: &SchemaRef,
         mut batches: BatchStream,
     ) -> Result<(), TransformError> {
-        let df_schema = bridge::schema_to_df(schema)?;
         let mut collected = Vec::new();
         while let Some(batch) = batches.next().await {
-            collected.push(bridge::batch_to_df(batch?, &df_schema)?);
+            collected.push(batch?);
         }
-        let table = MemTable::try_new(df_schema, vec![collected]).map_err(sql_error)?;
+        let table = MemTable::try_new(schema.clone(), vec![collected]).map_err(sql_error)?;
         self.register(name, Arc::new(table))
     }
 
@@ -193,17 +189,13 @@ impl Transform {
     /// SQL that does not plan.
     pub async fn execute(&self, sql: &str) -> Result<(SchemaRef, BatchStream), TransformError> {
         let frame = self.ctx.sql(sql).await.map_err(sql_error)?;
-        let df_schema: datafusion::arrow::datatypes::SchemaRef =
-            Arc::new(frame.schema().as_arrow().clone());
-        let schema = bridge::schema_from_df(&df_schema)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let stream = frame.execute_stream().await.map_err(sql_error)?;
-        let out_schema = schema.clone();
-        let batches = stream.map(move |batch| {
-            let batch = batch.map_err(|e| match source_failure(&e) {
+        let batches = stream.map(|batch| {
+            batch.map_err(|e| match source_failure(&e) {
                 Some(name) => TransformError::Source(name),
                 None => sql_error(e),
-            })?;
-            Ok(bridge::batch_from_df(batch, &out_schema)?)
+            })
         });
         Ok((schema, Box::pin(batches)))
     }
@@ -229,7 +221,7 @@ fn source_failure(error: &DataFusionError) -> Option<String> {
 /// A source's batches as a partition that can be executed once.
 struct OnePass {
     name: String,
-    schema: datafusion::arrow::datatypes::SchemaRef,
+    schema: SchemaRef,
     batches: Mutex<Option<BatchStream>>,
 }
 
@@ -240,7 +232,7 @@ impl std::fmt::Debug for OnePass {
 }
 
 impl PartitionStream for OnePass {
-    fn schema(&self) -> &datafusion::arrow::datatypes::SchemaRef {
+    fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
@@ -248,14 +240,9 @@ impl PartitionStream for OnePass {
         let taken = self.batches.lock().ok().and_then(|mut b| b.take());
         let schema = self.schema.clone();
         let stream: Pin<Box<dyn Stream<Item = _> + Send>> = match taken {
-            Some(batches) => {
-                let schema = schema.clone();
-                Box::pin(batches.map(move |batch| {
-                    batch
-                        .and_then(|b| Ok(bridge::batch_to_df(b, &schema)?))
-                        .map_err(|e| DataFusionError::External(Box::new(e)))
-                }))
-            }
+            Some(batches) => Box::pin(
+                batches.map(|batch| batch.map_err(|e| DataFusionError::External(Box::new(e)))),
+            ),
             None => {
                 let error = DataFusionError::Internal(format!(
                     "source {} was read twice by one plan",
