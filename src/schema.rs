@@ -148,8 +148,83 @@ impl fmt::Display for PgType {
 /// One column that records are loaded into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
+    /// The column's name in PostgreSQL.
     pub name: String,
     pub pg_type: PgType,
+    /// The record field it is read from, when that is not `name` (a key PostgreSQL cannot
+    /// take as a column name as it is; see [`column_name`]).
+    pub key: Option<String>,
+}
+
+impl Column {
+    /// A column read from the field of the same name.
+    pub fn new(name: impl Into<String>, pg_type: PgType) -> Column {
+        Column {
+            name: name.into(),
+            pg_type,
+            key: None,
+        }
+    }
+
+    /// The record field the column is read from.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// The longest name PostgreSQL keeps (NAMEDATALEN - 1 bytes); longer ones it cuts.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// System column names, which no table may use for its own column.
+const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
+
+/// A record field that can be no column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field {key:?} {problem}")]
+pub struct FieldNameError {
+    pub key: String,
+    pub problem: String,
+}
+
+/// The column a record field is loaded into: the field's own name when PostgreSQL can take
+/// it as it is, and otherwise one fixed, documented mapping, so that every run of the same
+/// data finds the same columns:
+///
+/// - a name longer than 63 bytes (PostgreSQL would cut it, and two long names could become
+///   one) is cut at a character boundary to 54 bytes and ends in `_` and the eight hex digits
+///   of the CRC-32 of the whole name;
+/// - a system column's name (`tableoid`, `xmin`, `cmin`, `xmax`, `cmax`, `ctid`) gets a `_`
+///   appended (`xmin` → `xmin_`: GIS bounding boxes have `xmin`);
+/// - the empty name becomes `_`.
+///
+/// # Errors
+/// A name holding the character U+0000, which no PostgreSQL name can.
+pub fn column_name(key: &str) -> Result<std::borrow::Cow<'_, str>, FieldNameError> {
+    use std::borrow::Cow;
+    if key.contains('\0') {
+        return Err(FieldNameError {
+            key: key.to_string(),
+            problem: "contains the character U+0000, which no PostgreSQL name can hold".into(),
+        });
+    }
+    if key.is_empty() {
+        return Ok(Cow::Borrowed("_"));
+    }
+    if SYSTEM_COLUMNS.contains(&key) {
+        return Ok(Cow::Owned(format!("{key}_")));
+    }
+    if key.len() <= MAX_NAME_BYTES {
+        return Ok(Cow::Borrowed(key));
+    }
+    let mut cut = MAX_NAME_BYTES - 9;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Ok(Cow::Owned(format!(
+        "{}_{:08x}",
+        &key[..cut],
+        crc32fast::hash(key.as_bytes())
+    )))
 }
 
 /// The columns a load writes, in COPY order.
@@ -294,13 +369,38 @@ mod tests {
     fn every_type_round_trips_through_field_metadata() {
         for t in PgType::ALL {
             let schema = TableSchema {
-                columns: vec![Column {
-                    name: "c".into(),
-                    pg_type: t,
-                }],
+                columns: vec![Column::new("c", t)],
             };
             assert_eq!(PgType::of_field(schema.arrow_schema().field(0)), Some(t));
         }
+    }
+
+    #[test]
+    fn field_names_postgres_cannot_take_map_to_one_fixed_column_name() {
+        assert_eq!(column_name("id").unwrap(), "id");
+        assert_eq!(column_name("xmin").unwrap(), "xmin_");
+        assert_eq!(column_name("XMIN").unwrap(), "XMIN");
+        assert_eq!(column_name("").unwrap(), "_");
+        let long = "a".repeat(63);
+        assert_eq!(column_name(&long).unwrap(), long.as_str());
+        let longer = format!("{long}b");
+        let mapped = column_name(&longer).unwrap();
+        assert_eq!(mapped.len(), 63);
+        assert_eq!(
+            mapped,
+            format!(
+                "{}_{:08x}",
+                "a".repeat(54),
+                crc32fast::hash(longer.as_bytes())
+            )
+        );
+        // Two names equal in their first 63 bytes stay apart.
+        assert_ne!(column_name(&format!("{long}c")).unwrap(), mapped);
+        // Cut at a character boundary.
+        let wide = "é".repeat(40);
+        let mapped = column_name(&wide).unwrap();
+        assert!(mapped.len() <= 63 && mapped.starts_with(&"é".repeat(27)));
+        assert!(column_name("a\0b").is_err());
     }
 
     #[test]

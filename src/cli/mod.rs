@@ -501,6 +501,19 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             f.line()
         );
     }
+    if !summary.renamed_fields.is_empty() && !args.quiet {
+        let renamed: Vec<String> = summary
+            .renamed_fields
+            .iter()
+            .map(|(field, column)| format!("{field:?} → {column:?}"))
+            .collect();
+        eprintln!(
+            "apitap: {} field name(s) PostgreSQL cannot take as they are load into other columns of {}: {}",
+            renamed.len(),
+            summary.table,
+            renamed.join(", ")
+        );
+    }
     if !summary.added_columns.is_empty() && !args.quiet {
         eprintln!(
             "apitap: added {} column(s) to {} for new fields: {}",
@@ -541,6 +554,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "rejected": f.rejected,
             "cursor": summary.cursor,
             "added_columns": summary.added_columns,
+            "renamed_fields": summary.renamed_fields.iter().map(|(field, column)| serde_json::json!({"field": field, "column": column})).collect::<Vec<_>>(),
             "widened_columns": summary.widened_columns,
             "discarded_fields": summary.discarded_fields,
             "peak_rss_bytes": peak_rss_bytes(),

@@ -101,10 +101,7 @@ impl Sample {
     /// decoder is run over the sample, so the answer follows exactly the rules a load uses.
     fn refused_by(&self, name: &str, current: PgType) -> bool {
         let table = TableSchema {
-            columns: vec![Column {
-                name: name.to_string(),
-                pg_type: current,
-            }],
+            columns: vec![Column::new(name, current)],
         };
         let mut decoder = RecordDecoder::new(
             &table,
@@ -159,10 +156,7 @@ impl Sample {
             columns: self
                 .fields
                 .iter()
-                .map(|(name, kinds)| Column {
-                    name: name.clone(),
-                    pg_type: resolve(*kinds & !NULL),
-                })
+                .map(|(name, kinds)| Column::new(name.clone(), resolve(*kinds & !NULL)))
                 .collect(),
         }
     }

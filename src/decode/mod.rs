@@ -184,7 +184,7 @@ impl RecordDecoder {
             keys: table
                 .columns
                 .iter()
-                .map(|c| c.name.as_bytes().into())
+                .map(|c| c.key().as_bytes().into())
                 .collect(),
             options,
             input: Vec::new(),
@@ -478,13 +478,7 @@ mod tests {
 
     fn table(cols: &[(&str, PgType)]) -> TableSchema {
         TableSchema {
-            columns: cols
-                .iter()
-                .map(|(n, t)| Column {
-                    name: n.to_string(),
-                    pg_type: *t,
-                })
-                .collect(),
+            columns: cols.iter().map(|(n, t)| Column::new(*n, *t)).collect(),
         }
     }
 

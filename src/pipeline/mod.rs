@@ -74,6 +74,8 @@ pub struct LoadSummary {
     pub widened_columns: Vec<String>,
     /// Fields dropped (`--schema discard`), as far as the sample showed them.
     pub discarded_fields: Vec<String>,
+    /// Fields loaded into a column of another name, as (field, column).
+    pub renamed_fields: Vec<(String, String)>,
     pub figures: Figures,
     pub created_table: bool,
 }
@@ -331,7 +333,11 @@ pub(crate) async fn plan_load(
         (Some(sample), Some(columns)) => columns
             .iter()
             .filter_map(|c| {
-                let to = sample.widening(&c.name, c.pg_type?, request.widen_to_text)?;
+                // The sampled field loaded into this column (its name may be mapped).
+                let key = sample
+                    .field_names()
+                    .find(|k| crate::schema::column_name(k).is_ok_and(|name| name == c.name))?;
+                let to = sample.widening(key, c.pg_type?, request.widen_to_text)?;
                 Some((c.name.clone(), to))
             })
             .collect(),
@@ -457,6 +463,7 @@ pub(crate) async fn write(
         added_columns: plan.added_columns.clone(),
         widened_columns: plan.widened_columns.clone(),
         discarded_fields: plan.discarded_fields.clone(),
+        renamed_fields: plan.renamed_fields(),
         figures,
         created_table: plan.create_table.is_some(),
     })
@@ -482,9 +489,10 @@ fn cursor_tracker(
         })
     };
     let names = plan.copy_names();
-    let column = names
+    // The cursor field may be given as the record's field name or its column's.
+    let column = plan.decode.columns[..plan.copy_columns]
         .iter()
-        .position(|n| *n == inc.cursor_field)
+        .position(|c| c.key() == inc.cursor_field || c.name == inc.cursor_field)
         .ok_or_else(|| {
             plan_error(format!(
                 "the cursor field {:?} is not a field of the records (fields: {})",

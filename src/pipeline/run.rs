@@ -189,7 +189,9 @@ async fn start(
         for (name, pg_type) in config.column_types()? {
             match fields.columns.iter_mut().find(|c| c.name == name) {
                 Some(column) => column.pg_type = pg_type,
-                None => fields.columns.push(crate::schema::Column { name, pg_type }),
+                None => fields
+                    .columns
+                    .push(crate::schema::Column::new(name, pg_type)),
             }
         }
         let plan = Arc::new(LoadPlan::for_source(
@@ -254,6 +256,8 @@ pub struct Preview {
     pub ddl: Vec<String>,
     /// The first output rows, as JSON lines.
     pub rows: Vec<String>,
+    /// Output columns loaded into a column of another name, as (field, column).
+    pub renamed: Vec<(String, String)>,
 }
 
 impl std::fmt::Display for Preview {
@@ -276,6 +280,9 @@ impl std::fmt::Display for Preview {
         }
         for statement in &self.ddl {
             writeln!(f, "  DDL: {statement}")?;
+        }
+        for (field, column) in &self.renamed {
+            writeln!(f, "  field {field:?} loads into column {column:?}")?;
         }
         for row in &self.rows {
             writeln!(f, "  row: {row}")?;
@@ -321,6 +328,7 @@ pub async fn preview_module(
         table: plan.table.clone(),
         ddl: plan.ddl(),
         rows: shown,
+        renamed: plan.renamed_fields(),
     })
 }
 

@@ -5,7 +5,7 @@
 
 use super::catalog::TargetInfo;
 use super::{SinkError, qualified, swap};
-use crate::schema::{Column, PgType, TableName, TableSchema, quote_ident};
+use crate::schema::{Column, PgType, TableName, TableSchema, column_name, quote_ident};
 
 /// How the load treats rows already in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -101,6 +101,34 @@ fn create_schema_statement(schema: &str) -> String {
     )
 }
 
+/// `fields` with each field's column name ([`column_name`]), refusing names no column can
+/// have and two fields that would land in one column.
+fn map_fields(fields: &TableSchema, table: &TableName) -> Result<TableSchema, SinkError> {
+    let plan_error = |reason: String| SinkError::Plan {
+        table: table.to_string(),
+        reason,
+    };
+    let mut columns: Vec<Column> = Vec::with_capacity(fields.columns.len());
+    for field in &fields.columns {
+        let key = field.key();
+        let name = column_name(key).map_err(|e| plan_error(e.to_string()))?;
+        if let Some(other) = columns.iter().find(|c| c.name == *name) {
+            return Err(plan_error(format!(
+                "fields {:?} and {key:?} would both be column {name:?} (PostgreSQL cuts names at 63 bytes, and \
+                 apitap maps names it cannot take; see README, Types); rename one in the source, or load them \
+                 through a SQL module (apitap run) that renames it",
+                other.key()
+            )));
+        }
+        columns.push(Column {
+            key: (name != key).then(|| key.to_string()),
+            name: name.into_owned(),
+            pg_type: field.pg_type,
+        });
+    }
+    Ok(TableSchema { columns })
+}
+
 /// The temporary table a merge is staged in; it lives for the load's transaction only.
 pub(super) const STAGING: &str = "apitap_staging";
 /// The INSERT fallback's row number within a batch, so the last of repeated keys wins.
@@ -126,16 +154,32 @@ impl LoadPlan {
     /// server's clear error, not a silent default); columns with a default that no field
     /// names are left to their default.
     ///
+    /// Fields whose names PostgreSQL cannot take as they are load into the column
+    /// [`column_name`] maps them to, here and in every run, so reruns find their columns.
+    ///
     /// # Errors
-    /// A sampled field whose column has a type apitap cannot write, or is generated.
+    /// A sampled field whose column has a type apitap cannot write, or is generated; a field
+    /// name no column can have; two fields that would land in one column.
     pub fn new(
         target: &TargetInfo,
         fields: &TableSchema,
         options: &PlanOptions,
     ) -> Result<LoadPlan, SinkError> {
         let sample_limit = options.sample_limit;
-        let merge_keys = &options.merge_keys;
         let table = target.name.clone();
+        let fields = &map_fields(fields, &table)?;
+        // Merge keys may be given as a field's name or its column's.
+        let merge_keys: &Vec<String> = &options
+            .merge_keys
+            .iter()
+            .map(|k| {
+                fields
+                    .columns
+                    .iter()
+                    .find(|f| f.key() == k)
+                    .map_or_else(|| k.clone(), |f| f.name.clone())
+            })
+            .collect();
         let swap_of = target.oid.filter(|_| options.replace_by_swap);
         let qualified = qualified(&match swap_of {
             Some(oid) => swap::building_name(&table, oid),
@@ -184,7 +228,8 @@ impl LoadPlan {
         let mut alterations = Vec::new();
         let mut widened_columns = Vec::new();
         for c in columns {
-            let in_sample = fields.columns.iter().any(|f| f.name == c.name);
+            let field = fields.columns.iter().find(|f| f.name == c.name);
+            let in_sample = field.is_some();
             if c.generated {
                 if in_sample {
                     return Err(SinkError::Plan {
@@ -223,6 +268,7 @@ impl LoadPlan {
             let column = Column {
                 name: c.name.clone(),
                 pg_type: widened.unwrap_or(pg_type),
+                key: field.and_then(|f| f.key.clone()),
             };
             if in_sample || !c.has_default {
                 loaded.push(column);
@@ -252,7 +298,7 @@ impl LoadPlan {
                 loaded.extend(new_fields);
             }
             SchemaPolicy::Discard => {
-                discarded_fields = new_fields.into_iter().map(|c| c.name).collect();
+                discarded_fields = new_fields.iter().map(|c| c.key().to_string()).collect();
             }
             SchemaPolicy::Evolve | SchemaPolicy::Freeze => {}
         }
@@ -339,6 +385,15 @@ impl LoadPlan {
             });
         }
         Ok(self)
+    }
+
+    /// Fields loaded into a column of another name (a name PostgreSQL cannot take as it is),
+    /// as (field, column).
+    pub fn renamed_fields(&self) -> Vec<(String, String)> {
+        self.decode.columns[..self.copy_columns]
+            .iter()
+            .filter_map(|c| c.key.clone().map(|key| (key, c.name.clone())))
+            .collect()
     }
 
     /// Names of the loaded columns, in COPY order.

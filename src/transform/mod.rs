@@ -304,10 +304,7 @@ pub fn output_fields(schema: &Schema) -> Result<TableSchema, TransformError> {
                 field.name()
             )));
         }
-        columns.push(Column {
-            name: field.name().clone(),
-            pg_type,
-        });
+        columns.push(Column::new(field.name(), pg_type));
     }
     Ok(TableSchema { columns })
 }
@@ -327,7 +324,7 @@ pub fn conform(batch: &RecordBatch, columns: &[Column]) -> Result<RecordBatch, T
     };
     for column in columns {
         let target = column.pg_type.arrow_type();
-        let array = match batch.schema().index_of(&column.name) {
+        let array = match batch.schema().index_of(column.key()) {
             Err(_) => arrow_array::new_null_array(&target, rows),
             Ok(i) => {
                 let array = batch.column(i);
@@ -425,14 +422,8 @@ mod tests {
         assert_eq!(
             fields.columns,
             vec![
-                Column {
-                    name: "twice".into(),
-                    pg_type: PgType::Int8
-                },
-                Column {
-                    name: "Name".into(),
-                    pg_type: PgType::Text
-                },
+                Column::new("twice", PgType::Int8),
+                Column::new("Name", PgType::Text),
             ]
         );
         let batches = collect(out).await;
@@ -477,32 +468,17 @@ mod tests {
     fn conform_casts_by_name_and_names_the_bad_value() {
         let (_, batch) = ids(vec![5]);
         let columns = vec![
-            Column {
-                name: "Name".into(),
-                pg_type: PgType::Text,
-            },
-            Column {
-                name: "id".into(),
-                pg_type: PgType::Int4,
-            },
-            Column {
-                name: "absent".into(),
-                pg_type: PgType::Bool,
-            },
+            Column::new("Name", PgType::Text),
+            Column::new("id", PgType::Int4),
+            Column::new("absent", PgType::Bool),
         ];
         let out = conform(&batch, &columns).unwrap();
         assert_eq!(out.num_columns(), 3);
         assert_eq!(out.column(1).data_type(), &DataType::Int32);
         assert_eq!(out.column(2).null_count(), 1);
-        let err = conform(
-            &batch,
-            &[Column {
-                name: "Name".into(),
-                pg_type: PgType::Int4,
-            }],
-        )
-        .unwrap_err()
-        .to_string();
+        let err = conform(&batch, &[Column::new("Name", PgType::Int4)])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(
                 "output column \"Name\": cannot convert Utf8 to the column's type integer: "

@@ -795,3 +795,89 @@ async fn servers_without_copy_get_batched_inserts() {
         .collect();
     assert_eq!(rows, vec!["1|a", "2|y", "3|c"]);
 }
+
+/// Field names PostgreSQL cannot take as they are (too long, equal in their first 63 bytes,
+/// empty, a system column's) land in one fixed mapped column each, and a second run of the
+/// same data finds those columns again; two fields that would share a column are refused
+/// before any DDL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_field_names_map_to_the_same_columns_every_run() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "names").await;
+    let table = format!("{schema}.bbox");
+    let long = "a_very_long_generated_key_name_".repeat(3);
+    let record = |id: u32| {
+        format!(
+            "{{\"id\": {id}, \"xmin\": 1.5, \"xmax\": 2.5, \"ctid\": \"c\", \"tableoid\": 7, \"\": \"empty\", \"{long}x\": {id}, \"{long}y\": 0}}\n"
+        )
+    };
+    for run_no in 1..=2 {
+        let input = (1..=3)
+            .map(|i| record(i + (run_no - 1) * 3))
+            .collect::<String>();
+        let run = apitap(&["load", "-", "--table", &table], Some(input.into_bytes())).await;
+        assert_eq!(run.code, 0, "run {run_no}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "field name(s) PostgreSQL cannot take as they are load into other columns"
+            ),
+            "{}",
+            run.stderr
+        );
+    }
+    let columns: Vec<String> = db
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 ORDER BY attnum",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let hashed = |key: &str| format!("{}_{:08x}", &key[..54], crc32fast::hash(key.as_bytes()));
+    assert_eq!(
+        columns,
+        vec![
+            "id".to_string(),
+            "xmin_".into(),
+            "xmax_".into(),
+            "ctid_".into(),
+            "tableoid_".into(),
+            "_".into(),
+            hashed(&format!("{long}x")),
+            hashed(&format!("{long}y")),
+        ]
+    );
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT xmin_::text, \"_\", \"{}\"::text FROM {table} WHERE id = 5",
+                hashed(&format!("{long}x"))
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2)
+        ),
+        ("1.5".into(), "empty".into(), "5".into())
+    );
+
+    // "xmin" and "xmin_" would both be column xmin_: refused before anything is created.
+    let clash = format!("{schema}.clash");
+    let run = apitap(
+        &["load", "-", "--table", &clash],
+        Some(b"{\"xmin\": 1, \"xmin_\": 2}\n".to_vec()),
+    )
+    .await;
+    assert_fails(
+        &run,
+        "fields \"xmin\" and \"xmin_\" would both be column \"xmin_\"",
+    );
+    assert!(!table_exists(&db, &clash).await);
+}
