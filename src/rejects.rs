@@ -119,3 +119,17 @@ impl Drop for RejectFile {
         }
     }
 }
+
+/// One row as a JSON object, for the reject file.
+pub fn row_json(batch: &arrow_array::RecordBatch, row: usize) -> String {
+    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+    match writer
+        .write(&batch.slice(row, 1))
+        .and_then(|()| writer.finish())
+    {
+        Ok(()) => String::from_utf8_lossy(&writer.into_inner())
+            .trim_end()
+            .to_string(),
+        Err(e) => format!("(the row could not be shown: {e})"),
+    }
+}

@@ -38,6 +38,10 @@ pub mod defaults {
     pub const REJECT_FILE: &str = "rejects.ndjson";
 }
 
+/// The largest `--max-record-bytes`: PostgreSQL stores no value over 1 GiB, and a batch (up
+/// to 512 MiB of input plus one record) must stay under Arrow's 2 GiB offsets.
+pub const MAX_RECORD_BYTES_LIMIT: usize = 1 << 30;
+
 /// Where a load was described, which decides how settings are named in messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -361,6 +365,17 @@ impl LoadSpec {
                 ));
             }
             _ => {}
+        }
+        if self
+            .max_record_bytes
+            .is_some_and(|n| n > MAX_RECORD_BYTES_LIMIT)
+        {
+            return Err(SettingError::invalid(
+                say("--max-record-bytes", "max_record_bytes"),
+                format!(
+                    "at most {MAX_RECORD_BYTES_LIMIT} (1 GiB): no PostgreSQL value is larger, and a batch must stay under Arrow's 2 GiB"
+                ),
+            ));
         }
         let positive = |value: Option<usize>, default: usize, what: &str| match value {
             Some(0) => Err(SettingError::invalid(what, "must be at least 1")),

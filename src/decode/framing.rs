@@ -5,6 +5,10 @@
 //! (newlines for NDJSON, top-level elements for a JSON array) and hands each record over with
 //! its line and column, so every error can name the exact place. It copies only a record that
 //! straddles two chunks; everything else is passed on as a slice of the chunk.
+//!
+//! A record longer than the limit fails the input, or, when the framer skips oversized
+//! records (reject mode), is skipped without being buffered and stands in the record stream
+//! as an empty record, so that it keeps its number and can be set aside by name.
 
 use super::DecodeError;
 
@@ -59,6 +63,11 @@ pub struct Framer {
     array: ArrayState,
     /// Leading bytes seen before the format was known, for the "not JSON" message.
     seen_prefix: Vec<u8>,
+    /// Skip records longer than the limit (emitting an empty record for each) instead of
+    /// failing.
+    skip_oversized: bool,
+    /// The record being scanned is longer than the limit and is being skipped.
+    skipping: bool,
 }
 
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
@@ -76,7 +85,16 @@ impl Framer {
             offset: 0,
             array: ArrayState::Open,
             seen_prefix: Vec::new(),
+            skip_oversized: false,
+            skipping: false,
         }
+    }
+
+    /// Skips records longer than the limit instead of failing: each stands in the stream as
+    /// an empty record (which no other record is) at its position.
+    pub fn skipping_oversized(mut self) -> Framer {
+        self.skip_oversized = true;
+        self
     }
 
     /// The detected or forced format, once known.
@@ -124,6 +142,10 @@ impl Framer {
     ) -> Result<(), E> {
         match self.format {
             Some(Format::Ndjson) => {
+                if self.skipping {
+                    self.skipping = false;
+                    emit(&[], self.carry_start)?;
+                }
                 if !self.carry.is_empty() {
                     let record = std::mem::take(&mut self.carry);
                     let trimmed = trim_line(&record);
@@ -161,14 +183,19 @@ impl Framer {
         self.offset += chunk.len() as u64;
     }
 
-    fn check_size(&self, len: usize, start: Position) -> Result<(), DecodeError> {
-        if len > self.max_record_bytes {
-            return Err(DecodeError::RecordTooLarge {
-                line: start.line,
-                limit: self.max_record_bytes,
-            });
+    /// Whether a record of `len` bytes starting at `start` fits; a longer one fails, unless
+    /// oversized records are skipped (then `false`).
+    fn fits(&self, len: usize, start: Position) -> Result<bool, DecodeError> {
+        if len <= self.max_record_bytes {
+            return Ok(true);
         }
-        Ok(())
+        if self.skip_oversized {
+            return Ok(false);
+        }
+        Err(DecodeError::RecordTooLarge {
+            line: start.line,
+            limit: self.max_record_bytes,
+        })
     }
 
     fn push_lines<E: From<DecodeError>>(
@@ -182,10 +209,18 @@ impl Framer {
                 line: self.line,
                 column: 1,
             };
-            if self.carry.is_empty() {
+            if self.skipping {
+                // The end of a line too long to keep: it stands in as an empty record.
+                self.skipping = false;
+                emit(&[], self.carry_start)?;
+            } else if self.carry.is_empty() {
                 let record = trim_line(&chunk[start..newline]);
                 if !record.is_empty() {
-                    self.check_size(record.len(), line_start)?;
+                    let record: &[u8] = if self.fits(record.len(), line_start)? {
+                        record
+                    } else {
+                        &[]
+                    };
                     emit(record, line_start)?;
                 }
             } else {
@@ -193,8 +228,12 @@ impl Framer {
                 let record = std::mem::take(&mut self.carry);
                 let trimmed = trim_line(&record);
                 if !trimmed.is_empty() {
-                    self.check_size(trimmed.len(), self.carry_start)?;
-                    emit(trimmed, self.carry_start)?;
+                    let kept: &[u8] = if self.fits(trimmed.len(), self.carry_start)? {
+                        trimmed
+                    } else {
+                        &[]
+                    };
+                    emit(kept, self.carry_start)?;
                 }
                 self.carry = record;
                 self.carry.clear();
@@ -204,7 +243,7 @@ impl Framer {
             start = newline + 1;
         }
         let tail = &chunk[start..];
-        if !tail.is_empty() {
+        if !tail.is_empty() && !self.skipping {
             if self.carry.is_empty() {
                 self.carry_start = Position {
                     line: self.line,
@@ -212,7 +251,11 @@ impl Framer {
                 };
             }
             self.carry.extend_from_slice(tail);
-            self.check_size(self.carry.len(), self.carry_start)?;
+            if !self.fits(self.carry.len(), self.carry_start)? {
+                // Too long to keep: skip the rest of the line without buffering it.
+                self.skipping = true;
+                self.carry.clear();
+            }
         }
         self.offset += chunk.len() as u64;
         Ok(())
@@ -336,10 +379,16 @@ impl Framer {
                 }
             }
         }
-        if let ArrayState::Element { .. } = self.array {
+        if let ArrayState::Element { .. } = self.array
+            && !self.skipping
+        {
             let from = element_start.unwrap_or(0);
             self.carry.extend_from_slice(&chunk[from..]);
-            self.check_size(self.carry.len(), self.carry_start)?;
+            if !self.fits(self.carry.len(), self.carry_start)? {
+                // Too long to keep: scan the rest of the element without buffering it.
+                self.skipping = true;
+                self.carry.clear();
+            }
         }
         self.offset += chunk.len() as u64;
         Ok(())
@@ -352,14 +401,25 @@ impl Framer {
         end: usize,
         emit: &mut impl FnMut(&[u8], Position) -> Result<(), E>,
     ) -> Result<(), E> {
+        if self.skipping {
+            self.skipping = false;
+            return emit(&[], self.carry_start);
+        }
         match start_in_chunk {
             Some(start) => {
-                self.check_size(end - start, self.carry_start)?;
-                emit(&chunk[start..end], self.carry_start)
+                let record: &[u8] = if self.fits(end - start, self.carry_start)? {
+                    &chunk[start..end]
+                } else {
+                    &[]
+                };
+                emit(record, self.carry_start)
             }
             None => {
                 self.carry.extend_from_slice(&chunk[..end]);
-                self.check_size(self.carry.len(), self.carry_start)?;
+                if !self.fits(self.carry.len(), self.carry_start)? {
+                    self.carry.clear();
+                    return emit(&[], self.carry_start);
+                }
                 let record = std::mem::take(&mut self.carry);
                 let result = emit(&record, self.carry_start);
                 self.carry = record;
@@ -507,6 +567,54 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "line 2: a record is longer than the limit of 8 bytes"
+        );
+    }
+
+    #[test]
+    fn oversized_records_are_skipped_in_place_when_asked() {
+        let frame_small = |format, chunks: &[&[u8]], skip: bool| {
+            let framer = Framer::new(format, 10);
+            let mut framer = if skip {
+                framer.skipping_oversized()
+            } else {
+                framer
+            };
+            let mut out = Vec::new();
+            let mut emit = |r: &[u8], p: Position| {
+                out.push((String::from_utf8_lossy(r).into_owned(), p.line));
+                Ok::<(), DecodeError>(())
+            };
+            for chunk in chunks {
+                framer.push(chunk, &mut emit).map_err(|e| e.to_string())?;
+            }
+            framer.finish(&mut emit).map_err(|e| e.to_string())?;
+            Ok::<_, String>(out)
+        };
+        let lines: &[&[u8]] = &[
+            b"{\"a\":1}\n{\"a\":\"lo",
+            b"ng long long\"}\n{\"a\":2}\n{\"b\":\"xxxxxxxxx\"}",
+        ];
+        assert_eq!(
+            frame_small(None, lines, true).unwrap(),
+            vec![
+                ("{\"a\":1}".to_string(), 1),
+                (String::new(), 2),
+                ("{\"a\":2}".to_string(), 3),
+                (String::new(), 4),
+            ]
+        );
+        assert_eq!(
+            frame_small(None, lines, false).unwrap_err(),
+            "line 2: a record is longer than the limit of 10 bytes"
+        );
+        let array: &[&[u8]] = &[b"[{\"a\":1}, {\"a\":[1,2,", b"3,4,5,6]}, {\"a\":2}]"];
+        assert_eq!(
+            frame_small(None, array, true).unwrap(),
+            vec![
+                ("{\"a\":1}".to_string(), 1),
+                (String::new(), 1),
+                ("{\"a\":2}".to_string(), 1),
+            ]
         );
     }
 }

@@ -112,6 +112,7 @@ impl Sample {
                 must_stay_null: Vec::new(),
                 reject: false,
                 zone: None,
+                max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
             },
         );
         let at = Position { line: 1, column: 1 };
@@ -363,6 +364,59 @@ mod tests {
                 ("d".into(), PgType::Text),
                 ("e".into(), PgType::Int8),
             ]
+        );
+    }
+
+    #[test]
+    fn inference_keeps_every_value_exact() {
+        let got = infer(&[
+            r#"{"wei": 123456789012345678901234567890, "mixed": 0.5, "neg0": -0, "digits": 1.5, "f": 0.1, "ints": 1}"#,
+            r#"{"wei": 1, "mixed": 9007199254740993, "neg0": 3, "digits": 1234567890.123456789, "f": 2.5e3, "ints": 9007199254740993}"#,
+            r#"{"huge": 1e400, "tiny": 5e-324, "big_int_float": 1.5, "u64": 18446744073709551615}"#,
+            r#"{"big_int_float": 9007199254740992}"#,
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                ("wei".into(), PgType::Numeric),
+                ("mixed".into(), PgType::Numeric),
+                ("neg0".into(), PgType::Int8),
+                ("digits".into(), PgType::Numeric),
+                ("f".into(), PgType::Float8),
+                ("ints".into(), PgType::Int8),
+                ("huge".into(), PgType::Numeric),
+                ("tiny".into(), PgType::Float8),
+                // 2^53 itself is a double exactly.
+                ("big_int_float".into(), PgType::Float8),
+                ("u64".into(), PgType::Numeric),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_sample_skips_only_records_the_decoder_refuses() {
+        let mut sample = Sample::default();
+        for r in [
+            r#"{"id": 1, "c": 1e400}"#,
+            r#"{"id": 2, "c": 01}"#,
+            r#"[1, 2]"#,
+            r#"{"id": 3, "kéy": "x", "c": 2}"#,
+        ] {
+            sample.add(r.as_bytes());
+        }
+        assert_eq!(sample.records(), 2);
+        assert_eq!(
+            sample.field_names().collect::<Vec<_>>(),
+            vec!["id", "c", "kéy"]
+        );
+        assert_eq!(
+            sample
+                .infer()
+                .columns
+                .iter()
+                .map(|c| c.pg_type)
+                .collect::<Vec<_>>(),
+            vec![PgType::Int8, PgType::Numeric, PgType::Text]
         );
     }
 }

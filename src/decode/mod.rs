@@ -43,6 +43,9 @@ pub enum DecodeError {
         "the document is larger than the limit of {limit} bytes (raise --max-record-bytes, or ask the API for smaller pages)"
     )]
     DocumentTooLarge { limit: usize },
+    /// A record skipped by the framer (reject mode) for being longer than the limit.
+    #[error("line {line} (record {record}): the record is longer than --max-record-bytes allows")]
+    Oversized { line: u64, record: u64 },
     #[error("line {line}, column {column} (record {record}): malformed JSON: {message}")]
     Syntax {
         line: u64,
@@ -71,6 +74,7 @@ impl DecodeError {
     pub fn record(&self) -> Option<u64> {
         match self {
             DecodeError::Syntax { record, .. }
+            | DecodeError::Oversized { record, .. }
             | DecodeError::Value { record, .. }
             | DecodeError::UnknownField { record, .. } => Some(*record),
             _ => None,
@@ -81,6 +85,7 @@ impl DecodeError {
     fn line(&self) -> u64 {
         match self {
             DecodeError::Syntax { line, .. }
+            | DecodeError::Oversized { line, .. }
             | DecodeError::Value { line, .. }
             | DecodeError::UnknownField { line, .. }
             | DecodeError::Structure { line, .. }
@@ -138,12 +143,14 @@ pub struct DecodeOptions {
     /// The session's TimeZone, for timestamps without an offset into timestamptz columns
     /// (`None`: UTC).
     pub zone: Option<SessionZone>,
+    /// The most bytes of input one batch holds ([`MAX_BATCH_BYTES`]).
+    pub max_batch_bytes: usize,
 }
 
 /// The most bytes of input one batch holds. Text and bytea columns are Arrow arrays with
 /// 32-bit offsets (2 GiB), and a column's text is never longer than the input it came
 /// from, so a batch that reaches this is built early, whatever `batch_size` says.
-const MAX_BATCH_BYTES: usize = 512 << 20;
+pub const MAX_BATCH_BYTES: usize = 512 << 20;
 
 /// A record of the batch being built.
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +217,9 @@ impl RecordDecoder {
             Err(error) if self.options.reject => self.reject(error, record),
             Err(error) => return Err(error),
         }
-        if self.rows.len() >= self.options.batch_size || self.input.len() >= MAX_BATCH_BYTES {
+        if self.rows.len() >= self.options.batch_size
+            || self.input.len() >= self.options.max_batch_bytes
+        {
             return self.flush();
         }
         Ok(None)
@@ -226,6 +235,13 @@ impl RecordDecoder {
 
     /// Scans one record into the batch: its bytes, and each column's value.
     fn scan(&mut self, record: &[u8], at: Position, number: u64) -> Result<(), DecodeError> {
+        if record.is_empty() {
+            // The framer's stand-in for a record too long to keep.
+            return Err(DecodeError::Oversized {
+                line: at.line,
+                record: number,
+            });
+        }
         // simdutf8 checks a record in a fraction of the time std takes on non-ASCII text;
         // only a failure asks std where the bad byte is.
         if simdutf8::basic::from_utf8(record).is_err()
@@ -490,6 +506,7 @@ mod tests {
             must_stay_null: vec![],
             reject: false,
             zone: None,
+            max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
         }
     }
 
@@ -623,6 +640,49 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "line 1, column 12 (record 2): malformed JSON: the record is not a JSON object, found '5'"
+        );
+    }
+
+    #[test]
+    fn a_batch_is_built_early_when_its_input_grows_large() {
+        let t = table(&[("id", PgType::Int8), ("t", PgType::Text)]);
+        let mut o = options(1000);
+        o.max_batch_bytes = 100;
+        let input: String = (1..=10)
+            .map(|i| format!("{{\"id\":{i},\"t\":\"{}\"}}\n", "x".repeat(30)))
+            .collect();
+        let out = decode_lines(&t, o, &input).unwrap();
+        // Each record is 45 bytes: a batch is full at its third.
+        assert_eq!(
+            out.iter().map(|d| d.batch.num_rows()).collect::<Vec<_>>(),
+            vec![3, 3, 3, 1]
+        );
+    }
+
+    #[test]
+    fn reject_mode_sets_aside_every_kind_of_bad_record_and_keeps_the_rest() {
+        let t = table(&[("id", PgType::Int8), ("n", PgType::Int2)]);
+        let mut o = options(4);
+        o.reject = true;
+        let input = "{\"id\":1,\"n\":1}\n{\"id\":2,\"n\":01}\n{\"id\":3,\"n\":99999}\n{\"id\":4,\"new\":1}\n{\"id\":5,\"n\":5}\n[[[[\n{\"id\":7,\"n\":\"7\"}\n";
+        let out = decode_lines(&t, o, input).unwrap();
+        let rows: Vec<u64> = out
+            .iter()
+            .flat_map(|d| (0..d.batch.num_rows()).map(|r| d.record_of(r)))
+            .collect();
+        assert_eq!(rows, vec![1, 5, 7]);
+        let rejected: Vec<(u64, String)> = out
+            .iter()
+            .flat_map(|d| d.rejected.iter().map(|r| (r.record, r.reason.clone())))
+            .collect();
+        assert_eq!(
+            rejected,
+            vec![
+                (2, "line 2, column 13 (record 2): malformed JSON: a number must not start with 0 followed by digits".into()),
+                (3, "line 3 (record 3): column \"n\": 99999 is out of range for smallint".into()),
+                (4, "line 4 (record 4): field \"new\" has no column".into()),
+                (6, "line 6, column 1 (record 6): malformed JSON: the record is not a JSON object, found '['".into()),
+            ]
         );
     }
 }

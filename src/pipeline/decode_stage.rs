@@ -73,7 +73,7 @@ impl DecodeStage {
                         buffer: Vec::new(),
                         max_bytes: request.max_record_bytes,
                     },
-                    None => Framing::Stream(Framer::new(request.format, request.max_record_bytes)),
+                    None => Framing::Stream(framer(request)),
                 }),
             sample_limit: request.sample.max(1),
             sample: Sample::default(),
@@ -244,6 +244,7 @@ impl DecodeStage {
                     .collect(),
                 reject: self.rejects.is_some(),
                 zone: Some(crate::decode::SessionZone::parse(&plan.time_zone)),
+                max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
             },
         ));
         let sampled = std::mem::take(&mut self.sampled);
@@ -257,5 +258,16 @@ impl DecodeStage {
             self.on_record(&sampled[*start..end], *at)?;
         }
         Ok(())
+    }
+}
+
+/// The framer for a request: in reject mode it skips records longer than the limit (they are
+/// set aside by the decoder) instead of failing the load.
+pub(super) fn framer(request: &LoadRequest) -> Framer {
+    let framer = Framer::new(request.format, request.max_record_bytes);
+    if request.rejects.is_some() {
+        framer.skipping_oversized()
+    } else {
+        framer
     }
 }

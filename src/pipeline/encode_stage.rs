@@ -1,128 +1,181 @@
-//! The encode stage: Arrow batches to binary COPY bytes for the COPY. It also keeps the
-//! incremental cursor's maximum, since it sees every loaded batch.
+//! The encode stage: Arrow batches to binary COPY bytes (or INSERT text) for the sink. It
+//! also keeps the incremental cursor's maximum, since it sees every loaded row.
 
 use super::cursor::CursorMax;
 use super::*;
 
-/// Encodes batches to COPY bytes, and returns the highest value of the `cursor` column (by
-/// index among the loaded columns) if one is tracked. With `keep_rows`, each chunk carries
-/// its rows' boundaries, record numbers and values, so rows the server refuses can be found
-/// and set aside. Stops quietly when the COPY is gone (it
-/// has its reason).
-pub(super) fn encode(
-    mut rx: mpsc::Receiver<Flow>,
-    tx: mpsc::Sender<Encoded>,
-    plan: &LoadPlan,
-    source_name: &str,
-    mut cursor: Option<(usize, CursorMax)>,
-    rows_per_insert: Option<usize>,
-    keep_rows: bool,
-) -> Result<Option<String>, LoadError> {
-    let types = plan.copy_types();
-    let mut encoder = CopyEncoder::new(plan.copy_names(), plan.copy_types());
-    // Columns left to their defaults are decoded (to catch values for them) but not sent.
-    let projection: Option<Vec<usize>> =
-        (plan.copy_columns < plan.decode.columns.len()).then(|| (0..plan.copy_columns).collect());
-    let mut capacity = 1 << 20;
-    while let Some(flow) = rx.blocking_recv() {
-        let decoded = match flow {
-            Flow::Rows(decoded) => decoded,
-            Flow::Checkpoint(resume) => {
-                let cursor = cursor.as_ref().and_then(|(_, max)| max.value());
-                if tx
-                    .blocking_send(Encoded::Checkpoint { resume, cursor })
-                    .is_err()
-                {
-                    return Ok(None);
+/// What the encode stage needs besides its channels.
+pub(super) struct EncodeStage {
+    pub plan: Arc<LoadPlan>,
+    pub source_name: String,
+    /// The cursor column (by index among the loaded columns) and its maximum so far.
+    pub cursor: Option<(usize, CursorMax)>,
+    /// Rows per INSERT statement, for the INSERT fallback; COPY otherwise.
+    pub rows_per_insert: Option<usize>,
+    /// Reject mode: rows it cannot encode go here, and each chunk carries what the sink
+    /// needs to set aside a row the server refuses.
+    pub rejects: Option<Arc<RejectFile>>,
+}
+
+impl EncodeStage {
+    /// Encodes every batch of `rx` into `tx`, and returns the highest cursor value if one is
+    /// tracked. Stops quietly when the sink is gone (it has its reason).
+    pub(super) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Flow>,
+        tx: mpsc::Sender<Encoded>,
+    ) -> Result<Option<String>, LoadError> {
+        let mut encoder = CopyEncoder::new(self.plan.copy_names(), self.plan.copy_types());
+        // Columns left to their defaults are decoded (to catch values for them) but not sent.
+        let projection: Option<Vec<usize>> = (self.plan.copy_columns
+            < self.plan.decode.columns.len())
+        .then(|| (0..self.plan.copy_columns).collect());
+        let mut capacity = 1 << 20;
+        while let Some(flow) = rx.blocking_recv() {
+            let decoded = match flow {
+                Flow::Rows(decoded) => decoded,
+                Flow::Checkpoint(resume) => {
+                    let cursor = self.cursor.as_ref().and_then(|(_, max)| max.value());
+                    if tx
+                        .blocking_send(Encoded::Checkpoint { resume, cursor })
+                        .is_err()
+                    {
+                        return Ok(None);
+                    }
+                    continue;
                 }
+            };
+            let mut batch = match &projection {
+                Some(columns) => decoded
+                    .batch
+                    .project(columns)
+                    .map_err(|e| LoadError::Internal(e.to_string()))?,
+                None => decoded.batch.clone(),
+            };
+            let mut records: Vec<u64> = (0..batch.num_rows())
+                .map(|row| decoded.record_of(row))
+                .collect();
+            let chunks = match self.rows_per_insert {
+                Some(rows_per_insert) => self.insert_chunks(&batch, &records, rows_per_insert),
+                None => {
+                    let mut out = BytesMut::with_capacity(capacity);
+                    self.encode_copy(&mut encoder, &mut batch, &mut records, &mut out)?;
+                    capacity = capacity.max(out.len());
+                    let refusable = self.rejects.is_some().then(|| {
+                        Box::new(Refusable {
+                            ends: encoder.row_ends().to_vec(),
+                            records: records.clone(),
+                            batch: batch.clone(),
+                        })
+                    });
+                    vec![Encoded::Copy {
+                        bytes: out.freeze(),
+                        rows: batch.num_rows() as u64,
+                        refusable,
+                    }]
+                }
+            };
+            if batch.num_rows() == 0 {
+                // Every record of the batch was set aside.
                 continue;
             }
-        };
-        if decoded.batch.num_rows() == 0 {
-            // Every record of the batch was set aside.
-            continue;
-        }
-        let batch = match &projection {
-            Some(columns) => decoded
-                .batch
-                .project(columns)
-                .map_err(|e| LoadError::Internal(e.to_string()))?,
-            None => decoded.batch.clone(),
-        };
-        if let Some((column, max)) = &mut cursor {
-            max.update(batch.column(*column));
-        }
-        if let Some(rows_per_insert) = rows_per_insert {
-            // The INSERT fallback: text columns, one statement's worth at a time.
-            let mut offset = 0;
-            while offset < batch.num_rows() {
-                let len = rows_per_insert.min(batch.num_rows() - offset);
-                let chunk = batch.slice(offset, len);
-                let columns = chunk
-                    .columns()
-                    .iter()
-                    .zip(&types)
-                    .map(|(array, &pg_type)| crate::encode::text::column_text(array, pg_type))
-                    .collect();
-                let refusable = keep_rows.then(|| {
-                    Box::new(Refusable {
-                        ends: Vec::new(),
-                        records: (offset..offset + len)
-                            .map(|row| decoded.record_of(row))
-                            .collect(),
-                        batch: chunk.clone(),
-                    })
-                });
-                let rows = Encoded::Rows {
-                    columns,
-                    rows: len as u64,
-                    refusable,
-                };
-                if tx.blocking_send(rows).is_err() {
+            if let Some((column, max)) = &mut self.cursor {
+                max.update(batch.column(*column));
+            }
+            for chunk in chunks {
+                if tx.blocking_send(chunk).is_err() {
                     return Ok(None);
                 }
-                offset += len;
             }
-            continue;
         }
-        let mut out = BytesMut::with_capacity(capacity);
-        encoder
-            .encode(&batch, decoded.first_record, &mut out)
-            .map_err(|error| LoadError::Encode {
-                source_name: source_name.to_string(),
-                // With rejected records gone, rows and record numbers no longer line up.
-                error: match error {
-                    EncodeError::Value {
-                        record,
-                        column,
-                        reason,
-                    } => EncodeError::Value {
-                        record: decoded.record_of((record - decoded.first_record) as usize),
-                        column,
-                        reason,
-                    },
-                    other => other,
-                },
-            })?;
-        capacity = capacity.max(out.len());
-        let refusable = keep_rows.then(|| {
-            Box::new(Refusable {
-                ends: encoder.row_ends().to_vec(),
-                records: (0..batch.num_rows())
-                    .map(|row| decoded.record_of(row))
-                    .collect(),
-                batch: batch.clone(),
-            })
-        });
-        let bytes = out.freeze();
-        let chunk = Encoded::Copy {
-            bytes,
-            rows: batch.num_rows() as u64,
-            refusable,
-        };
-        if tx.blocking_send(chunk).is_err() {
-            return Ok(None);
+        Ok(self.cursor.and_then(|(_, max)| max.value()))
+    }
+
+    /// Encodes `batch` to COPY data in `out`. A row it cannot encode (text with a NUL, say,
+    /// from a SQL transform) fails the load, or in reject mode is set aside and left out.
+    fn encode_copy(
+        &self,
+        encoder: &mut CopyEncoder,
+        batch: &mut arrow_array::RecordBatch,
+        records: &mut Vec<u64>,
+        out: &mut BytesMut,
+    ) -> Result<(), LoadError> {
+        let start = out.len();
+        loop {
+            // Record numbers here are rows of the batch; `records` gives the load's numbers.
+            match encoder.encode(batch, 0, out) {
+                Ok(()) => return Ok(()),
+                Err(EncodeError::Value {
+                    record: row,
+                    column,
+                    reason,
+                }) => {
+                    let row = row as usize;
+                    let record = records[row];
+                    let Some(rejects) = &self.rejects else {
+                        return Err(LoadError::Encode {
+                            source_name: self.source_name.clone(),
+                            error: EncodeError::Value {
+                                record,
+                                column,
+                                reason,
+                            },
+                        });
+                    };
+                    let text = crate::rejects::row_json(batch, row);
+                    rejects.add(record, None, &format!("column {column:?}: {reason}"), &text)?;
+                    records.remove(row);
+                    let keep: Vec<bool> = (0..batch.num_rows()).map(|r| r != row).collect();
+                    *batch = arrow_select::filter::filter_record_batch(
+                        batch,
+                        &arrow_array::BooleanArray::from(keep),
+                    )
+                    .map_err(|e| LoadError::Internal(e.to_string()))?;
+                    out.truncate(start);
+                }
+                Err(error) => {
+                    return Err(LoadError::Encode {
+                        source_name: self.source_name.clone(),
+                        error,
+                    });
+                }
+            }
         }
     }
-    Ok(cursor.and_then(|(_, max)| max.value()))
+
+    /// The INSERT fallback: text columns, one statement's worth of rows at a time.
+    fn insert_chunks(
+        &self,
+        batch: &arrow_array::RecordBatch,
+        records: &[u64],
+        rows_per_insert: usize,
+    ) -> Vec<Encoded> {
+        let types = self.plan.copy_types();
+        let mut chunks = Vec::new();
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = rows_per_insert.min(batch.num_rows() - offset);
+            let chunk = batch.slice(offset, len);
+            let columns = chunk
+                .columns()
+                .iter()
+                .zip(&types)
+                .map(|(array, &pg_type)| crate::encode::text::column_text(array, pg_type))
+                .collect();
+            let refusable = self.rejects.is_some().then(|| {
+                Box::new(Refusable {
+                    ends: Vec::new(),
+                    records: records[offset..offset + len].to_vec(),
+                    batch: chunk.clone(),
+                })
+            });
+            chunks.push(Encoded::Rows {
+                columns,
+                rows: len as u64,
+                refusable,
+            });
+            offset += len;
+        }
+        chunks
+    }
 }

@@ -235,6 +235,11 @@ fn frame_page(
     // The framer and scanner hand out slices of `body` itself; a slice from anywhere else
     // (a copied carry) would be a framing bug, reported rather than sliced wrongly.
     let mut locate = |record: &[u8], at: Position| {
+        if record.is_empty() {
+            // A record too long to keep, skipped by the framer (reject mode).
+            records.push((0, 0, at));
+            return Ok(());
+        }
         let start = (record.as_ptr() as usize).wrapping_sub(base);
         if start > body_len || body_len - start < record.len() {
             return Err(DecodeError::Structure {
@@ -256,7 +261,7 @@ fn frame_page(
                 .collect()
         }
         None => {
-            let mut framer = Framer::new(request.format, request.max_record_bytes);
+            let mut framer = super::decode_stage::framer(request);
             framer.push(&body, &mut locate)?;
             framer.finish(&mut locate)?;
             Vec::new()

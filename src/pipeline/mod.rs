@@ -51,7 +51,6 @@ pub mod run;
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;
-use encode_stage::encode;
 use fetch::{Chunk, fetch, fetch_pages};
 
 /// What flows from the decode stage to the encode stage.
@@ -405,24 +404,19 @@ pub(crate) async fn write(
     let cursor = cursor_tracker(request, &plan)?;
     let (tx, mut rx) = mpsc::channel::<Encoded>(4);
     let encode = {
-        let plan = plan.clone();
-        let source_name = stages.source_name.clone();
+        let stage = encode_stage::EncodeStage {
+            plan: plan.clone(),
+            source_name: stages.source_name.clone(),
+            cursor,
+            rows_per_insert: (method == crate::sink::WriteMethod::Insert)
+                .then_some(request.insert_batch),
+            rejects: helpers.rejects.clone(),
+        };
         let tx = tx.clone();
-        let rows_per_insert =
-            (method == crate::sink::WriteMethod::Insert).then_some(request.insert_batch);
-        let keep_rows = helpers.rejects.is_some();
         let span = tracing::info_span!("encode.copy", table = %table);
         tokio::task::spawn_blocking(move || {
             let _in_span = span.enter();
-            encode(
-                batches,
-                tx,
-                &plan,
-                &source_name,
-                cursor,
-                rows_per_insert,
-                keep_rows,
-            )
+            stage.run(batches, tx)
         })
     };
     // The end of the input, sent only once every stage before the writer ended cleanly.

@@ -139,7 +139,12 @@ async fn isolating(
             copy_once(savepoint, statement, data).await
         },
         async |_, row, reason| {
-            rejects.add(rows.records[row], None, reason, &row_json(&rows.batch, row))?;
+            rejects.add(
+                rows.records[row],
+                None,
+                reason,
+                &crate::rejects::row_json(&rows.batch, row),
+            )?;
             Ok(())
         },
     )
@@ -175,18 +180,4 @@ async fn copy_once(
     send_copy_data(&mut sink, data).await?;
     sink.send(Bytes::from_static(COPY_TRAILER)).await?;
     sink.finish().await
-}
-
-/// One row as a JSON object, for the reject file.
-pub(super) fn row_json(batch: &arrow_array::RecordBatch, row: usize) -> String {
-    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-    match writer
-        .write(&batch.slice(row, 1))
-        .and_then(|()| writer.finish())
-    {
-        Ok(()) => String::from_utf8_lossy(&writer.into_inner())
-            .trim_end()
-            .to_string(),
-        Err(e) => format!("(the row could not be shown: {e})"),
-    }
 }

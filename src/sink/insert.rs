@@ -122,7 +122,7 @@ pub(super) async fn segment(
                             refusable.records[row],
                             None,
                             reason,
-                            &super::copy::row_json(&refusable.batch, row),
+                            &crate::rejects::row_json(&refusable.batch, row),
                         )?;
                         Ok(())
                     },

@@ -7,6 +7,7 @@ mod common;
 
 mod errors;
 mod faults;
+mod hostile;
 mod http;
 mod load;
 mod merge;
