@@ -675,4 +675,74 @@ mod tests {
         unescape(r#"\ud83c\udf89\t\u00e9\/\"\\"#, &mut out);
         assert_eq!(out, "🎉\té/\"\\");
     }
+
+    use proptest::prelude::*;
+
+    /// serde_json is a second RFC 8259 parser: on any text, the scanner accepts a record
+    /// exactly when serde_json reads it as one object (nesting kept shallow, under
+    /// serde_json's own limit of 128, and numbers within a double's range, which serde_json
+    /// needs for a `Value`).
+    fn agrees_with_serde_json(text: &str) -> Result<(), TestCaseError> {
+        let ours = scan_record::<SyntaxError>(text.as_bytes(), |_, _, _| Ok(())).is_ok();
+        let object = text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{');
+        let parsed = serde_json::from_str::<serde_json::Value>(text);
+        // A number past a double's range is valid JSON that serde_json cannot make a Value.
+        prop_assume!(!matches!(&parsed, Err(e) if e.to_string().contains("number out of range")));
+        let theirs = object && parsed.is_ok();
+        prop_assert_eq!(ours, theirs, "{:?}", text);
+        Ok(())
+    }
+
+    /// JSON-like text: valid documents, then cut, spliced and sprinkled with the characters
+    /// that make JSON go wrong.
+    fn json_like() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
+            "\"([a-z\\\\\"\t]|\\\\u[0-9a-fA-F]{4}|\\\\[nrtbf/])*\"",
+        ];
+        let value = leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec(("\"[a-z]{0,3}\"", inner), 0..4).prop_map(|v| {
+                    let fields: Vec<String> =
+                        v.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        });
+        let record = prop::collection::vec(("\"[a-z]{0,3}\"", value), 0..5).prop_map(|v| {
+            let fields: Vec<String> = v.into_iter().map(|(k, v)| format!("{k} : {v}")).collect();
+            format!("{{{}}}", fields.join(", "))
+        });
+        (record, any::<u16>(), "[ ,:\\[\\]{}\"0.e+\\\\-]{0,2}").prop_map(|(text, at, noise)| {
+            let mut text: String = text;
+            let at = usize::from(at) % (text.len() + 1);
+            let at = (0..=at)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            if noise.is_empty() || at % 3 == 0 {
+                return text;
+            }
+            text.insert_str(at, &noise);
+            text
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_scanner_agrees_with_serde_json(text in json_like()) {
+            agrees_with_serde_json(&text)?;
+        }
+
+        #[test]
+        fn no_bytes_make_the_scanner_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = scan_record::<SyntaxError>(&bytes, |_, _, _| Ok(()));
+        }
+    }
 }

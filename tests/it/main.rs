@@ -15,4 +15,5 @@ mod oracle;
 #[cfg(feature = "sql")]
 mod pipelines;
 mod replace;
+mod roundtrip;
 mod state;
