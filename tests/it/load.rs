@@ -881,3 +881,68 @@ async fn awkward_field_names_map_to_the_same_columns_every_run() {
     );
     assert!(!table_exists(&db, &clash).await);
 }
+
+/// A new table's columns hold every sampled value exactly: blockchain amounts past 64 bits,
+/// an integer past 2^53 beside a fraction, digits a double would round away, `-0`, `1e400`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inferred_columns_keep_every_value_exact() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "exact_infer").await;
+    let table = format!("{schema}.t");
+    let input = concat!(
+        r#"{"id": 1, "wei": 123456789012345678901234567890, "mixed": 0.5, "digits": 1234567890.123456789, "neg0": -0, "c": 1e400}"#,
+        "\n",
+        r#"{"id": 2, "wei": 1, "mixed": 9007199254740993, "digits": 2.5, "neg0": 7, "c": 1}"#,
+        "\n"
+    );
+    let run = apitap(
+        &["load", "-", "--table", &table],
+        Some(input.as_bytes().to_vec()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let types: Vec<String> = db
+        .query(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+             WHERE attrelid = $1::text::regclass AND attnum > 0 ORDER BY attnum",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "bigint", "numeric", "numeric", "numeric", "bigint", "numeric"
+        ]
+    );
+    let row: Vec<String> = db
+        .query_one(
+            &format!("SELECT wei::text, mixed::text, digits::text, neg0::text, left(c::text, 5) FROM {table} ORDER BY id LIMIT 1"),
+            &[],
+        )
+        .await
+        .map(|r| (0..5).map(|i| r.get(i)).collect())
+        .unwrap();
+    assert_eq!(
+        row,
+        [
+            "123456789012345678901234567890",
+            "0.5",
+            "1234567890.123456789",
+            "0",
+            "10000"
+        ]
+    );
+    let mixed: String = db
+        .query_one(
+            &format!("SELECT mixed::text FROM {table} WHERE id = 2"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mixed, "9007199254740993");
+}
