@@ -12,8 +12,13 @@ mod http;
 mod load;
 mod merge;
 mod oracle;
+mod paging;
 #[cfg(feature = "sql")]
 mod pipelines;
+#[cfg(feature = "sql")]
+mod pipelines_config;
+mod rejects;
 mod replace;
 mod roundtrip;
 mod state;
+mod types;

@@ -1,0 +1,184 @@
+//! Unit tests of `scan`.
+
+use super::*;
+
+fn fields(record: &str) -> Result<Vec<(String, Kind, String)>, String> {
+    let mut out = Vec::new();
+    scan_record::<SyntaxError>(record.as_bytes(), |key, _, value| {
+        out.push((
+            String::from_utf8_lossy(key).into_owned(),
+            value.kind,
+            value.text(record.as_bytes()).to_string(),
+        ));
+        Ok(())
+    })
+    .map_err(|e| format!("{} at {}", e.message, e.offset))?;
+    Ok(out)
+}
+
+#[test]
+fn scans_fields_with_their_kinds_and_text() {
+    let got = fields(r#" {"a": 1.5e3, "b" : "x\"y", "c": [1, {"d": null}], "e": {}, "f": true, "g": null, "h": -0} "#).unwrap();
+    let kinds: Vec<(&str, Kind, &str)> = got
+        .iter()
+        .map(|(k, kind, t)| (k.as_str(), *kind, t.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("a", Kind::Number, "1.5e3"),
+            ("b", Kind::String, "x\\\"y"),
+            ("c", Kind::Array, "[1, {\"d\": null}]"),
+            ("e", Kind::Object, "{}"),
+            ("f", Kind::True, "true"),
+            ("g", Kind::Null, "null"),
+            ("h", Kind::Number, "-0"),
+        ]
+    );
+    assert_eq!(fields("{}").unwrap(), vec![]);
+}
+
+#[test]
+fn refuses_everything_rfc_8259_does() {
+    for (bad, at) in [
+        (r#"{"a": 01}"#, 6),
+        (r#"{"a": 1.2.3}"#, 6),
+        (r#"{"a": -}"#, 6),
+        (r#"{"a": .5}"#, 6),
+        (r#"{"a": 1.}"#, 6),
+        (r#"{"a": +1}"#, 6),
+        (r#"{"a": 1e}"#, 6),
+        (r#"{"a": 0x10}"#, 6),
+        (r#"{"a": 1 "b": 2}"#, 8),
+        (r#"{,"a": 1}"#, 1),
+        (r#"{"a": 1,}"#, 8),
+        (r#"{"a": [1,]}"#, 9),
+        (r#"{"a": [1 2]}"#, 9),
+        (r#"{"a": [,1]}"#, 7),
+        (r#"{"a": {"b" 1}}"#, 11),
+        (r#"{"a": {"b": 1,}}"#, 14),
+        (r#"{"a": [1}"#, 8),
+        ("{\"a\": \"x\ty\"}", 8),
+        (r#"{"a": "x\q"}"#, 8),
+        (r#"{"a": "\ud800"}"#, 7),
+        (r#"{"a": "\udc00"}"#, 7),
+        (r#"{"a": "\u12"}"#, 7),
+        (r#"{"a": tru}"#, 6),
+        (r#"{"a": nulls}"#, 6),
+        (r#"{"a": NaN}"#, 6),
+        (r#"{"a": 'x'}"#, 6),
+        (r#"{"a": 1} {"b": 2}"#, 9),
+        (r#"[{"a": 1}]"#, 0),
+        (r#"{"a": 1"#, 7),
+        (r#"{"a": "x"#, 6),
+        ("", 0),
+        (r#"{"a": 1}}"#, 8),
+    ] {
+        let err = fields(bad).expect_err(bad);
+        assert!(err.ends_with(&format!(" at {at}")), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let deep = format!(
+        "{{\"a\": {}{}}}",
+        "[".repeat(MAX_DEPTH),
+        "]".repeat(MAX_DEPTH)
+    );
+    assert!(fields(&deep).is_ok());
+    let deeper = format!("{{\"a\": {}{}}}", "[".repeat(200_000), "]".repeat(200_000));
+    assert!(
+        fields(&deeper)
+            .unwrap_err()
+            .starts_with("nested deeper than 10000 levels")
+    );
+    let unclosed = format!("{{\"a\": {}", "[{\"b\":".repeat(1000));
+    assert!(fields(&unclosed).is_err());
+}
+
+#[test]
+fn nul_escapes_are_flagged_and_strings_unescape() {
+    let record = br#"{"a": "x\u0000", "b": {"k": ["\u0000"]}, "c": "\\u0000", "d": "\ud83c\udf89\t\u00e9\/"}"#;
+    let mut got = Vec::new();
+    scan_record::<SyntaxError>(record, |_, _, v| {
+        got.push((v.nul, v.escaped));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        got,
+        vec![(true, true), (true, false), (false, true), (false, true)]
+    );
+    let mut out = String::new();
+    unescape(r#"\ud83c\udf89\t\u00e9\/\"\\"#, &mut out);
+    assert_eq!(out, "🎉\té/\"\\");
+}
+
+use proptest::prelude::*;
+
+/// serde_json is a second RFC 8259 parser: on any text, the scanner accepts a record
+/// exactly when serde_json reads it as one object (nesting kept shallow, under
+/// serde_json's own limit of 128, and numbers within a double's range, which serde_json
+/// needs for a `Value`).
+fn agrees_with_serde_json(text: &str) -> Result<(), TestCaseError> {
+    let ours = scan_record::<SyntaxError>(text.as_bytes(), |_, _, _| Ok(())).is_ok();
+    let object = text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{');
+    let parsed = serde_json::from_str::<serde_json::Value>(text);
+    // A number past a double's range is valid JSON that serde_json cannot make a Value.
+    prop_assume!(!matches!(&parsed, Err(e) if e.to_string().contains("number out of range")));
+    let theirs = object && parsed.is_ok();
+    prop_assert_eq!(ours, theirs, "{:?}", text);
+    Ok(())
+}
+
+/// JSON-like text: valid documents, then cut, spliced and sprinkled with the characters
+/// that make JSON go wrong.
+fn json_like() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
+        "\"([a-z\\\\\"\t]|\\\\u[0-9a-fA-F]{4}|\\\\[nrtbf/])*\"",
+    ];
+    let value = leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::vec(("\"[a-z]{0,3}\"", inner), 0..4).prop_map(|v| {
+                let fields: Vec<String> = v.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            }),
+        ]
+    });
+    let record = prop::collection::vec(("\"[a-z]{0,3}\"", value), 0..5).prop_map(|v| {
+        let fields: Vec<String> = v.into_iter().map(|(k, v)| format!("{k} : {v}")).collect();
+        format!("{{{}}}", fields.join(", "))
+    });
+    (record, any::<u16>(), "[ ,:\\[\\]{}\"0.e+\\\\-]{0,2}").prop_map(|(text, at, noise)| {
+        let mut text: String = text;
+        let at = usize::from(at) % (text.len() + 1);
+        let at = (0..=at)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        if noise.is_empty() || at % 3 == 0 {
+            return text;
+        }
+        text.insert_str(at, &noise);
+        text
+    })
+}
+
+proptest! {
+    #[test]
+    fn the_scanner_agrees_with_serde_json(text in json_like()) {
+        agrees_with_serde_json(&text)?;
+    }
+
+    #[test]
+    fn no_bytes_make_the_scanner_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = scan_record::<SyntaxError>(&bytes, |_, _, _| Ok(()));
+    }
+}

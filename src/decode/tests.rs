@@ -1,0 +1,199 @@
+//! Unit tests of `decode`.
+
+use super::*;
+use crate::schema::{Column, PgType};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+
+fn table(cols: &[(&str, PgType)]) -> TableSchema {
+    TableSchema {
+        columns: cols.iter().map(|(n, t)| Column::new(*n, *t)).collect(),
+    }
+}
+
+fn options(batch_size: usize) -> DecodeOptions {
+    DecodeOptions {
+        batch_size,
+        reject_unknown_fields: true,
+        unknown_field_hint: "has no column".into(),
+        must_stay_null: vec![],
+        reject: false,
+        zone: None,
+        max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
+    }
+}
+
+fn decode_lines(
+    table: &TableSchema,
+    options: DecodeOptions,
+    input: &str,
+) -> Result<Vec<Decoded>, DecodeError> {
+    let mut decoder = RecordDecoder::new(table, options);
+    let mut framer = Framer::new(None, 1 << 20);
+    let mut out = Vec::new();
+    framer.push(input.as_bytes(), &mut |r, at| {
+        if let Some(d) = decoder.push(r, at)? {
+            out.push(d);
+        }
+        Ok(())
+    })?;
+    framer.finish(&mut |r, at| {
+        if let Some(d) = decoder.push(r, at)? {
+            out.push(d);
+        }
+        Ok(())
+    })?;
+    out.extend(decoder.finish()?);
+    Ok(out)
+}
+
+#[test]
+fn batches_carry_their_first_record_number() {
+    let t = table(&[("id", PgType::Int8)]);
+    let input: String = (1..=5).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    let out = decode_lines(&t, options(2), &input).unwrap();
+    assert_eq!(
+        out.iter()
+            .map(|d| (d.first_record, d.batch.num_rows()))
+            .collect::<Vec<_>>(),
+        vec![(1, 2), (3, 2), (5, 1)]
+    );
+    assert_eq!(
+        out[2].batch.column(0).as_primitive::<Int64Type>().value(0),
+        5
+    );
+}
+
+#[test]
+fn a_bad_value_names_record_line_column_and_value() {
+    let t = table(&[("id", PgType::Int8), ("n", PgType::Int2)]);
+    let input = "{\"id\":1,\"n\":1}\n\n{\"id\":2,\"n\":1.5}\n{\"id\":3,\"n\":99999}\n";
+    let err = decode_lines(&t, options(10), input).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 3 (record 2): column \"n\": 1.5 is not an integer (smallint)"
+    );
+    let input = "{\"id\":1,\"n\":99999}\n";
+    let err = decode_lines(&t, options(10), input).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 1 (record 1): column \"n\": 99999 is out of range for smallint"
+    );
+}
+
+#[test]
+fn malformed_json_names_line_and_column() {
+    let t = table(&[("id", PgType::Int8)]);
+    let err = decode_lines(&t, options(10), "{\"id\":1}\n{\"id\" 2}\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2, column 7 (record 2): malformed JSON: expected ':' after the key, found '2'"
+    );
+    let err = decode_lines(&t, options(10), "{\"id\":1}\n{\"id\":").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2, column 7 (record 2): malformed JSON: the record ends before its JSON value is complete (NDJSON needs one whole value per line)"
+    );
+}
+
+#[test]
+fn unknown_and_late_fields_are_never_dropped_silently() {
+    let t = table(&[("id", PgType::Int8), ("extra", PgType::Text)]);
+    let err = decode_lines(&t, options(10), "{\"id\":1}\n{\"id\":2,\"new\":true}\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2 (record 2): field \"new\" has no column"
+    );
+    let mut o = options(10);
+    o.must_stay_null = vec![(1, "was left out".into())];
+    let err = decode_lines(&t, o, "{\"id\":1}\n{\"id\":2,\"extra\":\"x\"}\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2 (record 2): field \"extra\" was left out"
+    );
+    let mut o = options(10);
+    o.reject_unknown_fields = false;
+    assert_eq!(
+        decode_lines(&t, o, "{\"id\":1,\"new\":2}\n").unwrap()[0]
+            .batch
+            .num_rows(),
+        1
+    );
+}
+
+#[test]
+fn nested_values_keep_their_json_text_as_written() {
+    let t = table(&[
+        ("j", PgType::Json),
+        ("t", PgType::Text),
+        ("s", PgType::Jsonb),
+    ]);
+    let input =
+        r#"{"j": {"a": [1, "x\"\n\u0001"], "b": {}, "c": []}, "t": [true, null], "s": "é"}"#;
+    let out = decode_lines(&t, options(10), input).unwrap();
+    let column = |i: usize| {
+        out[0]
+            .batch
+            .column(i)
+            .as_string::<i32>()
+            .value(0)
+            .to_string()
+    };
+    // Exactly as written, as PostgreSQL's json keeps it.
+    assert_eq!(column(0), r#"{"a": [1, "x\"\n\u0001"], "b": {}, "c": []}"#);
+    assert_eq!(column(1), "[true, null]");
+    assert_eq!(column(2), r#""é""#);
+}
+
+#[test]
+fn a_record_that_is_not_an_object_is_named() {
+    let t = table(&[("id", PgType::Int8)]);
+    let err = decode_lines(&t, options(10), "[{\"id\":1}, 5]").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 1, column 12 (record 2): malformed JSON: the record is not a JSON object, found '5'"
+    );
+}
+
+#[test]
+fn a_batch_is_built_early_when_its_input_grows_large() {
+    let t = table(&[("id", PgType::Int8), ("t", PgType::Text)]);
+    let mut o = options(1000);
+    o.max_batch_bytes = 100;
+    let input: String = (1..=10)
+        .map(|i| format!("{{\"id\":{i},\"t\":\"{}\"}}\n", "x".repeat(30)))
+        .collect();
+    let out = decode_lines(&t, o, &input).unwrap();
+    // Each record is 45 bytes: a batch is full at its third.
+    assert_eq!(
+        out.iter().map(|d| d.batch.num_rows()).collect::<Vec<_>>(),
+        vec![3, 3, 3, 1]
+    );
+}
+
+#[test]
+fn reject_mode_sets_aside_every_kind_of_bad_record_and_keeps_the_rest() {
+    let t = table(&[("id", PgType::Int8), ("n", PgType::Int2)]);
+    let mut o = options(4);
+    o.reject = true;
+    let input = "{\"id\":1,\"n\":1}\n{\"id\":2,\"n\":01}\n{\"id\":3,\"n\":99999}\n{\"id\":4,\"new\":1}\n{\"id\":5,\"n\":5}\n[[[[\n{\"id\":7,\"n\":\"7\"}\n";
+    let out = decode_lines(&t, o, input).unwrap();
+    let rows: Vec<u64> = out
+        .iter()
+        .flat_map(|d| (0..d.batch.num_rows()).map(|r| d.record_of(r)))
+        .collect();
+    assert_eq!(rows, vec![1, 5, 7]);
+    let rejected: Vec<(u64, String)> = out
+        .iter()
+        .flat_map(|d| d.rejected.iter().map(|r| (r.record, r.reason.clone())))
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (2, "line 2, column 13 (record 2): malformed JSON: a number must not start with 0 followed by digits".into()),
+            (3, "line 3 (record 3): column \"n\": 99999 is out of range for smallint".into()),
+            (4, "line 4 (record 4): field \"new\" has no column".into()),
+            (6, "line 6, column 1 (record 6): malformed JSON: the record is not a JSON object, found '['".into()),
+        ]
+    );
+}
