@@ -24,6 +24,7 @@ pub mod progress;
 pub mod rejects;
 pub mod request;
 pub mod schema;
+pub mod secrets;
 pub mod sink;
 pub mod source;
 pub mod tls;

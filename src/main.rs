@@ -7,6 +7,7 @@ use clap::Parser;
 use apitap::cli::{Cli, Outcome, init_logging, run};
 
 fn main() -> ExitCode {
+    apitap::cli::output::install_panic_hook();
     let cli = Cli::parse();
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            eprintln!("apitap: error: {e:#}");
+            apitap::cli::output::say(&format!("apitap: error: {e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -91,7 +91,10 @@ impl Progress {
                 while !reporter.done.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_secs(2));
                     if !reporter.done.load(Ordering::Relaxed) {
-                        eprintln!("apitap: {label}: {}", reporter.figures().line());
+                        crate::cli::output::say(&format!(
+                            "apitap: {label}: {}",
+                            reporter.figures().line()
+                        ));
                     }
                 }
             });

@@ -84,7 +84,7 @@ impl RejectFile {
             }
             if let Some(writer) = writer.as_mut() {
                 writer
-                    .write_all(format!("{entry}\n").as_bytes())
+                    .write_all(crate::secrets::redact(&format!("{entry}\n")).as_bytes())
                     .map_err(failed)?;
             }
         }

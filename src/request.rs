@@ -16,9 +16,9 @@ use crate::schema::TableName;
 use crate::sink::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::{PaginationConfig, Position};
-use crate::source::request::{RequestOptions, expand};
+use crate::source::request::{RequestOptions, expand, expand_url};
 use crate::source::throttle::RateLimit;
-use crate::source::{Http, RetryPolicy, Source};
+use crate::source::{Http, HttpSettings, RetryPolicy, Source};
 
 /// The defaults of every load, whichever way it was described.
 pub mod defaults {
@@ -36,6 +36,8 @@ pub mod defaults {
     pub const READ_TIMEOUT_SECS: f64 = 60.0;
     /// Where `--on-error reject` sets records aside.
     pub const REJECT_FILE: &str = "rejects.ndjson";
+    /// The most bytes one page may hold, after decompression.
+    pub const MAX_PAGE_BYTES: usize = crate::source::http::DEFAULT_MAX_PAGE_BYTES;
 }
 
 /// The largest `--max-record-bytes`: PostgreSQL stores no value over 1 GiB, and a batch (up
@@ -68,6 +70,9 @@ pub enum Setting {
     Keys,
     CommitEvery,
     CopyStreams,
+    Timeout,
+    CaCert,
+    MaxPageBytes,
 }
 
 impl Setting {
@@ -88,6 +93,9 @@ impl Setting {
             Setting::Keys => ("--key", "primary_key_in_dest"),
             Setting::CommitEvery => ("--commit-every", "commit_every"),
             Setting::CopyStreams => ("--copy-streams", "copy_streams"),
+            Setting::Timeout => ("--timeout", "timeout_secs"),
+            Setting::CaCert => ("--ca-cert", "ca_cert"),
+            Setting::MaxPageBytes => ("--max-page-bytes", "max_page_bytes"),
         };
         match origin {
             Origin::Flags => flag,
@@ -140,6 +148,15 @@ pub struct LoadSpec {
     pub format: Option<Format>,
     pub connect_timeout_secs: Option<f64>,
     pub read_timeout_secs: Option<f64>,
+    /// A bound on each whole request, body included (none by default).
+    pub timeout_secs: Option<f64>,
+    /// A PEM file of CA certificates to trust for HTTPS sources.
+    pub ca_cert: Option<PathBuf>,
+    /// Follow redirects and next links to other origins, without credentials.
+    pub allow_cross_host: bool,
+    pub max_page_bytes: Option<usize>,
+    /// More texts to keep out of every output (`--secret`, YAML `secret: true`).
+    pub secrets: Vec<String>,
     pub mode: Mode,
     pub replace_with: ReplaceWith,
     /// Merge keys.
@@ -255,7 +272,10 @@ impl LoadSpec {
             .table
             .clone()
             .ok_or_else(|| SettingError::Conflict("the load has no destination table".into()))?;
-        let url = expand(&self.source, env, name(Setting::Url))?;
+        let url = expand_url(&self.source, env, name(Setting::Url))?;
+        for secret in &self.secrets {
+            crate::secrets::register(&expand(secret, env, "--secret")?);
+        }
         let mut request = RequestOptions::build(&self.headers, &self.query, origin, env)?;
         if self.post {
             request = request.with_post_body(self.body.as_deref(), origin, env)?;
@@ -268,6 +288,7 @@ impl LoadSpec {
         let auth = match self.auth.clone() {
             Some(mut auth) => {
                 auth.substitute_env(env, name(Setting::Auth))?;
+                auth.register_secrets();
                 Some(auth)
             }
             None => None,
@@ -285,23 +306,49 @@ impl LoadSpec {
                     SettingError::invalid(name(setting), "must be a positive number of seconds")
                 })
         };
-        let http = Http::new(
-            seconds(
+        let settings = HttpSettings {
+            connect_timeout: seconds(
                 self.connect_timeout_secs,
                 defaults::CONNECT_TIMEOUT_SECS,
                 Setting::ConnectTimeout,
             )?,
-            seconds(
+            read_timeout: seconds(
                 self.read_timeout_secs,
                 defaults::READ_TIMEOUT_SECS,
                 Setting::ReadTimeout,
             )?,
+            total_timeout: match self.timeout_secs {
+                Some(secs) => Some(seconds(Some(secs), secs, Setting::Timeout)?),
+                None => None,
+            },
+            ca_cert: self.ca_cert.clone(),
+            // A pagination's allow_cross_host (the older key) allows it too.
+            allow_cross_host: self.allow_cross_host
+                || self.pagination.as_ref().is_some_and(|p| p.allow_cross_host),
+            max_page_bytes: match self.max_page_bytes {
+                Some(0) => {
+                    return Err(SettingError::invalid(
+                        name(Setting::MaxPageBytes),
+                        "must be at least 1",
+                    ));
+                }
+                Some(n) => n,
+                None => defaults::MAX_PAGE_BYTES,
+            },
+        };
+        let source_url = Source::parse(&url);
+        let http = Http::new(
+            match &source_url {
+                Source::Http(u) => Some(u.as_str()),
+                _ => None,
+            },
+            &settings,
             request,
             retry,
             self.rate_limit,
             auth,
         )
-        .map_err(|e| SettingError::invalid("the HTTP client", e.to_string()))?;
+        .map_err(|e| SettingError::invalid(name(Setting::CaCert), e.to_string()))?;
         let records_path = self
             .records_path
             .as_deref()

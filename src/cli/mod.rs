@@ -3,7 +3,6 @@
 //! Library errors are typed; here they meet `anyhow` for the one-line message on stderr.
 //! Exit codes: 0 success, 1 the load failed, 2 bad usage, 130 interrupted (Ctrl-C/SIGTERM).
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -23,6 +22,7 @@ use crate::source::throttle::RateLimit;
 
 #[cfg(feature = "sql")]
 mod modules;
+pub mod output;
 mod pipelines;
 
 /// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.
@@ -271,6 +271,31 @@ pub struct LoadArgs {
     )]
     pub read_timeout: f64,
 
+    /// Seconds the whole of each HTTP request may take, body included: bounds a server that
+    /// trickles. None by default, as it would cut long streams.
+    #[arg(help_heading = "HTTP sources", long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// A PEM file of CA certificates to trust for https sources (a private CA), besides the
+    /// system's roots (or the bundled web roots where the system has none).
+    #[arg(help_heading = "HTTP sources", long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Follow redirects and next links to other hosts, without any credential (by default
+    /// they fail the load, so credentials never reach another origin).
+    #[arg(help_heading = "HTTP sources", long)]
+    pub allow_cross_host: bool,
+
+    /// The most bytes one page may hold, after decompression.
+    #[arg(help_heading = "HTTP sources", long, value_name = "BYTES", default_value_t = defaults::MAX_PAGE_BYTES)]
+    pub max_page_bytes: usize,
+
+    /// A text to keep out of every output, log and file (`${VAR}` allowed); repeatable.
+    /// Auth values, API keys, URL passwords and `${VAR}` values in headers and query
+    /// parameters are kept out already.
+    #[arg(help_heading = "HTTP sources", long = "secret", value_name = "TEXT")]
+    pub secrets: Vec<String>,
+
     /// Retries of failed requests (connection errors, timeouts, 408, 429, 5xx), as an inline
     /// mapping: '{max_attempts: 5, min_delay_secs: 0.5, max_delay_secs: 30}' (the defaults).
     #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
@@ -324,8 +349,8 @@ pub fn init_logging(cli: &Cli) {
         cli.log_json || std::env::var("APITAP_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let builder = builder.with_writer(output::RedactingStderr);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -372,10 +397,10 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
     progress.finish();
     let Some(result) = result else {
         // Dropping the load dropped its transaction and connection: PostgreSQL rolls back.
-        eprintln!(
+        crate::cli::output::say(&format!(
             "apitap: interrupted; nothing was written to {}",
             request.table
-        );
+        ));
         return Ok(Outcome::Interrupted);
     };
     let summary = result.with_context(|| {
@@ -437,6 +462,11 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         },
         connect_timeout_secs: Some(args.connect_timeout),
         read_timeout_secs: Some(args.read_timeout),
+        timeout_secs: args.timeout,
+        ca_cert: args.ca_cert.clone(),
+        allow_cross_host: args.allow_cross_host,
+        max_page_bytes: Some(args.max_page_bytes),
+        secrets: args.secrets.clone(),
         mode: args.mode,
         replace_with: args.replace_with,
         keys: args.keys.clone(),
@@ -489,7 +519,7 @@ pub(crate) async fn interrupted() {
 fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyhow::Result<()> {
     let f = summary.figures;
     if !args.quiet {
-        eprintln!(
+        crate::cli::output::say(&format!(
             "apitap: loaded {} into {}{}: {}",
             request.source,
             summary.table,
@@ -499,7 +529,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
                 ""
             },
             f.line()
-        );
+        ));
     }
     if !summary.renamed_fields.is_empty() && !args.quiet {
         let renamed: Vec<String> = summary
@@ -507,36 +537,36 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             .iter()
             .map(|(field, column)| format!("{field:?} → {column:?}"))
             .collect();
-        eprintln!(
+        crate::cli::output::say(&format!(
             "apitap: {} field name(s) PostgreSQL cannot take as they are load into other columns of {}: {}",
             renamed.len(),
             summary.table,
             renamed.join(", ")
-        );
+        ));
     }
     if !summary.added_columns.is_empty() && !args.quiet {
-        eprintln!(
+        crate::cli::output::say(&format!(
             "apitap: added {} column(s) to {} for new fields: {}",
             summary.added_columns.len(),
             summary.table,
             summary.added_columns.join(", ")
-        );
+        ));
     }
     if !summary.widened_columns.is_empty() && !args.quiet {
-        eprintln!(
+        crate::cli::output::say(&format!(
             "apitap: widened {} column(s) of {} for sampled values their types could not hold: {}",
             summary.widened_columns.len(),
             summary.table,
             summary.widened_columns.join(", ")
-        );
+        ));
     }
     if !summary.discarded_fields.is_empty() && !args.quiet {
-        eprintln!(
+        crate::cli::output::say(&format!(
             "apitap: discarded {} field(s) without a column in {}: {}",
             summary.discarded_fields.len(),
             summary.table,
             summary.discarded_fields.join(", ")
-        );
+        ));
     }
     if let Some(path) = &args.summary_json {
         let json = serde_json::json!({
@@ -559,13 +589,8 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "discarded_fields": summary.discarded_fields,
             "peak_rss_bytes": peak_rss_bytes(),
         });
-        let text = format!("{json}\n");
-        if path.as_os_str() == "-" {
-            std::io::stdout().write_all(text.as_bytes())?;
-        } else {
-            std::fs::write(path, text)
-                .with_context(|| format!("could not write --summary-json {}", path.display()))?;
-        }
+        output::write_text(path, &format!("{json}\n"))
+            .with_context(|| format!("could not write --summary-json {}", path.display()))?;
     }
     Ok(())
 }

@@ -107,7 +107,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let results = tokio::select! {
         results = work => results,
         () = interrupted() => {
-            eprintln!("apitap: interrupted; modules still running were rolled back");
+            crate::cli::output::say("apitap: interrupted; modules still running were rolled back");
             return Ok(Outcome::Interrupted);
         }
     };
@@ -123,12 +123,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .iter()
             .map(|(module, result)| format!("{}\n", summary_json(module, result)))
             .collect();
-        if path.as_os_str() == "-" {
-            std::io::stdout().write_all(lines.as_bytes())?;
-        } else {
-            std::fs::write(path, lines)
-                .with_context(|| format!("could not write --summary-json {}", path.display()))?;
-        }
+        super::output::write_text(path, &lines)
+            .with_context(|| format!("could not write --summary-json {}", path.display()))?;
     }
     if !failed.is_empty() {
         anyhow::bail!(
@@ -144,7 +140,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, LoadError>) {
     match result {
         Ok(summary) if !args.quiet => {
-            eprintln!(
+            crate::cli::output::say(&format!(
                 "apitap: module {}: loaded {} into {}{}: {}",
                 module.name,
                 module.sources.join(" + "),
@@ -155,20 +151,20 @@ fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, LoadErro
                     ""
                 },
                 summary.figures.line()
-            );
+            ));
             if !summary.added_columns.is_empty() {
-                eprintln!(
+                crate::cli::output::say(&format!(
                     "apitap: module {}: added column(s) for new fields: {}",
                     module.name,
                     summary.added_columns.join(", ")
-                );
+                ));
             }
         }
         Ok(_) => {}
-        Err(e) => eprintln!(
+        Err(e) => crate::cli::output::say(&format!(
             "apitap: module {} failed; its table is unchanged: {e}",
             module.name
-        ),
+        )),
     }
 }
 

@@ -74,6 +74,9 @@ pub enum ConfigError {
 pub struct KeyValue {
     pub key: String,
     pub value: String,
+    /// Keep the value out of every output (values from `${VAR}` are kept out anyway).
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// Key columns: `id`, `a, b` or `[a, b]`.
@@ -170,6 +173,14 @@ pub struct SourceConfig {
     pub cursor_param: Option<String>,
     pub connect_timeout_secs: Option<f64>,
     pub read_timeout_secs: Option<f64>,
+    /// A bound on each whole request, body included.
+    pub timeout_secs: Option<f64>,
+    /// A PEM file of CA certificates to trust for https.
+    pub ca_cert: Option<PathBuf>,
+    /// Follow redirects and next links to other hosts, without credentials.
+    #[serde(default)]
+    pub allow_cross_host: bool,
+    pub max_page_bytes: Option<usize>,
 }
 
 /// `on_error:` of a source.
@@ -436,6 +447,17 @@ impl SourceConfig {
             },
             connect_timeout_secs: self.connect_timeout_secs,
             read_timeout_secs: self.read_timeout_secs,
+            timeout_secs: self.timeout_secs,
+            ca_cert: self.ca_cert.clone(),
+            allow_cross_host: self.allow_cross_host,
+            max_page_bytes: self.max_page_bytes,
+            secrets: self
+                .headers
+                .iter()
+                .chain(&self.query_params)
+                .filter(|kv| kv.secret)
+                .map(|kv| kv.value.clone())
+                .collect(),
             mode,
             replace_with: self.replace_with.unwrap_or_default(),
             keys: match (mode, &self.primary_key_in_dest) {

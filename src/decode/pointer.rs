@@ -54,6 +54,13 @@ pub struct PointerError {
     pub problem: &'static str,
 }
 
+impl JsonPointer {
+    /// The reference tokens, unescaped (`/a~1b/0` → `["a/b", "0"]`).
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+}
+
 impl fmt::Display for JsonPointer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for t in &self.tokens {

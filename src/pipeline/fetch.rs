@@ -94,7 +94,7 @@ async fn skip_sent(
     }
     let same = left == 0 && again.finalize() == sent_crc;
     if !same {
-        return Err(LoadError::Pagination(format!(
+        return Err(LoadError::Unsupported(format!(
             "{source}: the body was cut after {sent} bytes, and the server sent different bytes when asked again, so the load cannot go on where it broke; run it again"
         )));
     }
@@ -170,20 +170,23 @@ pub(super) async fn fetch_pages(
             source_name: format!("{source_name}, {label}"),
             error,
         })?;
+        let last_record = pager.last_record_pointer().and_then(|pointer| {
+            let (start, end, _) = framed.records.last()?;
+            value_at(&framed.body[*start..*end], pointer)
+        });
         let facts = PageFacts {
             records: framed.records.len() as u64,
             captured,
-            link_next: page.link_next,
+            link_next: crate::source::link::next(&page.links)
+                .and_then(|target| page.url.join(&target).ok())
+                .map(String::from),
+            last_record,
             digest: digest(&framed.body),
         };
         if tx.send(Chunk::Page(framed)).await.is_err() {
             return Ok(());
         }
-        if pager
-            .advance(&facts)
-            .map_err(LoadError::Pagination)?
-            .is_none()
-        {
+        if pager.advance(&facts)?.is_none() {
             // Pages requested past the end are dropped unread.
             tracing::info!(pages = pager.pages_fetched(), "last page reached");
             return Ok(());
@@ -285,4 +288,35 @@ fn digest(body: &[u8]) -> u64 {
     body[..body.len().min(65536)].hash(&mut hasher);
     body[body.len().saturating_sub(65536)..].hash(&mut hasher);
     hasher.finish()
+}
+
+/// The raw JSON text at `pointer` (through objects) inside one record: a page's last, for a
+/// cursor taken from it. Raw, so a numeric id past 2^53 is sent back exactly as it came.
+fn value_at(record: &[u8], pointer: &JsonPointer) -> Option<String> {
+    let mut text = record;
+    for token in pointer.tokens() {
+        let mut found = None;
+        crate::decode::scan::scan_record::<crate::decode::scan::SyntaxError>(
+            text,
+            |key, escaped, value| {
+                let mut name = String::new();
+                let key = std::str::from_utf8(key).unwrap_or_default();
+                if escaped {
+                    crate::decode::scan::unescape(key, &mut name);
+                } else {
+                    name.push_str(key);
+                }
+                if name == *token {
+                    found = Some(value);
+                }
+                Ok(())
+            },
+        )
+        .ok()?;
+        let value = found?;
+        let json = value.json(text);
+        let start = json.as_ptr() as usize - text.as_ptr() as usize;
+        text = &text[start..start + json.len()];
+    }
+    std::str::from_utf8(text).ok().map(str::to_string)
 }

@@ -39,7 +39,7 @@ use crate::sink::{
     ConnectOptions, LoadPlan, Mode, PlanOptions, ReplaceWith, SinkError, describe_target,
     has_unique_key,
 };
-use crate::source::paginate::{PageFacts, Pager};
+use crate::source::paginate::{PageFacts, Pager, PagingError};
 use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
 
 mod cursor;
@@ -103,8 +103,11 @@ pub enum LoadError {
         source_name: String,
         table: TableName,
     },
+    #[error(transparent)]
+    Pagination(#[from] PagingError),
+    /// Settings of a load that cannot go together once the source is known.
     #[error("{0}")]
-    Pagination(String),
+    Unsupported(String),
     #[error(transparent)]
     Setting(#[from] SettingError),
     #[error(transparent)]
@@ -187,7 +190,7 @@ pub(crate) async fn with_stored_state<'a>(
     match (&stored.resume, request.commit_every) {
         (Some(resume), Some(_)) => {
             let position = serde_json::from_str(resume).map_err(|e| {
-                LoadError::Pagination(format!(
+                LoadError::Unsupported(format!(
                     "the saved position of the unfinished backfill {key:?} in apitap._state is unreadable ({e}); \
                      pass --full-refresh to start it again"
                 ))
@@ -241,26 +244,25 @@ pub(crate) async fn open_source(
     let pager = match (&request.pagination, &request.source) {
         (Some(config), Source::Http(url)) => {
             let base = request.http.url(url)?;
-            let mut pager = Pager::new(config.clone(), base).map_err(LoadError::Pagination)?;
+            let mut pager = Pager::new(config.clone(), base)?;
             if let Some(resume) = &request.resume {
-                pager
-                    .resume(&resume.position)
-                    .map_err(LoadError::Pagination)?;
+                pager.resume(&resume.position)?;
             }
-            if !pager.captures().is_empty() && request.records_path.is_none() {
-                return Err(LoadError::Pagination(
+            let reads_pages = !pager.captures().is_empty() || pager.last_record_pointer().is_some();
+            if reads_pages && request.records_path.is_none() {
+                return Err(LoadError::Unsupported(
                     "this pagination reads values from each page, so the records must be at a --records-path (e.g. /data)".into(),
                 ));
             }
             Some(pager)
         }
         (Some(_), _) => {
-            return Err(LoadError::Pagination(
+            return Err(LoadError::Unsupported(
                 "--pagination needs an http(s) source".into(),
             ));
         }
         (None, _) if request.commit_every.is_some() => {
-            return Err(LoadError::Pagination(
+            return Err(LoadError::Unsupported(
                 "--commit-every needs a paged source (--pagination): pages are where a backfill can resume".into(),
             ));
         }

@@ -140,6 +140,26 @@ impl AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// Registers every credential of the mapping as a secret (see [`crate::secrets`]).
+    pub fn register_secrets(&self) {
+        use crate::secrets::{register, register_basic};
+        match self {
+            AuthConfig::Bearer { token } => register(token),
+            AuthConfig::Basic { username, password } => register_basic(username, password),
+            AuthConfig::ApiKey { value, .. } => register(value),
+            AuthConfig::OAuth2 {
+                client_id,
+                client_secret,
+                ..
+            } => {
+                register(client_secret);
+                register_basic(client_id, client_secret);
+            }
+        }
+    }
+}
+
 /// Refresh a token this long before it expires, so a request never carries a stale one.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
@@ -148,13 +168,19 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 pub struct Auth {
     config: AuthConfig,
     token: Mutex<Option<(String, Option<Instant>)>>,
+    /// The token endpoint is retried like pages are.
+    retry: super::RetryPolicy,
 }
 
+/// The most of a token endpoint's answer that is read.
+const TOKEN_RESPONSE_BYTES: usize = 1 << 20;
+
 impl Auth {
-    pub fn new(config: AuthConfig) -> Auth {
+    pub fn new(config: AuthConfig, retry: super::RetryPolicy) -> Auth {
         Auth {
             config,
             token: Mutex::new(None),
+            retry,
         }
     }
 
@@ -196,7 +222,16 @@ impl Auth {
                 value,
                 location: KeyLocation::Query,
             } => {
-                url.query_pairs_mut().append_pair(name, value);
+                // Set, not appended: a URL that came back (a redirect) may carry it already.
+                let others: Vec<(String, String)> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k != name.as_str())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                url.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(others)
+                    .append_pair(name, value);
                 None
             }
             AuthConfig::OAuth2 { .. } => {
@@ -251,23 +286,42 @@ impl Auth {
             };
             (form.finish(), basic)
         };
-        let mut request = client
-            .post(token_url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            );
-        if let Some(basic) = basic {
-            request = request.header(reqwest::header::AUTHORIZATION, basic);
-        }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| fail(error_chain(&e)))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| fail(error_chain(&e)))?;
+        let mut attempt = 1;
+        let (status, body) = loop {
+            let mut request = client
+                .post(token_url)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                );
+            if let Some(basic) = &basic {
+                request = request.header(reqwest::header::AUTHORIZATION, basic);
+            }
+            let last = attempt >= self.retry.max_attempts;
+            match request.body(body.clone()).send().await {
+                Ok(response) if !last && super::retry::retryable_status(response.status()) => {
+                    tracing::info!(token_url = %shown, status = response.status().as_u16(), attempt, "token endpoint failed; retrying");
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let (body, cut) =
+                        super::http::read_capped(response, TOKEN_RESPONSE_BYTES).await;
+                    if cut {
+                        return Err(fail(format!(
+                            "the token endpoint's answer is larger than {TOKEN_RESPONSE_BYTES} bytes"
+                        )));
+                    }
+                    break (status, body);
+                }
+                Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                    tracing::info!(token_url = %shown, attempt, error = %error_chain(&e), "token endpoint unreachable; retrying");
+                }
+                Err(e) => return Err(fail(error_chain(&e))),
+            }
+            tokio::time::sleep(self.retry.backoff(attempt)).await;
+            attempt += 1;
+        };
         if !status.is_success() {
             return Err(fail(format!(
                 "HTTP {status}: {}",
@@ -277,17 +331,26 @@ impl Auth {
         #[derive(Deserialize)]
         struct TokenResponse {
             access_token: String,
-            expires_in: Option<u64>,
+            /// Seconds; any JSON, as token endpoints send numbers, strings and nonsense.
+            expires_in: Option<serde_json::Value>,
         }
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             fail(format!(
                 "the token endpoint's answer has no access_token ({e})"
             ))
         })?;
-        let expires = parsed
-            .expires_in
-            .map(|s| Instant::now() + Duration::from_secs(s));
-        tracing::info!(token_url = %shown, expires_in = parsed.expires_in, "fetched an OAuth2 token");
+        crate::secrets::register(&parsed.access_token);
+        let expires_in = parsed.expires_in.as_ref().and_then(|v| match v {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        });
+        // A lifetime that is not a positive number, or that no clock can hold, is no
+        // expiry: the token is used until the API refuses it (then fetched again, once).
+        let expires = expires_in
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .and_then(|d| Instant::now().checked_add(d));
+        tracing::info!(token_url = %shown, expires_in, "fetched an OAuth2 token");
         *cached = Some((parsed.access_token.clone(), expires));
         Ok(parsed.access_token)
     }

@@ -9,6 +9,8 @@
 //! retried on transient failures ([`retry`]) until the body starts to arrive.
 
 pub mod auth;
+pub mod http;
+pub mod link;
 pub mod paginate;
 pub mod request;
 pub mod retry;
@@ -17,73 +19,21 @@ pub mod throttle;
 use std::fmt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::Duration;
 
 use async_compression::tokio::bufread::GzipDecoder;
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::io::StreamReader;
-use tracing::Instrument;
 
+pub use crate::secrets::redact_url;
+pub use http::{FetchedPage, Http, HttpSettings, fetch_page};
 pub use request::RequestOptions;
 pub use retry::RetryPolicy;
 
 use crate::progress::Progress;
 
-/// How a load talks HTTP: the client, what every request carries, and the retry policy.
-#[derive(Debug, Clone)]
-pub struct Http {
-    pub client: reqwest::Client,
-    pub request: RequestOptions,
-    pub retry: RetryPolicy,
-    pub auth: Option<std::sync::Arc<auth::Auth>>,
-    /// Shared by every request of the source, so concurrent requests pace together.
-    pub throttle: std::sync::Arc<throttle::Throttle>,
-}
-
 /// The body of a source, decompressed.
 pub type Body = Pin<Box<dyn AsyncRead + Send>>;
-
-impl Http {
-    /// A source's HTTP side: its own client (with these timeouts; none for the whole
-    /// request, so long streams are never cut), request options, retries, pacing and auth.
-    ///
-    /// # Errors
-    /// If the TLS backend cannot be set up.
-    pub fn new(
-        connect_timeout: Duration,
-        read_timeout: Duration,
-        request: RequestOptions,
-        retry: RetryPolicy,
-        rate_limit: Option<throttle::RateLimit>,
-        auth: Option<auth::AuthConfig>,
-    ) -> Result<Http, SourceError> {
-        Ok(Http {
-            client: http_client(connect_timeout, read_timeout)?,
-            request,
-            retry,
-            throttle: std::sync::Arc::new(throttle::Throttle::new(rate_limit)),
-            auth: auth.map(|config| std::sync::Arc::new(auth::Auth::new(config))),
-        })
-    }
-
-    /// The source URL with the `--query` parameters added: the first request's URL, and the
-    /// base every page's URL is built on.
-    ///
-    /// # Errors
-    /// Text that is not a URL.
-    pub fn url(&self, url: &str) -> Result<reqwest::Url, SourceError> {
-        let mut full = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
-            url: redact_url(url),
-            attempts: 0,
-            reason: format!("invalid URL: {e}"),
-        })?;
-        if !self.request.query.is_empty() {
-            full.query_pairs_mut().extend_pairs(&self.request.query);
-        }
-        Ok(full)
-    }
-}
 
 /// Where to read records from, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +64,11 @@ pub enum SourceError {
         url: String,
         wait: std::time::Duration,
     },
+    #[error(
+        "a page of {url} is larger than --max-page-bytes allows ({limit} bytes, after decompression); \
+         raise it, or ask the API for smaller pages"
+    )]
+    PageTooLarge { url: String, limit: usize },
     #[error("could not read {path}: {reason}")]
     File { path: String, reason: String },
     #[error("reading {source_name} failed: {reason}")]
@@ -197,231 +152,11 @@ impl fmt::Display for Source {
     }
 }
 
-/// Builds the HTTP client: connect and per-read timeouts (a read waiting longer fails and is
-/// retried), but no total timeout, which would cut a long stream short.
-///
-/// # Errors
-/// If the TLS backend cannot be set up.
-pub fn http_client(
-    connect_timeout: Duration,
-    read_timeout: Duration,
-) -> Result<reqwest::Client, SourceError> {
-    crate::tls::install_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .read_timeout(read_timeout)
-        .user_agent(concat!("apitap/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| SourceError::Request {
-            url: String::new(),
-            attempts: 1,
-            reason: error_chain(&e),
-        })
-}
-
 /// Streams the body of `url`, after retrying transient failures of the request itself.
 async fn open_http(http: &Http, url: &str, progress: &Progress) -> Result<Body, SourceError> {
-    let (response, _) = send(http, &http.url(url)?, progress, 1).await?;
+    let (response, _) = http::send(http, &http.url(url)?, progress, 1).await?;
     let stream = response.bytes_stream().map_err(std::io::Error::other);
     Ok(Box::pin(StreamReader::new(stream)))
-}
-
-/// One page, read whole, and the target of its `Link: rel="next"` header.
-#[derive(Debug)]
-pub struct FetchedPage {
-    pub body: bytes::Bytes,
-    pub link_next: Option<String>,
-}
-
-/// Fetches a whole page. A body cut off mid-read is fetched again from the start: nothing
-/// of it has been passed on yet, so nothing is duplicated.
-///
-/// # Errors
-/// As for the request, once the retries are used up.
-pub async fn fetch_page(
-    http: &Http,
-    url: &reqwest::Url,
-    progress: &Progress,
-) -> Result<FetchedPage, SourceError> {
-    let shown = redact_url(url.as_str());
-    let mut attempt = 1;
-    loop {
-        let (response, used) = send(http, url, progress, attempt).await?;
-        attempt = used;
-        let link_next = response
-            .headers()
-            .get(reqwest::header::LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(paginate::link_next);
-        match response.bytes().await {
-            Ok(body) => return Ok(FetchedPage { body, link_next }),
-            Err(e) if attempt < http.retry.max_attempts => {
-                let wait = http.retry.backoff(attempt);
-                tracing::info!(url = %shown, attempt, wait_ms = wait.as_millis() as u64, error = %error_chain(&e), "page body cut off; fetching it again");
-                progress.add_retry();
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            Err(e) => {
-                return Err(SourceError::Read {
-                    source_name: shown,
-                    reason: format!("{} (after {attempt} attempts)", error_chain(&e)),
-                });
-            }
-        }
-    }
-}
-
-/// Sends a GET with the source's headers, retrying transient failures, and returns the
-/// first successful response with the number of the attempt that got it. Attempts count
-/// from `first_attempt`, so a caller that retries for its own reasons shares the budget.
-async fn send(
-    http: &Http,
-    url: &reqwest::Url,
-    progress: &Progress,
-    first_attempt: u32,
-) -> Result<(reqwest::Response, u32), SourceError> {
-    let span = tracing::info_span!("http.request", url = %redact_url(url.as_str()), status = tracing::field::Empty);
-    send_retrying(http, url, progress, first_attempt)
-        .instrument(span)
-        .await
-}
-
-async fn send_retrying(
-    http: &Http,
-    url: &reqwest::Url,
-    progress: &Progress,
-    first_attempt: u32,
-) -> Result<(reqwest::Response, u32), SourceError> {
-    let shown = redact_url(url.as_str());
-    let mut attempt = first_attempt;
-    let mut refreshed_token = false;
-    loop {
-        let started = std::time::Instant::now();
-        let mut rate_limited = false;
-        let mut target = url.clone();
-        let credentials = match &http.auth {
-            Some(auth) => auth.credentials(&http.client, &mut target).await?,
-            None => None,
-        };
-        let mut request = if http.request.post {
-            let request = http.client.post(target);
-            match &http.request.body {
-                Some(body) => request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone()),
-                None => request,
-            }
-        } else {
-            http.client.get(target)
-        };
-        for (name, value) in http.request.headers.iter().chain(credentials.as_ref()) {
-            request = request.header(name, value);
-        }
-        let last = attempt >= http.retry.max_attempts;
-        if http.throttle.acquire().await {
-            progress.add_throttle_wait();
-        }
-        let sent = request.send().await;
-        if let Ok(response) = &sent {
-            http.throttle
-                .observe(response.headers(), std::time::SystemTime::now());
-        }
-        let wait = match sent {
-            // An OAuth2 token can be revoked or expire early: fetch a new one, once.
-            Ok(response)
-                if response.status() == reqwest::StatusCode::UNAUTHORIZED
-                    && !refreshed_token
-                    && http.auth.as_ref().is_some_and(|a| a.can_refresh()) =>
-            {
-                if let Some(auth) = &http.auth {
-                    auth.invalidate().await;
-                }
-                refreshed_token = true;
-                tracing::info!(url = %shown, "401 with an OAuth2 token; fetching a new one");
-                continue;
-            }
-            Ok(response) if response.status().is_success() => {
-                let status = response.status();
-                tracing::Span::current().record("status", status.as_u16());
-                tracing::info!(
-                    url = %shown,
-                    status = status.as_u16(),
-                    attempt,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "response headers received"
-                );
-                return Ok((response, attempt));
-            }
-            Ok(response) => {
-                let status = response.status();
-                rate_limited = status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-                tracing::Span::current().record("status", status.as_u16());
-                if last || !retry::retryable_status(status) {
-                    // The start of the body usually says why (an error JSON, a login page).
-                    let bytes = response.bytes().await.unwrap_or_default();
-                    return Err(SourceError::Status {
-                        status,
-                        url: shown,
-                        attempts: attempt,
-                        body: crate::decode::framing::preview(&bytes),
-                    });
-                }
-                match retry::retry_after(response.headers(), std::time::SystemTime::now()) {
-                    Ok(Some(wait)) => wait,
-                    Ok(None) => http.retry.backoff(attempt),
-                    Err(wait) => return Err(SourceError::RetryAfterTooLong { url: shown, wait }),
-                }
-            }
-            Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
-                http.retry.backoff(attempt)
-            }
-            Err(e) => {
-                return Err(SourceError::Request {
-                    url: shown,
-                    attempts: attempt,
-                    reason: error_chain(&e),
-                });
-            }
-        };
-        tracing::info!(url = %shown, attempt, wait_ms = wait.as_millis() as u64, "retrying");
-        progress.add_retry();
-        if rate_limited {
-            // Every request of the source holds back, not only this one.
-            http.throttle.pause(wait);
-        } else {
-            tokio::time::sleep(wait).await;
-        }
-        attempt += 1;
-    }
-}
-
-/// A URL fit for messages and logs: user info and query values are hidden, since either may
-/// hold a credential.
-pub fn redact_url(url: &str) -> String {
-    let Ok(mut parsed) = reqwest::Url::parse(url) else {
-        return url.to_string();
-    };
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        let _ = parsed.set_username("***");
-        let _ = parsed.set_password(None);
-    }
-    if parsed.query().is_some() {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(k, v)| {
-                let secret = ["key", "token", "secret", "password", "signature", "auth"]
-                    .iter()
-                    .any(|s| k.to_ascii_lowercase().contains(s));
-                (
-                    k.into_owned(),
-                    if secret { "***".into() } else { v.into_owned() },
-                )
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    parsed.to_string()
 }
 
 /// An error and its causes on one line: reqwest and io errors keep the useful part
@@ -452,13 +187,5 @@ mod tests {
             Source::Http("https://x/y".into())
         );
         assert_eq!(Source::parse("./a.json"), Source::File("./a.json".into()));
-    }
-
-    #[test]
-    fn redacts_credentials_in_urls() {
-        assert_eq!(
-            redact_url("https://user:pw@api.example.org/v1?api_key=s3cret&page=2"),
-            "https://***@api.example.org/v1?api_key=***&page=2"
-        );
     }
 }

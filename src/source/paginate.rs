@@ -1,12 +1,20 @@
 //! Which page to fetch next, and when to stop.
 //!
 //! The pager is pure: given what the last page showed (its record count, the values at the
-//! configured pointers, its `Link` header), it returns the next URL or `None`. It refuses to
-//! loop: a repeated cursor, or a page identical to the one before (an API that ignores the
-//! paging parameters), fails the run instead of fetching forever. A next link to another host
-//! or scheme is refused unless allowed, so credentials never leak to a third party.
+//! configured pointers, its `Link` headers, its last record), it returns the next URL or
+//! `None`. It never loops and never stops silently:
+//!
+//! - a cursor, next URL or next link seen before (at any distance, remembered as hashes) or a
+//!   page identical to the one before (an API that ignores the paging parameters) fails the
+//!   run, naming it;
+//! - when a page says there is more (`has_more: true`, `done: false`, a total not yet
+//!   reached) but the next position is missing, the run fails naming what is missing, rather
+//!   than end with part of the data;
+//! - a next link to another origin is refused unless allowed, and then followed without
+//!   credentials (see `source/http.rs`).
 
 use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use reqwest::Url;
 use serde::Deserialize;
@@ -44,7 +52,11 @@ pub struct PaginationConfig {
     /// Where the cursor kind sends its page size, if anywhere.
     pub page_size_param: Option<String>,
     pub cursor_param: Option<String>,
+    /// Where each page holds the next cursor (`/next_cursor`, `/meta/after_cursor`).
     pub cursor_path: Option<String>,
+    /// Or: the cursor is a field of each page's last record (Stripe's `starting_after=<id>`,
+    /// `since_id` APIs), at this pointer inside the record (`/id`).
+    pub last_record_path: Option<String>,
     pub next_url_path: Option<String>,
     /// Records per page asked for; a shorter page is the last one.
     pub page_size: Option<u64>,
@@ -54,8 +66,11 @@ pub struct PaginationConfig {
     /// as read from the first page at this pointer.
     pub total_path: Option<String>,
     pub total_pages_path: Option<String>,
-    /// Stop when the value here is false.
+    /// Stop when the value here is false; while it is true, a missing next position fails.
     pub has_more_path: Option<String>,
+    /// Stop when the value here is true (Salesforce's `done`); while it is false, a missing
+    /// next position fails.
+    pub done_path: Option<String>,
     /// Stop after this many pages, whatever the API says.
     pub max_pages: Option<u64>,
     /// Pages fetched at once (offset and page-number kinds, whose next URL is known in
@@ -75,6 +90,7 @@ pub struct Captures {
     total: Option<usize>,
     total_pages: Option<usize>,
     has_more: Option<usize>,
+    done: Option<usize>,
 }
 
 /// What one fetched page showed the pager.
@@ -83,8 +99,11 @@ pub struct PageFacts {
     pub records: u64,
     /// Raw JSON text of each of [`Captures::pointers`], where present.
     pub captured: Vec<Option<String>>,
-    /// The target of `Link: <…>; rel="next"`, if the response had one.
+    /// The target of `Link: <…>; rel="next"`, resolved against the page's URL, if the
+    /// response had one.
     pub link_next: Option<String>,
+    /// The raw JSON text at `last_record_path` in the page's last record.
+    pub last_record: Option<String>,
     /// A hash of the body, to notice an API that serves the same page again.
     pub digest: u64,
 }
@@ -118,14 +137,109 @@ pub struct Pager {
     records: u64,
     total: Option<u64>,
     total_pages: Option<u64>,
-    seen_cursors: HashSet<String>,
+    /// Cursors and next URLs already followed, as hashes: a repeat at any distance is a
+    /// loop. Bounded: past [`MAX_REMEMBERED`] positions, only those are checked.
+    seen: HashSet<u64>,
     last_digest: Option<u64>,
+    /// The parsed `last_record_path`.
+    last_record: Option<JsonPointer>,
 }
 
-fn pointer(text: &Option<String>, key: &str) -> Result<Option<JsonPointer>, String> {
+/// The most positions remembered for loop detection (8 bytes each).
+const MAX_REMEMBERED: usize = 1_000_000;
+
+/// Why paging cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PagingError {
+    /// A pagination mapping that cannot work.
+    #[error("pagination: {0}")]
+    Config(String),
+    #[error("the API returned {what} a second time (page {page}); stopping instead of looping")]
+    Loop { what: String, page: u64 },
+    #[error(
+        "page {page} is identical to the page before it; the API seems to ignore the paging parameters ({url})"
+    )]
+    SamePage { page: u64, url: String },
+    #[error(
+        "page {page} says there is more ({signal}) but {missing}; stopping rather than load part of the data"
+    )]
+    Missing {
+        page: u64,
+        signal: String,
+        missing: String,
+    },
+    #[error(
+        "the next page is on another host or scheme ({url}); refusing to send the request there \
+         (set allow_cross_host: true, or pass --allow-cross-host, to follow it without credentials)"
+    )]
+    CrossHost { url: String },
+    #[error("the next page's URL {link:?} is not a URL: {reason}")]
+    BadLink { link: String, reason: String },
+    #[error("the saved page position {url:?} is not a URL: {reason}")]
+    BadPosition { url: String, reason: String },
+    #[error(
+        "the saved page position ({saved}) is not on the configured source's origin ({configured}); \
+         refusing to resume there (pass --full-refresh to start the backfill again)"
+    )]
+    ForeignPosition { saved: String, configured: String },
+}
+
+fn pointer(text: &Option<String>, key: &str) -> Result<Option<JsonPointer>, PagingError> {
     text.as_deref()
-        .map(|t| JsonPointer::parse(t).map_err(|e| format!("pagination {key}: {e}")))
+        .map(|t| JsonPointer::parse(t).map_err(|e| PagingError::Config(format!("{key}: {e}"))))
         .transpose()
+}
+
+/// `url` with the values of query parameters that are secrets replaced by the mask.
+fn mask_secrets(url: &Url) -> String {
+    let mut masked = url.clone();
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let value = if crate::secrets::is_secret(&v) {
+                    crate::secrets::MASK.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), value)
+            })
+            .collect();
+        masked.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    let _ = masked.set_password(None);
+    masked.to_string()
+}
+
+/// `saved` with masked query values taken from `configured` (the same parameter there).
+fn unmask_secrets(saved: &Url, configured: &Url) -> Url {
+    if !saved.query_pairs().any(|(_, v)| v == crate::secrets::MASK) {
+        return saved.clone();
+    }
+    let pairs: Vec<(String, String)> = saved
+        .query_pairs()
+        .map(|(k, v)| {
+            let value = if v == crate::secrets::MASK {
+                configured
+                    .query_pairs()
+                    .find(|(name, _)| *name == k)
+                    .map_or_else(|| v.to_string(), |(_, value)| value.into_owned())
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), value)
+        })
+        .collect();
+    let mut url = saved.clone();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    url
+}
+
+/// A hash of a cursor or URL, for the loop check.
+fn fingerprint(text: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl PaginationConfig {
@@ -142,7 +256,7 @@ impl PaginationConfig {
 impl Pager {
     /// # Errors
     /// A configuration that cannot work: a cursor without `cursor_path`, a bad pointer.
-    pub fn new(config: PaginationConfig, base: Url) -> Result<Pager, String> {
+    pub fn new(config: PaginationConfig, base: Url) -> Result<Pager, PagingError> {
         let mut captures = Captures::default();
         let mut add = |p: Option<JsonPointer>| {
             p.map(|p| {
@@ -155,17 +269,36 @@ impl Pager {
         let total = add(pointer(&config.total_path, "total_path")?);
         let total_pages = add(pointer(&config.total_pages_path, "total_pages_path")?);
         let has_more = add(pointer(&config.has_more_path, "has_more_path")?);
+        let done = add(pointer(&config.done_path, "done_path")?);
+        let last_record = pointer(&config.last_record_path, "last_record_path")?;
         captures.cursor = cursor;
         captures.next_url = next_url;
         captures.total = total;
         captures.total_pages = total_pages;
         captures.has_more = has_more;
+        captures.done = done;
         match config.kind {
-            Kind::Cursor if captures.cursor.is_none() => {
-                return Err("pagination kind cursor needs cursor_path (where each page holds the next cursor)".into());
+            Kind::Cursor if captures.cursor.is_none() && last_record.is_none() => {
+                return Err(PagingError::Config(
+                    "kind cursor needs cursor_path (where each page holds the next cursor) or \
+                     last_record_path (the field of the last record that is the cursor)"
+                        .into(),
+                ));
+            }
+            Kind::Cursor if captures.cursor.is_some() && last_record.is_some() => {
+                return Err(PagingError::Config(
+                    "kind cursor takes cursor_path or last_record_path, not both".into(),
+                ));
             }
             Kind::NextUrl if captures.next_url.is_none() => {
-                return Err("pagination kind next_url needs next_url_path (where each page holds the next URL)".into());
+                return Err(PagingError::Config(
+                    "kind next_url needs next_url_path (where each page holds the next URL)".into(),
+                ));
+            }
+            _ if last_record.is_some() && config.kind != Kind::Cursor => {
+                return Err(PagingError::Config(
+                    "last_record_path is for kind cursor".into(),
+                ));
             }
             _ => {}
         }
@@ -182,18 +315,21 @@ impl Pager {
             records: 0,
             total: None,
             total_pages: None,
-            seen_cursors: HashSet::new(),
+            seen: HashSet::new(),
             last_digest: None,
+            last_record,
         };
         pager.current = pager.url_with(&[]);
         Ok(pager)
     }
 
     /// Where the pager stands: the next page to fetch and the counts so far.
+    /// The position holds no secret: query values that are secrets are masked, and put back
+    /// from the configuration when the backfill resumes ([`Pager::resume`]).
     pub fn position(&self) -> Position {
         Position {
-            base: self.base.to_string(),
-            next: self.current.to_string(),
+            base: mask_secrets(&self.base),
+            next: mask_secrets(&self.current),
             offset: self.offset,
             page: self.page,
             pages_fetched: self.pages_fetched,
@@ -203,17 +339,34 @@ impl Pager {
         }
     }
 
-    /// Continues from a saved position instead of the first page.
+    /// Continues from a saved position instead of the first page. The position must be on
+    /// the configured source's origin (anyone who can write the state table could otherwise
+    /// send the next run, credentials and all, elsewhere); masked query values are put back
+    /// from the pager's own base URL, which the configuration built.
     ///
     /// # Errors
     /// A position whose URLs do not parse (a hand-edited state row).
-    pub fn resume(&mut self, position: &Position) -> Result<(), String> {
+    pub fn resume(&mut self, position: &Position) -> Result<(), PagingError> {
         let url = |text: &str| {
-            Url::parse(text)
-                .map_err(|e| format!("the saved page position {text:?} is not a URL: {e}"))
+            Url::parse(text).map_err(|e| PagingError::BadPosition {
+                url: crate::secrets::redact_url(text),
+                reason: e.to_string(),
+            })
         };
-        self.base = url(&position.base)?;
-        self.current = url(&position.next)?;
+        let base = url(&position.base)?;
+        let next = url(&position.next)?;
+        // The base must be on the configured origin; a next link may be elsewhere only where
+        // cross-host links are allowed.
+        let foreign = |saved: &Url| !crate::source::http::same_origin(saved, &self.base);
+        if foreign(&base) || (foreign(&next) && !self.config.allow_cross_host) {
+            let saved = if foreign(&base) { &base } else { &next };
+            return Err(PagingError::ForeignPosition {
+                saved: crate::secrets::redact_url(saved.as_str()),
+                configured: crate::secrets::redact_url(self.base.as_str()),
+            });
+        }
+        self.current = unmask_secrets(&next, &self.base);
+        self.base = unmask_secrets(&base, &self.base);
         self.offset = position.offset;
         self.page = position.page;
         self.pages_fetched = position.pages_fetched;
@@ -248,6 +401,11 @@ impl Pager {
     /// Pointers to capture from each page.
     pub fn captures(&self) -> &[JsonPointer] {
         &self.captures.pointers
+    }
+
+    /// The pointer to read from each page's last record, for a cursor taken from it.
+    pub fn last_record_pointer(&self) -> Option<&JsonPointer> {
+        self.last_record.as_ref()
     }
 
     /// The URL of the page to fetch now.
@@ -320,8 +478,9 @@ impl Pager {
     /// when the source is exhausted.
     ///
     /// # Errors
-    /// A loop (repeated cursor, identical page) or a next link to another host.
-    pub fn advance(&mut self, facts: &PageFacts) -> Result<Option<Url>, String> {
+    /// A loop (repeated cursor or URL, identical page), a page that says there is more with
+    /// no next position, or a next link to another host.
+    pub fn advance(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
         self.pages_fetched += 1;
         self.records += facts.records;
         let repeated = self.last_digest == Some(facts.digest) && facts.records > 0;
@@ -330,10 +489,10 @@ impl Pager {
         // Checked once the page has said all it can (a repeated cursor is the clearer error),
         // and only when there would be another page.
         if repeated && next.is_some() {
-            return Err(format!(
-                "page {} is identical to the page before it; the API seems to ignore the paging parameters ({})",
-                self.pages_fetched, self.current
-            ));
+            return Err(PagingError::SamePage {
+                page: self.pages_fetched,
+                url: crate::secrets::redact_url(self.current.as_str()),
+            });
         }
         if let Some(next) = &next {
             self.current = next.clone();
@@ -341,7 +500,68 @@ impl Pager {
         Ok(next)
     }
 
-    fn next_url(&mut self, facts: &PageFacts) -> Result<Option<Url>, String> {
+    /// A JSON boolean captured from the page (`true`, `false`, or those as strings).
+    fn flag(&self, facts: &PageFacts, slot: Option<usize>) -> Option<bool> {
+        match self.captured(facts, slot)?.trim().trim_matches('"') {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// What on the page says there is more, if anything does.
+    fn more_signal(&self, facts: &PageFacts) -> Option<String> {
+        let pointer = |slot: Option<usize>| {
+            slot.map(|i| self.captures.pointers[i].to_string())
+                .unwrap_or_default()
+        };
+        if self.flag(facts, self.captures.has_more) == Some(true) {
+            return Some(format!("true at {}", pointer(self.captures.has_more)));
+        }
+        if self.flag(facts, self.captures.done) == Some(false) {
+            return Some(format!("false at {}", pointer(self.captures.done)));
+        }
+        if let Some(total) = self.total.filter(|&t| self.records < t) {
+            return Some(format!("{} of {total} records so far", self.records));
+        }
+        if let Some(total) = self.total_pages.filter(|&t| self.pages_fetched < t) {
+            return Some(format!("{} of {total} pages so far", self.pages_fetched));
+        }
+        None
+    }
+
+    /// The run fails when the page says there is more but `missing` is missing.
+    fn end_or_fail(&self, facts: &PageFacts, missing: String) -> Result<Option<Url>, PagingError> {
+        match self.more_signal(facts) {
+            Some(signal) => Err(PagingError::Missing {
+                page: self.pages_fetched,
+                signal,
+                missing,
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Remembers a position; a repeat is a loop.
+    fn first_visit(&mut self, what: &str) -> Result<(), PagingError> {
+        let print = || match what.strip_prefix("URL ") {
+            Some(url) => format!("the next URL {}", crate::secrets::redact_url(url)),
+            None => what.to_string(),
+        };
+        let hash = fingerprint(what);
+        if self.seen.contains(&hash) {
+            return Err(PagingError::Loop {
+                what: print(),
+                page: self.pages_fetched,
+            });
+        }
+        if self.seen.len() < MAX_REMEMBERED {
+            self.seen.insert(hash);
+        }
+        Ok(())
+    }
+
+    fn next_url(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
         let json_number =
             |text: Option<&str>| text.and_then(|t| t.trim_matches('"').parse::<u64>().ok());
         if self.total.is_none() {
@@ -350,11 +570,8 @@ impl Pager {
         if self.total_pages.is_none() {
             self.total_pages = json_number(self.captured(facts, self.captures.total_pages));
         }
-        if facts.records == 0
-            && !matches!(
-                self.config.kind,
-                Kind::Cursor | Kind::NextUrl | Kind::LinkHeader
-            )
+        if self.flag(facts, self.captures.has_more) == Some(false)
+            || self.flag(facts, self.captures.done) == Some(true)
         {
             return Ok(None);
         }
@@ -365,38 +582,61 @@ impl Pager {
         {
             return Ok(None);
         }
-        if self.captured(facts, self.captures.has_more).map(str::trim) == Some("false") {
-            return Ok(None);
+        let computed = matches!(
+            self.config.kind,
+            Kind::LimitOffset | Kind::PageNumber | Kind::PageOnly
+        );
+        if facts.records == 0 && computed {
+            return self.end_or_fail(facts, "the page is empty".into());
         }
         let next = match self.config.kind {
             Kind::LimitOffset => {
                 self.offset += facts.records;
-                if self
+                let short = self
                     .config
                     .page_size
-                    .is_some_and(|size| facts.records < size)
-                    || self.total.is_some_and(|t| self.offset >= t)
+                    .is_some_and(|size| facts.records < size);
+                if (short || self.total.is_some_and(|t| self.offset >= t))
+                    && self.more_signal(facts).is_none()
                 {
                     return Ok(None);
                 }
                 self.url_with(&[])
             }
             Kind::PageNumber | Kind::PageOnly => {
-                if self
+                let short = self
                     .config
                     .page_size
-                    .is_some_and(|size| facts.records < size)
-                    || self.total_pages.is_some_and(|t| self.pages_fetched >= t)
-                    || self.total.is_some_and(|t| self.records >= t)
-                {
+                    .is_some_and(|size| facts.records < size);
+                let reached = self.total_pages.is_some_and(|t| self.pages_fetched >= t)
+                    || self.total.is_some_and(|t| self.records >= t);
+                if (short || reached) && self.more_signal(facts).is_none() {
                     return Ok(None);
                 }
                 self.page += 1;
                 self.url_with(&[])
             }
             Kind::Cursor => {
-                let cursor = match self.captured(facts, self.captures.cursor).map(str::trim) {
-                    None | Some("null") | Some("\"\"") | Some("") => return Ok(None),
+                let (raw, missing) = match &self.last_record {
+                    Some(path) => (
+                        facts.last_record.as_deref(),
+                        format!("its last record has no cursor at {path}"),
+                    ),
+                    None => (
+                        self.captured(facts, self.captures.cursor),
+                        format!(
+                            "it has no next cursor at {}",
+                            self.captures
+                                .cursor
+                                .map_or_else(String::new, |i| self.captures.pointers[i]
+                                    .to_string())
+                        ),
+                    ),
+                };
+                let cursor = match raw.map(str::trim) {
+                    None | Some("null") | Some("\"\"") | Some("") => {
+                        return self.end_or_fail(facts, missing);
+                    }
                     Some(raw) => serde_json::from_str::<serde_json::Value>(raw)
                         .ok()
                         .map(|v| match v {
@@ -405,69 +645,58 @@ impl Pager {
                         })
                         .unwrap_or_else(|| raw.to_string()),
                 };
-                if !self.seen_cursors.insert(cursor.clone()) {
-                    return Err(format!(
-                        "the API returned cursor {cursor:?} a second time (page {}); stopping instead of looping",
-                        self.pages_fetched
-                    ));
-                }
+                self.first_visit(&format!("cursor {cursor:?}"))?;
                 let name = self.param(&self.config.cursor_param, "cursor");
                 self.url_with(&[(name, cursor)])
             }
             Kind::NextUrl => {
                 let raw = match self.captured(facts, self.captures.next_url).map(str::trim) {
-                    None | Some("null") | Some("\"\"") => return Ok(None),
+                    None | Some("null") | Some("\"\"") => {
+                        let at = self
+                            .captures
+                            .next_url
+                            .map_or_else(String::new, |i| self.captures.pointers[i].to_string());
+                        return self.end_or_fail(facts, format!("it has no next URL at {at}"));
+                    }
                     Some(raw) => {
                         serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())
                     }
                 };
-                self.follow(&raw)?
+                let next = self.follow(&raw)?;
+                self.first_visit(&format!("URL {next}"))?;
+                next
             }
             Kind::LinkHeader => match &facts.link_next {
-                None => return Ok(None),
-                Some(link) => self.follow(link)?,
+                None => {
+                    return self
+                        .end_or_fail(facts, "it has no Link header with rel=\"next\"".into());
+                }
+                Some(link) => {
+                    let next = self.follow(link)?;
+                    self.first_visit(&format!("URL {next}"))?;
+                    next
+                }
             },
         };
         Ok(Some(next))
     }
 
-    /// Resolves a next link against the current page and refuses other hosts.
-    fn follow(&self, link: &str) -> Result<Url, String> {
-        let next = self
-            .current
-            .join(link)
-            .map_err(|e| format!("the next page's URL {link:?} is not a URL: {e}"))?;
-        let same_origin = next.scheme() == self.base.scheme()
-            && next.host_str() == self.base.host_str()
-            && next.port_or_known_default() == self.base.port_or_known_default();
-        if !same_origin && !self.config.allow_cross_host {
-            return Err(format!(
-                "the next page is on another host or scheme ({}); refusing to send the request there \
-                 (set allow_cross_host: true in the pagination if that is intended)",
-                crate::source::redact_url(next.as_str())
-            ));
+    /// Resolves a next link against the current page and refuses other origins unless
+    /// allowed (then the request goes without credentials; see `source/http.rs`).
+    fn follow(&self, link: &str) -> Result<Url, PagingError> {
+        let next = self.current.join(link).map_err(|e| PagingError::BadLink {
+            link: crate::secrets::redact(link).into_owned(),
+            reason: e.to_string(),
+        })?;
+        let same_origin = crate::source::http::same_origin(&next, &self.base);
+        let downgrade = self.base.scheme() == "https" && next.scheme() != "https";
+        if (!same_origin && !self.config.allow_cross_host) || downgrade {
+            return Err(PagingError::CrossHost {
+                url: crate::secrets::redact_url(next.as_str()),
+            });
         }
         Ok(next)
     }
-}
-
-/// The `rel="next"` target of an RFC 8288 `Link` header.
-pub fn link_next(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.trim().split_once(';')?;
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        params
-            .split(';')
-            .filter_map(|p| p.trim().split_once('='))
-            .any(|(k, v)| {
-                k.trim().eq_ignore_ascii_case("rel")
-                    && v.trim()
-                        .trim_matches('"')
-                        .split_whitespace()
-                        .any(|r| r.eq_ignore_ascii_case("next"))
-            })
-            .then(|| target.to_string())
-    })
 }
 
 #[cfg(test)]

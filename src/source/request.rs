@@ -37,7 +37,7 @@ impl RequestOptions {
                 let what = format!("{header_setting} {name}");
                 reqwest::header::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| SettingError::invalid(&what, "not a valid header name"))?;
-                let value = expand(value.trim(), env, &what)?;
+                let value = expand_secret(value.trim(), env, &what)?;
                 reqwest::header::HeaderValue::from_str(&value)
                     .map_err(|_| SettingError::invalid(&what, "not a valid header value"))?;
                 Ok((name.to_string(), value))
@@ -47,7 +47,7 @@ impl RequestOptions {
         let query = query
             .iter()
             .map(|(name, value)| {
-                let value = expand(value, env, &format!("{query_setting} {name}"))?;
+                let value = expand_secret(value, env, &format!("{query_setting} {name}"))?;
                 Ok((name.to_string(), value))
             })
             .collect::<Result<_, SettingError>>()?;
@@ -71,7 +71,7 @@ impl RequestOptions {
         self.post = true;
         if let Some(body) = body {
             let what = Setting::Body.name(origin);
-            let body = expand(body, env, what)?;
+            let body = expand_secret(body, env, what)?;
             serde_json::from_str::<serde::de::IgnoredAny>(&body)
                 .map_err(|e| SettingError::invalid(what, format!("not JSON: {e}")))?;
             self.body = Some(body);
@@ -99,6 +99,59 @@ pub fn expand(
         var,
         setting: what.to_string(),
     })
+}
+
+/// Like [`expand`], for a value that may carry credentials (a header, a query parameter, a
+/// body): every `${VAR}` value it takes in is registered as a secret, so no output shows it.
+///
+/// # Errors
+/// As [`expand`].
+pub fn expand_secret(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    what: &str,
+) -> Result<String, SettingError> {
+    let recording = |name: &str| {
+        let value = env(name);
+        if let Some(value) = &value {
+            crate::secrets::register(value);
+        }
+        value
+    };
+    expand(text, &recording, what)
+}
+
+/// Expands the source URL, registering as secrets the `${VAR}` values that land in its
+/// password or its query (where API keys travel), but not those that name a host or a path.
+///
+/// # Errors
+/// As [`expand`].
+pub fn expand_url(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    what: &str,
+) -> Result<String, SettingError> {
+    let used = std::cell::RefCell::new(Vec::new());
+    let recording = |name: &str| {
+        let value = env(name);
+        if let Some(value) = &value {
+            used.borrow_mut().push(value.clone());
+        }
+        value
+    };
+    let url = expand(text, &recording, what)?;
+    if let Ok(parsed) = reqwest::Url::parse(&url) {
+        if let Some(password) = parsed.password() {
+            crate::secrets::register(password);
+        }
+        let query: Vec<String> = parsed.query_pairs().map(|(_, v)| v.into_owned()).collect();
+        for value in used.into_inner() {
+            if query.iter().any(|q| q.contains(&value)) {
+                crate::secrets::register(&value);
+            }
+        }
+    }
+    Ok(url)
 }
 
 /// `{{ current_date() }}` is today (UTC) as `YYYY-MM-DD`; `{{ few_date_ago(N) }}` is N days

@@ -160,6 +160,8 @@ impl Throttle {
                     .get(*n)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<f64>().ok())
+                    // NaN and infinities in a header say nothing usable.
+                    .filter(|v| v.is_finite())
             })
         };
         let remaining = number(&["x-ratelimit-remaining", "ratelimit-remaining"]);
@@ -177,7 +179,8 @@ impl Throttle {
         } else {
             reset
         };
-        let wait = Duration::from_secs_f64(seconds.clamp(0.0, MAX_RESET_WAIT.as_secs_f64()));
+        let wait = Duration::try_from_secs_f64(seconds.clamp(0.0, MAX_RESET_WAIT.as_secs_f64()))
+            .unwrap_or(Duration::ZERO);
         tracing::info!(
             wait_ms = wait.as_millis() as u64,
             "rate-limit window exhausted; waiting for its reset"

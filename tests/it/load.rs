@@ -319,11 +319,7 @@ async fn tls_sslmodes_follow_libpq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_api_serves_pages_and_arrays() {
     let addr = serve(apitap::demo::router()).await;
-    let http = apitap::source::http_client(
-        std::time::Duration::from_secs(10),
-        std::time::Duration::from_secs(60),
-    )
-    .unwrap();
+    let http = apitap::source::http::http_client(&apitap::source::HttpSettings::default()).unwrap();
     let get = |path: String| {
         let http = http.clone();
         async move {

@@ -1,0 +1,85 @@
+//! Everything the command line writes: messages, logs, summaries, panics. Each goes through
+//! the one redaction of [`crate::secrets`], so no credential reaches a terminal, a log
+//! collector or a file, whatever text carried it there (an error body a server echoed, a
+//! URL a library printed).
+
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::secrets::redact;
+
+/// Prints one line on stderr, redacted.
+pub fn say(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{}", redact(text));
+}
+
+/// Writes `text`, redacted, to `path`, or to stdout for `-` (`--summary-json`).
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+    let text = redact(text);
+    if path.as_os_str() == "-" {
+        std::io::stdout().write_all(text.as_bytes())
+    } else {
+        std::fs::write(path, text.as_bytes())
+    }
+}
+
+/// The log writer: each event is formatted into a buffer, redacted, and written whole.
+pub struct RedactingStderr;
+
+/// One log event on its way to stderr.
+pub struct EventWriter(Vec<u8>);
+
+impl std::io::Write for EventWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.0.is_empty() {
+            let text = String::from_utf8_lossy(&self.0);
+            std::io::stderr()
+                .lock()
+                .write_all(redact(&text).as_bytes())?;
+            self.0.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = EventWriter;
+
+    fn make_writer(&'a self) -> EventWriter {
+        EventWriter(Vec::new())
+    }
+}
+
+/// A panic prints its message and place, redacted, as one line: a panic is a bug, but its
+/// message may quote a value, and that value may be a credential.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        say(&format!(
+            "apitap: internal error (a bug; please report it): panicked{place}: {message}"
+        ));
+    }));
+}
