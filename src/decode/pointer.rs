@@ -476,4 +476,23 @@ mod tests {
         assert!(scan(r#"{"data": [1, 2"#, "/data", &[]).is_err());
         assert!(scan(r#"{"data": []} x"#, "/data", &[]).is_err());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No document, however broken or deep, makes the scanner panic or recurse without
+        /// bound (it descends only along the pointers it looks for).
+        #[test]
+        fn no_document_makes_the_scanner_panic(
+            doc in "[\\[\\]{}\":, 0-9a-z\\\\]{0,200}",
+            depth in 0usize..50_000,
+        ) {
+            let records = JsonPointer::parse("/data").unwrap();
+            let next = JsonPointer::parse("/next/cursor").unwrap();
+            let mut emit = |_: &[u8], _: Position| Ok::<(), DecodeError>(());
+            let _ = scan_document(doc.as_bytes(), &records, &[&next], &mut emit);
+            let deep = format!("{{\"data\": [], \"next\": {}{}}}", "[".repeat(depth), "]".repeat(depth));
+            let _ = scan_document(deep.as_bytes(), &records, &[&next], &mut emit);
+        }
+    }
 }

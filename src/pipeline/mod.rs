@@ -244,7 +244,10 @@ pub(crate) async fn open_source(
     let pager = match (&request.pagination, &request.source) {
         (Some(config), Source::Http(url)) => {
             let base = request.http.url(url)?;
-            let mut pager = Pager::new(config.clone(), base)?;
+            let mut config = config.clone();
+            // --allow-cross-host (YAML allow_cross_host) allows next links elsewhere too.
+            config.allow_cross_host |= request.http.allow_cross_host;
+            let mut pager = Pager::new(config, base)?;
             if let Some(resume) = &request.resume {
                 pager.resume(&resume.position)?;
             }

@@ -320,6 +320,10 @@ impl Pager {
             last_record,
         };
         pager.current = pager.url_with(&[]);
+        // The first page counts as visited: a next link back to it is a loop too.
+        pager
+            .seen
+            .insert(fingerprint(&format!("URL {}", pager.current)));
         Ok(pager)
     }
 

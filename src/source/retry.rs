@@ -202,4 +202,17 @@ mod tests {
         assert!(invalid("{max_delay_secs: 1e300}"));
         assert!(!invalid("{max_attempts: 1}"));
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn no_retry_after_value_panics(value in "\\PC{0,40}") {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                let mut h = HeaderMap::new();
+                h.insert(RETRY_AFTER, v);
+                let _ = retry_after(&h, SystemTime::now());
+            }
+        }
+    }
 }

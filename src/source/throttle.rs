@@ -268,4 +268,27 @@ mod tests {
         assert!(invalid("{requests_per_second: 1, burst: 0.5}"));
         assert!(RateLimit::parse("{rps: 5}").is_err());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a server puts in its rate-limit headers (NaN, inf, negative, huge,
+        /// words), reading them neither panics nor holds requests back past the cap.
+        #[test]
+        fn no_rate_limit_header_panics(
+            remaining in prop_oneof![Just("0".to_string()), "\\PC{0,12}"],
+            reset in prop_oneof![
+                Just("NaN".to_string()), Just("inf".to_string()), Just("-1e308".to_string()),
+                Just("1e400".to_string()), "-?[0-9]{1,30}(\\.[0-9]{0,5})?", "\\PC{0,12}"
+            ],
+        ) {
+            let mut h = HeaderMap::new();
+            if let (Ok(r), Ok(s)) = (remaining.parse(), reset.parse()) {
+                h.insert("x-ratelimit-remaining", r);
+                h.insert("x-ratelimit-reset", s);
+            }
+            let throttle = Throttle::new(None);
+            throttle.observe(&h, SystemTime::now());
+        }
+    }
 }

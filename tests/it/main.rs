@@ -3,11 +3,14 @@
 //! `apitap` binary against a real PostgreSQL (`DATABASE_URL`, set by scripts/test.sh) and
 //! HTTP servers on 127.0.0.1.
 
+mod certs;
 mod common;
+mod contracts;
 
 mod errors;
 mod faults;
 mod hostile;
+mod hostile_api;
 mod http;
 mod load;
 mod merge;
@@ -17,8 +20,10 @@ mod paging;
 mod pipelines;
 #[cfg(feature = "sql")]
 mod pipelines_config;
+mod redirects;
 mod rejects;
 mod replace;
 mod roundtrip;
+mod secrets;
 mod state;
 mod types;

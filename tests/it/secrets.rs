@@ -1,0 +1,286 @@
+//! No credential in any output: each path a secret could take out of apitap (DNS, connect,
+//! TLS and timeout errors, an HTTP error whose body echoes the request, a cut body, a decode
+//! error, retries in debug logs plain and JSON, summaries, reject files, `apitap._state`,
+//! `apitap run`'s summaries) is run against a server, and the secrets are looked for in
+//! everything apitap wrote, in every form they travel in.
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+
+use crate::common::*;
+
+/// The secrets, as the environment holds them.
+const SECRETS: [(&str, &str); 4] = [
+    ("APITAP_T_TOKEN", "tok-SECRET-1a2b/+="),
+    ("APITAP_T_KEY", "key-SECRET-3c4d"),
+    ("APITAP_T_QUERY", "qry SECRET&5e6f"),
+    ("APITAP_T_HEADER", "hdr-SECRET-7g8h"),
+];
+
+/// The flags that carry them.
+const CREDENTIAL_ARGS: [&str; 8] = [
+    "--auth",
+    "{kind: bearer, token: \"${APITAP_T_TOKEN}\"}",
+    "--header",
+    "X-Api-Key: ${APITAP_T_HEADER}",
+    "--query",
+    "q=${APITAP_T_QUERY}",
+    "--query",
+    "s=${APITAP_T_KEY}",
+];
+
+/// Every form a secret travels in: as is, percent- and form-encoded.
+fn forms() -> Vec<String> {
+    let mut out = Vec::new();
+    for (_, secret) in SECRETS {
+        out.push(secret.to_string());
+        let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        out.push(encoded.replace('+', "%20"));
+        out.push(encoded);
+    }
+    out
+}
+
+/// Fails naming `what` if any secret is in `text`.
+#[track_caller]
+fn assert_clean(what: &str, text: &str) {
+    for form in forms() {
+        assert!(
+            !text.contains(&form),
+            "{what} shows a secret ({form:?}):\n{text}"
+        );
+    }
+}
+
+/// Everything in `dir`'s files, for checking.
+fn files_in(dir: &Path) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            all.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    all
+}
+
+/// Runs `apitap load URL` with the credentials, debug logs and a summary; checks that the
+/// outputs and every file it wrote in `dir` are clean, and returns the run.
+async fn load_clean(what: &str, url: &str, table: &str, dir: &Path, extra: &[&str]) -> Run {
+    let summary = dir.join("summary.json");
+    let mut args = vec![
+        "load",
+        url,
+        "--table",
+        table,
+        "--summary-json",
+        summary.to_str().unwrap(),
+        "--log-level",
+        "debug",
+    ];
+    args.extend_from_slice(&CREDENTIAL_ARGS);
+    args.extend_from_slice(extra);
+    let mut env = SECRETS.to_vec();
+    let mut runs = Vec::new();
+    for json in ["0", "1"] {
+        env.push(("APITAP_LOG_JSON", json));
+        let run = apitap_env(&args, &env, None).await;
+        assert_clean(&format!("{what} (stderr, JSON logs {json})"), &run.stderr);
+        assert_clean(&format!("{what} (stdout)"), &run.stdout);
+        assert_clean(&format!("{what} (files)"), &files_in(dir));
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        runs.push(run);
+        env.pop();
+    }
+    runs.pop().unwrap()
+}
+
+/// A server whose every answer shows what it was sent: the URL and the headers.
+fn echo(status: StatusCode) -> Router {
+    Router::new().fallback(move |uri: Uri, headers: HeaderMap| async move {
+        let shown = format!("{uri} {headers:?}");
+        (
+            status,
+            format!("{{\"error\": {}}}", serde_json::to_string(&shown).unwrap()),
+        )
+            .into_response()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_any_error_log_or_summary() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "secrets").await;
+    let table = format!("{schema}.t");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fast = [
+        "--retry",
+        "{max_attempts: 2, min_delay_secs: 0, max_delay_secs: 0}",
+    ];
+
+    // DNS, connection refused, TLS to a plain port.
+    let plain = serve(echo(StatusCode::OK)).await;
+    for (what, url) in [
+        (
+            "DNS failure",
+            "http://apitap-no-such-host.invalid/x".to_string(),
+        ),
+        ("connection refused", "http://127.0.0.1:1/x".to_string()),
+        ("TLS failure", format!("https://{plain}/x")),
+    ] {
+        let run = load_clean(what, &url, &table, d, &fast).await;
+        assert_eq!(run.code, 1, "{what}: {}", run.stderr);
+    }
+
+    // An error whose body echoes every credential back, after retries (503s).
+    let addr = serve(echo(StatusCode::SERVICE_UNAVAILABLE)).await;
+    let run = load_clean(
+        "an echoed error body",
+        &format!("http://{addr}/x"),
+        &table,
+        d,
+        &fast,
+    )
+    .await;
+    assert!(run.stderr.contains("HTTP 503"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("***"),
+        "the echo is shown, masked: {}",
+        run.stderr
+    );
+
+    // A timeout.
+    let slow = serve(Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        "{}"
+    }))
+    .await;
+    let mut timeout = fast.to_vec();
+    timeout.extend_from_slice(&["--read-timeout", "0.2"]);
+    let run = load_clean(
+        "a timeout",
+        &format!("http://{slow}/x"),
+        &table,
+        d,
+        &timeout,
+    )
+    .await;
+    assert_eq!(run.code, 1);
+
+    // A body cut mid-way, and a record that is not JSON, both quoting the request.
+    let cut = serve(Router::new().fallback(|uri: Uri| async move {
+        let first = format!("{{\"id\": 1, \"url\": \"{uri}\"}}\n{{\"id\": ");
+        let stream = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(bytes::Bytes::from(first)),
+            Err(std::io::Error::other("cut")),
+        ]);
+        Body::from_stream(stream)
+    }))
+    .await;
+    let run = load_clean("a cut body", &format!("http://{cut}/x"), &table, d, &fast).await;
+    assert_eq!(run.code, 1);
+    let garbage =
+        serve(Router::new().fallback(|uri: Uri| async move {
+            format!("{{\"id\": 1, \"u\": \"{uri}\"}} {uri}\n")
+        }))
+        .await;
+    let run = load_clean(
+        "a malformed record",
+        &format!("http://{garbage}/x"),
+        &table,
+        d,
+        &fast,
+    )
+    .await;
+    assert_eq!(run.code, 1);
+
+    // Success: the summary, a reject file whose records quote the request, and the state of
+    // a --commit-every backfill whose pages carry the query.
+    let rows = serve(Router::new().fallback(|uri: Uri| async move {
+        let page: u32 = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "page")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(1);
+        if page > 3 {
+            return "{\"data\": []}".to_string();
+        }
+        format!("{{\"data\": [{{\"id\": {page}, \"u\": \"{uri}\"}}, {{\"id\": \"bad {uri}\"}}]}}")
+    }))
+    .await;
+    db.batch_execute(&format!("CREATE TABLE {table} (id bigint, u text)"))
+        .await
+        .unwrap();
+    let rejects = d.join("rejects.ndjson");
+    let run = load_clean(
+        "a load with rejects",
+        &format!("http://{rows}/x"),
+        &table,
+        d,
+        &[
+            "--records-path",
+            "/data",
+            "--pagination",
+            "{kind: page_number}",
+            "--on-error",
+            "reject",
+            "--reject-file",
+            rejects.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(std::fs::read_to_string(&rejects).unwrap().contains("***"));
+    // A backfill that fails at page 3 keeps the position of its committed pages, whose
+    // URLs carry the query's secrets.
+    let failing = serve(Router::new().fallback(|uri: Uri| async move {
+        let page: u32 = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "page")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(1);
+        if page >= 3 {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("no page {uri}")).into_response();
+        }
+        format!("{{\"data\": [{{\"id\": {page}}}]}}").into_response()
+    }))
+    .await;
+    let mut backfill = fast.to_vec();
+    let key = format!("{schema}-backfill");
+    backfill.extend_from_slice(&[
+        "--records-path",
+        "/data",
+        "--pagination",
+        "{kind: page_number}",
+        "--commit-every",
+        "1",
+        "--state-key",
+        &key,
+    ]);
+    let run = load_clean(
+        "a resumable backfill",
+        &format!("http://{failing}/x"),
+        &format!("{schema}.backfill"),
+        d,
+        &backfill,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let state: Vec<String> = db
+        .query(
+            "SELECT coalesce(resume, '') || coalesce(cursor_value, '') FROM apitap._state WHERE key = $1",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(state.len(), 1, "the backfill saved its position");
+    assert!(state[0].contains("page"), "{state:?}");
+    assert_clean("apitap._state", &state.join("\n"));
+}
