@@ -133,3 +133,26 @@ fn keys_and_column_types_parse() {
             .starts_with("unknown column type \"money\"")
     );
 }
+
+#[test]
+fn yaml_rate_limits_and_retries_are_checked_like_the_flags() {
+    let config = parse(
+        "sources:\n  - name: a\n    url: http://x\n    rate_limit: {requests_per_second: 0}\n  - name: b\n    url: http://x\n    retry: {max_attempts: 0}\n",
+    )
+    .unwrap();
+    let table = TableName::parse("t").unwrap();
+    let err = |i: usize| {
+        config.sources[i]
+            .to_request(table.clone(), &|_| None)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(0),
+        "source \"a\": rate_limit: need requests_per_second > 0 and burst >= 1"
+    );
+    assert_eq!(
+        err(1),
+        "source \"b\": retry: need max_attempts >= 1 and 0 <= min_delay_secs <= max_delay_secs <= 3600"
+    );
+}

@@ -284,3 +284,48 @@ async fn no_secret_in_any_error_log_or_summary() {
     assert!(state[0].contains("page"), "{state:?}");
     assert_clean("apitap._state", &state.join("\n"));
 }
+
+/// `apitap run`: a module whose source fails with an error body echoing its request; the
+/// module summaries (stderr and --summary-json) keep the secrets out.
+#[cfg(feature = "sql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_module_summaries() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "secrets_run").await;
+    let addr = serve(echo(StatusCode::UNAUTHORIZED)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("sql")).unwrap();
+    std::fs::write(
+        d.join("pipelines.yaml"),
+        format!(
+            "sources:\n  - name: s\n    url: http://{addr}/x\n    table_destination_name: t\n    retry: {{max_attempts: 1}}\n    headers:\n      - key: X-Key\n        value: ${{APITAP_T_HEADER}}\n      - key: X-Marked\n        value: marked-SECRET-9z9z\n        secret: true\n    query_params:\n      - key: q\n        value: ${{APITAP_T_QUERY}}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("sql/m.sql"), "SELECT * FROM {{ use_source(\"s\") }}").unwrap();
+    let summary = d.join("summary.json");
+    let run = apitap_env(
+        &[
+            "run",
+            "-m",
+            d.join("sql").to_str().unwrap(),
+            "-y",
+            d.join("pipelines.yaml").to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+            "--log-level",
+            "debug",
+        ],
+        &SECRETS,
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("HTTP 401"), "{}", run.stderr);
+    let written = std::fs::read_to_string(&summary).unwrap();
+    for text in [&run.stderr, &run.stdout, &written] {
+        assert_clean("apitap run", text);
+        assert!(!text.contains("marked-SECRET-9z9z"), "{text}");
+    }
+}
