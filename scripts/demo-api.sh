@@ -1,9 +1,14 @@
-# Builds apitap (release) and starts the bundled demo API on a free port, for scripts that
-# load from it. Sets $apitap and $port; stops the API (and a throwaway PostgreSQL started by
-# pg.sh) when the sourcing script exits. Source it after scripts/pg.sh.
+# Builds apitap and starts the bundled demo API on a free port, for scripts that load from
+# it. Sets $apitap and $port; stops the API (and a throwaway PostgreSQL started by pg.sh)
+# when the sourcing script exits. Source it after scripts/pg.sh.
+# APITAP_PROFILE picks the cargo profile (default release; scripts/profile.sh uses profiling).
 
-cargo build --release --locked --quiet
-apitap=${CARGO_TARGET_DIR:-target}/release/apitap
+profile=${APITAP_PROFILE:-release}
+cargo build --profile "$profile" --locked --quiet
+# Wherever cargo puts its builds: CARGO_TARGET_DIR, a build.target-dir setting, or target/.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked \
+  | sed -E 's/.*"target_directory":"([^"]*)".*/\1/')
+apitap=$target_dir/$profile/apitap
 port=$(pg_free_port)
 "$apitap" demo-api --listen "127.0.0.1:$port" 2>/dev/null &
 demo_api_pid=$!

@@ -36,6 +36,9 @@ pub mod defaults {
     pub const READ_TIMEOUT_SECS: f64 = 60.0;
     /// Where `--on-error reject` sets records aside.
     pub const REJECT_FILE: &str = "rejects.ndjson";
+    /// Seconds a load waits for another run of it (same state key, or the same table for a
+    /// replace or merge) to finish.
+    pub const LOCK_TIMEOUT_SECS: f64 = 600.0;
     /// The most bytes one page may hold, after decompression.
     pub const MAX_PAGE_BYTES: usize = crate::source::http::DEFAULT_MAX_PAGE_BYTES;
 }
@@ -73,6 +76,7 @@ pub enum Setting {
     Timeout,
     CaCert,
     MaxPageBytes,
+    LockTimeout,
 }
 
 impl Setting {
@@ -96,6 +100,7 @@ impl Setting {
             Setting::Timeout => ("--timeout", "timeout_secs"),
             Setting::CaCert => ("--ca-cert", "ca_cert"),
             Setting::MaxPageBytes => ("--max-page-bytes", "max_page_bytes"),
+            Setting::LockTimeout => ("--lock-timeout", "lock_timeout_secs"),
         };
         match origin {
             Origin::Flags => flag,
@@ -173,6 +178,7 @@ pub struct LoadSpec {
     pub full_refresh: bool,
     pub commit_every: Option<u64>,
     pub copy_streams: usize,
+    pub lock_timeout_secs: Option<f64>,
     pub sample: Option<usize>,
     pub batch_size: Option<usize>,
     pub schema: SchemaPolicy,
@@ -217,6 +223,11 @@ pub struct LoadRequest {
     pub incremental: Option<Incremental>,
     /// The key of this load's state in `apitap._state`.
     pub state_key: String,
+    /// The key the same load's state had before (a pipeline source's name, before keys
+    /// named the module too); its state is taken over when `state_key` has none.
+    pub legacy_state_key: Option<String>,
+    /// How long to wait for another run holding this load's state key or table.
+    pub lock_timeout: Duration,
     /// Ignore the stored state this time (a cursor, an unfinished backfill); it is still
     /// updated.
     pub full_refresh: bool,
@@ -457,6 +468,12 @@ impl LoadSpec {
                 cursor_param: self.cursor_param,
             }),
             state_key: self.state_key,
+            legacy_state_key: None,
+            lock_timeout: seconds(
+                self.lock_timeout_secs,
+                defaults::LOCK_TIMEOUT_SECS,
+                Setting::LockTimeout,
+            )?,
             full_refresh: self.full_refresh,
             copy_streams: self.copy_streams,
             commit_every: self.commit_every,
@@ -481,130 +498,4 @@ impl RejectOptions {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> LoadSpec {
-        LoadSpec {
-            source: "http://127.0.0.1/x".into(),
-            table: Some(TableName::parse("t").unwrap()),
-            copy_streams: 1,
-            state_key: "t".into(),
-            ..LoadSpec::default()
-        }
-    }
-
-    #[test]
-    fn defaults_apply_whichever_way_the_load_was_described() {
-        for origin in [Origin::Flags, Origin::Yaml] {
-            let request = spec().resolve(origin, &|_| None).unwrap();
-            assert_eq!(
-                (
-                    request.sample,
-                    request.batch_size,
-                    request.insert_batch,
-                    request.max_record_bytes
-                ),
-                (1000, 8192, 5000, 64 << 20)
-            );
-        }
-        let request = LoadSpec {
-            reject: true,
-            ..spec()
-        }
-        .resolve(Origin::Yaml, &|_| None)
-        .unwrap();
-        assert_eq!(
-            request.rejects.unwrap().path,
-            PathBuf::from("rejects.ndjson")
-        );
-    }
-
-    #[test]
-    fn messages_name_settings_as_the_user_wrote_them() {
-        let unset = LoadSpec {
-            headers: vec![("X-Key".into(), "${NOPE}".into())],
-            ..spec()
-        };
-        assert_eq!(
-            unset
-                .clone()
-                .resolve(Origin::Flags, &|_| None)
-                .unwrap_err()
-                .to_string(),
-            "environment variable NOPE (in --header X-Key) is not set"
-        );
-        assert_eq!(
-            unset
-                .resolve(Origin::Yaml, &|_| None)
-                .unwrap_err()
-                .to_string(),
-            "environment variable NOPE (in headers X-Key) is not set"
-        );
-        let retry = LoadSpec {
-            retry: Some(RetryPolicy {
-                max_attempts: 0,
-                ..RetryPolicy::default()
-            }),
-            ..spec()
-        };
-        assert_eq!(
-            retry
-                .resolve(Origin::Yaml, &|_| None)
-                .unwrap_err()
-                .to_string(),
-            "retry: need max_attempts >= 1 and 0 <= min_delay_secs <= max_delay_secs <= 3600"
-        );
-        let rate = LoadSpec {
-            rate_limit: Some(RateLimit {
-                requests_per_second: 0.0,
-                burst: 1.0,
-            }),
-            ..spec()
-        };
-        assert_eq!(
-            rate.resolve(Origin::Flags, &|_| None)
-                .unwrap_err()
-                .to_string(),
-            "--rate-limit: need requests_per_second > 0 and burst >= 1"
-        );
-    }
-
-    #[test]
-    fn settings_that_do_not_go_together_are_refused() {
-        let err = |spec: LoadSpec| {
-            spec.resolve(Origin::Flags, &|_| None)
-                .unwrap_err()
-                .to_string()
-        };
-        assert_eq!(
-            err(LoadSpec {
-                mode: Mode::Merge,
-                ..spec()
-            }),
-            "--mode merge needs --key COLUMN[,COLUMN…]"
-        );
-        assert_eq!(
-            err(LoadSpec {
-                mode: Mode::Replace,
-                commit_every: Some(3),
-                ..spec()
-            }),
-            "--commit-every cannot be used with --mode replace: a replace must land in one transaction"
-        );
-        assert_eq!(
-            err(LoadSpec {
-                body: Some("{}".into()),
-                ..spec()
-            }),
-            "--body needs --http-method post"
-        );
-        assert_eq!(
-            err(LoadSpec {
-                read_timeout_secs: Some(-1.0),
-                ..spec()
-            }),
-            "--read-timeout: must be a positive number of seconds"
-        );
-    }
-}
+mod tests;

@@ -125,6 +125,11 @@ pub struct LoadArgs {
     #[arg(help_heading = "Incremental loads", long)]
     pub full_refresh: bool,
 
+    /// Seconds to wait for another run of this load (same state key; same table for replace
+    /// and merge) to finish before failing with who holds it.
+    #[arg(help_heading = "Table", long, value_name = "SECS", default_value_t = crate::request::defaults::LOCK_TIMEOUT_SECS)]
+    pub lock_timeout: f64,
+
     /// COPY through N connections at once, into a staging table the load's transaction
     /// publishes: faster when the server has idle cores (append and replace only).
     #[arg(help_heading = "Table", long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -481,6 +486,7 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         full_refresh: args.full_refresh,
         commit_every: args.commit_every,
         copy_streams: usize::from(args.copy_streams),
+        lock_timeout_secs: Some(args.lock_timeout),
         sample: Some(args.sample),
         batch_size: Some(args.batch_size),
         schema: if args.ignore_unknown_fields {

@@ -181,6 +181,8 @@ pub struct SourceConfig {
     #[serde(default)]
     pub allow_cross_host: bool,
     pub max_page_bytes: Option<usize>,
+    /// Seconds to wait for another run loading the same state key or table.
+    pub lock_timeout_secs: Option<f64>,
 }
 
 /// `on_error:` of a source.
@@ -475,6 +477,7 @@ impl SourceConfig {
             full_refresh: false,
             commit_every: None,
             copy_streams: 1,
+            lock_timeout_secs: self.lock_timeout_secs,
             sample: self.sample,
             batch_size: self.batch_size,
             schema: self.schema_policy.unwrap_or_default(),

@@ -34,6 +34,7 @@ use crate::progress::{Figures, Progress};
 use crate::rejects::{RejectError, RejectFile};
 use crate::request::{LoadRequest, Resume, SettingError};
 use crate::schema::TableName;
+use crate::sink::lock::Lockable;
 use crate::sink::write::{Encoded, Refusable, WriteOptions};
 use crate::sink::{
     ConnectOptions, LoadPlan, Mode, PlanOptions, ReplaceWith, SinkError, describe_target,
@@ -131,7 +132,10 @@ pub async fn load(
     connect: &ConnectOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
-    let request = &with_stored_state(request, connect).await?;
+    let mut client = connect.connect().await?;
+    let request = &lock_and_read_state(&mut client, std::slice::from_ref(request), request)
+        .await?
+        .remove(0);
     let rejects = request
         .rejects
         .as_ref()
@@ -141,9 +145,8 @@ pub async fn load(
     } else {
         0
     };
-    let (source, mut client, streams) = tokio::try_join!(
+    let (source, streams) = tokio::try_join!(
         open_source(request, progress.clone(), rejects.clone()),
-        async { connect.connect().await.map_err(LoadError::from) },
         futures_util::future::try_join_all(
             (0..stream_count).map(|_| async { connect.connect().await.map_err(LoadError::from) })
         ),
@@ -168,24 +171,57 @@ pub async fn load(
     .await
 }
 
-/// The stored state decides what to ask the API for, so it is read before the source is
-/// opened: an unfinished `--commit-every` backfill resumes at its next page (with the query
-/// it started with); otherwise an incremental load asks only for records past the stored
+/// Makes overlapping runs wait for each other, then reads what the state says to ask the
+/// APIs for: takes the advisory locks (see [`crate::sink::lock`]) on the state keys of
+/// `sources` and, for a replace or merge, on `sink`'s table, on the load's own `client`, so
+/// they are held until the load ends; then returns `sources` with their stored state applied.
+///
+/// An unfinished `--commit-every` backfill resumes at its next page (with the query it
+/// started with); otherwise an incremental load asks only for records past the stored
 /// cursor.
-pub(crate) async fn with_stored_state<'a>(
-    request: &'a LoadRequest,
-    connect: &ConnectOptions,
-) -> Result<std::borrow::Cow<'a, LoadRequest>, LoadError> {
+pub(crate) async fn lock_and_read_state(
+    client: &mut tokio_postgres::Client,
+    sources: &[LoadRequest],
+    sink: &LoadRequest,
+) -> Result<Vec<LoadRequest>, LoadError> {
+    let mut locks: Vec<Lockable> = sources
+        .iter()
+        .filter(|r| r.incremental.is_some() || r.commit_every.is_some())
+        .map(|r| Lockable::State(r.state_key.clone()))
+        .collect();
+    if matches!(sink.mode, Mode::Replace | Mode::Merge) {
+        locks.push(Lockable::table(&sink.table));
+    }
+    if !locks.is_empty() {
+        crate::sink::lock::acquire(client, locks, sink.lock_timeout, &sink.table).await?;
+    }
+    let mut with_state = Vec::with_capacity(sources.len());
+    for request in sources {
+        with_state.push(with_stored_state(request, client).await?);
+    }
+    Ok(with_state)
+}
+
+/// `request` with its stored state applied (see [`lock_and_read_state`]).
+async fn with_stored_state(
+    request: &LoadRequest,
+    client: &tokio_postgres::Client,
+) -> Result<LoadRequest, LoadError> {
     let cursor_param = request
         .incremental
         .as_ref()
         .and_then(|inc| inc.cursor_param.clone());
-    if request.full_refresh || (cursor_param.is_none() && request.commit_every.is_none()) {
-        return Ok(std::borrow::Cow::Borrowed(request));
-    }
-    let client = connect.connect().await?;
-    let stored = crate::sink::state::read(&client, &request.state_key, &request.table).await?;
     let mut with_state = request.clone();
+    if request.full_refresh || (cursor_param.is_none() && request.commit_every.is_none()) {
+        return Ok(with_state);
+    }
+    let stored = crate::sink::state::read(
+        client,
+        &request.state_key,
+        request.legacy_state_key.as_deref(),
+        &request.table,
+    )
+    .await?;
     let key = &request.state_key;
     match (&stored.resume, request.commit_every) {
         (Some(resume), Some(_)) => {
@@ -208,7 +244,7 @@ pub(crate) async fn with_stored_state<'a>(
             }
         }
     }
-    Ok(std::borrow::Cow::Owned(with_state))
+    Ok(with_state)
 }
 
 /// A source whose fetch and decode stages are running and have taken their sample; they
@@ -435,7 +471,6 @@ pub(crate) async fn write(
         method,
         allow_empty: request.allow_empty,
         state_key: request.state_key.clone(),
-        resumed: request.resume.is_some(),
         rejects: helpers.rejects,
         streams: helpers.streams,
     };

@@ -131,7 +131,12 @@ async fn start(
     let mut sources = Vec::with_capacity(module.sources.len());
     for name in &module.sources {
         let source = config.source(name)?;
-        sources.push((source, source.to_request(table.clone(), env)?));
+        let mut request = source.to_request(table.clone(), env)?;
+        // Each module keeps its own state of a source: two modules reading one incremental
+        // source each get every record. The source's name was the key before.
+        request.state_key = format!("{}/{}", module.name, source.name);
+        request.legacy_state_key = Some(source.name.clone());
+        sources.push((source, request));
     }
 
     // The sink takes its settings from the first source, as the original did, unless the
@@ -158,10 +163,9 @@ async fn start(
                 .into(),
         }));
     }
-    let mut requests = Vec::with_capacity(sources.len());
-    for (_, request) in &sources {
-        requests.push(with_stored_state(request, &connect).await?.into_owned());
-    }
+    let mut client = connect.connect().await?;
+    let requests: Vec<_> = sources.iter().map(|(_, request)| request.clone()).collect();
+    let requests = lock_and_read_state(&mut client, &requests, &sink).await?;
 
     let rejects = sink.rejects.as_ref().map(|options| {
         crate::rejects::RejectFile::new(
@@ -175,9 +179,7 @@ async fn start(
             .iter()
             .map(|request| open_source(request, progress.clone(), rejects.clone())),
     );
-    let (opened, client) = tokio::try_join!(opened, async {
-        connect.connect().await.map_err(LoadError::from)
-    })?;
+    let opened = opened.await?;
     // Sources read timestamps without an offset in the target session's zone, as a load does.
     let time_zone = crate::sink::catalog::session_time_zone(&client, &table).await?;
 

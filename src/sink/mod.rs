@@ -7,11 +7,13 @@
 //!   and COPY that sets refused rows aside), [`insert`] (the INSERT fallback), [`merge`]
 //!   (staging + `INSERT … ON CONFLICT`), [`streams`] (`--copy-streams`), [`swap`] (replace by
 //!   swap), [`state`] (`apitap._state`); [`refused`] finds the rows the server refuses.
+//! - [`lock`]: advisory locks that make overlapping runs of one load wait for each other.
 
 pub mod catalog;
 pub mod connect;
 pub mod copy;
 pub mod insert;
+pub mod lock;
 pub mod merge;
 pub mod plan;
 pub mod refused;
@@ -49,6 +51,18 @@ pub enum SinkError {
         "lost the connection to PostgreSQL during {action} on {table}: the server ended the session or the network failed (the server log says which)"
     )]
     ConnectionLost { action: &'static str, table: String },
+    /// Another run holds a lock this load needs (see [`lock`]).
+    #[error(
+        "another run is loading {what}: it is held by {holder}, and did not come free in {} s; \
+         wait for that run to end (or end it with SELECT pg_terminate_backend(pid)), or wait longer \
+         with --lock-timeout (YAML lock_timeout_secs)",
+        .waited.as_secs_f64()
+    )]
+    Locked {
+        what: String,
+        holder: String,
+        waited: std::time::Duration,
+    },
     #[error("cannot load {table}: {reason}")]
     Plan { table: String, reason: String },
     #[error(

@@ -29,13 +29,16 @@ pub struct Stored {
     pub resume: Option<String>,
 }
 
-/// The state stored for `key` (empty if none).
+/// The state stored for `key` (empty if none). Without a row for `key`, the row of
+/// `legacy` (the key the same load had before) is taken over: the next save stores it under
+/// `key`, and `legacy`'s row is left for any other load that still reads it.
 ///
 /// # Errors
 /// A failing query.
 pub async fn read(
     client: &tokio_postgres::Client,
     key: &str,
+    legacy: Option<&str>,
     table: &TableName,
 ) -> Result<Stored, SinkError> {
     let fail = |e: tokio_postgres::Error| SinkError::database("reading apitap._state", table, &e);
@@ -53,15 +56,56 @@ pub async fn read(
         1 => "SELECT cursor_value, NULL::text FROM apitap._state WHERE key = $1",
         _ => "SELECT cursor_value, resume FROM apitap._state WHERE key = $1",
     };
-    Ok(client
-        .query_opt(query, &[&key])
+    for candidate in std::iter::once(key).chain(legacy) {
+        if let Some(row) = client.query_opt(query, &[&candidate]).await.map_err(fail)? {
+            if candidate != key {
+                tracing::info!(
+                    key,
+                    legacy = candidate,
+                    "taking over the state stored under the load's former key"
+                );
+            }
+            return Ok(Stored {
+                cursor: row.get(0),
+                resume: row.get(1),
+            });
+        }
+    }
+    Ok(Stored::default())
+}
+
+/// Clears `key`'s backfill position, if there is one, inside the caller's transaction: a
+/// load that ran to its end leaves nothing to resume, whether or not it was resumed itself
+/// or committed along the way (a later `--commit-every` run must start from the beginning).
+///
+/// # Errors
+/// A failing statement.
+pub async fn finish(
+    transaction: &impl GenericClient,
+    key: &str,
+    table: &TableName,
+) -> Result<(), SinkError> {
+    let fail = |e: tokio_postgres::Error| SinkError::database("writing apitap._state", table, &e);
+    let has_positions: bool = transaction
+        .query_one(
+            "SELECT count(*) = 1 FROM information_schema.columns \
+             WHERE table_schema = 'apitap' AND table_name = '_state' AND column_name = 'resume'",
+            &[],
+        )
         .await
         .map_err(fail)?
-        .map(|row| Stored {
-            cursor: row.get(0),
-            resume: row.get(1),
-        })
-        .unwrap_or_default())
+        .get(0);
+    if has_positions {
+        transaction
+            .execute(
+                "UPDATE apitap._state SET resume = NULL, updated_at = now() \
+                 WHERE key = $1 AND resume IS NOT NULL",
+                &[&key],
+            )
+            .await
+            .map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// Records `stored` for `key`, inside the caller's transaction.

@@ -79,8 +79,6 @@ pub struct WriteOptions {
     pub allow_empty: bool,
     /// The load's key in `apitap._state`.
     pub state_key: String,
-    /// An unfinished backfill was resumed: its saved position is cleared when it finishes.
-    pub resumed: bool,
     /// Where rows set aside go (`--on-error reject`).
     pub rejects: Option<Arc<RejectFile>>,
     /// More connections, for `--copy-streams`.
@@ -211,12 +209,14 @@ pub async fn write(
             swap.finish(&transaction).await?;
         }
         // The state moves with the rows: same transaction, so a crash loses both or neither.
-        if cursor.is_some() || resume.is_some() || options.resumed {
+        if cursor.is_some() || resume.is_some() {
             let stored = state::Stored {
                 cursor: cursor.clone(),
                 resume: resume.clone(),
             };
             state::save(&transaction, &options.state_key, &stored, table).await?;
+        } else {
+            state::finish(&transaction, &options.state_key, table).await?;
         }
         transaction
             .commit()

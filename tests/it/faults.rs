@@ -84,7 +84,7 @@ async fn facts(
         .await
         .ok()
         .flatten()
-        .map(|r| r.get(0));
+        .and_then(|r| r.get(0));
     (row.get(0), row.get(1), row.get(2), state)
 }
 
@@ -314,4 +314,96 @@ async fn a_backfill_committing_every_few_pages_resumes_after_its_last_commit() {
         facts(&db, &table, &table).await,
         (1000, 1000, 1000, Some("1000".into()))
     );
+}
+
+async fn stored_resume(db: &tokio_postgres::Client, key: &str) -> Option<String> {
+    db.query_opt("SELECT resume FROM apitap._state WHERE key = $1", &[&key])
+        .await
+        .unwrap()
+        .and_then(|row| row.get(0))
+}
+
+/// Regression: a finished `--commit-every` backfill without a cursor left its last position
+/// behind, and the same command again started there, loading 100 of the 1,000 rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_backfill_without_a_cursor_leaves_nothing_to_resume() {
+    let db = client().await;
+    let (_, table) = fresh(&db, "fault_backfill_done").await;
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let addr = serve(paged_api(Arc::new(AtomicU64::new(0)), asked.clone())).await;
+    let args: Vec<String> = [
+        "load",
+        &format!("http://{addr}/pages"),
+        "--table",
+        &table,
+        "--pagination",
+        "{kind: page_number, page_size: 100}",
+        "--commit-every",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let all_pages: Vec<String> = (1..=11).map(|p| format!("page={p}")).collect();
+    for (round, rows) in [(1, 1000), (2, 2000)] {
+        asked.lock().unwrap().clear();
+        let done = run(&args).await;
+        assert_eq!(done.code, 0, "{}", done.stderr);
+        assert_eq!(asked.lock().unwrap().clone(), all_pages, "round {round}");
+        assert_eq!(facts(&db, &table, &table).await, (rows, 1000, 1000, None));
+        assert_eq!(stored_resume(&db, &table).await, None, "round {round}");
+    }
+}
+
+/// A position left by a failed backfill is cleared by a later load that read everything
+/// (here one without --commit-every), so the next backfill starts at page 1 rather than
+/// skipping the pages before the old position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_reads_everything_clears_an_old_backfill_position() {
+    let db = client().await;
+    let (_, table) = fresh(&db, "fault_backfill_stale").await;
+    let broken = Arc::new(AtomicU64::new(1));
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let addr = serve(paged_api(broken.clone(), asked.clone())).await;
+    let url = format!("http://{addr}/pages");
+    let base = [
+        "load",
+        url.as_str(),
+        "--table",
+        &table,
+        "--pagination",
+        "{kind: page_number, page_size: 100}",
+        "--retry",
+        "{max_attempts: 1}",
+    ];
+    let backfill: Vec<String> = base
+        .iter()
+        .chain(&["--commit-every", "3"])
+        .map(|s| s.to_string())
+        .collect();
+    let failed = run(&backfill).await;
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(stored_resume(&db, &table).await.unwrap().contains("page=7"));
+
+    broken.store(0, Ordering::SeqCst);
+    db.batch_execute(&format!("TRUNCATE {table}"))
+        .await
+        .unwrap();
+    let whole: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    let done = run(&whole).await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(facts(&db, &table, &table).await, (1000, 1000, 1000, None));
+    assert_eq!(stored_resume(&db, &table).await, None);
+
+    asked.lock().unwrap().clear();
+    db.batch_execute(&format!("TRUNCATE {table}"))
+        .await
+        .unwrap();
+    let again = run(&backfill).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        asked.lock().unwrap().first().map(String::as_str),
+        Some("page=1")
+    );
+    assert_eq!(facts(&db, &table, &table).await, (1000, 1000, 1000, None));
 }

@@ -5,6 +5,7 @@
 
 mod certs;
 mod common;
+mod concurrency;
 mod contracts;
 
 mod errors;

@@ -1,0 +1,126 @@
+use super::*;
+
+fn spec() -> LoadSpec {
+    LoadSpec {
+        source: "http://127.0.0.1/x".into(),
+        table: Some(TableName::parse("t").unwrap()),
+        copy_streams: 1,
+        lock_timeout_secs: None,
+        state_key: "t".into(),
+        ..LoadSpec::default()
+    }
+}
+
+#[test]
+fn defaults_apply_whichever_way_the_load_was_described() {
+    for origin in [Origin::Flags, Origin::Yaml] {
+        let request = spec().resolve(origin, &|_| None).unwrap();
+        assert_eq!(
+            (
+                request.sample,
+                request.batch_size,
+                request.insert_batch,
+                request.max_record_bytes
+            ),
+            (1000, 8192, 5000, 64 << 20)
+        );
+    }
+    let request = LoadSpec {
+        reject: true,
+        ..spec()
+    }
+    .resolve(Origin::Yaml, &|_| None)
+    .unwrap();
+    assert_eq!(
+        request.rejects.unwrap().path,
+        PathBuf::from("rejects.ndjson")
+    );
+}
+
+#[test]
+fn messages_name_settings_as_the_user_wrote_them() {
+    let unset = LoadSpec {
+        headers: vec![("X-Key".into(), "${NOPE}".into())],
+        ..spec()
+    };
+    assert_eq!(
+        unset
+            .clone()
+            .resolve(Origin::Flags, &|_| None)
+            .unwrap_err()
+            .to_string(),
+        "environment variable NOPE (in --header X-Key) is not set"
+    );
+    assert_eq!(
+        unset
+            .resolve(Origin::Yaml, &|_| None)
+            .unwrap_err()
+            .to_string(),
+        "environment variable NOPE (in headers X-Key) is not set"
+    );
+    let retry = LoadSpec {
+        retry: Some(RetryPolicy {
+            max_attempts: 0,
+            ..RetryPolicy::default()
+        }),
+        ..spec()
+    };
+    assert_eq!(
+        retry
+            .resolve(Origin::Yaml, &|_| None)
+            .unwrap_err()
+            .to_string(),
+        "retry: need max_attempts >= 1 and 0 <= min_delay_secs <= max_delay_secs <= 3600"
+    );
+    let rate = LoadSpec {
+        rate_limit: Some(RateLimit {
+            requests_per_second: 0.0,
+            burst: 1.0,
+        }),
+        ..spec()
+    };
+    assert_eq!(
+        rate.resolve(Origin::Flags, &|_| None)
+            .unwrap_err()
+            .to_string(),
+        "--rate-limit: need requests_per_second > 0 and burst >= 1"
+    );
+}
+
+#[test]
+fn settings_that_do_not_go_together_are_refused() {
+    let err = |spec: LoadSpec| {
+        spec.resolve(Origin::Flags, &|_| None)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(LoadSpec {
+            mode: Mode::Merge,
+            ..spec()
+        }),
+        "--mode merge needs --key COLUMN[,COLUMN…]"
+    );
+    assert_eq!(
+        err(LoadSpec {
+            mode: Mode::Replace,
+            commit_every: Some(3),
+            ..spec()
+        }),
+        "--commit-every cannot be used with --mode replace: a replace must land in one transaction"
+    );
+    assert_eq!(
+        err(LoadSpec {
+            body: Some("{}".into()),
+            ..spec()
+        }),
+        "--body needs --http-method post"
+    );
+    assert_eq!(
+        err(LoadSpec {
+            read_timeout_secs: Some(-1.0),
+            ..spec()
+        }),
+        "--read-timeout: must be a positive number of seconds"
+    );
+}
