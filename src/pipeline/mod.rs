@@ -471,6 +471,7 @@ pub(crate) async fn write(
         method,
         allow_empty: request.allow_empty,
         state_key: request.state_key.clone(),
+        lock_timeout: request.lock_timeout,
         rejects: helpers.rejects,
         streams: helpers.streams,
     };

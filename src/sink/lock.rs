@@ -109,36 +109,53 @@ async fn holder(
 ) -> Result<String, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT a.pid, a.application_name, a.usename::text, host(a.client_addr), \
-                    to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
-               AND l.classid = $1::int8::oid AND l.objid = (hashtext($2)::int8 & 4294967295)::oid \
-             LIMIT 1",
+            &format!(
+                "SELECT {} FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+                   AND l.classid = $1::int8::oid AND l.objid = (hashtext($2)::int8 & 4294967295)::oid \
+                 LIMIT 1",
+                session_columns("a.backend_start")
+            ),
             &[&i64::from(NAMESPACE), &key],
         )
         .await?;
-    let Some(row) = row else {
-        return Ok("a session that has since let go of it".into());
-    };
+    Ok(match row {
+        Some(row) => session_text(&row, "connected since"),
+        None => "a session that has since let go of it".into(),
+    })
+}
+
+/// What [`session_text`] reads from `pg_stat_activity a`, with `since` as its time.
+pub(super) fn session_columns(since: &str) -> String {
+    format!(
+        "a.pid, a.application_name, a.usename::text, host(a.client_addr), \
+         to_char({since}, 'YYYY-MM-DD HH24:MI:SS TZ')"
+    )
+}
+
+/// A server session, for messages: `server process 4242 (application "cron-load", user etl,
+/// from 10.0.0.7, connected since …)`, with what the server let this user see. Never the
+/// session's query text, which may hold anything.
+pub(super) fn session_text(row: &tokio_postgres::Row, since: &str) -> String {
     let pid: i32 = row.get(0);
     let application: Option<String> = row.get(1);
     let user: Option<String> = row.get(2);
     let address: Option<String> = row.get(3);
-    let since: Option<String> = row.get(4);
-    let mut text = format!("server process {pid}");
-    let application = application.filter(|a| !a.is_empty());
+    let at: Option<String> = row.get(4);
     let details: Vec<String> = [
-        application.map(|a| format!("application {a:?}")),
+        application
+            .filter(|a| !a.is_empty())
+            .map(|a| format!("application {a:?}")),
         user.map(|u| format!("user {u}")),
         address.map(|a| format!("from {a}")),
-        since.map(|s| format!("connected since {s}")),
+        at.map(|t| format!("{since} {t}")),
     ]
     .into_iter()
     .flatten()
     .collect();
-    if !details.is_empty() {
-        text.push_str(&format!(" ({})", details.join(", ")));
+    if details.is_empty() {
+        format!("server process {pid}")
+    } else {
+        format!("server process {pid} ({})", details.join(", "))
     }
-    Ok(text)
 }

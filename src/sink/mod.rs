@@ -63,6 +63,19 @@ pub enum SinkError {
         holder: String,
         waited: std::time::Duration,
     },
+    /// The swap of `--mode replace` never got its moment with the table to itself.
+    #[error(
+        "could not swap the new rows into {table}: it stayed in use for {} s by {sessions}; \
+         readers never waited behind the swap more than a second. Load again once they are done, \
+         wait longer with --lock-timeout (YAML lock_timeout_secs), or replace the rows in place \
+         with --replace-with delete",
+        .waited.as_secs_f64()
+    )]
+    SwapLocked {
+        table: String,
+        sessions: String,
+        waited: std::time::Duration,
+    },
     #[error("cannot load {table}: {reason}")]
     Plan { table: String, reason: String },
     #[error(

@@ -19,6 +19,8 @@
 //! Two differences from a DELETE remain, as with any swap: the table gets a new OID, and
 //! the loaded rows do not fire its triggers (they are re-created after the rows).
 
+use std::time::{Duration, Instant};
+
 use tokio_postgres::Transaction;
 
 use super::{SinkError, qualified};
@@ -232,12 +234,17 @@ impl Swap {
     }
 
     /// After the last row: builds what is still to build, then swaps the new table in. The
-    /// old table is locked out for readers from here to COMMIT, which is catalog work only.
+    /// old table is locked out for readers from here to COMMIT, which is catalog work only;
+    /// the lock is tried for up to `lock_timeout` (see [`lock_out_readers`]).
     ///
     /// # Errors
     /// The new rows break a key or constraint, something came to depend on the old table
     /// during the load, or a failing statement.
-    pub async fn finish(mut self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
+    pub async fn finish(
+        mut self,
+        transaction: &Transaction<'_>,
+        lock_timeout: Duration,
+    ) -> Result<(), SinkError> {
         if !self.built {
             self.build(transaction).await?;
         }
@@ -249,13 +256,7 @@ impl Swap {
             .batch_execute(&format!("ANALYZE {}", qualified(&self.new)))
             .await
             .map_err(run("ANALYZE"))?;
-        transaction
-            .batch_execute(&format!(
-                "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-                qualified(table)
-            ))
-            .await
-            .map_err(run("LOCK TABLE"))?;
+        lock_out_readers(transaction, table, self.oid, lock_timeout).await?;
         // Read under the lock, so nothing changes between reading and re-applying.
         let restore: Vec<String> = transaction
             .query(RESTORE, &[&self.oid, &qualified(table)])
@@ -485,3 +486,87 @@ SELECT statement FROM (
           AND split_part(o, '=', 1) IN ('n_distinct', 'n_distinct_inherited')
         GROUP BY attname) a
 ) s ORDER BY step";
+
+/// How long one try at the swap's lock waits. A LOCK waiting in the queue makes every new
+/// reader of the table queue behind it, so this is the longest a reader ever waits for the
+/// swap besides the catalog work itself.
+const LOCK_TRY: Duration = Duration::from_secs(1);
+
+/// Takes the ACCESS EXCLUSIVE lock the swap needs, without letting a long-running reader
+/// stall everyone else: each try waits at most [`LOCK_TRY`], then steps out of the queue
+/// (readers go on) and tries again after a pause, until `budget` is spent.
+///
+/// # Errors
+/// [`SinkError::SwapLocked`] naming the sessions still using the table after `budget`; a
+/// failing statement.
+async fn lock_out_readers(
+    transaction: &Transaction<'_>,
+    table: &TableName,
+    oid: u32,
+    budget: Duration,
+) -> Result<(), SinkError> {
+    let run = |action: &'static str| {
+        move |e: tokio_postgres::Error| SinkError::database(action, table, &e)
+    };
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let this_try = LOCK_TRY
+            .min(budget.saturating_sub(started.elapsed()))
+            .max(Duration::from_millis(1));
+        // SET LOCAL inside the savepoint: rolled back with it, or reset once the lock is had.
+        let tried = transaction
+            .batch_execute(&format!(
+                "SAVEPOINT apitap_swap_lock; SET LOCAL lock_timeout = {}; \
+                 LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+                this_try.as_millis(),
+                qualified(table)
+            ))
+            .await;
+        match tried {
+            Ok(()) => {
+                return transaction
+                    .batch_execute("RELEASE SAVEPOINT apitap_swap_lock; RESET lock_timeout")
+                    .await
+                    .map_err(run("LOCK TABLE"));
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                transaction
+                    .batch_execute("ROLLBACK TO SAVEPOINT apitap_swap_lock")
+                    .await
+                    .map_err(run("LOCK TABLE"))?;
+            }
+            Err(e) => return Err(run("LOCK TABLE")(e)),
+        }
+        if started.elapsed() >= budget {
+            let sessions: Vec<String> = transaction
+                .query(
+                    &format!(
+                        "SELECT DISTINCT ON (a.xact_start, a.pid) {} \
+                         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                         WHERE l.locktype = 'relation' AND l.relation = $1::int8::oid AND l.granted \
+                           AND l.pid <> pg_backend_pid() ORDER BY a.xact_start, a.pid LIMIT 3",
+                        super::lock::session_columns("a.xact_start")
+                    ),
+                    &[&i64::from(oid)],
+                )
+                .await
+                .map_err(run("reading pg_locks"))?
+                .iter()
+                .map(|row| super::lock::session_text(row, "in a transaction since"))
+                .collect();
+            return Err(SinkError::SwapLocked {
+                table: table.to_string(),
+                sessions: if sessions.is_empty() {
+                    "sessions that have since let go of it".into()
+                } else {
+                    sessions.join("; ")
+                },
+                waited: budget,
+            });
+        }
+        tracing::info!(table = %table, "the table is in use; trying the swap again shortly");
+        tokio::time::sleep(pause.min(budget.saturating_sub(started.elapsed()))).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}

@@ -79,6 +79,8 @@ pub struct WriteOptions {
     pub allow_empty: bool,
     /// The load's key in `apitap._state`.
     pub state_key: String,
+    /// How long the swap of a replace may try for its moment alone with the table.
+    pub lock_timeout: std::time::Duration,
     /// Where rows set aside go (`--on-error reject`).
     pub rejects: Option<Arc<RejectFile>>,
     /// More connections, for `--copy-streams`.
@@ -206,7 +208,7 @@ pub async fn write(
             merge::apply_staged(&mut transaction, plan, refused).await?;
         }
         if let Some(swap) = swap.take() {
-            swap.finish(&transaction).await?;
+            swap.finish(&transaction, options.lock_timeout).await?;
         }
         // The state moves with the rows: same transaction, so a crash loses both or neither.
         if cursor.is_some() || resume.is_some() {

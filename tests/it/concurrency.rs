@@ -244,3 +244,99 @@ async fn a_run_that_cannot_get_the_lock_in_time_names_who_holds_it() {
     .await;
     assert_eq!(replace.code, 0, "{}", replace.stderr);
 }
+
+/// Whether a replace of `table` is waiting in the queue for its swap's lock.
+const SWAP_WAITING: &str = "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'relation' \
+     AND relation = $1::text::regclass AND mode = 'AccessExclusiveLock' AND NOT granted)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_behind_a_long_reader_never_leaves_other_readers_stuck() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "swap_reader").await;
+    let table = format!("{schema}.rows");
+    let (old, new) = (
+        tempfile::NamedTempFile::new().unwrap(),
+        tempfile::NamedTempFile::new().unwrap(),
+    );
+    std::fs::write(old.path(), demo_ndjson(10)).unwrap();
+    std::fs::write(new.path(), demo_ndjson(20)).unwrap();
+    let created = apitap(
+        &["load", old.path().to_str().unwrap(), "--table", &table],
+        None,
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+
+    // A long reader: a transaction that has read the table and stays open.
+    let reader = client().await;
+    reader
+        .batch_execute(&format!(
+            "SET application_name = 'long-reader'; BEGIN; SELECT count(*) FROM {table}"
+        ))
+        .await
+        .unwrap();
+    let reader_pid: i32 = reader
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let replace = |timeout: &'static str| {
+        let (path, table) = (new.path().to_str().unwrap().to_string(), table.clone());
+        tokio::spawn(async move {
+            let args = [
+                "load",
+                &path,
+                "--table",
+                &table,
+                "--mode",
+                "replace",
+                "--lock-timeout",
+                timeout,
+            ];
+            apitap(&args, None).await
+        })
+    };
+
+    // While the replace tries for its lock, other readers still get through.
+    let gives_up = replace("2");
+    wait_until(
+        &db,
+        "the swap waiting for its lock",
+        SWAP_WAITING,
+        &[&table],
+    )
+    .await;
+    let other = client().await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(60),
+        other.query_one(&format!("SELECT count(*) FROM {table}"), &[]),
+    )
+    .await
+    .expect("a reader was stuck behind the swap")
+    .unwrap();
+    assert_eq!(read.get::<_, i64>(0), 10);
+    let gave_up = gives_up.await.unwrap();
+    assert_eq!(gave_up.code, 1, "{}", gave_up.stderr);
+    assert!(
+        gave_up.stderr.contains(&format!(
+            "could not swap the new rows into {table}: it stayed in use for 2 s by server process {reader_pid} (application \"long-reader\", user "
+        )),
+        "{}",
+        gave_up.stderr
+    );
+    assert_eq!(count(&db, &table).await, 10);
+
+    // A reader that finishes while the replace waits lets it through.
+    let goes_through = replace("60");
+    wait_until(
+        &db,
+        "the swap waiting for its lock",
+        SWAP_WAITING,
+        &[&table],
+    )
+    .await;
+    reader.batch_execute("COMMIT").await.unwrap();
+    let done = goes_through.await.unwrap();
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(count(&db, &table).await, 20);
+}
