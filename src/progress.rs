@@ -33,6 +33,22 @@ pub struct Progress {
     started: Instant,
     bar: Option<ProgressBar>,
     done: Arc<AtomicBool>,
+    ledger: std::sync::Mutex<Ledger>,
+}
+
+/// What a load has made durable so far, so that a failure or an interrupt says truthfully
+/// what is in the table: nothing, some `--commit-every` commits, everything, or — when the
+/// connection went during COMMIT — no one knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Rows in them.
+    pub rows: u64,
+    /// A COMMIT was sent and its answer never came.
+    pub committing: bool,
+    /// The last transaction, with the end of the input, committed.
+    pub finished: bool,
 }
 
 impl Progress {
@@ -83,6 +99,7 @@ impl Progress {
             started: Instant::now(),
             bar,
             done: Arc::new(AtomicBool::new(false)),
+            ledger: std::sync::Mutex::new(Ledger::default()),
         });
         if mode == ProgressMode::Always && !terminal {
             let reporter = progress.clone();
@@ -154,6 +171,38 @@ impl Progress {
         self.rows.fetch_add(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(n);
+        }
+    }
+
+    /// A COMMIT is about to be sent.
+    pub fn commit_sent(&self) {
+        self.update_ledger(|l| l.committing = true);
+    }
+
+    /// The COMMIT answered: committed, `rows` in all so far, `last` if it ended the load.
+    pub fn committed(&self, rows: u64, last: bool) {
+        self.update_ledger(|l| {
+            *l = Ledger {
+                commits: l.commits + 1,
+                rows,
+                committing: false,
+                finished: last,
+            }
+        });
+    }
+
+    /// The server answered the COMMIT with an error: it rolled back.
+    pub fn commit_refused(&self) {
+        self.update_ledger(|l| l.committing = false);
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.lock().map(|l| *l).unwrap_or_default()
+    }
+
+    fn update_ledger(&self, change: impl FnOnce(&mut Ledger)) {
+        if let Ok(mut ledger) = self.ledger.lock() {
+            change(&mut ledger);
         }
     }
 

@@ -1,8 +1,10 @@
 //! The reject file of one load (`--on-error reject`): records that do not decode, from the
 //! decode stage, and rows the server refuses, from the sink, as JSON lines.
 //!
-//! It is written as `PATH.partial` and renamed to `PATH` only when the load commits; a failed
-//! load removes it, so a reject file never describes rows that were not loaded either.
+//! It is written as `PATH.partial`, flushed to disk before the load's COMMIT and renamed to
+//! `PATH` after it; a failed load removes it, so a reject file never describes rows that were
+//! not loaded either, and a committed load always has its rejects on disk. If the rename
+//! fails after the commit, the partial file stays and the message names it.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,10 @@ pub struct RejectFile {
     options: RejectOptions,
     source_name: String,
     writer: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
+    /// The partial file exists (and is removed on drop unless `keep`).
+    created: std::sync::atomic::AtomicBool,
+    /// The load committed but the rename failed: the partial file is all the user has.
+    keep: std::sync::atomic::AtomicBool,
     count: AtomicU64,
     progress: Arc<Progress>,
 }
@@ -32,6 +38,16 @@ pub enum RejectError {
     /// More rows were rejected than `--max-rejects` allows.
     #[error("{count} records were rejected, more than --max-rejects {max} allows")]
     TooMany { count: u64, max: u64 },
+    /// After the commit: the rows are in, but the file kept its temporary name.
+    #[error(
+        "the load committed, but its reject file could not be renamed to {path} ({error}); \
+         the rejected records are in {partial}"
+    )]
+    NotPublished {
+        path: std::path::PathBuf,
+        partial: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl RejectFile {
@@ -44,6 +60,8 @@ impl RejectFile {
             options: options.clone(),
             source_name,
             writer: Mutex::new(None),
+            created: std::sync::atomic::AtomicBool::new(false),
+            keep: std::sync::atomic::AtomicBool::new(false),
             count: AtomicU64::new(0),
             progress,
         })
@@ -80,6 +98,7 @@ impl RejectFile {
                 .map_err(|_| failed(std::io::Error::other("a stage panicked")))?;
             if writer.is_none() {
                 let file = std::fs::File::create(&path).map_err(failed)?;
+                self.created.store(true, Ordering::Relaxed);
                 *writer = Some(std::io::BufWriter::new(file));
             }
             if let Some(writer) = writer.as_mut() {
@@ -96,17 +115,52 @@ impl RejectFile {
         Ok(())
     }
 
-    /// Flushes the file and renames it to its final name; called once the load committed.
+    /// Writes everything set aside through to the disk; called just before the load's
+    /// COMMIT, so that a committed load never lacks its rejects.
     ///
     /// # Errors
-    /// The file cannot be flushed or renamed.
-    pub fn publish(&self) -> std::io::Result<()> {
+    /// The file cannot be flushed or synced (the load then fails before committing).
+    pub fn seal(&self) -> Result<(), RejectError> {
+        let path = self.options.partial_path();
+        let failed = |error| RejectError::Write {
+            path: path.clone(),
+            error,
+        };
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(mut writer) = writer {
-            writer.flush()?;
-            drop(writer);
-            std::fs::rename(self.options.partial_path(), &self.options.path)?;
+        if let Some(writer) = writer {
+            let file = writer.into_inner().map_err(|e| failed(e.into_error()))?;
+            file.sync_all().map_err(failed)?;
         }
+        Ok(())
+    }
+
+    /// Renames the sealed file to its final name; called once the load committed.
+    ///
+    /// # Errors
+    /// The rename fails: the partial file is then kept, and the error names it.
+    pub fn publish(&self) -> Result<(), RejectError> {
+        self.seal()?;
+        if !self.created.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let partial = self.options.partial_path();
+        let renamed = std::fs::rename(&partial, &self.options.path).and_then(|()| {
+            // The rename itself durable too: sync the folder that holds the name.
+            let folder = match self.options.path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            std::fs::File::open(folder)?.sync_all()
+        });
+        if let Err(error) = renamed {
+            self.keep.store(true, Ordering::Relaxed);
+            return Err(RejectError::NotPublished {
+                path: self.options.path.clone(),
+                partial,
+                error,
+            });
+        }
+        self.created.store(false, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -114,7 +168,7 @@ impl RejectFile {
 impl Drop for RejectFile {
     fn drop(&mut self) {
         // Not published: the load failed, and its rejects describe nothing that happened.
-        if self.writer.get_mut().is_ok_and(|w| w.is_some()) {
+        if *self.created.get_mut() && !*self.keep.get_mut() {
             let _ = std::fs::remove_file(self.options.partial_path());
         }
     }

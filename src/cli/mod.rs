@@ -395,23 +395,39 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
     let connect = ConnectOptions::resolve(args.database_url.as_deref(), |k| std::env::var(k).ok())?;
     let progress = Progress::start(args.progress, &request.source.to_string());
 
-    let result = tokio::select! {
-        result = load(&request, &connect, progress.clone()) => Some(result),
+    let loading = load(&request, &connect, progress.clone());
+    tokio::pin!(loading);
+    let mut result = tokio::select! {
+        result = &mut loading => Some(result),
         () = interrupted() => None,
     };
+    if result.is_none() && progress.ledger().committing {
+        // The COMMIT is on its way: dropping the load now would leave its outcome unknown.
+        crate::cli::output::say(
+            "apitap: interrupted during COMMIT; waiting for the server's answer (interrupt again to stop waiting)",
+        );
+        result = tokio::select! {
+            result = &mut loading => Some(result),
+            () = interrupted() => None,
+        };
+    }
     progress.finish();
+    let state_key = (request.incremental.is_some() || request.commit_every.is_some())
+        .then_some(request.state_key.as_str());
+    let left = || crate::cli::output::left_in("the table", progress.ledger(), state_key);
     let Some(result) = result else {
         // Dropping the load dropped its transaction and connection: PostgreSQL rolls back.
-        crate::cli::output::say(&format!(
-            "apitap: interrupted; nothing was written to {}",
-            request.table
-        ));
+        let table = request.table.to_string();
+        let left = crate::cli::output::left_in(&table, progress.ledger(), state_key);
+        crate::cli::output::say(&format!("apitap: interrupted; {left}"));
         return Ok(Outcome::Interrupted);
     };
     let summary = result.with_context(|| {
         format!(
-            "loading {} into {} failed; the table is unchanged",
-            request.source, request.table
+            "loading {} into {} failed; {}",
+            request.source,
+            request.table,
+            left()
         )
     })?;
     report(&args, &request, &summary)?;

@@ -51,6 +51,7 @@ fn load(files: &PipelineFiles) -> anyhow::Result<(Config, Vec<Module>)> {
             names.join(", ")
         );
     }
+    crate::config::module::separate_reject_files(&config, &mut modules);
     if !files.only.is_empty() {
         modules.retain(|m| files.only.contains(&m.name));
     }
@@ -67,6 +68,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         async move {
             let result = run_module(&config, &module, &process_env, progress.clone()).await;
             progress.finish();
+            let result = result.map_err(|error| Failed {
+                error,
+                left: crate::cli::output::left_in("its table", progress.ledger(), None),
+            });
             (module, result)
         }
     };
@@ -137,7 +142,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, LoadError>) {
+/// A module that failed, and what it left in its table.
+struct Failed {
+    error: LoadError,
+    left: String,
+}
+
+fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, Failed>) {
     match result {
         Ok(summary) if !args.quiet => {
             crate::cli::output::say(&format!(
@@ -161,14 +172,14 @@ fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, LoadErro
             }
         }
         Ok(_) => {}
-        Err(e) => crate::cli::output::say(&format!(
-            "apitap: module {} failed; its table is unchanged: {e}",
+        Err(Failed { error, left }) => crate::cli::output::say(&format!(
+            "apitap: module {} failed; {left}: {error}",
             module.name
         )),
     }
 }
 
-fn summary_json(module: &Module, result: &Result<LoadSummary, LoadError>) -> serde_json::Value {
+fn summary_json(module: &Module, result: &Result<LoadSummary, Failed>) -> serde_json::Value {
     match result {
         Ok(summary) => serde_json::json!({
             "module": module.name,
@@ -184,10 +195,11 @@ fn summary_json(module: &Module, result: &Result<LoadSummary, LoadError>) -> ser
             "added_columns": summary.added_columns,
             "peak_rss_bytes": super::peak_rss_bytes(),
         }),
-        Err(e) => serde_json::json!({
+        Err(Failed { error, left }) => serde_json::json!({
             "module": module.name,
             "ok": false,
-            "error": e.to_string(),
+            "error": error.to_string(),
+            "left": left,
         }),
     }
 }

@@ -13,6 +13,38 @@ pub fn say(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{}", redact(text));
 }
 
+/// What a failed or interrupted load left in its table (`the_table` names it: "the table",
+/// "its table"), from its [`Ledger`](crate::progress::Ledger); `state_key` is where its
+/// state is, when it keeps one.
+pub fn left_in(
+    the_table: &str,
+    ledger: crate::progress::Ledger,
+    state_key: Option<&str>,
+) -> String {
+    if ledger.committing {
+        let state = state_key
+            .map(|key| {
+                format!(
+                    " and SELECT cursor_value, resume FROM apitap._state WHERE key = '{}'",
+                    key.replace('\'', "''")
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "whether it was committed is unknown, as the answer to its COMMIT never came; look at {the_table}{state} before loading again"
+        )
+    } else if ledger.finished {
+        format!("all {} rows are committed to {the_table}", ledger.rows)
+    } else if ledger.commits > 0 {
+        format!(
+            "{} rows in {} commits are in {the_table}, and a rerun resumes after them",
+            ledger.rows, ledger.commits
+        )
+    } else {
+        format!("{the_table} is unchanged")
+    }
+}
+
 /// Writes `text`, redacted, to `path`, or to stdout for `-` (`--summary-json`).
 ///
 /// # Errors

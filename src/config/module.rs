@@ -48,6 +48,9 @@ pub struct Module {
     /// Sources in order of first `use_source`.
     pub sources: Vec<String>,
     pub schedule: Option<String>,
+    /// Where the module sets records aside, when its first source's reject file is one
+    /// other modules would write too (see [`separate_reject_files`]).
+    pub reject_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -193,7 +196,40 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
         sink: calls.sink.unwrap_or_default(),
         sources: calls.sources,
         schedule: calls.schedule,
+        reject_file: None,
     })
+}
+
+/// Gives each module that sets records aside a reject file of its own when several would
+/// share one (the default `rejects.ndjson`, or a source's `reject_file` read by several
+/// modules): the module's name goes before the extension, `rejects.orders_daily.ndjson`, so
+/// modules running at once (`--jobs`) never write into one file. `modules` should be every
+/// module of the folder, so that a name does not depend on which ones a run selects.
+pub fn separate_reject_files(config: &super::Config, modules: &mut [Module]) {
+    let mut users: std::collections::BTreeMap<PathBuf, Vec<usize>> = Default::default();
+    for (i, module) in modules.iter().enumerate() {
+        let Some(first) = module.sources.first().and_then(|s| config.source(s).ok()) else {
+            continue;
+        };
+        if first.on_error == super::OnError::Reject {
+            let path = first
+                .reject_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::request::defaults::REJECT_FILE));
+            users.entry(path).or_default().push(i);
+        }
+    }
+    for (path, shared_by) in users.into_iter().filter(|(_, m)| m.len() > 1) {
+        for i in shared_by {
+            let module = modules[i].name.replace(['/', '\\'], ".");
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let name = match path.extension() {
+                Some(ext) => format!("{stem}.{module}.{}", ext.to_string_lossy()),
+                None => format!("{stem}.{module}"),
+            };
+            modules[i].reject_file = Some(path.with_file_name(name));
+        }
+    }
 }
 
 /// A template error with its line, and the reason behind it.

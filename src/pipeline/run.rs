@@ -148,6 +148,9 @@ async fn start(
     if let Some(keys) = &module.sink.keys {
         sink.merge_keys = keys.columns();
     }
+    if let (Some(rejects), Some(path)) = (&mut sink.rejects, &module.reject_file) {
+        rejects.path = path.clone();
+    }
     if sink.mode != Mode::Merge {
         sink.merge_keys.clear();
     } else if sink.merge_keys.is_empty() {

@@ -76,6 +76,9 @@ pub enum SinkError {
         sessions: String,
         waited: std::time::Duration,
     },
+    /// The session ended while COMMIT was under way.
+    #[error("the connection to PostgreSQL ended during COMMIT on {table}: {reason}")]
+    CommitUnknown { table: String, reason: String },
     #[error("cannot load {table}: {reason}")]
     Plan { table: String, reason: String },
     #[error(
@@ -85,8 +88,6 @@ pub enum SinkError {
     /// A reject file that cannot be written, or more rejects than allowed.
     #[error(transparent)]
     Rejects(#[from] crate::rejects::RejectError),
-    #[error("the load committed, but its reject file could not be put in place: {0}")]
-    RejectsNotPublished(std::io::Error),
     /// The input stopped before its end: a stage before the writer failed and reports why.
     #[error("the input ended before its end was reached")]
     InputEnded,

@@ -220,11 +220,33 @@ pub async fn write(
         } else {
             state::finish(&transaction, &options.state_key, table).await?;
         }
-        transaction
+        if let Some(rejects) = rejects.filter(|_| resume.is_none()) {
+            // On disk before COMMIT: a load whose commit landed always has its rejects.
+            rejects.seal()?;
+        }
+        progress.commit_sent();
+        let committed = transaction
             .commit()
             .instrument(tracing::info_span!("sql.execute", statement = "COMMIT", table = %table))
-            .await
-            .map_err(|e| SinkError::database("COMMIT", table, &e))?;
+            .await;
+        if let Err(e) = committed {
+            // An ERROR (a deferred constraint, a serialization failure) means the server rolled
+            // back. Anything else — no answer, or a FATAL as the session is ended — may come
+            // after the commit is durable: no one knows.
+            let severity = e.as_db_error().and_then(|db| db.parsed_severity());
+            if severity == Some(tokio_postgres::error::Severity::Error) {
+                progress.commit_refused();
+                return Err(SinkError::database("COMMIT", table, &e));
+            }
+            return Err(SinkError::CommitUnknown {
+                table: table.to_string(),
+                reason: match e.as_db_error() {
+                    Some(db) => db.message().to_string(),
+                    None => crate::source::error_chain(&e),
+                },
+            });
+        }
+        progress.committed(rows, resume.is_none());
         match resume {
             Some(_) => {
                 tracing::info!(table = %table, rows, segment, "committed; the backfill resumes here if it stops")
@@ -233,7 +255,7 @@ pub async fn write(
         }
     };
     if let Some(rejects) = rejects {
-        rejects.publish().map_err(SinkError::RejectsNotPublished)?;
+        rejects.publish()?;
     }
     Ok(Written { rows, cursor })
 }

@@ -7,6 +7,7 @@ mod certs;
 mod common;
 mod concurrency;
 mod contracts;
+mod endings;
 
 mod errors;
 mod faults;

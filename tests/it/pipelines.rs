@@ -470,3 +470,44 @@ async fn on_error_reject_in_yaml_sets_bad_records_and_refused_rows_aside() {
     );
     assert_eq!(lines[0]["source"], "module mixed");
 }
+
+/// Modules running at once (`--jobs`) whose sources would share one reject file each get
+/// their own, named with the module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_sharing_a_reject_file_each_get_their_own() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "run_rejects_jobs").await;
+    let addr = serve(api()).await;
+    let dir = project(addr, &schema, &[]);
+    let rejects = dir.path().join("rejects.ndjson");
+    std::fs::write(
+        dir.path().join("pipelines.yaml"),
+        format!(
+            "sources:\n  - name: mixed\n    url: http://{addr}/mixed\n    columns: {{id: bigint}}\n    on_error: reject\n    reject_file: {}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n",
+            rejects.display()
+        ),
+    )
+    .unwrap();
+    for module in ["first", "second"] {
+        std::fs::write(
+            dir.path().join(format!("sql/{module}.sql")),
+            format!(
+                "{{{{ sink(table=\"{module}\") }}}} SELECT id FROM {{{{ use_source(\"mixed\") }}}}"
+            ),
+        )
+        .unwrap();
+    }
+    let run = run_in(dir.path(), &["--jobs", "2"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!rejects.exists());
+    for module in ["first", "second"] {
+        let own = dir.path().join(format!("rejects.{module}.ndjson"));
+        let text = std::fs::read_to_string(&own).unwrap();
+        assert_eq!(text.lines().count(), 1, "{}: {text}", own.display());
+        assert!(
+            text.contains(&format!("\"source\":\"module {module}\"")),
+            "{text}"
+        );
+        assert_eq!(count(&db, &format!("{schema}.{module}")).await, 3);
+    }
+}

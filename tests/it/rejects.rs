@@ -37,9 +37,7 @@ async fn ctrl_c_and_sigterm_roll_back_and_exit_130() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(130), "{signal}: {stderr}");
         assert!(
-            stderr.contains(&format!(
-                "apitap: interrupted; nothing was written to {table}"
-            )),
+            stderr.contains(&format!("apitap: interrupted; {table} is unchanged")),
             "{signal}: {stderr}"
         );
         assert_unchanged(&db, &table).await;
