@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, clippy, unit tests and the integration tests, which
-# load into a real PostgreSQL (found or started by scripts/pg.sh) from real HTTP servers.
+# load into a real PostgreSQL (found or started by scripts/pg.sh) from real HTTP servers, and
+# connect to throwaway TLS servers (scripts/pg-tls.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pg.sh
-trap pg_stop_if_ours EXIT
+source scripts/pg-tls.sh
+trap 'pgtls_stop; pg_stop_if_ours' EXIT
+# Two more servers with TLS (CA-signed, and an expired X.509 v1 certificate) for the
+# connection tests; PostgreSQL's binaries and openssl are installed with apt when missing.
+pgtls_start || { echo "test.sh: could not start the TLS test servers" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "test.sh: cargo is not installed; install Rust from https://rustup.rs first" >&2

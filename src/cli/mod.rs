@@ -392,7 +392,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
 
 async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
     let request = load_spec(&args)?.resolve(Origin::Flags, &|name| std::env::var(name).ok())?;
-    let connect = ConnectOptions::resolve(args.database_url.as_deref(), |k| std::env::var(k).ok())?;
+    let connect = ConnectOptions::resolve(args.database_url.as_deref(), &[], &|k| {
+        std::env::var(k).ok()
+    })?;
     let progress = Progress::start(args.progress, &request.source.to_string());
 
     let loading = load(&request, &connect, progress.clone());

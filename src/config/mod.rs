@@ -226,9 +226,13 @@ pub struct TargetConfig {
     /// Schema of unqualified destination tables (default: the server's search_path).
     pub schema: Option<String>,
     pub sslmode: Option<String>,
-    /// A full connection URL, or the variable holding one; overrides host, port and the rest.
+    /// A full connection URL (or `key=value` string), or the variable holding one; its own
+    /// parameters win over the keys above.
     pub url: Option<String>,
     pub url_env: Option<String>,
+    /// Any other libpq connection parameter: `{sslrootcert: certs/ca.pem, application_name: nightly}`.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// A parsed config file.
@@ -538,34 +542,44 @@ impl TargetConfig {
             Some(url) => Some(url),
             None => from_env(&self.url_env, "url_env")?,
         };
-        let options = if let Some(url) = url {
-            ConnectOptions::resolve(Some(&url), |_| None)
-        } else {
-            let host = sub(&self.host, "host")?;
-            let database = sub(&self.database, "database")?;
-            let user = match sub(&self.auth.username, "auth.username")? {
+        // The target's own keys sit below a url's parameters and above the service, the
+        // PG* variables and .pgpass, which fill in what neither says.
+        let mut settings: Vec<(String, String)> = Vec::new();
+        let mut set = |keyword: &str, value: Option<String>| {
+            if let Some(value) = value {
+                settings.push((keyword.to_string(), value));
+            }
+        };
+        set("host", sub(&self.host, "host")?);
+        set("port", self.port.map(|p| p.to_string()));
+        set("dbname", sub(&self.database, "database")?);
+        set(
+            "user",
+            match sub(&self.auth.username, "auth.username")? {
                 Some(u) => Some(u),
                 None => from_env(&self.auth.username_env, "auth.username_env")?,
-            };
-            let password = match sub(&self.auth.password, "auth.password")? {
+            },
+        );
+        set(
+            "password",
+            match sub(&self.auth.password, "auth.password")? {
                 Some(p) => Some(p),
                 None => from_env(&self.auth.password_env, "auth.password_env")?,
-            };
-            let port = self.port.map(|p| p.to_string());
-            let sslmode = self.sslmode.clone();
-            // The libpq variables fill in what the target leaves out (a password in
-            // PGPASSWORD, say); the target's own settings win.
-            ConnectOptions::resolve(None, |key| match key {
-                "DATABASE_URL" => None,
-                "PGHOST" => host.clone().or_else(|| env(key)),
-                "PGPORT" => port.clone().or_else(|| env(key)),
-                "PGDATABASE" => database.clone().or_else(|| env(key)),
-                "PGUSER" => user.clone().or_else(|| env(key)),
-                "PGPASSWORD" => password.clone().or_else(|| env(key)),
-                "PGSSLMODE" => sslmode.clone().or_else(|| env(key)),
-                _ => env(key),
-            })
-        };
+            },
+        );
+        set("sslmode", sub(&self.sslmode, "sslmode")?);
+        for (keyword, value) in &self.params {
+            set(keyword, sub(&Some(value.clone()), "params")?);
+        }
+        // DATABASE_URL is `apitap load`'s; a target names its own (url_env: DATABASE_URL).
+        let options =
+            ConnectOptions::resolve(Some(url.as_deref().unwrap_or("")), &settings, &|key| {
+                if key == "DATABASE_URL" {
+                    None
+                } else {
+                    env(key)
+                }
+            });
         options.map_err(|e| err(e.to_string()))
     }
 

@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod connect;
+pub mod conninfo;
 pub mod copy;
 pub mod insert;
 pub mod lock;
@@ -20,6 +21,7 @@ pub mod refused;
 pub mod state;
 pub mod streams;
 pub mod swap;
+pub mod tls;
 pub mod write;
 
 pub use catalog::{
@@ -37,8 +39,9 @@ use crate::source::error_chain;
 /// A failure on the PostgreSQL side.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("{0}")]
-    Config(String),
+    /// Connection settings that cannot be used.
+    #[error(transparent)]
+    Settings(#[from] connect::ConnectError),
     #[error("could not connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
     #[error("PostgreSQL rejected {action} on {table}: {message}")]

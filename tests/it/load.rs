@@ -266,55 +266,6 @@ async fn replace_swaps_rows_and_refuses_to_empty_a_table() {
 
 /// `sslmode=require` encrypts (the server's snakeoil certificate is accepted), while
 /// `verify-full` checks the certificate and refuses a self-signed one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_sslmodes_follow_libpq() {
-    let db = client().await;
-    let ssl: String = db.query_one("SHOW ssl", &[]).await.unwrap().get(0);
-    if ssl != "on" {
-        eprintln!("skipping: this PostgreSQL has ssl = off");
-        return;
-    }
-    let schema = fresh_schema(&db, "tls").await;
-    let url = database_url();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let run = crate::common::command(&[
-        "load",
-        "-",
-        "--table",
-        &format!("{schema}.t"),
-        "--database-url",
-        &format!("{url}{sep}sslmode=require"),
-    ])
-    .stdin(std::process::Stdio::piped())
-    .spawn()
-    .and_then(|mut child| {
-        child.stdin.take().unwrap().write_all(b"{\"a\":1}\n")?;
-        child.wait_with_output()
-    })
-    .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert_eq!(count(&db, &format!("{schema}.t")).await, 1);
-
-    let run = apitap(
-        &[
-            "load",
-            "-",
-            "--table",
-            &format!("{schema}.t"),
-            "--database-url",
-            &format!("{url}{sep}sslmode=verify-full"),
-        ],
-        Some(b"{\"a\":2}\n".to_vec()),
-    )
-    .await;
-    assert_fails(&run, "could not connect to PostgreSQL at");
-    assert!(run.stderr.contains("certificate"), "{}", run.stderr);
-}
-
 /// The demo API's paginated and JSON-array endpoints serve the same deterministic rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_api_serves_pages_and_arrays() {

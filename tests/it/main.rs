@@ -18,6 +18,7 @@ mod load;
 mod merge;
 mod oracle;
 mod paging;
+mod pgtls;
 #[cfg(feature = "sql")]
 mod pipelines;
 #[cfg(feature = "sql")]
