@@ -190,14 +190,18 @@ fn pointer(text: &Option<String>, key: &str) -> Result<Option<JsonPointer>, Pagi
         .transpose()
 }
 
-/// `url` with the values of query parameters that are secrets replaced by the mask.
-fn mask_secrets(url: &Url) -> String {
+/// `url` with the values of query parameters that are secrets, or that the configuration
+/// put there (`configured` has the same name and value: a token in `--query`, say), replaced
+/// by the mask. On resume they come back from the configuration, so the saved position holds
+/// no credential; parameters the pages themselves set (a page token, a cursor) are kept.
+fn mask_secrets(url: &Url, configured: &Url) -> String {
     let mut masked = url.clone();
     if url.query().is_some() {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let value = if crate::secrets::is_secret(&v) {
+                let from_config = configured.query_pairs().any(|(ck, cv)| ck == k && cv == v);
+                let value = if from_config || crate::secrets::is_secret(&v) {
                     crate::secrets::MASK.to_string()
                 } else {
                     v.into_owned()
@@ -332,8 +336,8 @@ impl Pager {
     /// from the configuration when the backfill resumes ([`Pager::resume`]).
     pub fn position(&self) -> Position {
         Position {
-            base: mask_secrets(&self.base),
-            next: mask_secrets(&self.current),
+            base: mask_secrets(&self.base, &self.base),
+            next: mask_secrets(&self.current, &self.base),
             offset: self.offset,
             page: self.page,
             pages_fetched: self.pages_fetched,

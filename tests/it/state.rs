@@ -273,3 +273,128 @@ async fn each_module_keeps_its_own_cursor_of_a_shared_source() {
         Some("2024-01-01T00:00:05Z")
     );
 }
+
+/// `/pages?page=P&token=T`: 10 NDJSON pages of 10 rows for the right token (401 without
+/// it), page 4 failing while `broken` is set; records each request's page.
+fn token_pages(
+    broken: Arc<std::sync::atomic::AtomicBool>,
+    asked: Arc<Mutex<Vec<String>>>,
+) -> Router {
+    Router::new().route(
+        "/pages",
+        get(
+            move |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| {
+                let (broken, asked) = (broken.clone(), asked.clone());
+                async move {
+                    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                    asked.lock().unwrap().push(format!("page={page}"));
+                    if q.get("token").map(String::as_str) != Some("tok-5ec2e7") {
+                        return (axum::http::StatusCode::UNAUTHORIZED, String::new());
+                    }
+                    if page == 4 && broken.load(std::sync::atomic::Ordering::SeqCst) {
+                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
+                    }
+                    let rows = (page - 1) * 10 + 1..=(page * 10).min(95);
+                    let body = rows.map(|id| format!("{{\"id\": {id}}}\n")).collect();
+                    (axum::http::StatusCode::OK, body)
+                }
+            },
+        ),
+    )
+}
+
+/// The saved position of a backfill holds no secret, the rerun puts the configured one back,
+/// and a position edited to point at another origin is refused before anything is sent there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_position_holds_no_secret_and_cannot_send_the_next_run_elsewhere() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "state_position").await;
+    let table = format!("{schema}.t");
+    let key = format!("position-{schema}");
+    let _ = db
+        .execute("DELETE FROM apitap._state WHERE key = $1", &[&key])
+        .await;
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (asked, elsewhere) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let addr = serve(token_pages(broken.clone(), asked.clone())).await;
+    let other = serve(token_pages(broken.clone(), elsewhere.clone())).await;
+    let url = format!("http://{addr}/pages");
+    let args = [
+        "load",
+        &url,
+        "--table",
+        &table,
+        "--state-key",
+        &key,
+        "--query",
+        "token=tok-5ec2e7",
+        "--pagination",
+        "{kind: page_number, page_size: 10}",
+        "--commit-every",
+        "1",
+        "--retry",
+        "{max_attempts: 1}",
+    ];
+    let failed = apitap(&args, None).await;
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let resume = || async {
+        db.query_one("SELECT resume FROM apitap._state WHERE key = $1", &[&key])
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .unwrap()
+    };
+    let saved = resume().await;
+    assert!(saved.contains("page=4"), "{saved}");
+    assert!(
+        !saved.contains("tok-5ec2e7"),
+        "the state holds the token: {saved}"
+    );
+
+    // Someone who can write the state table points it at their own server.
+    db.execute(
+        "UPDATE apitap._state SET resume = replace(resume, $2, $3) WHERE key = $1",
+        &[&key, &addr.to_string(), &other.to_string()],
+    )
+    .await
+    .unwrap();
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    let refused = apitap(&args, None).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("the saved page position (http://{other}/pages?"))
+            && refused.stderr.contains(&format!(
+                "is not on the configured source's origin (http://{addr}/pages?"
+            )),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        elsewhere.lock().unwrap().is_empty(),
+        "a request went to the other server"
+    );
+    assert!(!refused.stderr.contains("tok-5ec2e7"));
+
+    // Put back, the rerun resumes at page 4 with the configured token.
+    db.execute(
+        "UPDATE apitap._state SET resume = $2 WHERE key = $1",
+        &[&key, &saved],
+    )
+    .await
+    .unwrap();
+    asked.lock().unwrap().clear();
+    let resumed = apitap(&args, None).await;
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(
+        asked.lock().unwrap().first().map(String::as_str),
+        Some("page=4")
+    );
+    assert_eq!(count(&db, &table).await, 95);
+}
