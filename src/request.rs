@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::decode::Format;
 use crate::decode::pointer::JsonPointer;
 use crate::schema::TableName;
+use crate::sink::citus::DistributeAs;
 use crate::sink::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::{PaginationConfig, Position};
@@ -179,6 +180,12 @@ pub struct LoadSpec {
     pub commit_every: Option<u64>,
     pub copy_streams: usize,
     pub lock_timeout_secs: Option<f64>,
+    /// Citus: make a table the load creates distributed by this column…
+    pub distribute_by: Option<String>,
+    pub colocate_with: Option<String>,
+    pub shard_count: Option<u32>,
+    /// …or a reference table.
+    pub reference_table: bool,
     pub sample: Option<usize>,
     pub batch_size: Option<usize>,
     pub schema: SchemaPolicy,
@@ -228,6 +235,8 @@ pub struct LoadRequest {
     pub legacy_state_key: Option<String>,
     /// How long to wait for another run holding this load's state key or table.
     pub lock_timeout: Duration,
+    /// Citus: how a table the load creates is distributed.
+    pub distribute: Option<DistributeAs>,
     /// Ignore the stored state this time (a cursor, an unfinished backfill); it is still
     /// updated.
     pub full_refresh: bool,
@@ -435,6 +444,7 @@ impl LoadSpec {
                 ),
             ));
         }
+        let distribute = self.distribution(origin)?;
         let positive = |value: Option<usize>, default: usize, what: &str| match value {
             Some(0) => Err(SettingError::invalid(what, "must be at least 1")),
             Some(n) => Ok(n),
@@ -474,6 +484,7 @@ impl LoadSpec {
                 defaults::LOCK_TIMEOUT_SECS,
                 Setting::LockTimeout,
             )?,
+            distribute,
             full_refresh: self.full_refresh,
             copy_streams: self.copy_streams,
             commit_every: self.commit_every,
@@ -494,6 +505,46 @@ impl RejectOptions {
         let mut name = self.path.clone().into_os_string();
         name.push(".partial");
         name.into()
+    }
+}
+
+impl LoadSpec {
+    /// `--distribute-by` (with `--colocate-with`, `--shard-count`) or `--reference-table`.
+    fn distribution(&self, origin: Origin) -> Result<Option<DistributeAs>, SettingError> {
+        let say = |flag: &'static str, yaml: &'static str| match origin {
+            Origin::Flags => flag,
+            Origin::Yaml => yaml,
+        };
+        let (by, colocate, shards, reference) = (
+            say("--distribute-by", "distribute_by"),
+            say("--colocate-with", "colocate_with"),
+            say("--shard-count", "shard_count"),
+            say("--reference-table", "reference_table"),
+        );
+        let conflict = |text: String| Err(SettingError::Conflict(text));
+        match &self.distribute_by {
+            Some(_) if self.reference_table => conflict(format!(
+                "{by} and {reference} cannot go together: a reference table has no distribution column"
+            )),
+            Some(_) if self.colocate_with.is_some() && self.shard_count.is_some() => {
+                conflict(format!(
+                    "{shards} cannot go with {colocate}: a table colocated with another has its shard count"
+                ))
+            }
+            Some(_) if self.shard_count == Some(0) => {
+                Err(SettingError::invalid(shards, "must be at least 1"))
+            }
+            Some(column) => Ok(Some(DistributeAs::Hash {
+                column: column.clone(),
+                colocate_with: self.colocate_with.clone(),
+                shard_count: self.shard_count,
+            })),
+            None if self.colocate_with.is_some() || self.shard_count.is_some() => {
+                conflict(format!("{colocate} and {shards} need {by}"))
+            }
+            None if self.reference_table => Ok(Some(DistributeAs::Reference)),
+            None => Ok(None),
+        }
     }
 }
 

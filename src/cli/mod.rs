@@ -125,6 +125,32 @@ pub struct LoadArgs {
     #[arg(help_heading = "Incremental loads", long)]
     pub full_refresh: bool,
 
+    /// Citus: make a table the load creates a distributed table, sharded by this column.
+    #[arg(help_heading = "Citus", long, value_name = "COLUMN")]
+    pub distribute_by: Option<String>,
+
+    /// Citus: colocate the new distributed table with this one (same shards and placement).
+    #[arg(
+        help_heading = "Citus",
+        long,
+        value_name = "TABLE",
+        requires = "distribute_by"
+    )]
+    pub colocate_with: Option<String>,
+
+    /// Citus: shards of the new distributed table (default: citus.shard_count).
+    #[arg(
+        help_heading = "Citus",
+        long,
+        value_name = "N",
+        requires = "distribute_by"
+    )]
+    pub shard_count: Option<u32>,
+
+    /// Citus: make a table the load creates a reference table (a copy on every node).
+    #[arg(help_heading = "Citus", long, conflicts_with = "distribute_by")]
+    pub reference_table: bool,
+
     /// Seconds to wait for another run of this load (same state key; same table for replace
     /// and merge) to finish before failing with who holds it.
     #[arg(help_heading = "Table", long, value_name = "SECS", default_value_t = crate::request::defaults::LOCK_TIMEOUT_SECS)]
@@ -505,6 +531,10 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         commit_every: args.commit_every,
         copy_streams: usize::from(args.copy_streams),
         lock_timeout_secs: Some(args.lock_timeout),
+        distribute_by: args.distribute_by.clone(),
+        colocate_with: args.colocate_with.clone(),
+        shard_count: args.shard_count,
+        reference_table: args.reference_table,
         sample: Some(args.sample),
         batch_size: Some(args.batch_size),
         schema: if args.ignore_unknown_fields {

@@ -183,6 +183,13 @@ pub struct SourceConfig {
     pub max_page_bytes: Option<usize>,
     /// Seconds to wait for another run loading the same state key or table.
     pub lock_timeout_secs: Option<f64>,
+    /// Citus, for a table the module creates: distributed by this column (colocated with
+    /// `colocate_with`, in `shard_count` shards), or a reference table.
+    pub distribute_by: Option<String>,
+    pub colocate_with: Option<String>,
+    pub shard_count: Option<u32>,
+    #[serde(default)]
+    pub reference_table: bool,
 }
 
 /// `on_error:` of a source.
@@ -482,6 +489,10 @@ impl SourceConfig {
             commit_every: None,
             copy_streams: 1,
             lock_timeout_secs: self.lock_timeout_secs,
+            distribute_by: self.distribute_by.clone(),
+            colocate_with: self.colocate_with.clone(),
+            shard_count: self.shard_count,
+            reference_table: self.reference_table,
             sample: self.sample,
             batch_size: self.batch_size,
             schema: self.schema_policy.unwrap_or_default(),

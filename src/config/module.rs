@@ -34,6 +34,9 @@ pub struct SinkCall {
     pub table: Option<String>,
     pub mode: Option<Mode>,
     pub keys: Option<Keys>,
+    /// Citus: `distribute_by="col"` (with `colocate_with`, `shard_count`) or
+    /// `reference_table=true`, for a table the module creates.
+    pub distribute: Option<crate::sink::citus::DistributeAs>,
 }
 
 /// A rendered module.
@@ -138,11 +141,29 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
                     }
                     Some(v) => Some(Keys::One(v.to_string())),
                 };
+                let distribute = match (
+                    kwargs.get::<Option<String>>("distribute_by")?,
+                    kwargs.get::<Option<bool>>("reference_table")?.unwrap_or(false),
+                ) {
+                    (Some(_), true) => {
+                        return Err(invalid(
+                            "sink(distribute_by=…, reference_table=true): a reference table has no distribution column".into(),
+                        ));
+                    }
+                    (Some(column), false) => Some(crate::sink::citus::DistributeAs::Hash {
+                        column,
+                        colocate_with: kwargs.get("colocate_with")?,
+                        shard_count: kwargs.get("shard_count")?,
+                    }),
+                    (None, true) => Some(crate::sink::citus::DistributeAs::Reference),
+                    (None, false) => None,
+                };
                 let call = SinkCall {
                     name,
                     table: kwargs.get("table")?,
                     mode,
                     keys,
+                    distribute,
                 };
                 kwargs.assert_all_used()?;
                 if let Ok(mut calls) = calls.lock() {
@@ -283,7 +304,30 @@ mod tests {
                 table: Some("a.posts".into()),
                 mode: Some(Mode::Merge),
                 keys: Some(Keys::Many(vec!["id".into(), "v".into()])),
+                distribute: None,
             }
+        );
+    }
+
+    #[test]
+    fn sink_takes_citus_settings() {
+        let m = module(
+            "{{ sink(table=\"a.b\", distribute_by=\"id\", colocate_with=\"a.c\") }} select * from {{ use_source(\"x\") }}",
+        )
+        .unwrap();
+        assert_eq!(
+            m.sink.distribute,
+            Some(crate::sink::citus::DistributeAs::Hash {
+                column: "id".into(),
+                colocate_with: Some("a.c".into()),
+                shard_count: None,
+            })
+        );
+        let m = module("{{ sink(reference_table=true) }} select * from {{ use_source(\"x\") }}")
+            .unwrap();
+        assert_eq!(
+            m.sink.distribute,
+            Some(crate::sink::citus::DistributeAs::Reference)
         );
     }
 

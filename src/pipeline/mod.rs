@@ -394,6 +394,7 @@ pub(crate) async fn plan_load(
             widen,
             replace_by_swap: request.mode == Mode::Replace
                 && request.replace_with == ReplaceWith::Swap,
+            distribute: request.distribute.clone(),
         },
     )?;
     if !plan.merge_keys.is_empty()

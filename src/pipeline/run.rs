@@ -148,6 +148,9 @@ async fn start(
     if let Some(keys) = &module.sink.keys {
         sink.merge_keys = keys.columns();
     }
+    if let Some(distribute) = &module.sink.distribute {
+        sink.distribute = Some(distribute.clone());
+    }
     if let (Some(rejects), Some(path)) = (&mut sink.rejects, &module.reject_file) {
         rejects.path = path.clone();
     }

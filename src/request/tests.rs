@@ -6,6 +6,10 @@ fn spec() -> LoadSpec {
         table: Some(TableName::parse("t").unwrap()),
         copy_streams: 1,
         lock_timeout_secs: None,
+        distribute_by: None,
+        colocate_with: None,
+        shard_count: None,
+        reference_table: false,
         state_key: "t".into(),
         ..LoadSpec::default()
     }
@@ -122,5 +126,43 @@ fn settings_that_do_not_go_together_are_refused() {
             ..spec()
         }),
         "--read-timeout: must be a positive number of seconds"
+    );
+}
+
+#[test]
+fn citus_settings_are_checked_and_named_as_written() {
+    let yaml_err = |spec: LoadSpec| {
+        spec.resolve(Origin::Yaml, &|_| None)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        yaml_err(LoadSpec {
+            distribute_by: Some("id".into()),
+            colocate_with: Some("a".into()),
+            shard_count: Some(4),
+            ..spec()
+        }),
+        "shard_count cannot go with colocate_with: a table colocated with another has its shard count"
+    );
+    assert_eq!(
+        yaml_err(LoadSpec {
+            distribute_by: Some("id".into()),
+            reference_table: true,
+            ..spec()
+        }),
+        "distribute_by and reference_table cannot go together: a reference table has no distribution column"
+    );
+    let request = LoadSpec {
+        distribute_by: Some("id".into()),
+        shard_count: Some(4),
+        ..spec()
+    }
+    .resolve(Origin::Flags, &|_| None)
+    .unwrap();
+    let table = TableName::parse("s.t").unwrap();
+    assert_eq!(
+        request.distribute.unwrap().statement(&table),
+        r#"SELECT create_distributed_table('"s"."t"', 'id', shard_count => 4)"#
     );
 }

@@ -30,6 +30,8 @@ pub struct TargetInfo {
     pub oid: Option<u32>,
     /// `None` when the table does not exist.
     pub columns: Option<Vec<CatalogColumn>>,
+    /// How Citus holds the table, when it does.
+    pub distribution: Option<super::citus::Distribution>,
 }
 
 /// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an offset.
@@ -119,12 +121,17 @@ pub async fn describe_target(
     } else {
         None
     };
+    let distribution = match oid {
+        Some(oid) => super::citus::distribution(client, oid, &resolved).await?,
+        None => None,
+    };
     Ok(TargetInfo {
         name: resolved,
         time_zone,
         schema_exists,
         oid,
         columns,
+        distribution,
     })
 }
 

@@ -10,6 +10,7 @@
 //! - [`lock`]: advisory locks that make overlapping runs of one load wait for each other.
 
 pub mod catalog;
+pub mod citus;
 pub mod connect;
 pub mod conninfo;
 pub mod copy;

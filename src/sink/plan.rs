@@ -4,6 +4,7 @@
 //! next to the code that runs them (`merge.rs`, `insert.rs`).
 
 use super::catalog::TargetInfo;
+use super::citus::{DistributeAs, Distribution};
 use super::{SinkError, qualified, swap};
 use crate::schema::{Column, PgType, TableName, TableSchema, column_name, quote_ident};
 
@@ -56,6 +57,8 @@ pub struct PlanOptions {
     pub widen: Vec<(String, PgType)>,
     /// `--mode replace` of an existing table by swap: the rows go into a new table.
     pub replace_by_swap: bool,
+    /// Make a table the load creates a Citus distributed or reference table.
+    pub distribute: Option<DistributeAs>,
 }
 
 /// How records map onto the table, decided from the catalog and the sample.
@@ -88,6 +91,11 @@ pub struct LoadPlan {
     /// The OID of the existing table a replace swaps a new one in for; the rows (and every
     /// statement of the plan) go into the new table, [`swap::building_name`].
     pub swap_of: Option<u32>,
+    /// `create_distributed_table(…)` or `create_reference_table(…)`, run right after
+    /// `create_table` (`--distribute-by`, `--reference-table`).
+    pub distribute: Option<String>,
+    /// How Citus holds the existing target (a swap recreates it so).
+    pub citus: Option<Distribution>,
 }
 
 /// `CREATE SCHEMA IF NOT EXISTS` alone races: two loads creating one schema at once both see
@@ -219,9 +227,16 @@ impl LoadPlan {
                 widened_columns: Vec::new(),
                 discarded_fields: Vec::new(),
                 swap_of: None,
+                distribute: options
+                    .distribute
+                    .as_ref()
+                    .filter(|_| !fields.columns.is_empty())
+                    .map(|d| d.statement(&table)),
+                citus: None,
                 table,
             }
-            .check_keys();
+            .check_keys()
+            .and_then(|plan| plan.check_distribution(options.distribute.as_ref()));
         };
         let mut loaded = Vec::new();
         let mut defaulted = Vec::new();
@@ -334,8 +349,49 @@ impl LoadPlan {
             ),
             merge_keys: merge_keys.to_vec(),
             swap_of,
+            distribute: None,
+            citus: target.distribution.clone(),
         }
         .check_keys()
+        .and_then(|plan| plan.check_distribution(options.distribute.as_ref()))
+    }
+
+    /// A distributed table (or one `--distribute-by` makes) takes unique keys only with its
+    /// distribution column, so a merge must key on it; and apitap distributes only the
+    /// tables it creates. Both are checked before any data moves.
+    fn check_distribution(self, asked: Option<&DistributeAs>) -> Result<LoadPlan, SinkError> {
+        let refuse = |reason: String| SinkError::Plan {
+            table: self.table.to_string(),
+            reason,
+        };
+        if let Some(asked) = asked.filter(|_| self.create_table.is_none()) {
+            if !asked.matches(self.citus.as_ref()) {
+                return Err(refuse(format!(
+                    "the table exists and is not {}; apitap distributes only tables it creates: \
+                     distribute it yourself ({}), or leave out --distribute-by/--reference-table",
+                    match asked {
+                        DistributeAs::Hash { column, .. } => format!("distributed by {column}"),
+                        DistributeAs::Reference => "a reference table".into(),
+                    },
+                    asked.statement(&self.table)
+                )));
+            }
+        }
+        let column = match (asked, &self.citus) {
+            (Some(DistributeAs::Hash { column, .. }), _) => Some(column.as_str()),
+            (_, Some(existing)) => existing.column(),
+            _ => None,
+        };
+        if let Some(column) = column
+            .filter(|c| !self.merge_keys.is_empty() && !self.merge_keys.iter().any(|k| k == c))
+        {
+            return Err(refuse(format!(
+                "it is distributed by {column}, and Citus enforces a unique key only with the \
+                 distribution column in it: merge on keys that include {column} (--key {column},{})",
+                self.merge_keys.join(",")
+            )));
+        }
+        Ok(self)
     }
 
     /// The plan of a source read by a transform: its records decoded into the columns its
@@ -367,6 +423,8 @@ impl LoadPlan {
             late_field_hint: String::new(),
             merge_keys: Vec::new(),
             swap_of: None,
+            distribute: None,
+            citus: None,
         }
     }
 
@@ -450,10 +508,16 @@ impl LoadPlan {
                 qualified(&self.table)
             )
         });
+        let swap_citus = self
+            .swap_of
+            .and(self.citus.as_ref())
+            .and_then(|d| super::citus::recreate(d, &self.table, &self.written_table()).ok());
         [
             &self.create_schema,
             &self.create_table,
+            &self.distribute,
             &swap,
+            &swap_citus,
             &self.alter_table,
         ]
         .into_iter()
@@ -466,7 +530,11 @@ impl LoadPlan {
     /// load's transaction (a new table, or the one a replace swaps in). A merge COPYs into
     /// its temporary staging table instead.
     pub fn may_freeze(&self) -> bool {
-        self.merge_keys.is_empty() && (self.create_table.is_some() || self.swap_of.is_some())
+        // Citus routes COPY to the shards, which were not created in this transaction.
+        let citus = self.distribute.is_some() || self.citus.is_some();
+        self.merge_keys.is_empty()
+            && !citus
+            && (self.create_table.is_some() || self.swap_of.is_some())
     }
 
     /// `ON CONFLICT (keys) DO UPDATE SET …` for a merge: every loaded column but the keys

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Transaction;
 
+use super::citus::Distribution;
 use super::{SinkError, qualified};
 use crate::schema::{TableName, quote_ident};
 
@@ -55,7 +56,6 @@ struct Index {
     /// Builds it on the new table under `temporary`.
     build: String,
     temporary: String,
-    constraint: bool,
 }
 
 /// A replace by swap under way, inside the load's transaction.
@@ -87,6 +87,7 @@ impl Swap {
         table: &TableName,
         oid: u32,
         keys_first: bool,
+        citus: Option<&Distribution>,
     ) -> Result<Swap, SinkError> {
         let new = building_name(table, oid);
         let run = |action: &'static str| {
@@ -127,6 +128,20 @@ impl Swap {
             .batch_execute(&create)
             .await
             .map_err(run("CREATE TABLE (for the replace)"))?;
+        // A Citus table's replacement is distributed as it is, before any row or index.
+        let distribute = citus
+            .map(|d| super::citus::recreate(d, table, &new))
+            .transpose()?;
+        if let Some(call) = &distribute {
+            // A reference table has a placement on the coordinator too; Citus would run the
+            // COPY there locally and then refuse the parallel ANALYZE and DDL of the swap.
+            transaction
+                .batch_execute(&format!(
+                    "SET LOCAL citus.enable_local_execution TO off; {call}"
+                ))
+                .await
+                .map_err(run("distributing the new table like the old one (Citus)"))?;
+        }
         // The identity counters continue where the old table's stood, as after a DELETE.
         let mut identities = Vec::new();
         for row in transaction
@@ -183,7 +198,6 @@ impl Swap {
                     name,
                     build,
                     temporary,
-                    constraint,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -203,7 +217,9 @@ impl Swap {
             identities,
             built: false,
         };
-        if keys_first {
+        // On Citus the indexes are built on the empty shards, before the rows: DDL after a
+        // COPY spread over the workers would have to run sequentially on each placement.
+        if keys_first || distribute.is_some() {
             swap.build(transaction).await?;
         }
         Ok(swap)
@@ -294,21 +310,14 @@ impl Swap {
             qualified(&self.new),
             quote_ident(&table.table)
         )];
+        // Renaming the index of a key renames the key too; Citus takes this form on a
+        // distributed table, where it refuses ALTER TABLE … RENAME CONSTRAINT.
         for index in &self.indexes {
-            renames.push(if index.constraint {
-                format!(
-                    "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
-                    qualified(table),
-                    quote_ident(&index.temporary),
-                    quote_ident(&index.name)
-                )
-            } else {
-                format!(
-                    "ALTER INDEX {} RENAME TO {}",
-                    in_schema(&index.temporary),
-                    quote_ident(&index.name)
-                )
-            });
+            renames.push(format!(
+                "ALTER INDEX {} RENAME TO {}",
+                in_schema(&index.temporary),
+                quote_ident(&index.name)
+            ));
         }
         for (sequence, old_name) in &self.identities {
             renames.push(format!(

@@ -162,9 +162,18 @@ pub async fn write(
                 table,
             )
             .await?;
+            execute(
+                &transaction,
+                plan.distribute.as_deref(),
+                "distributing the new table (Citus)",
+                table,
+            )
+            .await?;
             if let Some(oid) = plan.swap_of {
                 let keys_first = isolate_refused.is_some();
-                swap = Some(Swap::begin(&transaction, table, oid, keys_first).await?);
+                swap = Some(
+                    Swap::begin(&transaction, table, oid, keys_first, plan.citus.as_ref()).await?,
+                );
             }
             execute(
                 &transaction,

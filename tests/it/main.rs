@@ -4,6 +4,7 @@
 //! HTTP servers on 127.0.0.1.
 
 mod certs;
+mod citus;
 mod common;
 mod concurrency;
 mod contracts;

@@ -31,6 +31,7 @@ fn col(name: &str, pg_type: Option<PgType>, has_default: bool) -> CatalogColumn 
 #[test]
 fn new_tables_are_created_from_the_sample() {
     let target = TargetInfo {
+        distribution: None,
         name: TableName {
             schema: Some("Demo".into()),
             table: "items".into(),
@@ -60,6 +61,7 @@ fn new_tables_are_created_from_the_sample() {
 #[test]
 fn a_replace_by_swap_writes_every_statement_to_the_new_table() {
     let target = TargetInfo {
+        distribution: None,
         name: TableName {
             schema: Some("s".into()),
             table: "t".into(),
@@ -96,6 +98,7 @@ fn a_replace_by_swap_writes_every_statement_to_the_new_table() {
 #[test]
 fn existing_tables_leave_unsampled_defaults_alone() {
     let target = TargetInfo {
+        distribution: None,
         name: TableName {
             schema: Some("s".into()),
             table: "t".into(),
