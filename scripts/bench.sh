@@ -19,6 +19,8 @@
 #   module  apitap run: a SQL module `SELECT * FROM {{ use_source("rows") }}` over the demo
 #           API's NDJSON (compare with http: the cost of the DataFusion transform)
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
+# DISTRIBUTE_BY=id makes every target a Citus table distributed by that column (run against a
+# coordinator: DATABASE_URL=$(source .citus/env; echo $APITAP_TEST_CITUS_URL), scripts/citus.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
@@ -64,6 +66,9 @@ now() { date +%s.%N; }
 fresh_target() {
   psql -c 'DROP TABLE IF EXISTS apitap_bench.target; CREATE TABLE apitap_bench.target (LIKE apitap_bench.template)'
   if [ "$1" = merge ] || [ "$1" = pkappend ]; then psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id)'; fi
+  if [ -n "${DISTRIBUTE_BY:-}" ]; then
+    psql -c "SELECT create_distributed_table('apitap_bench.target', '$DISTRIBUTE_BY')" > /dev/null
+  fi
   if [ "$1" = swap ] || [ "$1" = delete ]; then
     psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id);
              CREATE INDEX ON apitap_bench.target (uuid);
