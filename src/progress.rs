@@ -1,8 +1,12 @@
 //! Live progress and the final figures of a load. The only user of indicatif.
 //!
 //! Stages bump lock-free counters; a bar on stderr (when it is a terminal, or when asked)
-//! reads them. With `--progress always` and no terminal, a plain line is printed every few
-//! seconds instead, which is what CI logs and `nohup` runs want.
+//! reads them. While the size of the input is unknown it is a spinner with the rows
+//! written; once a total is known — a file's size, an HTTP body's `Content-Length`, a paged
+//! API's `total_pages` or `total` — it becomes a bar with the percentage read and an ETA, the
+//! rows written to PostgreSQL beside it (the two sides differ while batches are in flight).
+//! With `--progress always` and no terminal, a plain line is printed every few seconds
+//! instead, which is what CI logs and `nohup` runs want.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -21,11 +25,29 @@ pub enum ProgressMode {
     Never,
 }
 
+/// How much input a load will read, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Total {
+    /// Bytes of the file or body as read (before decompression).
+    Bytes(u64),
+    /// Pages of a paged API (`total_pages_path`).
+    Pages(u64),
+    /// Records of a paged API (`total_path`).
+    Records(u64),
+}
+
 /// Counters shared by the stages of one load.
 #[derive(Debug)]
 pub struct Progress {
-    rows: AtomicU64,
+    rows: Arc<AtomicU64>,
     bytes: AtomicU64,
+    /// Bytes of the input as read, before decompression.
+    input_bytes: AtomicU64,
+    /// Where a paged source stands, counted from its first page (a resumed backfill
+    /// included): pages and records fetched.
+    paged: (AtomicU64, AtomicU64),
+    /// The input's size, once known; the bar's length.
+    total: std::sync::Mutex<Option<Total>>,
     retries: AtomicU64,
     pages: AtomicU64,
     rejected: AtomicU64,
@@ -64,6 +86,7 @@ impl Progress {
         bars: &indicatif::MultiProgress,
     ) -> Arc<Progress> {
         let terminal = std::io::stderr().is_terminal();
+        let rows = Arc::new(AtomicU64::new(0));
         let bar = match (mode, terminal) {
             (ProgressMode::Never, _) | (ProgressMode::Auto, false) => None,
             (_, true) => {
@@ -71,18 +94,7 @@ impl Progress {
                     None,
                     ProgressDrawTarget::stderr(),
                 ));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} {prefix}  {human_pos} rows  {msg}  {rows_per_sec}  {elapsed_precise}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner())
-                    .with_key(
-                        "rows_per_sec",
-                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                            let _ = write!(w, "{} rows/s", indicatif::HumanCount(state.per_sec() as u64));
-                        },
-                    ),
-                );
+                bar.set_style(spinner_style(&rows));
                 bar.set_prefix(label.to_string());
                 bar.enable_steady_tick(Duration::from_millis(120));
                 Some(bar)
@@ -90,8 +102,11 @@ impl Progress {
             (ProgressMode::Always, false) => None,
         };
         let progress = Arc::new(Progress {
-            rows: AtomicU64::new(0),
+            rows,
             bytes: AtomicU64::new(0),
+            input_bytes: AtomicU64::new(0),
+            paged: (AtomicU64::new(0), AtomicU64::new(0)),
+            total: std::sync::Mutex::new(None),
             retries: AtomicU64::new(0),
             pages: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -108,8 +123,12 @@ impl Progress {
                 while !reporter.done.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_secs(2));
                     if !reporter.done.load(Ordering::Relaxed) {
+                        let read = reporter
+                            .read_so_far()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default();
                         crate::cli::output::say(&format!(
-                            "apitap: {label}: {}",
+                            "apitap: {label}: {}{read}",
                             reporter.figures().line()
                         ));
                     }
@@ -125,20 +144,107 @@ impl Progress {
         self.refresh_message();
     }
 
-    /// The HTTP side of the bar: bytes in, pages, retries, throttle waits.
+    /// Counts bytes of the input as read, before decompression: the bar's position when
+    /// the total is in bytes.
+    pub fn add_input_bytes(&self, n: u64) {
+        self.input_bytes.fetch_add(n, Ordering::Relaxed);
+        self.refresh_position();
+    }
+
+    /// The input is read again from its start (a body requested again after a cut).
+    pub fn restart_input(&self) {
+        self.input_bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// The input's size is known: the spinner becomes a bar with a percentage and an ETA. A
+    /// later total (a paged API that corrects its count) replaces it.
+    pub fn set_total(&self, total: Total) {
+        let Ok(mut known) = self.total.lock() else {
+            return;
+        };
+        if *known == Some(total) {
+            return;
+        }
+        let first = known.is_none();
+        *known = Some(total);
+        drop(known);
+        if let Some(bar) = &self.bar {
+            let (length, unit) = match total {
+                Total::Bytes(n) => (n, Unit::Bytes),
+                Total::Pages(n) => (n, Unit::Pages),
+                Total::Records(n) => (n, Unit::Records),
+            };
+            bar.set_length(length);
+            if first {
+                bar.set_style(bar_style(&self.rows, unit));
+            }
+        }
+        self.refresh_position();
+        self.refresh_message();
+    }
+
+    /// `52% of 77.0 MiB read`, once the input's size is known.
+    pub fn read_so_far(&self) -> Option<String> {
+        let total = self.total.lock().ok().and_then(|t| *t)?;
+        let (read, length, what) = match total {
+            Total::Bytes(n) => (
+                self.input_bytes.load(Ordering::Relaxed),
+                n,
+                HumanBytes(n).to_string(),
+            ),
+            Total::Pages(n) => (
+                self.paged.0.load(Ordering::Relaxed),
+                n,
+                format!("{n} pages"),
+            ),
+            Total::Records(n) => (
+                self.paged.1.load(Ordering::Relaxed),
+                n,
+                format!("{n} records"),
+            ),
+        };
+        let percent = (u128::from(read.min(length)) * 100)
+            .checked_div(u128::from(length))
+            .unwrap_or(100);
+        Some(format!("{percent}% of {what} read"))
+    }
+
+    /// Moves the bar to what was read, in the unit of its total.
+    fn refresh_position(&self) {
+        let Some(bar) = &self.bar else {
+            return;
+        };
+        let Some(total) = self.total.lock().ok().and_then(|t| *t) else {
+            return;
+        };
+        let (read, length) = match total {
+            Total::Bytes(n) => (self.input_bytes.load(Ordering::Relaxed), n),
+            Total::Pages(n) => (self.paged.0.load(Ordering::Relaxed), n),
+            Total::Records(n) => (self.paged.1.load(Ordering::Relaxed), n),
+        };
+        bar.set_position(read.min(length));
+    }
+
+    /// The HTTP side of the bar: bytes in (while no total says how far along), pages,
+    /// retries, throttle waits.
     fn refresh_message(&self) {
         if let Some(bar) = &self.bar {
             let f = self.figures();
-            let mut message = format!("{}", HumanBytes(f.bytes));
-            if f.pages > 0 {
-                message.push_str(&format!("  {} pages", f.pages));
+            let has_total = self.total.lock().is_ok_and(|t| t.is_some());
+            let mut parts = Vec::new();
+            if !has_total {
+                parts.push(format!("{} read", HumanBytes(f.bytes)));
+                if f.pages > 0 {
+                    parts.push(plural(f.pages, "page", "pages"));
+                }
             }
             if f.retries > 0 {
-                message.push_str(&format!("  {} retries", f.retries));
+                parts.push(plural(f.retries, "retry", "retries"));
             }
             if f.throttle_waits > 0 {
-                message.push_str(&format!("  {} throttle waits", f.throttle_waits));
+                parts.push(plural(f.throttle_waits, "throttle wait", "throttle waits"));
             }
+            let message = parts.join("  ");
             bar.set_message(message);
         }
     }
@@ -166,11 +272,21 @@ impl Progress {
         self.refresh_message();
     }
 
+    /// Where a paged source stands: `pages` and `records` fetched since its first page.
+    pub fn paged_to(&self, pages: u64, records: u64) {
+        self.paged.0.store(pages, Ordering::Relaxed);
+        self.paged.1.store(records, Ordering::Relaxed);
+        self.refresh_position();
+    }
+
     /// Counts rows sent to PostgreSQL.
     pub fn add_rows(&self, n: u64) {
         self.rows.fetch_add(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
-            bar.inc(n);
+            // The spinner's position is the rows (its rate is rows/s); a bar's is the input.
+            if self.total.lock().is_ok_and(|t| t.is_none()) {
+                bar.inc(n);
+            }
         }
     }
 
@@ -224,6 +340,169 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The last line under the modules' bars of `apitap run`: modules done, failed and running,
+/// and the rows all of them wrote.
+pub struct RunTotal {
+    bar: Option<ProgressBar>,
+    rows: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>>,
+    done: AtomicU64,
+    failed: AtomicU64,
+    modules: u64,
+}
+
+impl RunTotal {
+    /// The total line of `modules` modules, below their bars (only where bars are shown).
+    pub fn start(mode: ProgressMode, modules: usize, bars: &indicatif::MultiProgress) -> RunTotal {
+        let rows: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
+        let shown = match mode {
+            ProgressMode::Never => false,
+            _ => std::io::stderr().is_terminal(),
+        };
+        let bar = shown.then(|| {
+            let bar = bars.add(ProgressBar::with_draw_target(
+                None,
+                ProgressDrawTarget::stderr(),
+            ));
+            let all = rows.clone();
+            let style = ProgressStyle::with_template(
+                "total  {msg}  {all_rows} rows written  {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key(
+                "all_rows",
+                move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let sum: u64 = all
+                        .lock()
+                        .map(|r| r.iter().map(|n| n.load(Ordering::Relaxed)).sum())
+                        .unwrap_or(0);
+                    let _ = write!(w, "{}", indicatif::HumanCount(sum));
+                },
+            );
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        });
+        let total = RunTotal {
+            bar,
+            rows,
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            modules: modules as u64,
+        };
+        total.refresh();
+        total
+    }
+
+    /// A module started, showing `progress`.
+    pub fn started(&self, progress: &Progress) {
+        if let Ok(mut rows) = self.rows.lock() {
+            rows.push(progress.rows.clone());
+        }
+        self.refresh();
+    }
+
+    /// A module ended.
+    pub fn ended(&self, ok: bool) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.refresh();
+    }
+
+    fn refresh(&self) {
+        if let Some(bar) = &self.bar {
+            let done = self.done.load(Ordering::Relaxed);
+            let failed = self.failed.load(Ordering::Relaxed);
+            let started = self.rows.lock().map(|r| r.len() as u64).unwrap_or(0);
+            let mut message = format!("{done}/{} modules done", self.modules);
+            if failed > 0 {
+                message.push_str(&format!(", {failed} failed"));
+            }
+            message.push_str(&format!(", {} running", started.saturating_sub(done)));
+            bar.set_message(message);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `1 retry`, `2 retries`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// What a bar's position counts.
+#[derive(Clone, Copy)]
+enum Unit {
+    Bytes,
+    Pages,
+    Records,
+}
+
+/// `⠋ SOURCE  120,000 rows written  45.1 MiB read  310,000 rows/s  00:00:03`: no total known.
+fn spinner_style(rows: &Arc<AtomicU64>) -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{spinner} {prefix}  {rows} rows written  {msg}  {rows_per_sec}  {elapsed_precise}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_spinner())
+    .with_key("rows", rows_key(rows))
+    .with_key(
+        "rows_per_sec",
+        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(
+                w,
+                "{} rows/s",
+                indicatif::HumanCount(state.per_sec() as u64)
+            );
+        },
+    )
+}
+
+/// `SOURCE [=====>    ] 52%  40.2 MiB/77.0 MiB  200,000 rows written  ETA 3s`: a total known.
+fn bar_style(rows: &Arc<AtomicU64>, unit: Unit) -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix} [{bar:24}] {percent:>3}%  {read}  {rows} rows written  {msg}  ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+    .with_key("rows", rows_key(rows))
+    .with_key(
+        "read",
+        move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let (read, total) = (state.pos(), state.len().unwrap_or(0));
+            let _ = match unit {
+                Unit::Bytes => write!(w, "{}/{}", HumanBytes(read), HumanBytes(total)),
+                Unit::Pages => write!(w, "{read}/{total} pages"),
+                Unit::Records => write!(
+                    w,
+                    "{}/{} records fetched",
+                    indicatif::HumanCount(read),
+                    indicatif::HumanCount(total)
+                ),
+            };
+        },
+    )
+}
+
+/// The rows written, for a template.
+fn rows_key(
+    rows: &Arc<AtomicU64>,
+) -> impl Fn(&indicatif::ProgressState, &mut dyn std::fmt::Write) + Send + Sync + Clone + 'static {
+    let rows = rows.clone();
+    move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{}", indicatif::HumanCount(rows.load(Ordering::Relaxed)));
     }
 }
 

@@ -25,7 +25,12 @@ pub struct RejectFile {
     keep: std::sync::atomic::AtomicBool,
     count: AtomicU64,
     progress: Arc<Progress>,
+    /// A preview's: nothing is written; the first few entries are kept to show.
+    preview: Option<Mutex<Vec<String>>>,
 }
+
+/// How many rows set aside a preview keeps to show.
+const PREVIEW_SHOWN: usize = 10;
 
 /// Why a row could not be set aside.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +61,16 @@ impl RejectFile {
         source_name: String,
         progress: Arc<Progress>,
     ) -> Arc<RejectFile> {
-        Arc::new(RejectFile {
+        Arc::new(RejectFile::build(options, source_name, progress, None))
+    }
+
+    fn build(
+        options: &RejectOptions,
+        source_name: String,
+        progress: Arc<Progress>,
+        preview: Option<Mutex<Vec<String>>>,
+    ) -> RejectFile {
+        RejectFile {
             options: options.clone(),
             source_name,
             writer: Mutex::new(None),
@@ -64,7 +78,27 @@ impl RejectFile {
             keep: std::sync::atomic::AtomicBool::new(false),
             count: AtomicU64::new(0),
             progress,
-        })
+            preview,
+        }
+    }
+
+    /// A reject file for `--preview`: it writes nothing (a preview leaves no file behind,
+    /// nor touches one a running load is writing) and keeps the first entries to show.
+    pub fn preview(
+        options: &RejectOptions,
+        source_name: String,
+        progress: Arc<Progress>,
+    ) -> Arc<RejectFile> {
+        let kept = Some(Mutex::new(Vec::new()));
+        Arc::new(RejectFile::build(options, source_name, progress, kept))
+    }
+
+    /// What a preview set aside (the first few), as the reject file would hold it.
+    pub fn previewed(&self) -> Vec<String> {
+        self.preview
+            .as_ref()
+            .and_then(|kept| kept.lock().ok().map(|k| k.clone()))
+            .unwrap_or_default()
     }
 
     /// Sets one record aside: its number in the load, its input line where known, why, and
@@ -86,7 +120,13 @@ impl RejectFile {
             "reason": reason,
             "record_text": text,
         });
-        {
+        if let Some(kept) = &self.preview {
+            if let Ok(mut kept) = kept.lock()
+                && kept.len() < PREVIEW_SHOWN
+            {
+                kept.push(crate::secrets::redact(&entry.to_string()).into_owned());
+            }
+        } else {
             let path = self.options.partial_path();
             let failed = |error| RejectError::Write {
                 path: path.clone(),

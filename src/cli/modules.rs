@@ -12,9 +12,10 @@ use super::{Outcome, interrupted};
 use crate::config::module::{Module, discover, render};
 use crate::config::schedule::Schedule;
 use crate::config::{Config, load_dotenv, process_env};
-use crate::pipeline::run::{Preview, preview_module, run_module, run_on_schedule};
+use crate::pipeline::Preview;
+use crate::pipeline::run::{preview_module, run_module, run_on_schedule};
 use crate::pipeline::{LoadError, LoadSummary};
-use crate::progress::Progress;
+use crate::progress::{Progress, RunTotal};
 
 /// Reads the config and renders the modules; any mistake in either stops everything.
 fn load(files: &PipelineFiles) -> anyhow::Result<(Config, Vec<Module>)> {
@@ -62,12 +63,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let (config, modules) = load(&args.files)?;
     let config = Arc::new(config);
     let bars = indicatif::MultiProgress::new();
+    // Modules run on a schedule come and go; the total line is for a run of them all.
+    let total = (!args.schedule && modules.len() > 1)
+        .then(|| RunTotal::start(args.progress, modules.len(), &bars));
     let run_one = |module: Module| {
         let config = config.clone();
+        let total = total.as_ref();
+        // The total line stays on top; each module's line goes below it.
         let progress = Progress::start_in(args.progress, &format!("module {}", module.name), &bars);
         async move {
+            if let Some(total) = total {
+                total.started(&progress);
+            }
             let result = run_module(&config, &module, &process_env, progress.clone()).await;
             progress.finish();
+            if let Some(total) = total {
+                total.ended(result.is_ok());
+            }
             let result = result.map_err(|error| Failed {
                 error,
                 left: crate::cli::output::left_in("its table", progress.ledger(), None),
@@ -116,6 +128,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Interrupted);
         }
     };
+    if let Some(total) = &total {
+        total.finish();
+    }
     let mut failed = Vec::new();
     for (module, result) in &results {
         report(&args, module, result);

@@ -157,9 +157,15 @@ impl Sample {
             columns: self
                 .fields
                 .iter()
-                .map(|(name, kinds)| Column::new(name.clone(), resolve(*kinds & !NULL)))
+                .map(|(name, kinds)| Column::new(name.clone(), resolve(*kinds & !NULL).0))
                 .collect(),
         }
+    }
+
+    /// Why [`Sample::infer`] gave field `name` its type, in words (`--preview`).
+    pub fn rule(&self, name: &str) -> Option<&'static str> {
+        let (_, kinds) = self.fields.iter().find(|(n, _)| n == name)?;
+        Some(resolve(*kinds & !NULL).1)
     }
 }
 
@@ -241,24 +247,39 @@ fn decimal(text: &str) -> (bool, String, i64) {
     (negative, significant, power)
 }
 
-/// The narrowest type that holds every kind seen exactly. Mixed scalars fall back to text,
-/// which keeps each value as written; anything nested makes the column jsonb.
-fn resolve(kinds: u16) -> PgType {
+/// The narrowest type that holds every kind seen exactly, and the rule that chose it (shown
+/// by `--preview`). Mixed scalars fall back to text, which keeps each value as written;
+/// anything nested makes the column jsonb.
+fn resolve(kinds: u16) -> (PgType, &'static str) {
     let kinds = kinds & !(BEYOND_INT2 | BEYOND_INT4);
     if kinds & NESTED != 0 {
-        return PgType::Jsonb;
+        return (PgType::Jsonb, "an object or array was seen");
     }
     let numbers = INT | BIG_INT | FLOAT | NOT_DOUBLE;
     match kinds {
-        0 => PgType::Text,
-        BOOL => PgType::Bool,
-        k if k & !(INT | NOT_DOUBLE) == 0 => PgType::Int8,
-        k if k & !numbers == 0 && k & (BIG_INT | NOT_DOUBLE) == 0 => PgType::Float8,
-        k if k & !numbers == 0 => PgType::Numeric,
-        TIMESTAMPTZ => PgType::Timestamptz,
-        TIMESTAMP => PgType::Timestamp,
-        DATE => PgType::Date,
-        _ => PgType::Text,
+        0 => (
+            PgType::Text,
+            "only nulls were seen; text takes any value later",
+        ),
+        BOOL => (PgType::Bool, "only true and false"),
+        k if k & !(INT | NOT_DOUBLE) == 0 => (PgType::Int8, "integers within 64 bits"),
+        k if k & !numbers == 0 && k & (BIG_INT | NOT_DOUBLE) == 0 => (
+            PgType::Float8,
+            "numbers with a fraction or exponent, each held exactly by a double",
+        ),
+        k if k & !numbers == 0 && k & BIG_INT != 0 => (PgType::Numeric, "an integer past 64 bits"),
+        k if k & !numbers == 0 => (
+            PgType::Numeric,
+            "a number a double cannot hold exactly (digits would be lost)",
+        ),
+        TIMESTAMPTZ => (PgType::Timestamptz, "timestamps with a UTC offset"),
+        TIMESTAMP => (PgType::Timestamp, "timestamps without an offset"),
+        DATE => (PgType::Date, "dates (YYYY-MM-DD)"),
+        STRING => (PgType::Text, "strings"),
+        _ => (
+            PgType::Text,
+            "values of different kinds; text keeps each as written",
+        ),
     }
 }
 

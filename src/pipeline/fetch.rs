@@ -164,12 +164,12 @@ pub(super) async fn fetch_pages(
         };
         let page = page?;
         progress.add_bytes(page.body.len() as u64);
-        progress.add_page();
         let (framed, captured) = frame_page(page.body, label.clone(), &request, pager.captures())
             .map_err(|error| LoadError::Decode {
             source_name: format!("{source_name}, {label}"),
             error,
         })?;
+        progress.add_page();
         let last_record = pager.last_record_pointer().and_then(|pointer| {
             let (start, end, _) = framed.records.last()?;
             value_at(&framed.body[*start..*end], pointer)
@@ -186,7 +186,12 @@ pub(super) async fn fetch_pages(
         if tx.send(Chunk::Page(framed)).await.is_err() {
             return Ok(());
         }
-        if pager.advance(&facts)?.is_none() {
+        let more = pager.advance(&facts)?;
+        if let Some(total) = pager.expected_total() {
+            progress.set_total(total);
+        }
+        progress.paged_to(pager.pages_fetched(), pager.records_fetched());
+        if more.is_none() {
             // Pages requested past the end are dropped unread.
             tracing::info!(pages = pager.pages_fetched(), "last page reached");
             return Ok(());

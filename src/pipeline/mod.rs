@@ -32,9 +32,8 @@ use crate::decode::{
 use crate::encode::{CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
 use crate::rejects::{RejectError, RejectFile};
-use crate::request::{LoadRequest, Resume, SettingError};
+use crate::request::{LoadRequest, SettingError};
 use crate::schema::TableName;
-use crate::sink::lock::Lockable;
 use crate::sink::write::{Encoded, Refusable, WriteOptions};
 use crate::sink::{
     ConnectOptions, LoadPlan, Mode, PlanOptions, ReplaceWith, SinkError, describe_target,
@@ -47,12 +46,17 @@ mod cursor;
 mod decode_stage;
 mod encode_stage;
 mod fetch;
+mod preview;
 #[cfg(feature = "sql")]
 pub mod run;
+mod state;
+
+pub use preview::{PlannedColumn, Preview, preview_load};
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;
 use fetch::{Chunk, fetch, fetch_pages};
+pub(crate) use state::{lock_and_read_state, read_state};
 
 /// What flows from the decode stage to the encode stage.
 pub(crate) enum Flow {
@@ -169,82 +173,6 @@ pub async fn load(
         Helpers { rejects, streams },
     )
     .await
-}
-
-/// Makes overlapping runs wait for each other, then reads what the state says to ask the
-/// APIs for: takes the advisory locks (see [`crate::sink::lock`]) on the state keys of
-/// `sources` and, for a replace or merge, on `sink`'s table, on the load's own `client`, so
-/// they are held until the load ends; then returns `sources` with their stored state applied.
-///
-/// An unfinished `--commit-every` backfill resumes at its next page (with the query it
-/// started with); otherwise an incremental load asks only for records past the stored
-/// cursor.
-pub(crate) async fn lock_and_read_state(
-    client: &mut tokio_postgres::Client,
-    sources: &[LoadRequest],
-    sink: &LoadRequest,
-) -> Result<Vec<LoadRequest>, LoadError> {
-    let mut locks: Vec<Lockable> = sources
-        .iter()
-        .filter(|r| r.incremental.is_some() || r.commit_every.is_some())
-        .map(|r| Lockable::State(r.state_key.clone()))
-        .collect();
-    if matches!(sink.mode, Mode::Replace | Mode::Merge) {
-        locks.push(Lockable::table(&sink.table));
-    }
-    if !locks.is_empty() {
-        crate::sink::lock::acquire(client, locks, sink.lock_timeout, &sink.table).await?;
-    }
-    let mut with_state = Vec::with_capacity(sources.len());
-    for request in sources {
-        with_state.push(with_stored_state(request, client).await?);
-    }
-    Ok(with_state)
-}
-
-/// `request` with its stored state applied (see [`lock_and_read_state`]).
-async fn with_stored_state(
-    request: &LoadRequest,
-    client: &tokio_postgres::Client,
-) -> Result<LoadRequest, LoadError> {
-    let cursor_param = request
-        .incremental
-        .as_ref()
-        .and_then(|inc| inc.cursor_param.clone());
-    let mut with_state = request.clone();
-    if request.full_refresh || (cursor_param.is_none() && request.commit_every.is_none()) {
-        return Ok(with_state);
-    }
-    let stored = crate::sink::state::read(
-        client,
-        &request.state_key,
-        request.legacy_state_key.as_deref(),
-        &request.table,
-    )
-    .await?;
-    let key = &request.state_key;
-    match (&stored.resume, request.commit_every) {
-        (Some(resume), Some(_)) => {
-            let position = serde_json::from_str(resume).map_err(|e| {
-                LoadError::Unsupported(format!(
-                    "the saved position of the unfinished backfill {key:?} in apitap._state is unreadable ({e}); \
-                     pass --full-refresh to start it again"
-                ))
-            })?;
-            tracing::info!(key = %key, "resuming an unfinished backfill after its last commit");
-            with_state.resume = Some(Resume {
-                position,
-                cursor: stored.cursor,
-            });
-        }
-        _ => {
-            if let (Some(param), Some(value)) = (cursor_param, stored.cursor) {
-                tracing::info!(key = %key, cursor = %value, "resuming after the stored cursor");
-                with_state.http.request.query.push((param, value));
-            }
-        }
-    }
-    Ok(with_state)
 }
 
 /// A source whose fetch and decode stages are running and have taken their sample; they
@@ -589,6 +517,14 @@ impl Stages {
             .await
             .map_err(|e| LoadError::Internal(format!("a load stage panicked: {e}")))?;
         upstream.and(encode)
+    }
+
+    /// Stops the stages before their end (a preview has its rows): async stages are
+    /// aborted; a blocking one ends at its next send, its receiver being gone.
+    pub(crate) fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
     }
 
     /// For when a stage stopped early: the reason it returned.

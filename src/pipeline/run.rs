@@ -35,7 +35,7 @@ pub async fn run_module(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
-    let mut started = start(config, module, env, progress.clone()).await?;
+    let mut started = start(config, module, env, progress.clone(), false).await?;
     let rejects = started.rejects.take();
     let (tx, rx) = mpsc::channel::<Flow>(4);
     let columns = started.plan.decode.columns.clone();
@@ -98,12 +98,14 @@ struct Started {
     rejects: Option<Arc<crate::rejects::RejectFile>>,
 }
 
-/// Opens the module's sources, starts its SQL and plans the load of its output.
+/// Opens the module's sources, starts its SQL and plans the load of its output. A
+/// `preview` connects read-only, takes no lock and writes no reject file.
 async fn start(
     config: &Config,
     module: &Module,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     progress: Arc<Progress>,
+    preview: bool,
 ) -> Result<Started, LoadError> {
     let target = config.target(module.sink.name.as_deref())?;
     let connect = target.connect_options(env)?;
@@ -169,16 +171,24 @@ async fn start(
                 .into(),
         }));
     }
-    let mut client = connect.connect().await?;
     let requests: Vec<_> = sources.iter().map(|(_, request)| request.clone()).collect();
-    let requests = lock_and_read_state(&mut client, &requests, &sink).await?;
+    let (client, requests) = if preview {
+        let client = connect.connect_read_only().await?;
+        let requests = read_state(&client, &requests).await?;
+        (client, requests)
+    } else {
+        let mut client = connect.connect().await?;
+        let requests = lock_and_read_state(&mut client, &requests, &sink).await?;
+        (client, requests)
+    };
 
     let rejects = sink.rejects.as_ref().map(|options| {
-        crate::rejects::RejectFile::new(
-            options,
-            format!("module {}", module.name),
-            progress.clone(),
-        )
+        let name = format!("module {}", module.name);
+        if preview {
+            crate::rejects::RejectFile::preview(options, name, progress.clone())
+        } else {
+            crate::rejects::RejectFile::new(options, name, progress.clone())
+        }
     });
     let opened = futures_util::future::try_join_all(
         requests
@@ -254,51 +264,6 @@ async fn start(
     })
 }
 
-/// What a module would do, without doing it: `apitap check --preview`.
-#[derive(Debug)]
-pub struct Preview {
-    pub sources: Vec<(String, crate::schema::TableSchema)>,
-    pub output: crate::schema::TableSchema,
-    pub table: crate::schema::TableName,
-    /// The statements a run would start with (CREATE TABLE, ALTER TABLE …).
-    pub ddl: Vec<String>,
-    /// The first output rows, as JSON lines.
-    pub rows: Vec<String>,
-    /// Output columns loaded into a column of another name, as (field, column).
-    pub renamed: Vec<(String, String)>,
-}
-
-impl std::fmt::Display for Preview {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let columns = |schema: &crate::schema::TableSchema| {
-            schema
-                .columns
-                .iter()
-                .map(|c| format!("{} {}", crate::schema::quote_ident(&c.name), c.pg_type))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        for (name, schema) in &self.sources {
-            writeln!(f, "  source {name}: {}", columns(schema))?;
-        }
-        writeln!(f, "  output: {}", columns(&self.output))?;
-        writeln!(f, "  into {}", self.table)?;
-        if self.ddl.is_empty() {
-            writeln!(f, "  DDL: none, the table fits")?;
-        }
-        for statement in &self.ddl {
-            writeln!(f, "  DDL: {statement}")?;
-        }
-        for (field, column) in &self.renamed {
-            writeln!(f, "  field {field:?} loads into column {column:?}")?;
-        }
-        for row in &self.rows {
-            writeln!(f, "  row: {row}")?;
-        }
-        Ok(())
-    }
-}
-
 /// Samples each source as a run would, runs the SQL, plans the load and shows the first
 /// `rows` output rows, writing nothing.
 ///
@@ -313,31 +278,23 @@ pub async fn preview_module(
     let progress = Progress::start(crate::progress::ProgressMode::Never, &module.name);
     // The sources sample as many records as a run would, so the schemas shown are the ones a
     // run would infer; only the rows shown are limited to `rows`.
-    let mut started = start(config, module, env, progress).await?;
-    let mut shown = Vec::new();
-    while shown.len() < rows {
+    let mut started = start(config, module, env, progress, true).await?;
+    let mut preview = Preview::of_plan(&started.plan, &started.sink, &|_| {
+        "the type of the SQL's output column".to_string()
+    });
+    while preview.rows.len() < rows {
         let Some(batch) = started.output.next().await else {
             break;
         };
         let batch = batch.map_err(|e| resolve(e, &started.failures, &module.name))?;
-        let batch = batch.slice(0, batch.num_rows().min(rows - shown.len()));
-        let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-        writer
-            .write(&batch)
-            .and_then(|()| writer.finish())
-            .map_err(|e| LoadError::Internal(e.to_string()))?;
-        let text = String::from_utf8_lossy(&writer.into_inner()).into_owned();
-        shown.extend(text.lines().map(str::to_string));
+        super::preview::json_lines(&batch, &mut preview.rows, rows)?;
     }
-    let plan = &started.plan;
-    Ok(Preview {
-        sources: std::mem::take(&mut started.sources),
-        output: started.fields.clone(),
-        table: plan.table.clone(),
-        ddl: plan.ddl(),
-        rows: shown,
-        renamed: plan.renamed_fields(),
-    })
+    preview.sources = std::mem::take(&mut started.sources);
+    preview.output = Some(started.fields.clone());
+    if let Some(rejects) = &started.rejects {
+        preview.set_aside = rejects.previewed();
+    }
+    Ok(preview)
 }
 
 /// Calls `job` at every time `schedule` matches, from now on, forever. A run that is still

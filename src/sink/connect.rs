@@ -249,6 +249,23 @@ impl ConnectOptions {
         });
         Ok(client)
     }
+
+    /// A connection on which every transaction is read-only, for `--preview`: what a
+    /// preview runs can read the catalog and the state, and could not write by mistake.
+    ///
+    /// # Errors
+    /// As [`ConnectOptions::connect`].
+    pub async fn connect_read_only(&self) -> Result<tokio_postgres::Client, SinkError> {
+        let client = self.connect().await?;
+        client
+            .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            .await
+            .map_err(|e| SinkError::Connect {
+                target: self.describe(),
+                reason: format!("could not make the session read-only: {}", error_chain(&e)),
+            })?;
+        Ok(client)
+    }
 }
 
 /// Keepalives and the TCP user timeout.

@@ -19,6 +19,7 @@ pub mod throttle;
 use std::fmt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_compression::tokio::bufread::GzipDecoder;
 use futures_util::TryStreamExt;
@@ -107,9 +108,9 @@ impl Source {
     ///
     /// # Errors
     /// A non-2xx response, an unreachable server, or a file that cannot be opened.
-    pub async fn open(&self, http: &Http, progress: &Progress) -> Result<Body, SourceError> {
-        let raw: Body = match self {
-            Source::Stdin => Box::pin(tokio::io::stdin()),
+    pub async fn open(&self, http: &Http, progress: &Arc<Progress>) -> Result<Body, SourceError> {
+        let (raw, size): (Body, Option<u64>) = match self {
+            Source::Stdin => (Box::pin(tokio::io::stdin()), stdin_file_size()),
             Source::File(path) => {
                 let file = tokio::fs::File::open(path)
                     .await
@@ -117,11 +118,26 @@ impl Source {
                         path: path.display().to_string(),
                         reason: e.to_string(),
                     })?;
-                Box::pin(file)
+                let size = file
+                    .metadata()
+                    .await
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len());
+                (Box::pin(file), size)
             }
             Source::Http(url) => open_http(http, url, progress).await?,
         };
-        let mut reader = BufReader::with_capacity(256 * 1024, raw);
+        // A body requested again after a cut is read from its start.
+        progress.restart_input();
+        if let Some(size) = size {
+            progress.set_total(crate::progress::Total::Bytes(size));
+        }
+        let counted = Counted {
+            inner: raw,
+            progress: progress.clone(),
+        };
+        let mut reader = BufReader::with_capacity(256 * 1024, counted);
         let head = reader.fill_buf().await.map_err(|e| self.read_error(&e))?;
         if head.starts_with(&[0x1f, 0x8b]) {
             let mut gzip = GzipDecoder::new(reader);
@@ -152,11 +168,55 @@ impl fmt::Display for Source {
     }
 }
 
-/// Streams the body of `url`, after retrying transient failures of the request itself.
-async fn open_http(http: &Http, url: &str, progress: &Progress) -> Result<Body, SourceError> {
+/// Streams the body of `url`, after retrying transient failures of the request itself;
+/// with its length when the server said it (and the body is not compressed in transit).
+async fn open_http(
+    http: &Http,
+    url: &str,
+    progress: &Progress,
+) -> Result<(Body, Option<u64>), SourceError> {
     let (response, _) = http::send(http, &http.url(url)?, progress, 1).await?;
+    let size = response.content_length();
     let stream = response.bytes_stream().map_err(std::io::Error::other);
-    Ok(Box::pin(StreamReader::new(stream)))
+    Ok((Box::pin(StreamReader::new(stream)), size))
+}
+
+/// The size of stdin when it is a file (`apitap load - < dump.ndjson`), not a pipe.
+fn stdin_file_size() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::metadata("/proc/self/fd/0")
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// The input as read, counted (before decompression) for the progress bar.
+struct Counted {
+    inner: Body,
+    progress: Arc<Progress>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = this.inner.as_mut().poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            this.progress
+                .add_input_bytes((buf.filled().len() - before) as u64);
+        }
+        polled
+    }
 }
 
 /// An error and its causes on one line: reqwest and io errors keep the useful part

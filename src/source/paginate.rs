@@ -482,6 +482,20 @@ impl Pager {
             .and_then(|v| v.as_deref())
     }
 
+    /// Records fetched since the first page.
+    pub fn records_fetched(&self) -> u64 {
+        self.records
+    }
+
+    /// How much the API said there is, once a page said it: its page count, else its
+    /// record count (for the progress bar).
+    pub fn expected_total(&self) -> Option<crate::progress::Total> {
+        use crate::progress::Total;
+        self.total_pages
+            .map(Total::Pages)
+            .or(self.total.map(Total::Records))
+    }
+
     /// Takes in what the page just fetched showed and returns the next page's URL, or `None`
     /// when the source is exhausted.
     ///

@@ -277,3 +277,35 @@ async fn tables_apitap_creates_are_distributed_on_request() {
         Some("h".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_preview_shows_the_citus_calls_and_creates_nothing() {
+    let Some((url, db)) = coordinator("citus preview").await else {
+        return;
+    };
+    fresh(&db, "citus_preview").await;
+    let run = load(
+        &url,
+        3,
+        "citus_preview.a",
+        &[
+            "--distribute-by",
+            "id",
+            "--shard-count",
+            "4",
+            "--preview",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "  DDL: SELECT create_distributed_table('\"citus_preview\".\"a\"', 'id', shard_count => 4)\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("  row: {\"id\":1,"), "{}", run.stdout);
+    assert!(!table_exists(&db, "citus_preview.a").await);
+}

@@ -24,10 +24,14 @@ mod pgtls;
 mod pipelines;
 #[cfg(feature = "sql")]
 mod pipelines_config;
+mod preview;
+mod progress;
 mod redirects;
 mod rejects;
 mod replace;
 mod roundtrip;
+mod scaling;
 mod secrets;
+mod shell;
 mod state;
 mod types;

@@ -118,6 +118,12 @@ async fn check_previews_schemas_ddl_and_rows_without_writing() {
         ),
         "{out}"
     );
+    assert!(
+        out.contains(&format!(
+            "  into {schema}.typed (created), append\n  column \"id\" bigint: the type of the SQL's output column\n"
+        )),
+        "{out}"
+    );
     assert!(out.ends_with("ok: 1 module(s) checked\n"), "{out}");
     assert!(!table_exists(&db, &format!("{schema}.typed")).await);
 }

@@ -1,0 +1,557 @@
+//! `apitap load`: its flags, the load they describe, and what it prints when done.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use super::{Outcome, interrupted, output, peak_rss_bytes};
+use crate::decode::Format;
+use crate::pipeline::{LoadSummary, load};
+use crate::progress::{Progress, ProgressMode};
+use crate::request::{LoadRequest, LoadSpec, Origin, defaults};
+use crate::schema::TableName;
+use crate::sink::{ConnectOptions, Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::source::RetryPolicy;
+use crate::source::auth::AuthConfig;
+use crate::source::paginate::PaginationConfig;
+use crate::source::throttle::RateLimit;
+
+/// What to do with a record that cannot be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    Fail,
+    Reject,
+}
+
+/// HTTP method, as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    Get,
+    Post,
+}
+
+/// Input layout, as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Detect from the first byte: `[` is a JSON array, `{` NDJSON.
+    Auto,
+    Ndjson,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// An http(s) URL, a file path, or `-` for stdin. Gzip is detected and decompressed.
+    pub source: String,
+
+    /// Target table, `[schema.]table`; created (with its schema) when missing.
+    #[arg(help_heading = "Table", long, short = 't')]
+    pub table: String,
+
+    /// `append` adds rows; `replace` swaps the table's rows for the new ones atomically;
+    /// `merge` upserts on --key (the last record of a repeated key wins).
+    #[arg(help_heading = "Table", long, value_enum, default_value_t = Mode::Append)]
+    pub mode: Mode,
+
+    /// How `--mode replace` replaces an existing table: `swap` loads a new table and swaps it
+    /// in with the old one's indexes, constraints, triggers and grants (refused when views or
+    /// other tables' foreign keys depend on it); `delete` deletes and reloads the rows in place.
+    #[arg(help_heading = "Table", long, value_enum, default_value_t = ReplaceWith::Swap)]
+    pub replace_with: ReplaceWith,
+
+    /// Incremental loads: remember the highest loaded value of this field, in apitap._state,
+    /// written in the load's transaction.
+    #[arg(help_heading = "Incremental loads", long, value_name = "FIELD")]
+    pub cursor_field: Option<String>,
+
+    /// Send the remembered value to the API in this query parameter on the next run.
+    #[arg(
+        help_heading = "Incremental loads",
+        long,
+        value_name = "NAME",
+        requires = "cursor_field"
+    )]
+    pub cursor_param: Option<String>,
+
+    /// The key of the load's state in apitap._state (default: the --table text).
+    #[arg(help_heading = "Incremental loads", long, value_name = "KEY")]
+    pub state_key: Option<String>,
+
+    /// Ignore the stored state this time: the cursor, or an unfinished backfill (it is still
+    /// updated).
+    #[arg(help_heading = "Incremental loads", long)]
+    pub full_refresh: bool,
+
+    /// Citus: make a table the load creates a distributed table, sharded by this column.
+    #[arg(help_heading = "Citus", long, value_name = "COLUMN")]
+    pub distribute_by: Option<String>,
+
+    /// Citus: colocate the new distributed table with this one (same shards and placement).
+    #[arg(
+        help_heading = "Citus",
+        long,
+        value_name = "TABLE",
+        requires = "distribute_by"
+    )]
+    pub colocate_with: Option<String>,
+
+    /// Citus: shards of the new distributed table (default: citus.shard_count).
+    #[arg(
+        help_heading = "Citus",
+        long,
+        value_name = "N",
+        requires = "distribute_by"
+    )]
+    pub shard_count: Option<u32>,
+
+    /// Citus: make a table the load creates a reference table (a copy on every node).
+    #[arg(help_heading = "Citus", long, conflicts_with = "distribute_by")]
+    pub reference_table: bool,
+
+    /// Seconds to wait for another run of this load (same state key; same table for replace
+    /// and merge) to finish before failing with who holds it.
+    #[arg(help_heading = "Table", long, value_name = "SECS", default_value_t = crate::request::defaults::LOCK_TIMEOUT_SECS)]
+    pub lock_timeout: f64,
+
+    /// COPY through N connections at once, into a staging table the load's transaction
+    /// publishes: faster when the server has idle cores (append and replace only).
+    #[arg(help_heading = "Table", long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub copy_streams: u16,
+
+    /// Commit every N pages of a paged source, recording where to resume: a rerun after a
+    /// crash goes on after the last commit, with no row twice and none missing.
+    #[arg(help_heading = "Incremental loads", long, value_name = "PAGES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_every: Option<u64>,
+
+    /// How rows are written: binary `copy`, or batched `insert` for servers and proxies
+    /// without COPY.
+    #[arg(long, value_enum, default_value_t = WriteMethod::Copy, help_heading = "Table")]
+    pub method: WriteMethod,
+
+    /// A record that cannot be decoded or converted: `fail` the load (the default), or
+    /// `reject` it to --reject-file and load the rest.
+    #[arg(long, value_enum, default_value_t = OnError::Fail, help_heading = "Table")]
+    pub on_error: OnError,
+
+    /// Where --on-error reject writes set-aside records (NDJSON with the reason); written
+    /// only if the load commits.
+    #[arg(
+        long,
+        default_value = defaults::REJECT_FILE,
+        value_name = "PATH",
+        help_heading = "Table"
+    )]
+    pub reject_file: PathBuf,
+
+    /// Fail the load when more records than this are rejected.
+    #[arg(long, value_name = "N", help_heading = "Table")]
+    pub max_rejects: Option<u64>,
+
+    /// Rows per INSERT statement with --method insert.
+    #[arg(long, default_value_t = defaults::INSERT_BATCH, value_name = "N", help_heading = "Table")]
+    pub insert_batch: usize,
+
+    /// Key columns for --mode merge, comma-separated; a new table gets them as primary key.
+    #[arg(
+        help_heading = "Table",
+        long = "key",
+        value_delimiter = ',',
+        value_name = "COLUMN[,COLUMN…]"
+    )]
+    pub keys: Vec<String>,
+
+    #[arg(help_heading = "Input", long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+
+    /// The records are the array at this JSON pointer inside one JSON document, e.g. /data
+    /// for `{"data": [...], "next": …}`. The document is read whole (up to
+    /// --max-record-bytes).
+    #[arg(help_heading = "Input", long, value_name = "POINTER")]
+    pub records_path: Option<String>,
+
+    /// Records read before loading, to infer a new table's columns.
+    #[arg(help_heading = "Table", long, default_value_t = defaults::SAMPLE, value_name = "N")]
+    pub sample: usize,
+
+    /// Fields the table has no column for: `evolve` adds nullable columns, `freeze` fails
+    /// naming the field, `discard` drops them and says which.
+    #[arg(help_heading = "Table", long, value_enum, default_value_t = SchemaPolicy::Evolve)]
+    pub schema: SchemaPolicy,
+
+    /// The same as --schema discard.
+    #[arg(help_heading = "Table", long)]
+    pub ignore_unknown_fields: bool,
+
+    /// With --schema evolve: make a column text when the sample holds a value its type
+    /// refuses (`"A-7"` in an integer column), converting the values already in it.
+    #[arg(help_heading = "Table", long)]
+    pub widen_to_text: bool,
+
+    /// Let `--mode replace` empty the table when the source has no records.
+    #[arg(help_heading = "Table", long)]
+    pub allow_empty: bool,
+
+    /// Records per Arrow batch.
+    #[arg(help_heading = "Input", long, default_value_t = defaults::BATCH_SIZE, value_name = "N")]
+    pub batch_size: usize,
+
+    /// An HTTP header for the request, `'Name: value'`; `${VAR}` is taken from the
+    /// environment. Repeatable. Values are never printed.
+    #[arg(
+        help_heading = "HTTP sources",
+        long = "header",
+        short = 'H',
+        value_name = "'NAME: VALUE'"
+    )]
+    pub headers: Vec<String>,
+
+    /// A query parameter added to the URL, `name=value`, with `${VAR}` from the environment.
+    /// Repeatable.
+    #[arg(
+        help_heading = "HTTP sources",
+        long = "query",
+        value_name = "NAME=VALUE"
+    )]
+    pub query: Vec<String>,
+
+    /// Fetch an HTTP source page by page, as an inline mapping, e.g.
+    /// '{kind: page_number, page_size: 1000}' or
+    /// '{kind: cursor, cursor_param: after, cursor_path: /next_cursor, has_more_path: /has_more}'.
+    /// Kinds: limit_offset, page_number, page_only, cursor, next_url, link_header.
+    #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
+    pub pagination: Option<String>,
+
+    /// Authentication, as an inline mapping with secrets from the environment:
+    /// '{kind: bearer, token: "${TOKEN}"}', '{kind: basic, username: u, password: "${PW}"}',
+    /// '{kind: api_key, name: X-Api-Key, value: "${KEY}", in: header|query}',
+    /// '{kind: oauth2_client_credentials, token_url: …, client_id: …, client_secret: "${SECRET}", scope: …}'.
+    #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
+    pub auth: Option<String>,
+
+    /// Pace requests, as an inline mapping: '{requests_per_second: 10, burst: 5}'. Shared by
+    /// concurrent page fetches; 429s and exhausted X-RateLimit windows pause them all.
+    #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
+    pub rate_limit: Option<String>,
+
+    /// HTTP method: GET, or POST with --body.
+    #[arg(help_heading = "HTTP sources", long, value_enum, default_value_t = MethodArg::Get)]
+    pub http_method: MethodArg,
+
+    /// JSON body sent with --http-method post; `${VAR}` and the date helpers are expanded.
+    #[arg(help_heading = "HTTP sources", long, value_name = "JSON")]
+    pub body: Option<String>,
+
+    /// Seconds to wait for an HTTP connection.
+    #[arg(
+        help_heading = "HTTP sources",
+        long,
+        default_value_t = defaults::CONNECT_TIMEOUT_SECS,
+        value_name = "SECS"
+    )]
+    pub connect_timeout: f64,
+
+    /// Seconds to wait for each read of a response (there is no total timeout).
+    #[arg(
+        help_heading = "HTTP sources",
+        long,
+        default_value_t = defaults::READ_TIMEOUT_SECS,
+        value_name = "SECS"
+    )]
+    pub read_timeout: f64,
+
+    /// Seconds the whole of each HTTP request may take, body included: bounds a server that
+    /// trickles. None by default, as it would cut long streams.
+    #[arg(help_heading = "HTTP sources", long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// A PEM file of CA certificates to trust for https sources (a private CA), besides the
+    /// system's roots (or the bundled web roots where the system has none).
+    #[arg(help_heading = "HTTP sources", long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Follow redirects and next links to other hosts, without any credential (by default
+    /// they fail the load, so credentials never reach another origin).
+    #[arg(help_heading = "HTTP sources", long)]
+    pub allow_cross_host: bool,
+
+    /// The most bytes one page may hold, after decompression.
+    #[arg(help_heading = "HTTP sources", long, value_name = "BYTES", default_value_t = defaults::MAX_PAGE_BYTES)]
+    pub max_page_bytes: usize,
+
+    /// A text to keep out of every output, log and file (`${VAR}` allowed); repeatable.
+    /// Auth values, API keys, URL passwords and `${VAR}` values in headers and query
+    /// parameters are kept out already.
+    #[arg(help_heading = "HTTP sources", long = "secret", value_name = "TEXT")]
+    pub secrets: Vec<String>,
+
+    /// Retries of failed requests (connection errors, timeouts, 408, 429, 5xx), as an inline
+    /// mapping: '{max_attempts: 5, min_delay_secs: 0.5, max_delay_secs: 30}' (the defaults).
+    #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
+    pub retry: Option<String>,
+
+    /// Longest record (or, with --records-path, document) accepted, in bytes.
+    #[arg(help_heading = "Input", long, default_value_t = defaults::MAX_RECORD_BYTES, value_name = "BYTES")]
+    pub max_record_bytes: usize,
+
+    /// PostgreSQL URL or `key=value` string; else DATABASE_URL, else libpq's PG* variables.
+    #[arg(
+        help_heading = "Connection and output",
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    #[arg(help_heading = "Connection and output", long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
+    /// Write the summary as JSON to this file, or `-` for stdout.
+    #[arg(help_heading = "Connection and output", long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Do not print the summary line on stderr.
+    #[arg(help_heading = "Connection and output", long, short = 'q')]
+    pub quiet: bool,
+
+    /// Show what the load would do and write nothing: connect read-only, sample, and print
+    /// the target table, the DDL, each column's type and why, the merge keys, and the first N
+    /// rows (default 10) as they would land.
+    #[arg(
+        help_heading = "Connection and output",
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "10"
+    )]
+    pub preview: Option<usize>,
+}
+
+pub(super) async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
+    let request = load_spec(&args)?.resolve(Origin::Flags, &|name| std::env::var(name).ok())?;
+    let connect = ConnectOptions::resolve(args.database_url.as_deref(), &[], &|k| {
+        std::env::var(k).ok()
+    })?;
+    if let Some(rows) = args.preview {
+        let preview = crate::pipeline::preview_load(&request, &connect, rows)
+            .await
+            .with_context(|| {
+                format!(
+                    "previewing the load of {} into {}; nothing was written",
+                    request.source, request.table
+                )
+            })?;
+        let mut out = std::io::stdout().lock();
+        write!(
+            out,
+            "load {}\n{preview}nothing was written (a preview)\n",
+            request.source
+        )?;
+        return Ok(Outcome::Done);
+    }
+    let progress = Progress::start(args.progress, &request.source.to_string());
+
+    let loading = load(&request, &connect, progress.clone());
+    tokio::pin!(loading);
+    let mut result = tokio::select! {
+        result = &mut loading => Some(result),
+        () = interrupted() => None,
+    };
+    if result.is_none() && progress.ledger().committing {
+        // The COMMIT is on its way: dropping the load now would leave its outcome unknown.
+        crate::cli::output::say(
+            "apitap: interrupted during COMMIT; waiting for the server's answer (interrupt again to stop waiting)",
+        );
+        result = tokio::select! {
+            result = &mut loading => Some(result),
+            () = interrupted() => None,
+        };
+    }
+    progress.finish();
+    let state_key = (request.incremental.is_some() || request.commit_every.is_some())
+        .then_some(request.state_key.as_str());
+    let left = || crate::cli::output::left_in("the table", progress.ledger(), state_key);
+    let Some(result) = result else {
+        // Dropping the load dropped its transaction and connection: PostgreSQL rolls back.
+        let table = request.table.to_string();
+        let left = crate::cli::output::left_in(&table, progress.ledger(), state_key);
+        crate::cli::output::say(&format!("apitap: interrupted; {left}"));
+        return Ok(Outcome::Interrupted);
+    };
+    let summary = result.with_context(|| {
+        format!(
+            "loading {} into {} failed; {}",
+            request.source,
+            request.table,
+            left()
+        )
+    })?;
+    report(&args, &request, &summary)?;
+    Ok(Outcome::Done)
+}
+
+/// The load the flags describe. Only the flags' own syntax is checked here (`Name: value`,
+/// inline mappings); [`LoadSpec::resolve`] checks the rest, as it does for YAML sources.
+fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
+    let table = TableName::parse(&args.table)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("invalid --table")?;
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((name, value)) => Ok((name.trim().to_string(), value.trim().to_string())),
+            None => anyhow::bail!("--header {h:?} must look like 'Name: value'"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let query = args
+        .query
+        .iter()
+        .map(|q| match q.split_once('=') {
+            Some((name, value)) => Ok((name.to_string(), value.to_string())),
+            None => anyhow::bail!("--query {q:?} must look like name=value"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(LoadSpec {
+        source: args.source.clone(),
+        table: Some(table),
+        headers,
+        query,
+        post: args.http_method == MethodArg::Post,
+        body: args.body.clone(),
+        auth: args.auth.as_deref().map(AuthConfig::parse).transpose()?,
+        retry: args.retry.as_deref().map(RetryPolicy::parse).transpose()?,
+        rate_limit: args
+            .rate_limit
+            .as_deref()
+            .map(RateLimit::parse)
+            .transpose()?,
+        pagination: args
+            .pagination
+            .as_deref()
+            .map(PaginationConfig::parse)
+            .transpose()?,
+        records_path: args.records_path.clone(),
+        format: match args.format {
+            FormatArg::Auto => None,
+            FormatArg::Ndjson => Some(Format::Ndjson),
+            FormatArg::Json => Some(Format::JsonArray),
+        },
+        connect_timeout_secs: Some(args.connect_timeout),
+        read_timeout_secs: Some(args.read_timeout),
+        timeout_secs: args.timeout,
+        ca_cert: args.ca_cert.clone(),
+        allow_cross_host: args.allow_cross_host,
+        max_page_bytes: Some(args.max_page_bytes),
+        secrets: args.secrets.clone(),
+        mode: args.mode,
+        replace_with: args.replace_with,
+        keys: args.keys.clone(),
+        method: args.method,
+        insert_batch: Some(args.insert_batch),
+        reject: args.on_error == OnError::Reject,
+        reject_file: Some(args.reject_file.clone()),
+        max_rejects: args.max_rejects,
+        cursor_field: args.cursor_field.clone(),
+        cursor_param: args.cursor_param.clone(),
+        state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
+        full_refresh: args.full_refresh,
+        commit_every: args.commit_every,
+        copy_streams: usize::from(args.copy_streams),
+        lock_timeout_secs: Some(args.lock_timeout),
+        distribute_by: args.distribute_by.clone(),
+        colocate_with: args.colocate_with.clone(),
+        shard_count: args.shard_count,
+        reference_table: args.reference_table,
+        sample: Some(args.sample),
+        batch_size: Some(args.batch_size),
+        schema: if args.ignore_unknown_fields {
+            SchemaPolicy::Discard
+        } else {
+            args.schema
+        },
+        widen_to_text: args.widen_to_text,
+        allow_empty: args.allow_empty,
+        max_record_bytes: Some(args.max_record_bytes),
+    })
+}
+
+fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyhow::Result<()> {
+    let f = summary.figures;
+    if !args.quiet {
+        crate::cli::output::say(&format!(
+            "apitap: loaded {} into {}{}: {}",
+            request.source,
+            summary.table,
+            if summary.created_table {
+                " (created)"
+            } else {
+                ""
+            },
+            f.line()
+        ));
+    }
+    if !summary.renamed_fields.is_empty() && !args.quiet {
+        let renamed: Vec<String> = summary
+            .renamed_fields
+            .iter()
+            .map(|(field, column)| format!("{field:?} → {column:?}"))
+            .collect();
+        crate::cli::output::say(&format!(
+            "apitap: {} field name(s) PostgreSQL cannot take as they are load into other columns of {}: {}",
+            renamed.len(),
+            summary.table,
+            renamed.join(", ")
+        ));
+    }
+    if !summary.added_columns.is_empty() && !args.quiet {
+        crate::cli::output::say(&format!(
+            "apitap: added {} column(s) to {} for new fields: {}",
+            summary.added_columns.len(),
+            summary.table,
+            summary.added_columns.join(", ")
+        ));
+    }
+    if !summary.widened_columns.is_empty() && !args.quiet {
+        crate::cli::output::say(&format!(
+            "apitap: widened {} column(s) of {} for sampled values their types could not hold: {}",
+            summary.widened_columns.len(),
+            summary.table,
+            summary.widened_columns.join(", ")
+        ));
+    }
+    if !summary.discarded_fields.is_empty() && !args.quiet {
+        crate::cli::output::say(&format!(
+            "apitap: discarded {} field(s) without a column in {}: {}",
+            summary.discarded_fields.len(),
+            summary.table,
+            summary.discarded_fields.join(", ")
+        ));
+    }
+    if let Some(path) = &args.summary_json {
+        let json = serde_json::json!({
+            "source": request.source.to_string(),
+            "table": summary.table.to_string(),
+            "mode": match request.mode { Mode::Append => "append", Mode::Replace => "replace", Mode::Merge => "merge" },
+            "created_table": summary.created_table,
+            "rows": f.rows,
+            "bytes": f.bytes,
+            "seconds": (f.seconds * 1000.0).round() / 1000.0,
+            "rows_per_second": f.rows_per_second().round() as u64,
+            "retries": f.retries,
+            "pages": f.pages,
+            "throttle_waits": f.throttle_waits,
+            "rejected": f.rejected,
+            "cursor": summary.cursor,
+            "added_columns": summary.added_columns,
+            "renamed_fields": summary.renamed_fields.iter().map(|(field, column)| serde_json::json!({"field": field, "column": column})).collect::<Vec<_>>(),
+            "widened_columns": summary.widened_columns,
+            "discarded_fields": summary.discarded_fields,
+            "peak_rss_bytes": peak_rss_bytes(),
+        });
+        output::write_text(path, &format!("{json}\n"))
+            .with_context(|| format!("could not write --summary-json {}", path.display()))?;
+    }
+    Ok(())
+}
