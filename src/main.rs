@@ -10,8 +10,11 @@ fn main() -> ExitCode {
     apitap::cli::output::install_panic_hook();
     let cli = Cli::parse();
     init_logging(&cli);
+    // DataFusion plans and runs a module's SQL recursively; 8 MiB stacks (tokio's default
+    // is 2 MiB) leave room for deep expressions. Untouched stack costs no memory.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
     {
         Ok(runtime) => runtime,
