@@ -470,10 +470,11 @@ fn spinner_style(rows: &Arc<AtomicU64>) -> ProgressStyle {
     )
 }
 
-/// `SOURCE [=====>    ] 52%  40.2 MiB/77.0 MiB  200,000 rows written  ETA 3s`: a total known.
+/// `SOURCE [=====>    ]  52%  40.2 MiB/77.0 MiB  200,000 rows written  ETA 3s  [retries…]`:
+/// a total known.
 fn bar_style(rows: &Arc<AtomicU64>, unit: Unit) -> ProgressStyle {
     ProgressStyle::with_template(
-        "{prefix} [{bar:24}] {percent:>3}%  {read}  {rows} rows written  {msg}  ETA {eta}",
+        "{prefix} [{bar:24}] {percent:>3}%  {read}  {rows} rows written  ETA {eta}  {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ")
