@@ -16,6 +16,20 @@ const RECORDS: &str = concat!(
     "\n",
 );
 
+/// `apitap load INPUT --table TABLE --sample 3 EXTRA…`.
+async fn preview(input: &std::path::Path, table: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "load",
+        input.to_str().unwrap(),
+        "--table",
+        table,
+        "--sample",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    apitap(&args, None).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_preview_shows_types_rules_ddl_and_rows_and_writes_nothing() {
     let db = client().await;
@@ -25,22 +39,16 @@ async fn load_preview_shows_types_rules_ddl_and_rows_and_writes_nothing() {
     std::fs::write(&input, RECORDS).unwrap();
     let rejects = dir.path().join("rejects.ndjson");
     let table = format!("{schema}.t");
-    let run = apitap(
-        &[
-            "load",
-            input.to_str().unwrap(),
-            "--table",
-            &table,
-            "--sample",
-            "3",
-            "--on-error",
-            "reject",
-            "--reject-file",
-            rejects.to_str().unwrap(),
-            "--preview",
-            "2",
-        ],
-        None,
+    let reject_args = [
+        "--on-error",
+        "reject",
+        "--reject-file",
+        rejects.to_str().unwrap(),
+    ];
+    let run = preview(
+        &input,
+        &table,
+        &[&reject_args[..], &["--preview", "2"]].concat(),
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -73,23 +81,7 @@ async fn load_preview_shows_types_rules_ddl_and_rows_and_writes_nothing() {
     assert!(!dir.path().join("rejects.ndjson.partial").exists());
 
     // All four rows: the fourth would go to the reject file, and the preview says so.
-    let run = apitap(
-        &[
-            "load",
-            input.to_str().unwrap(),
-            "--table",
-            &table,
-            "--sample",
-            "3",
-            "--on-error",
-            "reject",
-            "--reject-file",
-            rejects.to_str().unwrap(),
-            "--preview",
-        ],
-        None,
-    )
-    .await;
+    let run = preview(&input, &table, &[&reject_args[..], &["--preview"]].concat()).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout.matches("\n  row: ").count(), 3, "{}", run.stdout);
     let set_aside: Vec<&str> = run
@@ -108,19 +100,7 @@ async fn load_preview_shows_types_rules_ddl_and_rows_and_writes_nothing() {
     assert!(!table_exists(&db, &table).await);
 
     // Without reject mode, the refused record fails the preview as it would fail the load.
-    let run = apitap(
-        &[
-            "load",
-            input.to_str().unwrap(),
-            "--table",
-            &table,
-            "--sample",
-            "3",
-            "--preview",
-        ],
-        None,
-    )
-    .await;
+    let run = preview(&input, &table, &["--preview"]).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("previewing the load of")
