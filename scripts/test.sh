@@ -11,13 +11,19 @@ trap 'pgtls_stop; pg_stop_if_ours' EXIT
 # connection tests; PostgreSQL's binaries and openssl are installed with apt when missing.
 pgtls_start || { echo "test.sh: could not start the TLS test servers" >&2; exit 1; }
 
-# The progress tests run apitap in a real terminal, a tmux pane, and read its screen.
-if ! command -v tmux >/dev/null 2>&1; then
-  echo "test.sh: tmux is not installed; installing it with apt" >&2
+# The progress tests run apitap in a real terminal, a tmux pane, and read its screen; the
+# metrics tests have a real Prometheus server scrape apitap and a node_exporter read its
+# metrics file.
+missing=()
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-node-exporter >/dev/null 2>&1 || missing+=(prometheus-node-exporter)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]} with apt" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -19,6 +19,7 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod encode;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod rejects;

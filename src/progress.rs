@@ -7,13 +7,25 @@
 //! rows written to PostgreSQL beside it (the two sides differ while batches are in flight).
 //! With `--progress always` and no terminal, a plain line is printed every few seconds
 //! instead, which is what CI logs and `nohup` runs want.
+//!
+//! With metrics on, every count is also added to the module's Prometheus series
+//! ([`crate::metrics`]); each source of a module counts through its own [`Progress::for_source`]
+//! view, so the source-side series carry the source's name.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget};
+
+use crate::metrics::{ModuleMeter, SourceMeter, Statement};
+
+mod styles;
+mod total;
+
+use styles::{Unit, bar_style, plural, spinner_style};
+pub use total::RunTotal;
 
 /// When to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,6 +48,13 @@ pub enum Total {
     Records(u64),
 }
 
+/// How rows went to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Copy,
+    Insert,
+}
+
 /// Counters shared by the stages of one load.
 #[derive(Debug)]
 pub struct Progress {
@@ -56,6 +75,11 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     done: Arc<AtomicBool>,
     ledger: std::sync::Mutex<Ledger>,
+    /// The module's series, when metrics are on.
+    meter: Option<ModuleMeter>,
+    /// A source's view ([`Progress::for_source`]): the load's progress, which does all the
+    /// counting and showing, and the source's own series.
+    source: Option<(Arc<Progress>, Option<SourceMeter>)>,
 }
 
 /// What a load has made durable so far, so that a failure or an interrupt says truthfully
@@ -74,9 +98,10 @@ pub struct Ledger {
 }
 
 impl Progress {
-    /// Starts showing progress for a load labelled `label` (the source).
-    pub fn start(mode: ProgressMode, label: &str) -> Arc<Progress> {
-        Progress::start_in(mode, label, &indicatif::MultiProgress::new())
+    /// Starts showing progress for a load labelled `label` (the source), counting into
+    /// `meter` too when metrics are on.
+    pub fn start(mode: ProgressMode, label: &str, meter: Option<ModuleMeter>) -> Arc<Progress> {
+        Progress::start_in(mode, label, &indicatif::MultiProgress::new(), meter)
     }
 
     /// Like [`Progress::start`], one bar among others (modules running at once).
@@ -84,6 +109,7 @@ impl Progress {
         mode: ProgressMode,
         label: &str,
         bars: &indicatif::MultiProgress,
+        meter: Option<ModuleMeter>,
     ) -> Arc<Progress> {
         let terminal = std::io::stderr().is_terminal();
         let rows = Arc::new(AtomicU64::new(0));
@@ -101,21 +127,7 @@ impl Progress {
             }
             (ProgressMode::Always, false) => None,
         };
-        let progress = Arc::new(Progress {
-            rows,
-            bytes: AtomicU64::new(0),
-            input_bytes: AtomicU64::new(0),
-            paged: (AtomicU64::new(0), AtomicU64::new(0)),
-            total: std::sync::Mutex::new(None),
-            retries: AtomicU64::new(0),
-            pages: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            throttle_waits: AtomicU64::new(0),
-            started: Instant::now(),
-            bar,
-            done: Arc::new(AtomicBool::new(false)),
-            ledger: std::sync::Mutex::new(Ledger::default()),
-        });
+        let progress = Arc::new(Progress::counting(rows, bar, meter, None));
         if mode == ProgressMode::Always && !terminal {
             let reporter = progress.clone();
             let label = label.to_string();
@@ -138,28 +150,92 @@ impl Progress {
         progress
     }
 
+    fn counting(
+        rows: Arc<AtomicU64>,
+        bar: Option<ProgressBar>,
+        meter: Option<ModuleMeter>,
+        source: Option<(Arc<Progress>, Option<SourceMeter>)>,
+    ) -> Progress {
+        Progress {
+            rows,
+            bytes: AtomicU64::new(0),
+            input_bytes: AtomicU64::new(0),
+            paged: (AtomicU64::new(0), AtomicU64::new(0)),
+            total: std::sync::Mutex::new(None),
+            retries: AtomicU64::new(0),
+            pages: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            throttle_waits: AtomicU64::new(0),
+            started: Instant::now(),
+            bar,
+            done: Arc::new(AtomicBool::new(false)),
+            ledger: std::sync::Mutex::new(Ledger::default()),
+            meter,
+            source,
+        }
+    }
+
+    /// The view of one source of this load: it counts here, and into the source's own
+    /// series when metrics are on.
+    pub fn for_source(self: &Arc<Self>, source: &str) -> Arc<Progress> {
+        let load = self.load().clone();
+        let meter = load.meter.as_ref().map(|m| m.source(source));
+        Arc::new(Progress::counting(
+            Arc::default(),
+            None,
+            None,
+            Some((load, meter)),
+        ))
+    }
+
+    /// The progress of the whole load: itself, or the one a source view counts into.
+    fn load(self: &Arc<Self>) -> &Arc<Progress> {
+        match &self.source {
+            Some((load, _)) => load,
+            None => self,
+        }
+    }
+
+    /// The load's counters (a source view keeps none of its own).
+    fn counters(&self) -> &Progress {
+        match &self.source {
+            Some((load, _)) => load,
+            None => self,
+        }
+    }
+
+    fn source_meter(&self) -> Option<&SourceMeter> {
+        self.source.as_ref().and_then(|(_, meter)| meter.as_ref())
+    }
+
     /// Counts bytes read from the source (after decompression).
     pub fn add_bytes(&self, n: u64) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
-        self.refresh_message();
+        let load = self.counters();
+        load.bytes.fetch_add(n, Ordering::Relaxed);
+        load.refresh_message();
+        if let Some(meter) = self.source_meter() {
+            meter.bytes.inc_by(n);
+        }
     }
 
     /// Counts bytes of the input as read, before decompression: the bar's position when
     /// the total is in bytes.
     pub fn add_input_bytes(&self, n: u64) {
-        self.input_bytes.fetch_add(n, Ordering::Relaxed);
-        self.refresh_position();
+        let load = self.counters();
+        load.input_bytes.fetch_add(n, Ordering::Relaxed);
+        load.refresh_position();
     }
 
     /// The input is read again from its start (a body requested again after a cut).
     pub fn restart_input(&self) {
-        self.input_bytes.store(0, Ordering::Relaxed);
+        self.counters().input_bytes.store(0, Ordering::Relaxed);
     }
 
     /// The input's size is known: the spinner becomes a bar with a percentage and an ETA. A
     /// later total (a paged API that corrects its count) replaces it.
     pub fn set_total(&self, total: Total) {
-        let Ok(mut known) = self.total.lock() else {
+        let load = self.counters();
+        let Ok(mut known) = load.total.lock() else {
             return;
         };
         if *known == Some(total) {
@@ -168,7 +244,7 @@ impl Progress {
         let first = known.is_none();
         *known = Some(total);
         drop(known);
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = &load.bar {
             let (length, unit) = match total {
                 Total::Bytes(n) => (n, Unit::Bytes),
                 Total::Pages(n) => (n, Unit::Pages),
@@ -176,29 +252,30 @@ impl Progress {
             };
             bar.set_length(length);
             if first {
-                bar.set_style(bar_style(&self.rows, unit));
+                bar.set_style(bar_style(&load.rows, unit));
             }
         }
-        self.refresh_position();
-        self.refresh_message();
+        load.refresh_position();
+        load.refresh_message();
     }
 
     /// `52% of 77.0 MiB read`, once the input's size is known.
     pub fn read_so_far(&self) -> Option<String> {
-        let total = self.total.lock().ok().and_then(|t| *t)?;
+        let load = self.counters();
+        let total = load.total.lock().ok().and_then(|t| *t)?;
         let (read, length, what) = match total {
             Total::Bytes(n) => (
-                self.input_bytes.load(Ordering::Relaxed),
+                load.input_bytes.load(Ordering::Relaxed),
                 n,
                 HumanBytes(n).to_string(),
             ),
             Total::Pages(n) => (
-                self.paged.0.load(Ordering::Relaxed),
+                load.paged.0.load(Ordering::Relaxed),
                 n,
                 format!("{n} pages"),
             ),
             Total::Records(n) => (
-                self.paged.1.load(Ordering::Relaxed),
+                load.paged.1.load(Ordering::Relaxed),
                 n,
                 format!("{n} records"),
             ),
@@ -249,44 +326,87 @@ impl Progress {
         }
     }
 
+    /// Counts an HTTP request answered with `status`, or not answered (`None`): for the
+    /// metrics only.
+    pub fn add_http_response(&self, status: Option<u16>) {
+        if let Some(meter) = self.source_meter() {
+            meter.response(status);
+        }
+    }
+
     /// Counts a request retried after a transient failure.
     pub fn add_retry(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-        self.refresh_message();
+        let load = self.counters();
+        load.retries.fetch_add(1, Ordering::Relaxed);
+        load.refresh_message();
+        if let Some(meter) = self.source_meter() {
+            meter.retries.inc();
+        }
     }
 
     /// Counts a request that waited for the rate limit or a rate-limit window.
     pub fn add_throttle_wait(&self) {
-        self.throttle_waits.fetch_add(1, Ordering::Relaxed);
-        self.refresh_message();
+        let load = self.counters();
+        load.throttle_waits.fetch_add(1, Ordering::Relaxed);
+        load.refresh_message();
+        if let Some(meter) = self.source_meter() {
+            meter.throttle_waits.inc();
+        }
     }
 
     /// Counts records set aside by `--on-error reject`.
     pub fn add_rejected(&self, n: u64) {
-        self.rejected.fetch_add(n, Ordering::Relaxed);
+        let load = self.counters();
+        load.rejected.fetch_add(n, Ordering::Relaxed);
+        if let Some(meter) = &load.meter {
+            meter.rejected.inc_by(n);
+        }
     }
 
     /// Counts a page fetched.
     pub fn add_page(&self) {
-        self.pages.fetch_add(1, Ordering::Relaxed);
-        self.refresh_message();
+        let load = self.counters();
+        load.pages.fetch_add(1, Ordering::Relaxed);
+        load.refresh_message();
+        if let Some(meter) = self.source_meter() {
+            meter.pages.inc();
+        }
     }
 
     /// Where a paged source stands: `pages` and `records` fetched since its first page.
     pub fn paged_to(&self, pages: u64, records: u64) {
-        self.paged.0.store(pages, Ordering::Relaxed);
-        self.paged.1.store(records, Ordering::Relaxed);
-        self.refresh_position();
+        let load = self.counters();
+        load.paged.0.store(pages, Ordering::Relaxed);
+        load.paged.1.store(records, Ordering::Relaxed);
+        load.refresh_position();
     }
 
     /// Counts rows sent to PostgreSQL.
-    pub fn add_rows(&self, n: u64) {
-        self.rows.fetch_add(n, Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
+    pub fn add_rows(&self, n: u64, how: Written) {
+        let load = self.counters();
+        let rows = load.rows.fetch_add(n, Ordering::Relaxed) + n;
+        if let Some(bar) = &load.bar {
             // The spinner's position is the rows (its rate is rows/s); a bar's is the input.
-            if self.total.lock().is_ok_and(|t| t.is_none()) {
+            if load.total.lock().is_ok_and(|t| t.is_none()) {
                 bar.inc(n);
             }
+        }
+        if let Some(meter) = &load.meter {
+            meter.rows_sent.inc_by(n);
+            if how == Written::Copy {
+                meter.copy_rows.inc_by(n);
+            }
+            let seconds = load.started.elapsed().as_secs_f64();
+            if seconds > 0.0 {
+                meter.rows_per_second.set(rows as f64 / seconds);
+            }
+        }
+    }
+
+    /// A statement of the write got its answer: for the metrics' round trips.
+    pub fn round_trip(&self, statement: Statement) {
+        if let Some(meter) = &self.counters().meter {
+            meter.round_trip(statement);
         }
     }
 
@@ -297,7 +417,9 @@ impl Progress {
 
     /// The COMMIT answered: committed, `rows` in all so far, `last` if it ended the load.
     pub fn committed(&self, rows: u64, last: bool) {
+        let mut before = 0;
         self.update_ledger(|l| {
+            before = l.rows;
             *l = Ledger {
                 commits: l.commits + 1,
                 rows,
@@ -305,205 +427,52 @@ impl Progress {
                 finished: last,
             }
         });
+        self.round_trip(Statement::Commit);
+        if let Some(meter) = &self.counters().meter {
+            meter.rows_committed.inc_by(rows.saturating_sub(before));
+        }
     }
 
     /// The server answered the COMMIT with an error: it rolled back.
     pub fn commit_refused(&self) {
         self.update_ledger(|l| l.committing = false);
+        self.round_trip(Statement::Commit);
     }
 
     pub fn ledger(&self) -> Ledger {
-        self.ledger.lock().map(|l| *l).unwrap_or_default()
+        self.counters()
+            .ledger
+            .lock()
+            .map(|l| *l)
+            .unwrap_or_default()
     }
 
     fn update_ledger(&self, change: impl FnOnce(&mut Ledger)) {
-        if let Ok(mut ledger) = self.ledger.lock() {
+        if let Ok(mut ledger) = self.counters().ledger.lock() {
             change(&mut ledger);
         }
     }
 
     pub fn figures(&self) -> Figures {
+        let load = self.counters();
         Figures {
-            rows: self.rows.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            pages: self.pages.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
-            throttle_waits: self.throttle_waits.load(Ordering::Relaxed),
-            seconds: self.started.elapsed().as_secs_f64(),
+            rows: load.rows.load(Ordering::Relaxed),
+            bytes: load.bytes.load(Ordering::Relaxed),
+            retries: load.retries.load(Ordering::Relaxed),
+            pages: load.pages.load(Ordering::Relaxed),
+            rejected: load.rejected.load(Ordering::Relaxed),
+            throttle_waits: load.throttle_waits.load(Ordering::Relaxed),
+            seconds: load.started.elapsed().as_secs_f64(),
         }
     }
 
     /// Stops the display; the figures stay readable.
     pub fn finish(&self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
+        let load = self.counters();
+        load.done.store(true, Ordering::Relaxed);
+        if let Some(bar) = &load.bar {
             bar.finish_and_clear();
         }
-    }
-}
-
-/// The last line under the modules' bars of `apitap run`: modules done, failed and running,
-/// and the rows all of them wrote.
-pub struct RunTotal {
-    bar: Option<ProgressBar>,
-    rows: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>>,
-    done: AtomicU64,
-    failed: AtomicU64,
-    modules: u64,
-}
-
-impl RunTotal {
-    /// The total line of `modules` modules, below their bars (only where bars are shown).
-    pub fn start(mode: ProgressMode, modules: usize, bars: &indicatif::MultiProgress) -> RunTotal {
-        let rows: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
-        let shown = match mode {
-            ProgressMode::Never => false,
-            _ => std::io::stderr().is_terminal(),
-        };
-        let bar = shown.then(|| {
-            let bar = bars.add(ProgressBar::with_draw_target(
-                None,
-                ProgressDrawTarget::stderr(),
-            ));
-            let all = rows.clone();
-            let style = ProgressStyle::with_template(
-                "total  {msg}  {all_rows} rows written  {elapsed_precise}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_spinner())
-            .with_key(
-                "all_rows",
-                move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let sum: u64 = all
-                        .lock()
-                        .map(|r| r.iter().map(|n| n.load(Ordering::Relaxed)).sum())
-                        .unwrap_or(0);
-                    let _ = write!(w, "{}", indicatif::HumanCount(sum));
-                },
-            );
-            bar.set_style(style);
-            bar.enable_steady_tick(Duration::from_millis(250));
-            bar
-        });
-        let total = RunTotal {
-            bar,
-            rows,
-            done: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            modules: modules as u64,
-        };
-        total.refresh();
-        total
-    }
-
-    /// A module started, showing `progress`.
-    pub fn started(&self, progress: &Progress) {
-        if let Ok(mut rows) = self.rows.lock() {
-            rows.push(progress.rows.clone());
-        }
-        self.refresh();
-    }
-
-    /// A module ended.
-    pub fn ended(&self, ok: bool) {
-        self.done.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        self.refresh();
-    }
-
-    fn refresh(&self) {
-        if let Some(bar) = &self.bar {
-            let done = self.done.load(Ordering::Relaxed);
-            let failed = self.failed.load(Ordering::Relaxed);
-            let started = self.rows.lock().map(|r| r.len() as u64).unwrap_or(0);
-            let mut message = format!("{done}/{} modules done", self.modules);
-            if failed > 0 {
-                message.push_str(&format!(", {failed} failed"));
-            }
-            message.push_str(&format!(", {} running", started.saturating_sub(done)));
-            bar.set_message(message);
-        }
-    }
-
-    pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// `1 retry`, `2 retries`.
-fn plural(n: u64, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
-
-/// What a bar's position counts.
-#[derive(Clone, Copy)]
-enum Unit {
-    Bytes,
-    Pages,
-    Records,
-}
-
-/// `⠋ SOURCE  120,000 rows written  45.1 MiB read  310,000 rows/s  00:00:03`: no total known.
-fn spinner_style(rows: &Arc<AtomicU64>) -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{spinner} {prefix}  {rows} rows written  {msg}  {rows_per_sec}  {elapsed_precise}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_spinner())
-    .with_key("rows", rows_key(rows))
-    .with_key(
-        "rows_per_sec",
-        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(
-                w,
-                "{} rows/s",
-                indicatif::HumanCount(state.per_sec() as u64)
-            );
-        },
-    )
-}
-
-/// `SOURCE [=====>    ]  52%  40.2 MiB/77.0 MiB  200,000 rows written  ETA 3s  [retries…]`:
-/// a total known.
-fn bar_style(rows: &Arc<AtomicU64>, unit: Unit) -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{prefix} [{bar:24}] {percent:>3}%  {read}  {rows} rows written  ETA {eta}  {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ")
-    .with_key("rows", rows_key(rows))
-    .with_key(
-        "read",
-        move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let (read, total) = (state.pos(), state.len().unwrap_or(0));
-            let _ = match unit {
-                Unit::Bytes => write!(w, "{}/{}", HumanBytes(read), HumanBytes(total)),
-                Unit::Pages => write!(w, "{read}/{total} pages"),
-                Unit::Records => write!(
-                    w,
-                    "{}/{} records fetched",
-                    indicatif::HumanCount(read),
-                    indicatif::HumanCount(total)
-                ),
-            };
-        },
-    )
-}
-
-/// The rows written, for a template.
-fn rows_key(
-    rows: &Arc<AtomicU64>,
-) -> impl Fn(&indicatif::ProgressState, &mut dyn std::fmt::Write) + Send + Sync + Clone + 'static {
-    let rows = rows.clone();
-    move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-        let _ = write!(w, "{}", indicatif::HumanCount(rows.load(Ordering::Relaxed)));
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -326,6 +327,9 @@ pub struct LoadArgs {
         default_missing_value = "10"
     )]
     pub preview: Option<usize>,
+
+    #[command(flatten, next_help_heading = "Metrics")]
+    pub metrics: super::metrics::MetricsArgs,
 }
 
 pub(super) async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
@@ -350,9 +354,24 @@ pub(super) async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         )?;
         return Ok(Outcome::Done);
     }
-    let progress = Progress::start(args.progress, &request.source.to_string());
+    let metrics = args.metrics.start().await?;
+    let meter = metrics.as_ref().map(|m| m.module("load"));
+    let progress = Progress::start(args.progress, &request.source.to_string(), meter.clone());
+    let run = meter.as_ref().map(|m| m.run());
+    let outcome = watch(&args, &request, &connect, &progress, run).await;
+    args.metrics.finish(metrics.as_ref())?;
+    outcome
+}
 
-    let loading = load(&request, &connect, progress.clone());
+/// Loads, until done or interrupted, and says what happened.
+async fn watch(
+    args: &LoadArgs,
+    request: &LoadRequest,
+    connect: &ConnectOptions,
+    progress: &Arc<Progress>,
+    run: Option<crate::metrics::RunMeter>,
+) -> anyhow::Result<Outcome> {
+    let loading = load(request, connect, progress.clone());
     tokio::pin!(loading);
     let mut result = tokio::select! {
         result = &mut loading => Some(result),
@@ -377,8 +396,17 @@ pub(super) async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
         let table = request.table.to_string();
         let left = crate::cli::output::left_in(&table, progress.ledger(), state_key);
         crate::cli::output::say(&format!("apitap: interrupted; {left}"));
+        if let Some(run) = run {
+            run.ended(Err(format!("interrupted; {left}")));
+        }
         return Ok(Outcome::Interrupted);
     };
+    if let Some(run) = run {
+        run.ended(match &result {
+            Ok(_) => Ok(()),
+            Err(error) => Err(crate::source::error_chain(error)),
+        });
+    }
     let summary = result.with_context(|| {
         format!(
             "loading {} into {} failed; {}",
@@ -387,7 +415,7 @@ pub(super) async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
             left()
         )
     })?;
-    report(&args, &request, &summary)?;
+    report(args, request, &summary)?;
     Ok(Outcome::Done)
 }
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 
 mod load;
+mod metrics;
 #[cfg(feature = "sql")]
 mod modules;
 pub mod output;

@@ -61,7 +61,28 @@ fn load(files: &PipelineFiles) -> anyhow::Result<(Config, Vec<Module>)> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let (config, modules) = load(&args.files)?;
+    let metrics = args.metrics.start().await?;
+    let outcome = run_modules(&args, config, modules, metrics.as_ref()).await;
+    args.metrics.finish(metrics.as_ref())?;
+    outcome
+}
+
+async fn run_modules(
+    args: &RunArgs,
+    config: Config,
+    modules: Vec<Module>,
+    metrics: Option<&Arc<crate::metrics::Metrics>>,
+) -> anyhow::Result<Outcome> {
     let config = Arc::new(config);
+    // Every module's series exist from the start, at 0, before its first run.
+    let meters: std::collections::HashMap<String, crate::metrics::ModuleMeter> = metrics
+        .map(|metrics| {
+            modules
+                .iter()
+                .map(|m| (m.name.clone(), metrics.module(&m.name)))
+                .collect()
+        })
+        .unwrap_or_default();
     let bars = indicatif::MultiProgress::new();
     // Modules run on a schedule come and go; the total line is for a run of them all.
     let total = (!args.schedule && modules.len() > 1)
@@ -70,15 +91,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         let config = config.clone();
         let total = total.as_ref();
         // The total line stays on top; each module's line goes below it.
-        let progress = Progress::start_in(args.progress, &format!("module {}", module.name), &bars);
+        let meter = meters.get(&module.name).cloned();
+        let progress = Progress::start_in(
+            args.progress,
+            &format!("module {}", module.name),
+            &bars,
+            meter.clone(),
+        );
         async move {
             if let Some(total) = total {
                 total.started(&progress);
             }
+            let run = meter.as_ref().map(|m| m.run());
             let result = run_module(&config, &module, &process_env, progress.clone()).await;
             progress.finish();
             if let Some(total) = total {
                 total.ended(result.is_ok());
+            }
+            if let Some(run) = run {
+                run.ended(match &result {
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(crate::source::error_chain(error)),
+                });
             }
             let result = result.map_err(|error| Failed {
                 error,
@@ -133,7 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     let mut failed = Vec::new();
     for (module, result) in &results {
-        report(&args, module, result);
+        report(args, module, result);
         if result.is_err() {
             failed.push(module.name.as_str());
         }

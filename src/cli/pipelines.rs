@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Print only failures.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -150,7 +150,11 @@ pub async fn load(
         0
     };
     let (source, streams) = tokio::try_join!(
-        open_source(request, progress.clone(), rejects.clone()),
+        open_source(
+            request,
+            progress.for_source(&request.source.to_string()),
+            rejects.clone(),
+        ),
         futures_util::future::try_join_all(
             (0..stream_count).map(|_| async { connect.connect().await.map_err(LoadError::from) })
         ),

@@ -190,11 +190,11 @@ async fn start(
             crate::rejects::RejectFile::new(options, name, progress.clone())
         }
     });
-    let opened = futures_util::future::try_join_all(
-        requests
-            .iter()
-            .map(|request| open_source(request, progress.clone(), rejects.clone())),
-    );
+    let opened = futures_util::future::try_join_all(requests.iter().zip(&sources).map(
+        |(request, (source, _))| {
+            open_source(request, progress.for_source(&source.name), rejects.clone())
+        },
+    ));
     let opened = opened.await?;
     // Sources read timestamps without an offset in the target session's zone, as a load does.
     let time_zone = crate::sink::catalog::session_time_zone(&client, &table).await?;
@@ -275,7 +275,7 @@ pub async fn preview_module(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     rows: usize,
 ) -> Result<Preview, LoadError> {
-    let progress = Progress::start(crate::progress::ProgressMode::Never, &module.name);
+    let progress = Progress::start(crate::progress::ProgressMode::Never, &module.name, None);
     // The sources sample as many records as a run would, so the schemas shown are the ones a
     // run would infer; only the rows shown are limited to `rows`.
     let mut started = start(config, module, env, progress, true).await?;

@@ -11,7 +11,8 @@ use super::plan::LoadPlan;
 use super::refused;
 use super::write::{Encoded, Refusable, SegmentEnd};
 use crate::encode::{COPY_HEADER, COPY_TRAILER};
-use crate::progress::Progress;
+use crate::metrics::Statement;
+use crate::progress::{Progress, Written};
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
 
@@ -53,7 +54,7 @@ pub(super) async fn segment(
                 send_copy_data(&mut sink, bytes)
                     .await
                     .map_err(copy_failed)?;
-                progress.add_rows(rows);
+                progress.add_rows(rows, Written::Copy);
             }
             Some(Encoded::Checkpoint { resume, cursor }) => {
                 break SegmentEnd::Checkpoint { resume, cursor };
@@ -69,6 +70,7 @@ pub(super) async fn segment(
         .await
         .map_err(copy_failed)?;
     let rows = sink.finish().await.map_err(copy_failed)?;
+    progress.round_trip(Statement::Copy);
     tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     Ok((rows, end))
 }
@@ -101,7 +103,8 @@ pub(super) async fn isolating_segment(
                     &plan.table,
                 )
                 .await?;
-                progress.add_rows(rows);
+                progress.add_rows(rows, Written::Copy);
+                progress.round_trip(Statement::Copy);
             }
             Some(Encoded::Checkpoint { resume, cursor }) => {
                 return Ok((loaded, SegmentEnd::Checkpoint { resume, cursor }));

@@ -11,7 +11,8 @@ use tracing::Instrument;
 use super::plan::{LoadPlan, STAGING_SEQ};
 use super::write::{Encoded, SegmentEnd};
 use super::{SinkError, qualified, refused};
-use crate::progress::Progress;
+use crate::metrics::Statement;
+use crate::progress::{Progress, Written};
 use crate::rejects::RejectFile;
 
 impl LoadPlan {
@@ -133,6 +134,7 @@ pub(super) async fn segment(
                 .await
                 .map_err(insert_failed)?,
         };
-        progress.add_rows(rows);
+        progress.add_rows(rows, Written::Insert);
+        progress.round_trip(Statement::Insert);
     }
 }

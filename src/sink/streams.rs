@@ -20,7 +20,8 @@ use super::plan::LoadPlan;
 use super::write::{Encoded, SegmentEnd};
 use super::{SinkError, qualified};
 use crate::encode::{COPY_HEADER, COPY_TRAILER};
-use crate::progress::Progress;
+use crate::metrics::Statement;
+use crate::progress::{Progress, Written};
 use crate::schema::quote_ident;
 
 /// Staging table columns: the loaded columns with the target's types.
@@ -156,7 +157,7 @@ async fn fill_and_publish(
                         return Err(SinkError::Protocol("a COPY stream stopped"));
                     }
                     next += 1;
-                    progress.add_rows(rows);
+                    progress.add_rows(rows, Written::Copy);
                 }
                 // Only a clean end of every stage may let the rows be published.
                 Some(Encoded::End { cursor }) => return Ok(cursor),
@@ -174,6 +175,7 @@ async fn fill_and_publish(
     }
     for copy in copied {
         copy.map_err(copy_failed)?;
+        progress.round_trip(Statement::Copy);
     }
     let cursor = checked?;
     let rows = transaction
@@ -186,6 +188,7 @@ async fn fill_and_publish(
         )
         .await
         .map_err(|e| SinkError::database("INSERT (from staging)", table, &e))?;
+    progress.round_trip(Statement::Insert);
     transaction
         .batch_execute(&format!("DROP TABLE apitap.{stage}"))
         .await

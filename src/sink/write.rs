@@ -215,6 +215,7 @@ pub async fn write(
         if staged && loaded > 0 {
             let refused = merge_rejects.map(|r| (r, staged_records.as_slice()));
             merge::apply_staged(&mut transaction, plan, refused).await?;
+            progress.round_trip(crate::metrics::Statement::Merge);
         }
         if let Some(swap) = swap.take() {
             swap.finish(&transaction, options.lock_timeout).await?;

@@ -209,6 +209,11 @@ async fn send_retrying(
             progress.add_throttle_wait();
         }
         let sent = send_following_redirects(http, url).await;
+        match &sent {
+            Ok(response) => progress.add_http_response(Some(response.status().as_u16())),
+            Err(Failure::Transport(_)) => progress.add_http_response(None),
+            Err(Failure::Refused(_)) => {}
+        }
         if let Ok(response) = &sent {
             http.throttle
                 .observe(response.headers(), std::time::SystemTime::now());

@@ -291,3 +291,31 @@ pub async fn wait_for_copy(db: &tokio_postgres::Client, schema: &str, rows: i64)
         .unwrap()
         .get(0)
 }
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Calls `check` until it returns something, for at most 60 s.
+pub async fn poll<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 60 s for {what}, in vain"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

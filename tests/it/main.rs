@@ -17,6 +17,9 @@ mod hostile_api;
 mod http;
 mod load;
 mod merge;
+mod metrics;
+#[cfg(feature = "sql")]
+mod metrics_prometheus;
 mod oracle;
 mod paging;
 mod pgtls;

@@ -1,0 +1,97 @@
+//! `--metrics-listen` and `--metrics-file`, the same for `apitap load` and `apitap run`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz while
+    /// apitap runs: IP:PORT, localhost:PORT, or :PORT for every interface.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen, env = "APITAP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// When apitap ends (done, failed or interrupted), write the metrics to this file, e.g.
+    /// for node_exporter's textfile collector.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+impl MetricsArgs {
+    /// The process's metrics, serving if asked; none when neither flag is given.
+    ///
+    /// # Errors
+    /// The listen address cannot be bound.
+    pub async fn start(&self) -> anyhow::Result<Option<Arc<Metrics>>> {
+        if self.metrics_listen.is_none() && self.metrics_file.is_none() {
+            return Ok(None);
+        }
+        let metrics = Metrics::new();
+        if let Some(addr) = self.metrics_listen {
+            let bound = metrics.serve(addr).await?;
+            tracing::info!(%bound, "serving /metrics and /healthz");
+        }
+        Ok(Some(metrics))
+    }
+
+    /// Writes `--metrics-file`, if given.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn finish(&self, metrics: Option<&Arc<Metrics>>) -> anyhow::Result<()> {
+        if let (Some(path), Some(metrics)) = (&self.metrics_file, metrics) {
+            metrics.write_file(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// `127.0.0.1:9464`, `[::1]:9464`, `localhost:9464` or `:9464` (every interface).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{p:?} is not a port number (0 to 65535)"))
+    };
+    if let Some(p) = text.strip_prefix(':') {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port(p)?));
+    }
+    if let Some(p) = text.strip_prefix("localhost:") {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(p)?));
+    }
+    text.parse().map_err(|_| {
+        format!("{text:?} is not an address to listen on: use IP:PORT, localhost:PORT or :PORT")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen(":9464").unwrap(),
+            "0.0.0.0:9464".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:9464").unwrap(),
+            "[::1]:9464".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("example.org:9464").unwrap_err(),
+            "\"example.org:9464\" is not an address to listen on: use IP:PORT, localhost:PORT or :PORT"
+        );
+        assert_eq!(
+            parse_listen(":http").unwrap_err(),
+            "\"http\" is not a port number (0 to 65535)"
+        );
+    }
+}
