@@ -82,7 +82,9 @@ const RUN_EXAMPLES: &str = "Examples:
   apitap run -m examples/sql -y examples/config/pipelines.yaml
   apitap -m examples/sql -y examples/config/pipelines.yaml     # the same, as the original ApiTap
   apitap run -m sql -y pipelines.yaml --module users --jobs 2 --summary-json -
-  apitap run -m sql -y pipelines.yaml --schedule              # each module on its own schedule";
+  apitap run -m sql -y pipelines.yaml --schedule              # each module on its own schedule
+  apitap run -m sql -y pipelines.yaml --schedule --metrics-listen 127.0.0.1:9464   # /metrics, /healthz
+  apitap run -m sql -y pipelines.yaml -q --metrics-file /var/lib/node_exporter/apitap.prom   # from cron";
 
 const CHECK_EXAMPLES: &str = "Examples:
   apitap check -m examples/sql -y examples/config/pipelines.yaml

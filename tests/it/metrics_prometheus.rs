@@ -143,15 +143,15 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
     std::fs::write(
         dir.path().join("pipelines.yaml"),
         format!(
-            "sources:\n  - name: posts\n    url: http://{api_addr}/posts\n  - name: flaky\n    url: http://{api_addr}/flaky\n    retry: {{max_attempts: 1}}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
+            "sources:\n  - name: posts\n    url: http://{api_addr}/posts\n  - name: more\n    url: http://{api_addr}/posts\n  - name: flaky\n    url: http://{api_addr}/flaky\n    retry: {{max_attempts: 1}}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
         ),
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("sql")).unwrap();
-    // Runs once, at the start.
+    // Runs once, at the start, reading two sources.
     std::fs::write(
         dir.path().join("sql/good.sql"),
-        "{{ sink(name=\"pg\", table=\"good\") }}\nSELECT * FROM {{ use_source(\"posts\") }}",
+        "{{ sink(name=\"pg\", table=\"good\") }}\nSELECT * FROM {{ use_source(\"posts\") }} UNION ALL SELECT * FROM {{ use_source(\"more\") }}",
     )
     .unwrap();
     // Runs every second.
@@ -181,8 +181,8 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
 
     // The module that ran once: every figure exact, as Prometheus stored it.
     let good = |name: &str| format!("{name}{{job=\"apitap\",module=\"good\"}}");
-    let posts = |name: &str, extra: &str| {
-        format!("{name}{{job=\"apitap\",module=\"good\",source=\"posts\"{extra}}}")
+    let source = |name: &str, source: &str, extra: &str| {
+        format!("{name}{{job=\"apitap\",module=\"good\",source=\"{source}\"{extra}}}")
     };
     let success = "{job=\"apitap\",module=\"good\",outcome=\"success\"}";
     assert_eq!(
@@ -192,9 +192,9 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
         1.0
     );
     for (query, expected) in [
-        (good("apitap_rows_committed_total"), 3.0),
-        (good("apitap_rows_sent_total"), 3.0),
-        (good("apitap_copy_rows_total"), 3.0),
+        (good("apitap_rows_committed_total"), 6.0),
+        (good("apitap_rows_sent_total"), 6.0),
+        (good("apitap_copy_rows_total"), 6.0),
         (good("apitap_rejected_records_total"), 0.0),
         (good("apitap_runs_in_flight"), 0.0),
         (good("apitap_last_run_failed"), 0.0),
@@ -214,14 +214,6 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
             1.0,
         ),
         (
-            posts("apitap_http_responses_total", ",status_class=\"2xx\""),
-            1.0,
-        ),
-        (posts("apitap_source_bytes_total", ""), POSTS.len() as f64),
-        (posts("apitap_source_pages_total", ""), 0.0),
-        (posts("apitap_http_retries_total", ""), 0.0),
-        (posts("apitap_throttle_waits_total", ""), 0.0),
-        (
             "apitap_build_info{job=\"apitap\",version=\"0.1.0\"}".into(),
             1.0,
         ),
@@ -233,6 +225,28 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
             "{query} in Prometheus"
         );
     }
+    // Each source of the module has its own series.
+    for name in ["posts", "more"] {
+        for (query, expected) in [
+            (
+                source("apitap_http_responses_total", name, ",status_class=\"2xx\""),
+                1.0,
+            ),
+            (
+                source("apitap_source_bytes_total", name, ""),
+                POSTS.len() as f64,
+            ),
+            (source("apitap_source_pages_total", name, ""), 0.0),
+            (source("apitap_http_retries_total", name, ""), 0.0),
+            (source("apitap_throttle_waits_total", name, ""), 0.0),
+        ] {
+            assert_eq!(
+                prometheus.value(&query).await,
+                Some(expected),
+                "{query} in Prometheus"
+            );
+        }
+    }
     let last_success = prometheus
         .value(&good("apitap_last_success_timestamp_seconds"))
         .await
@@ -242,7 +256,7 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
         (started - 1.0..=now + 1.0).contains(&last_success),
         "last success at {last_success}, the test ran from {started} to {now}"
     );
-    assert_eq!(count(&db, &format!("{schema}.good")).await, 3);
+    assert_eq!(count(&db, &format!("{schema}.good")).await, 6);
 
     // Every query of the bundled Grafana dashboard is valid PromQL over these series and
     // finds some.
