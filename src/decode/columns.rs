@@ -29,8 +29,8 @@ use crate::schema::PgType;
 
 /// One batch of scanned records: their bytes, and each row's value for each column.
 pub struct Batch<'a> {
-    /// The records' bytes, one after another.
-    pub input: &'a [u8],
+    /// The records' text, one after another.
+    pub input: &'a str,
     /// Row-major: the value of row `r`, column `c` is `values[r * columns + c]`.
     pub values: &'a [Value],
     pub columns: usize,
@@ -50,7 +50,7 @@ pub type ValueError = (usize, String);
 const MAX_SHOWN: usize = 80;
 
 /// The value as JSON text, shortened for messages.
-fn show(input: &[u8], value: &Value) -> String {
+fn show(input: &str, value: &Value) -> String {
     let text = value.json(input);
     if text.len() <= MAX_SHOWN {
         return text.to_string();
@@ -130,7 +130,7 @@ struct Decoding<'a, 'b> {
 type Refusal = String;
 
 impl Decoding<'_, '_> {
-    fn input(&self) -> &[u8] {
+    fn input(&self) -> &str {
         self.batch.input
     }
 

@@ -43,13 +43,12 @@ impl Sample {
     /// Adds one record. Records the decoder will refuse (not JSON, not an object) are
     /// skipped here: the decoder reports them, or sets them aside, when they are loaded.
     pub fn add(&mut self, record: &[u8]) {
-        if std::str::from_utf8(record).is_err() {
+        let Ok(record) = std::str::from_utf8(record) else {
             return;
-        }
+        };
         let mut seen: Vec<(String, u16)> = Vec::new();
         let scanned = scan_record::<SyntaxError>(record, |key, escaped, value| {
             let mut name = String::new();
-            let key = std::str::from_utf8(key).unwrap_or_default();
             if escaped {
                 unescape(key, &mut name);
             } else {
@@ -62,7 +61,7 @@ impl Sample {
             return;
         }
         self.records += 1;
-        self.text.extend_from_slice(record);
+        self.text.extend_from_slice(record.as_bytes());
         self.text.push(b'\n');
         for (name, kind) in seen {
             match self.fields.iter_mut().find(|(n, _)| *n == name) {
@@ -170,7 +169,7 @@ impl Sample {
 }
 
 /// What one value is, for inference.
-fn kind_of(record: &[u8], value: &Value) -> u16 {
+fn kind_of(record: &str, value: &Value) -> u16 {
     match value.kind {
         Kind::Absent | Kind::Null => NULL,
         Kind::True | Kind::False => BOOL,

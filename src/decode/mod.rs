@@ -168,8 +168,9 @@ pub struct RecordDecoder {
     /// Each column's field name, to match record keys against.
     keys: Vec<Box<[u8]>>,
     options: DecodeOptions,
-    /// The batch's records, one after another.
-    input: Vec<u8>,
+    /// The batch's records, one after another, each checked to be UTF-8 once as it comes
+    /// in: values are then slices of it, with no further check.
+    input: String,
     /// Row-major values: `values[row * columns + column]`.
     values: Vec<Value>,
     rows: Vec<Row>,
@@ -194,7 +195,7 @@ impl RecordDecoder {
                 .map(|c| c.key().as_bytes().into())
                 .collect(),
             options,
-            input: Vec::new(),
+            input: String::new(),
             values: Vec::new(),
             rows: Vec::new(),
             rejected: Vec::new(),
@@ -244,24 +245,25 @@ impl RecordDecoder {
         }
         // simdutf8 checks a record in a fraction of the time std takes on non-ASCII text;
         // only a failure asks std where the bad byte is.
-        if simdutf8::basic::from_utf8(record).is_err()
-            && let Err(e) = std::str::from_utf8(record)
-        {
-            let offset = e.valid_up_to();
-            return Err(syntax(
-                record,
-                at,
-                number,
-                &SyntaxError {
-                    offset,
-                    message: format!("invalid UTF-8 (byte 0x{:02x})", record[offset]),
-                },
-            ));
-        }
+        let text = match simdutf8::basic::from_utf8(record) {
+            Ok(text) => text,
+            Err(_) => {
+                let offset = std::str::from_utf8(record).map_or_else(|e| e.valid_up_to(), |_| 0);
+                return Err(syntax(
+                    record,
+                    at,
+                    number,
+                    &SyntaxError {
+                        offset,
+                        message: format!("invalid UTF-8 (byte 0x{:02x})", record[offset]),
+                    },
+                ));
+            }
+        };
         let columns = self.keys.len();
         let start = self.input.len();
         let row = self.rows.len();
-        self.input.extend_from_slice(record);
+        self.input.push_str(text);
         self.values.resize((row + 1) * columns, Value::default());
         let result = self.fields(start, row, number, at);
         match result {
@@ -300,10 +302,10 @@ impl RecordDecoder {
         let outcome = scan::scan_record(record, |key, escaped, mut value| {
             let key: &[u8] = if escaped {
                 scratch.clear();
-                scan::unescape(std::str::from_utf8(key).unwrap_or_default(), scratch);
+                scan::unescape(key, scratch);
                 scratch.as_bytes()
             } else {
-                key
+                key.as_bytes()
             };
             let found = (0..columns)
                 .map(|i| (*guess + i) % columns)
@@ -325,7 +327,7 @@ impl RecordDecoder {
         });
         match outcome {
             Ok(()) => Ok(()),
-            Err(FieldError::Syntax(e)) => Err(syntax(record, at, number, &e)),
+            Err(FieldError::Syntax(e)) => Err(syntax(record.as_bytes(), at, number, &e)),
             Err(FieldError::Unknown(field)) => Err(DecodeError::UnknownField {
                 line: at.line,
                 record: number,
@@ -425,7 +427,7 @@ impl RecordDecoder {
                     record: r.record,
                     line: r.at.line,
                     reason: error.to_string(),
-                    text: String::from_utf8_lossy(&self.input[r.start..end]).into_owned(),
+                    text: self.input.get(r.start..end).unwrap_or_default().to_string(),
                 });
             }
             let mask = BooleanArray::from(keep.clone());

@@ -51,19 +51,22 @@ pub struct Value {
 impl Value {
     /// The value's text in `record`: a number as written, a string's contents with its
     /// escapes, a nested value's whole text.
-    pub fn text<'a>(&self, record: &'a [u8]) -> &'a str {
-        // The record was checked to be UTF-8, and every span starts and ends at an ASCII
-        // byte (a quote, a bracket, a digit), so it is UTF-8 too.
-        std::str::from_utf8(&record[self.start as usize..self.end as usize]).unwrap_or_default()
+    pub fn text<'a>(&self, record: &'a str) -> &'a str {
+        // Every span starts and ends next to an ASCII byte (a quote, a bracket, a digit), so
+        // it lies on character boundaries: slicing costs two checks, not a pass over the
+        // text. (A span of some other record yields "" rather than a panic.)
+        record
+            .get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
     }
 
     /// The value as JSON text: strings with their quotes.
-    pub fn json<'a>(&self, record: &'a [u8]) -> &'a str {
+    pub fn json<'a>(&self, record: &'a str) -> &'a str {
         let (start, end) = match self.kind {
             Kind::String => (self.start as usize - 1, self.end as usize + 1),
             _ => (self.start as usize, self.end as usize),
         };
-        std::str::from_utf8(&record[start..end]).unwrap_or_default()
+        record.get(start..end).unwrap_or_default()
     }
 }
 
@@ -101,6 +104,33 @@ static STRING_BYTES: [u8; 256] = {
     table
 };
 
+/// Where the run of ordinary string bytes from `at` ends: at the first quote, backslash or
+/// control character (or the end). Eight bytes at a time: in a word, a byte is flagged when it
+/// is a quote or a backslash or below 0x20. Borrows can flag bytes above a flagged one, never
+/// below it, so the lowest flag (the earliest byte, little-endian) is always a real one.
+fn ordinary_run(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let zero_bytes = |w: u64| w.wrapping_sub(ONES) & !w;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let special = (zero_bytes(w ^ (ONES * u64::from(b'"')))
+            | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGHS;
+        if special != 0 {
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while at < bytes.len() && STRING_BYTES[bytes[at] as usize] == 0 {
+        at += 1;
+    }
+    at
+}
+
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -112,9 +142,10 @@ fn is_space(b: u8) -> bool {
 /// # Errors
 /// The first place the record departs from RFC 8259, or the first error `field` returns.
 pub fn scan_record<E: From<SyntaxError>>(
-    record: &[u8],
-    mut field: impl FnMut(&[u8], bool, Value) -> Result<(), E>,
+    text: &str,
+    mut field: impl FnMut(&str, bool, Value) -> Result<(), E>,
 ) -> Result<(), E> {
+    let record = text.as_bytes();
     let mut s = Scanner::new(record);
     s.skip_space();
     match s.peek() {
@@ -139,11 +170,7 @@ pub fn scan_record<E: From<SyntaxError>>(
             s.at += 1;
             s.skip_space();
             let value = s.value()?;
-            field(
-                &record[key.start as usize..key.end as usize],
-                key.escaped,
-                value,
-            )?;
+            field(key.text(text), key.escaped, value)?;
             s.skip_space();
             match s.peek() {
                 Some(b',') => s.at += 1,
@@ -318,9 +345,7 @@ impl<'a> Scanner<'a> {
         let mut nul = false;
         loop {
             // The common case: a run of ordinary bytes.
-            while self.at < self.bytes.len() && STRING_BYTES[self.bytes[self.at] as usize] == 0 {
-                self.at += 1;
-            }
+            self.at = ordinary_run(self.bytes, self.at);
             match self.bytes.get(self.at).map(|&b| STRING_BYTES[b as usize]) {
                 Some(1) => break,
                 Some(2) => {

@@ -197,3 +197,48 @@ fn reject_mode_sets_aside_every_kind_of_bad_record_and_keeps_the_rest() {
         ]
     );
 }
+
+/// Raw bytes, or an object of the test table's fields holding any text: raw where a number
+/// or nested value goes, quoted (escaped by serde_json) where a string goes.
+fn record_like() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let text = || proptest::collection::vec(any::<char>(), 0..12).prop_map(String::from_iter);
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..60),
+        (text(), text(), text(), text(), text()).prop_map(|(a, b, c, d, e)| {
+            let quoted = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+            format!(
+                "{{\"a\":{a},\"b\":{},\"c\":{c},\"d\":{},\"e\":{e}}}",
+                quoted(&b),
+                quoted(&d)
+            )
+            .into_bytes()
+        }),
+    ]
+}
+
+proptest::proptest! {
+    /// Any bytes pushed as records, in every column type: an error or a batch, never a
+    /// panic (the decoder checks UTF-8 once, then slices the checked text).
+    #[test]
+    fn no_bytes_make_the_decoder_panic(
+        records in proptest::collection::vec(record_like(), 1..8),
+        reject in proptest::arbitrary::any::<bool>(),
+    ) {
+        let table = table(&[
+            ("a", PgType::Int8),
+            ("b", PgType::Text),
+            ("c", PgType::Jsonb),
+            ("d", PgType::Timestamptz),
+            ("e", PgType::Numeric),
+        ]);
+        let mut options = options(3);
+        options.reject = reject;
+        options.reject_unknown_fields = false;
+        let mut decoder = RecordDecoder::new(&table, options);
+        for record in &records {
+            let _ = decoder.push(record, Position { line: 1, column: 1 });
+        }
+        let _ = decoder.finish();
+    }
+}

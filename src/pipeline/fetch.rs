@@ -298,14 +298,13 @@ fn digest(body: &[u8]) -> u64 {
 /// The raw JSON text at `pointer` (through objects) inside one record: a page's last, for a
 /// cursor taken from it. Raw, so a numeric id past 2^53 is sent back exactly as it came.
 fn value_at(record: &[u8], pointer: &JsonPointer) -> Option<String> {
-    let mut text = record;
+    let mut text = std::str::from_utf8(record).ok()?;
     for token in pointer.tokens() {
         let mut found = None;
         crate::decode::scan::scan_record::<crate::decode::scan::SyntaxError>(
             text,
             |key, escaped, value| {
                 let mut name = String::new();
-                let key = std::str::from_utf8(key).unwrap_or_default();
                 if escaped {
                     crate::decode::scan::unescape(key, &mut name);
                 } else {
@@ -319,9 +318,7 @@ fn value_at(record: &[u8], pointer: &JsonPointer) -> Option<String> {
         )
         .ok()?;
         let value = found?;
-        let json = value.json(text);
-        let start = json.as_ptr() as usize - text.as_ptr() as usize;
-        text = &text[start..start + json.len()];
+        text = value.json(text);
     }
-    std::str::from_utf8(text).ok().map(str::to_string)
+    Some(text.to_string())
 }

@@ -4,12 +4,8 @@ use super::*;
 
 fn fields(record: &str) -> Result<Vec<(String, Kind, String)>, String> {
     let mut out = Vec::new();
-    scan_record::<SyntaxError>(record.as_bytes(), |key, _, value| {
-        out.push((
-            String::from_utf8_lossy(key).into_owned(),
-            value.kind,
-            value.text(record.as_bytes()).to_string(),
-        ));
+    scan_record::<SyntaxError>(record, |key, _, value| {
+        out.push((key.to_string(), value.kind, value.text(record).to_string()));
         Ok(())
     })
     .map_err(|e| format!("{} at {}", e.message, e.offset))?;
@@ -99,7 +95,7 @@ fn deep_nesting_is_an_error_not_a_crash() {
 
 #[test]
 fn nul_escapes_are_flagged_and_strings_unescape() {
-    let record = br#"{"a": "x\u0000", "b": {"k": ["\u0000"]}, "c": "\\u0000", "d": "\ud83c\udf89\t\u00e9\/"}"#;
+    let record = r#"{"a": "x\u0000", "b": {"k": ["\u0000"]}, "c": "\\u0000", "d": "\ud83c\udf89\t\u00e9\/"}"#;
     let mut got = Vec::new();
     scan_record::<SyntaxError>(record, |_, _, v| {
         got.push((v.nul, v.escaped));
@@ -122,7 +118,7 @@ use proptest::prelude::*;
 /// serde_json's own limit of 128, and numbers within a double's range, which serde_json
 /// needs for a `Value`).
 fn agrees_with_serde_json(text: &str) -> Result<(), TestCaseError> {
-    let ours = scan_record::<SyntaxError>(text.as_bytes(), |_, _, _| Ok(())).is_ok();
+    let ours = scan_record::<SyntaxError>(text, |_, _, _| Ok(())).is_ok();
     let object = text
         .trim_start_matches([' ', '\t', '\n', '\r'])
         .starts_with('{');
@@ -177,8 +173,33 @@ proptest! {
         agrees_with_serde_json(&text)?;
     }
 
+    /// Any text, multi-byte characters included: no panic, and every key and value the
+    /// scanner hands out is a slice of the text on character boundaries.
     #[test]
-    fn no_bytes_make_the_scanner_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let _ = scan_record::<SyntaxError>(&bytes, |_, _, _| Ok(()));
+    fn no_text_makes_the_scanner_panic(chars in prop::collection::vec(any::<char>(), 0..200)) {
+        let text: String = chars.into_iter().collect();
+        let _ = scan_record::<SyntaxError>(&text, |key, _, value| {
+            let _ = (key.len(), value.text(&text), value.json(&text));
+            Ok(())
+        });
+    }
+}
+
+proptest! {
+    /// The eight-bytes-at-a-time run finder stops exactly where a byte-by-byte loop does.
+    #[test]
+    fn ordinary_runs_end_where_the_byte_loop_ends(
+        bytes in prop::collection::vec(
+            prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, b'a'..=b'z'],
+            0..40,
+        ),
+        from in 0usize..40,
+    ) {
+        let from = from.min(bytes.len());
+        let mut expected = from;
+        while expected < bytes.len() && STRING_BYTES[bytes[expected] as usize] == 0 {
+            expected += 1;
+        }
+        prop_assert_eq!(ordinary_run(&bytes, from), expected);
     }
 }
