@@ -78,12 +78,12 @@ fresh_target() {
   psql -c 'CHECKPOINT' 2>/dev/null || true
 }
 
-declare -A times
+declare -A times cpus
 peak_rss=0
-run_one() {
-  local method=$1 start end summary
-  fresh_target "$method"
-  start=$(now)
+# One load by `method`; its client's CPU time (user + system of the psql or apitap process)
+# is measured by bash's `time` around it.
+load_with() {
+  local method=$1 summary
   case $method in
     binary) psql -c "\\copy apitap_bench.target FROM '$work/rows.bin' (FORMAT binary)" ;;
     csv) psql -c "\\copy apitap_bench.target FROM '$work/rows.csv' (FORMAT csv)" ;;
@@ -112,7 +112,16 @@ run_one() {
       [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
       ;;
   esac
+}
+
+run_one() {
+  local method=$1 start end
+  fresh_target "$method"
+  start=$(now)
+  local TIMEFORMAT='%U %S'
+  { time load_with "$method" 2>&3; } 3>&2 2> "$work/cpu.txt"
   end=$(now)
+  cpus[$method]+="$(awk '{ printf "%.3f", $1 + $2 }' "$work/cpu.txt") "
   local n
   n=$(psql -c 'SELECT count(*) FROM apitap_bench.target')
   if [ "$n" != "$ROWS" ]; then
@@ -134,13 +143,15 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 ceiling=$(echo "${times[binary]:-${times[${methods[0]}]}}" | median)
-printf '\n%-8s %10s %12s %10s   %s\n' method median_s rows_per_s vs_binary runs_s
+printf '\n%-8s %10s %12s %10s %14s   %s\n' method median_s rows_per_s vs_binary cpu_s_per_1M runs_s
 for m in "${methods[@]}"; do
   med=$(echo "${times[$m]}" | median)
-  awk -v m="$m" -v t="$med" -v c="$ceiling" -v n="$ROWS" -v all="${times[$m]}" \
-    'BEGIN { printf "%-8s %10.3f %12.0f %9.2fx   %s\n", m, t, n / t, c / t, all }'
+  cpu=$(echo "${cpus[$m]}" | median)
+  awk -v m="$m" -v t="$med" -v c="$ceiling" -v n="$ROWS" -v cpu="$cpu" -v all="${times[$m]}" \
+    'BEGIN { printf "%-8s %10.3f %12.0f %9.2fx %14.2f   %s\n", m, t, n / t, c / t, cpu * 1000000 / n, all }'
 done
 echo
 echo "apitap peak RSS: $(( peak_rss / 1048576 )) MiB ($ROWS rows, NDJSON ${ndjson_mb} MiB)"
 echo "(vs_binary = binary median / method median: 1.00x means as fast as psql's binary COPY;"
-echo " without a binary run, the first method is the baseline)"
+echo " without a binary run, the first method is the baseline; cpu_s_per_1M = median user + system"
+echo " CPU seconds of the client process, psql's or apitap's, per million rows)"

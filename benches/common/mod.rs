@@ -34,7 +34,7 @@ pub fn decode(input: &[u8], table: &TableSchema) -> Vec<Decoded> {
             must_stay_null: Vec::new(),
             reject: false,
             zone: None,
-            max_batch_bytes: apitap::decode::MAX_BATCH_BYTES,
+            max_batch_bytes: apitap::decode::LOAD_BATCH_BYTES,
         },
     );
     let mut framer = Framer::new(None, 1 << 26);

@@ -244,7 +244,7 @@ impl DecodeStage {
                     .collect(),
                 reject: self.rejects.is_some(),
                 zone: Some(crate::decode::SessionZone::parse(&plan.time_zone)),
-                max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
+                max_batch_bytes: crate::decode::LOAD_BATCH_BYTES,
             },
         ));
         let sampled = std::mem::take(&mut self.sampled);
