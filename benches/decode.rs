@@ -13,6 +13,12 @@ fn decode(c: &mut Criterion) {
     group.bench_function("ndjson_demo_rows_100k", |b| {
         b.iter(|| common::decode(&input, &table))
     });
+    // The same, framed on the caller's thread and decoded on N worker threads.
+    for threads in [2, 3] {
+        group.bench_function(format!("ndjson_demo_rows_100k_{threads}_threads"), |b| {
+            b.iter(|| common::decode_on(&input, &table, threads))
+        });
+    }
     group.finish();
 }
 

@@ -192,6 +192,8 @@ pub struct LoadSpec {
     pub widen_to_text: bool,
     pub allow_empty: bool,
     pub max_record_bytes: Option<usize>,
+    /// Threads decoding records; `None` chooses ([`crate::pipeline::decode_threads`]).
+    pub decode_threads: Option<usize>,
 }
 
 /// Everything one load needs to know, checked.
@@ -248,6 +250,9 @@ pub struct LoadRequest {
     /// Where an unfinished `--commit-every` backfill stopped, read from the state.
     pub resume: Option<Resume>,
     pub max_record_bytes: usize,
+    /// Threads decoding records (1: the decode stage's own); `None` until the load, which
+    /// knows where the server is, chooses.
+    pub decode_threads: Option<usize>,
 }
 
 /// Incremental loading: which field's highest value to remember, and how to send it back.
@@ -494,6 +499,15 @@ impl LoadSpec {
                 defaults::MAX_RECORD_BYTES,
                 "the record size limit",
             )?,
+            decode_threads: match self.decode_threads {
+                Some(0) => {
+                    return Err(SettingError::invalid(
+                        "decode threads",
+                        "must be at least 1",
+                    ));
+                }
+                threads => threads,
+            },
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Shared input for the decode and encode benches: demo API rows as NDJSON, and the table
 //! apitap infers for them.
 
-use apitap::decode::{DecodeOptions, Decoded, Framer, RecordDecoder, Sample};
+use apitap::decode::{DecodeOptions, Decoded, Decoder, Framer, Sample};
 use apitap::schema::TableSchema;
 
 pub const ROWS: u64 = 100_000;
@@ -23,32 +23,34 @@ pub fn table(input: &[u8]) -> TableSchema {
     sample.infer()
 }
 
-/// Frames and decodes `input` the way a load does, in 64 KiB chunks.
-pub fn decode(input: &[u8], table: &TableSchema) -> Vec<Decoded> {
-    let mut decoder = RecordDecoder::new(
-        table,
-        DecodeOptions {
-            batch_size: 8192,
-            reject_unknown_fields: true,
-            unknown_field_hint: String::new(),
-            must_stay_null: Vec::new(),
-            reject: false,
-            zone: None,
-            max_batch_bytes: apitap::decode::LOAD_BATCH_BYTES,
-        },
-    );
+/// Frames and decodes `input` the way a load does, in 64 KiB chunks, on `threads` threads
+/// (1: the caller's alone).
+pub fn decode_on(input: &[u8], table: &TableSchema, threads: usize) -> Vec<Decoded> {
+    let options = DecodeOptions {
+        batch_size: 8192,
+        reject_unknown_fields: true,
+        unknown_field_hint: String::new(),
+        must_stay_null: Vec::new(),
+        reject: false,
+        zone: None,
+        max_batch_bytes: apitap::decode::LOAD_BATCH_BYTES,
+    };
+    let mut decoder = Decoder::new(table, options, threads).expect("decode threads start");
     let mut framer = Framer::new(None, 1 << 26);
     let mut out = Vec::new();
-    let mut emit = |record: &[u8], at| -> Result<(), apitap::decode::DecodeError> {
-        if let Some(d) = decoder.push(record, at)? {
-            out.push(d);
-        }
-        Ok(())
-    };
     for chunk in input.chunks(64 * 1024) {
-        framer.push(chunk, &mut emit).expect("demo rows decode");
+        framer
+            .push(chunk, &mut |record, at| decoder.push(record, at, &mut out))
+            .expect("demo rows decode");
     }
-    framer.finish(&mut emit).expect("demo rows decode");
-    out.extend(decoder.finish().expect("demo rows decode"));
+    framer
+        .finish(&mut |record, at| decoder.push(record, at, &mut out))
+        .expect("demo rows decode");
+    decoder.finish(&mut out).expect("demo rows decode");
     out
+}
+
+/// [`decode_on`] the caller's thread.
+pub fn decode(input: &[u8], table: &TableSchema) -> Vec<Decoded> {
+    decode_on(input, table, 1)
 }

@@ -292,6 +292,11 @@ pub struct LoadArgs {
     #[arg(help_heading = "HTTP sources", long, value_name = "MAPPING")]
     pub retry: Option<String>,
 
+    /// Decode records on N threads (1: one thread). Default: as many as the cores the
+    /// server does not need, up to 4 (README "Speed").
+    #[arg(help_heading = "Input", long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub decode_threads: Option<u16>,
+
     /// Longest record (or, with --records-path, document) accepted, in bytes.
     #[arg(help_heading = "Input", long, default_value_t = defaults::MAX_RECORD_BYTES, value_name = "BYTES")]
     pub max_record_bytes: usize,
@@ -502,6 +507,7 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         widen_to_text: args.widen_to_text,
         allow_empty: args.allow_empty,
         max_record_bytes: Some(args.max_record_bytes),
+        decode_threads: args.decode_threads.map(usize::from),
     })
 }
 

@@ -163,6 +163,8 @@ pub struct SourceConfig {
     pub sample: Option<usize>,
     /// Rows per Arrow batch.
     pub batch_size: Option<usize>,
+    /// Threads decoding this source's records (default: chosen, as for `apitap load`).
+    pub decode_threads: Option<usize>,
     /// `fail` (default) or `reject`: set records that cannot be loaded aside in
     /// `reject_file` (default `rejects.ndjson`), failing past `max_rejects`.
     #[serde(default)]
@@ -460,6 +462,7 @@ impl SourceConfig {
             widen_to_text: self.widen_to_text,
             allow_empty: self.allow_empty,
             max_record_bytes: None,
+            decode_threads: self.decode_threads,
         })
     }
 

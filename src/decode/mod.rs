@@ -13,6 +13,7 @@
 pub mod columns;
 pub mod framing;
 pub mod infer;
+pub mod parallel;
 pub mod pointer;
 pub mod scan;
 pub mod values;
@@ -22,6 +23,7 @@ use arrow_schema::SchemaRef;
 
 pub use framing::{Format, Framer, Position};
 pub use infer::Sample;
+pub use parallel::{Decoder, ParallelDecoder};
 pub use values::SessionZone;
 
 use crate::schema::{PgType, TableSchema};
@@ -230,6 +232,16 @@ impl RecordDecoder {
             return self.flush();
         }
         Ok(None)
+    }
+
+    /// Empties the decoder (whatever a failed record left in it) and numbers the next record
+    /// `record`: a worker of [`ParallelDecoder`] starting a job.
+    pub fn reset(&mut self, record: u64) {
+        self.input.clear();
+        self.values.clear();
+        self.rows.clear();
+        self.rejected.clear();
+        self.next_record = record;
     }
 
     /// Returns the last, partly filled batch, if any record is left (or was set aside).

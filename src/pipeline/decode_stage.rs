@@ -40,7 +40,9 @@ pub(super) struct DecodeStage {
     sampled: Vec<u8>,
     sampled_at: Vec<(usize, Position)>,
     exchange: Option<(oneshot::Sender<Sample>, oneshot::Receiver<Arc<LoadPlan>>)>,
-    decoder: Option<RecordDecoder>,
+    decoder: Option<Decoder>,
+    /// Threads decoding records, once the plan is known.
+    threads: usize,
     batch_size: usize,
     reject_unknown_fields: bool,
     tx: mpsc::Sender<Flow>,
@@ -81,6 +83,7 @@ impl DecodeStage {
             sampled_at: Vec::new(),
             exchange: Some((sample_tx, plan_rx)),
             decoder: None,
+            threads: request.decode_threads.unwrap_or(1),
             batch_size: request.batch_size,
             reject_unknown_fields: request.schema != crate::sink::SchemaPolicy::Discard,
             tx,
@@ -103,11 +106,7 @@ impl DecodeStage {
                         if self.decoder.is_none() {
                             self.start_decoding()?;
                         }
-                        if let Some(decoder) = &mut self.decoder
-                            && let Some(rows) = decoder.finish()?
-                        {
-                            self.send(rows)?;
-                        }
+                        self.finish_batches()?;
                         self.tx
                             .blocking_send(Flow::Checkpoint(position))
                             .map_err(|_| Stop::Cancelled)?;
@@ -154,11 +153,7 @@ impl DecodeStage {
             if self.decoder.is_none() {
                 self.start_decoding()?;
             }
-            if let Some(decoder) = &mut self.decoder
-                && let Some(last) = decoder.finish()?
-            {
-                self.send(last)?;
-            }
+            self.finish_batches()?;
             let format = self.framer_format.map(|f| format!("{f:?}"));
             tracing::info!(records = self.delivered, format, "all records decoded");
             Ok::<(), Stop>(())
@@ -203,6 +198,18 @@ impl DecodeStage {
             .map_err(|_| Stop::Cancelled)
     }
 
+    /// Decodes what the decoder holds and passes it on.
+    fn finish_batches(&mut self) -> Result<(), Stop> {
+        let mut ready = Vec::new();
+        if let Some(decoder) = &mut self.decoder {
+            decoder.finish(&mut ready)?;
+        }
+        for decoded in ready {
+            self.send(decoded)?;
+        }
+        Ok(())
+    }
+
     /// A record from the input, in order; counted for page labels.
     fn deliver(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
         self.delivered += 1;
@@ -211,7 +218,9 @@ impl DecodeStage {
 
     fn on_record(&mut self, record: &[u8], at: Position) -> Result<(), Stop> {
         if let Some(decoder) = &mut self.decoder {
-            if let Some(decoded) = decoder.push(record, at)? {
+            let mut ready = Vec::new();
+            decoder.push(record, at, &mut ready)?;
+            for decoded in ready {
                 self.send(decoded)?;
             }
             return Ok(());
@@ -233,7 +242,7 @@ impl DecodeStage {
             .map_err(|_| Stop::Cancelled)?;
         let plan = plan_rx.blocking_recv().map_err(|_| Stop::Cancelled)?;
         let copy_columns = plan.copy_columns;
-        self.decoder = Some(RecordDecoder::new(
+        let decoder = Decoder::new(
             &plan.decode,
             DecodeOptions {
                 batch_size: self.batch_size,
@@ -246,7 +255,15 @@ impl DecodeStage {
                 zone: Some(crate::decode::SessionZone::parse(&plan.time_zone)),
                 max_batch_bytes: crate::decode::LOAD_BATCH_BYTES,
             },
-        ));
+            self.threads,
+        )
+        .map_err(|e| {
+            Stop::Failed(DecodeError::Structure {
+                line: 0,
+                message: format!("could not start the decode threads: {e}"),
+            })
+        })?;
+        self.decoder = Some(decoder);
         let sampled = std::mem::take(&mut self.sampled);
         let sampled_at = std::mem::take(&mut self.sampled_at);
         let ends = sampled_at
@@ -269,5 +286,50 @@ pub(super) fn framer(request: &LoadRequest) -> Framer {
         framer.skipping_oversized()
     } else {
         framer
+    }
+}
+
+/// How many threads decode a load's records: `asked`, or else as many cores as neither
+/// PostgreSQL nor apitap's other stages need, from 1 to 4. A server on this machine
+/// (`server_is_local`) needs a core for each COPY stream's backend; fetching, encoding and
+/// sending need about one more. So a 2-core machine with its own server decodes on one
+/// thread, and an 8-core one on four.
+pub fn decode_threads(asked: Option<usize>, server_is_local: bool, copy_streams: usize) -> usize {
+    if let Some(threads) = asked {
+        return threads.max(1);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    spare_cores(cores, server_is_local, copy_streams)
+}
+
+fn spare_cores(cores: usize, server_is_local: bool, copy_streams: usize) -> usize {
+    let server = if server_is_local { copy_streams } else { 0 };
+    cores.saturating_sub(server + 1).clamp(1, 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_threads_leave_the_server_its_cores() {
+        assert_eq!(decode_threads(Some(3), true, 1), 3);
+        // (cores, local server, COPY streams) → threads
+        for (cores, local, streams, threads) in [
+            (1, true, 1, 1),
+            (2, true, 1, 1),
+            (2, false, 1, 1),
+            (4, true, 1, 2),
+            (4, false, 1, 3),
+            (8, true, 2, 4),
+            (8, true, 6, 1),
+            (64, false, 1, 4),
+        ] {
+            assert_eq!(
+                spare_cores(cores, local, streams),
+                threads,
+                "{cores} cores, local {local}, {streams} streams"
+            );
+        }
     }
 }

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::decode::pointer::{JsonPointer, scan_document};
 use crate::decode::{
-    DecodeError, DecodeOptions, Decoded, Format, Framer, Position, RecordDecoder, Sample,
+    DecodeError, DecodeOptions, Decoded, Decoder, Format, Framer, Position, Sample,
 };
 use crate::encode::{CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
@@ -55,6 +55,7 @@ pub use preview::{PlannedColumn, Preview, preview_load};
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;
+pub use decode_stage::decode_threads;
 use fetch::{Chunk, fetch, fetch_pages};
 pub(crate) use state::{lock_and_read_state, read_state};
 
@@ -137,9 +138,15 @@ pub async fn load(
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
     let mut client = connect.connect().await?;
-    let request = &lock_and_read_state(&mut client, std::slice::from_ref(request), request)
+    let mut request = lock_and_read_state(&mut client, std::slice::from_ref(request), request)
         .await?
         .remove(0);
+    request.decode_threads = Some(decode_threads(
+        request.decode_threads,
+        connect.server_is_local(),
+        request.copy_streams,
+    ));
+    let request = &request;
     let rejects = request
         .rejects
         .as_ref()

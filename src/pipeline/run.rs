@@ -172,7 +172,7 @@ async fn start(
         }));
     }
     let requests: Vec<_> = sources.iter().map(|(_, request)| request.clone()).collect();
-    let (client, requests) = if preview {
+    let (client, mut requests) = if preview {
         let client = connect.connect_read_only().await?;
         let requests = read_state(&client, &requests).await?;
         (client, requests)
@@ -181,6 +181,13 @@ async fn start(
         let requests = lock_and_read_state(&mut client, &requests, &sink).await?;
         (client, requests)
     };
+    for request in &mut requests {
+        request.decode_threads = Some(decode_threads(
+            request.decode_threads,
+            connect.server_is_local(),
+            sink.copy_streams,
+        ));
+    }
 
     let rejects = sink.rejects.as_ref().map(|options| {
         let name = format!("module {}", module.name);

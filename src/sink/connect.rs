@@ -172,6 +172,21 @@ impl ConnectOptions {
         })
     }
 
+    /// Whether every host is this machine (a socket, `localhost`, a loopback address): the
+    /// server's backends then share the client's cores.
+    pub fn server_is_local(&self) -> bool {
+        self.config.get_hosts().iter().all(|host| match host {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        })
+    }
+
     /// `user@host:port/dbname`, without the password.
     pub fn describe(&self) -> String {
         let hosts: Vec<String> = self

@@ -8,6 +8,7 @@ mod citus;
 mod common;
 mod concurrency;
 mod contracts;
+mod decode_threads;
 mod endings;
 
 mod errors;

@@ -1,0 +1,112 @@
+//! Unit tests of `parallel`: on any input, spreading the decoding over threads changes
+//! nothing a load can see.
+
+use super::*;
+use crate::decode::{Framer, Rejected};
+use crate::schema::{Column, PgType};
+use proptest::prelude::*;
+
+fn table() -> TableSchema {
+    TableSchema {
+        columns: [
+            ("a", PgType::Int8),
+            ("b", PgType::Text),
+            ("c", PgType::Jsonb),
+            ("d", PgType::Timestamptz),
+            ("e", PgType::Numeric),
+        ]
+        .iter()
+        .map(|(n, t)| Column::new(*n, *t))
+        .collect(),
+    }
+}
+
+fn options(batch_size: usize, reject: bool) -> DecodeOptions {
+    DecodeOptions {
+        batch_size,
+        reject_unknown_fields: true,
+        unknown_field_hint: "has no column".into(),
+        must_stay_null: vec![],
+        reject,
+        zone: None,
+        max_batch_bytes: 300,
+    }
+}
+
+/// What a load sees of a decoding: every row (as one batch), each row's record number, the
+/// records set aside; or the error.
+type Seen = Result<(Option<arrow_array::RecordBatch>, Vec<u64>, Vec<Rejected>), DecodeError>;
+
+fn decode(input: &[u8], options: DecodeOptions, threads: usize) -> Seen {
+    let table = table();
+    let mut decoder = Decoder::new(&table, options, threads).unwrap();
+    let mut out = Vec::new();
+    let mut framer = Framer::new(None, 1 << 20);
+    framer.push(input, &mut |record, at| decoder.push(record, at, &mut out))?;
+    framer.finish(&mut |record, at| decoder.push(record, at, &mut out))?;
+    decoder.finish(&mut out)?;
+    let numbers = out
+        .iter()
+        .flat_map(|d| (0..d.batch.num_rows()).map(|row| d.record_of(row)))
+        .collect();
+    let rejected = out.iter().flat_map(|d| d.rejected.clone()).collect();
+    let batches: Vec<_> = out.into_iter().map(|d| d.batch).collect();
+    let rows = batches
+        .first()
+        .map(|first| arrow_select::concat::concat_batches(&first.schema(), &batches).unwrap());
+    Ok((rows, numbers, rejected))
+}
+
+/// One NDJSON line: a good record, one with a value its column refuses, one that is not
+/// JSON, or one with a field no column has.
+fn line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => (any::<i32>(), "[a-zé日 ]{0,12}").prop_map(|(a, b)| format!(
+            "{{\"a\":{a},\"b\":{},\"c\":{{\"k\":[{a}]}},\"d\":\"2024-01-0{}T10:00:00Z\",\"e\":{a}.5}}",
+            serde_json::Value::String(b),
+            (a.rem_euclid(9)) + 1
+        )),
+        1 => Just("{\"a\":\"twelve\"}".to_string()),
+        1 => Just("{\"a\":1,\"d\":\"yesterday\"}".to_string()),
+        1 => Just("{\"a\":".to_string()),
+        1 => Just("{\"z\":1}".to_string()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn threads_change_nothing(
+        lines in prop::collection::vec(line(), 0..60),
+        batch_size in 1usize..8,
+        reject in any::<bool>(),
+        threads in 2usize..5,
+    ) {
+        let input = lines.join("\n").into_bytes();
+        let alone = decode(&input, options(batch_size, reject), 1);
+        let spread = decode(&input, options(batch_size, reject), threads);
+        prop_assert_eq!(alone, spread);
+    }
+}
+
+#[test]
+fn a_parallel_decoder_dropped_midway_stops_its_threads() {
+    let table = table();
+    let mut decoder = ParallelDecoder::new(&table, &options(2, false), 3).unwrap();
+    let mut out = Vec::new();
+    for i in 0..9 {
+        let record = format!("{{\"a\":{i}}}");
+        decoder
+            .push(
+                record.as_bytes(),
+                Position {
+                    line: i + 1,
+                    column: 1,
+                },
+                &mut out,
+            )
+            .unwrap();
+    }
+    // Jobs are in flight, results waiting: dropping must not hang.
+    drop(decoder);
+    assert!(out.len() <= 4, "{}", out.len());
+}

@@ -1,0 +1,108 @@
+//! `--decode-threads`: decoding spread over threads lands the same rows in the same order,
+//! fails on the same record with the same message, and sets aside the same records.
+
+use crate::common::*;
+
+/// `n` varied records: multi-byte text, nulls, nested values, timestamps; record `bad`
+/// (1-based), if any, has an amount no number column takes.
+fn records(n: u64, bad: Option<u64>) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 1..=n {
+        let amount = if Some(i) == bad {
+            "\"lots\"".to_string()
+        } else {
+            format!("{}.{}", i * 7, i % 100)
+        };
+        let note = match i % 3 {
+            0 => "null".to_string(),
+            1 => format!("\"naïve 日本 {i}\""),
+            _ => format!("{{\"k\":[{i},\"x\"]}}"),
+        };
+        out.push_str(&format!(
+            "{{\"id\":{i},\"amount\":{amount},\"note\":{note},\"at\":\"2024-02-{:02}T10:{:02}:00Z\"}}\n",
+            i % 28 + 1,
+            i % 60
+        ));
+    }
+    out.into_bytes()
+}
+
+async fn load(table: &str, threads: &str, input: Vec<u8>, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "load",
+        "-",
+        "--table",
+        table,
+        "--decode-threads",
+        threads,
+        "--batch-size",
+        "1000",
+    ];
+    args.extend_from_slice(extra);
+    apitap(&args, Some(input)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_land_the_same_rows_in_the_same_order() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "decode_threads").await;
+    let (one, three) = (format!("{schema}.one"), format!("{schema}.three"));
+    for (table, threads) in [(&one, "1"), (&three, "3")] {
+        let run = load(table, threads, records(30_000, None), &[]).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let same: bool = db
+        .query_one(
+            &format!(
+                "SELECT (SELECT array_agg(t ORDER BY ctid)::text FROM {one} t)
+                      = (SELECT array_agg(t ORDER BY ctid)::text FROM {three} t)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(same, "the tables differ");
+    assert_eq!(count(&db, &three).await, 30_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_fail_on_the_same_record_and_set_aside_the_same_ones() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "decode_threads_bad").await;
+    let table = format!("{schema}.items");
+    // The table exists with a numeric amount, so the bad record is refused by its column.
+    let run = load(&table, "1", records(10, None), &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut messages = Vec::new();
+    for threads in ["1", "3"] {
+        let run = load(&table, threads, records(20_000, Some(17_777)), &[]).await;
+        assert_fails(&run, "record 17777");
+        messages.push(run.stderr);
+    }
+    assert_eq!(messages[0], messages[1]);
+    assert_eq!(count(&db, &table).await, 10);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut rejects = Vec::new();
+    for threads in ["1", "3"] {
+        let file = dir.path().join(format!("rejects-{threads}.ndjson"));
+        let run = load(
+            &table,
+            threads,
+            records(20_000, Some(17_777)),
+            &[
+                "--on-error",
+                "reject",
+                "--reject-file",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        rejects.push(std::fs::read_to_string(&file).unwrap());
+    }
+    assert_eq!(rejects[0], rejects[1]);
+    assert!(rejects[0].contains("\"record\":17777"), "{}", rejects[0]);
+    assert_eq!(count(&db, &table).await, 10 + 2 * 19_999);
+}
