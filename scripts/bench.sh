@@ -11,6 +11,8 @@
 #           merge is fairly compared with: both maintain the key's index)
 #   inserts psql running pre-made multi-row INSERT statements of 5,000 rows (pg_dump --inserts)
 #   insert  apitap load FILE.ndjson --method insert (5,000-row unnest INSERTs)
+#   threads apitap load FILE.ndjson --decode-threads $THREADS (default 2): decoding spread
+#           over worker threads (on a 2-core machine they compete with the server)
 #   streams apitap load FILE.ndjson --copy-streams $STREAMS (default 2): parallel COPY into
 #           a staging table, published by one INSERT … SELECT
 #   swap    apitap load FILE.ndjson --mode replace (by swap) over a table already holding the
@@ -92,13 +94,14 @@ load_with() {
       summary=$("$apitap" run -m "$work/modules" -y "$work/pipelines.yaml" --progress never -q --summary-json -)
       local rss
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
-      [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
+      if [ "$rss" -gt "$peak_rss" ]; then peak_rss=$rss; fi
       ;;
-    file | http | pages | merge | pkappend | insert | streams | swap | delete)
+    file | http | pages | merge | pkappend | insert | threads | streams | swap | delete)
       local src="$work/rows-$ROWS.ndjson" paging=()
       [ "$method" = merge ] && paging=(--mode merge --key id)
       [ "$method" = insert ] && paging=(--method insert)
       [ "$method" = streams ] && paging=(--copy-streams "${STREAMS:-2}")
+      [ "$method" = threads ] && paging=(--decode-threads "${THREADS:-2}")
       [ "$method" = swap ] && paging=(--mode replace --replace-with swap)
       [ "$method" = delete ] && paging=(--mode replace --replace-with delete)
       [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
@@ -109,7 +112,7 @@ load_with() {
       summary=$("$apitap" load "$src" "${paging[@]}" --table apitap_bench.target --progress never -q --summary-json -)
       local rss
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
-      [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
+      if [ "$rss" -gt "$peak_rss" ]; then peak_rss=$rss; fi
       ;;
   esac
 }
