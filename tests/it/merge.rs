@@ -399,4 +399,18 @@ async fn merging_into_an_empty_table_keeps_the_upsert_s_outcomes() {
     assert_fails(&run, "the merge (INSERT … ON CONFLICT)");
     assert!(run.stderr.contains("t_name_key"), "{}", run.stderr);
     assert_eq!(count(&db, &table).await, 0);
+
+    // A deferrable key would be checked only at COMMIT by a plain INSERT: such a table is
+    // merged as before, and ON CONFLICT refuses it, naming why.
+    db.batch_execute(&format!(
+        "DROP TABLE {table}; CREATE TABLE {table} (id bigint PRIMARY KEY DEFERRABLE, name text)"
+    ))
+    .await
+    .unwrap();
+    let run = merge(b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 1, \"name\": \"b\"}\n").await;
+    assert_fails(
+        &run,
+        "ON CONFLICT does not support deferrable unique constraints/exclusion constraints as arbiters",
+    );
+    assert_eq!(count(&db, &table).await, 0);
 }
