@@ -17,6 +17,9 @@
 #           over worker threads (on a 2-core machine they compete with the server)
 #   streams apitap load FILE.ndjson --copy-streams $STREAMS (default 2): parallel COPY into
 #           a staging table, published by one INSERT … SELECT
+#   new     apitap load FILE.ndjson into a table the load creates (one COPY, FREEZE)
+#   newstreams the same with --copy-streams $STREAMS: the streams fill a table that takes the
+#           new table's place, with no second pass
 #   swap    apitap load FILE.ndjson --mode replace (by swap) over a table already holding the
 #           rows, with a primary key and an index on a text column
 #   delete  the same with --replace-with delete (DELETE, then COPY into the same table)
@@ -68,6 +71,10 @@ echo "bench: NDJSON ${ndjson_mb} MiB; PostgreSQL $(psql -c 'SHOW server_version'
 now() { date +%s.%N; }
 # Each load goes into a fresh, empty table of the same shape, so no run pays for another's.
 fresh_target() {
+  if [ "$1" = new ] || [ "$1" = newstreams ]; then
+    psql -c 'DROP TABLE IF EXISTS apitap_bench.target' -c 'CHECKPOINT'
+    return
+  fi
   psql -c 'DROP TABLE IF EXISTS apitap_bench.target; CREATE TABLE apitap_bench.target (LIKE apitap_bench.template)'
   if [ "$1" = merge ] || [ "$1" = pkappend ]; then psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id)'; fi
   if [ "$1" = remerge ]; then
@@ -103,11 +110,11 @@ load_with() {
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
       if [ "$rss" -gt "$peak_rss" ]; then peak_rss=$rss; fi
       ;;
-    file | http | pages | merge | remerge | pkappend | insert | threads | streams | swap | delete)
+    file | http | pages | merge | remerge | pkappend | insert | threads | streams | new | newstreams | swap | delete)
       local src="$work/rows-$ROWS.ndjson" paging=()
       if [ "$method" = merge ] || [ "$method" = remerge ]; then paging=(--mode merge --key id); fi
       [ "$method" = insert ] && paging=(--method insert)
-      [ "$method" = streams ] && paging=(--copy-streams "${STREAMS:-2}")
+      if [ "$method" = streams ] || [ "$method" = newstreams ]; then paging=(--copy-streams "${STREAMS:-2}"); fi
       [ "$method" = threads ] && paging=(--decode-threads "${THREADS:-2}")
       [ "$method" = swap ] && paging=(--mode replace --replace-with swap)
       [ "$method" = delete ] && paging=(--mode replace --replace-with delete)

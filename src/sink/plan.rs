@@ -197,12 +197,7 @@ impl LoadPlan {
         let Some(columns) = &target.columns else {
             let decode = fields.clone();
             let create_table = (!decode.columns.is_empty()).then(|| {
-                let cols: Vec<String> = decode
-                    .columns
-                    .iter()
-                    .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type.sql_name()))
-                    .collect();
-                let mut cols = cols;
+                let mut cols = column_definitions(&decode);
                 if !merge_keys.is_empty() {
                     let keys: Vec<String> = merge_keys.iter().map(|k| quote_ident(k)).collect();
                     cols.push(format!("PRIMARY KEY ({})", keys.join(", ")));
@@ -573,3 +568,12 @@ impl LoadPlan {
 
 #[cfg(test)]
 mod tests;
+
+/// `"name" type` for each column: the columns of a table a load creates.
+pub(super) fn column_definitions(table: &TableSchema) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type.sql_name()))
+        .collect()
+}

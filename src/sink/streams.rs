@@ -8,6 +8,14 @@
 //! a load killed before its cleanup leaves it behind, and the next `--copy-streams` load
 //! drops every staging table whose connection is gone.
 //!
+//! Into a table the load creates there is no second pass: the streams fill a table of the
+//! new table's columns, created (and committed) beside it under a name of apitap's, and the
+//! load's transaction drops the empty new table and renames the filled one into its place.
+//! Readers see no table, then the whole table; a load killed before publishing leaves the
+//! filled table behind for the next `--copy-streams` load to drop, as a staging table. The
+//! rows are not frozen as a single COPY into a new table freezes them (PostgreSQL allows that
+//! only in the transaction that created the table), so VACUUM will pass over them once.
+//!
 //! Rows reach the target in no particular order, so merges (last record wins) do not use
 //! this path.
 
@@ -24,20 +32,64 @@ use crate::metrics::Statement;
 use crate::progress::{Progress, Written};
 use crate::schema::quote_ident;
 
-/// Staging table columns: the loaded columns with the target's types.
-fn create_stage(plan: &LoadPlan, stage: &str) -> String {
-    let columns: Vec<String> = plan
-        .copy_names()
-        .iter()
-        .zip(plan.copy_types())
-        .map(|(name, pg_type)| format!("{} {}", quote_ident(name), pg_type))
-        .collect();
-    format!(
-        "SELECT pg_advisory_xact_lock(hashtext('apitap schema apitap')); \
-         CREATE SCHEMA IF NOT EXISTS apitap; \
-         CREATE UNLOGGED TABLE apitap.{stage} ({})",
-        columns.join(", ")
-    )
+/// The table the streams fill: the new table's columns, logged (it becomes the table); or
+/// an UNLOGGED staging table of the loaded columns with the target's types.
+fn create_stage(plan: &LoadPlan, stage: &Stage) -> String {
+    match stage {
+        Stage::Becomes { .. } => format!(
+            "CREATE TABLE {} ({})",
+            stage.qualified(),
+            super::plan::column_definitions(&plan.decode).join(", ")
+        ),
+        Stage::Staging { .. } => {
+            let columns: Vec<String> = plan
+                .copy_names()
+                .iter()
+                .zip(plan.copy_types())
+                .map(|(name, pg_type)| format!("{} {}", quote_ident(name), pg_type))
+                .collect();
+            format!(
+                "SELECT pg_advisory_xact_lock(hashtext('apitap schema apitap')); \
+                 CREATE SCHEMA IF NOT EXISTS apitap; \
+                 CREATE UNLOGGED TABLE {} ({})",
+                stage.qualified(),
+                columns.join(", ")
+            )
+        }
+    }
+}
+
+/// Where the streams COPY: into a table that becomes the one the load creates, or into a
+/// staging table whose rows are then inserted.
+enum Stage {
+    /// The table that takes the new table's place: `schema.name`, the name already quoted.
+    Becomes {
+        schema: String,
+        name: String,
+    },
+    Staging {
+        name: String,
+    },
+}
+
+impl Stage {
+    fn qualified(&self) -> String {
+        match self {
+            Stage::Becomes { schema, name } => format!("{schema}.{name}"),
+            Stage::Staging { name } => format!("apitap.{name}"),
+        }
+    }
+}
+
+/// Whether the streams can fill the table the load creates itself: a plain new table (not
+/// distributed, not swapped in) in a schema that exists already.
+fn fills_new_table(plan: &LoadPlan) -> bool {
+    plan.create_table.is_some()
+        && plan.create_schema.is_none()
+        && plan.swap_of.is_none()
+        && plan.distribute.is_none()
+        && plan.citus.is_none()
+        && plan.merge_keys.is_empty()
 }
 
 /// Like the single-connection COPY segment, through `streams`.
@@ -52,14 +104,35 @@ pub(super) async fn segment(
     let failed = |action: &'static str| {
         move |e: tokio_postgres::Error| SinkError::database(action, table, &e)
     };
-    let stage = quote_ident(&format!(
-        "stage_{}_{}",
+    let unique = format!(
+        "{}_{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default()
-    ));
+    );
+    let stage = if fills_new_table(plan) {
+        // The new table's schema as the load's transaction resolved it (the name may be
+        // unqualified), so that the filled table is created there, with that schema's
+        // default privileges, like the table it replaces.
+        let schema: String = transaction
+            .query_one(
+                "SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = $1::text::regclass",
+                &[&qualified(&plan.table)],
+            )
+            .await
+            .map_err(failed("CREATE TABLE (filled by the streams)"))?
+            .get(0);
+        Stage::Becomes {
+            schema,
+            name: quote_ident(&format!("apitap_stage_{unique}")),
+        }
+    } else {
+        Stage::Staging {
+            name: quote_ident(&format!("stage_{unique}")),
+        }
+    };
     let names = plan
         .copy_names()
         .iter()
@@ -76,16 +149,17 @@ pub(super) async fn segment(
         .get(0);
     streams[0]
         .batch_execute(&format!(
-            "BEGIN; {}; COMMENT ON TABLE apitap.{stage} IS '{pid}'; COMMIT",
-            create_stage(plan, &stage)
+            "BEGIN; {}; COMMENT ON TABLE {} IS '{pid}'; COMMIT",
+            create_stage(plan, &stage),
+            stage.qualified()
         ))
         .await
-        .map_err(failed("CREATE UNLOGGED TABLE (staging)"))?;
+        .map_err(failed("CREATE TABLE (staging)"))?;
     let result = fill_and_publish(transaction, plan, rx, progress, streams, &stage, &names).await;
     if result.is_err() {
         // The load's transaction will roll back; the staging table is not part of it.
         let _ = streams[0]
-            .batch_execute(&format!("DROP TABLE IF EXISTS apitap.{stage}"))
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", stage.qualified()))
             .await;
     }
     result
@@ -96,9 +170,11 @@ pub(super) async fn segment(
 async fn sweep_stale_stages(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
     let stale = client
         .query(
-            "SELECT format('apitap.%I', c.relname) FROM pg_class c \
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = 'apitap' AND c.relkind = 'r' AND c.relname LIKE 'stage\\_%' \
+             WHERE c.relkind = 'r' \
+               AND ((n.nspname = 'apitap' AND c.relname LIKE 'stage\\_%') \
+                    OR c.relname LIKE 'apitap\\_stage\\_%') \
                AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
                                WHERE a.pid::text = obj_description(c.oid, 'pg_class'))",
             &[],
@@ -122,12 +198,15 @@ async fn fill_and_publish(
     rx: &mut mpsc::Receiver<Encoded>,
     progress: &Progress,
     streams: &[tokio_postgres::Client],
-    stage: &str,
+    stage: &Stage,
     names: &str,
 ) -> Result<(u64, SegmentEnd), SinkError> {
     let table = &plan.table;
     let copy_failed = |e: tokio_postgres::Error| SinkError::database("COPY (staging)", table, &e);
-    let statement = format!("COPY apitap.{stage} ({names}) FROM STDIN (FORMAT binary)");
+    let statement = format!(
+        "COPY {} ({names}) FROM STDIN (FORMAT binary)",
+        stage.qualified()
+    );
     let started = std::time::Instant::now();
     let mut senders = Vec::with_capacity(streams.len());
     let mut copies = Vec::with_capacity(streams.len());
@@ -173,26 +252,47 @@ async fn fill_and_publish(
     if let Err(SinkError::InputEnded) = checked {
         return checked.map(|_| (0, SegmentEnd::Done(None)));
     }
+    let mut copied_rows = 0;
     for copy in copied {
-        copy.map_err(copy_failed)?;
+        copied_rows += copy.map_err(copy_failed)?;
         progress.round_trip(Statement::Copy);
     }
     let cursor = checked?;
-    let rows = transaction
-        .execute(
-            &format!(
-                "INSERT INTO {} ({names}) SELECT {names} FROM apitap.{stage}",
-                qualified(&plan.written_table())
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| SinkError::database("INSERT (from staging)", table, &e))?;
-    progress.round_trip(Statement::Insert);
-    transaction
-        .batch_execute(&format!("DROP TABLE apitap.{stage}"))
-        .await
-        .map_err(|e| SinkError::database("DROP TABLE (staging)", table, &e))?;
+    let rows = match stage {
+        Stage::Becomes { schema, name } => {
+            // The new table is empty and the load's alone: the filled table takes its name.
+            let publish = format!(
+                "DROP TABLE {target}; ALTER TABLE {schema}.{name} RENAME TO {new_name}; \
+                 COMMENT ON TABLE {target} IS NULL",
+                target = qualified(&plan.table),
+                new_name = quote_ident(&plan.table.table),
+            );
+            transaction
+                .batch_execute(&publish)
+                .await
+                .map_err(|e| SinkError::database("publishing the filled table", table, &e))?;
+            copied_rows
+        }
+        Stage::Staging { .. } => {
+            let rows = transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO {} ({names}) SELECT {names} FROM {}",
+                        qualified(&plan.written_table()),
+                        stage.qualified()
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| SinkError::database("INSERT (from staging)", table, &e))?;
+            progress.round_trip(Statement::Insert);
+            transaction
+                .batch_execute(&format!("DROP TABLE {}", stage.qualified()))
+                .await
+                .map_err(|e| SinkError::database("DROP TABLE (staging)", table, &e))?;
+            rows
+        }
+    };
     tracing::info!(statement = "COPY", streams = streams.len(), table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     Ok((rows, SegmentEnd::Done(cursor)))
 }

@@ -38,4 +38,5 @@ mod scaling;
 mod secrets;
 mod shell;
 mod state;
+mod streams;
 mod types;

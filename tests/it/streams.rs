@@ -1,0 +1,103 @@
+//! `--copy-streams` into a table the load creates: the streams fill a table that then takes
+//! the new table's place, with no second pass over the rows (no INSERT from staging), with
+//! the schema's default privileges, all or nothing, leaving nothing behind.
+
+use crate::common::*;
+
+/// Tables named like the streams' own, in any schema.
+async fn stream_tables(db: &tokio_postgres::Client) -> Vec<String> {
+    db.query(
+        "SELECT c.oid::regclass::text FROM pg_class c
+         WHERE c.relkind = 'r' AND c.relname LIKE 'apitap\\_stage\\_%'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_fill_a_new_table_in_place_without_a_second_pass() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "streams_new").await;
+    // Tables created in the schema are readable by a role, by default privileges.
+    db.batch_execute(&format!(
+        "DO $$ BEGIN CREATE ROLE apitap_test_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO apitap_test_reader;
+         CREATE TABLE {schema}.apitap_stage_0_0 (id bigint);
+         COMMENT ON TABLE {schema}.apitap_stage_0_0 IS '0'"
+    ))
+    .await
+    .unwrap();
+    let table = format!("{schema}.items");
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("apitap.prom");
+    let input = demo_ndjson(20_000);
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            &table,
+            "--copy-streams",
+            "3",
+            "--batch-size",
+            "1000",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+        Some(input.clone()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let facts = db
+        .query_one(
+            &format!("SELECT count(*), count(DISTINCT id), sum(id)::bigint FROM {table}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let facts: (i64, i64, i64) = (facts.get(0), facts.get(1), facts.get(2));
+    assert_eq!(facts, (20_000, 20_000, 20_000 * 20_001 / 2));
+    // Three COPYs and a commit went to the server; no INSERT moved the rows a second time.
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for line in [
+        "apitap_server_round_trips_total{module=\"load\",statement=\"copy\"} 3",
+        "apitap_server_round_trips_total{module=\"load\",statement=\"commit\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(!text.contains("statement=\"insert\""), "{text}");
+    let readable: bool = db
+        .query_one(
+            &format!("SELECT has_table_privilege('apitap_test_reader', '{table}', 'SELECT')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(readable, "the schema's default privileges did not apply");
+    let comment: Option<String> = db
+        .query_one(&format!("SELECT obj_description('{table}'::regclass)"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment, None);
+    // The table a killed load left behind (its connection, pid 0, is gone) was swept.
+    assert_eq!(stream_tables(&db).await, Vec::<String>::new());
+
+    // A bad record late in the input: no table, and nothing left behind.
+    let failed = format!("{schema}.failed");
+    let mut bad = input;
+    bad.extend_from_slice(b"{\"id\": \"x\"}\n");
+    let run = apitap(
+        &["load", "-", "--table", &failed, "--copy-streams", "2"],
+        Some(bad),
+    )
+    .await;
+    assert_fails(&run, "line 20001 (record 20001)");
+    assert!(!table_exists(&db, &failed).await);
+    assert_eq!(stream_tables(&db).await, Vec::<String>::new());
+}
