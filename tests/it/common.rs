@@ -319,3 +319,16 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// `(rows, distinct ids, sum of ids)` of `table`: what a load of demo rows `1..=n` must give,
+/// `(n, n, n(n+1)/2)`, whatever the order the rows landed in.
+pub async fn id_facts(db: &tokio_postgres::Client, table: &str) -> (i64, i64, i64) {
+    let facts = db
+        .query_one(
+            &format!("SELECT count(*), count(DISTINCT id), sum(id)::bigint FROM {table}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    (facts.get(0), facts.get(1), facts.get(2))
+}

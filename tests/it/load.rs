@@ -380,15 +380,10 @@ async fn parallel_copy_streams_land_the_same_rows_all_or_nothing() {
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let facts = db
-        .query_one(
-            &format!("SELECT count(*), count(DISTINCT id), sum(id)::bigint FROM {table}"),
-            &[],
-        )
-        .await
-        .unwrap();
-    let facts: (i64, i64, i64) = (facts.get(0), facts.get(1), facts.get(2));
-    assert_eq!(facts, (20_000, 20_000, 20_000 * 20_001 / 2));
+    assert_eq!(
+        id_facts(&db, &table).await,
+        (20_000, 20_000, 20_000 * 20_001 / 2)
+    );
     // The same values as a single COPY loads.
     let single = format!("{schema}.single");
     let run = apitap(&["load", "-", "--table", &single], Some(input.clone())).await;

@@ -52,15 +52,10 @@ async fn streams_fill_a_new_table_in_place_without_a_second_pass() {
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let facts = db
-        .query_one(
-            &format!("SELECT count(*), count(DISTINCT id), sum(id)::bigint FROM {table}"),
-            &[],
-        )
-        .await
-        .unwrap();
-    let facts: (i64, i64, i64) = (facts.get(0), facts.get(1), facts.get(2));
-    assert_eq!(facts, (20_000, 20_000, 20_000 * 20_001 / 2));
+    assert_eq!(
+        id_facts(&db, &table).await,
+        (20_000, 20_000, 20_000 * 20_001 / 2)
+    );
     // Three COPYs and a commit went to the server; no INSERT moved the rows a second time.
     let text = std::fs::read_to_string(&metrics).unwrap();
     for line in [
