@@ -28,6 +28,7 @@ fn the_readme_and_the_examples_parse() {
     let yaml = &section[start..start + section[start..].find("```").unwrap()];
     let config = parse(yaml).unwrap();
     assert_eq!(config.sources[0].column_types().unwrap().len(), 2);
+    assert_eq!(config.sources[0].decode_threads, Some(2));
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let config = Config::load(&dir.join("config/pipelines.yaml")).unwrap();
