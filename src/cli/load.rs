@@ -364,8 +364,7 @@ pub(super) async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
     let progress = Progress::start(args.progress, &request.source.to_string(), meter.clone());
     let run = meter.as_ref().map(|m| m.run());
     let outcome = watch(&args, &request, &connect, &progress, run).await;
-    args.metrics.finish(metrics.as_ref())?;
-    outcome
+    args.metrics.finish(metrics.as_ref(), outcome)
 }
 
 /// Loads, until done or interrupted, and says what happened.

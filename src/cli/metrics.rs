@@ -38,15 +38,28 @@ impl MetricsArgs {
         Ok(Some(metrics))
     }
 
-    /// Writes `--metrics-file`, if given.
+    /// Writes `--metrics-file`, if given, whatever the `outcome`, which it passes on. A file
+    /// that cannot be written fails a run that succeeded; after a failure it is only said,
+    /// so that the run's own error stays the one reported.
     ///
     /// # Errors
-    /// The file cannot be written.
-    pub fn finish(&self, metrics: Option<&Arc<Metrics>>) -> anyhow::Result<()> {
-        if let (Some(path), Some(metrics)) = (&self.metrics_file, metrics) {
-            metrics.write_file(path)?;
+    /// `outcome`'s, or the file cannot be written.
+    pub fn finish(
+        &self,
+        metrics: Option<&Arc<Metrics>>,
+        outcome: anyhow::Result<super::Outcome>,
+    ) -> anyhow::Result<super::Outcome> {
+        let (Some(path), Some(metrics)) = (&self.metrics_file, metrics) else {
+            return outcome;
+        };
+        match (metrics.write_file(path), outcome) {
+            (Ok(()), outcome) => outcome,
+            (Err(error), Ok(_)) => Err(error.into()),
+            (Err(error), Err(failed)) => {
+                super::output::say(&format!("apitap: {:#}", anyhow::Error::from(error)));
+                Err(failed)
+            }
         }
-        Ok(())
     }
 }
 

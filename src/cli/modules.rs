@@ -63,8 +63,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let (config, modules) = load(&args.files)?;
     let metrics = args.metrics.start().await?;
     let outcome = run_modules(&args, config, modules, metrics.as_ref()).await;
-    args.metrics.finish(metrics.as_ref())?;
-    outcome
+    args.metrics.finish(metrics.as_ref(), outcome)
 }
 
 async fn run_modules(

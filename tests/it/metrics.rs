@@ -177,3 +177,44 @@ async fn through_node_exporter(dir: &Path) -> String {
     let _ = exporter.wait();
     text
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_file_that_cannot_be_written_never_hides_the_load_s_own_error() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "metrics_nofile").await;
+    let table = format!("{schema}.items");
+    let nowhere = "/nonexistent-apitap-dir/apitap.prom";
+    // The load succeeded: the file is the failure.
+    let run = apitap(
+        &["load", "-", "--table", &table, "--metrics-file", nowhere],
+        Some(demo_ndjson(10)),
+    )
+    .await;
+    assert_fails(
+        &run,
+        &format!(
+            "apitap: error: could not write --metrics-file {nowhere}: No such file or directory"
+        ),
+    );
+    assert_eq!(count(&db, &table).await, 10);
+    // The load failed: its error is the one reported, the file's is said before it.
+    let run = apitap(
+        &["load", "-", "--table", &table, "--metrics-file", nowhere],
+        Some(b"{\"id\": \"x\"}\n".to_vec()),
+    )
+    .await;
+    assert_fails(&run, "record 1");
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("apitap: error: loading stdin into") && last.contains("record 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("apitap: could not write --metrics-file {nowhere}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(count(&db, &table).await, 10);
+}
