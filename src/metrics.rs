@@ -490,6 +490,7 @@ impl ModuleMeter {
         RunMeter {
             meter: self.clone(),
             started: Instant::now(),
+            recorded: false,
         }
     }
 
@@ -550,11 +551,17 @@ impl SourceMeter {
 pub struct RunMeter {
     meter: ModuleMeter,
     started: Instant,
+    recorded: bool,
 }
 
 impl RunMeter {
     /// The run ended: `Ok`, or failed with the message it printed.
-    pub fn ended(self, outcome: Result<(), String>) {
+    pub fn ended(mut self, outcome: Result<(), String>) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Result<(), String>) {
+        self.recorded = true;
         let meter = &self.meter;
         let f = &meter.metrics.families;
         let seconds = self.started.elapsed().as_secs_f64();
@@ -593,8 +600,12 @@ impl RunMeter {
 }
 
 impl Drop for RunMeter {
-    /// Ended or dropped (an interrupted run), the run is no longer in flight.
+    /// Ended or dropped, the run is no longer in flight; dropped before it ended (apitap
+    /// interrupted), it failed.
     fn drop(&mut self) {
+        if !self.recorded {
+            self.record(Err("interrupted before it ended".into()));
+        }
         let f = &self.meter.metrics.families;
         self.meter.labelled(&f.in_flight).dec();
         self.meter.rows_per_second.set(0.0);
@@ -643,5 +654,21 @@ mod tests {
         }
         orders.run().ended(Ok(()));
         assert_eq!(metrics.health(), (true, "ok\n".to_string()));
+        // A run dropped before it ended (apitap interrupted) failed.
+        drop(users.run());
+        let (healthy, body) = metrics.health();
+        assert!(
+            !healthy && body.starts_with("module users: last run failed at "),
+            "{body}"
+        );
+        assert!(body.ends_with(": interrupted before it ended\n"), "{body}");
+        assert!(
+            metrics
+                .text()
+                .lines()
+                .any(|l| l == "apitap_runs_total{module=\"users\",outcome=\"failure\"} 1"),
+            "{}",
+            metrics.text()
+        );
     }
 }
