@@ -93,31 +93,48 @@ async fn an_interrupt_during_commit_waits_for_its_outcome() {
     let (table, holder) = table_with_a_blocking_commit(&db, &schema).await;
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), demo_ndjson(10)).unwrap();
-    let child = command(&["load", file.path().to_str().unwrap(), "--table", &table])
+    let mut child = command(&["load", file.path().to_str().unwrap(), "--table", &table])
         .spawn()
         .unwrap();
+    // stderr, line by line as apitap writes it.
+    let (line_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
     committing(&db).await;
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    // The COMMIT is released only once apitap has said it saw the interrupt and waits.
+    let mut stderr = String::new();
+    let waiting = "apitap: interrupted during COMMIT; waiting for the server's answer (interrupt again to stop waiting)";
+    while !stderr.contains(waiting) {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("waited 60 s for {waiting:?}; stderr so far: {stderr}"))
+            .unwrap_or_else(|| panic!("apitap ended without {waiting:?}: {stderr}"));
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
     holder
         .batch_execute("SELECT pg_advisory_unlock(4242)")
         .await
         .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains(
-            "apitap: interrupted during COMMIT; waiting for the server's answer (interrupt again to stop waiting)"
-        ),
-        "{stderr}"
-    );
+    while let Some(line) = lines.recv().await {
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains(&format!("into {table}")), "{stderr}");
     assert_eq!(count(&db, &table).await, 10);
 }
