@@ -22,6 +22,7 @@
 #           new table's place, with no second pass
 #   swap    apitap load FILE.ndjson --mode replace (by swap) over a table already holding the
 #           rows, with a primary key and an index on a text column
+#   swapstreams the same replace with --copy-streams $STREAMS: the streams fill the new table
 #   delete  the same with --replace-with delete (DELETE, then COPY into the same table)
 #   module  apitap run: a SQL module `SELECT * FROM {{ use_source("rows") }}` over the demo
 #           API's NDJSON (compare with http: the cost of the DataFusion transform)
@@ -85,7 +86,7 @@ fresh_target() {
   if [ -n "${DISTRIBUTE_BY:-}" ]; then
     psql -c "SELECT create_distributed_table('apitap_bench.target', '$DISTRIBUTE_BY')" > /dev/null
   fi
-  if [ "$1" = swap ] || [ "$1" = delete ]; then
+  if [ "$1" = swap ] || [ "$1" = swapstreams ] || [ "$1" = delete ]; then
     psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id);
              CREATE INDEX ON apitap_bench.target (uuid);
              INSERT INTO apitap_bench.target SELECT * FROM apitap_bench.template' \
@@ -110,13 +111,14 @@ load_with() {
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
       if [ "$rss" -gt "$peak_rss" ]; then peak_rss=$rss; fi
       ;;
-    file | http | pages | merge | remerge | pkappend | insert | threads | streams | new | newstreams | swap | delete)
+    file | http | pages | merge | remerge | pkappend | insert | threads | streams | new | newstreams | swap | swapstreams | delete)
       local src="$work/rows-$ROWS.ndjson" paging=()
       if [ "$method" = merge ] || [ "$method" = remerge ]; then paging=(--mode merge --key id); fi
       [ "$method" = insert ] && paging=(--method insert)
       if [ "$method" = streams ] || [ "$method" = newstreams ]; then paging=(--copy-streams "${STREAMS:-2}"); fi
       [ "$method" = threads ] && paging=(--decode-threads "${THREADS:-2}")
       [ "$method" = swap ] && paging=(--mode replace --replace-with swap)
+      [ "$method" = swapstreams ] && paging=(--mode replace --replace-with swap --copy-streams "${STREAMS:-2}")
       [ "$method" = delete ] && paging=(--mode replace --replace-with delete)
       [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
       if [ "$method" = pages ]; then

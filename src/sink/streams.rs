@@ -34,8 +34,9 @@ use crate::schema::quote_ident;
 
 /// The table the streams fill: the new table's columns, logged (it becomes the table); or
 /// an UNLOGGED staging table of the loaded columns with the target's types.
-fn create_stage(plan: &LoadPlan, stage: &Stage) -> String {
-    match stage {
+fn create_stage(plan: &LoadPlan, stage: &Stage) -> Option<String> {
+    Some(match stage {
+        Stage::Swapped { .. } => return None,
         Stage::Becomes { .. } => format!(
             "CREATE TABLE {} ({})",
             stage.qualified(),
@@ -56,16 +57,20 @@ fn create_stage(plan: &LoadPlan, stage: &Stage) -> String {
                 columns.join(", ")
             )
         }
-    }
+    })
 }
 
-/// Where the streams COPY: into a table that becomes the one the load creates, or into a
-/// staging table whose rows are then inserted.
+/// Where the streams COPY: into a table that becomes the one the load creates, into the new
+/// table of a replace by swap, or into a staging table whose rows are then inserted.
 enum Stage {
     /// The table that takes the new table's place: `schema.name`, the name already quoted.
     Becomes {
         schema: String,
         name: String,
+    },
+    /// The replace's new table, created and committed by [`super::swap::Swap::begin`].
+    Swapped {
+        qualified: String,
     },
     Staging {
         name: String,
@@ -76,9 +81,20 @@ impl Stage {
     fn qualified(&self) -> String {
         match self {
             Stage::Becomes { schema, name } => format!("{schema}.{name}"),
+            Stage::Swapped { qualified } => qualified.clone(),
             Stage::Staging { name } => format!("apitap.{name}"),
         }
     }
+}
+
+/// Whether the streams can fill a replace's new table themselves (see
+/// [`super::swap::Swap::begin`]): not on Citus, and not when the load alters the new table
+/// (its transaction would hold the lock the streams' COPY needs).
+pub(super) fn fill_swapped_table(plan: &LoadPlan) -> bool {
+    plan.swap_of.is_some()
+        && plan.citus.is_none()
+        && plan.alter_table.is_none()
+        && plan.merge_keys.is_empty()
 }
 
 /// Whether the streams can fill the table the load creates itself: a plain new table (not
@@ -112,7 +128,11 @@ pub(super) async fn segment(
             .map(|d| d.as_nanos())
             .unwrap_or_default()
     );
-    let stage = if fills_new_table(plan) {
+    let stage = if fill_swapped_table(plan) {
+        Stage::Swapped {
+            qualified: qualified(&plan.written_table()),
+        }
+    } else if fills_new_table(plan) {
         // The new table's schema as the load's transaction resolved it (the name may be
         // unqualified), so that the filled table is created there, with that schema's
         // default privileges, like the table it replaces.
@@ -147,16 +167,19 @@ pub(super) async fn segment(
         .await
         .map_err(failed("CREATE UNLOGGED TABLE (staging)"))?
         .get(0);
-    streams[0]
-        .batch_execute(&format!(
-            "BEGIN; {}; COMMENT ON TABLE {} IS '{pid}'; COMMIT",
-            create_stage(plan, &stage),
-            stage.qualified()
-        ))
-        .await
-        .map_err(failed("CREATE TABLE (staging)"))?;
+    if let Some(create) = create_stage(plan, &stage) {
+        streams[0]
+            .batch_execute(&format!(
+                "BEGIN; {create}; COMMENT ON TABLE {} IS '{pid}'; COMMIT",
+                stage.qualified()
+            ))
+            .await
+            .map_err(failed("CREATE TABLE (staging)"))?;
+    }
     let result = fill_and_publish(transaction, plan, rx, progress, streams, &stage, &names).await;
-    if result.is_err() {
+    // The replace's new table is dropped by the writer once the load's transaction is gone
+    // (it may hold locks on the table's sequences).
+    if result.is_err() && !matches!(stage, Stage::Swapped { .. }) {
         // The load's transaction will roll back; the staging table is not part of it.
         let _ = streams[0]
             .batch_execute(&format!("DROP TABLE IF EXISTS {}", stage.qualified()))
@@ -167,14 +190,20 @@ pub(super) async fn segment(
 
 /// Drops the staging tables of loads whose connection no longer exists (killed before they
 /// could clean up).
-async fn sweep_stale_stages(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+pub(super) async fn sweep_stale_stages(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<(), tokio_postgres::Error> {
+    // Only tables marked with a connection's pid: a replace's new table (`apitap_replace_*`)
+    // is committed, and marked, only when the streams fill it.
     let stale = client
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind = 'r' \
                AND ((n.nspname = 'apitap' AND c.relname LIKE 'stage\\_%') \
-                    OR c.relname LIKE 'apitap\\_stage\\_%') \
+                    OR c.relname LIKE 'apitap\\_stage\\_%' \
+                    OR c.relname LIKE 'apitap\\_replace\\_%') \
+               AND obj_description(c.oid, 'pg_class') ~ '^[0-9]+$' \
                AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
                                WHERE a.pid::text = obj_description(c.oid, 'pg_class'))",
             &[],
@@ -259,6 +288,8 @@ async fn fill_and_publish(
     }
     let cursor = checked?;
     let rows = match stage {
+        // The swap, at the end of the load's transaction, puts it in the old table's place.
+        Stage::Swapped { .. } => copied_rows,
         Stage::Becomes { schema, name } => {
             // The new table is empty and the load's alone: the filled table takes its name.
             let publish = format!(

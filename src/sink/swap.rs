@@ -70,6 +70,8 @@ pub struct Swap {
     /// The new table's identity sequences, each with the name of the old one it replaces.
     identities: Vec<(String, String)>,
     built: bool,
+    /// Created and committed by a `--copy-streams` connection (see [`Swap::begin`]).
+    committed: bool,
 }
 
 impl Swap {
@@ -82,12 +84,18 @@ impl Swap {
     ///
     /// # Errors
     /// Something depends on the table that a swap would break, or a failing statement.
+    ///
+    /// With `committed_by` (a `--copy-streams` connection), the new table is created by that
+    /// connection and committed, so that the streams can COPY into it; it is commented with
+    /// that connection's pid, which the swap clears, and which lets the next `--copy-streams`
+    /// load drop it if this one is killed before the swap.
     pub async fn begin(
         transaction: &Transaction<'_>,
         table: &TableName,
         oid: u32,
         keys_first: bool,
         citus: Option<&Distribution>,
+        committed_by: Option<&tokio_postgres::Client>,
     ) -> Result<Swap, SinkError> {
         let new = building_name(table, oid);
         let run = |action: &'static str| {
@@ -119,15 +127,40 @@ impl Swap {
                 ),
             });
         }
+        // A new table the streams of a killed replace left committed would be in the way. The
+        // streams' connection drops it for good at once: dropped in the load's transaction,
+        // its name would stay taken until COMMIT.
+        match committed_by {
+            Some(client) => super::streams::sweep_stale_stages(client).await,
+            None => super::streams::sweep_stale_stages(transaction).await,
+        }
+        .map_err(run("DROP TABLE (left by a killed load)"))?;
         let create: String = transaction
             .query_one(CREATE_LIKE, &[&oid, &qualified(&new), &qualified(table)])
             .await
             .map_err(run("reading the catalog"))?
             .get(0);
-        transaction
-            .batch_execute(&create)
-            .await
-            .map_err(run("CREATE TABLE (for the replace)"))?;
+        match committed_by {
+            Some(client) => {
+                let creating = run("CREATE TABLE (for the replace, filled by the streams)");
+                let pid: i32 = client
+                    .query_one("SELECT pg_backend_pid()", &[])
+                    .await
+                    .map_err(creating)?
+                    .get(0);
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; {create}; COMMENT ON TABLE {} IS '{pid}'; COMMIT",
+                        qualified(&new)
+                    ))
+                    .await
+                    .map_err(creating)?;
+            }
+            None => transaction
+                .batch_execute(&create)
+                .await
+                .map_err(run("CREATE TABLE (for the replace)"))?,
+        }
         // A Citus table's replacement is distributed as it is, before any row or index.
         let distribute = citus
             .map(|d| super::citus::recreate(d, table, &new))
@@ -216,6 +249,7 @@ impl Swap {
             foreign_keys,
             identities,
             built: false,
+            committed: committed_by.is_some(),
         };
         // On Citus the indexes are built on the empty shards, before the rows: DDL after a
         // COPY spread over the workers would have to run sequentially on each placement.
@@ -272,6 +306,17 @@ impl Swap {
             .batch_execute(&format!("ANALYZE {}", qualified(&self.new)))
             .await
             .map_err(run("ANALYZE"))?;
+        if self.committed {
+            // The pid that marked it as the streams' own; the old table's comment, if any,
+            // is restored below.
+            transaction
+                .batch_execute(&format!(
+                    "COMMENT ON TABLE {} IS NULL",
+                    qualified(&self.new)
+                ))
+                .await
+                .map_err(run("COMMENT ON TABLE"))?;
+        }
         lock_out_readers(transaction, table, self.oid, lock_timeout).await?;
         // Read under the lock, so nothing changes between reading and re-applying.
         let restore: Vec<String> = transaction

@@ -127,6 +127,33 @@ pub async fn write(
     rx: &mut mpsc::Receiver<Encoded>,
     progress: &Progress,
 ) -> Result<Written, SinkError> {
+    let written = write_segments(client, plan, &options, rx, progress).await;
+    // A replace whose new table the streams filled: that table was committed on its own, so
+    // the rollback leaves it. The load's transaction was dropped, its ROLLBACK queued on its
+    // connection: one more round trip there makes sure it is done (and its locks on the
+    // table's sequences released) before another connection drops the table.
+    if written.is_err()
+        && let Some(stream) = options.streams.first()
+        && streams::fill_swapped_table(plan)
+    {
+        let _ = client.batch_execute("").await;
+        let _ = stream
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {}",
+                super::qualified(&plan.written_table())
+            ))
+            .await;
+    }
+    written
+}
+
+async fn write_segments(
+    client: &mut tokio_postgres::Client,
+    plan: &LoadPlan,
+    options: &WriteOptions,
+    rx: &mut mpsc::Receiver<Encoded>,
+    progress: &Progress,
+) -> Result<Written, SinkError> {
     let table = &plan.table;
     let rejects = options.rejects.as_deref();
     // Chunk by chunk for appends and replaces; a merge COPYs into staging, where nothing is
@@ -172,7 +199,18 @@ pub async fn write(
             if let Some(oid) = plan.swap_of {
                 let keys_first = isolate_refused.is_some();
                 swap = Some(
-                    Swap::begin(&transaction, table, oid, keys_first, plan.citus.as_ref()).await?,
+                    Swap::begin(
+                        &transaction,
+                        table,
+                        oid,
+                        keys_first,
+                        plan.citus.as_ref(),
+                        options
+                            .streams
+                            .first()
+                            .filter(|_| streams::fill_swapped_table(plan)),
+                    )
+                    .await?,
                 );
             }
             execute(

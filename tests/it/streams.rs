@@ -96,3 +96,128 @@ async fn streams_fill_a_new_table_in_place_without_a_second_pass() {
     assert!(!table_exists(&db, &failed).await);
     assert_eq!(stream_tables(&db).await, Vec::<String>::new());
 }
+
+/// A replace by swap through the streams: they fill the replace's new table, which the swap
+/// puts in the old one's place with its keys, indexes, identity, comment and grants; a failed
+/// replace leaves the old table and nothing else; a new table a killed replace left is swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_fill_a_replace_s_new_table_without_a_second_pass() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "streams_swap").await;
+    let table = format!("{schema}.items");
+    db.batch_execute(&format!(
+        "DO $$ BEGIN CREATE ROLE apitap_test_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         CREATE TABLE {table} (n bigint GENERATED ALWAYS AS IDENTITY, id bigint PRIMARY KEY, name text);
+         CREATE INDEX items_name ON {table} (name);
+         COMMENT ON TABLE {table} IS 'keep me';
+         GRANT SELECT ON {table} TO apitap_test_reader;
+         INSERT INTO {table} (id, name) SELECT i, 'old' FROM generate_series(1, 5) i"
+    ))
+    .await
+    .unwrap();
+    // What a replace killed after its streams' new table was committed leaves behind.
+    let oid: u32 = db
+        .query_one(&format!("SELECT '{table}'::regclass::oid"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    db.batch_execute(&format!(
+        "CREATE TABLE {schema}.apitap_replace_{oid} (id bigint);
+         COMMENT ON TABLE {schema}.apitap_replace_{oid} IS '0'"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("apitap.prom");
+    let replace = |input: Vec<u8>| {
+        let (table, metrics) = (table.clone(), metrics.clone());
+        async move {
+            apitap(
+                &[
+                    "load",
+                    "-",
+                    "--table",
+                    &table,
+                    "--mode",
+                    "replace",
+                    "--copy-streams",
+                    "2",
+                    "--batch-size",
+                    "1000",
+                    "--metrics-file",
+                    metrics.to_str().unwrap(),
+                ],
+                Some(input),
+            )
+            .await
+        }
+    };
+    let input: Vec<u8> = (1..=10_000)
+        .flat_map(|i| format!("{{\"id\": {i}, \"name\": \"new {i}\"}}\n").into_bytes())
+        .collect();
+    let run = replace(input.clone()).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        id_facts(&db, &table).await,
+        (10_000, 10_000, 10_000 * 10_001 / 2)
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "apitap_server_round_trips_total{module=\"load\",statement=\"copy\"} 2"),
+        "{text}"
+    );
+    assert!(!text.contains("statement=\"insert\""), "{text}");
+    let kept = db
+        .query_one(
+            &format!(
+                "SELECT obj_description('{table}'::regclass),
+                        has_table_privilege('apitap_test_reader', '{table}', 'SELECT'),
+                        (SELECT count(*) FROM pg_indexes WHERE schemaname = '{schema}' AND tablename = 'items'),
+                        (SELECT max(n) FROM {table}) > 5"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let kept: (Option<String>, bool, i64, bool) =
+        (kept.get(0), kept.get(1), kept.get(2), kept.get(3));
+    assert_eq!(kept, (Some("keep me".into()), true, 2, true));
+    let left: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = '{schema}' AND c.relname LIKE 'apitap\\_%'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "the killed replace's table, or this one's, is still there"
+    );
+
+    // A bad record late in the input: the table as it was, nothing left beside it.
+    let mut bad = input;
+    bad.extend_from_slice(b"{\"id\": \"x\"}\n");
+    let run = replace(bad).await;
+    assert_fails(&run, "line 10001 (record 10001)");
+    assert_eq!(
+        id_facts(&db, &table).await,
+        (10_000, 10_000, 10_000 * 10_001 / 2)
+    );
+    let left: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = '{schema}' AND c.relname LIKE 'apitap\\_%'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
