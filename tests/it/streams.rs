@@ -221,3 +221,37 @@ async fn streams_fill_a_replace_s_new_table_without_a_second_pass() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// A replace without streams after a replace with streams was killed: the table the killed
+/// one left under the building name is dropped, not in the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_replace_sweeps_what_a_killed_streams_replace_left() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "streams_swap_left").await;
+    let table = format!("{schema}.items");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text);
+         INSERT INTO {table} VALUES (1, 'old')"
+    ))
+    .await
+    .unwrap();
+    let oid: u32 = db
+        .query_one(&format!("SELECT '{table}'::regclass::oid"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    db.batch_execute(&format!(
+        "CREATE TABLE {schema}.apitap_replace_{oid} (id bigint);
+         COMMENT ON TABLE {schema}.apitap_replace_{oid} IS '0'"
+    ))
+    .await
+    .unwrap();
+    let run = apitap(
+        &["load", "-", "--table", &table, "--mode", "replace"],
+        Some(b"{\"id\": 2, \"name\": \"new\"}\n".to_vec()),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(count(&db, &table).await, 1);
+    assert!(!table_exists(&db, &format!("{schema}.apitap_replace_{oid}")).await);
+}
