@@ -4,6 +4,42 @@
 
 use crate::common::*;
 
+/// What a replace killed after its streams' new table was committed leaves behind: that
+/// table, under the swap's building name, marked with a connection (pid 0) that is gone.
+/// Returns the table's oid.
+async fn leave_a_killed_replace_s_table(
+    db: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+) -> u32 {
+    let oid: u32 = db
+        .query_one(&format!("SELECT '{table}'::regclass::oid"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    db.batch_execute(&format!(
+        "CREATE TABLE {schema}.apitap_replace_{oid} (id bigint);
+         COMMENT ON TABLE {schema}.apitap_replace_{oid} IS '0'"
+    ))
+    .await
+    .unwrap();
+    oid
+}
+
+/// How many tables named `apitap_*` (apitap's own) are in `schema`.
+async fn apitap_tables_in(db: &tokio_postgres::Client, schema: &str) -> i64 {
+    db.query_one(
+        &format!(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = '{schema}' AND c.relname LIKE 'apitap\\_%'"
+        ),
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// Tables named like the streams' own, in any schema.
 async fn stream_tables(db: &tokio_postgres::Client) -> Vec<String> {
     db.query(
@@ -115,18 +151,7 @@ async fn streams_fill_a_replace_s_new_table_without_a_second_pass() {
     ))
     .await
     .unwrap();
-    // What a replace killed after its streams' new table was committed leaves behind.
-    let oid: u32 = db
-        .query_one(&format!("SELECT '{table}'::regclass::oid"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    db.batch_execute(&format!(
-        "CREATE TABLE {schema}.apitap_replace_{oid} (id bigint);
-         COMMENT ON TABLE {schema}.apitap_replace_{oid} IS '0'"
-    ))
-    .await
-    .unwrap();
+    leave_a_killed_replace_s_table(&db, &schema, &table).await;
     let dir = tempfile::tempdir().unwrap();
     let metrics = dir.path().join("apitap.prom");
     let replace = |input: Vec<u8>| {
@@ -183,17 +208,7 @@ async fn streams_fill_a_replace_s_new_table_without_a_second_pass() {
     let kept: (Option<String>, bool, i64, bool) =
         (kept.get(0), kept.get(1), kept.get(2), kept.get(3));
     assert_eq!(kept, (Some("keep me".into()), true, 2, true));
-    let left: i64 = db
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = '{schema}' AND c.relname LIKE 'apitap\\_%'"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left = apitap_tables_in(&db, &schema).await;
     assert_eq!(
         left, 0,
         "the killed replace's table, or this one's, is still there"
@@ -208,17 +223,7 @@ async fn streams_fill_a_replace_s_new_table_without_a_second_pass() {
         id_facts(&db, &table).await,
         (10_000, 10_000, 10_000 * 10_001 / 2)
     );
-    let left: i64 = db
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = '{schema}' AND c.relname LIKE 'apitap\\_%'"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left = apitap_tables_in(&db, &schema).await;
     assert_eq!(left, 0);
 }
 
@@ -235,17 +240,7 @@ async fn a_plain_replace_sweeps_what_a_killed_streams_replace_left() {
     ))
     .await
     .unwrap();
-    let oid: u32 = db
-        .query_one(&format!("SELECT '{table}'::regclass::oid"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    db.batch_execute(&format!(
-        "CREATE TABLE {schema}.apitap_replace_{oid} (id bigint);
-         COMMENT ON TABLE {schema}.apitap_replace_{oid} IS '0'"
-    ))
-    .await
-    .unwrap();
+    let oid = leave_a_killed_replace_s_table(&db, &schema, &table).await;
     let run = apitap(
         &["load", "-", "--table", &table, "--mode", "replace"],
         Some(b"{\"id\": 2, \"name\": \"new\"}\n".to_vec()),
