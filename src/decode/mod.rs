@@ -175,6 +175,9 @@ pub struct RecordDecoder {
     types: Vec<PgType>,
     /// Each column's field name, to match record keys against.
     keys: Vec<Box<[u8]>>,
+    /// Each column's field name and closing quote, as [`scan::Fields::likely_key`] takes it
+    /// (`None` for a name the fast match cannot take).
+    quoted_keys: Vec<Option<Box<[u8]>>>,
     options: DecodeOptions,
     /// The batch's records, one after another, each checked to be UTF-8 once as it comes
     /// in: values are then slices of it, with no further check.
@@ -186,8 +189,7 @@ pub struct RecordDecoder {
     rejected: Vec<Rejected>,
     /// The number the next record gets.
     next_record: u64,
-    /// The column the next key most likely names: records usually list their fields in the
-    /// same order, so matching starts where the last key matched.
+    /// The column the next key most likely names ([`RowFields::guess`]).
     guess: usize,
     key_scratch: String,
 }
@@ -202,6 +204,7 @@ impl RecordDecoder {
                 .iter()
                 .map(|c| c.key().as_bytes().into())
                 .collect(),
+            quoted_keys: table.columns.iter().map(|c| quoted_key(c.key())).collect(),
             options,
             input: String::new(),
             values: Vec::new(),
@@ -311,46 +314,23 @@ impl RecordDecoder {
     ) -> Result<(), DecodeError> {
         let columns = self.keys.len();
         let record = &self.input[start..];
-        let keys = &self.keys;
-        let values = &mut self.values[row * columns..];
-        let guess = &mut self.guess;
-        let scratch = &mut self.key_scratch;
-        let reject_unknown = self.options.reject_unknown_fields;
-        let hint = &self.options.unknown_field_hint;
-        let outcome = scan::scan_record(record, |key, escaped, mut value| {
-            let key: &[u8] = if escaped {
-                scratch.clear();
-                scan::unescape(key, scratch);
-                scratch.as_bytes()
-            } else {
-                key.as_bytes()
-            };
-            let found = (0..columns)
-                .map(|i| (*guess + i) % columns)
-                .find(|&c| *keys[c] == *key);
-            match found {
-                // A key given twice: the last value wins, as in PostgreSQL.
-                Some(column) => {
-                    value.start += start as u32;
-                    value.end += start as u32;
-                    values[column] = value;
-                    *guess = column + 1;
-                    Ok(())
-                }
-                None if reject_unknown => Err(FieldError::Unknown(
-                    String::from_utf8_lossy(key).into_owned(),
-                )),
-                None => Ok(()),
-            }
-        });
-        match outcome {
+        let mut row_fields = RowFields {
+            keys: &self.keys,
+            quoted_keys: &self.quoted_keys,
+            values: &mut self.values[row * columns..(row + 1) * columns],
+            guess: &mut self.guess,
+            scratch: &mut self.key_scratch,
+            offset: start as u32,
+            reject_unknown: self.options.reject_unknown_fields,
+        };
+        match scan::scan_fields(record, &mut row_fields) {
             Ok(()) => Ok(()),
             Err(FieldError::Syntax(e)) => Err(syntax(record.as_bytes(), at, number, &e)),
             Err(FieldError::Unknown(field)) => Err(DecodeError::UnknownField {
                 line: at.line,
                 record: number,
                 field,
-                hint: hint.clone(),
+                hint: self.options.unknown_field_hint.clone(),
             }),
         }
     }
@@ -477,6 +457,75 @@ impl RecordDecoder {
     }
 }
 
+/// One record's fields matched to the columns of its row.
+struct RowFields<'a> {
+    keys: &'a [Box<[u8]>],
+    quoted_keys: &'a [Option<Box<[u8]>>],
+    values: &'a mut [Value],
+    /// The column the next key most likely names: records usually list their fields in the
+    /// same order, so matching starts where the last key matched.
+    guess: &'a mut usize,
+    scratch: &'a mut String,
+    /// Where the record starts in the batch's input (values are spans of the batch).
+    offset: u32,
+    reject_unknown: bool,
+}
+
+impl RowFields<'_> {
+    fn set(&mut self, column: usize, mut value: Value) {
+        value.start += self.offset;
+        value.end += self.offset;
+        // A key given twice: the last value wins, as in PostgreSQL.
+        self.values[column] = value;
+        *self.guess = if column + 1 == self.keys.len() {
+            0
+        } else {
+            column + 1
+        };
+    }
+}
+
+impl scan::Fields for RowFields<'_> {
+    type Error = FieldError;
+
+    fn likely_key(&self) -> Option<&[u8]> {
+        self.quoted_keys.get(*self.guess)?.as_deref()
+    }
+
+    fn likely(&mut self, value: Value) -> Result<(), FieldError> {
+        self.set(*self.guess, value);
+        Ok(())
+    }
+
+    fn field(&mut self, key: &str, escaped: bool, value: Value) -> Result<(), FieldError> {
+        let key: &[u8] = if escaped {
+            self.scratch.clear();
+            scan::unescape(key, self.scratch);
+            self.scratch.as_bytes()
+        } else {
+            key.as_bytes()
+        };
+        // From the guess on, then from the first column: no division per key.
+        let guess = (*self.guess).min(self.keys.len());
+        let (earlier, later) = self.keys.split_at(guess);
+        let found = later
+            .iter()
+            .position(|k| **k == *key)
+            .map(|i| guess + i)
+            .or_else(|| earlier.iter().position(|k| **k == *key));
+        match found {
+            Some(column) => {
+                self.set(column, value);
+                Ok(())
+            }
+            None if self.reject_unknown => Err(FieldError::Unknown(
+                String::from_utf8_lossy(key).into_owned(),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Why the record scanner stopped.
 enum FieldError {
     Syntax(SyntaxError),
@@ -487,6 +536,15 @@ impl From<SyntaxError> for FieldError {
     fn from(e: SyntaxError) -> FieldError {
         FieldError::Syntax(e)
     }
+}
+
+/// `key` followed by a quote, as the record would write it, when it can be written without
+/// escapes (no quote, backslash or control character in it).
+fn quoted_key(key: &str) -> Option<Box<[u8]>> {
+    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    Some(format!("{key}\"").into_bytes().into_boxed_slice())
 }
 
 /// A syntax error at a byte offset of a record that starts at `at`, as line and column.

@@ -186,14 +186,15 @@ proptest! {
 }
 
 proptest! {
-    /// The eight-bytes-at-a-time run finder stops exactly where a byte-by-byte loop does.
+    /// The word-at-a-time run finders (sixteen bytes with SSE2, eight in a u64) stop exactly
+    /// where a byte-by-byte loop does.
     #[test]
     fn ordinary_runs_end_where_the_byte_loop_ends(
         bytes in prop::collection::vec(
             prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, b'a'..=b'z'],
-            0..40,
+            0..80,
         ),
-        from in 0usize..40,
+        from in 0usize..80,
     ) {
         let from = from.min(bytes.len());
         let mut expected = from;
@@ -201,5 +202,6 @@ proptest! {
             expected += 1;
         }
         prop_assert_eq!(ordinary_run(&bytes, from), expected);
+        prop_assert_eq!(ordinary_run_swar(&bytes, from), expected);
     }
 }
