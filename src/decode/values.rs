@@ -266,10 +266,7 @@ fn parse_time_part(c: &mut Cursor<'_>) -> Option<i64> {
         if c.at == start {
             return None;
         }
-        // PostgreSQL: fsec = rint(strtod(".digits") * 1000000).
-        let digits = std::str::from_utf8(&c.bytes[start - 1..c.at]).ok()?;
-        let value: f64 = digits.parse().ok()?;
-        fraction = (value * 1_000_000.0).round_ties_even() as i64;
+        fraction = fraction_micros(&c.bytes[start..c.at])?;
     }
     if hour > 24 || minute > 59 || second > 60 {
         return None;
@@ -278,6 +275,22 @@ fn parse_time_part(c: &mut Cursor<'_>) -> Option<i64> {
     let micros =
         (i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)) * MICROS + fraction;
     (micros <= MICROS_PER_DAY).then_some(micros)
+}
+
+/// The microseconds of a fraction of a second, from its digits after the point, as
+/// PostgreSQL computes them: `rint(strtod(".digits") * 1000000)`. Up to six digits that is
+/// the digits themselves, scaled (the double's error is far below the half a microsecond
+/// rounding could turn on), so only longer fractions pay for parsing a double.
+fn fraction_micros(digits: &[u8]) -> Option<i64> {
+    if digits.len() <= 6 {
+        let value = digits
+            .iter()
+            .fold(0i64, |v, &d| v * 10 + i64::from(d - b'0'));
+        return Some(value * 10i64.pow(6 - digits.len() as u32));
+    }
+    let text = std::str::from_utf8(digits).ok()?;
+    let value: f64 = format!(".{text}").parse().ok()?;
+    Some((value * 1_000_000.0).round_ties_even() as i64)
 }
 
 /// An optional UTC offset after optional spaces: `Z`, `UTC`, `GMT`, `±HH`, `±HHMM`,

@@ -164,3 +164,14 @@ fn uuids_as_uuid_in_reads_them() {
         assert_eq!(parse_uuid(bad), None, "{bad}");
     }
 }
+
+proptest::proptest! {
+    /// Fractions of up to six digits, taken as scaled integers, give the microseconds
+    /// PostgreSQL's `rint(strtod(".digits") * 1000000)` gives; longer ones go through it.
+    #[test]
+    fn fractions_of_a_second_round_as_postgresql_does(digits in "[0-9]{1,9}") {
+        let value: f64 = format!(".{digits}").parse().unwrap();
+        let postgres = (value * 1_000_000.0).round_ties_even() as i64;
+        proptest::prop_assert_eq!(fraction_micros(digits.as_bytes()), Some(postgres));
+    }
+}
