@@ -83,8 +83,8 @@ impl DecodeError {
         }
     }
 
-    /// The line the error is on, when it is about one record.
-    fn line(&self) -> u64 {
+    /// The line the error is on, when it is about one record (0 otherwise).
+    pub fn line(&self) -> u64 {
         match self {
             DecodeError::Syntax { line, .. }
             | DecodeError::Oversized { line, .. }
@@ -163,8 +163,9 @@ pub const LOAD_BATCH_BYTES: usize = 1 << 20;
 /// A record of the batch being built.
 #[derive(Debug, Clone, Copy)]
 struct Row {
-    /// Where the record starts in the batch's input.
+    /// Where the record starts and ends in the batch's input.
     start: usize,
+    end: usize,
     at: Position,
     record: u64,
 }
@@ -255,6 +256,16 @@ impl RecordDecoder {
         self.flush()
     }
 
+    /// The error to report when a record fails with `error`: a record before it in the
+    /// batch may hold a value its column refuses, found only when the batch is built, so
+    /// the batch is built now (and dropped) and the error on the earlier line wins.
+    pub fn earliest_error(&mut self, error: DecodeError) -> DecodeError {
+        match self.flush() {
+            Err(earlier) if earlier.line() > 0 && earlier.line() < error.line() => earlier,
+            _ => error,
+        }
+    }
+
     /// Scans one record into the batch: its bytes, and each column's value.
     fn scan(&mut self, record: &[u8], at: Position, number: u64) -> Result<(), DecodeError> {
         if record.is_empty() {
@@ -281,39 +292,114 @@ impl RecordDecoder {
                 ));
             }
         };
-        let columns = self.keys.len();
         let start = self.input.len();
-        let row = self.rows.len();
         self.input.push_str(text);
+        let taken = self.take(start, self.input.len(), at, number);
+        if taken.is_err() {
+            self.input.truncate(start);
+        }
+        taken
+    }
+
+    /// Scans the record at `start..end` of the batch's input into a new row.
+    fn take(
+        &mut self,
+        start: usize,
+        end: usize,
+        at: Position,
+        number: u64,
+    ) -> Result<(), DecodeError> {
+        let columns = self.keys.len();
+        let row = self.rows.len();
         self.values.resize((row + 1) * columns, Value::default());
-        let result = self.fields(start, row, number, at);
-        match result {
+        match self.fields(start, end, row, number, at) {
             Ok(()) => {
                 self.rows.push(Row {
                     start,
+                    end,
                     at,
                     record: number,
                 });
                 Ok(())
             }
             Err(error) => {
-                self.input.truncate(start);
                 self.values.truncate(row * columns);
                 Err(error)
             }
         }
     }
 
-    /// Matches the fields of the record at `start` to columns, filling row `row`.
+    /// Decodes one job of [`ParallelDecoder`] into one batch: records one after another in
+    /// `text`, each ending where `records` says, numbered from `first_record`. The job's
+    /// text becomes the batch's input as it is, checked to be UTF-8 in one pass, instead of
+    /// being copied in record by record; text that is not UTF-8 goes record by record, so
+    /// that the bad record is named.
+    ///
+    /// # Errors
+    /// As [`RecordDecoder::push`].
+    pub fn decode_job(
+        &mut self,
+        text: Vec<u8>,
+        records: &[(usize, Position)],
+        first_record: u64,
+    ) -> Result<Vec<Decoded>, DecodeError> {
+        self.reset(first_record);
+        let mut decoded = Vec::new();
+        let text = match String::from_utf8(text) {
+            Ok(text) => text,
+            Err(not_utf8) => {
+                let text = not_utf8.into_bytes();
+                let mut start = 0;
+                for &(end, at) in records {
+                    match self.push(&text[start..end], at) {
+                        Ok(batch) => decoded.extend(batch),
+                        Err(error) => return Err(self.earliest_error(error)),
+                    }
+                    start = end;
+                }
+                decoded.extend(self.finish()?);
+                return Ok(decoded);
+            }
+        };
+        self.input = text;
+        let mut start = 0;
+        for &(end, at) in records {
+            let number = self.next_record;
+            self.next_record += 1;
+            let taken = if end == start {
+                // The framer's stand-in for a record too long to keep.
+                Err(DecodeError::Oversized {
+                    line: at.line,
+                    record: number,
+                })
+            } else {
+                self.take(start, end, at, number)
+            };
+            match taken {
+                Ok(()) => {}
+                Err(error) if self.options.reject => {
+                    let record = self.input.as_bytes()[start..end].to_vec();
+                    self.reject(error, &record);
+                }
+                Err(error) => return Err(self.earliest_error(error)),
+            }
+            start = end;
+        }
+        decoded.extend(self.flush()?);
+        Ok(decoded)
+    }
+
+    /// Matches the fields of the record at `start..end` to columns, filling row `row`.
     fn fields(
         &mut self,
         start: usize,
+        end: usize,
         row: usize,
         number: u64,
         at: Position,
     ) -> Result<(), DecodeError> {
         let columns = self.keys.len();
-        let record = &self.input[start..];
+        let record = &self.input[start..end];
         let mut row_fields = RowFields {
             keys: &self.keys,
             quoted_keys: &self.quoted_keys,
@@ -420,12 +506,15 @@ impl RecordDecoder {
                 }
                 keep[row] = false;
                 let r = self.rows[row];
-                let end = self.rows.get(row + 1).map_or(self.input.len(), |n| n.start);
                 self.rejected.push(Rejected {
                     record: r.record,
                     line: r.at.line,
                     reason: error.to_string(),
-                    text: self.input.get(r.start..end).unwrap_or_default().to_string(),
+                    text: self
+                        .input
+                        .get(r.start..r.end)
+                        .unwrap_or_default()
+                        .to_string(),
                 });
             }
             let mask = BooleanArray::from(keep.clone());

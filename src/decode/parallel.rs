@@ -64,7 +64,10 @@ impl ParallelDecoder {
                 .name(format!("apitap-decode-{n}"))
                 .spawn(move || {
                     for job in job_rx {
-                        if result_tx.send(decode_job(&mut decoder, &job)).is_err() {
+                        if result_tx
+                            .send(decoder.decode_job(job.text, &job.records, job.first_record))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -148,9 +151,11 @@ impl ParallelDecoder {
     /// The oldest job's result.
     fn collect(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         let worker = &self.workers[self.received % self.workers.len()];
-        let decoded = worker.results.recv().map_err(|_| stopped())??;
+        let result = worker.results.recv();
+        // Counted taken even when it is an error, so that a later finish() does not wait for
+        // it again (and forever).
         self.received += 1;
-        out.extend(decoded);
+        out.extend(result.map_err(|_| stopped())??);
         Ok(())
     }
 }
@@ -161,21 +166,6 @@ fn stopped() -> DecodeError {
         line: 0,
         message: "internal error: a decode thread stopped".into(),
     }
-}
-
-/// Decodes one job on a worker: the records, then what is left of the batch.
-fn decode_job(decoder: &mut RecordDecoder, job: &Job) -> Outcome {
-    decoder.reset(job.first_record);
-    let mut decoded = Vec::new();
-    let mut start = 0;
-    for &(end, at) in &job.records {
-        if let Some(batch) = decoder.push(&job.text[start..end], at)? {
-            decoded.push(batch);
-        }
-        start = end;
-    }
-    decoded.extend(decoder.finish()?);
-    Ok(decoded)
 }
 
 impl Drop for ParallelDecoder {
@@ -234,6 +224,18 @@ impl Decoder {
                 Ok(())
             }
             Decoder::Spread(decoder) => decoder.push(record, at, out),
+        }
+    }
+
+    /// The error to report when decoding stops with `error`: records taken before it may
+    /// still hold an earlier one (a value is checked when its batch is built, and other
+    /// threads may not have reached theirs), so they are decoded now, their batches
+    /// dropped, and the error on the earliest line wins.
+    pub fn earliest_error(&mut self, error: DecodeError) -> DecodeError {
+        let mut dropped = Vec::new();
+        match self.finish(&mut dropped) {
+            Err(earlier) if earlier.line() > 0 && earlier.line() < error.line() => earlier,
+            _ => error,
         }
     }
 

@@ -158,6 +158,28 @@ impl DecodeStage {
             tracing::info!(records = self.delivered, format, "all records decoded");
             Ok::<(), Stop>(())
         })();
+        // Records taken before the failure may hold an earlier error (values are checked
+        // against their columns only once the plan is known and their batch is built): the
+        // earliest bad line is the one reported.
+        let result = match result {
+            Err(Stop::Failed(mut error)) => {
+                if self.decoder.is_none() && error.line() > 0 {
+                    // Still sampling: the plan is needed to check the sampled values. The
+                    // load fails whatever this finds, and rolls back what it began.
+                    if let Err(Stop::Failed(earlier)) = self.start_decoding()
+                        && earlier.line() > 0
+                        && earlier.line() < error.line()
+                    {
+                        error = earlier;
+                    }
+                }
+                match &mut self.decoder {
+                    Some(decoder) => Err(Stop::Failed(decoder.earliest_error(error))),
+                    None => Err(Stop::Failed(error)),
+                }
+            }
+            result => result,
+        };
         match result {
             Ok(()) | Err(Stop::Cancelled) => Ok(()),
             Err(Stop::Rejects(error)) => Err(LoadError::Rejects(error)),

@@ -106,3 +106,29 @@ async fn threads_fail_on_the_same_record_and_set_aside_the_same_ones() {
     assert!(rejects[0].contains("\"record\":17777"), "{}", rejects[0]);
     assert_eq!(count(&db, &table).await, 10 + 2 * 19_999);
 }
+
+/// Regression: a value its column refuses was checked only when its batch was built, so a
+/// later line the framer refuses (too long) or the scanner refuses (malformed) was reported
+/// instead, on one thread as on several. The earliest bad line is the one named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_earliest_bad_line_is_named_whatever_comes_after_it() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "decode_threads_earliest").await;
+    let table = format!("{schema}.items");
+    let run = load(&table, "1", records(10, None), &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let too_long = format!("{{\"id\":1,\"note\":\"{}\"}}\n", "x".repeat(600));
+    for later in [too_long.as_str(), "{\"id\":\n"] {
+        for threads in ["1", "3"] {
+            let mut input = records(4, Some(3));
+            input.extend_from_slice(later.as_bytes());
+            let run = load(&table, threads, input, &["--max-record-bytes", "500"]).await;
+            assert_fails(
+                &run,
+                "line 3 (record 3): column \"amount\": \"lots\" is not a number",
+            );
+            assert!(!run.stderr.contains("line 5"), "{}", run.stderr);
+        }
+    }
+    assert_eq!(count(&db, &table).await, 10);
+}

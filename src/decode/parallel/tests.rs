@@ -39,12 +39,23 @@ type Seen = Result<(Option<arrow_array::RecordBatch>, Vec<u64>, Vec<Rejected>), 
 
 fn decode(input: &[u8], options: DecodeOptions, threads: usize) -> Seen {
     let table = table();
+    let reject = options.reject;
     let mut decoder = Decoder::new(&table, options, threads).unwrap();
     let mut out = Vec::new();
-    let mut framer = Framer::new(None, 1 << 20);
-    framer.push(input, &mut |record, at| decoder.push(record, at, &mut out))?;
-    framer.finish(&mut |record, at| decoder.push(record, at, &mut out))?;
-    decoder.finish(&mut out)?;
+    // Lines past 150 bytes are too long: skipped in reject mode (the framer hands on an
+    // empty stand-in), an error otherwise.
+    let mut framer = Framer::new(None, 150);
+    if reject {
+        framer = framer.skipping_oversized();
+    }
+    // As the decode stage does: a stop reports the error on the earliest line.
+    let decoded = framer
+        .push(input, &mut |record, at| decoder.push(record, at, &mut out))
+        .and_then(|()| framer.finish(&mut |record, at| decoder.push(record, at, &mut out)))
+        .and_then(|()| decoder.finish(&mut out));
+    if let Err(error) = decoded {
+        return Err(decoder.earliest_error(error));
+    }
     let numbers = out
         .iter()
         .flat_map(|d| (0..d.batch.num_rows()).map(|row| d.record_of(row)))
@@ -58,18 +69,21 @@ fn decode(input: &[u8], options: DecodeOptions, threads: usize) -> Seen {
 }
 
 /// One NDJSON line: a good record, one with a value its column refuses, one that is not
-/// JSON, or one with a field no column has.
-fn line() -> impl Strategy<Value = String> {
+/// JSON, one with a field no column has, one that is not UTF-8, or one too long to keep.
+/// (A job holding a line that is not UTF-8 is decoded record by record; others in place.)
+fn line() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         4 => (any::<i32>(), "[a-zé日 ]{0,12}").prop_map(|(a, b)| format!(
             "{{\"a\":{a},\"b\":{},\"c\":{{\"k\":[{a}]}},\"d\":\"2024-01-0{}T10:00:00Z\",\"e\":{a}.5}}",
             serde_json::Value::String(b),
             (a.rem_euclid(9)) + 1
-        )),
-        1 => Just("{\"a\":\"twelve\"}".to_string()),
-        1 => Just("{\"a\":1,\"d\":\"yesterday\"}".to_string()),
-        1 => Just("{\"a\":".to_string()),
-        1 => Just("{\"z\":1}".to_string()),
+        ).into_bytes()),
+        1 => Just(b"{\"a\":\"twelve\"}".to_vec()),
+        1 => Just(b"{\"a\":1,\"d\":\"yesterday\"}".to_vec()),
+        1 => Just(b"{\"a\":".to_vec()),
+        1 => Just(b"{\"z\":1}".to_vec()),
+        1 => Just(b"{\"a\":2,\"b\":\"caf\xe9\"}".to_vec()),
+        1 => Just(format!("{{\"a\":3,\"b\":\"{}\"}}", "x".repeat(160)).into_bytes()),
     ]
 }
 
@@ -81,7 +95,7 @@ proptest! {
         reject in any::<bool>(),
         threads in 2usize..5,
     ) {
-        let input = lines.join("\n").into_bytes();
+        let input = lines.join(&b'\n');
         let alone = decode(&input, options(batch_size, reject), 1);
         let spread = decode(&input, options(batch_size, reject), threads);
         prop_assert_eq!(alone, spread);
