@@ -292,16 +292,35 @@ impl RecordDecoder {
                 ));
             }
         };
+        // What `take` does, written out here: on the one-thread path (the common one) the
+        // decode bench measured routing it through `take` 3% slower, however inlined.
+        let columns = self.keys.len();
         let start = self.input.len();
+        let row = self.rows.len();
         self.input.push_str(text);
-        let taken = self.take(start, self.input.len(), at, number);
-        if taken.is_err() {
-            self.input.truncate(start);
+        let end = self.input.len();
+        self.values.resize((row + 1) * columns, Value::default());
+        let result = self.fields(start, end, row, number, at);
+        match result {
+            Ok(()) => {
+                self.rows.push(Row {
+                    start,
+                    end,
+                    at,
+                    record: number,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                self.input.truncate(start);
+                self.values.truncate(row * columns);
+                Err(error)
+            }
         }
-        taken
     }
 
-    /// Scans the record at `start..end` of the batch's input into a new row.
+    /// Scans the record at `start..end` of the batch's input into a new row (a job's
+    /// record, already in the input).
     fn take(
         &mut self,
         start: usize,
