@@ -11,12 +11,12 @@ fn decode(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(input.len() as u64));
     group.sample_size(20);
     group.bench_function("ndjson_demo_rows_100k", |b| {
-        b.iter(|| common::decode(&input, &table))
+        b.iter(|| common::decode_rows(&input, &table, 1))
     });
     // The same, framed on the caller's thread and decoded on N worker threads.
     for threads in [2, 3] {
         group.bench_function(format!("ndjson_demo_rows_100k_{threads}_threads"), |b| {
-            b.iter(|| common::decode_on(&input, &table, threads))
+            b.iter(|| common::decode_rows(&input, &table, threads))
         });
     }
     group.finish();

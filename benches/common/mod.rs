@@ -24,8 +24,13 @@ pub fn table(input: &[u8]) -> TableSchema {
 }
 
 /// Frames and decodes `input` the way a load does, in 64 KiB chunks, on `threads` threads
-/// (1: the caller's alone).
-pub fn decode_on(input: &[u8], table: &TableSchema, threads: usize) -> Vec<Decoded> {
+/// (1: the caller's alone), handing each batch to `take` as it is ready.
+pub fn decode_into(
+    input: &[u8],
+    table: &TableSchema,
+    threads: usize,
+    mut take: impl FnMut(Vec<Decoded>),
+) {
     let options = DecodeOptions {
         batch_size: 8192,
         reject_unknown_fields: true,
@@ -42,15 +47,33 @@ pub fn decode_on(input: &[u8], table: &TableSchema, threads: usize) -> Vec<Decod
         framer
             .push(chunk, &mut |record, at| decoder.push(record, at, &mut out))
             .expect("demo rows decode");
+        take(std::mem::take(&mut out));
     }
     framer
         .finish(&mut |record, at| decoder.push(record, at, &mut out))
         .expect("demo rows decode");
     decoder.finish(&mut out).expect("demo rows decode");
-    out
+    take(out);
 }
 
-/// [`decode_on`] the caller's thread.
+/// Decodes `input` as a load does, dropping each batch once it is ready (a load hands it to
+/// the encoder and does not keep it), and counts the rows.
+#[allow(dead_code, reason = "the decode bench's; the encode bench keeps every batch")]
+pub fn decode_rows(input: &[u8], table: &TableSchema, threads: usize) -> usize {
+    let mut rows = 0;
+    decode_into(input, table, threads, |batches| {
+        rows += batches.iter().map(|d| d.batch.num_rows()).sum::<usize>();
+    });
+    rows
+}
+
+/// Every batch of `input`, decoded on the caller's thread.
+#[allow(
+    dead_code,
+    reason = "the encode bench's input; the decode bench drops its batches"
+)]
 pub fn decode(input: &[u8], table: &TableSchema) -> Vec<Decoded> {
-    decode_on(input, table, 1)
+    let mut all = Vec::new();
+    decode_into(input, table, 1, |batches| all.extend(batches));
+    all
 }

@@ -350,37 +350,33 @@ impl RecordDecoder {
 
     /// Decodes one job of [`ParallelDecoder`] into one batch: records one after another in
     /// `text`, each ending where `records` says, numbered from `first_record`. The job's
-    /// text becomes the batch's input as it is, checked to be UTF-8 in one pass, instead of
-    /// being copied in record by record; text that is not UTF-8 goes record by record, so
-    /// that the bad record is named.
+    /// text is checked to be UTF-8 in one pass (simdutf8: std's check took a sixth of a
+    /// worker's time) and becomes the batch's input with one copy, instead of record by
+    /// record; text that is not UTF-8 goes record by record, so that the bad record is named.
     ///
     /// # Errors
     /// As [`RecordDecoder::push`].
     pub fn decode_job(
         &mut self,
-        text: Vec<u8>,
+        text: &[u8],
         records: &[(usize, Position)],
         first_record: u64,
     ) -> Result<Vec<Decoded>, DecodeError> {
         self.reset(first_record);
         let mut decoded = Vec::new();
-        let text = match String::from_utf8(text) {
-            Ok(text) => text,
-            Err(not_utf8) => {
-                let text = not_utf8.into_bytes();
-                let mut start = 0;
-                for &(end, at) in records {
-                    match self.push(&text[start..end], at) {
-                        Ok(batch) => decoded.extend(batch),
-                        Err(error) => return Err(self.earliest_error(error)),
-                    }
-                    start = end;
+        let Ok(job) = simdutf8::basic::from_utf8(text) else {
+            let mut start = 0;
+            for &(end, at) in records {
+                match self.push(&text[start..end], at) {
+                    Ok(batch) => decoded.extend(batch),
+                    Err(error) => return Err(self.earliest_error(error)),
                 }
-                decoded.extend(self.finish()?);
-                return Ok(decoded);
+                start = end;
             }
+            decoded.extend(self.finish()?);
+            return Ok(decoded);
         };
-        self.input = text;
+        self.input.push_str(job);
         let mut start = 0;
         for &(end, at) in records {
             let number = self.next_record;

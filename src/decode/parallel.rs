@@ -25,7 +25,11 @@ struct Job {
     first_record: u64,
 }
 
-type Outcome = Result<Vec<Decoded>, DecodeError>;
+/// A job's batches (or its first error), and the job's buffers back for another job.
+struct Outcome {
+    decoded: Result<Vec<Decoded>, DecodeError>,
+    spare: Job,
+}
 
 struct Worker {
     jobs: Option<SyncSender<Job>>,
@@ -37,6 +41,9 @@ struct Worker {
 pub struct ParallelDecoder {
     workers: Vec<Worker>,
     job: Job,
+    /// Buffers of jobs done, for the next ones: memory allocated on one thread and freed on
+    /// another goes back to the system and is faulted in again, page by page.
+    spare: Vec<Job>,
     /// Jobs handed out and results taken back.
     sent: usize,
     received: usize,
@@ -64,8 +71,12 @@ impl ParallelDecoder {
                 .name(format!("apitap-decode-{n}"))
                 .spawn(move || {
                     for job in job_rx {
+                        let decoded = decoder.decode_job(&job.text, &job.records, job.first_record);
                         if result_tx
-                            .send(decoder.decode_job(job.text, &job.records, job.first_record))
+                            .send(Outcome {
+                                decoded,
+                                spare: job,
+                            })
                             .is_err()
                         {
                             return;
@@ -84,6 +95,7 @@ impl ParallelDecoder {
                 first_record: 1,
                 ..Job::default()
             },
+            spare: Vec::new(),
             sent: 0,
             received: 0,
             next_record: 1,
@@ -130,11 +142,14 @@ impl ParallelDecoder {
         if self.sent - self.received == self.workers.len() {
             self.collect(out)?;
         }
-        let next = Job {
+        let mut next = self.spare.pop().unwrap_or_else(|| Job {
             text: Vec::with_capacity(self.job.text.capacity()),
             records: Vec::with_capacity(self.job.records.capacity()),
-            first_record: self.next_record,
-        };
+            first_record: 0,
+        });
+        next.text.clear();
+        next.records.clear();
+        next.first_record = self.next_record;
         let job = std::mem::replace(&mut self.job, next);
         let worker = &self.workers[self.sent % self.workers.len()];
         let sent = worker
@@ -155,7 +170,9 @@ impl ParallelDecoder {
         // Counted taken even when it is an error, so that a later finish() does not wait for
         // it again (and forever).
         self.received += 1;
-        out.extend(result.map_err(|_| stopped())??);
+        let Outcome { decoded, spare } = result.map_err(|_| stopped())?;
+        self.spare.push(spare);
+        out.extend(decoded?);
         Ok(())
     }
 }
