@@ -58,7 +58,10 @@ pub fn decode_into(
 
 /// Decodes `input` as a load does, dropping each batch once it is ready (a load hands it to
 /// the encoder and does not keep it), and counts the rows.
-#[allow(dead_code, reason = "the decode bench's; the encode bench keeps every batch")]
+#[allow(
+    dead_code,
+    reason = "the decode bench's; the encode bench keeps its batches"
+)]
 pub fn decode_rows(input: &[u8], table: &TableSchema, threads: usize) -> usize {
     let mut rows = 0;
     decode_into(input, table, threads, |batches| {

@@ -17,7 +17,7 @@ use crate::rejects::RejectFile;
 use crate::schema::TableName;
 
 /// Largest CopyData message sent to the server.
-const COPY_MESSAGE_BYTES: usize = 64 * 1024;
+const COPY_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// One streaming COPY until the input or a commit point ends. Only [`Encoded::End`] lets the
 /// COPY finish: a channel closing without it leaves the COPY unfinished, which aborts it.
@@ -154,9 +154,9 @@ async fn isolating(
     .await
 }
 
-/// Sends COPY data in psql-sized CopyData messages, then flushes: the server reads each
-/// message whole before parsing it, so a batch-sized message would stall it while it
-/// arrives. The pieces share `bytes`' buffer.
+/// Sends COPY data in CopyData messages of at most [`COPY_MESSAGE_BYTES`], then flushes: the
+/// server reads each message whole before parsing it, so a message as large as a batch would
+/// stall it while it arrives. The pieces share `bytes`' buffer.
 pub(super) async fn send_copy_data<S>(
     sink: &mut S,
     mut bytes: Bytes,
