@@ -375,11 +375,12 @@ async fn watch(
     progress: &Arc<Progress>,
     run: Option<crate::metrics::RunMeter>,
 ) -> anyhow::Result<Outcome> {
+    let interrupt = interrupted();
     let loading = load(request, connect, progress.clone());
     tokio::pin!(loading);
     let mut result = tokio::select! {
         result = &mut loading => Some(result),
-        () = interrupted() => None,
+        () = interrupt => None,
     };
     if result.is_none() && progress.ledger().committing {
         // The COMMIT is on its way: dropping the load now would leave its outcome unknown.

@@ -24,7 +24,7 @@ async fn ctrl_c_and_sigterm_roll_back_and_exit_130() {
         .spawn()
         .unwrap();
         // Interrupt it mid-COPY, with rows already sent.
-        wait_for_copy(&db, &schema, 1000).await;
+        let backend = wait_for_copy(&db, &schema, 1000).await;
         let status = std::process::Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
@@ -41,6 +41,16 @@ async fn ctrl_c_and_sigterm_roll_back_and_exit_130() {
             "{signal}: {stderr}"
         );
         assert_unchanged(&db, &table).await;
+        // The next load is found by its COPY: this one's backend, still ending its COPY
+        // after apitap exited, must not stand in for it (the next signal would then come
+        // before that load could catch it).
+        wait_until(
+            &db,
+            "the interrupted load's backend to end",
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+            &[&backend],
+        )
+        .await;
     }
 }
 
