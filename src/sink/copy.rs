@@ -16,7 +16,10 @@ use crate::progress::{Progress, Written};
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
 
-/// Largest CopyData message sent to the server.
+/// Largest CopyData message sent to the server. Each message is a hand-off from our task to
+/// the connection's (tokio-postgres queues one at a time): at 64 KiB a million demo rows took
+/// 22k context switches, at 256 KiB 11k, with less client CPU and no slower a load; at 1 MiB
+/// the server waits longer for each message before it parses any of it, for no further gain.
 const COPY_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// One streaming COPY until the input or a commit point ends. Only [`Encoded::End`] lets the
