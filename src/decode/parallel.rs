@@ -6,8 +6,9 @@
 //! [`super::LOAD_BATCH_BYTES`] of text that end a batch on one thread — and handed round-robin
 //! to worker threads, each with its own [`RecordDecoder`]. Results are taken back in the
 //! same round-robin order, so batches, rejected records and the first error come out exactly
-//! in input order. Each worker holds at most one job waiting and one being decoded, so
-//! memory stays bounded by a few batches per worker whatever the input's size.
+//! in input order. Each worker has at most one job handed out and not yet taken back (a
+//! second one queued measured no faster), so memory stays bounded by a few batches per
+//! worker whatever the input's size.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
