@@ -13,7 +13,8 @@ fn decode(c: &mut Criterion) {
     group.bench_function("ndjson_demo_rows_100k", |b| {
         b.iter(|| common::decode_rows(&input, &table, 1))
     });
-    // The same, framed on the caller's thread and decoded on N worker threads.
+    // The same on N worker threads, which find the lines of the jobs the caller's thread
+    // cuts at newlines, and decode them.
     for threads in [2, 3] {
         group.bench_function(format!("ndjson_demo_rows_100k_{threads}_threads"), |b| {
             b.iter(|| common::decode_rows(&input, &table, threads))

@@ -3,16 +3,19 @@
 
 use apitap::decode::{DecodeOptions, Decoded, Decoder, Framer, Sample};
 use apitap::schema::TableSchema;
+use bytes::Bytes;
 
 pub const ROWS: u64 = 100_000;
 
-pub fn ndjson() -> Vec<u8> {
+/// The rows as one buffer, which the decoders take in slices as a load takes the fetch
+/// stage's chunks.
+pub fn ndjson() -> Bytes {
     let mut out = Vec::new();
     for i in 1..=ROWS {
         apitap::demo::write_row(i, &mut out);
         out.push(b'\n');
     }
-    out
+    Bytes::from(out)
 }
 
 pub fn table(input: &[u8]) -> TableSchema {
@@ -23,10 +26,10 @@ pub fn table(input: &[u8]) -> TableSchema {
     sample.infer()
 }
 
-/// Frames and decodes `input` the way a load does, in 64 KiB chunks, on `threads` threads
-/// (1: the caller's alone), handing each batch to `take` as it is ready.
+/// Frames and decodes `input` the way a load does, in the fetch stage's 256 KiB chunks, on
+/// `threads` threads (1: the caller's alone), handing each batch to `take` as it is ready.
 pub fn decode_into(
-    input: &[u8],
+    input: &Bytes,
     table: &TableSchema,
     threads: usize,
     mut take: impl FnMut(Vec<Decoded>),
@@ -43,9 +46,10 @@ pub fn decode_into(
     let mut decoder = Decoder::new(table, options, threads).expect("decode threads start");
     let mut framer = Framer::new(None, 1 << 26);
     let mut out = Vec::new();
-    for chunk in input.chunks(64 * 1024) {
-        framer
-            .push(chunk, &mut |record, at| decoder.push(record, at, &mut out))
+    for start in (0..input.len()).step_by(256 * 1024) {
+        let chunk = input.slice(start..input.len().min(start + 256 * 1024));
+        decoder
+            .push_bytes(&mut framer, chunk, &mut out)
             .expect("demo rows decode");
         take(std::mem::take(&mut out));
     }
@@ -62,7 +66,7 @@ pub fn decode_into(
     dead_code,
     reason = "the decode bench's; the encode bench keeps its batches"
 )]
-pub fn decode_rows(input: &[u8], table: &TableSchema, threads: usize) -> usize {
+pub fn decode_rows(input: &Bytes, table: &TableSchema, threads: usize) -> usize {
     let mut rows = 0;
     decode_into(input, table, threads, |batches| {
         rows += batches.iter().map(|d| d.batch.num_rows()).sum::<usize>();
@@ -75,7 +79,7 @@ pub fn decode_rows(input: &[u8], table: &TableSchema, threads: usize) -> usize {
     dead_code,
     reason = "the encode bench's input; the decode bench drops its batches"
 )]
-pub fn decode(input: &[u8], table: &TableSchema) -> Vec<Decoded> {
+pub fn decode(input: &Bytes, table: &TableSchema) -> Vec<Decoded> {
     let mut all = Vec::new();
     decode_into(input, table, 1, |batches| all.extend(batches));
     all

@@ -28,6 +28,27 @@ pub struct Position {
     pub column: u64,
 }
 
+/// The start of an NDJSON line, and the rules the framer finds lines by (see
+/// [`Framer::between_lines`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineStart {
+    pub line: u64,
+    pub max_record_bytes: usize,
+    pub skip_oversized: bool,
+}
+
+impl LineStart {
+    /// A framer for text that starts with this line, numbering it 1.
+    pub fn framer(&self) -> Framer {
+        let framer = Framer::new(Some(Format::Ndjson), self.max_record_bytes);
+        if self.skip_oversized {
+            framer.skipping_oversized()
+        } else {
+            framer
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum ArrayState {
     /// Before the opening `[`.
@@ -102,6 +123,24 @@ impl Framer {
         self.format
     }
 
+    /// The line the next byte is on.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Where NDJSON input stands when the framer is between two lines (no part of a line
+    /// held back, none being skipped): from there on, the lines can be found by someone
+    /// else ([`super::ParallelDecoder::push_lines`]) and numbered as this framer would.
+    pub fn between_lines(&self) -> Option<LineStart> {
+        let between =
+            self.format == Some(Format::Ndjson) && self.carry.is_empty() && !self.skipping;
+        between.then_some(LineStart {
+            line: self.line,
+            max_record_bytes: self.max_record_bytes,
+            skip_oversized: self.skip_oversized,
+        })
+    }
+
     /// Scans `chunk` and calls `emit` for every record completed in it.
     ///
     /// # Errors
@@ -124,6 +163,10 @@ impl Framer {
                 return Ok(());
             };
             self.format = Some(detect(&chunk[first..])?);
+            // Blanks before the first record belong to no line, however the input is cut
+            // into chunks.
+            self.scan_blank(&chunk[..first]);
+            chunk = &chunk[first..];
         }
         match self.format {
             Some(Format::Ndjson) => self.push_lines(chunk, emit),
@@ -209,33 +252,32 @@ impl Framer {
                 line: self.line,
                 column: 1,
             };
+            // A line is too long by its length as written, blanks included: a line read in
+            // pieces is measured before its end is known, and a line must be too long or
+            // not whatever the pieces (and decode workers that find lines themselves,
+            // which cut an over-long line short, see the same).
             if self.skipping {
                 // The end of a line too long to keep: it stands in as an empty record.
                 self.skipping = false;
                 emit(&[], self.carry_start)?;
             } else if self.carry.is_empty() {
-                let record = trim_line(&chunk[start..newline]);
-                if !record.is_empty() {
-                    let record: &[u8] = if self.fits(record.len(), line_start)? {
-                        record
-                    } else {
-                        &[]
-                    };
+                let line = &chunk[start..newline];
+                let record = trim_line(line);
+                if !self.fits(line.len(), line_start)? {
+                    emit(&[], line_start)?;
+                } else if !record.is_empty() {
                     emit(record, line_start)?;
                 }
             } else {
                 self.carry.extend_from_slice(&chunk[start..newline]);
-                let record = std::mem::take(&mut self.carry);
-                let trimmed = trim_line(&record);
-                if !trimmed.is_empty() {
-                    let kept: &[u8] = if self.fits(trimmed.len(), self.carry_start)? {
-                        trimmed
-                    } else {
-                        &[]
-                    };
-                    emit(kept, self.carry_start)?;
+                let line = std::mem::take(&mut self.carry);
+                let record = trim_line(&line);
+                if !self.fits(line.len(), self.carry_start)? {
+                    emit(&[], self.carry_start)?;
+                } else if !record.is_empty() {
+                    emit(record, self.carry_start)?;
                 }
-                self.carry = record;
+                self.carry = line;
                 self.carry.clear();
             }
             self.line += 1;

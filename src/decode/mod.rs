@@ -21,7 +21,7 @@ pub mod values;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 
-pub use framing::{Format, Framer, Position};
+pub use framing::{Format, Framer, LineStart, Position};
 pub use infer::Sample;
 pub use parallel::{Decoder, ParallelDecoder};
 pub use values::SessionZone;
@@ -95,6 +95,27 @@ impl DecodeError {
             _ => 0,
         }
     }
+
+    /// Renumbers the error as `lines` lines and `records` records further into the input: a
+    /// decode worker that finds lines itself numbers them from the start of its job.
+    pub fn shift(&mut self, lines: u64, records: u64) {
+        match self {
+            DecodeError::Syntax { line, record, .. }
+            | DecodeError::Oversized { line, record }
+            | DecodeError::Value { line, record, .. }
+            | DecodeError::UnknownField { line, record, .. } => {
+                *line += lines;
+                *record += records;
+            }
+            // Line 0 is no line (an internal error).
+            DecodeError::Structure { line, .. } | DecodeError::RecordTooLarge { line, .. } => {
+                if *line > 0 {
+                    *line += lines;
+                }
+            }
+            DecodeError::NotJson { .. } | DecodeError::DocumentTooLarge { .. } => {}
+        }
+    }
 }
 
 /// A decoded batch and the number of its first record in the whole input.
@@ -116,6 +137,20 @@ impl Decoded {
             None => self.first_record + row as u64,
         }
     }
+
+    /// Renumbers the batch's records as `lines` lines and `records` records further into the
+    /// input (see [`DecodeError::shift`]).
+    pub fn shift(&mut self, lines: u64, records: u64) {
+        self.first_record += records;
+        for number in self.record_numbers.iter_mut().flatten() {
+            *number += records;
+        }
+        for rejected in &mut self.rejected {
+            rejected.record += records;
+            rejected.line += lines;
+            rejected.error.shift(lines, records);
+        }
+    }
 }
 
 /// A record set aside by `--on-error reject`, with why.
@@ -123,7 +158,8 @@ impl Decoded {
 pub struct Rejected {
     pub record: u64,
     pub line: u64,
-    pub reason: String,
+    /// Why (its `Display` is the reason the reject file gives).
+    pub error: DecodeError,
     /// The record as it was in the input.
     pub text: String,
 }
@@ -246,6 +282,12 @@ impl RecordDecoder {
         self.rows.clear();
         self.rejected.clear();
         self.next_record = record;
+    }
+
+    /// The number of the last record taken (records are numbered from 1, or from where
+    /// [`RecordDecoder::reset`] said).
+    pub fn last_record(&self) -> u64 {
+        self.next_record - 1
     }
 
     /// Returns the last, partly filled batch, if any record is left (or was set aside).
@@ -441,7 +483,7 @@ impl RecordDecoder {
         self.rejected.push(Rejected {
             record: error.record().unwrap_or(self.next_record - 1),
             line: error.line(),
-            reason: error.to_string(),
+            error,
             text: String::from_utf8_lossy(record).into_owned(),
         });
     }
@@ -524,7 +566,7 @@ impl RecordDecoder {
                 self.rejected.push(Rejected {
                     record: r.record,
                     line: r.at.line,
-                    reason: error.to_string(),
+                    error,
                     text: self
                         .input
                         .get(r.start..r.end)

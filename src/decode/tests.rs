@@ -185,7 +185,7 @@ fn reject_mode_sets_aside_every_kind_of_bad_record_and_keeps_the_rest() {
     assert_eq!(rows, vec![1, 5, 7]);
     let rejected: Vec<(u64, String)> = out
         .iter()
-        .flat_map(|d| d.rejected.iter().map(|r| (r.record, r.reason.clone())))
+        .flat_map(|d| d.rejected.iter().map(|r| (r.record, r.error.to_string())))
         .collect();
     assert_eq!(
         rejected,

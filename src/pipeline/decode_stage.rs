@@ -49,7 +49,8 @@ pub(super) struct DecodeStage {
     source_name: String,
     /// The input format once detected, for the log.
     framer_format: Option<Format>,
-    /// Records delivered so far, and the first record number and label of each page.
+    /// Records delivered so far (until the decoder frames them itself), and the first
+    /// record number and label of each page.
     delivered: u64,
     pages: Vec<(u64, String)>,
     /// Reject mode: where set-aside records go, and how many may.
@@ -117,9 +118,17 @@ impl DecodeStage {
                             self.deliver(&page.body[start..end], at)?;
                         }
                     }
-                    (Chunk::Bytes(bytes), Some(Framing::Stream(framer))) => {
-                        framer.push(&bytes, &mut |record, at| self.deliver(record, at))?;
-                    }
+                    (Chunk::Bytes(bytes), Some(Framing::Stream(framer))) => match &mut self.decoder
+                    {
+                        Some(decoder) => {
+                            let mut ready = Vec::new();
+                            decoder.push_bytes(framer, bytes, &mut ready)?;
+                            for decoded in ready {
+                                self.send(decoded)?;
+                            }
+                        }
+                        None => framer.push(&bytes, &mut |record, at| self.deliver(record, at))?,
+                    },
                     (
                         Chunk::Bytes(bytes),
                         Some(Framing::Document {
@@ -155,7 +164,11 @@ impl DecodeStage {
             }
             self.finish_batches()?;
             let format = self.framer_format.map(|f| format!("{f:?}"));
-            tracing::info!(records = self.delivered, format, "all records decoded");
+            let records = self
+                .decoder
+                .as_ref()
+                .map_or(self.delivered, Decoder::records);
+            tracing::info!(records, format, "all records decoded");
             Ok::<(), Stop>(())
         })();
         // Records taken before the failure may hold an earlier error (values are checked
@@ -209,7 +222,7 @@ impl DecodeStage {
                     .add(
                         rejected.record,
                         Some(rejected.line),
-                        &rejected.reason,
+                        &rejected.error.to_string(),
                         &rejected.text,
                     )
                     .map_err(Stop::Rejects)?;

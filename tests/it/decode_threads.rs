@@ -132,3 +132,93 @@ async fn the_earliest_bad_line_is_named_whatever_comes_after_it() {
     }
     assert_eq!(count(&db, &table).await, 10);
 }
+
+/// `records(n, bad)` with a blank line after every 1,000th record, and record `long` made
+/// longer than 2,000 bytes: record r is then on line r + (r - 1) / 1000.
+fn records_with_blanks(n: u64, bad: u64, long: u64) -> Vec<u8> {
+    let text = String::from_utf8(records(n, Some(bad))).unwrap();
+    let mut out = String::new();
+    for (i, line) in (1..).zip(text.lines()) {
+        if i == long {
+            out.push_str(&format!("{{\"id\":{i},\"note\":\"{}\"}}", "x".repeat(3000)));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+        if i % 1000 == 0 {
+            out.push_str(if i % 2000 == 0 { "\n" } else { " \t\r\n" });
+        }
+    }
+    out.into_bytes()
+}
+
+/// NDJSON past the planner's sample goes to the decode workers as text, and each numbers the
+/// lines of its job from 1: errors and set-aside records must still name the line and record
+/// one thread names, across blank lines and a line too long to keep far into the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_found_by_the_workers_are_numbered_as_on_one_thread() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "decode_threads_lines").await;
+    let table = format!("{schema}.items");
+    let run = load(&table, "1", records(10, None), &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let input = || records_with_blanks(20_000, 17_777, 15_000);
+    for threads in ["1", "3"] {
+        let run = load(&table, threads, input(), &["--max-record-bytes", "2000"]).await;
+        assert_fails(
+            &run,
+            "line 15014: a record is longer than the limit of 2000 bytes",
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for threads in ["1", "3"] {
+        let file = dir.path().join(format!("rejects-{threads}.ndjson"));
+        let run = load(
+            &table,
+            threads,
+            input(),
+            &[
+                "--max-record-bytes",
+                "2000",
+                "--on-error",
+                "reject",
+                "--reject-file",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let rejects: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let seen: Vec<(u64, u64, &str)> = rejects
+            .iter()
+            .map(|r| {
+                (
+                    r["record"].as_u64().unwrap(),
+                    r["line"].as_u64().unwrap(),
+                    r["reason"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    15_000,
+                    15_014,
+                    "line 15014 (record 15000): the record is longer than --max-record-bytes allows"
+                ),
+                (
+                    17_777,
+                    17_794,
+                    "line 17794 (record 17777): column \"amount\": \"lots\" is not a number (double precision)"
+                ),
+            ],
+            "{threads} threads"
+        );
+    }
+    assert_eq!(count(&db, &table).await, 10 + 2 * 19_998);
+}

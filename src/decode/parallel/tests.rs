@@ -37,7 +37,16 @@ fn options(batch_size: usize, reject: bool) -> DecodeOptions {
 /// records set aside; or the error.
 type Seen = Result<(Option<arrow_array::RecordBatch>, Vec<u64>, Vec<Rejected>), DecodeError>;
 
-fn decode(input: &[u8], options: DecodeOptions, threads: usize) -> Seen {
+/// How the decode stage is handed the input: the first `sampled` bytes framed on its
+/// thread and pushed record by record (the planner's sample), the rest in chunks of
+/// `chunk` bytes through [`Decoder::push_bytes`].
+#[derive(Debug, Clone, Copy)]
+struct Feeding {
+    sampled: usize,
+    chunk: usize,
+}
+
+fn decode(input: &[u8], options: DecodeOptions, threads: usize, feeding: Feeding) -> Seen {
     let table = table();
     let reject = options.reject;
     let mut decoder = Decoder::new(&table, options, threads).unwrap();
@@ -48,9 +57,16 @@ fn decode(input: &[u8], options: DecodeOptions, threads: usize) -> Seen {
     if reject {
         framer = framer.skipping_oversized();
     }
+    let (sampled, rest) = input.split_at(feeding.sampled.min(input.len()));
+    let mut pushed = framer.push(sampled, &mut |record, at| {
+        decoder.push(record, at, &mut out)
+    });
+    for chunk in rest.chunks(feeding.chunk.max(1)) {
+        let chunk = bytes::Bytes::copy_from_slice(chunk);
+        pushed = pushed.and_then(|()| decoder.push_bytes(&mut framer, chunk, &mut out));
+    }
     // As the decode stage does: a stop reports the error on the earliest line.
-    let decoded = framer
-        .push(input, &mut |record, at| decoder.push(record, at, &mut out))
+    let decoded = pushed
         .and_then(|()| framer.finish(&mut |record, at| decoder.push(record, at, &mut out)))
         .and_then(|()| decoder.finish(&mut out));
     if let Err(error) = decoded {
@@ -69,7 +85,8 @@ fn decode(input: &[u8], options: DecodeOptions, threads: usize) -> Seen {
 }
 
 /// One NDJSON line: a good record, one with a value its column refuses, one that is not
-/// JSON, one with a field no column has, one that is not UTF-8, or one too long to keep.
+/// JSON, one with a field no column has, one that is not UTF-8, one too long to keep
+/// (blank or not), a blank one, or one padded with blanks up to the limit or past it.
 /// (A job holding a line that is not UTF-8 is decoded record by record; others in place.)
 fn line() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -84,6 +101,10 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(b"{\"z\":1}".to_vec()),
         1 => Just(b"{\"a\":2,\"b\":\"caf\xe9\"}".to_vec()),
         1 => Just(format!("{{\"a\":3,\"b\":\"{}\"}}", "x".repeat(160)).into_bytes()),
+        1 => Just(format!("{{\"a\":4,\"b\":\"{}\"}}", "y".repeat(400)).into_bytes()),
+        1 => Just(" ".repeat(151).into_bytes()),
+        1 => Just(b" \t\r".to_vec()),
+        1 => (0usize..12).prop_map(|pad| format!("{}{{\"a\":5}}\r", " ".repeat(140 + pad)).into_bytes()),
     ]
 }
 
@@ -94,11 +115,20 @@ proptest! {
         batch_size in 1usize..8,
         reject in any::<bool>(),
         threads in 2usize..5,
+        sampled in 0usize..2000,
+        chunk in prop_oneof![1usize..40, 40usize..700],
+        end_with_newline in any::<bool>(),
     ) {
-        let input = lines.join(&b'\n');
-        let alone = decode(&input, options(batch_size, reject), 1);
-        let spread = decode(&input, options(batch_size, reject), threads);
-        prop_assert_eq!(alone, spread);
+        let mut input = lines.join(&b'\n');
+        if end_with_newline {
+            input.push(b'\n');
+        }
+        // One thread, framed on the caller's thread as one piece: the reference.
+        let whole = Feeding { sampled: input.len(), chunk: 1 };
+        let alone = decode(&input, options(batch_size, reject), 1, whole);
+        let feeding = Feeding { sampled, chunk };
+        prop_assert_eq!(&alone, &decode(&input, options(batch_size, reject), 1, feeding));
+        prop_assert_eq!(&alone, &decode(&input, options(batch_size, reject), threads, feeding));
     }
 }
 
