@@ -154,3 +154,32 @@ fn a_parallel_decoder_dropped_midway_stops_its_threads() {
     drop(decoder);
     assert!(out.len() <= 4, "{}", out.len());
 }
+
+#[test]
+fn a_line_without_end_keeps_no_more_than_one_byte_past_the_limit() {
+    let table = table();
+    let mut decoder = ParallelDecoder::new(&table, &options(2, false), 2).unwrap();
+    let mut out = Vec::new();
+    let start = LineStart {
+        line: 7,
+        max_record_bytes: 100,
+        skip_oversized: false,
+    };
+    decoder.start_lines(start, &mut out).unwrap();
+    let endless = bytes::Bytes::from(vec![b'x'; 1000]);
+    for _ in 0..1000 {
+        decoder.push_lines(endless.clone(), &mut out).unwrap();
+        let held: usize = decoder.job.pieces.iter().map(bytes::Bytes::len).sum();
+        assert_eq!(held, 101);
+    }
+    decoder
+        .push_lines(bytes::Bytes::from_static(b"xx\n{\"a\":1}\n"), &mut out)
+        .unwrap();
+    assert_eq!(
+        decoder.finish(&mut out),
+        Err(DecodeError::RecordTooLarge {
+            line: 7,
+            limit: 100
+        })
+    );
+}
