@@ -532,30 +532,6 @@ impl LoadPlan {
             && (self.create_table.is_some() || self.swap_of.is_some())
     }
 
-    /// `ON CONFLICT (keys) DO UPDATE SET …` for a merge: every loaded column but the keys
-    /// takes the new value.
-    pub(super) fn on_conflict(&self) -> Option<String> {
-        if self.merge_keys.is_empty() {
-            return None;
-        }
-        let keys: Vec<String> = self.merge_keys.iter().map(|k| quote_ident(k)).collect();
-        let updates: Vec<String> = self
-            .copy_names()
-            .iter()
-            .filter(|c| !self.merge_keys.contains(c))
-            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-            .collect();
-        Some(if updates.is_empty() {
-            format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "))
-        } else {
-            format!(
-                "ON CONFLICT ({}) DO UPDATE SET {}",
-                keys.join(", "),
-                updates.join(", ")
-            )
-        })
-    }
-
     /// `--replace-with delete`: empties the table inside the load's transaction, so readers
     /// keep seeing the old rows until the new ones commit (TRUNCATE would block them for the
     /// whole load instead). A replace by swap has nothing to delete.

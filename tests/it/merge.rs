@@ -414,3 +414,81 @@ async fn merging_into_an_empty_table_keeps_the_upsert_s_outcomes() {
     );
     assert_eq!(count(&db, &table).await, 0);
 }
+
+/// A record that holds exactly what its row holds leaves the row untouched: no new row
+/// version, no UPDATE trigger. What `=` calls equal but PostgreSQL stores differently
+/// (numeric 1.0 and 1.00, float 0 and -0, JSON number spellings, citext 'abc' and 'ABC')
+/// is a change, and the row takes the new value. Both the COPY and the INSERT path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_changes_nothing_leaves_its_row_untouched() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_unchanged").await;
+    db.batch_execute("CREATE EXTENSION IF NOT EXISTS citext")
+        .await
+        .unwrap();
+    for method in ["copy", "insert"] {
+        let table = format!("{schema}.t_{method}");
+        db.batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, n numeric, f float8, j jsonb, js json,
+                 c citext, s text, ts timestamptz, touched int NOT NULL DEFAULT 0);
+             CREATE FUNCTION {schema}.touch_{method}() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN NEW.touched := OLD.touched + 1; RETURN NEW; END $$;
+             CREATE TRIGGER touch BEFORE UPDATE ON {table}
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.touch_{method}();
+             INSERT INTO {table} (id, n, f, j, js, c, s, ts)
+                 SELECT i, 1.0, 0, '{{\"a\": 1.0}}', '{{\"a\": 1}}', 'abc', 'x',
+                        '2024-01-01T00:00:00Z' FROM generate_series(1, 8) i"
+        ))
+        .await
+        .unwrap();
+        let xmin = format!("SELECT id, xmin::text FROM {table} WHERE id IN (1, 6, 8) ORDER BY id");
+        let before = rows(&db, &xmin).await;
+        let same = |id: u32| {
+            format!(
+                r#"{{"id": {id}, "n": 1.0, "f": 0, "j": {{"a": 1.0}}, "js": {{"a": 1}}, "c": "abc", "s": "x", "ts": "2024-01-01T00:00:00Z"}}"#
+            )
+        };
+        let input = [
+            same(1),
+            same(2).replace(r#""n": 1.0"#, r#""n": 1.00"#),
+            same(3).replace(r#""f": 0"#, r#""f": -0"#),
+            same(4).replace(r#"{"a": 1.0}"#, r#"{"a": 1.00}"#),
+            same(5).replace(r#""abc""#, r#""ABC""#),
+            same(6).replace("2024-01-01T00:00:00Z", "2024-01-01T01:00:00+01:00"),
+            same(7).replace(r#""x""#, "null"),
+            same(9),
+        ]
+        .join("\n");
+        let args = [
+            "load", "-", "--table", &table, "--mode", "merge", "--key", "id", "--method", method,
+        ];
+        let run = apitap(&args, Some(input.into_bytes())).await;
+        assert_eq!(run.code, 0, "{method}: {}", run.stderr);
+        let after = rows(
+            &db,
+            &format!(
+                "SELECT id, concat_ws(' ', touched, n, f, j, js, c, coalesce(s, 'NULL'), ts)
+                 FROM {table} ORDER BY id"
+            ),
+        )
+        .await;
+        let row = |touched: u8, n: &str, f: &str, j: &str, c: &str, s: &str| {
+            format!(r#"{touched} {n} {f} {j} {{"a": 1}} {c} {s} 2024-01-01 00:00:00+00"#)
+        };
+        let was = r#"{"a": 1.0}"#;
+        let expected: Vec<(i64, String)> = vec![
+            (1, row(0, "1.0", "0", was, "abc", "x")),
+            (2, row(1, "1.00", "0", was, "abc", "x")),
+            (3, row(1, "1.0", "-0", was, "abc", "x")),
+            (4, row(1, "1.0", "0", r#"{"a": 1.00}"#, "abc", "x")),
+            (5, row(1, "1.0", "0", was, "ABC", "x")),
+            (6, row(0, "1.0", "0", was, "abc", "x")),
+            (7, row(1, "1.0", "0", was, "abc", "NULL")),
+            (8, row(0, "1.0", "0", was, "abc", "x")),
+            (9, row(0, "1.0", "0", was, "abc", "x")),
+        ];
+        assert_eq!(after, expected, "{method}");
+        // The untouched rows are the very row versions that were there.
+        assert_eq!(rows(&db, &xmin).await, before, "{method}");
+    }
+}
