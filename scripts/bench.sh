@@ -10,7 +10,9 @@
 #   pkappend apitap load FILE.ndjson, appending into the same table with a primary key (what
 #           merge is fairly compared with: both maintain the key's index)
 #   remerge apitap load FILE.ndjson --mode merge --key id into a table already holding the
-#           rows (every record an update)
+#           rows (every record matches its row and changes nothing: the rerun of a window)
+#   changed the same merge into a table whose every row differs from its record in one value
+#           (every record an update)
 #   inserts psql running pre-made multi-row INSERT statements of 5,000 rows (pg_dump --inserts)
 #   insert  apitap load FILE.ndjson --method insert (5,000-row unnest INSERTs)
 #   threads apitap load FILE.ndjson --decode-threads $THREADS (default 2): decoding spread
@@ -83,6 +85,17 @@ fresh_target() {
              INSERT INTO apitap_bench.target SELECT * FROM apitap_bench.template' \
          -c 'VACUUM ANALYZE apitap_bench.target'
   fi
+  if [ "$1" = changed ]; then
+    # The rows as loaded, each with its quantity one higher than its record says.
+    local columns
+    columns=$(psql -c "SELECT string_agg(CASE column_name WHEN 'quantity' THEN 'quantity + 1'
+                       ELSE quote_ident(column_name) END, ', ' ORDER BY ordinal_position)
+                       FROM information_schema.columns
+                       WHERE table_schema = 'apitap_bench' AND table_name = 'template'")
+    psql -c "ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id);
+             INSERT INTO apitap_bench.target SELECT $columns FROM apitap_bench.template" \
+         -c 'VACUUM ANALYZE apitap_bench.target'
+  fi
   if [ -n "${DISTRIBUTE_BY:-}" ]; then
     psql -c "SELECT create_distributed_table('apitap_bench.target', '$DISTRIBUTE_BY')" > /dev/null
   fi
@@ -111,9 +124,9 @@ load_with() {
       rss=$(echo "$summary" | sed -E 's/.*"peak_rss_bytes":([0-9]+).*/\1/')
       if [ "$rss" -gt "$peak_rss" ]; then peak_rss=$rss; fi
       ;;
-    file | http | pages | merge | remerge | pkappend | insert | threads | streams | new | newstreams | swap | swapstreams | delete)
+    file | http | pages | merge | remerge | changed | pkappend | insert | threads | streams | new | newstreams | swap | swapstreams | delete)
       local src="$work/rows-$ROWS.ndjson" paging=()
-      if [ "$method" = merge ] || [ "$method" = remerge ]; then paging=(--mode merge --key id); fi
+      case $method in merge | remerge | changed) paging=(--mode merge --key id) ;; esac
       [ "$method" = insert ] && paging=(--method insert)
       if [ "$method" = streams ] || [ "$method" = newstreams ]; then paging=(--copy-streams "${STREAMS:-2}"); fi
       [ "$method" = threads ] && paging=(--decode-threads "${THREADS:-2}")
