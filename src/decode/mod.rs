@@ -11,6 +11,7 @@
 //! reason and the rest of the batch goes on.
 
 pub mod columns;
+mod error;
 pub mod framing;
 pub mod infer;
 pub mod parallel;
@@ -21,6 +22,7 @@ pub mod values;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 
+pub use error::DecodeError;
 pub use framing::{Format, Framer, LineStart, Position};
 pub use infer::Sample;
 pub use parallel::{Decoder, ParallelDecoder};
@@ -28,95 +30,6 @@ pub use values::SessionZone;
 
 use crate::schema::{PgType, TableSchema};
 use scan::{SyntaxError, Value};
-
-/// Why the input could not be decoded. Positions are 1-based.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("the input is not JSON (it looks like {looks_like}): {start}")]
-    NotJson {
-        looks_like: &'static str,
-        start: String,
-    },
-    #[error("line {line}: {message}")]
-    Structure { line: u64, message: String },
-    #[error("line {line}: a record is longer than the limit of {limit} bytes")]
-    RecordTooLarge { line: u64, limit: usize },
-    #[error(
-        "the document is larger than the limit of {limit} bytes (raise --max-record-bytes, or ask the API for smaller pages)"
-    )]
-    DocumentTooLarge { limit: usize },
-    /// A record skipped by the framer (reject mode) for being longer than the limit.
-    #[error("line {line} (record {record}): the record is longer than --max-record-bytes allows")]
-    Oversized { line: u64, record: u64 },
-    #[error("line {line}, column {column} (record {record}): malformed JSON: {message}")]
-    Syntax {
-        line: u64,
-        column: u64,
-        record: u64,
-        message: String,
-    },
-    #[error("line {line} (record {record}): column {column:?}: {reason}")]
-    Value {
-        line: u64,
-        record: u64,
-        column: String,
-        reason: String,
-    },
-    #[error("line {line} (record {record}): field {field:?} {hint}")]
-    UnknownField {
-        line: u64,
-        record: u64,
-        field: String,
-        hint: String,
-    },
-}
-
-impl DecodeError {
-    /// The number of the record the error is about, when it is about one.
-    pub fn record(&self) -> Option<u64> {
-        match self {
-            DecodeError::Syntax { record, .. }
-            | DecodeError::Oversized { record, .. }
-            | DecodeError::Value { record, .. }
-            | DecodeError::UnknownField { record, .. } => Some(*record),
-            _ => None,
-        }
-    }
-
-    /// The line the error is on, when it is about one record (0 otherwise).
-    pub fn line(&self) -> u64 {
-        match self {
-            DecodeError::Syntax { line, .. }
-            | DecodeError::Oversized { line, .. }
-            | DecodeError::Value { line, .. }
-            | DecodeError::UnknownField { line, .. }
-            | DecodeError::Structure { line, .. }
-            | DecodeError::RecordTooLarge { line, .. } => *line,
-            _ => 0,
-        }
-    }
-
-    /// Renumbers the error as `lines` lines and `records` records further into the input: a
-    /// decode worker that finds lines itself numbers them from the start of its job.
-    pub fn shift(&mut self, lines: u64, records: u64) {
-        match self {
-            DecodeError::Syntax { line, record, .. }
-            | DecodeError::Oversized { line, record }
-            | DecodeError::Value { line, record, .. }
-            | DecodeError::UnknownField { line, record, .. } => {
-                *line += lines;
-                *record += records;
-            }
-            // Line 0 is no line (an internal error).
-            DecodeError::Structure { line, .. } | DecodeError::RecordTooLarge { line, .. } => {
-                if *line > 0 {
-                    *line += lines;
-                }
-            }
-            DecodeError::NotJson { .. } | DecodeError::DocumentTooLarge { .. } => {}
-        }
-    }
-}
 
 /// A decoded batch and the number of its first record in the whole input.
 #[derive(Debug)]
