@@ -42,6 +42,28 @@ async fn load(table: &str, threads: &str, input: Vec<u8>, extra: &[&str]) -> Run
     apitap(&args, Some(input)).await
 }
 
+/// Loads `input` as [`load`] does with `--on-error reject`, into a reject file of its own in
+/// `dir`; returns the reject file's text.
+async fn load_rejecting(
+    table: &str,
+    threads: &str,
+    input: Vec<u8>,
+    extra: &[&str],
+    dir: &std::path::Path,
+) -> String {
+    let file = dir.join(format!("rejects-{threads}.ndjson"));
+    let mut args = extra.to_vec();
+    args.extend([
+        "--on-error",
+        "reject",
+        "--reject-file",
+        file.to_str().unwrap(),
+    ]);
+    let run = load(table, threads, input, &args).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    std::fs::read_to_string(&file).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threads_land_the_same_rows_in_the_same_order() {
     let db = client().await;
@@ -86,21 +108,8 @@ async fn threads_fail_on_the_same_record_and_set_aside_the_same_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut rejects = Vec::new();
     for threads in ["1", "3"] {
-        let file = dir.path().join(format!("rejects-{threads}.ndjson"));
-        let run = load(
-            &table,
-            threads,
-            records(20_000, Some(17_777)),
-            &[
-                "--on-error",
-                "reject",
-                "--reject-file",
-                file.to_str().unwrap(),
-            ],
-        )
-        .await;
-        assert_eq!(run.code, 0, "{}", run.stderr);
-        rejects.push(std::fs::read_to_string(&file).unwrap());
+        let input = records(20_000, Some(17_777));
+        rejects.push(load_rejecting(&table, threads, input, &[], dir.path()).await);
     }
     assert_eq!(rejects[0], rejects[1]);
     assert!(rejects[0].contains("\"record\":17777"), "{}", rejects[0]);
@@ -172,27 +181,13 @@ async fn lines_found_by_the_workers_are_numbered_as_on_one_thread() {
     }
     let dir = tempfile::tempdir().unwrap();
     for threads in ["1", "3"] {
-        let file = dir.path().join(format!("rejects-{threads}.ndjson"));
-        let run = load(
-            &table,
-            threads,
-            input(),
-            &[
-                "--max-record-bytes",
-                "2000",
-                "--on-error",
-                "reject",
-                "--reject-file",
-                file.to_str().unwrap(),
-            ],
-        )
-        .await;
-        assert_eq!(run.code, 0, "{}", run.stderr);
-        let rejects: Vec<serde_json::Value> = std::fs::read_to_string(&file)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
+        let limit = ["--max-record-bytes", "2000"];
+        let rejects: Vec<serde_json::Value> =
+            load_rejecting(&table, threads, input(), &limit, dir.path())
+                .await
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
         let seen: Vec<(u64, u64, &str)> = rejects
             .iter()
             .map(|r| {
