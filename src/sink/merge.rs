@@ -17,8 +17,8 @@ impl LoadPlan {
     /// triggers; reruns over overlapping windows deliver mostly such rows (a million of them:
     /// 7.5 s rewritten, 2.8 s left alone). Values are compared as stored, not with `=`, which
     /// calls `1.0` and `1.00`, `0` and `-0`, or two spellings of a JSON number equal, and
-    /// would keep the old spelling (see [`as_stored`]). Not on Citus, where it has not been
-    /// tried.
+    /// would keep the old spelling (see [`as_stored`]). Citus runs the same statement on
+    /// its shards (tests/it/citus.rs checks the row versions there).
     pub(super) fn on_conflict(&self) -> Option<String> {
         if self.merge_keys.is_empty() {
             return None;
@@ -39,15 +39,8 @@ impl LoadPlan {
                 )
             })
             .unzip();
-        let citus = self.distribute.is_some() || self.citus.is_some();
         Some(if updates.is_empty() {
             format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "))
-        } else if citus {
-            format!(
-                "ON CONFLICT ({}) DO UPDATE SET {}",
-                keys.join(", "),
-                updates.join(", ")
-            )
         } else {
             format!(
                 "ON CONFLICT ({}) DO UPDATE SET {} WHERE {}",

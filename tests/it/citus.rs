@@ -276,6 +276,23 @@ async fn tables_apitap_creates_are_distributed_on_request() {
         citus_table(&db, "citus_new.m").await.map(|t| t.0),
         Some("h".into())
     );
+    // Merged again, records that change nothing leave their rows untouched (the same row
+    // versions in the shards); the one row that differs from its record is rewritten.
+    db.batch_execute("UPDATE citus_new.m SET quantity = quantity + 1 WHERE id = 5")
+        .await
+        .unwrap();
+    let versions = "SELECT id, xmin::text FROM citus_new.m ORDER BY id";
+    let before = db.query(versions, &[]).await.unwrap();
+    let run = load(&url, 30, "citus_new.m", &merge).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = db.query(versions, &[]).await.unwrap();
+    let rewritten: Vec<i64> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.get::<_, String>(1) != a.get::<_, String>(1))
+        .map(|(_, a)| a.get(0))
+        .collect();
+    assert_eq!(rewritten, [5]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
