@@ -29,7 +29,7 @@ impl ParallelDecoder {
     ///
     /// # Errors
     /// As [`ParallelDecoder::push`], for records pushed before.
-    pub fn start_lines(
+    pub(crate) fn start_lines(
         &mut self,
         start: LineStart,
         out: &mut Vec<Decoded>,
@@ -49,7 +49,12 @@ impl ParallelDecoder {
     ///
     /// # Errors
     /// As [`ParallelDecoder::push`], for the earliest line with one.
-    pub fn push_lines(&mut self, bytes: Bytes, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
+    pub(crate) fn push_lines(
+        &mut self,
+        bytes: Bytes,
+        out: &mut Vec<Decoded>,
+    ) -> Result<(), DecodeError> {
+        debug_assert!(self.job.lines.is_some(), "lines pushed before start_lines");
         let mut feed = self.feed.take().unwrap_or_default();
         let result = self.gather(&mut feed, bytes, out);
         self.feed = Some(feed);
