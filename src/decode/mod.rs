@@ -376,10 +376,11 @@ impl RecordDecoder {
             values: &mut self.values[row * columns..(row + 1) * columns],
             guess: &mut self.guess,
             scratch: &mut self.key_scratch,
-            offset: start as u32,
             reject_unknown: self.options.reject_unknown_fields,
+            spare: Value::default(),
+            unknown: None,
         };
-        match scan::scan_fields(record, &mut row_fields) {
+        match scan::scan_fields(&self.input[..end], start, &mut row_fields) {
             Ok(()) => Ok(()),
             Err(FieldError::Syntax(e)) => Err(syntax(record.as_bytes(), at, number, &e)),
             Err(FieldError::Unknown(field)) => Err(DecodeError::UnknownField {
@@ -525,22 +526,23 @@ struct RowFields<'a> {
     /// same order, so matching starts where the last key matched.
     guess: &'a mut usize,
     scratch: &'a mut String,
-    /// Where the record starts in the batch's input (values are spans of the batch).
-    offset: u32,
     reject_unknown: bool,
+    /// Where the value of a field no column takes is scanned to (and dropped).
+    spare: Value,
+    /// A field no column takes, in a load that refuses such fields.
+    unknown: Option<String>,
 }
 
 impl RowFields<'_> {
-    fn set(&mut self, column: usize, mut value: Value) {
-        value.start += self.offset;
-        value.end += self.offset;
-        // A key given twice: the last value wins, as in PostgreSQL.
-        self.values[column] = value;
+    /// The slot of `column`'s value (a key given twice: the last value wins, as in
+    /// PostgreSQL); the next key is guessed to be the next column's.
+    fn slot(&mut self, column: usize) -> &mut Value {
         *self.guess = if column + 1 == self.keys.len() {
             0
         } else {
             column + 1
         };
+        &mut self.values[column]
     }
 }
 
@@ -551,12 +553,11 @@ impl scan::Fields for RowFields<'_> {
         self.quoted_keys.get(*self.guess)?.as_deref()
     }
 
-    fn likely(&mut self, value: Value) -> Result<(), FieldError> {
-        self.set(*self.guess, value);
-        Ok(())
+    fn likely(&mut self) -> &mut Value {
+        self.slot(*self.guess)
     }
 
-    fn field(&mut self, key: &str, escaped: bool, value: Value) -> Result<(), FieldError> {
+    fn field(&mut self, key: &str, escaped: bool) -> &mut Value {
         let key: &[u8] = if escaped {
             self.scratch.clear();
             scan::unescape(key, self.scratch);
@@ -573,13 +574,19 @@ impl scan::Fields for RowFields<'_> {
             .map(|i| guess + i)
             .or_else(|| earlier.iter().position(|k| **k == *key));
         match found {
-            Some(column) => {
-                self.set(column, value);
-                Ok(())
+            Some(column) => self.slot(column),
+            None => {
+                if self.reject_unknown {
+                    self.unknown = Some(String::from_utf8_lossy(key).into_owned());
+                }
+                &mut self.spare
             }
-            None if self.reject_unknown => Err(FieldError::Unknown(
-                String::from_utf8_lossy(key).into_owned(),
-            )),
+        }
+    }
+
+    fn filled(&mut self, _: Option<(&str, bool)>) -> Result<(), FieldError> {
+        match self.unknown.take() {
+            Some(field) => Err(FieldError::Unknown(field)),
             None => Ok(()),
         }
     }

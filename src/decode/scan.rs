@@ -178,7 +178,13 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// What [`scan_fields`] hands each field to, and how it learns which key to expect.
+/// What [`scan_fields`] hands each field to: for each key, the place its value is to be
+/// scanned into.
+///
+/// The scanner writes a value straight into the slot the caller picked for its key, rather
+/// than returning it: a value handed back through a `Result` is assembled from narrow stores
+/// on one of several paths and read back whole, which stalled the CPU on every field (the
+/// loads could not be served from the pending stores).
 pub trait Fields {
     type Error: From<SyntaxError>;
 
@@ -189,21 +195,26 @@ pub trait Fields {
     /// text, no search for its column. Only keys written without escapes can be guessed.
     fn likely_key(&self) -> Option<&[u8]>;
 
-    /// A field whose key was [`Fields::likely_key`].
-    ///
-    /// # Errors
-    /// Whatever the caller refuses; the scan stops with it.
-    fn likely(&mut self, value: Value) -> Result<(), Self::Error>;
+    /// Where the value of a field whose key was [`Fields::likely_key`] goes.
+    fn likely(&mut self) -> &mut Value;
 
-    /// Any other field: its key's text between the quotes, and whether it has escapes.
+    /// Where the value of any other field goes: its key's text between the quotes, and
+    /// whether it has escapes.
+    fn field(&mut self, key: &str, escaped: bool) -> &mut Value;
+
+    /// The value of the field just given a slot is in it; `key` is its key as
+    /// [`Fields::field`] had it, or `None` for the likely key.
     ///
     /// # Errors
     /// Whatever the caller refuses; the scan stops with it.
-    fn field(&mut self, key: &str, escaped: bool, value: Value) -> Result<(), Self::Error>;
+    fn filled(&mut self, key: Option<(&str, bool)>) -> Result<(), Self::Error>;
 }
 
 /// [`Fields`] for a closure that takes every field as (key, escaped, value).
-struct EachField<F>(F);
+struct EachField<F> {
+    each: F,
+    value: Value,
+}
 
 impl<E: From<SyntaxError>, F: FnMut(&str, bool, Value) -> Result<(), E>> Fields for EachField<F> {
     type Error = E;
@@ -212,12 +223,17 @@ impl<E: From<SyntaxError>, F: FnMut(&str, bool, Value) -> Result<(), E>> Fields 
         None
     }
 
-    fn likely(&mut self, _: Value) -> Result<(), E> {
-        Ok(())
+    fn likely(&mut self) -> &mut Value {
+        &mut self.value
     }
 
-    fn field(&mut self, key: &str, escaped: bool, value: Value) -> Result<(), E> {
-        (self.0)(key, escaped, value)
+    fn field(&mut self, _: &str, _: bool) -> &mut Value {
+        &mut self.value
+    }
+
+    fn filled(&mut self, key: Option<(&str, bool)>) -> Result<(), E> {
+        let (key, escaped) = key.unwrap_or_default();
+        (self.each)(key, escaped, self.value)
     }
 }
 
@@ -231,60 +247,40 @@ pub fn scan_record<E: From<SyntaxError>>(
     text: &str,
     field: impl FnMut(&str, bool, Value) -> Result<(), E>,
 ) -> Result<(), E> {
-    scan_fields(text, &mut EachField(field))
+    let mut each = EachField {
+        each: field,
+        value: Value::default(),
+    };
+    scan_fields(text, 0, &mut each)
 }
 
-/// Scans one record as [`scan_record`] does, handing its fields to `fields`.
+/// Scans the record that fills `text` from byte `from` to its end as [`scan_record`] does,
+/// handing its fields to `fields`. Values' spans are positions in `text` (a batch of
+/// records keeps them as they are); an error's offset counts from `from`.
 ///
 /// # Errors
 /// The first place the record departs from RFC 8259, or the first error `fields` returns.
-pub fn scan_fields<F: Fields>(text: &str, fields: &mut F) -> Result<(), F::Error> {
-    let record = text.as_bytes();
-    let mut s = Scanner::new(record);
-    s.skip_space();
-    match s.peek() {
-        Some(b'{') => s.at += 1,
-        Some(_) => return Err(s.fail("the record is not a JSON object").into()),
-        None => return Err(s.fail("the record is empty").into()),
-    }
-    s.skip_space();
-    if s.peek() == Some(b'}') {
-        s.at += 1;
-    } else {
-        loop {
-            s.skip_space();
-            if s.peek() != Some(b'"') {
-                return Err(s.fail("expected a key (a string in double quotes)").into());
-            }
-            let likely = fields.likely_key().is_some_and(|key| s.takes_quoted(key));
-            let key = if likely { None } else { Some(s.string()?) };
-            s.skip_space();
-            if s.peek() != Some(b':') {
-                return Err(s.fail("expected ':' after the key").into());
-            }
-            s.at += 1;
-            s.skip_space();
-            let value = s.value()?;
-            match key {
-                None => fields.likely(value)?,
-                Some(key) => fields.field(key.text(text), key.escaped, value)?,
-            }
-            s.skip_space();
-            match s.peek() {
-                Some(b',') => s.at += 1,
-                Some(b'}') => {
-                    s.at += 1;
-                    break;
-                }
-                _ => return Err(s.fail("expected ',' or '}' after a value").into()),
-            }
+pub fn scan_fields<F: Fields>(text: &str, from: usize, fields: &mut F) -> Result<(), F::Error> {
+    let mut s = Scanner::new(text.as_bytes(), from);
+    s.record(text, fields).map_err(|stop| match stop {
+        Stop::Syntax(mut e) => {
+            e.offset -= from;
+            e.into()
         }
+        Stop::Fields(e) => e,
+    })
+}
+
+/// Why a scan stopped: the text, or the caller.
+enum Stop<E> {
+    Syntax(SyntaxError),
+    Fields(E),
+}
+
+impl<E> From<SyntaxError> for Stop<E> {
+    fn from(e: SyntaxError) -> Self {
+        Stop::Syntax(e)
     }
-    s.skip_space();
-    if s.at < record.len() {
-        return Err(s.fail("more than one JSON value in the record").into());
-    }
-    Ok(())
 }
 
 struct Scanner<'a> {
@@ -295,12 +291,70 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    fn new(bytes: &'a [u8]) -> Scanner<'a> {
+    fn new(bytes: &'a [u8], at: usize) -> Scanner<'a> {
         Scanner {
             bytes,
-            at: 0,
+            at,
             stack: Vec::new(),
         }
+    }
+
+    /// The record from the cursor to the end of the text, field by field into `fields`.
+    fn record<F: Fields>(&mut self, text: &str, fields: &mut F) -> Result<(), Stop<F::Error>> {
+        self.skip_space();
+        match self.peek() {
+            Some(b'{') => self.at += 1,
+            Some(_) => return Err(self.fail("the record is not a JSON object").into()),
+            None => return Err(self.fail("the record is empty").into()),
+        }
+        self.skip_space();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                self.skip_space();
+                if self.peek() != Some(b'"') {
+                    return Err(self
+                        .fail("expected a key (a string in double quotes)")
+                        .into());
+                }
+                let likely = fields
+                    .likely_key()
+                    .is_some_and(|key| self.takes_quoted(key));
+                let mut key = Value::default();
+                if !likely {
+                    self.string(&mut key)?;
+                }
+                self.skip_space();
+                if self.peek() != Some(b':') {
+                    return Err(self.fail("expected ':' after the key").into());
+                }
+                self.at += 1;
+                self.skip_space();
+                let (slot, key) = if likely {
+                    (fields.likely(), None)
+                } else {
+                    let key = (key.text(text), key.escaped);
+                    (fields.field(key.0, key.1), Some(key))
+                };
+                self.value(slot)?;
+                fields.filled(key).map_err(Stop::Fields)?;
+                self.skip_space();
+                match self.peek() {
+                    Some(b',') => self.at += 1,
+                    Some(b'}') => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return Err(self.fail("expected ',' or '}' after a value").into()),
+                }
+            }
+        }
+        self.skip_space();
+        if self.at < self.bytes.len() {
+            return Err(self.fail("more than one JSON value in the record").into());
+        }
+        Ok(())
     }
 
     /// Whether the string at the cursor (on its opening quote) is exactly `quoted`'s text
@@ -342,10 +396,10 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// One value at the cursor (after whitespace), scalar or nested.
+    /// One value at the cursor (after whitespace), scalar or nested, written into `out`.
     // Inlined (like `string`) into the field loop: the decode bench is 2% faster.
     #[inline(always)]
-    fn value(&mut self) -> Result<Value, SyntaxError> {
+    fn value(&mut self, out: &mut Value) -> Result<(), SyntaxError> {
         let start = self.at;
         let scalar = |kind, s: &Self| Value {
             kind,
@@ -354,26 +408,27 @@ impl<'a> Scanner<'a> {
             ..Value::default()
         };
         match self.peek() {
-            Some(b'"') => self.string(),
+            Some(b'"') => self.string(out)?,
             Some(b'-' | b'0'..=b'9') => {
                 self.number()?;
-                Ok(scalar(Kind::Number, self))
+                *out = scalar(Kind::Number, self);
             }
             Some(b't') => {
                 self.literal("true")?;
-                Ok(scalar(Kind::True, self))
+                *out = scalar(Kind::True, self);
             }
             Some(b'f') => {
                 self.literal("false")?;
-                Ok(scalar(Kind::False, self))
+                *out = scalar(Kind::False, self);
             }
             Some(b'n') => {
                 self.literal("null")?;
-                Ok(scalar(Kind::Null, self))
+                *out = scalar(Kind::Null, self);
             }
-            Some(b'{' | b'[') => self.nested(),
-            _ => Err(self.fail("expected a value")),
+            Some(b'{' | b'[') => *out = self.nested()?,
+            _ => return Err(self.fail("expected a value")),
         }
+        Ok(())
     }
 
     fn literal(&mut self, word: &str) -> Result<(), SyntaxError> {
@@ -453,9 +508,10 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string at the cursor (on its opening quote). The value spans its contents.
+    /// A string at the cursor (on its opening quote), written into `out`; the value spans
+    /// its contents.
     #[inline(always)]
-    fn string(&mut self) -> Result<Value, SyntaxError> {
+    fn string(&mut self, out: &mut Value) -> Result<(), SyntaxError> {
         self.at += 1;
         let start = self.at;
         let mut escaped = false;
@@ -483,13 +539,14 @@ impl<'a> Scanner<'a> {
         }
         let end = self.at;
         self.at += 1;
-        Ok(Value {
+        *out = Value {
             kind: Kind::String,
             escaped,
             nul,
             start: start as u32,
             end: end as u32,
-        })
+        };
+        Ok(())
     }
 
     /// One escape at the cursor (on its backslash); returns whether it is `\u0000`.
@@ -597,7 +654,8 @@ impl<'a> Scanner<'a> {
                     continue;
                 }
                 _ => {
-                    let value = self.value()?;
+                    let mut value = Value::default();
+                    self.value(&mut value)?;
                     nul |= value.nul;
                 }
             }
@@ -658,7 +716,9 @@ impl<'a> Scanner<'a> {
         if self.peek() != Some(b'"') {
             return Err(self.fail("expected a key (a string in double quotes)"));
         }
-        *nul |= self.string()?.nul;
+        let mut key = Value::default();
+        self.string(&mut key)?;
+        *nul |= key.nul;
         self.skip_space();
         if self.peek() != Some(b':') {
             return Err(self.fail("expected ':' after the key"));
