@@ -14,6 +14,14 @@
 
 use std::fmt;
 
+mod nested;
+mod strings;
+
+#[cfg(test)]
+use strings::ordinary_run_swar;
+pub use strings::unescape;
+use strings::{STRING_BYTES, ordinary_run};
+
 /// The deepest nesting of objects and arrays accepted. PostgreSQL, with its default
 /// `max_stack_depth`, reads JSON at least this deep; deeper records are refused here, with a
 /// message, rather than risking the server's (or anyone's) stack.
@@ -90,88 +98,6 @@ fn error(offset: usize, message: impl Into<String>) -> SyntaxError {
         offset,
         message: message.into(),
     }
-}
-
-/// What a byte means inside a string: 0 ordinary, 1 the end quote, 2 a backslash, 3 a
-/// control character (which JSON requires to be escaped).
-static STRING_BYTES: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = 3;
-        b += 1;
-    }
-    table[b'"' as usize] = 1;
-    table[b'\\' as usize] = 2;
-    table
-};
-
-/// Where the run of ordinary string bytes from `at` ends: at the first quote, backslash or
-/// control character (or the end). Most of a record's bytes are string contents, so this
-/// loop is the scanner's hottest: sixteen bytes at a time where SSE2 is (every x86-64), eight
-/// elsewhere and for the tail.
-fn ordinary_run(bytes: &[u8], at: usize) -> usize {
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    // SAFETY: the function only needs SSE2, which this build's target has (the cfg above):
-    // it is part of the x86-64 baseline. Rust asks for `unsafe` here only because it does
-    // not count a target's default features as enabled in the caller.
-    let at = unsafe { wide::ordinary_run(bytes, at) };
-    ordinary_run_swar(bytes, at)
-}
-
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-mod wide {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-
-    /// Like [`super::ordinary_run`], sixteen bytes at a time, stopping early (at the first
-    /// special byte, or with fewer than sixteen bytes left). Safe code throughout: loads go
-    /// through zerocopy, and the intrinsics are safe inside a function with their feature.
-    #[target_feature(enable = "sse2")]
-    pub(super) fn ordinary_run(bytes: &[u8], mut at: usize) -> usize {
-        let quote = _mm_set1_epi8(b'"' as i8);
-        let backslash = _mm_set1_epi8(b'\\' as i8);
-        let below_space = _mm_set1_epi8(0x1f);
-        while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<16>) {
-            let v: __m128i = zerocopy::transmute!(*chunk);
-            // max(v, 0x1f) == 0x1f exactly when v <= 0x1f (unsigned): a control character.
-            let special = _mm_or_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space),
-            );
-            let mask = _mm_movemask_epi8(special);
-            if mask != 0 {
-                return at + mask.trailing_zeros() as usize;
-            }
-            at += 16;
-        }
-        at
-    }
-}
-
-/// [`ordinary_run`] eight bytes at a time in a u64: in a word, a byte is flagged when it is a
-/// quote or a backslash or below 0x20. Borrows can flag bytes above a flagged one, never
-/// below it, so the lowest flag (the earliest byte, little-endian) is always a real one.
-fn ordinary_run_swar(bytes: &[u8], mut at: usize) -> usize {
-    const ONES: u64 = u64::from_le_bytes([1; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    let zero_bytes = |w: u64| w.wrapping_sub(ONES) & !w;
-    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-        let w = u64::from_le_bytes(*chunk);
-        let special = (zero_bytes(w ^ (ONES * u64::from(b'"')))
-            | zero_bytes(w ^ (ONES * u64::from(b'\\')))
-            | (w.wrapping_sub(ONES * 0x20) & !w))
-            & HIGHS;
-        if special != 0 {
-            return at + (special.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    while at < bytes.len() && STRING_BYTES[bytes[at] as usize] == 0 {
-        at += 1;
-    }
-    at
 }
 
 fn is_space(b: u8) -> bool {
@@ -610,155 +536,6 @@ impl<'a> Scanner<'a> {
         }
         Ok(unit)
     }
-
-    /// An object or array at the cursor, validated to its end without recursion.
-    fn nested(&mut self) -> Result<Value, SyntaxError> {
-        let start = self.at;
-        let mut nul = false;
-        self.stack.clear();
-        loop {
-            // At the start of an element: after `[`, `{` or `,` (or `:` for object values).
-            let b = self.bytes.get(self.at).copied();
-            match b {
-                Some(b'{' | b'[') => {
-                    if self.stack.len() >= MAX_DEPTH {
-                        return Err(error(
-                            self.at,
-                            format!("nested deeper than {MAX_DEPTH} levels"),
-                        ));
-                    }
-                    self.stack.push(b == Some(b'{'));
-                    self.at += 1;
-                    self.skip_space();
-                    if let Some(closing @ (b'}' | b']')) = self.peek() {
-                        let object = self.stack.last() == Some(&true);
-                        if (closing == b'}') != object {
-                            return Err(self.fail("mismatched bracket"));
-                        }
-                        self.at += 1;
-                        self.stack.pop();
-                        if self.stack.is_empty() {
-                            break;
-                        }
-                        if !self.after_element()? {
-                            break;
-                        }
-                        if self.stack.last() == Some(&true) {
-                            self.key(&mut nul)?;
-                        }
-                        continue;
-                    }
-                    if self.stack.last() == Some(&true) {
-                        self.key(&mut nul)?;
-                    }
-                    continue;
-                }
-                _ => {
-                    let mut value = Value::default();
-                    self.value(&mut value)?;
-                    nul |= value.nul;
-                }
-            }
-            if !self.after_element()? {
-                break;
-            }
-            if self.stack.last() == Some(&true) {
-                self.key(&mut nul)?;
-            }
-        }
-        Ok(Value {
-            kind: if self.bytes[start] == b'{' {
-                Kind::Object
-            } else {
-                Kind::Array
-            },
-            escaped: false,
-            nul,
-            start: start as u32,
-            end: self.at as u32,
-        })
-    }
-
-    /// After an element of the open container: `,` (another element follows; the cursor is
-    /// left on it, after whitespace) or the closing bracket (closes it, and those it ends).
-    /// Returns false when the outermost container closed.
-    fn after_element(&mut self) -> Result<bool, SyntaxError> {
-        loop {
-            self.skip_space();
-            let object = self.stack.last() == Some(&true);
-            match self.peek() {
-                Some(b',') => {
-                    self.at += 1;
-                    self.skip_space();
-                    return Ok(true);
-                }
-                Some(b'}') if object => {}
-                Some(b']') if !object => {}
-                _ => {
-                    return Err(self.fail(if object {
-                        "expected ',' or '}' after a value"
-                    } else {
-                        "expected ',' or ']' after an element"
-                    }));
-                }
-            }
-            self.at += 1;
-            self.stack.pop();
-            if self.stack.is_empty() {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// A key and its colon, inside a nested object.
-    fn key(&mut self, nul: &mut bool) -> Result<(), SyntaxError> {
-        self.skip_space();
-        if self.peek() != Some(b'"') {
-            return Err(self.fail("expected a key (a string in double quotes)"));
-        }
-        let mut key = Value::default();
-        self.string(&mut key)?;
-        *nul |= key.nul;
-        self.skip_space();
-        if self.peek() != Some(b':') {
-            return Err(self.fail("expected ':' after the key"));
-        }
-        self.at += 1;
-        self.skip_space();
-        Ok(())
-    }
-}
-
-/// Appends the text of a JSON string's contents (between the quotes), escapes resolved, to
-/// `out`. The contents must have passed the scanner.
-pub fn unescape(contents: &str, out: &mut String) {
-    let mut rest = contents;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let bytes = rest.as_bytes();
-        let (c, used) = match bytes[i + 1] {
-            b'b' => ('\u{8}', 2),
-            b'f' => ('\u{c}', 2),
-            b'n' => ('\n', 2),
-            b'r' => ('\r', 2),
-            b't' => ('\t', 2),
-            b'u' => {
-                let unit = |at: usize| u32::from_str_radix(&rest[at..at + 4], 16).unwrap_or(0xFFFD);
-                let high = unit(i + 2);
-                if (0xD800..0xDC00).contains(&high) {
-                    let low = unit(i + 8);
-                    let c = char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00));
-                    (c.unwrap_or('\u{FFFD}'), 12)
-                } else {
-                    (char::from_u32(high).unwrap_or('\u{FFFD}'), 6)
-                }
-            }
-            other => (char::from(other), 2),
-        };
-        out.push(c);
-        rest = &rest[i + used..];
-    }
-    out.push_str(rest);
 }
 
 #[cfg(test)]
