@@ -34,7 +34,8 @@ use crate::schema::TableSchema;
 /// Jobs a worker may have handed out and not yet taken back: with a second one queued, a
 /// worker that finishes before the one whose result is due next goes straight on (decode
 /// bench, two workers, three alternating runs: 1.77× → 1.81× of one thread). It was no
-/// faster while the feeding thread still framed every record.
+/// faster while the feeding thread still framed every record, and four are no faster than
+/// two. The channels to and from each worker are sized from it.
 const JOBS_PER_WORKER: usize = 2;
 
 /// Input gathered for one worker: records one after another with where each ends, or
@@ -104,8 +105,11 @@ impl ParallelDecoder {
     ) -> std::io::Result<ParallelDecoder> {
         let mut workers = Vec::new();
         for n in 0..threads.max(1) {
-            let (jobs, job_rx) = sync_channel::<Job>(1);
-            let (result_tx, results) = sync_channel::<Outcome>(1);
+            // Room for every job a worker may have out, both ways: the feeding thread then
+            // never blocks handing over a job (it would not be taking results back, and a
+            // worker waiting to hand one over would wait forever), nor does a worker.
+            let (jobs, job_rx) = sync_channel::<Job>(JOBS_PER_WORKER);
+            let (result_tx, results) = sync_channel::<Outcome>(JOBS_PER_WORKER);
             let mut decoder = RecordDecoder::new(table, options.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("apitap-decode-{n}"))
