@@ -205,3 +205,40 @@ proptest! {
         prop_assert_eq!(ordinary_run_swar(&bytes, from), expected);
     }
 }
+
+/// Every field of the record at `from` in `text`: key, kind and value span, or the error's
+/// message and offset.
+fn scanned_at(text: &str, from: usize) -> Result<Vec<(String, Kind, u32, u32)>, (String, usize)> {
+    let mut out = Vec::new();
+    let mut each = EachField {
+        each: |key: &str, _, value: Value| {
+            out.push((key.to_string(), value.kind, value.start, value.end));
+            Ok::<(), SyntaxError>(())
+        },
+        value: Value::default(),
+    };
+    scan_fields(text, from, &mut each).map_err(|e| (e.message, e.offset))?;
+    Ok(out)
+}
+
+proptest! {
+    /// A record scanned where it lies in a batch (after other records' text) gives what it
+    /// gives alone: the same fields with spans moved by its start, or the same error at the
+    /// same offset counted from its own start.
+    #[test]
+    fn a_record_scanned_inside_a_batch_is_scanned_as_alone(
+        text in json_like(),
+        before in "[ -~é\n]{0,40}",
+    ) {
+        let alone = scanned_at(&text, 0);
+        let batch = format!("{before}{text}");
+        let shift = before.len() as u32;
+        let inside = scanned_at(&batch, before.len()).map(|fields| {
+            fields
+                .into_iter()
+                .map(|(key, kind, start, end)| (key, kind, start - shift, end - shift))
+                .collect::<Vec<_>>()
+        });
+        prop_assert_eq!(alone, inside);
+    }
+}
