@@ -206,9 +206,11 @@ proptest! {
     }
 }
 
-/// Every field of the record at `from` in `text`: key, kind and value span, or the error's
-/// message and offset.
-fn scanned_at(text: &str, from: usize) -> Result<Vec<(String, Kind, u32, u32)>, (String, usize)> {
+/// A field as scanned: key, kind, and the value's span.
+type Scanned = (String, Kind, u32, u32);
+
+/// Every field of the record at `from` in `text`, or the error's message and offset.
+fn scanned_at(text: &str, from: usize) -> Result<Vec<Scanned>, (String, usize)> {
     let mut out = Vec::new();
     let mut each = EachField {
         each: |key: &str, _, value: Value| {
