@@ -108,6 +108,32 @@ impl PgType {
         PgType::ALL.into_iter().find(|t| t.sql_name() == name)
     }
 
+    /// Whether `=` holds between two values of this type exactly when they are the same value,
+    /// sent the same way in binary COPY: integers, booleans, dates, times, timestamps, uuids
+    /// and bytea. Not numeric (`1.0 = 1.00`), floats (`0 = -0`), JSON (jsonb compares numbers
+    /// by value), nor [`PgType::Text`], which also stands for citext (`'A' = 'a'`), char(n)
+    /// (trailing spaces) and text under a nondeterministic collation.
+    pub fn equal_means_identical(self) -> bool {
+        match self {
+            PgType::Int2
+            | PgType::Int4
+            | PgType::Int8
+            | PgType::Bool
+            | PgType::Timestamptz
+            | PgType::Timestamp
+            | PgType::Date
+            | PgType::Time
+            | PgType::Uuid
+            | PgType::Bytea => true,
+            PgType::Float4
+            | PgType::Float8
+            | PgType::Numeric
+            | PgType::Text
+            | PgType::Json
+            | PgType::Jsonb => false,
+        }
+    }
+
     /// The Arrow type a column of this PostgreSQL type is decoded into.
     ///
     /// numeric stays text (canonical decimal digits): PostgreSQL numerics outgrow Decimal128.

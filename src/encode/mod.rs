@@ -8,6 +8,7 @@
 //!
 //! See `postgres-copy-facts.md` in the project's reference notes for the send formats.
 
+pub mod repeats;
 pub mod text;
 
 use arrow_array::cast::AsArray;

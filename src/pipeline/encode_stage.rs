@@ -3,6 +3,7 @@
 
 use super::cursor::CursorMax;
 use super::*;
+use crate::encode::repeats::RepeatedKeys;
 
 /// The buffers COPY data is encoded into, used again once the sink is done with them: a
 /// fresh multi-megabyte buffer per batch costs page faults and zeroing (in the kernel) on
@@ -50,6 +51,9 @@ pub(super) struct EncodeStage {
     /// Reject mode: rows it cannot encode go here, and each chunk carries what the sink
     /// needs to set aside a row the server refuses.
     pub rejects: Option<Arc<RejectFile>>,
+    /// A merge that may COPY into an empty table: each batch's rows whose key may repeat an
+    /// earlier one go in a chunk of their own (see [`crate::encode::repeats`]).
+    pub repeats: Option<RepeatedKeys>,
 }
 
 impl EncodeStage {
@@ -81,44 +85,51 @@ impl EncodeStage {
                     continue;
                 }
             };
-            let mut batch = match &projection {
+            let batch = match &projection {
                 Some(columns) => decoded
                     .batch
                     .project(columns)
                     .map_err(|e| LoadError::Internal(e.to_string()))?,
                 None => decoded.batch.clone(),
             };
-            let mut records: Vec<u64> = (0..batch.num_rows())
+            let records: Vec<u64> = (0..batch.num_rows())
                 .map(|row| decoded.record_of(row))
                 .collect();
             let chunks = match self.rows_per_insert {
-                Some(rows_per_insert) => self.insert_chunks(&batch, &records, rows_per_insert),
+                Some(rows_per_insert) => {
+                    let chunks = self.insert_chunks(&batch, &records, rows_per_insert);
+                    self.track_cursor(&batch);
+                    chunks
+                }
                 None => {
-                    let out = buffers.take(capacity);
-                    self.encode_copy(&mut encoder, &mut batch, &mut records, out)?;
-                    capacity = capacity.max(out.len());
-                    let out = out.split();
-                    let refusable = self.rejects.is_some().then(|| {
-                        Box::new(Refusable {
-                            ends: encoder.row_ends().to_vec(),
-                            records: records.clone(),
-                            batch: batch.clone(),
-                        })
-                    });
-                    vec![Encoded::Copy {
-                        bytes: out.freeze(),
-                        rows: batch.num_rows() as u64,
-                        refusable,
-                    }]
+                    let mut chunks = Vec::new();
+                    for (mut part, mut records, repeats) in self.split_repeats(batch, records)? {
+                        let out = buffers.take(capacity);
+                        self.encode_copy(&mut encoder, &mut part, &mut records, out)?;
+                        capacity = capacity.max(out.len());
+                        let out = out.split();
+                        if part.num_rows() == 0 {
+                            // Every record of the part was set aside.
+                            continue;
+                        }
+                        let refusable = self.rejects.is_some().then(|| {
+                            Box::new(Refusable {
+                                ends: encoder.row_ends().to_vec(),
+                                records,
+                                batch: part.clone(),
+                            })
+                        });
+                        self.track_cursor(&part);
+                        chunks.push(Encoded::Copy {
+                            bytes: out.freeze(),
+                            rows: part.num_rows() as u64,
+                            refusable,
+                            repeats,
+                        });
+                    }
+                    chunks
                 }
             };
-            if batch.num_rows() == 0 {
-                // Every record of the batch was set aside.
-                continue;
-            }
-            if let Some((column, max)) = &mut self.cursor {
-                max.update(batch.column(*column));
-            }
             for chunk in chunks {
                 if tx.blocking_send(chunk).is_err() {
                     return Ok(None);
@@ -126,6 +137,39 @@ impl EncodeStage {
             }
         }
         Ok(self.cursor.and_then(|(_, max)| max.value()))
+    }
+
+    fn track_cursor(&mut self, batch: &arrow_array::RecordBatch) {
+        if let Some((column, max)) = &mut self.cursor {
+            max.update(batch.column(*column));
+        }
+    }
+
+    /// `batch` and its record numbers as they go to the sink: whole, or when merge keys are
+    /// tracked and some may repeat, the rows whose keys are new and then the others (a
+    /// key's first record is always among the new, so each key's records keep their order).
+    fn split_repeats(
+        &mut self,
+        batch: arrow_array::RecordBatch,
+        records: Vec<u64>,
+    ) -> Result<Vec<(arrow_array::RecordBatch, Vec<u64>, bool)>, LoadError> {
+        let Some(repeats) = self.repeats.as_mut().and_then(|keys| keys.mark(&batch)) else {
+            return Ok(vec![(batch, records, false)]);
+        };
+        let rows = |repeated: bool| -> Result<_, LoadError> {
+            let keep: arrow_array::BooleanArray =
+                repeats.iter().map(|&r| Some(r == repeated)).collect();
+            let part = arrow_select::filter::filter_record_batch(&batch, &keep)
+                .map_err(|e| LoadError::Internal(e.to_string()))?;
+            let numbers = records
+                .iter()
+                .zip(&repeats)
+                .filter(|&(_, &r)| r == repeated)
+                .map(|(&n, _)| n)
+                .collect();
+            Ok((part, numbers, repeated))
+        };
+        Ok(vec![rows(false)?, rows(true)?])
     }
 
     /// Encodes `batch` to COPY data in `out`. A row it cannot encode (text with a NUL, say,

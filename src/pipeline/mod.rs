@@ -29,6 +29,7 @@ use crate::decode::pointer::{JsonPointer, scan_document};
 use crate::decode::{
     DecodeError, DecodeOptions, Decoded, Decoder, Format, Framer, Position, Sample,
 };
+use crate::encode::repeats::RepeatedKeys;
 use crate::encode::{CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
 use crate::rejects::{RejectError, RejectFile};
@@ -384,6 +385,17 @@ pub(crate) async fn write(
     let method = crate::sink::write::choose_method(client, request.method, &table).await?;
     let cursor = cursor_tracker(request, &plan)?;
     let (tx, mut rx) = mpsc::channel::<Encoded>(4);
+    // A merge through COPY may go straight into an empty table if the encode stage tracks
+    // its keys, which it can only where keys equal in PostgreSQL are equal as sent.
+    let track_keys = method == crate::sink::WriteMethod::Copy
+        && helpers.rejects.is_none()
+        && helpers.streams.is_empty()
+        && crate::sink::merge_empty::keys_compare_as_sent(client, &plan).await?;
+    let repeats = plan
+        .merge_key_columns()
+        .filter(|_| track_keys)
+        .and_then(|(keys, types)| RepeatedKeys::new(keys, &types));
+    let merge_keys_tracked = repeats.is_some();
     let encode = {
         let stage = encode_stage::EncodeStage {
             plan: plan.clone(),
@@ -392,6 +404,7 @@ pub(crate) async fn write(
             rows_per_insert: (method == crate::sink::WriteMethod::Insert)
                 .then_some(request.insert_batch),
             rejects: helpers.rejects.clone(),
+            repeats,
         };
         let tx = tx.clone();
         let span = tracing::info_span!("encode.copy", table = %table);
@@ -414,6 +427,7 @@ pub(crate) async fn write(
         lock_timeout: request.lock_timeout,
         rejects: helpers.rejects,
         streams: helpers.streams,
+        merge_keys_tracked,
     };
     let written = crate::sink::write::write(client, &plan, options, &mut rx, &progress)
         .instrument(tracing::info_span!("sql.load", table = %table))

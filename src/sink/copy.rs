@@ -36,12 +36,7 @@ pub(super) async fn segment(
 ) -> Result<(u64, SegmentEnd), SinkError> {
     let copy_failed = |e: tokio_postgres::Error| SinkError::database("COPY", table, &e);
     let started = std::time::Instant::now();
-    let sink = transaction
-        .copy_in::<_, Bytes>(statement)
-        .await
-        .map_err(copy_failed)?;
-    futures_util::pin_mut!(sink);
-    sink.send(Bytes::from_static(COPY_HEADER))
+    let mut copy = CopyIn::open(transaction, statement)
         .await
         .map_err(copy_failed)?;
     let end = loop {
@@ -50,13 +45,12 @@ pub(super) async fn segment(
                 bytes,
                 rows,
                 refusable,
+                ..
             }) => {
                 if let (Some(records), Some(refusable)) = (records.as_deref_mut(), refusable) {
                     records.extend_from_slice(&refusable.records);
                 }
-                send_copy_data(&mut sink, bytes)
-                    .await
-                    .map_err(copy_failed)?;
+                copy.send(bytes).await.map_err(copy_failed)?;
                 progress.add_rows(rows, Written::Copy);
             }
             Some(Encoded::Checkpoint { resume, cursor }) => {
@@ -69,10 +63,7 @@ pub(super) async fn segment(
             None => return Err(SinkError::InputEnded),
         }
     };
-    sink.send(Bytes::from_static(COPY_TRAILER))
-        .await
-        .map_err(copy_failed)?;
-    let rows = sink.finish().await.map_err(copy_failed)?;
+    let rows = copy.finish().await.map_err(copy_failed)?;
     progress.round_trip(Statement::Copy);
     tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     Ok((rows, end))
@@ -96,6 +87,7 @@ pub(super) async fn isolating_segment(
                 bytes,
                 rows,
                 refusable: Some(refusable),
+                ..
             }) => {
                 loaded += isolating(
                     transaction,
@@ -180,10 +172,46 @@ async fn copy_once(
     statement: &str,
     data: Bytes,
 ) -> Result<u64, tokio_postgres::Error> {
-    let sink = transaction.copy_in::<_, Bytes>(statement).await?;
-    futures_util::pin_mut!(sink);
-    sink.feed(Bytes::from_static(COPY_HEADER)).await?;
-    send_copy_data(&mut sink, data).await?;
-    sink.send(Bytes::from_static(COPY_TRAILER)).await?;
-    sink.finish().await
+    copy_all(transaction, statement, [data]).await
+}
+
+/// Sends one COPY statement with the whole rows of `pieces`, in order, and returns the rows
+/// it loaded.
+pub(super) async fn copy_all(
+    transaction: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    pieces: impl IntoIterator<Item = Bytes>,
+) -> Result<u64, tokio_postgres::Error> {
+    let mut copy = CopyIn::open(transaction, statement).await?;
+    for piece in pieces {
+        copy.send(piece).await?;
+    }
+    copy.finish().await
+}
+
+/// One COPY in progress: its header sent, whole rows sent as they come, its trailer sent by
+/// [`CopyIn::finish`]. Dropped unfinished, it aborts.
+pub(super) struct CopyIn {
+    sink: std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+}
+
+impl CopyIn {
+    pub(super) async fn open(
+        transaction: &tokio_postgres::Transaction<'_>,
+        statement: &str,
+    ) -> Result<CopyIn, tokio_postgres::Error> {
+        let mut sink = Box::pin(transaction.copy_in::<_, Bytes>(statement).await?);
+        sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+        Ok(CopyIn { sink })
+    }
+
+    pub(super) async fn send(&mut self, rows: Bytes) -> Result<(), tokio_postgres::Error> {
+        send_copy_data(&mut self.sink, rows).await
+    }
+
+    /// Ends the COPY and returns the rows it loaded.
+    pub(super) async fn finish(mut self) -> Result<u64, tokio_postgres::Error> {
+        self.sink.send(Bytes::from_static(COPY_TRAILER)).await?;
+        self.sink.as_mut().finish().await
+    }
 }

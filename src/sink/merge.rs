@@ -305,27 +305,17 @@ async fn apply_isolating(
     .await
 }
 
-/// `value` in a form two of which are equal exactly when PostgreSQL stores the same thing.
-/// `=` is that for integers, booleans, dates, times, timestamps, uuids and bytea, but not
-/// for numeric (`1.0 = 1.00`), floats (`0 = -0`), JSON (json has no `=`; jsonb's compares
-/// numbers by value), nor text under a nondeterministic collation or citext (`'A' = 'a'`):
-/// those are compared by their binary send form or their text, byte for byte.
+/// `value` in a form two of which are equal exactly when PostgreSQL stores the same thing:
+/// itself where `=` says that ([`PgType::equal_means_identical`]), else its binary send form
+/// (numeric, floats) or its text, compared byte for byte (JSON; text, which may be citext or
+/// under a nondeterministic collation).
 fn as_stored(value: &str, pg_type: PgType) -> String {
     match pg_type {
+        _ if pg_type.equal_means_identical() => value.to_string(),
         PgType::Float4 => format!("float4send({value})"),
         PgType::Float8 => format!("float8send({value})"),
         PgType::Numeric => format!("numeric_send({value})"),
         PgType::Json | PgType::Jsonb => format!("{value}::text"),
-        PgType::Text => format!("{value}::text COLLATE \"C\""),
-        PgType::Int2
-        | PgType::Int4
-        | PgType::Int8
-        | PgType::Bool
-        | PgType::Timestamptz
-        | PgType::Timestamp
-        | PgType::Date
-        | PgType::Time
-        | PgType::Uuid
-        | PgType::Bytea => value.to_string(),
+        _ => format!("{value}::text COLLATE \"C\""),
     }
 }

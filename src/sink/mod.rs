@@ -5,7 +5,7 @@
 //! - [`plan`]: how records map onto the table (DDL, COPY statement), from [`catalog`].
 //! - [`write`]: one load's transaction(s), fed by the encode stage: [`copy`] (binary COPY,
 //!   and COPY that sets refused rows aside), [`insert`] (the INSERT fallback), [`merge`]
-//!   (staging + `INSERT … ON CONFLICT`), [`streams`] (`--copy-streams`), [`swap`] (replace by
+//!   (staging + `INSERT … ON CONFLICT`; [`merge_empty`] COPYs into an empty table), [`streams`] (`--copy-streams`), [`swap`] (replace by
 //!   swap), [`state`] (`apitap._state`); [`refused`] finds the rows the server refuses.
 //! - [`lock`]: advisory locks that make overlapping runs of one load wait for each other.
 
@@ -17,6 +17,7 @@ pub mod copy;
 pub mod insert;
 pub mod lock;
 pub mod merge;
+pub mod merge_empty;
 pub mod plan;
 pub mod refused;
 pub mod state;

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::plan::{LoadPlan, Mode, WriteMethod};
 use super::swap::Swap;
-use super::{SinkError, copy, insert, merge, state, streams};
+use super::{SinkError, copy, insert, merge, merge_empty, state, streams};
 use crate::progress::Progress;
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
@@ -29,6 +29,9 @@ pub enum Encoded {
         bytes: Bytes,
         rows: u64,
         refusable: Option<Box<Refusable>>,
+        /// Each row's merge key may have come before in the load (see
+        /// [`crate::encode::repeats`]). False when the keys are not tracked.
+        repeats: bool,
     },
     /// One INSERT's worth of rows: each column's values as PostgreSQL text, and in reject
     /// mode what is needed to set a refused row aside.
@@ -85,6 +88,9 @@ pub struct WriteOptions {
     pub rejects: Option<Arc<RejectFile>>,
     /// More connections, for `--copy-streams`.
     pub streams: Vec<tokio_postgres::Client>,
+    /// The encode stage marks the chunks whose merge keys may repeat (`Encoded::Copy`'s
+    /// `repeats`), so a merge into an empty table may COPY the others into it.
+    pub merge_keys_tracked: bool,
 }
 
 /// What a finished write did.
@@ -227,12 +233,22 @@ async fn write_segments(
         }
         let staging = plan.staging_statement().filter(|_| staged);
         execute(&transaction, staging.as_deref(), "CREATE TEMP TABLE", table).await?;
+        let into_target = staged
+            && options.merge_keys_tracked
+            && merge_rejects.is_none()
+            && options.streams.is_empty()
+            && merge_empty::target_takes_copy(&mut transaction, plan).await?;
+        let mut staged_rows = None;
         let (loaded, end) = if plan.copy_columns == 0 {
             (0, drain(rx).await?)
         } else if options.method == WriteMethod::Insert {
             insert::segment(&mut transaction, plan, rx, rejects, progress).await?
         } else if let Some(rejects) = isolate_refused {
             copy::isolating_segment(&mut transaction, plan, rx, rejects, progress).await?
+        } else if into_target {
+            let (copied, end) = merge_empty::segment(&transaction, plan, rx, progress).await?;
+            staged_rows = Some(copied.staged);
+            (copied.into_target + copied.staged, end)
         } else if !options.streams.is_empty() {
             streams::segment(&transaction, plan, rx, progress, &options.streams).await?
         } else {
@@ -250,7 +266,7 @@ async fn write_segments(
                 table: table.clone(),
             });
         }
-        if staged && loaded > 0 {
+        if staged && staged_rows.unwrap_or(loaded) > 0 {
             let refused = merge_rejects.map(|r| (r, staged_records.as_slice()));
             merge::apply_staged(&mut transaction, plan, refused).await?;
             progress.round_trip(crate::metrics::Statement::Merge);

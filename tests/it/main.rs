@@ -18,6 +18,7 @@ mod hostile_api;
 mod http;
 mod load;
 mod merge;
+mod merge_empty;
 mod metrics;
 #[cfg(feature = "sql")]
 mod metrics_prometheus;
