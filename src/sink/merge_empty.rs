@@ -21,6 +21,7 @@
 //!   (ON CONFLICT DO UPDATE also fires UPDATE statement triggers);
 //! - not Citus, not in reject mode (whose merge finds refused rows in the staging table).
 
+use bytes::BytesMut;
 use tokio::sync::mpsc;
 
 use super::copy::{CopyIn, copy_all};
@@ -187,8 +188,9 @@ pub(super) async fn segment(
     let mut copy = CopyIn::open(transaction, &into_target)
         .await
         .map_err(copy_failed)?;
-    let mut pending = Vec::new();
-    let mut pending_bytes = 0;
+    // Copied out of their chunks, whose buffers the encode stage reuses: a chunk of a few
+    // repeated rows would otherwise hold a buffer of a whole batch.
+    let mut pending = BytesMut::new();
     let end = loop {
         match rx.recv().await {
             Some(Encoded::Copy {
@@ -201,15 +203,14 @@ pub(super) async fn segment(
                 progress.add_rows(rows, Written::Copy);
             }
             Some(Encoded::Copy { bytes, rows, .. }) => {
-                pending_bytes += bytes.len();
-                pending.push(bytes);
+                pending.extend_from_slice(&bytes);
                 progress.add_rows(rows, Written::Copy);
-                if pending_bytes >= PENDING_BYTES {
+                if pending.len() >= PENDING_BYTES {
                     copied.into_target += copy.finish().await.map_err(copy_failed)?;
-                    copied.staged += copy_all(transaction, &into_staging, pending.drain(..))
-                        .await
-                        .map_err(staging_failed)?;
-                    pending_bytes = 0;
+                    copied.staged +=
+                        copy_all(transaction, &into_staging, [pending.split().freeze()])
+                            .await
+                            .map_err(staging_failed)?;
                     progress.round_trip(Statement::Copy);
                     copy = CopyIn::open(transaction, &into_target)
                         .await
@@ -228,7 +229,7 @@ pub(super) async fn segment(
     };
     copied.into_target += copy.finish().await.map_err(copy_failed)?;
     if !pending.is_empty() {
-        copied.staged += copy_all(transaction, &into_staging, pending)
+        copied.staged += copy_all(transaction, &into_staging, [pending.freeze()])
             .await
             .map_err(staging_failed)?;
     }
