@@ -299,3 +299,64 @@ async fn a_table_in_use_is_merged_through_staging() {
         vec![("1".to_string(), "b".to_string())]
     );
 }
+
+/// A backfill committing every page: the first page goes straight into the empty table, the
+/// later ones, into a table no longer empty, through staging; the last record of each key
+/// wins across pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_committing_page_by_page_keeps_the_last_record() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_empty_pages").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"))
+        .await
+        .unwrap();
+    let pages = axum::Router::new().route(
+        "/pages",
+        axum::routing::get(
+            |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| async move {
+                match q.get("page").map(String::as_str) {
+                    Some("1") => "{\"id\": 1, \"v\": \"a\"}\n{\"id\": 2, \"v\": \"a\"}\n",
+                    Some("2") => "{\"id\": 2, \"v\": \"b\"}\n{\"id\": 3, \"v\": \"b\"}\n",
+                    _ => "{\"id\": 1, \"v\": \"c\"}\n",
+                }
+            },
+        ),
+    );
+    let addr = serve(pages).await;
+    let url = format!("http://{addr}/pages");
+    let run = apitap(
+        &[
+            "load",
+            &url,
+            "--table",
+            &table,
+            "--mode",
+            "merge",
+            "--key",
+            "id",
+            "--pagination",
+            "{kind: page_number, page_size: 2}",
+            "--commit-every",
+            "1",
+            "--state-key",
+            &format!("pages-{schema}"),
+            "--log-level",
+            "apitap=info",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(copied(&run), Some((2, 0)), "{}", run.stderr);
+    assert_eq!(
+        pairs(&db, &format!("SELECT id::text, v FROM {table} ORDER BY id")).await,
+        vec![
+            ("1".to_string(), "c".to_string()),
+            ("2".to_string(), "b".to_string()),
+            ("3".to_string(), "b".to_string())
+        ]
+    );
+}
