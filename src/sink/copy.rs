@@ -2,6 +2,8 @@
 //! and in reject mode, one COPY per chunk under a savepoint, so rows the server refuses can
 //! be found ([`super::refused`]) and set aside.
 
+use std::ops::ControlFlow;
+
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
@@ -9,7 +11,7 @@ use tokio::sync::mpsc;
 use super::SinkError;
 use super::plan::LoadPlan;
 use super::refused;
-use super::write::{Encoded, Refusable, SegmentEnd};
+use super::write::{Encoded, Refusable, SegmentEnd, next_chunk};
 use crate::encode::{COPY_HEADER, COPY_TRAILER};
 use crate::metrics::Statement;
 use crate::progress::{Progress, Written};
@@ -40,28 +42,15 @@ pub(super) async fn segment(
         .await
         .map_err(copy_failed)?;
     let end = loop {
-        match rx.recv().await {
-            Some(Encoded::Copy {
-                bytes,
-                rows,
-                refusable,
-                ..
-            }) => {
-                if let (Some(records), Some(refusable)) = (records.as_deref_mut(), refusable) {
-                    records.extend_from_slice(&refusable.records);
-                }
-                copy.send(bytes).await.map_err(copy_failed)?;
-                progress.add_rows(rows, Written::Copy);
-            }
-            Some(Encoded::Checkpoint { resume, cursor }) => {
-                break SegmentEnd::Checkpoint { resume, cursor };
-            }
-            Some(Encoded::End { cursor }) => break SegmentEnd::Done(cursor),
-            Some(Encoded::Rows { .. }) => {
-                return Err(SinkError::Protocol("INSERT rows on the COPY path"));
-            }
-            None => return Err(SinkError::InputEnded),
+        let chunk = match next_chunk(rx).await? {
+            ControlFlow::Continue(chunk) => chunk,
+            ControlFlow::Break(end) => break end,
+        };
+        if let (Some(records), Some(refusable)) = (records.as_deref_mut(), chunk.refusable) {
+            records.extend_from_slice(&refusable.records);
         }
+        copy.send(chunk.bytes).await.map_err(copy_failed)?;
+        progress.add_rows(chunk.rows, Written::Copy);
     };
     let rows = copy.finish().await.map_err(copy_failed)?;
     progress.round_trip(Statement::Copy);
@@ -82,37 +71,24 @@ pub(super) async fn isolating_segment(
     let statement = plan.copy_statement(false);
     let mut loaded = 0;
     loop {
-        match rx.recv().await {
-            Some(Encoded::Copy {
-                bytes,
-                rows,
-                refusable: Some(refusable),
-                ..
-            }) => {
-                loaded += isolating(
-                    transaction,
-                    &statement,
-                    &bytes,
-                    &refusable,
-                    rejects,
-                    &plan.table,
-                )
-                .await?;
-                progress.add_rows(rows, Written::Copy);
-                progress.round_trip(Statement::Copy);
-            }
-            Some(Encoded::Checkpoint { resume, cursor }) => {
-                return Ok((loaded, SegmentEnd::Checkpoint { resume, cursor }));
-            }
-            Some(Encoded::End { cursor }) => return Ok((loaded, SegmentEnd::Done(cursor))),
-            Some(Encoded::Copy { .. }) => {
-                return Err(SinkError::Protocol("a COPY chunk without its rows"));
-            }
-            Some(Encoded::Rows { .. }) => {
-                return Err(SinkError::Protocol("INSERT rows on the COPY path"));
-            }
-            None => return Err(SinkError::InputEnded),
-        }
+        let chunk = match next_chunk(rx).await? {
+            ControlFlow::Continue(chunk) => chunk,
+            ControlFlow::Break(end) => return Ok((loaded, end)),
+        };
+        let Some(refusable) = chunk.refusable else {
+            return Err(SinkError::Protocol("a COPY chunk without its rows"));
+        };
+        loaded += isolating(
+            transaction,
+            &statement,
+            &chunk.bytes,
+            &refusable,
+            rejects,
+            &plan.table,
+        )
+        .await?;
+        progress.add_rows(chunk.rows, Written::Copy);
+        progress.round_trip(Statement::Copy);
     }
 }
 

@@ -21,12 +21,14 @@
 //!   (ON CONFLICT DO UPDATE also fires UPDATE statement triggers);
 //! - not Citus, not in reject mode (whose merge finds refused rows in the staging table).
 
+use std::ops::ControlFlow;
+
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
 use super::copy::{CopyIn, copy_all};
 use super::plan::LoadPlan;
-use super::write::{Encoded, SegmentEnd};
+use super::write::{Encoded, SegmentEnd, next_chunk};
 use super::{SinkError, qualified};
 use crate::metrics::Statement;
 use crate::progress::{Progress, Written};
@@ -192,39 +194,25 @@ pub(super) async fn segment(
     // repeated rows would otherwise hold a buffer of a whole batch.
     let mut pending = BytesMut::new();
     let end = loop {
-        match rx.recv().await {
-            Some(Encoded::Copy {
-                bytes,
-                rows,
-                repeats: false,
-                ..
-            }) => {
-                copy.send(bytes).await.map_err(copy_failed)?;
-                progress.add_rows(rows, Written::Copy);
-            }
-            Some(Encoded::Copy { bytes, rows, .. }) => {
-                pending.extend_from_slice(&bytes);
-                progress.add_rows(rows, Written::Copy);
-                if pending.len() >= PENDING_BYTES {
-                    copied.into_target += copy.finish().await.map_err(copy_failed)?;
-                    copied.staged +=
-                        copy_all(transaction, &into_staging, [pending.split().freeze()])
-                            .await
-                            .map_err(staging_failed)?;
-                    progress.round_trip(Statement::Copy);
-                    copy = CopyIn::open(transaction, &into_target)
-                        .await
-                        .map_err(copy_failed)?;
-                }
-            }
-            Some(Encoded::Checkpoint { resume, cursor }) => {
-                break SegmentEnd::Checkpoint { resume, cursor };
-            }
-            Some(Encoded::End { cursor }) => break SegmentEnd::Done(cursor),
-            Some(Encoded::Rows { .. }) => {
-                return Err(SinkError::Protocol("INSERT rows on the COPY path"));
-            }
-            None => return Err(SinkError::InputEnded),
+        let chunk = match next_chunk(rx).await? {
+            ControlFlow::Continue(chunk) => chunk,
+            ControlFlow::Break(end) => break end,
+        };
+        progress.add_rows(chunk.rows, Written::Copy);
+        if !chunk.repeats {
+            copy.send(chunk.bytes).await.map_err(copy_failed)?;
+            continue;
+        }
+        pending.extend_from_slice(&chunk.bytes);
+        if pending.len() >= PENDING_BYTES {
+            copied.into_target += copy.finish().await.map_err(copy_failed)?;
+            copied.staged += copy_all(transaction, &into_staging, [pending.split().freeze()])
+                .await
+                .map_err(staging_failed)?;
+            progress.round_trip(Statement::Copy);
+            copy = CopyIn::open(transaction, &into_target)
+                .await
+                .map_err(copy_failed)?;
         }
     };
     copied.into_target += copy.finish().await.map_err(copy_failed)?;

@@ -73,6 +73,41 @@ pub(super) enum SegmentEnd {
     },
 }
 
+/// One chunk of COPY data, as [`Encoded::Copy`] carries it.
+pub(super) struct Chunk {
+    pub bytes: Bytes,
+    pub rows: u64,
+    pub refusable: Option<Box<Refusable>>,
+    pub repeats: bool,
+}
+
+/// The next COPY chunk of a segment, or how the segment ends: the input's end or a commit
+/// point. A channel that closes without [`Encoded::End`] is [`SinkError::InputEnded`].
+pub(super) async fn next_chunk(
+    rx: &mut mpsc::Receiver<Encoded>,
+) -> Result<std::ops::ControlFlow<SegmentEnd, Chunk>, SinkError> {
+    use std::ops::ControlFlow::{Break, Continue};
+    match rx.recv().await {
+        Some(Encoded::Copy {
+            bytes,
+            rows,
+            refusable,
+            repeats,
+        }) => Ok(Continue(Chunk {
+            bytes,
+            rows,
+            refusable,
+            repeats,
+        })),
+        Some(Encoded::Checkpoint { resume, cursor }) => {
+            Ok(Break(SegmentEnd::Checkpoint { resume, cursor }))
+        }
+        Some(Encoded::End { cursor }) => Ok(Break(SegmentEnd::Done(cursor))),
+        Some(Encoded::Rows { .. }) => Err(SinkError::Protocol("INSERT rows on the COPY path")),
+        None => Err(SinkError::InputEnded),
+    }
+}
+
 /// What the writer needs besides the plan and the rows.
 pub struct WriteOptions {
     pub mode: Mode,

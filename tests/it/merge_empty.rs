@@ -308,9 +308,11 @@ async fn a_backfill_committing_page_by_page_keeps_the_last_record() {
     let db = client().await;
     let schema = fresh_schema(&db, "merge_empty_pages").await;
     let table = format!("{schema}.t");
-    db.batch_execute(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"))
-        .await
-        .unwrap();
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"
+    ))
+    .await
+    .unwrap();
     let pages = axum::Router::new().route(
         "/pages",
         axum::routing::get(
