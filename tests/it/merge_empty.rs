@@ -362,3 +362,44 @@ async fn a_backfill_committing_page_by_page_keeps_the_last_record() {
         ]
     );
 }
+
+/// Into a table the load creates, the COPY freezes its rows as an append into a new table
+/// does (VACUUM need not pass over them), and a repeated key still ends with its last record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_the_merge_creates_gets_its_rows_frozen() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_empty_new").await;
+    db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+        .await
+        .unwrap();
+    let table = format!("{schema}.t");
+    let input: String = (1..=2_000)
+        .map(|id| format!("{{\"id\": {id}, \"name\": \"n{id}\"}}\n"))
+        .collect();
+    let run = merge(&table, "id", input.as_bytes()).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(copied(&run), Some((2_000, 0)), "{}", run.stderr);
+    let frozen: bool = db
+        .query_one(
+            "SELECT bool_and(all_frozen) FROM pg_visibility_map($1::text::regclass)",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(frozen, "the merge's rows are not frozen");
+
+    let again = format!("{schema}.t2");
+    let run = merge(
+        &again,
+        "id",
+        b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 1, \"name\": \"b\"}\n",
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(copied(&run), Some((1, 1)), "{}", run.stderr);
+    assert_eq!(
+        pairs(&db, &format!("SELECT id::text, name FROM {again}")).await,
+        vec![("1".to_string(), "b".to_string())]
+    );
+}
