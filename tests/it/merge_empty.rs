@@ -403,3 +403,112 @@ async fn a_table_the_merge_creates_gets_its_rows_frozen() {
         vec![("1".to_string(), "b".to_string())]
     );
 }
+
+/// While a merge COPYs into an empty table, other sessions read it (and see nothing yet) but
+/// their writes wait for the load: one that will not wait is refused, and the merge's rows
+/// are what the table holds when it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_wait_for_a_merge_into_an_empty_table_readers_do_not() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "merge_empty_lock").await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"
+    ))
+    .await
+    .unwrap();
+    // Page 2 is held back until the test has looked at the table mid-load.
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let held = gate.clone();
+    let pages = axum::Router::new().route(
+        "/pages",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| {
+                let held = held.clone();
+                async move {
+                    if q.get("page").map(String::as_str) == Some("1") {
+                        return "{\"id\": 1, \"v\": \"a\"}\n{\"id\": 2, \"v\": \"a\"}\n";
+                    }
+                    held.notified().await;
+                    "{\"id\": 1, \"v\": \"b\"}\n"
+                }
+            },
+        ),
+    );
+    let addr = serve(pages).await;
+    let url = format!("http://{addr}/pages");
+    let load = {
+        let table = table.clone();
+        tokio::spawn(async move {
+            apitap(
+                &[
+                    "load",
+                    &url,
+                    "--table",
+                    &table,
+                    "--mode",
+                    "merge",
+                    "--key",
+                    "id",
+                    "--pagination",
+                    "{kind: page_number, page_size: 2}",
+                    // Planned from page 1 alone, so the load starts before page 2.
+                    "--sample",
+                    "2",
+                    "--log-level",
+                    "apitap=info",
+                ],
+                None,
+            )
+            .await
+        })
+    };
+    // Until the load holds the table against writers.
+    let held_lock = format!(
+        "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
+         AND mode = 'ShareRowExclusiveLock' AND granted"
+    );
+    let started = std::time::Instant::now();
+    while db
+        .query_one(&held_lock, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the merge never locked the table"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        count(&db, &table).await,
+        0,
+        "a reader sees the rows before COMMIT"
+    );
+    let refused = db
+        .batch_execute(&format!(
+            "SET lock_timeout = '200ms'; INSERT INTO {table} VALUES (3, 'other')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "{refused}"
+    );
+    gate.notify_one();
+    let run = load.await.unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(copied(&run), Some((2, 1)), "{}", run.stderr);
+    assert_eq!(
+        pairs(&db, &format!("SELECT id::text, v FROM {table} ORDER BY id")).await,
+        vec![
+            ("1".to_string(), "b".to_string()),
+            ("2".to_string(), "a".to_string())
+        ]
+    );
+}
