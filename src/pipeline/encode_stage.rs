@@ -4,6 +4,7 @@
 use super::cursor::CursorMax;
 use super::*;
 use crate::encode::repeats::RepeatedKeys;
+use crate::sink::write::CopyChunk;
 
 /// The buffers COPY data is encoded into, used again once the sink is done with them: a
 /// fresh multi-megabyte buffer per batch costs page faults and zeroing (in the kernel) on
@@ -120,12 +121,12 @@ impl EncodeStage {
                             })
                         });
                         self.track_cursor(&part);
-                        chunks.push(Encoded::Copy {
+                        chunks.push(Encoded::Copy(CopyChunk {
                             bytes: out.freeze(),
                             rows: part.num_rows() as u64,
                             refusable,
                             repeats,
-                        });
+                        }));
                     }
                     chunks
                 }

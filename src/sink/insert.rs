@@ -91,7 +91,7 @@ pub(super) async fn segment(
                 return Ok((loaded, SegmentEnd::Checkpoint { resume, cursor }));
             }
             Some(Encoded::End { cursor }) => return Ok((loaded, SegmentEnd::Done(cursor))),
-            Some(Encoded::Copy { .. }) => {
+            Some(Encoded::Copy(_)) => {
                 return Err(SinkError::Protocol("COPY data on the INSERT path"));
             }
             None => return Err(SinkError::InputEnded),

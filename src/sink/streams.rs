@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::copy::send_copy_data;
 use super::plan::LoadPlan;
-use super::write::{Encoded, SegmentEnd};
+use super::write::{CopyChunk, Encoded, SegmentEnd};
 use super::{SinkError, qualified};
 use crate::encode::{COPY_HEADER, COPY_TRAILER};
 use crate::metrics::Statement;
@@ -259,7 +259,7 @@ async fn fill_and_publish(
         let mut next = 0;
         loop {
             match rx.recv().await {
-                Some(Encoded::Copy { bytes, rows, .. }) => {
+                Some(Encoded::Copy(CopyChunk { bytes, rows, .. })) => {
                     if senders[next % senders.len()].send(bytes).await.is_err() {
                         // That stream's COPY failed; its own error is the one reported.
                         return Err(SinkError::Protocol("a COPY stream stopped"));

@@ -23,16 +23,8 @@ use crate::schema::TableName;
 
 /// What the encode stage hands to the writer, in order.
 pub enum Encoded {
-    /// Binary COPY data of `rows` whole rows, and in reject mode what is needed to find a
-    /// row the server refuses in it.
-    Copy {
-        bytes: Bytes,
-        rows: u64,
-        refusable: Option<Box<Refusable>>,
-        /// Each row's merge key may have come before in the load (see
-        /// [`crate::encode::repeats`]). False when the keys are not tracked.
-        repeats: bool,
-    },
+    /// Binary COPY data of whole rows.
+    Copy(CopyChunk),
     /// One INSERT's worth of rows: each column's values as PostgreSQL text, and in reject
     /// mode what is needed to set a refused row aside.
     Rows {
@@ -73,11 +65,14 @@ pub(super) enum SegmentEnd {
     },
 }
 
-/// One chunk of COPY data, as [`Encoded::Copy`] carries it.
-pub(super) struct Chunk {
+/// Binary COPY data of `rows` whole rows, and in reject mode what is needed to find a row
+/// the server refuses in it.
+pub struct CopyChunk {
     pub bytes: Bytes,
     pub rows: u64,
     pub refusable: Option<Box<Refusable>>,
+    /// Each row's merge key may have come before in the load (see
+    /// [`crate::encode::repeats`]). False when the keys are not tracked.
     pub repeats: bool,
 }
 
@@ -85,20 +80,10 @@ pub(super) struct Chunk {
 /// point. A channel that closes without [`Encoded::End`] is [`SinkError::InputEnded`].
 pub(super) async fn next_chunk(
     rx: &mut mpsc::Receiver<Encoded>,
-) -> Result<std::ops::ControlFlow<SegmentEnd, Chunk>, SinkError> {
+) -> Result<std::ops::ControlFlow<SegmentEnd, CopyChunk>, SinkError> {
     use std::ops::ControlFlow::{Break, Continue};
     match rx.recv().await {
-        Some(Encoded::Copy {
-            bytes,
-            rows,
-            refusable,
-            repeats,
-        }) => Ok(Continue(Chunk {
-            bytes,
-            rows,
-            refusable,
-            repeats,
-        })),
+        Some(Encoded::Copy(chunk)) => Ok(Continue(chunk)),
         Some(Encoded::Checkpoint { resume, cursor }) => {
             Ok(Break(SegmentEnd::Checkpoint { resume, cursor }))
         }
@@ -367,7 +352,7 @@ async fn drain(rx: &mut mpsc::Receiver<Encoded>) -> Result<SegmentEnd, SinkError
             Encoded::Checkpoint { resume, cursor } => {
                 return Ok(SegmentEnd::Checkpoint { resume, cursor });
             }
-            Encoded::Copy { .. } | Encoded::Rows { .. } => {}
+            Encoded::Copy(_) | Encoded::Rows { .. } => {}
         }
     }
     Err(SinkError::InputEnded)
