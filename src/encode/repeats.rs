@@ -198,6 +198,75 @@ mod tests {
         assert!(RepeatedKeys::new(vec![], &[]).is_none());
     }
 
+    /// Every key type's column, as the decoder builds it: its first value repeated in the
+    /// second row, a different one in the third. Marked: the second row only.
+    #[test]
+    fn a_repeat_is_marked_in_every_key_type() {
+        use arrow_array::{
+            BinaryArray, BooleanArray, Date32Array, FixedSizeBinaryArray, Int16Array, Int32Array,
+            Time64MicrosecondArray, TimestampMicrosecondArray,
+        };
+        let columns: Vec<(PgType, ArrayRef)> = vec![
+            (PgType::Int2, Arc::new(Int16Array::from(vec![7, 7, 8]))),
+            (PgType::Int4, Arc::new(Int32Array::from(vec![7, 7, 8]))),
+            (PgType::Int8, Arc::new(Int64Array::from(vec![7, 7, 8]))),
+            (
+                PgType::Bool,
+                Arc::new(BooleanArray::from(vec![true, true, false])),
+            ),
+            (PgType::Date, Arc::new(Date32Array::from(vec![7, 7, 8]))),
+            (
+                PgType::Time,
+                Arc::new(Time64MicrosecondArray::from(vec![7, 7, 8])),
+            ),
+            (
+                PgType::Timestamp,
+                Arc::new(TimestampMicrosecondArray::from(vec![7, 7, 8])),
+            ),
+            (
+                PgType::Timestamptz,
+                Arc::new(TimestampMicrosecondArray::from(vec![7, 7, 8]).with_timezone("UTC")),
+            ),
+            (
+                PgType::Uuid,
+                Arc::new(
+                    FixedSizeBinaryArray::try_from_iter(
+                        [[1u8; 16], [1u8; 16], [2u8; 16]].into_iter(),
+                    )
+                    .unwrap(),
+                ),
+            ),
+            (
+                PgType::Bytea,
+                Arc::new(BinaryArray::from(vec![&b"k"[..], b"k", b"k\0"])),
+            ),
+            (
+                PgType::Text,
+                Arc::new(StringArray::from(vec!["k", "k", "K"])),
+            ),
+        ];
+        for (pg_type, column) in columns {
+            assert_eq!(column.data_type(), &pg_type.arrow_type(), "{pg_type}");
+            let mut keys = RepeatedKeys::new(vec![0], &[pg_type]).unwrap();
+            let batch = RecordBatch::try_from_iter([("k", column)]).unwrap();
+            assert_eq!(
+                keys.mark(&batch),
+                Some(vec![false, true, false]),
+                "{pg_type}"
+            );
+        }
+    }
+
+    /// A column of a type no key is tracked in is never compared: every row is marked.
+    #[test]
+    fn a_column_of_another_type_marks_every_row() {
+        use arrow_array::Float64Array;
+        let mut keys = RepeatedKeys::new(vec![0], &[PgType::Int8]).unwrap();
+        let column = Arc::new(Float64Array::from(vec![1.0, 2.0])) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([("k", column)]).unwrap();
+        assert_eq!(keys.mark(&batch), Some(vec![true, true]));
+    }
+
     #[test]
     fn null_keys_are_always_marked() {
         let mut keys = RepeatedKeys::new(vec![0], &[PgType::Int8]).unwrap();
