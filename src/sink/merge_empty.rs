@@ -20,6 +20,8 @@
 //!   no rule (COPY ignores rules; ON CONFLICT refuses them) and no trigger of the user's
 //!   (ON CONFLICT DO UPDATE also fires UPDATE statement triggers);
 //! - not Citus, not in reject mode (whose merge finds refused rows in the staging table).
+//!
+//! Into a table the load creates, the COPY freezes its rows, as an append's does.
 
 use std::ops::ControlFlow;
 
