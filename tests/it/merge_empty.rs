@@ -32,6 +32,16 @@ async fn merge(table: &str, key: &str, input: &[u8]) -> Run {
     .await
 }
 
+/// Asserts the merge succeeded, and returns what went straight into the table ([`copied`]).
+fn merged(run: &Run) -> Option<(u64, u64)> {
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    copied(run)
+}
+
+fn row(first: &str, second: &str) -> (String, String) {
+    (first.to_string(), second.to_string())
+}
+
 /// What the log says went straight into the table and what was staged, or `None` when the
 /// merge staged every row.
 fn copied(run: &Run) -> Option<(u64, u64)> {
@@ -53,7 +63,6 @@ async fn new_keys_go_straight_into_an_empty_table_and_the_last_record_still_wins
          CREATE TABLE {table} (id bigint PRIMARY KEY, name text UNIQUE, seen timestamptz DEFAULT now())"
     );
     let named = format!("SELECT id::text, name FROM {table} WHERE seen IS NOT NULL ORDER BY id");
-    let row = |id: &str, name: &str| (id.to_string(), name.to_string());
 
     // No repeats: every row COPYed, defaults filled.
     db.batch_execute(&create).await.unwrap();
@@ -63,8 +72,7 @@ async fn new_keys_go_straight_into_an_empty_table_and_the_last_record_still_wins
         b"{\"id\": 2, \"name\": \"b\"}\n{\"id\": 1, \"name\": \"a\"}\n",
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), Some((2, 0)), "{}", run.stderr);
+    assert_eq!(merged(&run), Some((2, 0)), "{}", run.stderr);
     assert_eq!(pairs(&db, &named).await, vec![row("1", "a"), row("2", "b")]);
 
     // A repeated key: its later record is staged and wins.
@@ -75,8 +83,7 @@ async fn new_keys_go_straight_into_an_empty_table_and_the_last_record_still_wins
         b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": \"b\"}\n{\"id\": 1, \"name\": \"A\"}\n",
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), Some((2, 1)), "{}", run.stderr);
+    assert_eq!(merged(&run), Some((2, 1)), "{}", run.stderr);
     assert_eq!(pairs(&db, &named).await, vec![row("1", "A"), row("2", "b")]);
 
     // Two keys with one name: the other unique index refuses the COPY, named, and the
@@ -105,8 +112,7 @@ async fn new_keys_go_straight_into_an_empty_table_and_the_last_record_still_wins
         b"{\"id\": 9, \"name\": \"Z\"}\n{\"id\": 1, \"name\": \"a\"}\n",
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), None, "{}", run.stderr);
+    assert_eq!(merged(&run), None, "{}", run.stderr);
     assert_eq!(pairs(&db, &named).await, vec![row("1", "a"), row("9", "Z")]);
 
     // A trigger of the user's: ON CONFLICT DO UPDATE fires UPDATE statement triggers, which
@@ -120,8 +126,7 @@ async fn new_keys_go_straight_into_an_empty_table_and_the_last_record_still_wins
     .await
     .unwrap();
     let run = merge(&table, "id", b"{\"id\": 1, \"name\": \"a\"}\n").await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), None, "{}", run.stderr);
+    assert_eq!(merged(&run), None, "{}", run.stderr);
     assert_eq!(pairs(&db, &named).await, vec![row("1", "A")]);
 
     // A deferrable key would be checked only at COMMIT by COPY: such a table is merged as
@@ -287,8 +292,7 @@ async fn a_table_in_use_is_merged_through_staging() {
     )
     .await;
     writer.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), None, "{}", run.stderr);
+    assert_eq!(merged(&run), None, "{}", run.stderr);
     assert!(
         run.stderr.contains("another session is using the table"),
         "{}",
@@ -296,7 +300,7 @@ async fn a_table_in_use_is_merged_through_staging() {
     );
     assert_eq!(
         pairs(&db, &format!("SELECT id::text, name FROM {table}")).await,
-        vec![("1".to_string(), "b".to_string())]
+        vec![row("1", "b")]
     );
 }
 
@@ -351,15 +355,10 @@ async fn a_backfill_committing_page_by_page_keeps_the_last_record() {
         None,
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), Some((2, 0)), "{}", run.stderr);
+    assert_eq!(merged(&run), Some((2, 0)), "{}", run.stderr);
     assert_eq!(
         pairs(&db, &format!("SELECT id::text, v FROM {table} ORDER BY id")).await,
-        vec![
-            ("1".to_string(), "c".to_string()),
-            ("2".to_string(), "b".to_string()),
-            ("3".to_string(), "b".to_string())
-        ]
+        vec![row("1", "c"), row("2", "b"), row("3", "b")]
     );
 }
 
@@ -377,8 +376,7 @@ async fn a_table_the_merge_creates_gets_its_rows_frozen() {
         .map(|id| format!("{{\"id\": {id}, \"name\": \"n{id}\"}}\n"))
         .collect();
     let run = merge(&table, "id", input.as_bytes()).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), Some((2_000, 0)), "{}", run.stderr);
+    assert_eq!(merged(&run), Some((2_000, 0)), "{}", run.stderr);
     let frozen: bool = db
         .query_one(
             "SELECT bool_and(all_frozen) FROM pg_visibility_map($1::text::regclass)",
@@ -396,11 +394,10 @@ async fn a_table_the_merge_creates_gets_its_rows_frozen() {
         b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 1, \"name\": \"b\"}\n",
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), Some((1, 1)), "{}", run.stderr);
+    assert_eq!(merged(&run), Some((1, 1)), "{}", run.stderr);
     assert_eq!(
         pairs(&db, &format!("SELECT id::text, name FROM {again}")).await,
-        vec![("1".to_string(), "b".to_string())]
+        vec![row("1", "b")]
     );
 }
 
@@ -502,13 +499,9 @@ async fn writers_wait_for_a_merge_into_an_empty_table_readers_do_not() {
     );
     gate.notify_one();
     let run = load.await.unwrap();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(copied(&run), Some((2, 1)), "{}", run.stderr);
+    assert_eq!(merged(&run), Some((2, 1)), "{}", run.stderr);
     assert_eq!(
         pairs(&db, &format!("SELECT id::text, v FROM {table} ORDER BY id")).await,
-        vec![
-            ("1".to_string(), "b".to_string()),
-            ("2".to_string(), "a".to_string())
-        ]
+        vec![row("1", "b"), row("2", "a")]
     );
 }
