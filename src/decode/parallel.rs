@@ -2,12 +2,12 @@
 //! takes rows.
 //!
 //! Input is cut into jobs of about one batch each — the `batch_size` records or
-//! [`super::LOAD_BATCH_BYTES`] of text that end a batch on one thread — handed round-robin
-//! to worker threads, each with its own [`RecordDecoder`]. Results are taken back in the
-//! same round-robin order, so batches, rejected records and the first error come out exactly
-//! in input order. Each worker has at most [`JOBS_PER_WORKER`] jobs handed out and not yet
-//! taken back, so memory stays bounded by a few batches per worker whatever the input's
-//! size.
+//! [`super::LOAD_BATCH_BYTES`] of text that end a batch on one thread — numbered, and put
+//! in one queue that worker threads, each with its own [`RecordDecoder`], take them from as
+//! each is free. Results are taken back by number, so batches, rejected records and the
+//! first error come out exactly in input order whichever worker finished first. At most
+//! [`JOBS_PER_WORKER`] jobs per worker are handed out and not yet taken back, so memory
+//! stays bounded by a few batches per worker whatever the input's size.
 //!
 //! NDJSON goes to the workers as the input's own buffers ([`lines`]): the feeding thread
 //! only cuts them at a newline, and each worker finds the lines of its job, as the caller's
@@ -19,7 +19,9 @@
 //! framed, the planner's sample) is framed on the caller's thread and handed over record
 //! by record.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 mod lines;
@@ -31,17 +33,21 @@ use super::{
 };
 use crate::schema::TableSchema;
 
-/// Jobs a worker may have handed out and not yet taken back: with a second one queued, a
-/// worker that finishes before the one whose result is due next goes straight on (decode
-/// bench, two workers, three alternating runs: 1.77× → 1.81× of one thread). It was no
-/// faster while the feeding thread still framed every record, and four are no faster than
-/// two. The channels to and from each worker are sized from it.
-const JOBS_PER_WORKER: usize = 2;
+/// Jobs handed out and not yet taken back, per worker: the results that wait for an
+/// earlier job bound the memory, and while one worker is slow on the job due next, the
+/// others go on with the jobs after it (up to this many each). The cores a load's workers
+/// run on are seldom equally free (the server's backend, the other stages, a shared
+/// host's neighbours): with jobs dealt round-robin and two per worker, a worker running at
+/// half speed held the other to its pace. Three per worker keep two workers busy while
+/// one runs at a third of the other's speed.
+const JOBS_PER_WORKER: usize = 3;
 
 /// Input gathered for one worker: records one after another with where each ends, or
 /// NDJSON lines for the worker to find.
 #[derive(Default)]
 struct Job {
+    /// The job's place in the input: jobs are numbered from 0 as they are handed out.
+    number: usize,
     /// The records, one after another.
     text: Vec<u8>,
     /// Each record's end in `text`, and its position in the input (none for lines).
@@ -63,20 +69,20 @@ struct Outcome {
     records: u64,
 }
 
-struct Worker {
-    jobs: Option<SyncSender<Job>>,
-    results: Receiver<Outcome>,
-    thread: Option<JoinHandle<()>>,
-}
-
 /// A [`RecordDecoder`] spread over threads; see the module docs.
 pub struct ParallelDecoder {
-    workers: Vec<Worker>,
+    /// Jobs for whichever worker is free first. Closed (`None`) to stop the workers.
+    jobs: Option<SyncSender<Job>>,
+    /// Outcomes in the order the workers finish them, each with its job's number.
+    results: Receiver<(usize, Outcome)>,
+    /// Outcomes that came back before an earlier job's: slot `n % len` holds job `n`'s.
+    finished: Vec<Option<Outcome>>,
+    threads: Vec<JoinHandle<()>>,
     job: Job,
     /// Buffers of jobs done, for the next ones: memory allocated on one thread and freed on
     /// another goes back to the system and is faulted in again, page by page.
     spare: Vec<Job>,
-    /// Jobs handed out and results taken back.
+    /// Jobs handed out and results taken back (in input order).
     sent: usize,
     received: usize,
     /// The number of the next record pushed (records).
@@ -93,6 +99,67 @@ pub struct ParallelDecoder {
     batch_bytes: usize,
 }
 
+/// A worker: takes the next job whoever handed it, decodes it, hands back the outcome
+/// under the job's number, until the job channel closes or nobody takes outcomes.
+fn work(
+    mut decoder: RecordDecoder,
+    jobs: &Mutex<Receiver<Job>>,
+    results: &Sender<(usize, Outcome)>,
+) {
+    loop {
+        // The lock is held only by a worker waiting for the next job; the others are
+        // decoding, or would wait for the same one.
+        let job = match jobs.lock() {
+            Ok(jobs) => jobs.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let number = job.number;
+        // A bug that panics in the decoder must not leave the feeding thread waiting
+        // forever for this job: its outcome is the error that names the bug.
+        let decoded = catch_unwind(AssertUnwindSafe(|| decode_job(&mut decoder, job)));
+        let (outcome, stop) = match decoded {
+            Ok(mut outcome) => {
+                // The input's buffers go back to whoever else holds them, now.
+                outcome.spare.pieces.clear();
+                (outcome, false)
+            }
+            Err(_) => (
+                Outcome {
+                    decoded: Err(stopped()),
+                    spare: Job::default(),
+                    lines: 0,
+                    records: 0,
+                },
+                true,
+            ),
+        };
+        if results.send((number, outcome)).is_err() || stop {
+            return;
+        }
+    }
+}
+
+fn decode_job(decoder: &mut RecordDecoder, job: Job) -> Outcome {
+    match &job.lines {
+        Some(start) => {
+            let (decoded, lines, records) = lines::decode(decoder, &job.pieces, start);
+            Outcome {
+                decoded,
+                spare: job,
+                lines,
+                records,
+            }
+        }
+        None => Outcome {
+            decoded: decoder.decode_job(&job.text, &job.records, job.first_record),
+            spare: job,
+            lines: 0,
+            records: 0,
+        },
+    }
+}
+
 impl ParallelDecoder {
     /// Starts `threads` workers (at least one) decoding for `table`.
     ///
@@ -103,55 +170,28 @@ impl ParallelDecoder {
         options: &DecodeOptions,
         threads: usize,
     ) -> std::io::Result<ParallelDecoder> {
-        let mut workers = Vec::new();
-        for n in 0..threads.max(1) {
-            // Room for every job a worker may have out, both ways: the feeding thread then
-            // never blocks handing over a job (it would not be taking results back, and a
-            // worker waiting to hand one over would wait forever), nor does a worker.
-            let (jobs, job_rx) = sync_channel::<Job>(JOBS_PER_WORKER);
-            let (result_tx, results) = sync_channel::<Outcome>(JOBS_PER_WORKER);
-            let mut decoder = RecordDecoder::new(table, options.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("apitap-decode-{n}"))
-                .spawn(move || {
-                    for job in job_rx {
-                        let mut outcome = match &job.lines {
-                            Some(start) => {
-                                let (decoded, lines, records) =
-                                    lines::decode(&mut decoder, &job.pieces, start);
-                                Outcome {
-                                    decoded,
-                                    spare: job,
-                                    lines,
-                                    records,
-                                }
-                            }
-                            None => Outcome {
-                                decoded: decoder.decode_job(
-                                    &job.text,
-                                    &job.records,
-                                    job.first_record,
-                                ),
-                                spare: job,
-                                lines: 0,
-                                records: 0,
-                            },
-                        };
-                        // The input's buffers go back to whoever else holds them, now.
-                        outcome.spare.pieces.clear();
-                        if result_tx.send(outcome).is_err() {
-                            return;
-                        }
-                    }
-                })?;
-            workers.push(Worker {
-                jobs: Some(jobs),
-                results,
-                thread: Some(thread),
-            });
+        let threads = threads.max(1);
+        let in_flight = JOBS_PER_WORKER * threads;
+        // Room for every job that may be out: the feeding thread then never blocks handing
+        // one over (it would not be taking results back while it waits).
+        let (jobs, job_rx) = sync_channel::<Job>(in_flight);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (result_tx, results) = channel();
+        let mut handles = Vec::with_capacity(threads);
+        for n in 0..threads {
+            let decoder = RecordDecoder::new(table, options.clone());
+            let (job_rx, result_tx) = (Arc::clone(&job_rx), result_tx.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("apitap-decode-{n}"))
+                    .spawn(move || work(decoder, &job_rx, &result_tx))?,
+            );
         }
         Ok(ParallelDecoder {
-            workers,
+            jobs: Some(jobs),
+            results,
+            finished: (0..in_flight).map(|_| None).collect(),
+            threads: handles,
             job: Job {
                 first_record: 1,
                 ..Job::default()
@@ -213,9 +253,10 @@ impl ParallelDecoder {
         }
     }
 
-    /// Hands the gathered job to the next worker, first taking that worker's last result.
+    /// Hands the gathered job to the workers, first taking back the oldest result when as
+    /// many jobs are out as memory allows.
     fn dispatch(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
-        if self.sent - self.received == JOBS_PER_WORKER * self.workers.len() {
+        if self.sent - self.received == self.finished.len() {
             self.collect(out)?;
         }
         let mut next = self.spare.pop().unwrap_or_else(|| Job {
@@ -227,9 +268,9 @@ impl ParallelDecoder {
         next.records.clear();
         next.first_record = self.next_record;
         next.lines = self.job.lines;
-        let job = std::mem::replace(&mut self.job, next);
-        let worker = &self.workers[self.sent % self.workers.len()];
-        let sent = worker
+        let mut job = std::mem::replace(&mut self.job, next);
+        job.number = self.sent;
+        let sent = self
             .jobs
             .as_ref()
             .is_some_and(|jobs| jobs.send(job).is_ok());
@@ -240,19 +281,26 @@ impl ParallelDecoder {
         Ok(())
     }
 
-    /// The oldest job's result.
+    /// The oldest job's result, once its worker hands it back; results of later jobs that
+    /// come back first wait in `finished`.
     fn collect(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
-        let worker = &self.workers[self.received % self.workers.len()];
-        let result = worker.results.recv();
+        let slot = self.received % self.finished.len();
+        while self.finished[slot].is_none() {
+            let Ok((number, outcome)) = self.results.recv() else {
+                break;
+            };
+            let at = number % self.finished.len();
+            self.finished[at] = Some(outcome);
+        }
         // Counted taken even when it is an error, so that a later finish() does not wait for
         // it again (and forever).
         self.received += 1;
-        let Ok(Outcome {
+        let Some(Outcome {
             decoded,
             spare,
             lines,
             records,
-        }) = result
+        }) = self.finished[slot].take()
         else {
             self.failed = true;
             return Err(stopped());
@@ -298,17 +346,12 @@ fn stopped() -> DecodeError {
 
 impl Drop for ParallelDecoder {
     fn drop(&mut self) {
-        for worker in &mut self.workers {
-            // Closing the job channel ends the worker's loop; its last result, if any, is
-            // dropped with the receiver.
-            worker.jobs = None;
-        }
-        for worker in &mut self.workers {
-            // So is a worker waiting to hand over a result nobody will take.
-            drop(std::mem::replace(&mut worker.results, sync_channel(0).1));
-            if let Some(thread) = worker.thread.take() {
-                let _ = thread.join();
-            }
+        // Closing the job channel ends each worker's loop once it is done with its job;
+        // closing the results ends a worker handing one over that nobody will take.
+        self.jobs = None;
+        drop(std::mem::replace(&mut self.results, channel().1));
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
