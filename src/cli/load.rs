@@ -584,7 +584,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             "discarded_fields": summary.discarded_fields,
             "peak_rss_bytes": peak_rss_bytes(),
         });
-        output::write_text(path, &format!("{json}\n"))
+        output::write_json_lines(path, &[json])
             .with_context(|| format!("could not write --summary-json {}", path.display()))?;
     }
     Ok(())

@@ -172,11 +172,11 @@ async fn run_modules(
         }
     }
     if let Some(path) = &args.summary_json {
-        let lines: String = results
+        let lines: Vec<serde_json::Value> = results
             .iter()
-            .map(|(module, result)| format!("{}\n", summary_json(module, result)))
+            .map(|(module, result)| summary_json(module, result))
             .collect();
-        super::output::write_text(path, &lines)
+        super::output::write_json_lines(path, &lines)
             .with_context(|| format!("could not write --summary-json {}", path.display()))?;
     }
     if !failed.is_empty() {

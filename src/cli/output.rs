@@ -45,12 +45,39 @@ pub fn left_in(
     }
 }
 
-/// Writes `text`, redacted, to `path`, or to stdout for `-` (`--summary-json`).
+/// Writes `values` as JSON lines to `path`, or to stdout for `-` (`--summary-json`),
+/// redacted string by string: a URL or a message has every secret masked, while apitap's
+/// own counts are written as they are. Redacting the text whole turned a count that holds
+/// a secret's digits (`rows=${ROWS}` in a query, 1000 rows loaded) into `"rows":***`, which
+/// is no longer JSON.
 ///
 /// # Errors
 /// The file cannot be written.
-pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
-    let text = redact(text);
+pub fn write_json_lines(path: &Path, values: &[serde_json::Value]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for value in values {
+        let mut value = value.clone();
+        redact_strings(&mut value);
+        text.push_str(&value.to_string());
+        text.push('\n');
+    }
+    write_out(path, &text)
+}
+
+fn redact_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(redacted) = redact(text) {
+                *text = redacted;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(redact_strings),
+        _ => {}
+    }
+}
+
+fn write_out(path: &Path, text: &str) -> std::io::Result<()> {
     if path.as_os_str() == "-" {
         std::io::stdout().write_all(text.as_bytes())
     } else {
@@ -114,4 +141,28 @@ pub fn install_panic_hook() {
             "apitap: internal error (a bug; please report it): panicked{place}: {message}"
         ));
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_strings_are_redacted_and_numbers_kept() {
+        crate::secrets::register("4242-summary-secret");
+        let mut value = serde_json::json!({
+            "source": "http://h/x?k=4242-summary-secret",
+            "errors": ["said 4242-summary-secret"],
+            "rows": 4242,
+        });
+        redact_strings(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "source": "http://h/x?k=***",
+                "errors": ["said ***"],
+                "rows": 4242,
+            })
+        );
+    }
 }

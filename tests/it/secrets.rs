@@ -329,3 +329,38 @@ async fn no_secret_in_module_summaries() {
         assert!(!text.contains("marked-SECRET-9z9z"), "{text}");
     }
 }
+
+/// A `${VAR}` in a query parameter is a secret, and so masked wherever its text appears; a
+/// count apitap reports that holds the same digits stays a number in `--summary-json`
+/// (redacting the JSON as text made it `"rows":***`, which no script can parse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_equal_to_a_secret_leaves_the_json_summary_json() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "secrets_count").await;
+    let rows: String = (1..=1000).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    let body_bytes = rows.len();
+    let addr = serve(Router::new().fallback(move || async move { rows })).await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let run = apitap_env(
+        &[
+            "load",
+            &format!("http://{addr}/rows"),
+            "--table",
+            &format!("{schema}.t"),
+            "--query",
+            "rows=${APITAP_T_ROWS}",
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+        &[("APITAP_T_ROWS", "1000")],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = std::fs::read_to_string(&summary).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("--summary-json is not JSON ({e}): {text}"));
+    assert_eq!(json["rows"], 1000, "{text}");
+    assert_eq!(json["bytes"], body_bytes, "{text}");
+}
