@@ -283,7 +283,7 @@ impl Metrics {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        crate::secrets::redact(&text).into_owned()
+        redact_exposition(&text)
     }
 
     /// `/healthz`: healthy unless a module's last run failed; the body says which and why.
@@ -612,9 +612,39 @@ impl Drop for RunMeter {
     }
 }
 
+/// The exposition with secrets masked in its labels (a source named by its URL) and
+/// comments, never in a sample's value: a count holding a secret's digits (`rows=${ROWS}` in
+/// a query, that many rows loaded) masked as `***` made the whole exposition one Prometheus
+/// refuses to read.
+fn redact_exposition(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let named = if line.starts_with('#') {
+            line.len()
+        } else {
+            line.rfind('}').map_or(0, |end| end + 1)
+        };
+        let (named, value) = line.split_at(named);
+        out.push_str(&crate::secrets::redact(named));
+        out.push_str(value);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exposition_masks_labels_and_keeps_values() {
+        crate::secrets::register("61616161-metrics-secret");
+        crate::secrets::register("61616161");
+        let text = "# HELP x Rows of 61616161-metrics-secret.\nx_total{source=\"http://h/?k=61616161-metrics-secret\"} 61616161\nup 61616161\n# EOF\n";
+        assert_eq!(
+            redact_exposition(text),
+            "# HELP x Rows of ***.\nx_total{source=\"http://h/?k=***\"} 61616161\nup 61616161\n# EOF\n"
+        );
+    }
 
     #[test]
     fn the_metrics_file_is_in_the_prometheus_text_format() {
