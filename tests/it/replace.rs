@@ -17,9 +17,9 @@ async fn fingerprint(db: &tokio_postgres::Client, table: &str) -> Vec<String> {
          FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
          WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
          UNION ALL
-         SELECT 'index ' || indexname || ': ' || indexdef
-                || ' comment=' || coalesce(obj_description(format('%I.%I', schemaname, indexname)::regclass, 'pg_class'), '')
-         FROM pg_indexes WHERE format('%I.%I', schemaname, tablename)::regclass = $1::text::regclass
+         SELECT 'index ' || c.relname || ': ' || pg_get_indexdef(i.indexrelid)
+                || ' comment=' || coalesce(obj_description(i.indexrelid, 'pg_class'), '')
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::text::regclass
          UNION ALL
          SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid)
                 || ' comment=' || coalesce(obj_description(oid, 'pg_constraint'), '')
