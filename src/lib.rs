@@ -14,6 +14,7 @@
 //! [`pipeline`] wires the stages; [`sink`] does all PostgreSQL IO; [`cli`] is the command
 //! line on top.
 
+pub mod base;
 pub mod cli;
 pub mod config;
 pub mod decode;
@@ -25,7 +26,6 @@ pub mod progress;
 pub mod rejects;
 pub mod request;
 pub mod schema;
-pub mod secrets;
 pub mod sink;
 pub mod source;
 pub mod tls;

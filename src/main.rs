@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            apitap::cli::output::say(&format!("apitap: error: {e:#}"));
+            apitap::base::say(&format!("apitap: error: {e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -302,7 +302,7 @@ impl Metrics {
                 )
             })
             .collect();
-        (false, crate::secrets::redact(&lines).into_owned())
+        (false, crate::base::secrets::redact(&lines).into_owned())
     }
 
     /// Serves `/metrics` and `/healthz` on `addr` until the process ends; the address bound
@@ -625,7 +625,7 @@ fn redact_exposition(text: &str) -> String {
             line.rfind('}').map_or(0, |end| end + 1)
         };
         let (named, value) = line.split_at(named);
-        out.push_str(&crate::secrets::redact(named));
+        out.push_str(&crate::base::secrets::redact(named));
         out.push_str(value);
     }
     out
@@ -637,8 +637,8 @@ mod tests {
 
     #[test]
     fn the_exposition_masks_labels_and_keeps_values() {
-        crate::secrets::register("61616161-metrics-secret");
-        crate::secrets::register("61616161");
+        crate::base::secrets::register("61616161-metrics-secret");
+        crate::base::secrets::register("61616161");
         let text = "# HELP x Rows of 61616161-metrics-secret.\nx_total{source=\"http://h/?k=61616161-metrics-secret\"} 61616161\nup 61616161\n# EOF\n";
         assert_eq!(
             redact_exposition(text),

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget};
 
+use crate::base::options::ProgressMode;
 use crate::metrics::{ModuleMeter, SourceMeter, Statement};
 
 mod styles;
@@ -26,16 +27,6 @@ mod total;
 
 use styles::{Unit, bar_style, plural, spinner_style};
 pub use total::RunTotal;
-
-/// When to show progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProgressMode {
-    /// A bar when stderr is a terminal.
-    Auto,
-    /// A bar on a terminal, else a line every few seconds.
-    Always,
-    Never,
-}
 
 /// How much input a load will read, once known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +130,7 @@ impl Progress {
                             .read_so_far()
                             .map(|r| format!(" ({r})"))
                             .unwrap_or_default();
-                        crate::cli::output::say(&format!(
+                        crate::base::say(&format!(
                             "apitap: {label}: {}{read}",
                             reporter.figures().line()
                         ));

@@ -7,11 +7,29 @@
 //! fails after the commit, the partial file stays and the message names it.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::progress::Progress;
-use crate::request::RejectOptions;
+
+/// `--on-error reject`: where set-aside records go, and how many may be.
+#[derive(Debug, Clone)]
+pub struct RejectOptions {
+    pub path: PathBuf,
+    /// Fail the load once more records than this are rejected.
+    pub max: Option<u64>,
+}
+
+impl RejectOptions {
+    /// Rejects are written here first and renamed to `path` only when the load commits, so a
+    /// failed load leaves no reject file describing rows that were never loaded either.
+    pub(crate) fn partial_path(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".partial");
+        name.into()
+    }
+}
 
 /// One load's reject file, shared by the stages that set rows aside.
 #[derive(Debug)]
@@ -124,7 +142,7 @@ impl RejectFile {
             if let Ok(mut kept) = kept.lock()
                 && kept.len() < PREVIEW_SHOWN
             {
-                kept.push(crate::secrets::redact(&entry.to_string()).into_owned());
+                kept.push(crate::base::secrets::redact(&entry.to_string()).into_owned());
             }
         } else {
             let path = self.options.partial_path();
@@ -143,7 +161,7 @@ impl RejectFile {
             }
             if let Some(writer) = writer.as_mut() {
                 writer
-                    .write_all(crate::secrets::redact(&format!("{entry}\n")).as_bytes())
+                    .write_all(crate::base::secrets::redact(&format!("{entry}\n")).as_bytes())
                     .map_err(failed)?;
             }
         }

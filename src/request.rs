@@ -10,14 +10,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::base::expand::{expand, expand_url};
+use crate::base::options::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::base::{Origin, Setting, SettingError};
 use crate::decode::Format;
 use crate::decode::pointer::JsonPointer;
+use crate::rejects::RejectOptions;
 use crate::schema::TableName;
 use crate::sink::citus::DistributeAs;
-use crate::sink::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::{PaginationConfig, Position};
-use crate::source::request::{RequestOptions, expand, expand_url};
+use crate::source::request::RequestOptions;
 use crate::source::throttle::RateLimit;
 use crate::source::{Http, HttpSettings, RetryPolicy, Source};
 
@@ -47,91 +50,6 @@ pub mod defaults {
 /// The largest `--max-record-bytes`: PostgreSQL stores no value over 1 GiB, and a batch (up
 /// to 512 MiB of input plus one record) must stay under Arrow's 2 GiB offsets.
 pub const MAX_RECORD_BYTES_LIMIT: usize = 1 << 30;
-
-/// Where a load was described, which decides how settings are named in messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// `apitap load` flags: `--header`, `--retry`, …
-    Flags,
-    /// A source of the YAML config: `headers`, `retry`, …
-    Yaml,
-}
-
-/// A setting that can be wrong, named as the user wrote it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setting {
-    Url,
-    Header,
-    Query,
-    Body,
-    Auth,
-    Retry,
-    RateLimit,
-    Pagination,
-    RecordsPath,
-    ConnectTimeout,
-    ReadTimeout,
-    Keys,
-    CommitEvery,
-    CopyStreams,
-    Timeout,
-    CaCert,
-    MaxPageBytes,
-    LockTimeout,
-}
-
-impl Setting {
-    /// The flag or YAML key.
-    pub fn name(self, origin: Origin) -> &'static str {
-        let (flag, key) = match self {
-            Setting::Url => ("the source URL", "url"),
-            Setting::Header => ("--header", "headers"),
-            Setting::Query => ("--query", "query_params"),
-            Setting::Body => ("--body", "body"),
-            Setting::Auth => ("--auth", "auth"),
-            Setting::Retry => ("--retry", "retry"),
-            Setting::RateLimit => ("--rate-limit", "rate_limit"),
-            Setting::Pagination => ("--pagination", "pagination"),
-            Setting::RecordsPath => ("--records-path", "data_path"),
-            Setting::ConnectTimeout => ("--connect-timeout", "connect_timeout_secs"),
-            Setting::ReadTimeout => ("--read-timeout", "read_timeout_secs"),
-            Setting::Keys => ("--key", "primary_key_in_dest"),
-            Setting::CommitEvery => ("--commit-every", "commit_every"),
-            Setting::CopyStreams => ("--copy-streams", "copy_streams"),
-            Setting::Timeout => ("--timeout", "timeout_secs"),
-            Setting::CaCert => ("--ca-cert", "ca_cert"),
-            Setting::MaxPageBytes => ("--max-page-bytes", "max_page_bytes"),
-            Setting::LockTimeout => ("--lock-timeout", "lock_timeout_secs"),
-        };
-        match origin {
-            Origin::Flags => flag,
-            Origin::Yaml => key,
-        }
-    }
-}
-
-/// A setting of a load that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettingError {
-    /// `${VAR}` names a variable that is not set.
-    #[error("environment variable {var} (in {setting}) is not set")]
-    UnsetVariable { var: String, setting: String },
-    /// A value that cannot work, and why.
-    #[error("{setting}: {reason}")]
-    Invalid { setting: String, reason: String },
-    /// Settings that cannot go together, or one that needs another.
-    #[error("{0}")]
-    Conflict(String),
-}
-
-impl SettingError {
-    pub(crate) fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> SettingError {
-        SettingError::Invalid {
-            setting: setting.into(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// A load as the user described it, before it is checked: text as written (with `${VAR}`
 /// and date helpers unexpanded), options unset where the user left them out.
@@ -272,14 +190,6 @@ pub struct Resume {
     pub cursor: Option<String>,
 }
 
-/// `--on-error reject`: where set-aside records go, and how many may be.
-#[derive(Debug, Clone)]
-pub struct RejectOptions {
-    pub path: PathBuf,
-    /// Fail the load once more records than this are rejected.
-    pub max: Option<u64>,
-}
-
 impl LoadSpec {
     /// Checks the described load and applies the defaults; `${VAR}` comes from `env`.
     ///
@@ -299,7 +209,7 @@ impl LoadSpec {
             .ok_or_else(|| SettingError::Conflict("the load has no destination table".into()))?;
         let url = expand_url(&self.source, env, name(Setting::Url))?;
         for secret in &self.secrets {
-            crate::secrets::register(&expand(secret, env, "--secret")?);
+            crate::base::secrets::register(&expand(secret, env, "--secret")?);
         }
         let mut request = RequestOptions::build(&self.headers, &self.query, origin, env)?;
         if self.post {
@@ -509,16 +419,6 @@ impl LoadSpec {
                 threads => threads,
             },
         })
-    }
-}
-
-impl RejectOptions {
-    /// Rejects are written here first and renamed to `path` only when the load commits, so a
-    /// failed load leaves no reject file describing rows that were never loaded either.
-    pub(crate) fn partial_path(&self) -> PathBuf {
-        let mut name = self.path.clone().into_os_string();
-        name.push(".partial");
-        name.into()
     }
 }
 

@@ -8,12 +8,14 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use super::{Outcome, interrupted, output, peak_rss_bytes};
+use crate::base::Origin;
+use crate::base::options::{Mode, ProgressMode, ReplaceWith, SchemaPolicy, WriteMethod};
 use crate::decode::Format;
 use crate::pipeline::{LoadSummary, load};
-use crate::progress::{Progress, ProgressMode};
-use crate::request::{LoadRequest, LoadSpec, Origin, defaults};
+use crate::progress::Progress;
+use crate::request::{LoadRequest, LoadSpec, defaults};
 use crate::schema::TableName;
-use crate::sink::{ConnectOptions, Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::sink::ConnectOptions;
 use crate::source::RetryPolicy;
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;
@@ -384,7 +386,7 @@ async fn watch(
     };
     if result.is_none() && progress.ledger().committing {
         // The COMMIT is on its way: dropping the load now would leave its outcome unknown.
-        crate::cli::output::say(
+        crate::base::say(
             "apitap: interrupted during COMMIT; waiting for the server's answer (interrupt again to stop waiting)",
         );
         result = tokio::select! {
@@ -400,7 +402,7 @@ async fn watch(
         // Dropping the load dropped its transaction and connection: PostgreSQL rolls back.
         let table = request.table.to_string();
         let left = crate::cli::output::left_in(&table, progress.ledger(), state_key);
-        crate::cli::output::say(&format!("apitap: interrupted; {left}"));
+        crate::base::say(&format!("apitap: interrupted; {left}"));
         if let Some(run) = run {
             run.ended(Err(format!("interrupted; {left}")));
         }
@@ -409,7 +411,7 @@ async fn watch(
     if let Some(run) = run {
         run.ended(match &result {
             Ok(_) => Ok(()),
-            Err(error) => Err(crate::source::error_chain(error)),
+            Err(error) => Err(crate::base::error_chain(error)),
         });
     }
     let summary = result.with_context(|| {
@@ -514,7 +516,7 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
 fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyhow::Result<()> {
     let f = summary.figures;
     if !args.quiet {
-        crate::cli::output::say(&format!(
+        crate::base::say(&format!(
             "apitap: loaded {} into {}{}: {}",
             request.source,
             summary.table,
@@ -532,7 +534,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
             .iter()
             .map(|(field, column)| format!("{field:?} → {column:?}"))
             .collect();
-        crate::cli::output::say(&format!(
+        crate::base::say(&format!(
             "apitap: {} field name(s) PostgreSQL cannot take as they are load into other columns of {}: {}",
             renamed.len(),
             summary.table,
@@ -540,7 +542,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
         ));
     }
     if !summary.added_columns.is_empty() && !args.quiet {
-        crate::cli::output::say(&format!(
+        crate::base::say(&format!(
             "apitap: added {} column(s) to {} for new fields: {}",
             summary.added_columns.len(),
             summary.table,
@@ -548,7 +550,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
         ));
     }
     if !summary.widened_columns.is_empty() && !args.quiet {
-        crate::cli::output::say(&format!(
+        crate::base::say(&format!(
             "apitap: widened {} column(s) of {} for sampled values their types could not hold: {}",
             summary.widened_columns.len(),
             summary.table,
@@ -556,7 +558,7 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
         ));
     }
     if !summary.discarded_fields.is_empty() && !args.quiet {
-        crate::cli::output::say(&format!(
+        crate::base::say(&format!(
             "apitap: discarded {} field(s) without a column in {}: {}",
             summary.discarded_fields.len(),
             summary.table,

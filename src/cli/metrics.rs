@@ -56,7 +56,7 @@ impl MetricsArgs {
             (Ok(()), outcome) => outcome,
             (Err(error), Ok(_)) => Err(error.into()),
             (Err(error), Err(failed)) => {
-                super::output::say(&format!("apitap: {:#}", anyhow::Error::from(error)));
+                crate::base::say(&format!("apitap: {:#}", anyhow::Error::from(error)));
                 Err(failed)
             }
         }

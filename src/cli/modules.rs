@@ -110,7 +110,7 @@ async fn run_modules(
             if let Some(run) = run {
                 run.ended(match &result {
                     Ok(_) => Ok(()),
-                    Err(error) => Err(crate::source::error_chain(error)),
+                    Err(error) => Err(crate::base::error_chain(error)),
                 });
             }
             let result = result.map_err(|error| Failed {
@@ -157,7 +157,7 @@ async fn run_modules(
     let results = tokio::select! {
         results = work => results,
         () = interrupted() => {
-            crate::cli::output::say("apitap: interrupted; modules still running were rolled back");
+            crate::base::say("apitap: interrupted; modules still running were rolled back");
             return Ok(Outcome::Interrupted);
         }
     };
@@ -199,7 +199,7 @@ struct Failed {
 fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, Failed>) {
     match result {
         Ok(summary) if !args.quiet => {
-            crate::cli::output::say(&format!(
+            crate::base::say(&format!(
                 "apitap: module {}: loaded {} into {}{}: {}",
                 module.name,
                 module.sources.join(" + "),
@@ -212,7 +212,7 @@ fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, Failed>)
                 summary.figures.line()
             ));
             if !summary.added_columns.is_empty() {
-                crate::cli::output::say(&format!(
+                crate::base::say(&format!(
                     "apitap: module {}: added column(s) for new fields: {}",
                     module.name,
                     summary.added_columns.join(", ")
@@ -220,7 +220,7 @@ fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, Failed>)
             }
         }
         Ok(_) => {}
-        Err(Failed { error, left }) => crate::cli::output::say(&format!(
+        Err(Failed { error, left }) => crate::base::say(&format!(
             "apitap: module {} failed; {left}: {error}",
             module.name
         )),

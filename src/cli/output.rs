@@ -6,12 +6,8 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::secrets::redact;
-
-/// Prints one line on stderr, redacted.
-pub fn say(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{}", redact(text));
-}
+use crate::base::say;
+use crate::base::secrets::redact;
 
 /// What a failed or interrupted load left in its table (`the_table` names it: "the table",
 /// "its table"), from its [`Ledger`](crate::progress::Ledger); `state_key` is where its
@@ -149,7 +145,7 @@ mod tests {
 
     #[test]
     fn summary_strings_are_redacted_and_numbers_kept() {
-        crate::secrets::register("4242-summary-secret");
+        crate::base::secrets::register("4242-summary-secret");
         let mut value = serde_json::json!({
             "source": "http://h/x?k=4242-summary-secret",
             "errors": ["said 4242-summary-secret"],

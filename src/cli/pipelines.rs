@@ -8,7 +8,7 @@ use clap::Args;
 
 #[cfg(not(feature = "sql"))]
 use super::Outcome;
-use crate::progress::ProgressMode;
+use crate::base::options::ProgressMode;
 
 #[cfg(feature = "sql")]
 pub use super::modules::{check, run};

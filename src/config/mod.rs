@@ -36,10 +36,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::base::options::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::base::{Origin, SettingError};
 use crate::decode::Format;
-use crate::request::{LoadRequest, LoadSpec, Origin, SettingError};
+use crate::request::{LoadRequest, LoadSpec};
 use crate::schema::{PgType, TableName};
-use crate::sink::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
 use crate::source::RetryPolicy;
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;

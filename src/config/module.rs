@@ -22,8 +22,8 @@ use minijinja::value::Kwargs;
 use minijinja::{Environment, Error, ErrorKind, Value};
 
 use super::{ConfigError, Keys};
+use crate::base::options::Mode;
 use crate::schema::quote_ident;
-use crate::sink::Mode;
 
 /// What a module's `sink(…)` call said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
         .replace('\\', "/");
     let calls = Arc::new(Mutex::new(Calls::default()));
     let mut templates = Environment::new();
-    crate::source::request::add_date_helpers(&mut templates);
+    crate::base::expand::add_date_helpers(&mut templates);
     {
         let calls = calls.clone();
         templates.add_function(

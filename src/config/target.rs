@@ -4,9 +4,9 @@
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::base::expand::expand;
 use crate::schema::TableName;
 use crate::sink::ConnectOptions;
-use crate::source::request::expand;
 
 /// `type:` of a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

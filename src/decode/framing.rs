@@ -11,6 +11,7 @@
 //! as an empty record, so that it keeps its number and can be set aside by name.
 
 use super::DecodeError;
+use crate::base::snippet;
 
 /// The layout of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,27 +483,12 @@ fn detect(start: &[u8]) -> Result<Format, DecodeError> {
         b'{' => Ok(Format::Ndjson),
         b'<' => Err(DecodeError::NotJson {
             looks_like: "HTML or XML",
-            start: preview(start),
+            start: snippet(start),
         }),
         _ => Err(DecodeError::NotJson {
             looks_like: "neither NDJSON nor a JSON array",
-            start: preview(start),
+            start: snippet(start),
         }),
-    }
-}
-
-/// The first bytes of the input, as text, for error messages.
-pub(crate) fn preview(bytes: &[u8]) -> String {
-    let end = bytes.len().min(120);
-    let text = String::from_utf8_lossy(&bytes[..end]);
-    let text: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if bytes.len() > end {
-        format!("{}…", text.trim_end())
-    } else {
-        text.trim_end().to_string()
     }
 }
 

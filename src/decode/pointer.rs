@@ -113,7 +113,7 @@ pub fn scan_document<'a, E: From<DecodeError>>(
     if scanner.peek() == Some(b'<') {
         return Err(E::from(DecodeError::NotJson {
             looks_like: "HTML or XML",
-            start: super::framing::preview(&doc[scanner.at..]),
+            start: crate::base::snippet(&doc[scanner.at..]),
         }));
     }
     scanner.value(&mut path, records, captures, &mut scanned, &mut found, emit)?;

@@ -86,7 +86,7 @@ impl DecodeStage {
             decoder: None,
             threads: request.decode_threads.unwrap_or(1),
             batch_size: request.batch_size,
-            reject_unknown_fields: request.schema != crate::sink::SchemaPolicy::Discard,
+            reject_unknown_fields: request.schema != crate::base::options::SchemaPolicy::Discard,
             tx,
             source_name: request.source.to_string(),
             framer_format: None,

@@ -54,7 +54,7 @@ pub(super) async fn fetch(
                 return Err(LoadError::Source(source.read_error(&error)));
             }
             let wait = http.retry.backoff(attempt);
-            tracing::info!(source = %source, bytes = sent, error = %crate::source::error_chain(&error), wait_ms = wait.as_millis() as u64, "body cut mid-stream; requesting it again");
+            tracing::info!(source = %source, bytes = sent, error = %crate::base::error_chain(&error), wait_ms = wait.as_millis() as u64, "body cut mid-stream; requesting it again");
             progress.add_retry();
             tokio::time::sleep(wait).await;
             attempt += 1;

@@ -25,6 +25,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::base::SettingError;
+use crate::base::options::{Mode, ReplaceWith};
 use crate::decode::pointer::{JsonPointer, scan_document};
 use crate::decode::{
     DecodeError, DecodeOptions, Decoded, Decoder, Format, Framer, Position, Sample,
@@ -33,12 +35,11 @@ use crate::encode::repeats::RepeatedKeys;
 use crate::encode::{CopyEncoder, EncodeError};
 use crate::progress::{Figures, Progress};
 use crate::rejects::{RejectError, RejectFile};
-use crate::request::{LoadRequest, SettingError};
+use crate::request::LoadRequest;
 use crate::schema::TableName;
 use crate::sink::write::{Encoded, Refusable, WriteOptions};
 use crate::sink::{
-    ConnectOptions, LoadPlan, Mode, PlanOptions, ReplaceWith, SinkError, describe_target,
-    has_unique_key,
+    ConnectOptions, LoadPlan, PlanOptions, SinkError, describe_target, has_unique_key,
 };
 use crate::source::paginate::{PageFacts, Pager, PagingError};
 use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
@@ -387,7 +388,7 @@ pub(crate) async fn write(
     let (tx, mut rx) = mpsc::channel::<Encoded>(4);
     // A merge through COPY may go straight into an empty table if the encode stage tracks
     // its keys, which it can only where keys equal in PostgreSQL are equal as sent.
-    let track_keys = method == crate::sink::WriteMethod::Copy
+    let track_keys = method == crate::base::options::WriteMethod::Copy
         && helpers.rejects.is_none()
         && helpers.streams.is_empty()
         && crate::sink::merge_empty::keys_compare_as_sent(client, &plan).await?;
@@ -401,7 +402,7 @@ pub(crate) async fn write(
             plan: plan.clone(),
             source_name: stages.source_name.clone(),
             cursor,
-            rows_per_insert: (method == crate::sink::WriteMethod::Insert)
+            rows_per_insert: (method == crate::base::options::WriteMethod::Insert)
                 .then_some(request.insert_batch),
             rejects: helpers.rejects.clone(),
             repeats,

@@ -172,7 +172,7 @@ pub async fn preview_load(
     let request = &read_state(&client, std::slice::from_ref(request))
         .await?
         .remove(0);
-    let progress = Progress::start(crate::progress::ProgressMode::Never, "preview", None);
+    let progress = Progress::start(crate::base::options::ProgressMode::Never, "preview", None);
     let rejects = request
         .rejects
         .as_ref()

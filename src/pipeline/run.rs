@@ -124,7 +124,7 @@ async fn start(
                 ),
             })
         })?;
-    let table_text = crate::source::request::expand(&table_text, env, "the destination table")
+    let table_text = crate::base::expand::expand(&table_text, env, "the destination table")
         .map_err(|error| ConfigError::Setting {
             what: format!("module {}", module.name),
             error,
@@ -282,7 +282,11 @@ pub async fn preview_module(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     rows: usize,
 ) -> Result<Preview, LoadError> {
-    let progress = Progress::start(crate::progress::ProgressMode::Never, &module.name, None);
+    let progress = Progress::start(
+        crate::base::options::ProgressMode::Never,
+        &module.name,
+        None,
+    );
     // The sources sample as many records as a run would, so the schemas shown are the ones a
     // run would infer; only the rows shown are limited to `rows`.
     let mut started = start(config, module, env, progress, true).await?;

@@ -3,8 +3,8 @@
 //! cursor of an incremental load.
 
 use super::LoadError;
+use crate::base::options::Mode;
 use crate::request::{LoadRequest, Resume};
-use crate::sink::Mode;
 use crate::sink::lock::Lockable;
 
 /// Makes overlapping runs wait for each other, then reads what the state says to ask the

@@ -18,7 +18,7 @@ use tokio_postgres::config::{ChannelBinding, Host, LoadBalanceHosts, SslNegotiat
 use super::SinkError;
 use super::conninfo::{ConninfoError, Params, default_host, os_user};
 use super::tls::{self, SslMode, TlsSettings, TlsSetupError};
-use crate::source::error_chain;
+use crate::base::error_chain;
 
 /// How long one host may take to accept, encrypt and log in, when the settings do not say.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

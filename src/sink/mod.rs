@@ -30,13 +30,12 @@ pub use catalog::{
     CatalogColumn, TargetInfo, copy_from_stdin_works, describe_target, has_unique_key,
 };
 pub use connect::ConnectOptions;
-pub use plan::{LoadPlan, Mode, PlanOptions, SchemaPolicy, StagedRows, WriteMethod};
-pub use swap::ReplaceWith;
+pub use plan::{LoadPlan, PlanOptions, StagedRows};
 
 use tokio_postgres::error::DbError;
 
+use crate::base::error_chain;
 use crate::schema::{TableName, quote_ident};
-use crate::source::error_chain;
 
 /// A failure on the PostgreSQL side.
 #[derive(Debug, thiserror::Error)]

@@ -6,44 +6,8 @@
 use super::catalog::TargetInfo;
 use super::citus::{DistributeAs, Distribution};
 use super::{SinkError, qualified, swap};
+use crate::base::options::SchemaPolicy;
 use crate::schema::{Column, PgType, TableName, TableSchema, column_name, quote_ident};
-
-/// How the load treats rows already in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Add the records to the table.
-    #[default]
-    Append,
-    /// Replace the table's rows with the records, atomically.
-    Replace,
-    /// Insert new keys and update existing ones (`--key`); the last record of a key wins.
-    Merge,
-}
-
-/// How rows are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteMethod {
-    /// Binary COPY: the fast path.
-    #[default]
-    Copy,
-    /// Batched `INSERT … SELECT … FROM unnest(…)`, for servers and proxies without COPY.
-    Insert,
-}
-
-/// What to do with fields the target table has no column for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SchemaPolicy {
-    /// Add a nullable column for each new field (in the load's transaction).
-    #[default]
-    Evolve,
-    /// Fail, naming the field.
-    Freeze,
-    /// Drop such fields, and say which.
-    Discard,
-}
 
 /// What the planner needs besides the catalog and the sample.
 #[derive(Debug, Clone, Default)]

@@ -27,18 +27,6 @@ use super::citus::Distribution;
 use super::{SinkError, qualified};
 use crate::schema::{TableName, quote_ident};
 
-/// How `--mode replace` replaces a table's rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplaceWith {
-    /// Load a new table and swap it in (see the module docs).
-    #[default]
-    Swap,
-    /// Delete the rows and load the new ones into the same table (slower on indexed tables,
-    /// and leaves the old rows dead until VACUUM; keeps views and foreign keys pointing at it).
-    Delete,
-}
-
 /// The name the new table is built under until the swap: in the target's schema, unique to
 /// the target, and short enough for any target name.
 pub fn building_name(target: &TableName, oid: u32) -> TableName {

@@ -14,9 +14,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::plan::{LoadPlan, Mode, WriteMethod};
+use super::plan::LoadPlan;
 use super::swap::Swap;
 use super::{SinkError, copy, insert, merge, merge_empty, state, streams};
+use crate::base::options::{Mode, WriteMethod};
 use crate::progress::Progress;
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
@@ -326,7 +327,7 @@ async fn write_segments(
                 table: table.to_string(),
                 reason: match e.as_db_error() {
                     Some(db) => db.message().to_string(),
-                    None => crate::source::error_chain(&e),
+                    None => crate::base::error_chain(&e),
                 },
             });
         }

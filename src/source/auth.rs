@@ -11,9 +11,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::request::substitute_env;
-use super::{SourceError, error_chain, redact_url};
-use crate::request::SettingError;
+use super::{SourceError, redact_url};
+use crate::base::SettingError;
+use crate::base::error_chain;
+use crate::base::expand::substitute_env;
 
 /// Where an API key goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -105,10 +106,7 @@ impl AuthConfig {
         what: &str,
     ) -> Result<(), SettingError> {
         let sub = |value: &mut String| -> Result<(), SettingError> {
-            *value = substitute_env(value, env).map_err(|var| SettingError::UnsetVariable {
-                var,
-                setting: what.to_string(),
-            })?;
+            *value = substitute_env(value, env, what)?;
             Ok(())
         };
         match self {
@@ -143,7 +141,7 @@ impl AuthConfig {
 impl AuthConfig {
     /// Registers every credential of the mapping as a secret (see [`crate::secrets`]).
     pub fn register_secrets(&self) {
-        use crate::secrets::{register, register_basic};
+        use crate::base::secrets::{register, register_basic};
         match self {
             AuthConfig::Bearer { token } => register(token),
             AuthConfig::Basic { username, password } => register_basic(username, password),
@@ -325,7 +323,7 @@ impl Auth {
         if !status.is_success() {
             return Err(fail(format!(
                 "HTTP {status}: {}",
-                crate::decode::framing::preview(&body)
+                crate::base::snippet(&body)
             )));
         }
         #[derive(Deserialize)]
@@ -339,7 +337,7 @@ impl Auth {
                 "the token endpoint's answer has no access_token ({e})"
             ))
         })?;
-        crate::secrets::register(&parsed.access_token);
+        crate::base::secrets::register(&parsed.access_token);
         let expires_in = parsed.expires_in.as_ref().and_then(|v| match v {
             serde_json::Value::Number(n) => n.as_f64(),
             serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),

@@ -21,9 +21,10 @@ use tracing::Instrument;
 
 use super::request::RequestOptions;
 use super::retry::{self, RetryPolicy};
-use super::{SourceError, auth, error_chain, throttle};
+use super::{SourceError, auth, throttle};
+use crate::base::error_chain;
+use crate::base::secrets::redact_url;
 use crate::progress::Progress;
-use crate::secrets::redact_url;
 
 /// How an HTTP source may be talked to, as the user set it.
 #[derive(Debug, Clone)]
@@ -256,7 +257,7 @@ async fn send_retrying(
                         status,
                         url: shown,
                         attempts: attempt,
-                        body: crate::decode::framing::preview(&bytes),
+                        body: crate::base::snippet(&bytes),
                     });
                 }
                 match retry::retry_after(response.headers(), std::time::SystemTime::now()) {
@@ -350,7 +351,7 @@ async fn send_following_redirects(
                 &target,
                 format!(
                     "it redirected to {:?}, which is not a URL ({e})",
-                    crate::secrets::redact(location)
+                    crate::base::secrets::redact(location)
                 ),
             ))
         })?;

@@ -26,7 +26,8 @@ use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::io::StreamReader;
 
-pub use crate::secrets::redact_url;
+use crate::base::error_chain;
+pub use crate::base::secrets::redact_url;
 pub use http::{FetchedPage, Http, HttpSettings, fetch_page};
 pub use request::RequestOptions;
 pub use retry::RetryPolicy;
@@ -217,22 +218,6 @@ impl AsyncRead for Counted {
         }
         polled
     }
-}
-
-/// An error and its causes on one line: reqwest and io errors keep the useful part
-/// ("Connection refused") in their sources.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

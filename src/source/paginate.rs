@@ -19,8 +19,8 @@ use std::hash::{Hash, Hasher};
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::base::SettingError;
 use crate::decode::pointer::JsonPointer;
-use crate::request::SettingError;
 
 mod position;
 pub use position::Position;
@@ -398,7 +398,7 @@ impl Pager {
         if repeated && next.is_some() {
             return Err(PagingError::SamePage {
                 page: self.pages_fetched,
-                url: crate::secrets::redact_url(self.current.as_str()),
+                url: crate::base::secrets::redact_url(self.current.as_str()),
             });
         }
         if let Some(next) = &next {
@@ -452,7 +452,7 @@ impl Pager {
     /// Remembers a position; a repeat is a loop.
     fn first_visit(&mut self, what: &str) -> Result<(), PagingError> {
         let print = || match what.strip_prefix("URL ") {
-            Some(url) => format!("the next URL {}", crate::secrets::redact_url(url)),
+            Some(url) => format!("the next URL {}", crate::base::secrets::redact_url(url)),
             None => what.to_string(),
         };
         let hash = fingerprint(what);
@@ -592,14 +592,14 @@ impl Pager {
     /// allowed (then the request goes without credentials; see `source/http.rs`).
     fn follow(&self, link: &str) -> Result<Url, PagingError> {
         let next = self.current.join(link).map_err(|e| PagingError::BadLink {
-            link: crate::secrets::redact(link).into_owned(),
+            link: crate::base::secrets::redact(link).into_owned(),
             reason: e.to_string(),
         })?;
         let same_origin = crate::source::http::same_origin(&next, &self.base);
         let downgrade = self.base.scheme() == "https" && next.scheme() != "https";
         if (!same_origin && !self.config.allow_cross_host) || downgrade {
             return Err(PagingError::CrossHost {
-                url: crate::secrets::redact_url(next.as_str()),
+                url: crate::base::secrets::redact_url(next.as_str()),
             });
         }
         Ok(next)

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 
-use crate::request::SettingError;
+use crate::base::SettingError;
 
 /// The longest backoff a policy may ask for: an hour.
 const MAX_DELAY_SECS: f64 = 3600.0;

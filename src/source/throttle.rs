@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
-use crate::request::SettingError;
+use crate::base::SettingError;
 
 /// The `rate_limit:` mapping (inline `--rate-limit '{requests_per_second: 10, burst: 5}'`).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]

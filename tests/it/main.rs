@@ -16,6 +16,7 @@ mod faults;
 mod hostile;
 mod hostile_api;
 mod http;
+mod layers;
 mod load;
 mod merge;
 mod merge_empty;

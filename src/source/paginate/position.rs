@@ -49,7 +49,7 @@ impl Pager {
     pub fn resume(&mut self, position: &Position) -> Result<(), PagingError> {
         let url = |text: &str| {
             Url::parse(text).map_err(|e| PagingError::BadPosition {
-                url: crate::secrets::redact_url(text),
+                url: crate::base::secrets::redact_url(text),
                 reason: e.to_string(),
             })
         };
@@ -61,8 +61,8 @@ impl Pager {
         if foreign(&base) || (foreign(&next) && !self.config.allow_cross_host) {
             let saved = if foreign(&base) { &base } else { &next };
             return Err(PagingError::ForeignPosition {
-                saved: crate::secrets::redact_url(saved.as_str()),
-                configured: crate::secrets::redact_url(self.base.as_str()),
+                saved: crate::base::secrets::redact_url(saved.as_str()),
+                configured: crate::base::secrets::redact_url(self.base.as_str()),
             });
         }
         self.current = unmask_secrets(&next, &self.base);
@@ -88,8 +88,8 @@ fn mask_secrets(url: &Url, configured: &Url) -> String {
             .query_pairs()
             .map(|(k, v)| {
                 let from_config = configured.query_pairs().any(|(ck, cv)| ck == k && cv == v);
-                let value = if from_config || crate::secrets::is_secret(&v) {
-                    crate::secrets::MASK.to_string()
+                let value = if from_config || crate::base::secrets::is_secret(&v) {
+                    crate::base::secrets::MASK.to_string()
                 } else {
                     v.into_owned()
                 };
@@ -104,13 +104,16 @@ fn mask_secrets(url: &Url, configured: &Url) -> String {
 
 /// `saved` with masked query values taken from `configured` (the same parameter there).
 fn unmask_secrets(saved: &Url, configured: &Url) -> Url {
-    if !saved.query_pairs().any(|(_, v)| v == crate::secrets::MASK) {
+    if !saved
+        .query_pairs()
+        .any(|(_, v)| v == crate::base::secrets::MASK)
+    {
         return saved.clone();
     }
     let pairs: Vec<(String, String)> = saved
         .query_pairs()
         .map(|(k, v)| {
-            let value = if v == crate::secrets::MASK {
+            let value = if v == crate::base::secrets::MASK {
                 configured
                     .query_pairs()
                     .find(|(name, _)| *name == k)

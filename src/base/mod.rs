@@ -1,0 +1,21 @@
+//! The bottom layer: what every stage may use and that uses none of them.
+//!
+//! - [`setting`]: how a setting is named (`--header` or `headers`) and the error for one that
+//!   cannot work;
+//! - [`options`]: the choices a user makes by name (`--mode merge`, `on_error: reject`), one
+//!   enum each for flags and YAML alike;
+//! - [`expand`]: `${VAR}` and the date helpers;
+//! - [`secrets`]: the registry of secrets and the one redaction every output goes through;
+//! - [`message`]: error chains, snippets of input, and the line printed on stderr.
+//!
+//! Nothing here imports from another module of the crate but [`crate::base`] itself; a test
+//! (`tests/it/layers.rs`) keeps the crate's modules free of import circles.
+
+pub mod expand;
+pub mod message;
+pub mod options;
+pub mod secrets;
+pub mod setting;
+
+pub use message::{error_chain, say, snippet};
+pub use setting::{Origin, Setting, SettingError};
