@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::base::expand::{expand, expand_url};
-use crate::base::options::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::base::options::{
+    HttpMethod, InputFormat, Mode, OnError, ReplaceWith, SchemaPolicy, WriteMethod,
+};
 use crate::base::{Origin, Setting, SettingError};
 use crate::decode::Format;
 use crate::decode::pointer::JsonPointer;
@@ -61,15 +63,15 @@ pub struct LoadSpec {
     /// Header names and values, and query names and values, as written.
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
-    /// POST instead of GET, with this JSON body.
-    pub post: bool,
+    /// GET, or POST with this JSON body.
+    pub http_method: HttpMethod,
     pub body: Option<String>,
     pub auth: Option<AuthConfig>,
     pub retry: Option<RetryPolicy>,
     pub rate_limit: Option<RateLimit>,
     pub pagination: Option<PaginationConfig>,
     pub records_path: Option<String>,
-    pub format: Option<Format>,
+    pub format: InputFormat,
     pub connect_timeout_secs: Option<f64>,
     pub read_timeout_secs: Option<f64>,
     /// A bound on each whole request, body included (none by default).
@@ -87,8 +89,7 @@ pub struct LoadSpec {
     pub keys: Vec<String>,
     pub method: WriteMethod,
     pub insert_batch: Option<usize>,
-    /// `--on-error reject`.
-    pub reject: bool,
+    pub on_error: OnError,
     pub reject_file: Option<PathBuf>,
     pub max_rejects: Option<u64>,
     pub cursor_field: Option<String>,
@@ -212,7 +213,7 @@ impl LoadSpec {
             crate::base::secrets::register(&expand(secret, env, "--secret")?);
         }
         let mut request = RequestOptions::build(&self.headers, &self.query, origin, env)?;
-        if self.post {
+        if self.http_method == HttpMethod::Post {
             request = request.with_post_body(self.body.as_deref(), origin, env)?;
         } else if self.body.is_some() {
             return conflict(match origin {
@@ -323,7 +324,7 @@ impl LoadSpec {
                     "{every_name} cannot be used with {replace}: a replace must land in one transaction"
                 ));
             }
-            if self.reject {
+            if self.on_error == OnError::Reject {
                 return conflict(format!("{every_name} cannot be used with {reject} yet"));
             }
         }
@@ -336,7 +337,7 @@ impl LoadSpec {
                     "{streams_name} cannot be used with {merge}: rows would lose their order, and with it which record of a key is the last"
                 ));
             }
-            _ if self.reject
+            _ if self.on_error == OnError::Reject
                 || self.commit_every.is_some()
                 || self.method == WriteMethod::Insert =>
             {
@@ -370,7 +371,11 @@ impl LoadSpec {
             http,
             table,
             mode: self.mode,
-            format: self.format,
+            format: match self.format {
+                InputFormat::Auto => None,
+                InputFormat::Ndjson => Some(Format::Ndjson),
+                InputFormat::Json => Some(Format::JsonArray),
+            },
             records_path,
             pagination: self.pagination,
             sample: self.sample.unwrap_or(defaults::SAMPLE),
@@ -382,7 +387,7 @@ impl LoadSpec {
             merge_keys,
             method: self.method,
             insert_batch: positive(self.insert_batch, defaults::INSERT_BATCH, "insert batch")?,
-            rejects: self.reject.then(|| RejectOptions {
+            rejects: (self.on_error == OnError::Reject).then(|| RejectOptions {
                 path: self
                     .reject_file
                     .unwrap_or_else(|| PathBuf::from(defaults::REJECT_FILE)),

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::{Outcome, interrupted, output, peak_rss_bytes};
 use crate::base::Origin;
-use crate::base::options::{Mode, ProgressMode, ReplaceWith, SchemaPolicy, WriteMethod};
-use crate::decode::Format;
+use crate::base::options::{
+    HttpMethod, InputFormat, Mode, OnError, ProgressMode, ReplaceWith, SchemaPolicy, WriteMethod,
+};
 use crate::pipeline::{LoadSummary, load};
 use crate::progress::Progress;
 use crate::request::{LoadRequest, LoadSpec, defaults};
@@ -20,29 +21,6 @@ use crate::source::RetryPolicy;
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::PaginationConfig;
 use crate::source::throttle::RateLimit;
-
-/// What to do with a record that cannot be loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnError {
-    Fail,
-    Reject,
-}
-
-/// HTTP method, as a flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MethodArg {
-    Get,
-    Post,
-}
-
-/// Input layout, as a flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    /// Detect from the first byte: `[` is a JSON array, `{` NDJSON.
-    Auto,
-    Ndjson,
-    Json,
-}
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -165,8 +143,8 @@ pub struct LoadArgs {
     )]
     pub keys: Vec<String>,
 
-    #[arg(help_heading = "Input", long, value_enum, default_value_t = FormatArg::Auto)]
-    pub format: FormatArg,
+    #[arg(help_heading = "Input", long, value_enum, default_value_t = InputFormat::Auto)]
+    pub format: InputFormat,
 
     /// The records are the array at this JSON pointer inside one JSON document, e.g. /data
     /// for `{"data": [...], "next": …}`. The document is read whole (up to
@@ -239,8 +217,8 @@ pub struct LoadArgs {
     pub rate_limit: Option<String>,
 
     /// HTTP method: GET, or POST with --body.
-    #[arg(help_heading = "HTTP sources", long, value_enum, default_value_t = MethodArg::Get)]
-    pub http_method: MethodArg,
+    #[arg(help_heading = "HTTP sources", long, value_enum, default_value_t = HttpMethod::Get)]
+    pub http_method: HttpMethod,
 
     /// JSON body sent with --http-method post; `${VAR}` and the date helpers are expanded.
     #[arg(help_heading = "HTTP sources", long, value_name = "JSON")]
@@ -453,7 +431,7 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         table: Some(table),
         headers,
         query,
-        post: args.http_method == MethodArg::Post,
+        http_method: args.http_method,
         body: args.body.clone(),
         auth: args.auth.as_deref().map(AuthConfig::parse).transpose()?,
         retry: args.retry.as_deref().map(RetryPolicy::parse).transpose()?,
@@ -468,11 +446,7 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
             .map(PaginationConfig::parse)
             .transpose()?,
         records_path: args.records_path.clone(),
-        format: match args.format {
-            FormatArg::Auto => None,
-            FormatArg::Ndjson => Some(Format::Ndjson),
-            FormatArg::Json => Some(Format::JsonArray),
-        },
+        format: args.format,
         connect_timeout_secs: Some(args.connect_timeout),
         read_timeout_secs: Some(args.read_timeout),
         timeout_secs: args.timeout,
@@ -485,7 +459,7 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         keys: args.keys.clone(),
         method: args.method,
         insert_batch: Some(args.insert_batch),
-        reject: args.on_error == OnError::Reject,
+        on_error: args.on_error,
         reject_file: Some(args.reject_file.clone()),
         max_rejects: args.max_rejects,
         cursor_field: args.cursor_field.clone(),

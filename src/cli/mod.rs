@@ -13,7 +13,7 @@ mod metrics;
 mod modules;
 pub mod output;
 
-pub use load::{FormatArg, LoadArgs, MethodArg, OnError};
+pub use load::LoadArgs;
 mod pipelines;
 
 /// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.

@@ -36,9 +36,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::base::options::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
+use crate::base::options::{
+    HttpMethod, InputFormat, Mode, OnError, ReplaceWith, SchemaPolicy, WriteMethod,
+};
 use crate::base::{Origin, SettingError};
-use crate::decode::Format;
 use crate::request::{LoadRequest, LoadSpec};
 use crate::schema::{PgType, TableName};
 use crate::source::RetryPolicy;
@@ -99,25 +100,6 @@ impl Keys {
     }
 }
 
-/// `method:` of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HttpMethod {
-    #[default]
-    Get,
-    Post,
-}
-
-/// `format:` of a source; by default detected from the first byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FormatConfig {
-    #[default]
-    Auto,
-    Ndjson,
-    Json,
-}
-
 /// One entry of `sources:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,7 +126,7 @@ pub struct SourceConfig {
     /// JSON body of a POST, written as YAML.
     pub body: Option<serde_yaml::Value>,
     #[serde(default)]
-    pub format: FormatConfig,
+    pub format: InputFormat,
     /// `append`, `replace` or `merge`.
     pub mode: Option<Mode>,
     /// How `mode: replace` replaces an existing table's rows: `swap` (default) or `delete`.
@@ -195,15 +177,6 @@ pub struct SourceConfig {
     pub shard_count: Option<u32>,
     #[serde(default)]
     pub reference_table: bool,
-}
-
-/// `on_error:` of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OnError {
-    #[default]
-    Fail,
-    Reject,
 }
 
 /// A parsed config file.
@@ -410,18 +383,14 @@ impl SourceConfig {
             table: Some(table),
             headers: pairs(&self.headers),
             query: pairs(&self.query_params),
-            post: self.method == HttpMethod::Post,
+            http_method: self.method,
             body,
             auth: self.auth.clone(),
             retry: self.retry.clone(),
             rate_limit: self.rate_limit,
             pagination: self.pagination.clone(),
             records_path: self.data_path.clone(),
-            format: match self.format {
-                FormatConfig::Auto => None,
-                FormatConfig::Ndjson => Some(Format::Ndjson),
-                FormatConfig::Json => Some(Format::JsonArray),
-            },
+            format: self.format,
             connect_timeout_secs: self.connect_timeout_secs,
             read_timeout_secs: self.read_timeout_secs,
             timeout_secs: self.timeout_secs,
@@ -443,7 +412,7 @@ impl SourceConfig {
             },
             method: WriteMethod::Copy,
             insert_batch: None,
-            reject: self.on_error == OnError::Reject,
+            on_error: self.on_error,
             reject_file: self.reject_file.clone(),
             max_rejects: self.max_rejects,
             cursor_field: self.cursor_field.clone(),

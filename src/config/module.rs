@@ -232,7 +232,7 @@ pub fn separate_reject_files(config: &super::Config, modules: &mut [Module]) {
         let Some(first) = module.sources.first().and_then(|s| config.source(s).ok()) else {
             continue;
         };
-        if first.on_error == super::OnError::Reject {
+        if first.on_error == crate::base::options::OnError::Reject {
             let path = first
                 .reject_file
                 .clone()

@@ -30,7 +30,7 @@ fn defaults_apply_whichever_way_the_load_was_described() {
         );
     }
     let request = LoadSpec {
-        reject: true,
+        on_error: crate::base::options::OnError::Reject,
         ..spec()
     }
     .resolve(Origin::Yaml, &|_| None)
