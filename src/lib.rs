@@ -28,6 +28,5 @@ pub mod request;
 pub mod schema;
 pub mod sink;
 pub mod source;
-pub mod tls;
 #[cfg(feature = "sql")]
 pub mod transform;

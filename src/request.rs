@@ -19,7 +19,7 @@ use crate::decode::Format;
 use crate::decode::pointer::JsonPointer;
 use crate::rejects::RejectOptions;
 use crate::schema::TableName;
-use crate::sink::citus::DistributeAs;
+use crate::sink::plan::citus::DistributeAs;
 use crate::source::auth::AuthConfig;
 use crate::source::paginate::{PaginationConfig, Position};
 use crate::source::request::RequestOptions;

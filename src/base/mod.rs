@@ -6,7 +6,8 @@
 //!   enum each for flags and YAML alike;
 //! - [`expand`]: `${VAR}` and the date helpers;
 //! - [`secrets`]: the registry of secrets and the one redaction every output goes through;
-//! - [`message`]: error chains, snippets of input, and the line printed on stderr.
+//! - [`message`]: error chains, snippets of input, and the line printed on stderr;
+//! - [`tls`]: the process's one rustls crypto provider, for HTTPS sources and PostgreSQL alike.
 //!
 //! Nothing here imports from another module of the crate but [`crate::base`] itself; a test
 //! (`tests/it/layers.rs`) keeps the crate's modules free of import circles.
@@ -16,6 +17,7 @@ pub mod message;
 pub mod options;
 pub mod secrets;
 pub mod setting;
+pub mod tls;
 
 pub use message::{error_chain, say, snippet};
 pub use setting::{Origin, Setting, SettingError};

@@ -36,7 +36,7 @@ pub struct SinkCall {
     pub keys: Option<Keys>,
     /// Citus: `distribute_by="col"` (with `colocate_with`, `shard_count`) or
     /// `reference_table=true`, for a table the module creates.
-    pub distribute: Option<crate::sink::citus::DistributeAs>,
+    pub distribute: Option<crate::sink::plan::citus::DistributeAs>,
 }
 
 /// A rendered module.
@@ -150,12 +150,12 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
                             "sink(distribute_by=…, reference_table=true): a reference table has no distribution column".into(),
                         ));
                     }
-                    (Some(column), false) => Some(crate::sink::citus::DistributeAs::Hash {
+                    (Some(column), false) => Some(crate::sink::plan::citus::DistributeAs::Hash {
                         column,
                         colocate_with: kwargs.get("colocate_with")?,
                         shard_count: kwargs.get("shard_count")?,
                     }),
-                    (None, true) => Some(crate::sink::citus::DistributeAs::Reference),
+                    (None, true) => Some(crate::sink::plan::citus::DistributeAs::Reference),
                     (None, false) => None,
                 };
                 let call = SinkCall {
@@ -317,7 +317,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             m.sink.distribute,
-            Some(crate::sink::citus::DistributeAs::Hash {
+            Some(crate::sink::plan::citus::DistributeAs::Hash {
                 column: "id".into(),
                 colocate_with: Some("a.c".into()),
                 shard_count: None,
@@ -327,7 +327,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             m.sink.distribute,
-            Some(crate::sink::citus::DistributeAs::Reference)
+            Some(crate::sink::plan::citus::DistributeAs::Reference)
         );
     }
 

@@ -1,5 +1,5 @@
 //! One entry of `targets:`: a PostgreSQL server, given by keys, a URL or a variable holding
-//! one, read as libpq reads connection settings (see [`crate::sink::conninfo`]).
+//! one, read as libpq reads connection settings (see [`crate::sink::connect::conninfo`]).
 
 use serde::Deserialize;
 

@@ -2,7 +2,7 @@
 //!
 //! A merge into an empty table COPYs each key's first record straight into the table and
 //! stages only the records that may repeat a key, to be applied after them with
-//! `ON CONFLICT` (`sink::merge_empty`): the last record still wins, and the common load —
+//! `ON CONFLICT` (`sink::write::merge_empty`): the last record still wins, and the common load —
 //! every key once — skips the staging table and its second pass entirely. That is only
 //! right if no repeat is ever missed, so the keys go through a Bloom filter, which has no
 //! false negatives; its false positives only send a first record the slow way.

@@ -391,7 +391,7 @@ pub(crate) async fn write(
     let track_keys = method == crate::base::options::WriteMethod::Copy
         && helpers.rejects.is_none()
         && helpers.streams.is_empty()
-        && crate::sink::merge_empty::keys_compare_as_sent(client, &plan).await?;
+        && crate::sink::write::merge_empty::keys_compare_as_sent(client, &plan).await?;
     let repeats = plan
         .merge_key_columns()
         .filter(|_| track_keys)

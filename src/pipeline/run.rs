@@ -204,7 +204,7 @@ async fn start(
     ));
     let opened = opened.await?;
     // Sources read timestamps without an offset in the target session's zone, as a load does.
-    let time_zone = crate::sink::catalog::session_time_zone(&client, &table).await?;
+    let time_zone = crate::sink::plan::catalog::session_time_zone(&client, &table).await?;
 
     let transform = Transform::new(sink.batch_size);
     let mut inputs = Vec::with_capacity(opened.len());

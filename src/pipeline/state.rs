@@ -1,14 +1,14 @@
 //! The stored state a load starts from, read under the locks that keep overlapping runs of
-//! one load apart (see [`crate::sink::lock`]): an unfinished backfill's position, or the
+//! one load apart (see [`crate::sink::state::lock`]): an unfinished backfill's position, or the
 //! cursor of an incremental load.
 
 use super::LoadError;
 use crate::base::options::Mode;
 use crate::request::{LoadRequest, Resume};
-use crate::sink::lock::Lockable;
+use crate::sink::state::lock::Lockable;
 
 /// Makes overlapping runs wait for each other, then reads what the state says to ask the
-/// APIs for: takes the advisory locks (see [`crate::sink::lock`]) on the state keys of
+/// APIs for: takes the advisory locks (see [`crate::sink::state::lock`]) on the state keys of
 /// `sources` and, for a replace or merge, on `sink`'s table, on the load's own `client`, so
 /// they are held until the load ends; then returns `sources` with their stored state applied.
 ///
@@ -29,7 +29,7 @@ pub(crate) async fn lock_and_read_state(
         locks.push(Lockable::table(&sink.table));
     }
     if !locks.is_empty() {
-        crate::sink::lock::acquire(client, locks, sink.lock_timeout, &sink.table).await?;
+        crate::sink::state::lock::acquire(client, locks, sink.lock_timeout, &sink.table).await?;
     }
     read_state(client, sources).await
 }

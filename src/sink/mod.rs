@@ -2,34 +2,24 @@
 //! connection, catalog lookups and the load plan. Nothing outside this module talks to the
 //! server, and all SQL text is built here, with every identifier quoted.
 //!
-//! - [`plan`]: how records map onto the table (DDL, COPY statement), from [`catalog`].
-//! - [`write`]: one load's transaction(s), fed by the encode stage: [`copy`] (binary COPY,
-//!   and COPY that sets refused rows aside), [`insert`] (the INSERT fallback), [`merge`]
-//!   (staging + `INSERT … ON CONFLICT`; [`merge_empty`] COPYs into an empty table), [`streams`] (`--copy-streams`), [`swap`] (replace by
-//!   swap), [`state`] (`apitap._state`); [`refused`] finds the rows the server refuses.
-//! - [`lock`]: advisory locks that make overlapping runs of one load wait for each other.
+//! By concern, each a folder:
+//! - [`connect`]: which server and how, read as libpq reads it (conninfo, service file, `PG*`,
+//!   `.pgpass`, TLS);
+//! - [`plan`]: how records map onto the table, from the catalog (and Citus's view of it): the
+//!   load plan and its DDL;
+//! - [`write`]: one load's transaction(s), fed by the encode stage: COPY, the INSERT fallback,
+//!   the merge, the replace's swap, `--copy-streams`, and the rows the server refuses;
+//! - [`state`]: `apitap._state` and the advisory locks that keep overlapping runs apart.
 
-pub mod catalog;
-pub mod citus;
 pub mod connect;
-pub mod conninfo;
-pub mod copy;
-pub mod insert;
-pub mod lock;
-pub mod merge;
-pub mod merge_empty;
 pub mod plan;
-pub mod refused;
 pub mod state;
-pub mod streams;
-pub mod swap;
-pub mod tls;
 pub mod write;
 
-pub use catalog::{
+pub use connect::ConnectOptions;
+pub use plan::catalog::{
     CatalogColumn, TargetInfo, copy_from_stdin_works, describe_target, has_unique_key,
 };
-pub use connect::ConnectOptions;
 pub use plan::{LoadPlan, PlanOptions, StagedRows};
 
 use tokio_postgres::error::DbError;

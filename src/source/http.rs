@@ -128,7 +128,7 @@ pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
 /// # Errors
 /// A CA file that cannot be read or holds no certificate.
 pub fn http_client(settings: &HttpSettings) -> Result<reqwest::Client, SourceError> {
-    crate::tls::install_crypto_provider();
+    crate::base::tls::install_crypto_provider();
     let tls_error = |reason: String| SourceError::Request {
         url: String::new(),
         attempts: 0,

@@ -1,7 +1,7 @@
 //! Unit tests of `plan`.
 
 use super::*;
-use crate::sink::catalog::CatalogColumn;
+use crate::sink::plan::catalog::CatalogColumn;
 
 fn fields(records: &[&str]) -> TableSchema {
     let mut s = crate::decode::Sample::default();

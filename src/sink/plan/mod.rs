@@ -3,11 +3,15 @@
 //! the rows (DDL, COPY, DELETE). The merge's and the INSERT fallback's statements are built
 //! next to the code that runs them (`merge.rs`, `insert.rs`).
 
-use super::catalog::TargetInfo;
-use super::citus::{DistributeAs, Distribution};
-use super::{SinkError, qualified, swap};
+pub mod catalog;
+pub mod citus;
+
+use super::{SinkError, qualified};
 use crate::base::options::SchemaPolicy;
 use crate::schema::{Column, PgType, TableName, TableSchema, column_name, quote_ident};
+use crate::sink::write::swap;
+use catalog::TargetInfo;
+use citus::{DistributeAs, Distribution};
 
 /// What the planner needs besides the catalog and the sample.
 #[derive(Debug, Clone, Default)]
@@ -470,7 +474,7 @@ impl LoadPlan {
         let swap_citus = self
             .swap_of
             .and(self.citus.as_ref())
-            .and_then(|d| super::citus::recreate(d, &self.table, &self.written_table()).ok());
+            .and_then(|d| citus::recreate(d, &self.table, &self.written_table()).ok());
         [
             &self.create_schema,
             &self.create_table,

@@ -5,7 +5,7 @@
 //! conflict with anything — only a key the input repeats can — so the encode stage marks the
 //! rows whose key may have come before ([`crate::encode::repeats`]), and this writer COPYs the
 //! others straight into the table while the marked ones go to the staging table, applied
-//! after them with `ON CONFLICT` ([`super::merge::apply_staged`]). Each key's first record is
+//! after them with `ON CONFLICT` ([`crate::sink::write::merge::apply_staged`]). Each key's first record is
 //! never marked and every later one always is, so the last record still wins. A million
 //! rows with a primary key: as fast as appending them.
 //!
@@ -28,13 +28,13 @@ use std::ops::ControlFlow;
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use super::copy::{CopyIn, copy_all};
-use super::plan::LoadPlan;
-use super::write::{Encoded, SegmentEnd, next_chunk};
-use super::{SinkError, qualified};
 use crate::metrics::Statement;
 use crate::progress::{Progress, Written};
 use crate::schema::PgType;
+use crate::sink::plan::LoadPlan;
+use crate::sink::write::copy::{CopyIn, copy_all};
+use crate::sink::write::{Encoded, SegmentEnd, next_chunk};
+use crate::sink::{SinkError, qualified};
 
 /// Rows whose key may repeat wait in memory until this many bytes, then go to the staging
 /// table (ending the COPY into the table and starting another): few loads repeat keys at
@@ -177,7 +177,7 @@ pub(super) struct Copied {
 /// One segment of a merge into an empty target: chunks of keys met for the first time are
 /// COPYed into the target, the others into the staging table (they wait in memory, up to
 /// [`PENDING_BYTES`], so that the COPY into the target is rarely interrupted). As
-/// [`super::copy::segment`], only [`Encoded::End`] lets a COPY finish.
+/// [`crate::sink::write::copy::segment`], only [`Encoded::End`] lets a COPY finish.
 pub(super) async fn segment(
     transaction: &tokio_postgres::Transaction<'_>,
     plan: &LoadPlan,

@@ -8,12 +8,13 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
-use super::plan::{LoadPlan, STAGING_SEQ};
-use super::write::{Encoded, SegmentEnd};
-use super::{SinkError, qualified, refused};
+use super::refused;
 use crate::metrics::Statement;
 use crate::progress::{Progress, Written};
 use crate::rejects::RejectFile;
+use crate::sink::plan::{LoadPlan, STAGING_SEQ};
+use crate::sink::write::{Encoded, SegmentEnd};
+use crate::sink::{SinkError, qualified};
 
 impl LoadPlan {
     /// `INSERT … SELECT … FROM unnest($1::text[], …)` for the INSERT fallback: one text-array

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Transaction;
 
-use super::citus::Distribution;
-use super::{SinkError, qualified};
 use crate::schema::{TableName, quote_ident};
+use crate::sink::plan::citus::Distribution;
+use crate::sink::{SinkError, qualified};
 
 /// The name the new table is built under until the swap: in the target's schema, unique to
 /// the target, and short enough for any target name.
@@ -119,8 +119,8 @@ impl Swap {
         // streams' connection drops it for good at once: dropped in the load's transaction,
         // its name would stay taken until COMMIT.
         match committed_by {
-            Some(client) => super::streams::sweep_stale_stages(client).await,
-            None => super::streams::sweep_stale_stages(transaction).await,
+            Some(client) => crate::sink::write::streams::sweep_stale_stages(client).await,
+            None => crate::sink::write::streams::sweep_stale_stages(transaction).await,
         }
         .map_err(run("DROP TABLE (left by a killed load)"))?;
         let create: String = transaction
@@ -151,7 +151,7 @@ impl Swap {
         }
         // A Citus table's replacement is distributed as it is, before any row or index.
         let distribute = citus
-            .map(|d| super::citus::recreate(d, table, &new))
+            .map(|d| crate::sink::plan::citus::recreate(d, table, &new))
             .transpose()?;
         if let Some(call) = &distribute {
             // A reference table has a placement on the coordinator too; Citus would run the
@@ -588,14 +588,14 @@ async fn lock_out_readers(
                          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
                          WHERE l.locktype = 'relation' AND l.relation = $1::int8::oid AND l.granted \
                            AND l.pid <> pg_backend_pid() ORDER BY a.xact_start, a.pid LIMIT 3",
-                        super::lock::session_columns("a.xact_start")
+                        crate::sink::state::lock::session_columns("a.xact_start")
                     ),
                     &[&i64::from(oid)],
                 )
                 .await
                 .map_err(run("reading pg_locks"))?
                 .iter()
-                .map(|row| super::lock::session_text(row, "in a transaction since"))
+                .map(|row| crate::sink::state::lock::session_text(row, "in a transaction since"))
                 .collect();
             return Err(SinkError::SwapLocked {
                 table: table.to_string(),

@@ -6,6 +6,19 @@
 //! before the writer ended cleanly: a channel that closes without it means a stage failed,
 //! and the writer stops with [`SinkError::InputEnded`], leaving the COPY unfinished (so
 //! aborted) and the transaction rolled back.
+//!
+//! The rows go in by [`copy`] (binary COPY, and COPY that sets refused rows aside),
+//! [`insert`] (the INSERT fallback), [`merge`] (staging + `INSERT … ON CONFLICT`;
+//! [`merge_empty`] COPYs into an empty table), [`streams`] (`--copy-streams`) or into the new
+//! table a [`swap`] puts in place; [`refused`] finds the rows the server refuses.
+
+pub mod copy;
+pub mod insert;
+pub mod merge;
+pub mod merge_empty;
+pub mod refused;
+pub mod streams;
+pub mod swap;
 
 use std::sync::Arc;
 
@@ -15,12 +28,12 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::plan::LoadPlan;
-use super::swap::Swap;
-use super::{SinkError, copy, insert, merge, merge_empty, state, streams};
+use super::{SinkError, state};
 use crate::base::options::{Mode, WriteMethod};
 use crate::progress::Progress;
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
+use swap::Swap;
 
 /// What the encode stage hands to the writer, in order.
 pub enum Encoded {

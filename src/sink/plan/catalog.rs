@@ -1,8 +1,8 @@
 //! What the catalog says about the target: its columns and their types, whether it has the
 //! unique key a merge needs, and whether the server takes COPY at all.
 
-use super::{SinkError, qualified};
 use crate::schema::{PgType, TableName};
+use crate::sink::{SinkError, qualified};
 
 /// A column as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct TargetInfo {
     /// `None` when the table does not exist.
     pub columns: Option<Vec<CatalogColumn>>,
     /// How Citus holds the table, when it does.
-    pub distribution: Option<super::citus::Distribution>,
+    pub distribution: Option<crate::sink::plan::citus::Distribution>,
 }
 
 /// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an offset.
@@ -122,7 +122,7 @@ pub async fn describe_target(
         None
     };
     let distribution = match oid {
-        Some(oid) => super::citus::distribution(client, oid, &resolved).await?,
+        Some(oid) => crate::sink::plan::citus::distribution(client, oid, &resolved).await?,
         None => None,
     };
     Ok(TargetInfo {

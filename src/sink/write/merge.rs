@@ -3,10 +3,11 @@
 //! repeated in the input wins. A record that holds exactly what its row holds leaves the row
 //! untouched.
 
-use super::plan::{LoadPlan, STAGING, STAGING_ROW, StagedRows};
-use super::{SinkError, qualified, refused};
+use super::refused;
 use crate::rejects::RejectFile;
 use crate::schema::{PgType, quote_ident};
+use crate::sink::plan::{LoadPlan, STAGING, STAGING_ROW, StagedRows};
+use crate::sink::{SinkError, qualified};
 
 impl LoadPlan {
     /// `ON CONFLICT (keys) DO UPDATE SET …` for a merge: every loaded column but the keys

@@ -4,6 +4,10 @@
 //! - the highest incremental cursor value loaded, sent back to the API next time;
 //! - for a `--commit-every` backfill still under way, the pager's position after the last
 //!   committed page, where a rerun resumes.
+//!
+//! [`lock`] keeps overlapping runs of one load apart while they read and write it.
+
+pub mod lock;
 
 use tokio_postgres::GenericClient;
 

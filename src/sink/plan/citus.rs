@@ -11,8 +11,8 @@
 
 use tokio_postgres::GenericClient;
 
-use super::{SinkError, qualified};
 use crate::schema::TableName;
+use crate::sink::{SinkError, qualified};
 
 /// How Citus holds an existing table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,15 +10,18 @@
 //! started by cron must not hang on a server that accepts and never answers). An explicit
 //! `connect_timeout=0` waits forever, as libpq does.
 
+pub mod conninfo;
+pub mod tls;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio_postgres::config::{ChannelBinding, Host, LoadBalanceHosts, SslNegotiation};
 
 use super::SinkError;
-use super::conninfo::{ConninfoError, Params, default_host, os_user};
-use super::tls::{self, SslMode, TlsSettings, TlsSetupError};
 use crate::base::error_chain;
+use conninfo::{ConninfoError, Params, default_host, os_user};
+use tls::{SslMode, TlsSettings, TlsSetupError};
 
 /// How long one host may take to accept, encrypt and log in, when the settings do not say.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,5 +1,5 @@
 //! The one rustls crypto provider (ring) of the process, for HTTPS sources and PostgreSQL
-//! connections alike; PostgreSQL's own TLS rules are in [`crate::sink::tls`].
+//! connections alike; PostgreSQL's own TLS rules are in [`crate::sink::connect::tls`].
 
 use std::sync::Arc;
 

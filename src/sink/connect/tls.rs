@@ -192,7 +192,7 @@ pub fn setup(settings: &TlsSettings) -> Result<Tls, TlsSetupError> {
             },
         }
     };
-    let provider = crate::tls::provider();
+    let provider = crate::base::tls::provider();
     let refusal = Arc::new(Mutex::new(None));
     let chain = if roots.is_empty() {
         None

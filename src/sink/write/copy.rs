@@ -1,6 +1,6 @@
 //! Binary COPY: the fast path, one streaming `COPY … FROM STDIN (FORMAT binary)` per segment;
 //! and in reject mode, one COPY per chunk under a savepoint, so rows the server refuses can
-//! be found ([`super::refused`]) and set aside.
+//! be found ([`crate::sink::write::refused`]) and set aside.
 
 use std::ops::ControlFlow;
 
@@ -8,15 +8,15 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
-use super::SinkError;
-use super::plan::LoadPlan;
-use super::refused;
-use super::write::{Encoded, Refusable, SegmentEnd, next_chunk};
 use crate::encode::{COPY_HEADER, COPY_TRAILER};
 use crate::metrics::Statement;
 use crate::progress::{Progress, Written};
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
+use crate::sink::SinkError;
+use crate::sink::plan::LoadPlan;
+use crate::sink::write::refused;
+use crate::sink::write::{Encoded, Refusable, SegmentEnd, next_chunk};
 
 /// Largest CopyData message sent to the server. Each message is a hand-off from our task to
 /// the connection's (tokio-postgres queues one at a time): at 64 KiB a million demo rows took

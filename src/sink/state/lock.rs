@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-use super::SinkError;
 use crate::schema::TableName;
+use crate::sink::SinkError;
 
 /// Both halves of apitap's advisory lock keys start with this (`'apit'`), so they do not
 /// collide with an application's own advisory locks on small integers.
@@ -32,7 +32,7 @@ pub enum Lockable {
 impl Lockable {
     /// The target table of a replace or merge.
     pub fn table(table: &TableName) -> Lockable {
-        Lockable::Table(super::qualified(table))
+        Lockable::Table(crate::sink::qualified(table))
     }
 
     /// The lock's name, hashed by the server into the second half of the key.
@@ -126,7 +126,7 @@ async fn holder(
 }
 
 /// What [`session_text`] reads from `pg_stat_activity a`, with `since` as its time.
-pub(super) fn session_columns(since: &str) -> String {
+pub(crate) fn session_columns(since: &str) -> String {
     format!(
         "a.pid, a.application_name, a.usename::text, host(a.client_addr), \
          to_char({since}, 'YYYY-MM-DD HH24:MI:SS TZ')"
@@ -136,7 +136,7 @@ pub(super) fn session_columns(since: &str) -> String {
 /// A server session, for messages: `server process 4242 (application "cron-load", user etl,
 /// from 10.0.0.7, connected since …)`, with what the server let this user see. Never the
 /// session's query text, which may hold anything.
-pub(super) fn session_text(row: &tokio_postgres::Row, since: &str) -> String {
+pub(crate) fn session_text(row: &tokio_postgres::Row, since: &str) -> String {
     let pid: i32 = row.get(0);
     let application: Option<String> = row.get(1);
     let user: Option<String> = row.get(2);

@@ -11,8 +11,8 @@ use std::ops::Range;
 
 use tokio_postgres::Transaction;
 
-use super::{SinkError, refusal};
 use crate::schema::TableName;
+use crate::sink::{SinkError, refusal};
 
 /// Writes rows `0..rows` with `attempt` (`action`, for messages) (given a savepoint and a range of rows), halving
 /// every range the server refuses; a refused single row goes to `set_aside` (the savepoint's

@@ -23,14 +23,14 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
-use super::copy::send_copy_data;
-use super::plan::LoadPlan;
-use super::write::{CopyChunk, Encoded, SegmentEnd};
-use super::{SinkError, qualified};
 use crate::encode::{COPY_HEADER, COPY_TRAILER};
 use crate::metrics::Statement;
 use crate::progress::{Progress, Written};
 use crate::schema::quote_ident;
+use crate::sink::plan::LoadPlan;
+use crate::sink::write::copy::send_copy_data;
+use crate::sink::write::{CopyChunk, Encoded, SegmentEnd};
+use crate::sink::{SinkError, qualified};
 
 /// The table the streams fill: the new table's columns, logged (it becomes the table); or
 /// an UNLOGGED staging table of the loaded columns with the target's types.
@@ -40,7 +40,7 @@ fn create_stage(plan: &LoadPlan, stage: &Stage) -> Option<String> {
         Stage::Becomes { .. } => format!(
             "CREATE TABLE {} ({})",
             stage.qualified(),
-            super::plan::column_definitions(&plan.decode).join(", ")
+            crate::sink::plan::column_definitions(&plan.decode).join(", ")
         ),
         Stage::Staging { .. } => {
             let columns: Vec<String> = plan
@@ -68,7 +68,7 @@ enum Stage {
         schema: String,
         name: String,
     },
-    /// The replace's new table, created and committed by [`super::swap::Swap::begin`].
+    /// The replace's new table, created and committed by [`crate::sink::write::swap::Swap::begin`].
     Swapped {
         qualified: String,
     },
@@ -88,7 +88,7 @@ impl Stage {
 }
 
 /// Whether the streams can fill a replace's new table themselves (see
-/// [`super::swap::Swap::begin`]): not on Citus, and not when the load alters the new table
+/// [`crate::sink::write::swap::Swap::begin`]): not on Citus, and not when the load alters the new table
 /// (its transaction would hold the lock the streams' COPY needs).
 pub(super) fn fill_swapped_table(plan: &LoadPlan) -> bool {
     plan.swap_of.is_some()
