@@ -37,7 +37,7 @@ use crate::progress::{Figures, Progress};
 use crate::rejects::{RejectError, RejectFile};
 use crate::request::LoadRequest;
 use crate::schema::TableName;
-use crate::sink::write::{Encoded, Refusable, WriteOptions};
+use crate::sink::write::{Encoded, Refusable, RowsPath, WriteOptions};
 use crate::sink::{
     ConnectOptions, LoadPlan, PlanOptions, SinkError, describe_target, has_unique_key,
 };
@@ -383,27 +383,32 @@ pub(crate) async fn write(
     helpers: Helpers,
 ) -> Result<LoadSummary, LoadError> {
     let table = plan.table.clone();
-    let method = crate::sink::write::choose_method(client, request.method, &table).await?;
     let cursor = cursor_tracker(request, &plan)?;
     let (tx, mut rx) = mpsc::channel::<Encoded>(4);
-    // A merge through COPY may go straight into an empty table if the encode stage tracks
-    // its keys, which it can only where keys equal in PostgreSQL are equal as sent.
-    let track_keys = method == crate::base::options::WriteMethod::Copy
-        && helpers.rejects.is_none()
-        && helpers.streams.is_empty()
-        && crate::sink::write::merge_empty::keys_compare_as_sent(client, &plan).await?;
-    let repeats = plan
-        .merge_key_columns()
-        .filter(|_| track_keys)
-        .and_then(|(keys, types)| RepeatedKeys::new(keys, &types));
-    let merge_keys_tracked = repeats.is_some();
+    let path = RowsPath::choose(
+        client,
+        &plan,
+        request.method,
+        helpers.rejects.clone(),
+        helpers.streams,
+    )
+    .await?;
+    let repeats = match path.tracks_merge_keys() {
+        true => Some(
+            plan.merge_key_columns()
+                .and_then(|(keys, types)| RepeatedKeys::new(keys, &types))
+                .ok_or_else(|| {
+                    LoadError::Internal("the merge keys cannot be tracked after all".into())
+                })?,
+        ),
+        false => None,
+    };
     let encode = {
         let stage = encode_stage::EncodeStage {
             plan: plan.clone(),
             source_name: stages.source_name.clone(),
             cursor,
-            rows_per_insert: (method == crate::base::options::WriteMethod::Insert)
-                .then_some(request.insert_batch),
+            rows_per_insert: path.inserts().then_some(request.insert_batch),
             rejects: helpers.rejects.clone(),
             repeats,
         };
@@ -422,15 +427,12 @@ pub(crate) async fn write(
     });
     let options = WriteOptions {
         mode: request.mode,
-        method,
         allow_empty: request.allow_empty,
         state_key: request.state_key.clone(),
         lock_timeout: request.lock_timeout,
         rejects: helpers.rejects,
-        streams: helpers.streams,
-        merge_keys_tracked,
     };
-    let written = crate::sink::write::write(client, &plan, options, &mut rx, &progress)
+    let written = crate::sink::write::write(client, &plan, path, options, &mut rx, &progress)
         .instrument(tracing::info_span!("sql.load", table = %table))
         .await;
     drop(rx);

@@ -3,7 +3,12 @@
 //! repeated in the input wins. A record that holds exactly what its row holds leaves the row
 //! untouched.
 
-use super::refused;
+use tokio::sync::mpsc;
+
+use super::encoded::{Encoded, SegmentEnd};
+use super::{copy, execute, merge_empty, refused};
+use crate::metrics::Statement;
+use crate::progress::Progress;
 use crate::rejects::RejectFile;
 use crate::schema::{PgType, quote_ident};
 use crate::sink::plan::{LoadPlan, STAGING, STAGING_ROW, StagedRows};
@@ -157,6 +162,40 @@ impl LoadPlan {
     }
 }
 
+/// One segment of a merge: the rows are COPYed into the staging table (with `into_empty`,
+/// those whose key is new go straight into a target that is empty and locked; see
+/// [`merge_empty`]), then applied in one upsert. With `rejects`, each staged row's record
+/// number is kept, so that a row the upsert refuses can be set aside.
+pub(super) async fn segment(
+    transaction: &mut tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    rx: &mut mpsc::Receiver<Encoded>,
+    progress: &Progress,
+    rejects: Option<&RejectFile>,
+    into_empty: bool,
+) -> Result<(u64, SegmentEnd), SinkError> {
+    let table = &plan.table;
+    let staging = plan.staging_statement();
+    execute(transaction, staging.as_deref(), "CREATE TEMP TABLE", table).await?;
+    let mut records = Vec::new();
+    let into_target = into_empty && merge_empty::target_takes_copy(transaction, plan).await?;
+    let (loaded, staged, end) = if into_target {
+        let (copied, end) = merge_empty::segment(transaction, plan, rx, progress).await?;
+        (copied.into_target + copied.staged, copied.staged, end)
+    } else {
+        let statement = plan.copy_statement(false);
+        let kept = rejects.map(|_| &mut records);
+        let (loaded, end) =
+            copy::segment(transaction, &statement, table, rx, progress, kept).await?;
+        (loaded, loaded, end)
+    };
+    if staged > 0 {
+        apply_staged(transaction, plan, rejects.map(|r| (r, records.as_slice()))).await?;
+        progress.round_trip(Statement::Merge);
+    }
+    Ok((loaded, end))
+}
+
 /// Applies the staged rows to the table with one INSERT … ON CONFLICT DO UPDATE.
 ///
 /// Optimistic: most loads repeat no key, so the plain upsert runs first, under a savepoint.
@@ -166,7 +205,7 @@ impl LoadPlan {
 ///
 /// With a reject file (`refused`: it, and each staged row's record number), a row the
 /// server refuses (a CHECK, NOT NULL or foreign key) is set aside instead of failing the load.
-pub(super) async fn apply_staged(
+async fn apply_staged(
     transaction: &mut tokio_postgres::Transaction<'_>,
     plan: &LoadPlan,
     refused: Option<(&RejectFile, &[u64])>,
