@@ -12,9 +12,9 @@ use crate::base::Origin;
 use crate::base::options::{
     HttpMethod, InputFormat, Mode, OnError, ProgressMode, ReplaceWith, SchemaPolicy, WriteMethod,
 };
-use crate::pipeline::{LoadSummary, load};
+use crate::load::{Load, LoadSpec, defaults};
+use crate::pipeline::LoadSummary;
 use crate::progress::Progress;
-use crate::request::{LoadRequest, LoadSpec, defaults};
 use crate::schema::TableName;
 use crate::sink::ConnectOptions;
 use crate::source::RetryPolicy;
@@ -93,7 +93,7 @@ pub struct LoadArgs {
 
     /// Seconds to wait for another run of this load (same state key; same table for replace
     /// and merge) to finish before failing with who holds it.
-    #[arg(help_heading = "Table", long, value_name = "SECS", default_value_t = crate::request::defaults::LOCK_TIMEOUT_SECS)]
+    #[arg(help_heading = "Table", long, value_name = "SECS", default_value_t = crate::load::defaults::LOCK_TIMEOUT_SECS)]
     pub lock_timeout: f64,
 
     /// COPY through N connections at once, into a staging table the load's transaction
@@ -318,45 +318,45 @@ pub struct LoadArgs {
 }
 
 pub(super) async fn run_load(args: LoadArgs) -> anyhow::Result<Outcome> {
-    let request = load_spec(&args)?.resolve(Origin::Flags, &|name| std::env::var(name).ok())?;
+    let load = load_spec(&args)?.resolve(Origin::Flags, &|name| std::env::var(name).ok())?;
     let connect = ConnectOptions::resolve(args.database_url.as_deref(), &[], &|k| {
         std::env::var(k).ok()
     })?;
     if let Some(rows) = args.preview {
-        let preview = crate::pipeline::preview_load(&request, &connect, rows)
+        let preview = crate::pipeline::preview_load(&load, &connect, rows)
             .await
             .with_context(|| {
                 format!(
                     "previewing the load of {} into {}; nothing was written",
-                    request.source, request.table
+                    load.source.source, load.write.table
                 )
             })?;
         let mut out = std::io::stdout().lock();
         write!(
             out,
             "load {}\n{preview}nothing was written (a preview)\n",
-            request.source
+            load.source.source
         )?;
         return Ok(Outcome::Done);
     }
     let metrics = args.metrics.start().await?;
     let meter = metrics.as_ref().map(|m| m.module("load"));
-    let progress = Progress::start(args.progress, &request.source.to_string(), meter.clone());
+    let progress = Progress::start(args.progress, &load.source_name(), meter.clone());
     let run = meter.as_ref().map(|m| m.run());
-    let outcome = watch(&args, &request, &connect, &progress, run).await;
+    let outcome = watch(&args, &load, &connect, &progress, run).await;
     args.metrics.finish(metrics.as_ref(), outcome)
 }
 
 /// Loads, until done or interrupted, and says what happened.
 async fn watch(
     args: &LoadArgs,
-    request: &LoadRequest,
+    load: &Load,
     connect: &ConnectOptions,
     progress: &Arc<Progress>,
     run: Option<crate::metrics::RunMeter>,
 ) -> anyhow::Result<Outcome> {
     let interrupt = interrupted();
-    let loading = load(request, connect, progress.clone());
+    let loading = crate::pipeline::load(load, connect, progress.clone());
     tokio::pin!(loading);
     let mut result = tokio::select! {
         result = &mut loading => Some(result),
@@ -373,12 +373,11 @@ async fn watch(
         };
     }
     progress.finish();
-    let state_key = (request.incremental.is_some() || request.commit_every.is_some())
-        .then_some(request.state_key.as_str());
+    let state_key = load.state.kept().then_some(load.state.key.as_str());
     let left = || crate::cli::output::left_in("the table", progress.ledger(), state_key);
     let Some(result) = result else {
         // Dropping the load dropped its transaction and connection: PostgreSQL rolls back.
-        let table = request.table.to_string();
+        let table = load.write.table.to_string();
         let left = crate::cli::output::left_in(&table, progress.ledger(), state_key);
         crate::base::say(&format!("apitap: interrupted; {left}"));
         if let Some(run) = run {
@@ -395,12 +394,12 @@ async fn watch(
     let summary = result.with_context(|| {
         format!(
             "loading {} into {} failed; {}",
-            request.source,
-            request.table,
+            load.source.source,
+            load.write.table,
             left()
         )
     })?;
-    report(args, request, &summary)?;
+    report(args, load, &summary)?;
     Ok(Outcome::Done)
 }
 
@@ -465,6 +464,7 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         cursor_field: args.cursor_field.clone(),
         cursor_param: args.cursor_param.clone(),
         state_key: args.state_key.clone().unwrap_or_else(|| args.table.clone()),
+        legacy_state_key: None,
         full_refresh: args.full_refresh,
         commit_every: args.commit_every,
         copy_streams: usize::from(args.copy_streams),
@@ -487,12 +487,12 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
     })
 }
 
-fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyhow::Result<()> {
+fn report(args: &LoadArgs, load: &Load, summary: &LoadSummary) -> anyhow::Result<()> {
     let f = summary.figures;
     if !args.quiet {
         crate::base::say(&format!(
             "apitap: loaded {} into {}{}: {}",
-            request.source,
+            load.source.source,
             summary.table,
             if summary.created_table {
                 " (created)"
@@ -541,9 +541,9 @@ fn report(args: &LoadArgs, request: &LoadRequest, summary: &LoadSummary) -> anyh
     }
     if let Some(path) = &args.summary_json {
         let json = serde_json::json!({
-            "source": request.source.to_string(),
+            "source": load.source_name(),
             "table": summary.table.to_string(),
-            "mode": match request.mode { Mode::Append => "append", Mode::Replace => "replace", Mode::Merge => "merge" },
+            "mode": match load.write.mode { Mode::Append => "append", Mode::Replace => "replace", Mode::Merge => "merge" },
             "created_table": summary.created_table,
             "rows": f.rows,
             "bytes": f.bytes,

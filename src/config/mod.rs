@@ -26,9 +26,11 @@
 //! that need it.
 
 pub mod module;
+mod resolve;
 pub mod schedule;
 mod target;
 
+pub use resolve::{ModuleLoads, ModuleSource};
 pub use target::{TargetAuth, TargetConfig, TargetKind};
 
 use std::collections::BTreeMap;
@@ -40,7 +42,7 @@ use crate::base::options::{
     HttpMethod, InputFormat, Mode, OnError, ReplaceWith, SchemaPolicy, WriteMethod,
 };
 use crate::base::{Origin, SettingError};
-use crate::request::{LoadRequest, LoadSpec};
+use crate::load::{Load, LoadSpec};
 use crate::schema::{PgType, TableName};
 use crate::source::RetryPolicy;
 use crate::source::auth::AuthConfig;
@@ -418,6 +420,7 @@ impl SourceConfig {
             cursor_field: self.cursor_field.clone(),
             cursor_param: self.cursor_param.clone(),
             state_key: self.name.clone(),
+            legacy_state_key: None,
             full_refresh: false,
             commit_every: None,
             copy_streams: 1,
@@ -440,13 +443,21 @@ impl SourceConfig {
     ///
     /// # Errors
     /// An unset variable, or a value that cannot work (a bad pointer, a header name).
-    pub fn to_request(
+    pub fn to_load(
         &self,
         table: TableName,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<LoadRequest, ConfigError> {
-        self.to_spec(table)?
-            .resolve(Origin::Yaml, env)
+    ) -> Result<Load, ConfigError> {
+        self.resolve(self.to_spec(table)?, env)
+    }
+
+    /// Resolves `spec`, a load of this source, naming the source in errors.
+    fn resolve(
+        &self,
+        spec: LoadSpec,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Load, ConfigError> {
+        spec.resolve(Origin::Yaml, env)
             .map_err(|error| ConfigError::Setting {
                 what: self.what(),
                 error,

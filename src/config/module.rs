@@ -34,9 +34,12 @@ pub struct SinkCall {
     pub table: Option<String>,
     pub mode: Option<Mode>,
     pub keys: Option<Keys>,
-    /// Citus: `distribute_by="col"` (with `colocate_with`, `shard_count`) or
-    /// `reference_table=true`, for a table the module creates.
-    pub distribute: Option<crate::sink::plan::citus::DistributeAs>,
+    /// Citus, for a table the module creates: `distribute_by="col"` (with `colocate_with`,
+    /// `shard_count`) or `reference_table=true`, checked as a source's keys are.
+    pub distribute_by: Option<String>,
+    pub colocate_with: Option<String>,
+    pub shard_count: Option<u32>,
+    pub reference_table: Option<bool>,
 }
 
 /// A rendered module.
@@ -141,29 +144,15 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
                     }
                     Some(v) => Some(Keys::One(v.to_string())),
                 };
-                let distribute = match (
-                    kwargs.get::<Option<String>>("distribute_by")?,
-                    kwargs.get::<Option<bool>>("reference_table")?.unwrap_or(false),
-                ) {
-                    (Some(_), true) => {
-                        return Err(invalid(
-                            "sink(distribute_by=…, reference_table=true): a reference table has no distribution column".into(),
-                        ));
-                    }
-                    (Some(column), false) => Some(crate::sink::plan::citus::DistributeAs::Hash {
-                        column,
-                        colocate_with: kwargs.get("colocate_with")?,
-                        shard_count: kwargs.get("shard_count")?,
-                    }),
-                    (None, true) => Some(crate::sink::plan::citus::DistributeAs::Reference),
-                    (None, false) => None,
-                };
                 let call = SinkCall {
                     name,
                     table: kwargs.get("table")?,
                     mode,
                     keys,
-                    distribute,
+                    distribute_by: kwargs.get("distribute_by")?,
+                    colocate_with: kwargs.get("colocate_with")?,
+                    shard_count: kwargs.get("shard_count")?,
+                    reference_table: kwargs.get("reference_table")?,
                 };
                 kwargs.assert_all_used()?;
                 if let Ok(mut calls) = calls.lock() {
@@ -236,7 +225,7 @@ pub fn separate_reject_files(config: &super::Config, modules: &mut [Module]) {
             let path = first
                 .reject_file
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(crate::request::defaults::REJECT_FILE));
+                .unwrap_or_else(|| PathBuf::from(crate::load::defaults::REJECT_FILE));
             users.entry(path).or_default().push(i);
         }
     }
@@ -304,7 +293,7 @@ mod tests {
                 table: Some("a.posts".into()),
                 mode: Some(Mode::Merge),
                 keys: Some(Keys::Many(vec!["id".into(), "v".into()])),
-                distribute: None,
+                ..SinkCall::default()
             }
         );
     }
@@ -316,19 +305,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            m.sink.distribute,
-            Some(crate::sink::plan::citus::DistributeAs::Hash {
-                column: "id".into(),
-                colocate_with: Some("a.c".into()),
-                shard_count: None,
-            })
+            (
+                m.sink.distribute_by,
+                m.sink.colocate_with,
+                m.sink.shard_count
+            ),
+            (Some("id".into()), Some("a.c".into()), None)
         );
         let m = module("{{ sink(reference_table=true) }} select * from {{ use_source(\"x\") }}")
             .unwrap();
-        assert_eq!(
-            m.sink.distribute,
-            Some(crate::sink::plan::citus::DistributeAs::Reference)
-        );
+        assert_eq!(m.sink.reference_table, Some(true));
     }
 
     #[test]

@@ -63,9 +63,13 @@ fn replace_settings_reach_the_load() {
     )
     .unwrap();
     let table = TableName::parse("t").unwrap();
-    let request = config.sources[0].to_request(table, &|_| None).unwrap();
+    let load = config.sources[0].to_load(table, &|_| None).unwrap();
     assert_eq!(
-        (request.mode, request.replace_with, request.allow_empty),
+        (
+            load.write.mode,
+            load.write.replace_with,
+            load.write.allow_empty
+        ),
         (Mode::Replace, ReplaceWith::Delete, true)
     );
     let err =
@@ -144,7 +148,7 @@ fn yaml_rate_limits_and_retries_are_checked_like_the_flags() {
     let table = TableName::parse("t").unwrap();
     let err = |i: usize| {
         config.sources[i]
-            .to_request(table.clone(), &|_| None)
+            .to_load(table.clone(), &|_| None)
             .unwrap_err()
             .to_string()
     };

@@ -17,6 +17,7 @@ pub mod infer;
 pub mod parallel;
 pub mod pointer;
 pub mod scan;
+mod settings;
 pub mod values;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
@@ -26,6 +27,7 @@ pub use error::DecodeError;
 pub use framing::{Format, Framer, LineStart, Position};
 pub use infer::Sample;
 pub use parallel::{Decoder, ParallelDecoder};
+pub use settings::DecodeSettings;
 pub use values::SessionZone;
 
 use crate::schema::{PgType, TableSchema};

@@ -58,37 +58,36 @@ pub(super) struct DecodeStage {
 }
 
 impl DecodeStage {
+    /// The stage for records decoded as `settings` say: `paged` records arrive framed by
+    /// the fetch stage; the sample goes out and the plan comes back through `exchange`.
     pub(super) fn new(
-        request: &LoadRequest,
+        settings: &DecodeSettings,
+        paged: bool,
+        source_name: String,
         rejects: Option<Arc<RejectFile>>,
-        sample_tx: oneshot::Sender<Sample>,
-        plan_rx: oneshot::Receiver<Arc<LoadPlan>>,
+        exchange: (oneshot::Sender<Sample>, oneshot::Receiver<Arc<LoadPlan>>),
         tx: mpsc::Sender<Flow>,
     ) -> DecodeStage {
         DecodeStage {
-            // Pages arrive framed by the fetch stage.
-            framing: request
-                .pagination
-                .is_none()
-                .then(|| match &request.records_path {
-                    Some(records) => Framing::Document {
-                        records: records.clone(),
-                        buffer: Vec::new(),
-                        max_bytes: request.max_record_bytes,
-                    },
-                    None => Framing::Stream(framer(request)),
-                }),
-            sample_limit: request.sample.max(1),
+            framing: (!paged).then(|| match &settings.records_path {
+                Some(records) => Framing::Document {
+                    records: records.clone(),
+                    buffer: Vec::new(),
+                    max_bytes: settings.max_record_bytes,
+                },
+                None => Framing::Stream(settings.framer()),
+            }),
+            sample_limit: settings.sample.max(1),
             sample: Sample::default(),
             sampled: Vec::new(),
             sampled_at: Vec::new(),
-            exchange: Some((sample_tx, plan_rx)),
+            exchange: Some(exchange),
             decoder: None,
-            threads: request.decode_threads.unwrap_or(1),
-            batch_size: request.batch_size,
-            reject_unknown_fields: request.schema != crate::base::options::SchemaPolicy::Discard,
+            threads: settings.threads.unwrap_or(1),
+            batch_size: settings.batch_size,
+            reject_unknown_fields: settings.reject_unknown_fields,
             tx,
-            source_name: request.source.to_string(),
+            source_name,
             framer_format: None,
             delivered: 0,
             pages: Vec::new(),
@@ -310,17 +309,6 @@ impl DecodeStage {
             self.on_record(&sampled[*start..end], *at)?;
         }
         Ok(())
-    }
-}
-
-/// The framer for a request: in reject mode it skips records longer than the limit (they are
-/// set aside by the decoder) instead of failing the load.
-pub(super) fn framer(request: &LoadRequest) -> Framer {
-    let framer = Framer::new(request.format, request.max_record_bytes);
-    if request.rejects.is_some() {
-        framer.skipping_oversized()
-    } else {
-        framer
     }
 }
 

@@ -126,12 +126,13 @@ pub(super) struct FramedPage {
 /// Stops quietly when the decode stage is gone (it has its reason).
 pub(super) async fn fetch_pages(
     mut pager: Pager,
-    request: LoadRequest,
+    source: SourceSettings,
+    decode: DecodeSettings,
     tx: mpsc::Sender<Chunk>,
     progress: Arc<Progress>,
 ) -> Result<(), LoadError> {
-    let source_name = request.source.to_string();
-    let http = &request.http;
+    let source_name = source.source.to_string();
+    let http = &source.http;
     let most = pager.concurrency();
     let mut limit = most;
     let mut good_pages = 0;
@@ -164,11 +165,11 @@ pub(super) async fn fetch_pages(
         };
         let page = page?;
         progress.add_bytes(page.body.len() as u64);
-        let (framed, captured) = frame_page(page.body, label.clone(), &request, pager.captures())
+        let (framed, captured) = frame_page(page.body, label.clone(), &decode, pager.captures())
             .map_err(|error| LoadError::Decode {
-            source_name: format!("{source_name}, {label}"),
-            error,
-        })?;
+                source_name: format!("{source_name}, {label}"),
+                error,
+            })?;
         progress.add_page();
         let last_record = pager.last_record_pointer().and_then(|pointer| {
             let (start, end, _) = framed.records.last()?;
@@ -196,7 +197,7 @@ pub(super) async fn fetch_pages(
             tracing::info!(pages = pager.pages_fetched(), "last page reached");
             return Ok(());
         }
-        if let Some(every) = request.commit_every
+        if let Some(every) = source.commit_every
             && pager.pages_fetched() % every.max(1) == 0
         {
             let position = serde_json::to_string(&pager.position())
@@ -226,13 +227,12 @@ pub(super) async fn fetch_pages(
 fn frame_page(
     body: Bytes,
     label: String,
-    request: &LoadRequest,
+    decode: &DecodeSettings,
     captures: &[JsonPointer],
 ) -> Result<(FramedPage, Vec<Option<String>>), DecodeError> {
     // A final newline keeps the last NDJSON line inside the body (not in the framer's
     // carry), so every record is a range of it.
-    let body = if request.records_path.is_none() && !body.is_empty() && body.last() != Some(&b'\n')
-    {
+    let body = if decode.records_path.is_none() && !body.is_empty() && body.last() != Some(&b'\n') {
         Bytes::from([&body[..], b"\n"].concat())
     } else {
         body
@@ -258,7 +258,7 @@ fn frame_page(
         records.push((start, start + record.len(), at));
         Ok(())
     };
-    let captured = match &request.records_path {
+    let captured = match &decode.records_path {
         Some(path) => {
             let refs: Vec<&JsonPointer> = captures.iter().collect();
             let scanned = scan_document(&body, path, &refs, &mut locate)?;
@@ -269,7 +269,7 @@ fn frame_page(
                 .collect()
         }
         None => {
-            let mut framer = super::decode_stage::framer(request);
+            let mut framer = decode.framer();
             framer.push(&body, &mut locate)?;
             framer.finish(&mut locate)?;
             Vec::new()

@@ -27,22 +27,25 @@ use tracing::Instrument;
 
 use crate::base::SettingError;
 use crate::base::options::{Mode, ReplaceWith};
+use crate::decode::DecodeSettings;
 use crate::decode::pointer::{JsonPointer, scan_document};
 use crate::decode::{
     DecodeError, DecodeOptions, Decoded, Decoder, Format, Framer, Position, Sample,
 };
 use crate::encode::repeats::RepeatedKeys;
 use crate::encode::{CopyEncoder, EncodeError};
+use crate::load::Load;
 use crate::progress::{Figures, Progress};
 use crate::rejects::{RejectError, RejectFile};
-use crate::request::LoadRequest;
 use crate::schema::TableName;
+use crate::sink::state::StateSettings;
 use crate::sink::write::{Encoded, Refusable, RowsPath, WriteOptions};
 use crate::sink::{
-    ConnectOptions, LoadPlan, PlanOptions, SinkError, describe_target, has_unique_key,
+    ConnectOptions, LoadPlan, PlanOptions, SinkError, WriteSettings, describe_target,
+    has_unique_key,
 };
 use crate::source::paginate::{PageFacts, Pager, PagingError};
-use crate::source::{Body, Http, Source, SourceError, fetch_page, redact_url};
+use crate::source::{Body, Http, Source, SourceError, SourceSettings, fetch_page, redact_url};
 
 mod cursor;
 mod decode_stage;
@@ -135,57 +138,56 @@ pub enum LoadError {
 /// # Errors
 /// Any failure of any stage; the transaction is rolled back and the table left unchanged.
 pub async fn load(
-    request: &LoadRequest,
+    load: &Load,
     connect: &ConnectOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadSummary, LoadError> {
     let mut client = connect.connect().await?;
-    let mut request = lock_and_read_state(&mut client, std::slice::from_ref(request), request)
-        .await?
-        .remove(0);
-    request.decode_threads = Some(decode_threads(
-        request.decode_threads,
+    let mut load = load.clone();
+    let write_settings = load.write.clone();
+    lock_and_read_state(&mut client, &mut [&mut load], &write_settings).await?;
+    load.decode.threads = Some(decode_threads(
+        load.decode.threads,
         connect.server_is_local(),
-        request.copy_streams,
+        load.write.copy_streams,
     ));
-    let request = &request;
-    let rejects = request
+    let source_name = load.source_name();
+    let rejects = load
         .rejects
         .as_ref()
-        .map(|options| RejectFile::new(options, request.source.to_string(), progress.clone()));
-    let stream_count = if request.copy_streams > 1 {
-        request.copy_streams
+        .map(|options| RejectFile::new(options, source_name.clone(), progress.clone()));
+    let stream_count = if load.write.copy_streams > 1 {
+        load.write.copy_streams
     } else {
         0
     };
     let (source, streams) = tokio::try_join!(
         open_source(
-            request,
-            progress.for_source(&request.source.to_string()),
+            &load.source,
+            &load.decode,
+            progress.for_source(&source_name),
             rejects.clone(),
         ),
         futures_util::future::try_join_all(
             (0..stream_count).map(|_| async { connect.connect().await.map_err(LoadError::from) })
         ),
     )?;
-    let plan = plan_load(
-        &client,
-        request,
-        &source.sample.infer(),
-        Some(&source.sample),
-    )
-    .await?;
+    let fields = source.sample.infer();
+    let planned = Planned {
+        fields: &fields,
+        sample: Some(&source.sample),
+        sample_limit: load.decode.sample,
+        source_name: &source_name,
+    };
+    let plan = plan_load(&client, &load.write, planned).await?;
     let (batches, stages) = source.start(plan.clone()).await?;
-    write(
-        &mut client,
-        request,
-        plan,
-        batches,
-        stages,
-        progress,
-        Helpers { rejects, streams },
-    )
-    .await
+    let helpers = Helpers { rejects, streams };
+    let sink = Sink {
+        client: &mut client,
+        write: &load.write,
+        state: &load.state,
+    };
+    write(sink, plan, batches, stages, progress, helpers).await
 }
 
 /// A source whose fetch and decode stages are running and have taken their sample; they
@@ -210,26 +212,27 @@ impl OpenedSource {
     }
 }
 
-/// Opens the request's source and starts its fetch and decode stages; returns once the
-/// sample is taken.
+/// Opens the source and starts its fetch and decode stages; returns once the sample is
+/// taken.
 pub(crate) async fn open_source(
-    request: &LoadRequest,
+    source: &SourceSettings,
+    decode: &DecodeSettings,
     progress: Arc<Progress>,
     rejects: Option<Arc<RejectFile>>,
 ) -> Result<OpenedSource, LoadError> {
     // A paged source is fetched by the pager, page by page; any other is opened as a stream.
-    let pager = match (&request.pagination, &request.source) {
+    let pager = match (&source.pagination, &source.source) {
         (Some(config), Source::Http(url)) => {
-            let base = request.http.url(url)?;
+            let base = source.http.url(url)?;
             let mut config = config.clone();
             // --allow-cross-host (YAML allow_cross_host) allows next links elsewhere too.
-            config.allow_cross_host |= request.http.allow_cross_host;
+            config.allow_cross_host |= source.http.allow_cross_host;
             let mut pager = Pager::new(config, base)?;
-            if let Some(resume) = &request.resume {
-                pager.resume(&resume.position)?;
+            if let Some(position) = &source.resume_at {
+                pager.resume(position)?;
             }
             let reads_pages = !pager.captures().is_empty() || pager.last_record_pointer().is_some();
-            if reads_pages && request.records_path.is_none() {
+            if reads_pages && decode.records_path.is_none() {
                 return Err(LoadError::Unsupported(
                     "this pagination reads values from each page, so the records must be at a --records-path (e.g. /data)".into(),
                 ));
@@ -241,7 +244,7 @@ pub(crate) async fn open_source(
                 "--pagination needs an http(s) source".into(),
             ));
         }
-        (None, _) if request.commit_every.is_some() => {
+        (None, _) if source.commit_every.is_some() => {
             return Err(LoadError::Unsupported(
                 "--commit-every needs a paged source (--pagination): pages are where a backfill can resume".into(),
             ));
@@ -254,39 +257,45 @@ pub(crate) async fn open_source(
     let (plan_tx, plan_rx) = oneshot::channel::<Arc<LoadPlan>>();
 
     // Spans as ARCHITECTURE.md lists them: what each stage is doing, for logs and traces.
-    let span = match (&pager, &request.source) {
-        (Some(_), _) => tracing::info_span!("http.pages", source = %request.source),
-        (None, Source::Http(_)) => {
-            tracing::info_span!("http.ndjson_stream", source = %request.source)
-        }
-        (None, _) => tracing::info_span!("source.read", source = %request.source),
+    let name = &source.source;
+    let span = match (&pager, name) {
+        (Some(_), _) => tracing::info_span!("http.pages", source = %name),
+        (None, Source::Http(_)) => tracing::info_span!("http.ndjson_stream", source = %name),
+        (None, _) => tracing::info_span!("source.read", source = %name),
     };
+    let paged = pager.is_some();
     let fetch = match pager {
-        Some(pager) => tokio::spawn(
-            fetch_pages(pager, request.clone(), chunk_tx, progress.clone()).instrument(span),
-        ),
+        Some(pager) => {
+            let pages = fetch_pages(
+                pager,
+                source.clone(),
+                decode.clone(),
+                chunk_tx,
+                progress.clone(),
+            );
+            tokio::spawn(pages.instrument(span))
+        }
         None => {
-            let body = request.source.open(&request.http, &progress).await?;
-            tokio::spawn(
-                fetch(
-                    body,
-                    chunk_tx,
-                    progress.clone(),
-                    request.source.clone(),
-                    request.http.clone(),
-                )
-                .instrument(span),
-            )
+            let body = name.open(&source.http, &progress).await?;
+            let read = fetch(
+                body,
+                chunk_tx,
+                progress.clone(),
+                name.clone(),
+                source.http.clone(),
+            );
+            tokio::spawn(read.instrument(span))
         }
     };
-    let decode = {
-        let stage = DecodeStage::new(request, rejects, sample_tx, plan_rx, batch_tx);
-        let span = tracing::info_span!("decode.records", source = %request.source);
+    let decoding = {
+        let exchange = (sample_tx, plan_rx);
+        let stage = DecodeStage::new(decode, paged, name.to_string(), rejects, exchange, batch_tx);
+        let span = tracing::info_span!("decode.records", source = %name);
         tokio::task::spawn_blocking(move || span.in_scope(|| stage.run(chunk_rx)))
     };
     let stages = Stages {
-        tasks: vec![fetch, decode],
-        source_name: request.source.to_string(),
+        tasks: vec![fetch, decoding],
+        source_name: name.to_string(),
     };
     let Ok(sample) = sample_rx.await else {
         // The decode stage stopped before it had a sample: its error (or the fetch's) says why.
@@ -300,17 +309,27 @@ pub(crate) async fn open_source(
     })
 }
 
-/// Decides how records with `fields` map onto the request's table, reading the catalog.
-/// `sample`, the records the fields were inferred from, tells which integer columns their
-/// values outgrew; without one (a transform's typed output) no column is widened.
+/// What a plan is made from: the fields of the records (inferred from a sample, or a
+/// transform's typed output) and, for messages, where they came from.
+pub(crate) struct Planned<'a> {
+    pub fields: &'a crate::schema::TableSchema,
+    /// The records the fields were inferred from, which tell which integer columns their
+    /// values outgrew; without one (a transform's typed output) no column is widened.
+    pub sample: Option<&'a Sample>,
+    /// The `--sample` size, for messages.
+    pub sample_limit: usize,
+    pub source_name: &'a str,
+}
+
+/// Decides how records with `planned.fields` map onto the table `write` loads, reading the
+/// catalog.
 pub(crate) async fn plan_load(
     client: &tokio_postgres::Client,
-    request: &LoadRequest,
-    fields: &crate::schema::TableSchema,
-    sample: Option<&Sample>,
+    write: &WriteSettings,
+    planned: Planned<'_>,
 ) -> Result<Arc<LoadPlan>, LoadError> {
-    let target = describe_target(client, &request.table).await?;
-    let widen = match (sample, &target.columns) {
+    let target = describe_target(client, &write.table).await?;
+    let widen = match (planned.sample, &target.columns) {
         (Some(sample), Some(columns)) => columns
             .iter()
             .filter_map(|c| {
@@ -318,24 +337,23 @@ pub(crate) async fn plan_load(
                 let key = sample
                     .field_names()
                     .find(|k| crate::schema::column_name(k).is_ok_and(|name| name == c.name))?;
-                let to = sample.widening(key, c.pg_type?, request.widen_to_text)?;
+                let to = sample.widening(key, c.pg_type?, write.widen_to_text)?;
                 Some((c.name.clone(), to))
             })
             .collect(),
         _ => Vec::new(),
     };
-    let records = sample.map_or(1, Sample::records);
+    let records = planned.sample.map_or(1, Sample::records);
     let plan = LoadPlan::new(
         &target,
-        fields,
+        planned.fields,
         &PlanOptions {
-            sample_limit: request.sample,
-            merge_keys: request.merge_keys.clone(),
-            schema: request.schema,
+            sample_limit: planned.sample_limit,
+            merge_keys: write.merge_keys.clone(),
+            schema: write.schema,
             widen,
-            replace_by_swap: request.mode == Mode::Replace
-                && request.replace_with == ReplaceWith::Swap,
-            distribute: request.distribute.clone(),
+            replace_by_swap: write.mode == Mode::Replace && write.replace_with == ReplaceWith::Swap,
+            distribute: write.distribute.clone(),
         },
     )?;
     if !plan.merge_keys.is_empty()
@@ -354,7 +372,7 @@ pub(crate) async fn plan_load(
     }
     if plan.copy_columns == 0 && records > 0 {
         return Err(LoadError::NoFields {
-            source_name: request.source.to_string(),
+            source_name: planned.source_name.to_string(),
             table: plan.table,
         });
     }
@@ -370,25 +388,36 @@ pub(crate) struct Helpers {
     pub streams: Vec<tokio_postgres::Client>,
 }
 
+/// The load's connection and what the sink half of a load takes of its settings.
+pub(crate) struct Sink<'a> {
+    pub client: &'a mut tokio_postgres::Client,
+    pub write: &'a WriteSettings,
+    pub state: &'a StateSettings,
+}
+
 /// The sink half of a load: encodes `batches` (laid out as `plan.decode`) and hands them to
 /// [`crate::sink::write::write`]. `stages` are the stages feeding `batches`; only their
 /// clean end lets the write commit.
 pub(crate) async fn write(
-    client: &mut tokio_postgres::Client,
-    request: &LoadRequest,
+    sink: Sink<'_>,
     plan: Arc<LoadPlan>,
     batches: mpsc::Receiver<Flow>,
     stages: Stages,
     progress: Arc<Progress>,
     helpers: Helpers,
 ) -> Result<LoadSummary, LoadError> {
+    let Sink {
+        client,
+        write: settings,
+        state,
+    } = sink;
     let table = plan.table.clone();
-    let cursor = cursor_tracker(request, &plan)?;
+    let cursor = cursor_tracker(state, &plan)?;
     let (tx, mut rx) = mpsc::channel::<Encoded>(4);
     let path = RowsPath::choose(
         client,
         &plan,
-        request.method,
+        settings.method,
         helpers.rejects.clone(),
         helpers.streams,
     )
@@ -408,7 +437,7 @@ pub(crate) async fn write(
             plan: plan.clone(),
             source_name: stages.source_name.clone(),
             cursor,
-            rows_per_insert: path.inserts().then_some(request.insert_batch),
+            rows_per_insert: path.inserts().then_some(settings.insert_batch),
             rejects: helpers.rejects.clone(),
             repeats,
         };
@@ -426,10 +455,10 @@ pub(crate) async fn write(
         Ok::<(), LoadError>(())
     });
     let options = WriteOptions {
-        mode: request.mode,
-        allow_empty: request.allow_empty,
-        state_key: request.state_key.clone(),
-        lock_timeout: request.lock_timeout,
+        mode: settings.mode,
+        allow_empty: settings.allow_empty,
+        state_key: state.key.clone(),
+        lock_timeout: settings.lock_timeout,
         rejects: helpers.rejects,
     };
     let written = crate::sink::write::write(client, &plan, path, options, &mut rx, &progress)
@@ -464,14 +493,10 @@ pub(crate) async fn write(
 /// The running maximum of the incremental cursor column, if the load keeps one; a resumed
 /// backfill starts from what its earlier commits saw.
 fn cursor_tracker(
-    request: &LoadRequest,
+    state: &StateSettings,
     plan: &LoadPlan,
 ) -> Result<Option<(usize, CursorMax)>, LoadError> {
-    let Some(inc) = request
-        .incremental
-        .as_ref()
-        .filter(|_| plan.copy_columns > 0)
-    else {
+    let Some(inc) = state.incremental.as_ref().filter(|_| plan.copy_columns > 0) else {
         return Ok(None);
     };
     let plan_error = |reason: String| {
@@ -493,7 +518,7 @@ fn cursor_tracker(
             ))
         })?;
     let mut max = CursorMax::new(plan.copy_types()[column]).map_err(plan_error)?;
-    if let Some(seen) = request.resume.as_ref().and_then(|r| r.cursor.as_deref()) {
+    if let Some(seen) = &state.resumed_cursor {
         max.seed(seen);
     }
     Ok(Some((column, max)))

@@ -97,7 +97,7 @@ impl Preview {
     /// column the plan creates or adds has its type.
     pub(crate) fn of_plan(
         plan: &LoadPlan,
-        request: &LoadRequest,
+        write: &WriteSettings,
         rule: &dyn Fn(&crate::schema::Column) -> String,
     ) -> Preview {
         let new_table = plan.create_table.is_some();
@@ -120,7 +120,7 @@ impl Preview {
                 }
             })
             .collect();
-        let mode = match (request.mode, request.replace_with) {
+        let mode = match (write.mode, write.replace_with) {
             (Mode::Append, _) => "append".to_string(),
             (Mode::Replace, ReplaceWith::Swap) => "replace by swap".to_string(),
             (Mode::Replace, ReplaceWith::Delete) => "replace by delete".to_string(),
@@ -158,30 +158,36 @@ pub(crate) fn json_lines(
     Ok(())
 }
 
-/// `apitap load --preview`: what [`load`] would do with `request`, showing `rows` rows.
+/// `apitap load --preview`: what [`load`] would do, showing `rows` rows.
 ///
 /// # Errors
 /// As [`load`], for the part it does: a source that cannot be read, a plan the table
 /// refuses, a record that fails in the rows shown (unless it would be set aside).
 pub async fn preview_load(
-    request: &LoadRequest,
+    load: &Load,
     connect: &ConnectOptions,
     rows: usize,
 ) -> Result<Preview, LoadError> {
     let client = connect.connect_read_only().await?;
-    let request = &read_state(&client, std::slice::from_ref(request))
-        .await?
-        .remove(0);
+    let mut load = load.clone();
+    read_state(&client, &mut load).await?;
     let progress = Progress::start(crate::base::options::ProgressMode::Never, "preview", None);
-    let rejects = request
+    let source_name = load.source_name();
+    let rejects = load
         .rejects
         .as_ref()
-        .map(|options| RejectFile::preview(options, request.source.to_string(), progress.clone()));
-    let source = open_source(request, progress, rejects.clone()).await?;
+        .map(|options| RejectFile::preview(options, source_name.clone(), progress.clone()));
+    let source = open_source(&load.source, &load.decode, progress, rejects.clone()).await?;
     let fields = source.sample.infer();
-    let plan = plan_load(&client, request, &fields, Some(&source.sample)).await?;
+    let planned = Planned {
+        fields: &fields,
+        sample: Some(&source.sample),
+        sample_limit: load.decode.sample,
+        source_name: &source_name,
+    };
+    let plan = plan_load(&client, &load.write, planned).await?;
     let sample = &source.sample;
-    let mut preview = Preview::of_plan(&plan, request, &|column| {
+    let mut preview = Preview::of_plan(&plan, &load.write, &|column| {
         sample
             .rule(column.key())
             .unwrap_or("not in the sample")

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 
 use super::*;
 use crate::config::module::Module;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ModuleLoads};
 use crate::transform::{BatchStream, Transform, TransformError, conform, output_fields};
 
 /// Errors of sources that ended a transform's input, by source name.
@@ -66,26 +66,26 @@ pub async fn run_module(
         .instrument(span),
     );
     let stages = Stages::single(task, format!("module {}", module.name));
-    write(
-        &mut started.client,
-        &started.sink,
-        started.plan,
-        rx,
-        stages,
-        progress,
-        Helpers {
-            rejects,
-            streams: Vec::new(),
-        },
-    )
-    .await
+    let sink = Sink {
+        client: &mut started.client,
+        write: &started.write,
+        state: &started.state,
+    };
+    let helpers = Helpers {
+        rejects,
+        streams: Vec::new(),
+    };
+    write(sink, started.plan, rx, stages, progress, helpers).await
 }
 
 /// A module whose sources are open and whose SQL is running, planned against its target.
 struct Started {
     client: tokio_postgres::Client,
-    /// The load the output makes: table, mode, keys.
-    sink: LoadRequest,
+    /// How the output is written.
+    write: crate::sink::WriteSettings,
+    /// The state the output's write keeps: the first source's (its incremental cursor is
+    /// a column of the output).
+    state: crate::sink::state::StateSettings,
     plan: Arc<LoadPlan>,
     output: BatchStream,
     failures: Failures,
@@ -98,6 +98,14 @@ struct Started {
     rejects: Option<Arc<crate::rejects::RejectFile>>,
 }
 
+/// A source whose stages run, as the SQL reads it.
+struct Input {
+    name: String,
+    schema: arrow_schema::SchemaRef,
+    batches: mpsc::Receiver<Flow>,
+    stages: Stages,
+}
+
 /// Opens the module's sources, starts its SQL and plans the load of its output. A
 /// `preview` connects read-only, takes no lock and writes no reject file.
 async fn start(
@@ -107,89 +115,26 @@ async fn start(
     progress: Arc<Progress>,
     preview: bool,
 ) -> Result<Started, LoadError> {
-    let target = config.target(module.sink.name.as_deref())?;
-    let connect = target.connect_options(env)?;
-    let first = config.source(&module.sources[0])?;
-    let table_text = module
-        .sink
-        .table
-        .clone()
-        .or_else(|| first.table_destination_name.clone())
-        .ok_or_else(|| {
-            LoadError::Config(ConfigError::Resolve {
-                what: format!("module {}", module.name),
-                reason: format!(
-                    "no destination table: add table=\"schema.name\" to sink(…), or table_destination_name to source {:?}",
-                    first.name
-                ),
-            })
-        })?;
-    let table_text = crate::base::expand::expand(&table_text, env, "the destination table")
-        .map_err(|error| ConfigError::Setting {
-            what: format!("module {}", module.name),
-            error,
-        })?;
-    let table = target.table(&table_text)?;
-    let mut sources = Vec::with_capacity(module.sources.len());
-    for name in &module.sources {
-        let source = config.source(name)?;
-        let mut request = source.to_request(table.clone(), env)?;
-        // Each module keeps its own state of a source: two modules reading one incremental
-        // source each get every record. The source's name was the key before.
-        request.state_key = format!("{}/{}", module.name, source.name);
-        request.legacy_state_key = Some(source.name.clone());
-        sources.push((source, request));
-    }
-
-    // The sink takes its settings from the first source, as the original did, unless the
-    // module's sink(…) says otherwise.
-    let mut sink = sources[0].1.clone();
-    if let Some(mode) = module.sink.mode {
-        sink.mode = mode;
-    }
-    if let Some(keys) = &module.sink.keys {
-        sink.merge_keys = keys.columns();
-    }
-    if let Some(distribute) = &module.sink.distribute {
-        sink.distribute = Some(distribute.clone());
-    }
-    if let (Some(rejects), Some(path)) = (&mut sink.rejects, &module.reject_file) {
-        rejects.path = path.clone();
-    }
-    if sink.mode != Mode::Merge {
-        sink.merge_keys.clear();
-    } else if sink.merge_keys.is_empty() {
-        return Err(LoadError::Config(ConfigError::Resolve {
-            what: format!("module {}", module.name),
-            reason: "mode merge needs key columns: sink(key=\"id\") or primary_key_in_dest".into(),
-        }));
-    }
-    if sources.len() > 1 && sources.iter().any(|(_, r)| r.incremental.is_some()) {
-        return Err(LoadError::Config(ConfigError::Resolve {
-            what: format!("module {}", module.name),
-            reason: "cursor_field (incremental loading) works in modules that read one source"
-                .into(),
-        }));
-    }
-    let requests: Vec<_> = sources.iter().map(|(_, request)| request.clone()).collect();
-    let (client, mut requests) = if preview {
+    let ModuleLoads {
+        connect,
+        mut sources,
+        write,
+        rejects,
+    } = config.module_loads(module, env)?;
+    let client = if preview {
         let client = connect.connect_read_only().await?;
-        let requests = read_state(&client, &requests).await?;
-        (client, requests)
+        for source in &mut sources {
+            read_state(&client, &mut source.load).await?;
+        }
+        client
     } else {
         let mut client = connect.connect().await?;
-        let requests = lock_and_read_state(&mut client, &requests, &sink).await?;
-        (client, requests)
+        let mut loads: Vec<&mut Load> = sources.iter_mut().map(|s| &mut s.load).collect();
+        lock_and_read_state(&mut client, &mut loads, &write).await?;
+        client
     };
-    for request in &mut requests {
-        request.decode_threads = Some(decode_threads(
-            request.decode_threads,
-            connect.server_is_local(),
-            sink.copy_streams,
-        ));
-    }
-
-    let rejects = sink.rejects.as_ref().map(|options| {
+    let state = sources[0].load.state.clone();
+    let rejects = rejects.as_ref().map(|options| {
         let name = format!("module {}", module.name);
         if preview {
             crate::rejects::RejectFile::preview(options, name, progress.clone())
@@ -197,53 +142,103 @@ async fn start(
             crate::rejects::RejectFile::new(options, name, progress.clone())
         }
     });
-    let opened = futures_util::future::try_join_all(requests.iter().zip(&sources).map(
-        |(request, (source, _))| {
-            open_source(request, progress.for_source(&source.name), rejects.clone())
-        },
-    ));
-    let opened = opened.await?;
+    let server_is_local = connect.server_is_local();
+    for source in &mut sources {
+        let decode = &mut source.load.decode;
+        decode.threads = Some(decode_threads(
+            decode.threads,
+            server_is_local,
+            write.copy_streams,
+        ));
+    }
+    let opened = futures_util::future::try_join_all(sources.iter().map(|source| {
+        let load = &source.load;
+        let progress = progress.for_source(&source.name);
+        open_source(&load.source, &load.decode, progress, rejects.clone())
+    }))
+    .await?;
     // Sources read timestamps without an offset in the target session's zone, as a load does.
-    let time_zone = crate::sink::plan::catalog::session_time_zone(&client, &table).await?;
-
-    let transform = Transform::new(sink.batch_size);
+    let time_zone = crate::sink::plan::catalog::session_time_zone(&client, &write.table).await?;
     let mut inputs = Vec::with_capacity(opened.len());
     let mut source_columns = Vec::with_capacity(opened.len());
-    for (((config, _), request), source) in sources.iter().zip(&requests).zip(opened) {
-        let mut fields = source.sample.infer();
-        for (name, pg_type) in config.column_types()? {
-            match fields.columns.iter_mut().find(|c| c.name == name) {
-                Some(column) => column.pg_type = pg_type,
+    for (source, opened) in sources.iter().zip(opened) {
+        let mut fields = opened.sample.infer();
+        for (name, pg_type) in &source.column_types {
+            match fields.columns.iter_mut().find(|c| &c.name == name) {
+                Some(column) => column.pg_type = *pg_type,
                 None => fields
                     .columns
-                    .push(crate::schema::Column::new(name, pg_type)),
+                    .push(crate::schema::Column::new(name.clone(), *pg_type)),
             }
         }
-        let plan = Arc::new(LoadPlan::for_source(
-            &config.name,
-            fields,
-            request.sample,
-            time_zone.clone(),
-        ));
+        let sample = source.load.decode.sample;
+        let plan = LoadPlan::for_source(&source.name, fields, sample, time_zone.clone());
+        let plan = Arc::new(plan);
         let schema = plan.decode.arrow_schema();
-        source_columns.push((config.name.clone(), plan.decode.clone()));
-        let (batches, stages) = source.start(plan).await?;
-        inputs.push((config.name.clone(), schema, batches, stages));
+        source_columns.push((source.name.clone(), plan.decode.clone()));
+        let (batches, stages) = opened.start(plan).await?;
+        let name = source.name.clone();
+        inputs.push(Input {
+            name,
+            schema,
+            batches,
+            stages,
+        });
     }
-    let tables: Vec<_> = inputs
-        .iter()
-        .map(|(name, schema, ..)| (name.clone(), schema.clone()))
-        .collect();
+    let batch_size = sources[0].load.decode.batch_size;
+    let (failures, out_schema, output) = run_sql(module, batch_size, inputs).await?;
+    let fields = output_fields(&out_schema).map_err(|error| LoadError::Transform {
+        module: module.name.clone(),
+        error,
+    })?;
+    let planned = Planned {
+        fields: &fields,
+        sample: None,
+        sample_limit: sources[0].load.decode.sample,
+        source_name: &format!("module {}", module.name),
+    };
+    let plan = plan_load(&client, &write, planned).await?;
+    Ok(Started {
+        client,
+        write,
+        state,
+        plan,
+        output,
+        failures,
+        sources: source_columns,
+        fields,
+        rejects,
+    })
+}
+
+/// Registers each input with DataFusion (collected first where the SQL reads it twice) and
+/// starts the module's SQL.
+async fn run_sql(
+    module: &Module,
+    batch_size: usize,
+    inputs: Vec<Input>,
+) -> Result<(Failures, arrow_schema::SchemaRef, BatchStream), LoadError> {
     let module_error = |error: TransformError| LoadError::Transform {
         module: module.name.clone(),
         error,
     };
+    let transform = Transform::new(batch_size);
+    let tables: Vec<_> = inputs
+        .iter()
+        .map(|input| (input.name.clone(), input.schema.clone()))
+        .collect();
     let scans = transform
         .scans(&module.sql, &tables)
         .await
         .map_err(module_error)?;
     let failures: Failures = Arc::default();
-    for (name, schema, batches, stages) in inputs {
+    for input in inputs {
+        let Input {
+            name,
+            schema,
+            batches,
+            stages,
+        } = input;
         let stream = source_stream(name.clone(), batches, stages, failures.clone());
         if scans.get(&name).copied().unwrap_or(0) > 1 {
             transform
@@ -257,18 +252,7 @@ async fn start(
         }
     }
     let (out_schema, output) = transform.execute(&module.sql).await.map_err(module_error)?;
-    let fields = output_fields(&out_schema).map_err(module_error)?;
-    let plan = plan_load(&client, &sink, &fields, None).await?;
-    Ok(Started {
-        client,
-        sink,
-        plan,
-        output,
-        failures,
-        sources: source_columns,
-        fields,
-        rejects,
-    })
+    Ok((failures, out_schema, output))
 }
 
 /// Samples each source as a run would, runs the SQL, plans the load and shows the first
@@ -290,7 +274,7 @@ pub async fn preview_module(
     // The sources sample as many records as a run would, so the schemas shown are the ones a
     // run would infer; only the rows shown are limited to `rows`.
     let mut started = start(config, module, env, progress, true).await?;
-    let mut preview = Preview::of_plan(&started.plan, &started.sink, &|_| {
+    let mut preview = Preview::of_plan(&started.plan, &started.write, &|_| {
         "the type of the SQL's output column".to_string()
     });
     while preview.rows.len() < rows {

@@ -22,10 +22,42 @@ pub use plan::catalog::{
 };
 pub use plan::{LoadPlan, PlanOptions, StagedRows};
 
+use std::time::Duration;
+
 use tokio_postgres::error::DbError;
 
 use crate::base::error_chain;
+use crate::base::options::{Mode, ReplaceWith, SchemaPolicy, WriteMethod};
 use crate::schema::{TableName, quote_ident};
+use plan::citus::DistributeAs;
+
+/// What the sink needs of a load: the table and how rows go into it.
+#[derive(Debug, Clone)]
+pub struct WriteSettings {
+    pub table: TableName,
+    pub mode: Mode,
+    /// How `--mode replace` replaces an existing table's rows.
+    pub replace_with: ReplaceWith,
+    /// Key columns of `--mode merge` (empty otherwise).
+    pub merge_keys: Vec<String>,
+    /// COPY, or batched INSERTs.
+    pub method: WriteMethod,
+    /// Rows per INSERT statement with `--method insert`.
+    pub insert_batch: usize,
+    /// COPY through this many connections at once; 1 is a single direct COPY.
+    pub copy_streams: usize,
+    /// Let `--mode replace` empty the table when the source has no records.
+    pub allow_empty: bool,
+    /// Fields without a column: add columns, fail, or drop them.
+    pub schema: SchemaPolicy,
+    /// Under `--schema evolve`, make a column text when it refuses a sampled value.
+    pub widen_to_text: bool,
+    /// Citus: how a table the load creates is distributed.
+    pub distribute: Option<DistributeAs>,
+    /// How long to wait for another run holding this load's state key or table, and how
+    /// long a replace's swap may try for its moment alone with the table.
+    pub lock_timeout: Duration,
+}
 
 /// A failure on the PostgreSQL side.
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,20 @@ pub enum Source {
     Stdin,
 }
 
+/// What the fetch stage needs of a load: where the bytes come from and how to ask for them.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub source: Source,
+    /// Client, headers, query, auth, retries and pacing of an HTTP source.
+    pub http: Http,
+    /// Fetch the HTTP source page by page.
+    pub pagination: Option<paginate::PaginationConfig>,
+    /// Where an unfinished `--commit-every` backfill stopped, from the stored state.
+    pub resume_at: Option<paginate::Position>,
+    /// Send a commit point every this many pages (`--commit-every`).
+    pub commit_every: Option<u64>,
+}
+
 /// Why a source could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

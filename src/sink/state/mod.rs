@@ -14,6 +14,42 @@ use tokio_postgres::GenericClient;
 use super::SinkError;
 use crate::schema::TableName;
 
+/// What a load keeps in `apitap._state`.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    /// The key of this load's state.
+    pub key: String,
+    /// The key the same load's state had before (a pipeline source's name, before keys
+    /// named the module too); its state is taken over when `key` has none.
+    pub legacy_key: Option<String>,
+    /// Ignore the stored state this time (a cursor, an unfinished backfill); it is still
+    /// updated.
+    pub full_refresh: bool,
+    /// Remember the highest value of a field, and ask the API only for newer records.
+    pub incremental: Option<Incremental>,
+    /// A `--commit-every` backfill keeps its position at each commit.
+    pub resumable: bool,
+    /// The highest cursor value the committed pages of an unfinished backfill held, once
+    /// read from the state: the running maximum starts there.
+    pub resumed_cursor: Option<String>,
+}
+
+impl StateSettings {
+    /// Whether the load keeps state, and so takes the lock on its key.
+    pub fn kept(&self) -> bool {
+        self.incremental.is_some() || self.resumable
+    }
+}
+
+/// Incremental loading: which field's highest value to remember, and how to send it back.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// The field (column) whose highest loaded value is stored.
+    pub cursor_field: String,
+    /// The query parameter the stored value is sent in (HTTP sources).
+    pub cursor_param: Option<String>,
+}
+
 const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS apitap; \
      CREATE TABLE IF NOT EXISTS apitap._state ( \
        key text PRIMARY KEY, \

@@ -1,4 +1,11 @@
+use std::path::PathBuf;
+
 use super::*;
+use crate::base::Origin;
+use crate::base::options::Mode;
+use crate::schema::TableName;
+use crate::source::RetryPolicy;
+use crate::source::throttle::RateLimit;
 
 fn spec() -> LoadSpec {
     LoadSpec {
@@ -18,27 +25,25 @@ fn spec() -> LoadSpec {
 #[test]
 fn defaults_apply_whichever_way_the_load_was_described() {
     for origin in [Origin::Flags, Origin::Yaml] {
-        let request = spec().resolve(origin, &|_| None).unwrap();
+        let load = spec().resolve(origin, &|_| None).unwrap();
         assert_eq!(
             (
-                request.sample,
-                request.batch_size,
-                request.insert_batch,
-                request.max_record_bytes
+                load.decode.sample,
+                load.decode.batch_size,
+                load.write.insert_batch,
+                load.decode.max_record_bytes
             ),
             (1000, 8192, 5000, 64 << 20)
         );
     }
-    let request = LoadSpec {
+    let load = LoadSpec {
         on_error: crate::base::options::OnError::Reject,
         ..spec()
     }
     .resolve(Origin::Yaml, &|_| None)
     .unwrap();
-    assert_eq!(
-        request.rejects.unwrap().path,
-        PathBuf::from("rejects.ndjson")
-    );
+    assert!(load.decode.rejecting);
+    assert_eq!(load.rejects.unwrap().path, PathBuf::from("rejects.ndjson"));
 }
 
 #[test]
@@ -153,7 +158,7 @@ fn citus_settings_are_checked_and_named_as_written() {
         }),
         "distribute_by and reference_table cannot go together: a reference table has no distribution column"
     );
-    let request = LoadSpec {
+    let load = LoadSpec {
         distribute_by: Some("id".into()),
         shard_count: Some(4),
         ..spec()
@@ -162,7 +167,7 @@ fn citus_settings_are_checked_and_named_as_written() {
     .unwrap();
     let table = TableName::parse("s.t").unwrap();
     assert_eq!(
-        request.distribute.unwrap().statement(&table),
+        load.write.distribute.unwrap().statement(&table),
         r#"SELECT create_distributed_table('"s"."t"', 'id', shard_count => 4)"#
     );
 }
