@@ -281,9 +281,9 @@ impl DecodeStage {
             DecodeOptions {
                 batch_size: self.batch_size,
                 reject_unknown_fields: self.reject_unknown_fields,
-                unknown_field_hint: plan.unknown_field_hint.clone(),
+                unknown_field_hint: plan.fields_known.unknown_field_hint(),
                 must_stay_null: (copy_columns..plan.decode.columns.len())
-                    .map(|i| (i, plan.late_field_hint.clone()))
+                    .map(|i| (i, plan.fields_known.late_field_hint()))
                     .collect(),
                 reject: self.rejects.is_some(),
                 zone: Some(crate::decode::SessionZone::parse(&plan.time_zone)),

@@ -481,8 +481,8 @@ pub(crate) async fn write(
     Ok(LoadSummary {
         cursor: written.cursor,
         table,
-        added_columns: plan.added_columns.clone(),
-        widened_columns: plan.widened_columns.clone(),
+        added_columns: plan.added_columns(),
+        widened_columns: plan.widenings().iter().map(ToString::to_string).collect(),
         discarded_fields: plan.discarded_fields.clone(),
         renamed_fields: plan.renamed_fields(),
         figures,

@@ -104,13 +104,10 @@ impl Preview {
         let columns = plan.decode.columns[..plan.copy_columns]
             .iter()
             .map(|c| {
-                let widened = plan
-                    .widened_columns
-                    .iter()
-                    .find(|w| w.split_once(':').is_some_and(|(name, _)| name == c.name));
+                let widened = plan.widenings().iter().find(|w| w.column == c.name);
                 let rule = match widened {
                     Some(w) => format!("widened for sampled values ({w})"),
-                    None if new_table || plan.added_columns.contains(&c.name) => rule(c),
+                    None if new_table || plan.added_columns().contains(&c.name) => rule(c),
                     None => "the table's column".to_string(),
                 };
                 PlannedColumn {

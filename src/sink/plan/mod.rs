@@ -5,13 +5,15 @@
 
 pub mod catalog;
 pub mod citus;
+pub mod ddl;
 
 use super::{SinkError, qualified};
 use crate::base::options::SchemaPolicy;
 use crate::schema::{Column, PgType, TableName, TableSchema, column_name, quote_ident};
 use crate::sink::write::swap;
-use catalog::TargetInfo;
+use catalog::{CatalogColumn, TargetInfo};
 use citus::{DistributeAs, Distribution};
+pub use ddl::{AlterTable, CreateSchema, CreateTable, Widening};
 
 /// What the planner needs besides the catalog and the sample.
 #[derive(Debug, Clone, Default)]
@@ -33,17 +35,14 @@ pub struct PlanOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadPlan {
     pub table: TableName,
-    /// `CREATE TABLE` to run first, when the table is new.
-    pub create_table: Option<String>,
-    /// `ALTER TABLE … ADD COLUMN …, ALTER COLUMN … TYPE …` for new fields and values that
-    /// outgrew their column, under `--schema evolve`.
-    pub alter_table: Option<String>,
-    pub added_columns: Vec<String>,
-    /// Columns widened, as `name: old → new`.
-    pub widened_columns: Vec<String>,
+    /// The schema to create with a new table.
+    pub create_schema: Option<CreateSchema>,
+    /// The table to create, when it is new.
+    pub create_table: Option<CreateTable>,
+    /// Columns widened and added for the sample, under `--schema evolve`.
+    pub alter_table: Option<AlterTable>,
     /// Sampled fields dropped under `--schema discard`.
     pub discarded_fields: Vec<String>,
-    pub create_schema: Option<String>,
     /// The session's `TimeZone`, for timestamps without an offset into timestamptz columns.
     pub time_zone: String,
     /// Columns records are decoded into. The first `copy_columns` of them are loaded; the
@@ -51,30 +50,75 @@ pub struct LoadPlan {
     pub decode: TableSchema,
     pub copy_columns: usize,
     /// Why a field has no column, for the decoder's error.
-    pub unknown_field_hint: String,
-    pub late_field_hint: String,
+    pub fields_known: FieldsKnown,
     /// Merge on these key columns instead of appending: COPY into a staging table, then
     /// upsert from it.
     pub merge_keys: Vec<String>,
     /// The OID of the existing table a replace swaps a new one in for; the rows (and every
     /// statement of the plan) go into the new table, [`swap::building_name`].
     pub swap_of: Option<u32>,
-    /// `create_distributed_table(…)` or `create_reference_table(…)`, run right after
-    /// `create_table` (`--distribute-by`, `--reference-table`).
-    pub distribute: Option<String>,
+    /// Make the new table a Citus distributed or reference table, right after creating it
+    /// (`--distribute-by`, `--reference-table`).
+    pub distribute: Option<DistributeAs>,
     /// How Citus holds the existing target (a swap recreates it so).
     pub citus: Option<Distribution>,
 }
 
-/// `CREATE SCHEMA IF NOT EXISTS` alone races: two loads creating one schema at once both see
-/// it missing, and the second fails on the catalog's unique index. A transaction-scoped lock
-/// on the name makes the second wait for the first to commit, then find the schema there.
-fn create_schema_statement(schema: &str) -> String {
-    format!(
-        "SELECT pg_advisory_xact_lock(hashtext('apitap schema {}')); CREATE SCHEMA IF NOT EXISTS {}",
-        schema.replace('\'', "''"),
-        quote_ident(schema)
-    )
+/// Which fields the plan knew of, and so what a field it did not know means: the reason the
+/// decoder gives for a record that has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldsKnown {
+    /// A new table's columns were inferred from the first `sample` records.
+    NewTable { sample: usize, table: TableName },
+    /// An existing table's columns were fitted to the first `sample` records; `frozen`
+    /// (`--schema freeze`) adds no column.
+    Existing {
+        sample: usize,
+        table: TableName,
+        frozen: bool,
+    },
+    /// The first `sample` records of a module's source, decoded for its SQL.
+    Source { sample: usize, source: String },
+}
+
+impl FieldsKnown {
+    /// Completes "field "x" …" for a field without a column: why, and what to do.
+    pub fn unknown_field_hint(&self) -> String {
+        match self {
+            FieldsKnown::NewTable { sample, table } => format!(
+                "first appears after the {sample} records the columns of the new table {table} were inferred from; \
+                 re-run with a larger --sample, or pass --schema discard to drop such fields"
+            ),
+            FieldsKnown::Existing {
+                table,
+                frozen: true,
+                ..
+            } => format!(
+                "is not a column of {table}, and --schema freeze adds none; add the column, \
+                 or use --schema evolve (add it) or --schema discard (drop such fields)"
+            ),
+            FieldsKnown::Existing { sample, table, .. } => format!(
+                "first appears after the {sample} sampled records, too late to add its column to {table}; \
+                 re-run with a larger --sample, or pass --schema discard to drop such fields"
+            ),
+            FieldsKnown::Source { sample, source } => format!(
+                "first appears after the {sample} records sampled from source {source:?}; \
+                 raise the source's sample, give the field a type under its columns, or set schema_policy: discard"
+            ),
+        }
+    }
+
+    /// Completes "field "x" …" for a field whose column was left out of the COPY so that
+    /// its default applies (only an existing table has such columns).
+    pub fn late_field_hint(&self) -> String {
+        match self {
+            FieldsKnown::Existing { sample, table, .. } => format!(
+                "first appears after the {sample} sampled records, so its column in {table} was left to its default; \
+                 re-run with a larger --sample"
+            ),
+            FieldsKnown::NewTable { .. } | FieldsKnown::Source { .. } => String::new(),
+        }
+    }
 }
 
 /// `fields` with each field's column name ([`column_name`]), refusing names no column can
@@ -121,6 +165,76 @@ pub enum StagedRows {
     Numbered,
 }
 
+/// An existing table's columns as a load fills them: those it loads (a field names them,
+/// or they have no default) and those left to their default, in the table's order, and the
+/// columns to widen (`--schema evolve`).
+struct Fitted {
+    loaded: Vec<Column>,
+    defaulted: Vec<Column>,
+    widen: Vec<Widening>,
+}
+
+fn fit_columns(
+    table: &TableName,
+    columns: &[CatalogColumn],
+    fields: &TableSchema,
+    options: &PlanOptions,
+) -> Result<Fitted, SinkError> {
+    let refuse = |reason: String| SinkError::Plan {
+        table: table.to_string(),
+        reason,
+    };
+    let mut fitted = Fitted {
+        loaded: Vec::new(),
+        defaulted: Vec::new(),
+        widen: Vec::new(),
+    };
+    for c in columns {
+        let field = fields.columns.iter().find(|f| f.name == c.name);
+        let in_sample = field.is_some();
+        if c.generated {
+            if in_sample {
+                let reason = format!("column {:?} is generated and cannot be loaded", c.name);
+                return Err(refuse(reason));
+            }
+            continue;
+        }
+        let Some(pg_type) = c.pg_type else {
+            if in_sample || !c.has_default {
+                return Err(refuse(format!(
+                    "column {:?} has type {}, which apitap cannot load yet",
+                    c.name, c.type_name
+                )));
+            }
+            continue;
+        };
+        let widened = options
+            .widen
+            .iter()
+            .find(|(name, _)| *name == c.name)
+            .map(|(_, to)| *to)
+            .filter(|_| options.schema == SchemaPolicy::Evolve);
+        if let Some(to) = widened {
+            fitted.widen.push(Widening {
+                column: c.name.clone(),
+                from: pg_type,
+                to,
+            });
+        }
+        let column = Column {
+            name: c.name.clone(),
+            pg_type: widened.unwrap_or(pg_type),
+            key: field.and_then(|f| f.key.clone()),
+        };
+        if in_sample || !c.has_default {
+            fitted.loaded.push(column);
+        } else {
+            fitted.defaulted.push(column);
+        }
+    }
+    Ok(fitted)
+}
+
 impl LoadPlan {
     /// Plans the load of records with `fields` (inferred from a sample, or a transform's
     /// output) into `target`.
@@ -141,11 +255,10 @@ impl LoadPlan {
         fields: &TableSchema,
         options: &PlanOptions,
     ) -> Result<LoadPlan, SinkError> {
-        let sample_limit = options.sample_limit;
         let table = target.name.clone();
         let fields = &map_fields(fields, &table)?;
         // Merge keys may be given as a field's name or its column's.
-        let merge_keys: &Vec<String> = &options
+        let merge_keys: Vec<String> = options
             .merge_keys
             .iter()
             .map(|k| {
@@ -156,104 +269,73 @@ impl LoadPlan {
                     .map_or_else(|| k.clone(), |f| f.name.clone())
             })
             .collect();
-        let swap_of = target.oid.filter(|_| options.replace_by_swap);
-        let qualified = qualified(&match swap_of {
-            Some(oid) => swap::building_name(&table, oid),
-            None => table.clone(),
-        });
-        let schema_name = table.schema.clone().unwrap_or_default();
-        let Some(columns) = &target.columns else {
-            let decode = fields.clone();
-            let create_table = (!decode.columns.is_empty()).then(|| {
-                let mut cols = column_definitions(&decode);
-                if !merge_keys.is_empty() {
-                    let keys: Vec<String> = merge_keys.iter().map(|k| quote_ident(k)).collect();
-                    cols.push(format!("PRIMARY KEY ({})", keys.join(", ")));
-                }
-                format!("CREATE TABLE {qualified} ({})", cols.join(", "))
-            });
-            return LoadPlan {
-                time_zone: target.time_zone.clone(),
-                create_schema: (!target.schema_exists && create_table.is_some())
-                    .then(|| create_schema_statement(&schema_name)),
-                create_table,
-                copy_columns: decode.columns.len(),
-                decode,
-                unknown_field_hint: format!(
-                    "first appears after the {sample_limit} records the columns of the new table {table} were inferred from; \
-                     re-run with a larger --sample, or pass --schema discard to drop such fields"
-                ),
-                late_field_hint: String::new(),
-                merge_keys: merge_keys.to_vec(),
-                alter_table: None,
-                added_columns: Vec::new(),
-                widened_columns: Vec::new(),
-                discarded_fields: Vec::new(),
-                swap_of: None,
-                distribute: options
-                    .distribute
-                    .as_ref()
-                    .filter(|_| !fields.columns.is_empty())
-                    .map(|d| d.statement(&table)),
-                citus: None,
-                table,
+        let plan = match &target.columns {
+            None => LoadPlan::new_table(target, fields, merge_keys, options),
+            Some(columns) => {
+                LoadPlan::existing_table(target, columns, fields, merge_keys, options)?
             }
-            .check_keys()
-            .and_then(|plan| plan.check_distribution(options.distribute.as_ref()));
         };
-        let mut loaded = Vec::new();
-        let mut defaulted = Vec::new();
-        let mut alterations = Vec::new();
-        let mut widened_columns = Vec::new();
-        for c in columns {
-            let field = fields.columns.iter().find(|f| f.name == c.name);
-            let in_sample = field.is_some();
-            if c.generated {
-                if in_sample {
-                    return Err(SinkError::Plan {
-                        table: table.to_string(),
-                        reason: format!("column {:?} is generated and cannot be loaded", c.name),
-                    });
+        plan.check_keys()
+            .and_then(|plan| plan.check_distribution(options.distribute.as_ref()))
+    }
+
+    /// The plan of a table the load creates, with the fields as its columns.
+    fn new_table(
+        target: &TargetInfo,
+        fields: &TableSchema,
+        merge_keys: Vec<String>,
+        options: &PlanOptions,
+    ) -> LoadPlan {
+        let table = target.name.clone();
+        let create_table = (!fields.columns.is_empty()).then(|| CreateTable {
+            table: table.clone(),
+            columns: fields.columns.clone(),
+            primary_key: merge_keys.clone(),
+        });
+        LoadPlan {
+            time_zone: target.time_zone.clone(),
+            create_schema: (!target.schema_exists && create_table.is_some()).then(|| {
+                CreateSchema {
+                    schema: table.schema.clone().unwrap_or_default(),
                 }
-                continue;
-            }
-            let Some(pg_type) = c.pg_type else {
-                if in_sample || !c.has_default {
-                    return Err(SinkError::Plan {
-                        table: table.to_string(),
-                        reason: format!(
-                            "column {:?} has type {}, which apitap cannot load yet",
-                            c.name, c.type_name
-                        ),
-                    });
-                }
-                continue;
-            };
-            let widened = options
-                .widen
-                .iter()
-                .find(|(name, _)| *name == c.name)
-                .map(|(_, to)| *to)
-                .filter(|_| options.schema == SchemaPolicy::Evolve);
-            if let Some(to) = widened {
-                alterations.push(format!(
-                    "ALTER COLUMN {} TYPE {}",
-                    quote_ident(&c.name),
-                    to.sql_name()
-                ));
-                widened_columns.push(format!("{}: {pg_type} → {to}", c.name));
-            }
-            let column = Column {
-                name: c.name.clone(),
-                pg_type: widened.unwrap_or(pg_type),
-                key: field.and_then(|f| f.key.clone()),
-            };
-            if in_sample || !c.has_default {
-                loaded.push(column);
-            } else {
-                defaulted.push(column);
-            }
+            }),
+            create_table,
+            copy_columns: fields.columns.len(),
+            decode: fields.clone(),
+            fields_known: FieldsKnown::NewTable {
+                sample: options.sample_limit,
+                table: table.clone(),
+            },
+            merge_keys,
+            alter_table: None,
+            discarded_fields: Vec::new(),
+            swap_of: None,
+            distribute: options
+                .distribute
+                .clone()
+                .filter(|_| !fields.columns.is_empty()),
+            citus: None,
+            table,
         }
+    }
+
+    /// The plan of a load into an existing table: every column with a field is loaded, as is
+    /// every column without a default; new fields are added, refused or dropped as
+    /// `options.schema` says.
+    fn existing_table(
+        target: &TargetInfo,
+        columns: &[CatalogColumn],
+        fields: &TableSchema,
+        merge_keys: Vec<String>,
+        options: &PlanOptions,
+    ) -> Result<LoadPlan, SinkError> {
+        let table = target.name.clone();
+        let swap_of = target.oid.filter(|_| options.replace_by_swap);
+        let Fitted {
+            mut loaded,
+            defaulted,
+            widen,
+        } = fit_columns(&table, columns, fields, options)?;
         // Fields the sample shows and the table lacks.
         let new_fields: Vec<Column> = fields
             .columns
@@ -261,62 +343,55 @@ impl LoadPlan {
             .filter(|f| !columns.iter().any(|c| c.name == f.name))
             .cloned()
             .collect();
-        let mut added_columns = Vec::new();
-        let mut discarded_fields = Vec::new();
-        match options.schema {
-            SchemaPolicy::Evolve if !new_fields.is_empty() => {
-                alterations.extend(new_fields.iter().map(|c| {
-                    format!(
-                        "ADD COLUMN {} {}",
-                        quote_ident(&c.name),
-                        c.pg_type.sql_name()
-                    )
-                }));
-                added_columns = new_fields.iter().map(|c| c.name.clone()).collect();
-                loaded.extend(new_fields);
-            }
+        let (add, discarded_fields) = match options.schema {
+            SchemaPolicy::Evolve => (new_fields, Vec::new()),
             SchemaPolicy::Discard => {
-                discarded_fields = new_fields.iter().map(|c| c.key().to_string()).collect();
+                let names = new_fields.iter().map(|c| c.key().to_string()).collect();
+                (Vec::new(), names)
             }
-            SchemaPolicy::Evolve | SchemaPolicy::Freeze => {}
-        }
-        let alter_table = (!alterations.is_empty())
-            .then(|| format!("ALTER TABLE {qualified} {}", alterations.join(", ")));
-        let unknown_field_hint = match options.schema {
-            SchemaPolicy::Freeze => format!(
-                "is not a column of {table}, and --schema freeze adds none; add the column, \
-                 or use --schema evolve (add it) or --schema discard (drop such fields)"
-            ),
-            _ => format!(
-                "first appears after the {sample_limit} sampled records, too late to add its column to {table}; \
-                 re-run with a larger --sample, or pass --schema discard to drop such fields"
-            ),
+            SchemaPolicy::Freeze => (Vec::new(), Vec::new()),
         };
+        loaded.extend(add.iter().cloned());
+        let alter_table = (!widen.is_empty() || !add.is_empty()).then(|| AlterTable {
+            table: match swap_of {
+                Some(oid) => swap::building_name(&table, oid),
+                None => table.clone(),
+            },
+            widen,
+            add,
+        });
         let copy_columns = loaded.len();
         loaded.extend(defaulted);
-        LoadPlan {
+        Ok(LoadPlan {
             table: table.clone(),
             time_zone: target.time_zone.clone(),
             create_table: None,
             create_schema: None,
             alter_table,
-            added_columns,
-            widened_columns,
             discarded_fields,
             decode: TableSchema { columns: loaded },
             copy_columns,
-            unknown_field_hint,
-            late_field_hint: format!(
-                "first appears after the {sample_limit} sampled records, so its column in {table} was left to its default; \
-                 re-run with a larger --sample"
-            ),
-            merge_keys: merge_keys.to_vec(),
+            fields_known: FieldsKnown::Existing {
+                sample: options.sample_limit,
+                table,
+                frozen: options.schema == SchemaPolicy::Freeze,
+            },
+            merge_keys,
             swap_of,
             distribute: None,
             citus: target.distribution.clone(),
-        }
-        .check_keys()
-        .and_then(|plan| plan.check_distribution(options.distribute.as_ref()))
+        })
+    }
+
+    /// Columns added for new fields.
+    pub fn added_columns(&self) -> Vec<String> {
+        let added = self.alter_table.iter().flat_map(|alter| &alter.add);
+        added.map(|c| c.name.clone()).collect()
+    }
+
+    /// Columns widened for sampled values their types could not hold.
+    pub fn widenings(&self) -> &[Widening] {
+        self.alter_table.as_ref().map_or(&[], |alter| &alter.widen)
     }
 
     /// A distributed table (or one `--distribute-by` makes) takes unique keys only with its
@@ -373,17 +448,14 @@ impl LoadPlan {
             },
             create_table: None,
             alter_table: None,
-            added_columns: Vec::new(),
-            widened_columns: Vec::new(),
             discarded_fields: Vec::new(),
             create_schema: None,
             copy_columns: fields.columns.len(),
             decode: fields,
-            unknown_field_hint: format!(
-                "first appears after the {sample_limit} records sampled from source {source:?}; \
-                 raise the source's sample, give the field a type under its columns, or set schema_policy: discard"
-            ),
-            late_field_hint: String::new(),
+            fields_known: FieldsKnown::Source {
+                sample: sample_limit,
+                source: source.to_string(),
+            },
             merge_keys: Vec::new(),
             swap_of: None,
             distribute: None,
@@ -476,16 +548,15 @@ impl LoadPlan {
             .and(self.citus.as_ref())
             .and_then(|d| citus::recreate(d, &self.table, &self.written_table()).ok());
         [
-            &self.create_schema,
-            &self.create_table,
-            &self.distribute,
-            &swap,
-            &swap_citus,
-            &self.alter_table,
+            self.create_schema.as_ref().map(CreateSchema::sql),
+            self.create_table.as_ref().map(CreateTable::sql),
+            self.distribute.as_ref().map(|d| d.statement(&self.table)),
+            swap,
+            swap_citus,
+            self.alter_table.as_ref().map(AlterTable::sql),
         ]
         .into_iter()
         .flatten()
-        .cloned()
         .collect()
     }
 
@@ -512,12 +583,3 @@ impl LoadPlan {
 
 #[cfg(test)]
 mod tests;
-
-/// `"name" type` for each column: the columns of a table a load creates.
-pub(super) fn column_definitions(table: &TableSchema) -> Vec<String> {
-    table
-        .columns
-        .iter()
-        .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type.sql_name()))
-        .collect()
-}

@@ -43,13 +43,16 @@ fn new_tables_are_created_from_the_sample() {
     };
     let plan = LoadPlan::new(&target, &fields(&[r#"{"id": 1, "Name": "x"}"#]), &options()).unwrap();
     assert_eq!(
-        plan.create_schema.as_deref(),
+        plan.create_schema
+            .as_ref()
+            .map(CreateSchema::sql)
+            .as_deref(),
         Some(
             r#"SELECT pg_advisory_xact_lock(hashtext('apitap schema Demo')); CREATE SCHEMA IF NOT EXISTS "Demo""#
         )
     );
     assert_eq!(
-        plan.create_table.as_deref(),
+        plan.create_table.as_ref().map(CreateTable::sql).as_deref(),
         Some(r#"CREATE TABLE "Demo"."items" ("id" bigint, "Name" text)"#)
     );
     assert_eq!(

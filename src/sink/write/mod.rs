@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::plan::LoadPlan;
+use super::plan::{AlterTable, CreateSchema, CreateTable, LoadPlan};
 use super::{SinkError, state};
 use crate::base::options::Mode;
 use crate::progress::Progress;
@@ -172,14 +172,20 @@ async fn prepare_table(
     mode: Mode,
 ) -> Result<Option<Swap>, SinkError> {
     let table = &plan.table;
-    let create_schema = plan.create_schema.as_deref();
-    execute(transaction, create_schema, "CREATE SCHEMA", table).await?;
-    let create_table = plan.create_table.as_deref();
-    execute(transaction, create_table, "CREATE TABLE", table).await?;
-    let distribute = plan.distribute.as_deref();
+    let create_schema = plan.create_schema.as_ref().map(CreateSchema::sql);
     execute(
         transaction,
-        distribute,
+        create_schema.as_deref(),
+        "CREATE SCHEMA",
+        table,
+    )
+    .await?;
+    let create_table = plan.create_table.as_ref().map(CreateTable::sql);
+    execute(transaction, create_table.as_deref(), "CREATE TABLE", table).await?;
+    let distribute = plan.distribute.as_ref().map(|d| d.statement(table));
+    execute(
+        transaction,
+        distribute.as_deref(),
         "distributing the new table (Citus)",
         table,
     )
@@ -200,13 +206,8 @@ async fn prepare_table(
         }
         None => None,
     };
-    execute(
-        transaction,
-        plan.alter_table.as_deref(),
-        "ALTER TABLE",
-        table,
-    )
-    .await?;
+    let alter_table = plan.alter_table.as_ref().map(AlterTable::sql);
+    execute(transaction, alter_table.as_deref(), "ALTER TABLE", table).await?;
     let delete = plan.delete_statement().filter(|_| mode == Mode::Replace);
     execute(transaction, delete.as_deref(), "DELETE", table).await?;
     Ok(swap)

@@ -40,7 +40,7 @@ fn create_stage(plan: &LoadPlan, stage: &Stage) -> Option<String> {
         Stage::Becomes { .. } => format!(
             "CREATE TABLE {} ({})",
             stage.qualified(),
-            crate::sink::plan::column_definitions(&plan.decode).join(", ")
+            crate::sink::plan::ddl::column_definitions(&plan.decode.columns).join(", ")
         ),
         Stage::Staging { .. } => {
             let columns: Vec<String> = plan
