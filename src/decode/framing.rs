@@ -50,6 +50,17 @@ impl LineStart {
     }
 }
 
+/// What a byte is to the array element being scanned.
+enum ElementByte {
+    Inside,
+    /// Inside a string: a raw line break there is no line of the input's structure.
+    InString,
+    /// The element's last byte (the bracket closing an object or array).
+    Last,
+    /// The delimiter after a scalar element, which is not part of it.
+    After,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum ArrayState {
     /// Before the opening `[`.
@@ -309,116 +320,41 @@ impl Framer {
         chunk: &[u8],
         emit: &mut impl FnMut(&[u8], Position) -> Result<(), E>,
     ) -> Result<(), E> {
-        // Start of the element being scanned within this chunk, if it started here.
         // Where the current element began in this chunk; `None` while it began in an earlier
         // one and its bytes so far are in `carry`.
         let mut element_start: Option<usize> = None;
         let mut i = 0;
         while i < chunk.len() {
             let b = chunk[i];
-            match &mut self.array {
-                ArrayState::Element {
-                    depth,
-                    in_string,
-                    escaped,
-                } => {
-                    if *in_string {
-                        if *escaped {
-                            *escaped = false;
-                        } else if b == b'\\' {
-                            *escaped = true;
-                        } else if b == b'"' {
-                            *in_string = false;
-                        }
-                        i += 1;
-                        continue;
-                    }
-                    let ends_before = match b {
-                        b'"' => {
-                            *in_string = true;
-                            false
-                        }
-                        b'{' | b'[' => {
-                            *depth += 1;
-                            false
-                        }
-                        b'}' | b']' if *depth > 0 => {
-                            *depth -= 1;
-                            if *depth == 0 {
-                                // The element ends with this byte.
-                                let end = i + 1;
-                                self.emit_element(chunk, element_start, end, emit)?;
-                                element_start = None;
-                                self.array = ArrayState::After;
-                            }
-                            false
-                        }
-                        // A scalar element ends at the next delimiter.
-                        b',' | b']' | b' ' | b'\t' | b'\r' | b'\n' if *depth == 0 => true,
-                        _ => false,
-                    };
-                    if ends_before {
-                        self.emit_element(chunk, element_start, i, emit)?;
-                        element_start = None;
-                        self.array = ArrayState::After;
-                        continue; // rescan the delimiter in the After state
-                    }
+            if !matches!(self.array, ArrayState::Element { .. }) {
+                if self.between_elements(b, i).map_err(E::from)? {
+                    // An element starts here: scan this byte as its first.
+                    element_start = Some(i);
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            match self.element_byte(b) {
+                ElementByte::InString => i += 1,
+                ElementByte::Inside => {
                     if b == b'\n' {
                         self.line += 1;
                         self.line_start = self.offset + i as u64 + 1;
                     }
                     i += 1;
                 }
-                state => {
-                    if b == b'\n' {
-                        self.line += 1;
-                        self.line_start = self.offset + i as u64 + 1;
-                        i += 1;
-                        continue;
-                    }
-                    if b.is_ascii_whitespace() {
-                        i += 1;
-                        continue;
-                    }
-                    let unexpected = |what: &str| DecodeError::Structure {
-                        line: self.line,
-                        message: format!("expected {what}, found {:?}", char::from(b)),
-                    };
-                    match (*state, b) {
-                        (ArrayState::Open, b'[') => *state = ArrayState::First,
-                        (ArrayState::Open, _) => {
-                            return Err(E::from(unexpected("'[' to open the array")));
-                        }
-                        (ArrayState::First, b']') | (ArrayState::After, b']') => {
-                            *state = ArrayState::Closed
-                        }
-                        (ArrayState::After, b',') => *state = ArrayState::Next,
-                        (ArrayState::After, _) => {
-                            return Err(E::from(unexpected("',' or ']' after an array element")));
-                        }
-                        (ArrayState::Next, b']') => {
-                            return Err(E::from(unexpected("an element after ','")));
-                        }
-                        (ArrayState::First | ArrayState::Next, _) => {
-                            self.carry_start = self.position_at(self.offset + i as u64);
-                            self.carry.clear();
-                            element_start = Some(i);
-                            self.array = ArrayState::Element {
-                                depth: 0,
-                                in_string: false,
-                                escaped: false,
-                            };
-                            continue; // scan the first byte as part of the element
-                        }
-                        (ArrayState::Closed, _) => {
-                            return Err(E::from(DecodeError::Structure {
-                                line: self.line,
-                                message: "unexpected data after the end of the JSON array".into(),
-                            }));
-                        }
-                        (ArrayState::Element { .. }, _) => unreachable!("handled above"),
-                    }
+                ElementByte::Last => {
+                    self.emit_element(chunk, element_start, i + 1, emit)?;
+                    element_start = None;
+                    self.array = ArrayState::After;
                     i += 1;
+                }
+                ElementByte::After => {
+                    // A scalar ends at its delimiter, which is scanned again after it.
+                    self.emit_element(chunk, element_start, i, emit)?;
+                    element_start = None;
+                    self.array = ArrayState::After;
                 }
             }
         }
@@ -435,6 +371,87 @@ impl Framer {
         }
         self.offset += chunk.len() as u64;
         Ok(())
+    }
+
+    /// Byte `b` of an element being scanned: whether it is inside the element, its last
+    /// byte, or the delimiter after a scalar element.
+    fn element_byte(&mut self, b: u8) -> ElementByte {
+        let ArrayState::Element {
+            depth,
+            in_string,
+            escaped,
+        } = &mut self.array
+        else {
+            return ElementByte::Inside;
+        };
+        if *in_string {
+            if *escaped {
+                *escaped = false;
+            } else if b == b'\\' {
+                *escaped = true;
+            } else if b == b'"' {
+                *in_string = false;
+            }
+            return ElementByte::InString;
+        }
+        match b {
+            b'"' => *in_string = true,
+            b'{' | b'[' => *depth += 1,
+            b'}' | b']' if *depth > 0 => {
+                *depth -= 1;
+                if *depth == 0 {
+                    return ElementByte::Last;
+                }
+            }
+            b',' | b']' | b' ' | b'\t' | b'\r' | b'\n' if *depth == 0 => return ElementByte::After,
+            _ => {}
+        }
+        ElementByte::Inside
+    }
+
+    /// Byte `b`, at `at` in the chunk, outside any element: the array's brackets, commas and
+    /// white space. Returns whether an element starts at it.
+    fn between_elements(&mut self, b: u8, at: usize) -> Result<bool, DecodeError> {
+        if b == b'\n' {
+            self.line += 1;
+            self.line_start = self.offset + at as u64 + 1;
+            return Ok(false);
+        }
+        if b.is_ascii_whitespace() {
+            return Ok(false);
+        }
+        let unexpected = |what: &str| DecodeError::Structure {
+            line: self.line,
+            message: format!("expected {what}, found {:?}", char::from(b)),
+        };
+        match (self.array, b) {
+            (ArrayState::Open, b'[') => self.array = ArrayState::First,
+            (ArrayState::Open, _) => return Err(unexpected("'[' to open the array")),
+            (ArrayState::First | ArrayState::After, b']') => self.array = ArrayState::Closed,
+            (ArrayState::After, b',') => self.array = ArrayState::Next,
+            (ArrayState::After, _) => {
+                return Err(unexpected("',' or ']' after an array element"));
+            }
+            (ArrayState::Next, b']') => return Err(unexpected("an element after ','")),
+            (ArrayState::First | ArrayState::Next, _) => {
+                self.carry_start = self.position_at(self.offset + at as u64);
+                self.carry.clear();
+                self.array = ArrayState::Element {
+                    depth: 0,
+                    in_string: false,
+                    escaped: false,
+                };
+                return Ok(true);
+            }
+            (ArrayState::Closed, _) => {
+                return Err(DecodeError::Structure {
+                    line: self.line,
+                    message: "unexpected data after the end of the JSON array".into(),
+                });
+            }
+            (ArrayState::Element { .. }, _) => {}
+        }
+        Ok(false)
     }
 
     fn emit_element<E: From<DecodeError>>(
