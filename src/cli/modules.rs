@@ -122,30 +122,7 @@ async fn run_modules(
     };
     let work = async {
         if args.schedule {
-            let runs = modules.iter().cloned().map(|module| {
-                let run_one = &run_one;
-                let args = &args;
-                async move {
-                    let schedule = match module.schedule.as_deref().map(Schedule::parse) {
-                        Some(Ok(schedule)) => schedule,
-                        // Modules are validated when rendered; an unscheduled one runs once.
-                        _ => {
-                            let (module, result) = run_one(module).await;
-                            report(args, &module, &result);
-                            return;
-                        }
-                    };
-                    run_on_schedule(&schedule, || {
-                        let module = module.clone();
-                        async move {
-                            let (module, result) = run_one(module).await;
-                            report(args, &module, &result);
-                        }
-                    })
-                    .await;
-                }
-            });
-            futures_util::future::join_all(runs).await;
+            run_scheduled(args, &modules, &run_one).await;
             Vec::new()
         } else {
             futures_util::stream::iter(modules.iter().cloned().map(run_one))
@@ -164,8 +141,45 @@ async fn run_modules(
     if let Some(total) = &total {
         total.finish();
     }
+    conclude(args, &results)
+}
+
+/// Runs each module at the times its schedule says, forever; a module without a schedule
+/// runs once.
+async fn run_scheduled<F, Fut>(args: &RunArgs, modules: &[Module], run_one: &F)
+where
+    F: Fn(Module) -> Fut,
+    Fut: std::future::Future<Output = (Module, Result<LoadSummary, Failed>)>,
+{
+    let runs = modules.iter().cloned().map(|module| async move {
+        let schedule = match module.schedule.as_deref().map(Schedule::parse) {
+            Some(Ok(schedule)) => schedule,
+            // Modules are validated when rendered; an unscheduled one runs once.
+            _ => {
+                let (module, result) = run_one(module).await;
+                report(args, &module, &result);
+                return;
+            }
+        };
+        run_on_schedule(&schedule, || {
+            let module = module.clone();
+            async move {
+                let (module, result) = run_one(module).await;
+                report(args, &module, &result);
+            }
+        })
+        .await;
+    });
+    futures_util::future::join_all(runs).await;
+}
+
+/// Reports each module's outcome, writes the JSON summary, and fails if any module failed.
+fn conclude(
+    args: &RunArgs,
+    results: &[(Module, Result<LoadSummary, Failed>)],
+) -> anyhow::Result<Outcome> {
     let mut failed = Vec::new();
-    for (module, result) in &results {
+    for (module, result) in results {
         report(args, module, result);
         if result.is_err() {
             failed.push(module.name.as_str());

@@ -17,72 +17,13 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
 use reqwest::Url;
-use serde::Deserialize;
 
-use crate::base::SettingError;
 use crate::decode::pointer::JsonPointer;
 
+mod config;
 mod position;
+pub use config::{Kind, PaginationConfig};
 pub use position::Position;
-
-/// Pagination styles; names follow the original ApiTap's config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// `?limit=N&offset=K`, K growing by the records received.
-    LimitOffset,
-    /// `?page=P&per_page=N`.
-    PageNumber,
-    /// `?page=P`, the server choosing the page size.
-    PageOnly,
-    /// `?cursor=TOKEN`, the token read from each page at `cursor_path`.
-    Cursor,
-    /// The next page's URL, read from each page at `next_url_path`.
-    NextUrl,
-    /// RFC 8288 `Link: <…>; rel="next"`.
-    LinkHeader,
-}
-
-/// The `pagination:` mapping (YAML config, or inline `--pagination '{kind: …}'`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PaginationConfig {
-    pub kind: Kind,
-    pub limit_param: Option<String>,
-    pub offset_param: Option<String>,
-    pub page_param: Option<String>,
-    pub per_page_param: Option<String>,
-    /// Where the cursor kind sends its page size, if anywhere.
-    pub page_size_param: Option<String>,
-    pub cursor_param: Option<String>,
-    /// Where each page holds the next cursor (`/next_cursor`, `/meta/after_cursor`).
-    pub cursor_path: Option<String>,
-    /// Or: the cursor is a field of each page's last record (Stripe's `starting_after=<id>`,
-    /// `since_id` APIs), at this pointer inside the record (`/id`).
-    pub last_record_path: Option<String>,
-    pub next_url_path: Option<String>,
-    /// Records per page asked for; a shorter page is the last one.
-    pub page_size: Option<u64>,
-    /// First offset (default 0) or page number (default 1).
-    pub start: Option<u64>,
-    /// Stop once this many records (offset kinds) or pages (page kinds) have been fetched,
-    /// as read from the first page at this pointer.
-    pub total_path: Option<String>,
-    pub total_pages_path: Option<String>,
-    /// Stop when the value here is false; while it is true, a missing next position fails.
-    pub has_more_path: Option<String>,
-    /// Stop when the value here is true (Salesforce's `done`); while it is false, a missing
-    /// next position fails.
-    pub done_path: Option<String>,
-    /// Stop after this many pages, whatever the API says.
-    pub max_pages: Option<u64>,
-    /// Pages fetched at once (offset and page-number kinds, whose next URL is known in
-    /// advance). Rows still reach the table in page order. Halved on a 429, regrown slowly.
-    pub concurrency: Option<usize>,
-    /// Follow next links to other hosts or schemes (off: they could carry credentials away).
-    #[serde(default)]
-    pub allow_cross_host: bool,
-}
 
 /// Pointers whose values the pager reads from each page, in a fixed order.
 #[derive(Debug, Clone, Default)]
@@ -182,17 +123,6 @@ fn fingerprint(text: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);
     hasher.finish()
-}
-
-impl PaginationConfig {
-    /// Parses the inline mapping given to `--pagination`.
-    ///
-    /// # Errors
-    /// Text that is not such a mapping, or an unknown key.
-    pub fn parse(text: &str) -> Result<PaginationConfig, SettingError> {
-        serde_yaml::from_str(text)
-            .map_err(|e| SettingError::invalid(format!("--pagination {text:?}"), e.to_string()))
-    }
 }
 
 impl Pager {
@@ -468,6 +398,7 @@ impl Pager {
         Ok(())
     }
 
+    /// The next page's URL after the page `facts` describe, or `None` at the end.
     fn next_url(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
         let json_number =
             |text: Option<&str>| text.and_then(|t| t.trim_matches('"').parse::<u64>().ok());
@@ -489,103 +420,101 @@ impl Pager {
         {
             return Ok(None);
         }
-        let computed = matches!(
-            self.config.kind,
-            Kind::LimitOffset | Kind::PageNumber | Kind::PageOnly
-        );
-        if facts.records == 0 && computed {
-            return self.end_or_fail(facts, "the page is empty".into());
-        }
-        let next = match self.config.kind {
-            Kind::LimitOffset => {
-                self.offset += facts.records;
-                let short = self
-                    .config
-                    .page_size
-                    .is_some_and(|size| facts.records < size);
-                if (short || self.total.is_some_and(|t| self.offset >= t))
-                    && self.more_signal(facts).is_none()
-                {
-                    return Ok(None);
-                }
-                self.url_with(&[])
-            }
-            Kind::PageNumber | Kind::PageOnly => {
-                let short = self
-                    .config
-                    .page_size
-                    .is_some_and(|size| facts.records < size);
-                let reached = self.total_pages.is_some_and(|t| self.pages_fetched >= t)
-                    || self.total.is_some_and(|t| self.records >= t);
-                if (short || reached) && self.more_signal(facts).is_none() {
-                    return Ok(None);
-                }
-                self.page += 1;
-                self.url_with(&[])
-            }
-            Kind::Cursor => {
-                let (raw, missing) = match &self.last_record {
-                    Some(path) => (
-                        facts.last_record.as_deref(),
-                        format!("its last record has no cursor at {path}"),
-                    ),
-                    None => (
-                        self.captured(facts, self.captures.cursor),
-                        format!(
-                            "it has no next cursor at {}",
-                            self.captures
-                                .cursor
-                                .map_or_else(String::new, |i| self.captures.pointers[i]
-                                    .to_string())
-                        ),
-                    ),
-                };
-                let cursor = match raw.map(str::trim) {
-                    None | Some("null") | Some("\"\"") | Some("") => {
-                        return self.end_or_fail(facts, missing);
-                    }
-                    Some(raw) => serde_json::from_str::<serde_json::Value>(raw)
-                        .ok()
-                        .map(|v| match v {
-                            serde_json::Value::String(s) => s,
-                            other => other.to_string(),
-                        })
-                        .unwrap_or_else(|| raw.to_string()),
-                };
-                self.first_visit(&format!("cursor {cursor:?}"))?;
-                let name = self.param(&self.config.cursor_param, "cursor");
-                self.url_with(&[(name, cursor)])
-            }
+        match self.config.kind {
+            Kind::LimitOffset | Kind::PageNumber | Kind::PageOnly => self.next_computed(facts),
+            Kind::Cursor => self.next_cursor(facts),
             Kind::NextUrl => {
                 let raw = match self.captured(facts, self.captures.next_url).map(str::trim) {
                     None | Some("null") | Some("\"\"") => {
-                        let at = self
-                            .captures
-                            .next_url
-                            .map_or_else(String::new, |i| self.captures.pointers[i].to_string());
+                        let at = self.pointer_text(self.captures.next_url);
                         return self.end_or_fail(facts, format!("it has no next URL at {at}"));
                     }
                     Some(raw) => {
                         serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())
                     }
                 };
-                let next = self.follow(&raw)?;
-                self.first_visit(&format!("URL {next}"))?;
-                next
+                self.next_link(&raw).map(Some)
             }
             Kind::LinkHeader => match &facts.link_next {
-                None => {
-                    return self
-                        .end_or_fail(facts, "it has no Link header with rel=\"next\"".into());
-                }
-                Some(link) => {
-                    let next = self.follow(link)?;
-                    self.first_visit(&format!("URL {next}"))?;
-                    next
-                }
+                None => self.end_or_fail(facts, "it has no Link header with rel=\"next\"".into()),
+                Some(link) => self.next_link(link).map(Some),
             },
+        }
+    }
+
+    /// The next page of a paging whose URLs apitap computes (offsets, page numbers): none
+    /// after an empty or short page, or once the total is reached, unless the page says
+    /// there is more.
+    fn next_computed(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
+        if facts.records == 0 {
+            return self.end_or_fail(facts, "the page is empty".into());
+        }
+        let short = self
+            .config
+            .page_size
+            .is_some_and(|size| facts.records < size);
+        let reached = match self.config.kind {
+            Kind::LimitOffset => {
+                self.offset += facts.records;
+                self.total.is_some_and(|t| self.offset >= t)
+            }
+            _ => {
+                self.total_pages.is_some_and(|t| self.pages_fetched >= t)
+                    || self.total.is_some_and(|t| self.records >= t)
+            }
         };
-        Ok(Some(next))
+        if (short || reached) && self.more_signal(facts).is_none() {
+            return Ok(None);
+        }
+        if self.config.kind != Kind::LimitOffset {
+            self.page += 1;
+        }
+        Ok(Some(self.url_with(&[])))
+    }
+
+    /// The next page of a cursor paging: the cursor from the page (or its last record),
+    /// sent in the cursor parameter; a cursor seen before is a loop.
+    fn next_cursor(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
+        let (raw, missing) = match &self.last_record {
+            Some(path) => (
+                facts.last_record.as_deref(),
+                format!("its last record has no cursor at {path}"),
+            ),
+            None => (
+                self.captured(facts, self.captures.cursor),
+                format!(
+                    "it has no next cursor at {}",
+                    self.pointer_text(self.captures.cursor)
+                ),
+            ),
+        };
+        let cursor = match raw.map(str::trim) {
+            None | Some("null") | Some("\"\"") | Some("") => {
+                return self.end_or_fail(facts, missing);
+            }
+            Some(raw) => serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .unwrap_or_else(|| raw.to_string()),
+        };
+        self.first_visit(&format!("cursor {cursor:?}"))?;
+        let name = self.param(&self.config.cursor_param, "cursor");
+        Ok(Some(self.url_with(&[(name, cursor)])))
+    }
+
+    /// The next page at a link the page gave; a URL seen before is a loop.
+    fn next_link(&mut self, link: &str) -> Result<Url, PagingError> {
+        let next = self.follow(link)?;
+        self.first_visit(&format!("URL {next}"))?;
+        Ok(next)
+    }
+
+    /// The text of the captured pointer `index`, for messages.
+    fn pointer_text(&self, index: Option<usize>) -> String {
+        index.map_or_else(String::new, |i| self.captures.pointers[i].to_string())
     }
 
     /// Resolves a next link against the current page and refuses other origins unless
