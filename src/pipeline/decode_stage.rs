@@ -95,101 +95,13 @@ impl DecodeStage {
         }
     }
 
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Chunk>) -> Result<(), LoadError> {
-        let result = (|| {
-            let mut framing = self.framing.take();
-            while let Some(chunk) = rx.blocking_recv() {
-                match (chunk, &mut framing) {
-                    (Chunk::Checkpoint(position), _) => {
-                        // Everything before the commit point goes before it: the plan must
-                        // exist (even on a short sample) and the decoder's rows must be out.
-                        if self.decoder.is_none() {
-                            self.start_decoding()?;
-                        }
-                        self.finish_batches()?;
-                        self.tx
-                            .blocking_send(Flow::Checkpoint(position))
-                            .map_err(|_| Stop::Cancelled)?;
-                    }
-                    (Chunk::Page(page), _) => {
-                        self.pages.push((self.delivered + 1, page.label));
-                        for (start, end, at) in page.records {
-                            self.deliver(&page.body[start..end], at)?;
-                        }
-                    }
-                    (Chunk::Bytes(bytes), Some(Framing::Stream(framer))) => match &mut self.decoder
-                    {
-                        Some(decoder) => {
-                            let mut ready = Vec::new();
-                            decoder.push_bytes(framer, bytes, &mut ready)?;
-                            for decoded in ready {
-                                self.send(decoded)?;
-                            }
-                        }
-                        None => framer.push(&bytes, &mut |record, at| self.deliver(record, at))?,
-                    },
-                    (
-                        Chunk::Bytes(bytes),
-                        Some(Framing::Document {
-                            buffer, max_bytes, ..
-                        }),
-                    ) => {
-                        if buffer.len() + bytes.len() > *max_bytes {
-                            return Err(Stop::Failed(DecodeError::DocumentTooLarge {
-                                limit: *max_bytes,
-                            }));
-                        }
-                        buffer.extend_from_slice(&bytes);
-                    }
-                    (Chunk::Bytes(_), None) => {}
-                }
-            }
-            match framing {
-                Some(Framing::Stream(mut framer)) => {
-                    framer.finish(&mut |record, at| self.deliver(record, at))?;
-                    self.framer_format = framer.format();
-                }
-                Some(Framing::Document {
-                    records, buffer, ..
-                }) => {
-                    scan_document(&buffer, &records, &[], &mut |record, at| {
-                        self.deliver(record, at)
-                    })?;
-                }
-                None => {}
-            }
-            if self.decoder.is_none() {
-                self.start_decoding()?;
-            }
-            self.finish_batches()?;
-            let format = self.framer_format.map(|f| format!("{f:?}"));
-            let records = self
-                .decoder
-                .as_ref()
-                .map_or(self.delivered, Decoder::records);
-            tracing::info!(records, format, "all records decoded");
-            Ok::<(), Stop>(())
-        })();
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Chunk>) -> Result<(), LoadError> {
+        let result = self.consume(rx);
         // Records taken before the failure may hold an earlier error (values are checked
         // against their columns only once the plan is known and their batch is built): the
         // earliest bad line is the one reported.
         let result = match result {
-            Err(Stop::Failed(mut error)) => {
-                if self.decoder.is_none() && error.line() > 0 {
-                    // Still sampling: the plan is needed to check the sampled values. The
-                    // load fails whatever this finds, and rolls back what it began.
-                    if let Err(Stop::Failed(earlier)) = self.start_decoding()
-                        && earlier.line() > 0
-                        && earlier.line() < error.line()
-                    {
-                        error = earlier;
-                    }
-                }
-                match &mut self.decoder {
-                    Some(decoder) => Err(Stop::Failed(decoder.earliest_error(error))),
-                    None => Err(Stop::Failed(error)),
-                }
-            }
+            Err(Stop::Failed(error)) => Err(Stop::Failed(self.earliest(error))),
             result => result,
         };
         match result {
@@ -210,6 +122,105 @@ impl DecodeStage {
                 };
                 Err(LoadError::Decode { source_name, error })
             }
+        }
+    }
+
+    /// Takes every chunk of the input, then the end of it.
+    fn consume(&mut self, mut rx: mpsc::Receiver<Chunk>) -> Result<(), Stop> {
+        let mut framing = self.framing.take();
+        while let Some(chunk) = rx.blocking_recv() {
+            self.take(chunk, &mut framing)?;
+        }
+        match framing {
+            Some(Framing::Stream(mut framer)) => {
+                framer.finish(&mut |record, at| self.deliver(record, at))?;
+                self.framer_format = framer.format();
+            }
+            Some(Framing::Document {
+                records, buffer, ..
+            }) => {
+                scan_document(&buffer, &records, &[], &mut |record, at| {
+                    self.deliver(record, at)
+                })?;
+            }
+            None => {}
+        }
+        if self.decoder.is_none() {
+            self.start_decoding()?;
+        }
+        self.finish_batches()?;
+        let format = self.framer_format.map(|f| format!("{f:?}"));
+        let records = self
+            .decoder
+            .as_ref()
+            .map_or(self.delivered, Decoder::records);
+        tracing::info!(records, format, "all records decoded");
+        Ok(())
+    }
+
+    /// One chunk from the fetch stage: bytes to frame, a framed page, or a commit point.
+    fn take(&mut self, chunk: Chunk, framing: &mut Option<Framing>) -> Result<(), Stop> {
+        match (chunk, framing) {
+            (Chunk::Checkpoint(position), _) => {
+                // Everything before the commit point goes before it: the plan must exist
+                // (even on a short sample) and the decoder's rows must be out.
+                if self.decoder.is_none() {
+                    self.start_decoding()?;
+                }
+                self.finish_batches()?;
+                self.tx
+                    .blocking_send(Flow::Checkpoint(position))
+                    .map_err(|_| Stop::Cancelled)?;
+            }
+            (Chunk::Page(page), _) => {
+                self.pages.push((self.delivered + 1, page.label));
+                for (start, end, at) in page.records {
+                    self.deliver(&page.body[start..end], at)?;
+                }
+            }
+            (Chunk::Bytes(bytes), Some(Framing::Stream(framer))) => match &mut self.decoder {
+                Some(decoder) => {
+                    let mut ready = Vec::new();
+                    decoder.push_bytes(framer, bytes, &mut ready)?;
+                    for decoded in ready {
+                        self.send(decoded)?;
+                    }
+                }
+                None => framer.push(&bytes, &mut |record, at| self.deliver(record, at))?,
+            },
+            (
+                Chunk::Bytes(bytes),
+                Some(Framing::Document {
+                    buffer, max_bytes, ..
+                }),
+            ) => {
+                if buffer.len() + bytes.len() > *max_bytes {
+                    return Err(Stop::Failed(DecodeError::DocumentTooLarge {
+                        limit: *max_bytes,
+                    }));
+                }
+                buffer.extend_from_slice(&bytes);
+            }
+            (Chunk::Bytes(_), None) => {}
+        }
+        Ok(())
+    }
+
+    /// The earliest of `error` and the errors of records taken before it.
+    fn earliest(&mut self, mut error: DecodeError) -> DecodeError {
+        if self.decoder.is_none() && error.line() > 0 {
+            // Still sampling: the plan is needed to check the sampled values. The load fails
+            // whatever this finds, and rolls back what it began.
+            if let Err(Stop::Failed(earlier)) = self.start_decoding()
+                && earlier.line() > 0
+                && earlier.line() < error.line()
+            {
+                error = earlier;
+            }
+        }
+        match &mut self.decoder {
+            Some(decoder) => decoder.earliest_error(error),
+            None => error,
         }
     }
 
