@@ -381,15 +381,12 @@ async fn watch(
         let left = crate::cli::output::left_in(&table, progress.ledger(), state_key);
         crate::base::say(&format!("apitap: interrupted; {left}"));
         if let Some(run) = run {
-            run.ended(Err(format!("interrupted; {left}")));
+            run.failed(format!("interrupted; {left}"));
         }
         return Ok(Outcome::Interrupted);
     };
     if let Some(run) = run {
-        run.ended(match &result {
-            Ok(_) => Ok(()),
-            Err(error) => Err(crate::base::error_chain(error)),
-        });
+        run.ended(&result);
     }
     let summary = result.with_context(|| {
         format!(

@@ -108,10 +108,7 @@ async fn run_modules(
                 total.ended(result.is_ok());
             }
             if let Some(run) = run {
-                run.ended(match &result {
-                    Ok(_) => Ok(()),
-                    Err(error) => Err(crate::base::error_chain(error)),
-                });
+                run.ended(&result);
             }
             let result = result.map_err(|error| Failed {
                 error,
