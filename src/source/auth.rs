@@ -256,48 +256,42 @@ impl Auth {
             return Ok(token.clone());
         }
         let shown = redact_url(token_url);
-        let fail = |reason: String| SourceError::Request {
-            url: shown.clone(),
-            attempts: 1,
-            reason: format!("could not get an OAuth2 token: {reason}"),
-        };
-        // Built before any await: the serializer is not Send.
-        let (body, basic) = {
-            let mut form = form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "client_credentials");
-            if let Some(scope) = scope {
-                form.append_pair("scope", scope);
-            }
-            let basic = match client_auth {
-                ClientAuth::Post => {
-                    form.append_pair("client_id", client_id);
-                    form.append_pair("client_secret", client_secret);
-                    None
-                }
-                ClientAuth::Basic => {
-                    let pair = format!("{client_id}:{client_secret}");
-                    Some(format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode(pair)
-                    ))
-                }
-            };
-            (form.finish(), basic)
-        };
+        let request = token_request(client_id, client_secret, scope.as_deref(), *client_auth);
+        let (status, body) = self.post_token(client, token_url, &request).await?;
+        if !status.is_success() {
+            let reason = format!("HTTP {status}: {}", crate::base::snippet(&body));
+            return Err(token_failure(&shown, reason));
+        }
+        let (token, expires) = read_token(&body, &shown)?;
+        crate::base::secrets::register(&token);
+        tracing::info!(token_url = %shown, expires_in = ?expires.map(|at| at - Instant::now()), "fetched an OAuth2 token");
+        *cached = Some((token.clone(), expires));
+        Ok(token)
+    }
+
+    /// Sends the token request, retrying transient failures within the source's retry
+    /// policy; the answer's status and body.
+    async fn post_token(
+        &self,
+        client: &reqwest::Client,
+        token_url: &str,
+        request: &TokenRequest,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), SourceError> {
+        let shown = redact_url(token_url);
         let mut attempt = 1;
-        let (status, body) = loop {
-            let mut request = client
+        loop {
+            let mut post = client
                 .post(token_url)
                 .header(reqwest::header::ACCEPT, "application/json")
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",
                 );
-            if let Some(basic) = &basic {
-                request = request.header(reqwest::header::AUTHORIZATION, basic);
+            if let Some(basic) = &request.basic {
+                post = post.header(reqwest::header::AUTHORIZATION, basic);
             }
             let last = attempt >= self.retry.max_attempts;
-            match request.body(body.clone()).send().await {
+            match post.body(request.form.clone()).send().await {
                 Ok(response) if !last && super::retry::retryable_status(response.status()) => {
                     tracing::info!(token_url = %shown, status = response.status().as_u16(), attempt, "token endpoint failed; retrying");
                 }
@@ -306,52 +300,94 @@ impl Auth {
                     let (body, cut) =
                         super::http::read_capped(response, TOKEN_RESPONSE_BYTES).await;
                     if cut {
-                        return Err(fail(format!(
+                        let reason = format!(
                             "the token endpoint's answer is larger than {TOKEN_RESPONSE_BYTES} bytes"
-                        )));
+                        );
+                        return Err(token_failure(&shown, reason));
                     }
-                    break (status, body);
+                    return Ok((status, body));
                 }
                 Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
                     tracing::info!(token_url = %shown, attempt, error = %error_chain(&e), "token endpoint unreachable; retrying");
                 }
-                Err(e) => return Err(fail(error_chain(&e))),
+                Err(e) => return Err(token_failure(&shown, error_chain(&e))),
             }
             tokio::time::sleep(self.retry.backoff(attempt)).await;
             attempt += 1;
-        };
-        if !status.is_success() {
-            return Err(fail(format!(
-                "HTTP {status}: {}",
-                crate::base::snippet(&body)
-            )));
         }
-        #[derive(Deserialize)]
-        struct TokenResponse {
-            access_token: String,
-            /// Seconds; any JSON, as token endpoints send numbers, strings and nonsense.
-            expires_in: Option<serde_json::Value>,
-        }
-        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            fail(format!(
-                "the token endpoint's answer has no access_token ({e})"
-            ))
-        })?;
-        crate::base::secrets::register(&parsed.access_token);
-        let expires_in = parsed.expires_in.as_ref().and_then(|v| match v {
-            serde_json::Value::Number(n) => n.as_f64(),
-            serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
-            _ => None,
-        });
-        // A lifetime that is not a positive number, or that no clock can hold, is no
-        // expiry: the token is used until the API refuses it (then fetched again, once).
-        let expires = expires_in
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .and_then(|d| Instant::now().checked_add(d));
-        tracing::info!(token_url = %shown, expires_in, "fetched an OAuth2 token");
-        *cached = Some((parsed.access_token.clone(), expires));
-        Ok(parsed.access_token)
     }
+}
+
+/// A token that could not be had, from the token endpoint at `url` (redacted).
+fn token_failure(url: &str, reason: String) -> SourceError {
+    SourceError::Request {
+        url: url.to_string(),
+        attempts: 1,
+        reason: format!("could not get an OAuth2 token: {reason}"),
+    }
+}
+
+/// The form of a client-credentials token request, and the basic-auth header that carries
+/// the client's credentials instead of the form when `client_auth` says so.
+struct TokenRequest {
+    form: String,
+    basic: Option<String>,
+}
+
+fn token_request(
+    client_id: &str,
+    client_secret: &str,
+    scope: Option<&str>,
+    client_auth: ClientAuth,
+) -> TokenRequest {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "client_credentials");
+    if let Some(scope) = scope {
+        form.append_pair("scope", scope);
+    }
+    let basic = match client_auth {
+        ClientAuth::Post => {
+            form.append_pair("client_id", client_id);
+            form.append_pair("client_secret", client_secret);
+            None
+        }
+        ClientAuth::Basic => {
+            let pair = format!("{client_id}:{client_secret}");
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+        }
+    };
+    TokenRequest {
+        form: form.finish(),
+        basic,
+    }
+}
+
+/// The access token of a token endpoint's answer, and when it expires. A lifetime that is
+/// not a positive number, or that no clock can hold, is no expiry: the token is used until
+/// the API refuses it (then fetched again, once).
+fn read_token(body: &[u8], url: &str) -> Result<(String, Option<Instant>), SourceError> {
+    #[derive(Deserialize)]
+    struct TokenResponse {
+        access_token: String,
+        /// Seconds; any JSON, as token endpoints send numbers, strings and nonsense.
+        expires_in: Option<serde_json::Value>,
+    }
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        let reason = format!("the token endpoint's answer has no access_token ({e})");
+        token_failure(url, reason)
+    })?;
+    let expires_in = parsed.expires_in.as_ref().and_then(|v| match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    });
+    let expires = expires_in
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .and_then(|d| Instant::now().checked_add(d));
+    Ok((parsed.access_token, expires))
 }
 
 #[cfg(test)]
