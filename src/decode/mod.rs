@@ -12,6 +12,7 @@
 
 pub mod columns;
 mod error;
+mod fields;
 pub mod framing;
 pub mod infer;
 pub mod parallel;
@@ -31,6 +32,7 @@ pub use settings::DecodeSettings;
 pub use values::SessionZone;
 
 use crate::schema::{PgType, TableSchema};
+use fields::{FieldError, RowFields, quoted_key, syntax};
 use scan::{SyntaxError, Value};
 
 /// A decoded batch and the number of its first record in the whole input.
@@ -411,92 +413,22 @@ impl RecordDecoder {
         if self.rows.is_empty() && self.rejected.is_empty() {
             return Ok(None);
         }
-        let batch = columns::Batch {
-            input: &self.input,
-            values: &self.values,
-            columns: self.keys.len(),
-            rows: self.rows.len(),
-        };
-        let mut bad: Vec<(usize, DecodeError)> = Vec::new();
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.types.len());
-        for (column, &pg_type) in self.types.iter().enumerate() {
-            let mut errors = Vec::new();
-            let array = columns::decode_column(
-                pg_type,
-                &batch,
-                column,
-                self.options.zone.as_ref(),
-                &mut errors,
-            );
-            for (row, reason) in errors {
-                let r = self.rows[row];
-                bad.push((
-                    row,
-                    DecodeError::Value {
-                        line: r.at.line,
-                        record: r.record,
-                        column: self.schema.field(column).name().clone(),
-                        reason,
-                    },
-                ));
-            }
-            arrays.push(array);
-        }
-        for (column, hint) in &self.options.must_stay_null {
-            let array = &arrays[*column];
-            if array.null_count() != array.len() {
-                for row in (0..array.len()).filter(|&r| array.is_valid(r)) {
-                    let r = self.rows[row];
-                    bad.push((
-                        row,
-                        DecodeError::UnknownField {
-                            line: r.at.line,
-                            record: r.record,
-                            field: self.schema.field(*column).name().clone(),
-                            hint: hint.clone(),
-                        },
-                    ));
-                }
-            }
-        }
+        let (arrays, mut bad) = self.build_columns();
         // Errors in row order, and within a row in column order (the order found).
         bad.sort_by_key(|(row, _)| *row);
         if !self.options.reject && !bad.is_empty() {
             return Err(bad.swap_remove(0).1);
         }
-        let mut batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| {
-            DecodeError::Structure {
-                line: 0,
-                message: format!("internal error: {e}"),
-            }
-        })?;
+        let internal = |e: arrow_schema::ArrowError| DecodeError::Structure {
+            line: 0,
+            message: format!("internal error: {e}"),
+        };
+        let mut batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(internal)?;
         let mut numbers: Vec<u64> = self.rows.iter().map(|r| r.record).collect();
         if !bad.is_empty() {
-            let mut keep = vec![true; self.rows.len()];
-            for (row, error) in bad {
-                if !keep[row] {
-                    continue;
-                }
-                keep[row] = false;
-                let r = self.rows[row];
-                self.rejected.push(Rejected {
-                    record: r.record,
-                    line: r.at.line,
-                    error,
-                    text: self
-                        .input
-                        .get(r.start..r.end)
-                        .unwrap_or_default()
-                        .to_string(),
-                });
-            }
+            let keep = self.set_aside(bad);
             let mask = BooleanArray::from(keep.clone());
-            batch = arrow_select::filter::filter_record_batch(&batch, &mask).map_err(|e| {
-                DecodeError::Structure {
-                    line: 0,
-                    message: format!("internal error: {e}"),
-                }
-            })?;
+            batch = arrow_select::filter::filter_record_batch(&batch, &mask).map_err(internal)?;
             numbers = numbers
                 .into_iter()
                 .zip(keep)
@@ -517,117 +449,78 @@ impl RecordDecoder {
             rejected,
         }))
     }
-}
 
-/// One record's fields matched to the columns of its row.
-struct RowFields<'a> {
-    keys: &'a [Box<[u8]>],
-    quoted_keys: &'a [Option<Box<[u8]>>],
-    values: &'a mut [Value],
-    /// The column the next key most likely names: records usually list their fields in the
-    /// same order, so matching starts where the last key matched.
-    guess: &'a mut usize,
-    scratch: &'a mut String,
-    reject_unknown: bool,
-    /// Where the value of a field no column takes is scanned to (and dropped).
-    spare: Value,
-    /// A field no column takes, in a load that refuses such fields.
-    unknown: Option<String>,
-}
-
-impl RowFields<'_> {
-    /// The slot of `column`'s value (a key given twice: the last value wins, as in
-    /// PostgreSQL); the next key is guessed to be the next column's.
-    fn slot(&mut self, column: usize) -> &mut Value {
-        *self.guess = if column + 1 == self.keys.len() {
-            0
-        } else {
-            column + 1
+    /// Each column's array, and the values that did not fit (with their rows), including
+    /// values in columns that must stay NULL.
+    fn build_columns(&self) -> (Vec<ArrayRef>, Vec<(usize, DecodeError)>) {
+        let batch = columns::Batch {
+            input: &self.input,
+            values: &self.values,
+            columns: self.keys.len(),
+            rows: self.rows.len(),
         };
-        &mut self.values[column]
-    }
-}
-
-impl scan::Fields for RowFields<'_> {
-    type Error = FieldError;
-
-    fn likely_key(&self) -> Option<&[u8]> {
-        self.quoted_keys.get(*self.guess)?.as_deref()
-    }
-
-    fn likely(&mut self) -> &mut Value {
-        self.slot(*self.guess)
-    }
-
-    fn field(&mut self, key: &str, escaped: bool) -> &mut Value {
-        let key: &[u8] = if escaped {
-            self.scratch.clear();
-            scan::unescape(key, self.scratch);
-            self.scratch.as_bytes()
-        } else {
-            key.as_bytes()
-        };
-        // From the guess on, then from the first column: no division per key.
-        let guess = (*self.guess).min(self.keys.len());
-        let (earlier, later) = self.keys.split_at(guess);
-        let found = later
-            .iter()
-            .position(|k| **k == *key)
-            .map(|i| guess + i)
-            .or_else(|| earlier.iter().position(|k| **k == *key));
-        match found {
-            Some(column) => self.slot(column),
-            None => {
-                if self.reject_unknown {
-                    self.unknown = Some(String::from_utf8_lossy(key).into_owned());
-                }
-                &mut self.spare
+        let mut bad: Vec<(usize, DecodeError)> = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.types.len());
+        for (column, &pg_type) in self.types.iter().enumerate() {
+            let mut errors = Vec::new();
+            let zone = self.options.zone.as_ref();
+            let array = columns::decode_column(pg_type, &batch, column, zone, &mut errors);
+            for (row, reason) in errors {
+                let r = self.rows[row];
+                bad.push((
+                    row,
+                    DecodeError::Value {
+                        line: r.at.line,
+                        record: r.record,
+                        column: self.schema.field(column).name().clone(),
+                        reason,
+                    },
+                ));
+            }
+            arrays.push(array);
+        }
+        for (column, hint) in &self.options.must_stay_null {
+            let array = &arrays[*column];
+            if array.null_count() == array.len() {
+                continue;
+            }
+            for row in (0..array.len()).filter(|&r| array.is_valid(r)) {
+                let r = self.rows[row];
+                bad.push((
+                    row,
+                    DecodeError::UnknownField {
+                        line: r.at.line,
+                        record: r.record,
+                        field: self.schema.field(*column).name().clone(),
+                        hint: hint.clone(),
+                    },
+                ));
             }
         }
+        (arrays, bad)
     }
 
-    fn filled(&mut self, _: Option<(&str, bool)>) -> Result<(), FieldError> {
-        match self.unknown.take() {
-            Some(field) => Err(FieldError::Unknown(field)),
-            None => Ok(()),
+    /// Sets the rows of `bad` aside (each once, with its first error); which rows stay.
+    fn set_aside(&mut self, bad: Vec<(usize, DecodeError)>) -> Vec<bool> {
+        let mut keep = vec![true; self.rows.len()];
+        for (row, error) in bad {
+            if !keep[row] {
+                continue;
+            }
+            keep[row] = false;
+            let r = self.rows[row];
+            self.rejected.push(Rejected {
+                record: r.record,
+                line: r.at.line,
+                error,
+                text: self
+                    .input
+                    .get(r.start..r.end)
+                    .unwrap_or_default()
+                    .to_string(),
+            });
         }
-    }
-}
-
-/// Why the record scanner stopped.
-enum FieldError {
-    Syntax(SyntaxError),
-    Unknown(String),
-}
-
-impl From<SyntaxError> for FieldError {
-    fn from(e: SyntaxError) -> FieldError {
-        FieldError::Syntax(e)
-    }
-}
-
-/// `key` followed by a quote, as the record would write it, when it can be written without
-/// escapes (no quote, backslash or control character in it).
-fn quoted_key(key: &str) -> Option<Box<[u8]>> {
-    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        return None;
-    }
-    Some(format!("{key}\"").into_bytes().into_boxed_slice())
-}
-
-/// A syntax error at a byte offset of a record that starts at `at`, as line and column.
-fn syntax(record: &[u8], at: Position, number: u64, error: &SyntaxError) -> DecodeError {
-    let before = &record[..error.offset.min(record.len())];
-    let newlines = memchr::memchr_iter(b'\n', before).count() as u64;
-    let column = match memchr::memrchr(b'\n', before) {
-        Some(last) => before.len() - last,
-        None => at.column as usize + before.len(),
-    };
-    DecodeError::Syntax {
-        line: at.line + newlines,
-        column: column as u64,
-        record: number,
-        message: error.message.clone(),
+        keep
     }
 }
 
