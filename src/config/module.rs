@@ -100,22 +100,9 @@ fn invalid(message: String) -> Error {
     Error::new(ErrorKind::InvalidOperation, message)
 }
 
-/// Renders the module at `path` (inside `dir`).
-///
-/// # Errors
-/// An unreadable file, a template error (with its line), or a helper called wrongly.
-pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let name = path
-        .strip_prefix(dir)
-        .unwrap_or(path)
-        .with_extension("")
-        .to_string_lossy()
-        .replace('\\', "/");
-    let calls = Arc::new(Mutex::new(Calls::default()));
+/// The templates' environment: the date helpers, and `sink`, `use_source` and `schedule`,
+/// which record their calls in `calls`.
+fn helpers(calls: &Arc<Mutex<Calls>>) -> Environment<'static> {
     let mut templates = Environment::new();
     crate::base::expand::add_date_helpers(&mut templates);
     {
@@ -123,37 +110,7 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
         templates.add_function(
             "sink",
             move |name: Option<String>, kwargs: Kwargs| -> Result<String, Error> {
-                let name = match name {
-                    Some(n) => Some(n),
-                    None => kwargs.get::<Option<String>>("name")?,
-                };
-                let mode = kwargs
-                    .get::<Option<String>>("mode")?
-                    .map(|m| {
-                        serde_yaml::from_str::<Mode>(&m).map_err(|_| {
-                            invalid(format!(
-                                "sink(mode={m:?}): use \"append\", \"replace\" or \"merge\""
-                            ))
-                        })
-                    })
-                    .transpose()?;
-                let keys = match kwargs.get::<Option<Value>>("key")? {
-                    None => None,
-                    Some(v) if v.kind() == minijinja::value::ValueKind::Seq => {
-                        Some(Keys::Many(v.try_iter()?.map(|k| k.to_string()).collect()))
-                    }
-                    Some(v) => Some(Keys::One(v.to_string())),
-                };
-                let call = SinkCall {
-                    name,
-                    table: kwargs.get("table")?,
-                    mode,
-                    keys,
-                    distribute_by: kwargs.get("distribute_by")?,
-                    colocate_with: kwargs.get("colocate_with")?,
-                    shard_count: kwargs.get("shard_count")?,
-                    reference_table: kwargs.get("reference_table")?,
-                };
+                let call = sink_call(name, &kwargs)?;
                 kwargs.assert_all_used()?;
                 if let Ok(mut calls) = calls.lock() {
                     calls.sink = Some(call);
@@ -183,6 +140,62 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
             Ok(String::new())
         });
     }
+    templates
+}
+
+/// What a `sink(…)` call says: the target's name (first argument or `name=`), and `table`,
+/// `mode`, `key` and the Citus settings.
+fn sink_call(name: Option<String>, kwargs: &Kwargs) -> Result<SinkCall, Error> {
+    let name = match name {
+        Some(n) => Some(n),
+        None => kwargs.get::<Option<String>>("name")?,
+    };
+    let mode = kwargs
+        .get::<Option<String>>("mode")?
+        .map(|m| {
+            serde_yaml::from_str::<Mode>(&m).map_err(|_| {
+                invalid(format!(
+                    "sink(mode={m:?}): use \"append\", \"replace\" or \"merge\""
+                ))
+            })
+        })
+        .transpose()?;
+    let keys = match kwargs.get::<Option<Value>>("key")? {
+        None => None,
+        Some(v) if v.kind() == minijinja::value::ValueKind::Seq => {
+            Some(Keys::Many(v.try_iter()?.map(|k| k.to_string()).collect()))
+        }
+        Some(v) => Some(Keys::One(v.to_string())),
+    };
+    Ok(SinkCall {
+        name,
+        table: kwargs.get("table")?,
+        mode,
+        keys,
+        distribute_by: kwargs.get("distribute_by")?,
+        colocate_with: kwargs.get("colocate_with")?,
+        shard_count: kwargs.get("shard_count")?,
+        reference_table: kwargs.get("reference_table")?,
+    })
+}
+
+/// Renders the module at `path` (inside `dir`).
+///
+/// # Errors
+/// An unreadable file, a template error (with its line), or a helper called wrongly.
+pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let name = path
+        .strip_prefix(dir)
+        .unwrap_or(path)
+        .with_extension("")
+        .to_string_lossy()
+        .replace('\\', "/");
+    let calls = Arc::new(Mutex::new(Calls::default()));
+    let templates = helpers(&calls);
     let rendered = templates
         .render_named_str(&name, &source, ())
         .map_err(|e| ConfigError::Invalid {

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 
 use super::*;
 use crate::config::module::Module;
-use crate::config::{Config, ModuleLoads};
+use crate::config::{Config, ModuleLoads, ModuleSource};
 use crate::transform::{BatchStream, Transform, TransformError, conform, output_fields};
 
 /// Errors of sources that ended a transform's input, by source name.
@@ -159,32 +159,7 @@ async fn start(
     .await?;
     // Sources read timestamps without an offset in the target session's zone, as a load does.
     let time_zone = crate::sink::plan::catalog::session_time_zone(&client, &write.table).await?;
-    let mut inputs = Vec::with_capacity(opened.len());
-    let mut source_columns = Vec::with_capacity(opened.len());
-    for (source, opened) in sources.iter().zip(opened) {
-        let mut fields = opened.sample.infer();
-        for (name, pg_type) in &source.column_types {
-            match fields.columns.iter_mut().find(|c| &c.name == name) {
-                Some(column) => column.pg_type = *pg_type,
-                None => fields
-                    .columns
-                    .push(crate::schema::Column::new(name.clone(), *pg_type)),
-            }
-        }
-        let sample = source.load.decode.sample;
-        let plan = LoadPlan::for_source(&source.name, fields, sample, time_zone.clone());
-        let plan = Arc::new(plan);
-        let schema = plan.decode.arrow_schema();
-        source_columns.push((source.name.clone(), plan.decode.clone()));
-        let (batches, stages) = opened.start(plan).await?;
-        let name = source.name.clone();
-        inputs.push(Input {
-            name,
-            schema,
-            batches,
-            stages,
-        });
-    }
+    let (inputs, source_columns) = start_inputs(&sources, opened, &time_zone).await?;
     let batch_size = sources[0].load.decode.batch_size;
     let (failures, out_schema, output) = run_sql(module, batch_size, inputs).await?;
     let fields = output_fields(&out_schema).map_err(|error| LoadError::Transform {
@@ -209,6 +184,42 @@ async fn start(
         fields,
         rejects,
     })
+}
+
+/// Plans each opened source on its sample (typed by the config's `columns` where given)
+/// and lets its batches flow; the inputs, and each source's decoded columns.
+async fn start_inputs(
+    sources: &[ModuleSource],
+    opened: Vec<OpenedSource>,
+    time_zone: &str,
+) -> Result<(Vec<Input>, Vec<(String, crate::schema::TableSchema)>), LoadError> {
+    let mut inputs = Vec::with_capacity(opened.len());
+    let mut source_columns = Vec::with_capacity(opened.len());
+    for (source, opened) in sources.iter().zip(opened) {
+        let mut fields = opened.sample.infer();
+        for (name, pg_type) in &source.column_types {
+            match fields.columns.iter_mut().find(|c| &c.name == name) {
+                Some(column) => column.pg_type = *pg_type,
+                None => fields
+                    .columns
+                    .push(crate::schema::Column::new(name.clone(), *pg_type)),
+            }
+        }
+        let sample = source.load.decode.sample;
+        let plan = LoadPlan::for_source(&source.name, fields, sample, time_zone.to_string());
+        let plan = Arc::new(plan);
+        let schema = plan.decode.arrow_schema();
+        source_columns.push((source.name.clone(), plan.decode.clone()));
+        let (batches, stages) = opened.start(plan).await?;
+        let name = source.name.clone();
+        inputs.push(Input {
+            name,
+            schema,
+            batches,
+            stages,
+        });
+    }
+    Ok((inputs, source_columns))
 }
 
 /// Registers each input with DataFusion (collected first where the SQL reads it twice) and

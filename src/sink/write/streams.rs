@@ -219,6 +219,57 @@ pub(super) async fn sweep_stale_stages(
     Ok(())
 }
 
+/// Puts the `copied` rows of the filled `stage` where the load's transaction commits them:
+/// the swap takes a replace's new table as it is; a new table the streams filled takes the
+/// target's name; a staging table's rows are inserted into the target. Returns the rows.
+async fn publish(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    stage: &Stage,
+    names: &str,
+    copied: u64,
+    progress: &Progress,
+) -> Result<u64, SinkError> {
+    let table = &plan.table;
+    match stage {
+        // The swap, at the end of the load's transaction, puts it in the old table's place.
+        Stage::Swapped { .. } => Ok(copied),
+        Stage::Becomes { schema, name } => {
+            // The new table is empty and the load's alone: the filled table takes its name.
+            let publish = format!(
+                "DROP TABLE {target}; ALTER TABLE {schema}.{name} RENAME TO {new_name}; \
+                 COMMENT ON TABLE {target} IS NULL",
+                target = qualified(&plan.table),
+                new_name = quote_ident(&plan.table.table),
+            );
+            transaction
+                .batch_execute(&publish)
+                .await
+                .map_err(|e| SinkError::database("publishing the filled table", table, &e))?;
+            Ok(copied)
+        }
+        Stage::Staging { .. } => {
+            let rows = transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO {} ({names}) SELECT {names} FROM {}",
+                        qualified(&plan.written_table()),
+                        stage.qualified()
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| SinkError::database("INSERT (from staging)", table, &e))?;
+            progress.round_trip(Statement::Insert);
+            transaction
+                .batch_execute(&format!("DROP TABLE {}", stage.qualified()))
+                .await
+                .map_err(|e| SinkError::database("DROP TABLE (staging)", table, &e))?;
+            Ok(rows)
+        }
+    }
+}
+
 /// Spreads the chunks over the streams' COPYs into the staging table, then moves the rows
 /// into the target in the load's transaction.
 async fn fill_and_publish(
@@ -287,43 +338,7 @@ async fn fill_and_publish(
         progress.round_trip(Statement::Copy);
     }
     let cursor = checked?;
-    let rows = match stage {
-        // The swap, at the end of the load's transaction, puts it in the old table's place.
-        Stage::Swapped { .. } => copied_rows,
-        Stage::Becomes { schema, name } => {
-            // The new table is empty and the load's alone: the filled table takes its name.
-            let publish = format!(
-                "DROP TABLE {target}; ALTER TABLE {schema}.{name} RENAME TO {new_name}; \
-                 COMMENT ON TABLE {target} IS NULL",
-                target = qualified(&plan.table),
-                new_name = quote_ident(&plan.table.table),
-            );
-            transaction
-                .batch_execute(&publish)
-                .await
-                .map_err(|e| SinkError::database("publishing the filled table", table, &e))?;
-            copied_rows
-        }
-        Stage::Staging { .. } => {
-            let rows = transaction
-                .execute(
-                    &format!(
-                        "INSERT INTO {} ({names}) SELECT {names} FROM {}",
-                        qualified(&plan.written_table()),
-                        stage.qualified()
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| SinkError::database("INSERT (from staging)", table, &e))?;
-            progress.round_trip(Statement::Insert);
-            transaction
-                .batch_execute(&format!("DROP TABLE {}", stage.qualified()))
-                .await
-                .map_err(|e| SinkError::database("DROP TABLE (staging)", table, &e))?;
-            rows
-        }
-    };
+    let rows = publish(transaction, plan, stage, names, copied_rows, progress).await?;
     tracing::info!(statement = "COPY", streams = streams.len(), table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
     Ok((rows, SegmentEnd::Done(cursor)))
 }
