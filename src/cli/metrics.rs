@@ -63,11 +63,20 @@ impl MetricsArgs {
     }
 }
 
+/// A `--metrics-listen` value that is no address to listen on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ListenError {
+    #[error("{0:?} is not a port number (0 to 65535)")]
+    Port(String),
+    #[error("{0:?} is not an address to listen on: use IP:PORT, localhost:PORT or :PORT")]
+    Address(String),
+}
+
 /// `127.0.0.1:9464`, `[::1]:9464`, `localhost:9464` or `:9464` (every interface).
-fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+fn parse_listen(text: &str) -> Result<SocketAddr, ListenError> {
     let port = |p: &str| {
         p.parse::<u16>()
-            .map_err(|_| format!("{p:?} is not a port number (0 to 65535)"))
+            .map_err(|_| ListenError::Port(p.to_string()))
     };
     if let Some(p) = text.strip_prefix(':') {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port(p)?));
@@ -75,9 +84,8 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if let Some(p) = text.strip_prefix("localhost:") {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(p)?));
     }
-    text.parse().map_err(|_| {
-        format!("{text:?} is not an address to listen on: use IP:PORT, localhost:PORT or :PORT")
-    })
+    text.parse()
+        .map_err(|_| ListenError::Address(text.to_string()))
 }
 
 #[cfg(test)]
@@ -99,11 +107,11 @@ mod tests {
             "[::1]:9464".parse().unwrap()
         );
         assert_eq!(
-            parse_listen("example.org:9464").unwrap_err(),
+            parse_listen("example.org:9464").unwrap_err().to_string(),
             "\"example.org:9464\" is not an address to listen on: use IP:PORT, localhost:PORT or :PORT"
         );
         assert_eq!(
-            parse_listen(":http").unwrap_err(),
+            parse_listen(":http").unwrap_err().to_string(),
             "\"http\" is not a port number (0 to 65535)"
         );
     }

@@ -19,7 +19,7 @@ use crate::progress::{Progress, RunTotal};
 
 /// Reads the config and renders the modules; any mistake in either stops everything.
 fn load(files: &PipelineFiles) -> anyhow::Result<(Config, Vec<Module>)> {
-    load_dotenv().map_err(anyhow::Error::msg)?;
+    load_dotenv()?;
     let config = Config::load(&files.yaml_config)?;
     let paths = discover(&files.modules)?;
     if paths.is_empty() {

@@ -306,11 +306,18 @@ impl Config {
     }
 }
 
+/// A column type in config that apitap cannot load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown column type {0:?}; use e.g. bigint, integer, numeric, double precision, boolean, text, timestamptz, timestamp, date, time, uuid, jsonb, bytea"
+)]
+pub struct UnknownColumnType(String);
+
 /// Parses a column type as written in config: a PostgreSQL type name or alias.
 ///
 /// # Errors
 /// A type apitap cannot load.
-pub fn parse_pg_type(text: &str) -> Result<PgType, String> {
+pub fn parse_pg_type(text: &str) -> Result<PgType, UnknownColumnType> {
     let lower = text.trim().to_ascii_lowercase();
     let name = match lower.as_str() {
         "int" | "integer" => "int4",
@@ -325,9 +332,7 @@ pub fn parse_pg_type(text: &str) -> Result<PgType, String> {
         "timestamp without time zone" => "timestamp",
         other => other,
     };
-    PgType::from_typname(name).ok_or_else(|| {
-        format!("unknown column type {text:?}; use e.g. bigint, integer, numeric, double precision, boolean, text, timestamptz, timestamp, date, time, uuid, jsonb, bytea")
-    })
+    PgType::from_typname(name).ok_or_else(|| UnknownColumnType(text.to_string()))
 }
 
 impl SourceConfig {
@@ -467,11 +472,17 @@ impl SourceConfig {
 
 /// Reads `.env` in the working directory, as the original ApiTap did: its variables fill in
 /// those the environment does not already set.
-pub fn load_dotenv() -> Result<Option<PathBuf>, String> {
+///
+/// # Errors
+/// A `.env` that cannot be read or parsed.
+pub fn load_dotenv() -> Result<Option<PathBuf>, ConfigError> {
     match dotenvy::dotenv() {
         Ok(path) => Ok(Some(path)),
         Err(e) if e.not_found() => Ok(None),
-        Err(e) => Err(format!(".env: {e}")),
+        Err(e) => Err(ConfigError::Read {
+            path: PathBuf::from(".env"),
+            reason: e.to_string(),
+        }),
     }
 }
 

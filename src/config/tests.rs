@@ -135,6 +135,7 @@ fn keys_and_column_types_parse() {
     assert!(
         parse_pg_type("money")
             .unwrap_err()
+            .to_string()
             .starts_with("unknown column type \"money\"")
     );
 }

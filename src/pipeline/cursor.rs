@@ -40,14 +40,19 @@ where
     })
 }
 
+/// A column whose values do not order as a cursor's must.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a {0} column cannot be an incremental cursor; use a timestamp, date, number or text field"
+)]
+pub struct NotACursor(PgType);
+
 impl CursorMax {
     /// # Errors
     /// A column type that makes no sense as a cursor.
-    pub fn new(pg_type: PgType) -> Result<CursorMax, String> {
+    pub fn new(pg_type: PgType) -> Result<CursorMax, NotACursor> {
         match pg_type {
-            PgType::Bool | PgType::Uuid | PgType::Bytea | PgType::Time => Err(format!(
-                "a {pg_type} column cannot be an incremental cursor; use a timestamp, date, number or text field"
-            )),
+            PgType::Bool | PgType::Uuid | PgType::Bytea | PgType::Time => Err(NotACursor(pg_type)),
             _ => Ok(CursorMax {
                 pg_type,
                 best: None,

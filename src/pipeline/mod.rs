@@ -517,7 +517,8 @@ fn cursor_tracker(
                 names.join(", ")
             ))
         })?;
-    let mut max = CursorMax::new(plan.copy_types()[column]).map_err(plan_error)?;
+    let mut max =
+        CursorMax::new(plan.copy_types()[column]).map_err(|e| plan_error(e.to_string()))?;
     if let Some(seen) = &state.resumed_cursor {
         max.seed(seen);
     }

@@ -337,7 +337,7 @@ pub fn conform(batch: &RecordBatch, columns: &[Column]) -> Result<RecordBatch, T
                 if array.data_type() == &target {
                     array.clone()
                 } else if column.pg_type == PgType::Uuid {
-                    uuid_array(array).map_err(cast_error)?
+                    uuid_array(array, cast_error)?
                 } else {
                     arrow_cast::cast_with_options(array, &target, &cast_options)
                         .map_err(|e| cast_error(e.to_string()))?
@@ -352,22 +352,26 @@ pub fn conform(batch: &RecordBatch, columns: &[Column]) -> Result<RecordBatch, T
         .map_err(|e| TransformError::Sql(e.to_string()))
 }
 
-/// Text UUIDs as the 16-byte values a uuid column is encoded from.
-fn uuid_array(array: &ArrayRef) -> Result<ArrayRef, String> {
-    let text = arrow_cast::cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
+/// Text UUIDs as the 16-byte values a uuid column is encoded from; `fail` words why a value
+/// does not convert.
+fn uuid_array(
+    array: &ArrayRef,
+    fail: impl Fn(String) -> TransformError,
+) -> Result<ArrayRef, TransformError> {
+    let text = arrow_cast::cast(array, &DataType::Utf8).map_err(|e| fail(e.to_string()))?;
     let text = text
         .as_any()
         .downcast_ref::<arrow_array::StringArray>()
-        .ok_or("not text")?;
+        .ok_or_else(|| fail("not text".into()))?;
     let mut builder = arrow_array::builder::FixedSizeBinaryBuilder::with_capacity(text.len(), 16);
     for value in text {
         match value {
             None => builder.append_null(),
             Some(v) => {
-                let parsed = uuid::Uuid::parse_str(v).map_err(|e| format!("{v:?}: {e}"))?;
+                let parsed = uuid::Uuid::parse_str(v).map_err(|e| fail(format!("{v:?}: {e}")))?;
                 builder
                     .append_value(parsed.as_bytes())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| fail(e.to_string()))?;
             }
         }
     }

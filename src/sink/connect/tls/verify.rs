@@ -62,7 +62,7 @@ impl LibpqVerifier {
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         now: UnixTime,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         if self
             .pinned
             .iter()
@@ -74,29 +74,29 @@ impl LibpqVerifier {
                 validity.not_after.to_unix_duration().as_secs(),
             );
             return match now.as_secs() {
-                t if t < from => Err(format!(
+                t if t < from => Err(Refused(format!(
                     "the server's certificate is not valid until {}",
                     validity.not_before
-                )),
-                t if t > until => Err(format!(
+                ))),
+                t if t > until => Err(Refused(format!(
                     "the server's certificate expired at {}",
                     validity.not_after
-                )),
+                ))),
                 _ => Ok(()),
             };
         }
         let Some(chain) = &self.chain else {
-            return Err(format!(
+            return Err(Refused(format!(
                 "the server's certificate is not signed by a CA in {}",
                 self.root_source
-            ));
+            )));
         };
         match chain.verify_server_cert(end_entity, intermediates, server_name, &[], now) {
             Ok(_)
             | Err(TlsError::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(()),
-            Err(TlsError::InvalidCertificate(error)) => Err(match error {
+            Err(TlsError::InvalidCertificate(error)) => Err(Refused(match error {
                 CertificateError::UnknownIssuer => format!(
                     "the server's certificate is not signed by a CA in {}",
                     self.root_source
@@ -116,8 +116,10 @@ impl LibpqVerifier {
                     "the server's certificate does not verify against {}: {other:?}",
                     self.root_source
                 ),
-            }),
-            Err(other) => Err(format!("the server's certificate does not verify: {other}")),
+            })),
+            Err(other) => Err(Refused(format!(
+                "the server's certificate does not verify: {other}"
+            ))),
         }
     }
 }
@@ -168,7 +170,7 @@ fn name_matches(pattern: &str, host: &str) -> bool {
 fn check_name(
     certificate: &x509_cert::Certificate,
     server_name: &ServerName<'_>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let (dns, ips) = certificate_names(certificate);
     let host = match server_name {
         ServerName::DnsName(name) => name.as_ref().to_string(),
@@ -193,7 +195,7 @@ fn check_name(
         16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(ip.as_slice()).ok()?).to_string()),
         _ => None,
     }));
-    Err(match names.as_slice() {
+    Err(Refused(match names.as_slice() {
         [] => {
             format!("the server's certificate names no host; it cannot match host name \"{host}\"")
         }
@@ -202,7 +204,7 @@ fn check_name(
             "server certificate for \"{first}\" (and {} other name(s)) does not match host name \"{host}\"",
             rest.len()
         ),
-    })
+    }))
 }
 
 impl ServerCertVerifier for LibpqVerifier {
@@ -220,9 +222,9 @@ impl ServerCertVerifier for LibpqVerifier {
         let certificate = x509_cert::Certificate::from_der(end_entity.as_ref())
             .map_err(|e| self.refuse(format!("the server's certificate cannot be read: {e}")))?;
         self.check_chain(end_entity, &certificate, intermediates, server_name, now)
-            .map_err(|reason| self.refuse(reason))?;
+            .map_err(|Refused(reason)| self.refuse(reason))?;
         if self.verify == Verify::Full {
-            check_name(&certificate, server_name).map_err(|reason| self.refuse(reason))?;
+            check_name(&certificate, server_name).map_err(|Refused(reason)| self.refuse(reason))?;
         }
         Ok(ServerCertVerified::assertion())
     }
