@@ -16,17 +16,17 @@
 
 pub mod base;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod decode;
 pub mod demo;
 pub mod encode;
-pub mod load;
-pub mod metrics;
-pub mod pipeline;
-pub mod progress;
-pub mod rejects;
+pub(crate) mod load;
+pub(crate) mod metrics;
+pub(crate) mod pipeline;
+pub(crate) mod progress;
+pub(crate) mod rejects;
 pub mod schema;
-pub mod sink;
+pub(crate) mod sink;
 pub mod source;
 #[cfg(feature = "sql")]
-pub mod transform;
+pub(crate) mod transform;

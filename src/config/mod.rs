@@ -31,7 +31,7 @@ pub mod schedule;
 mod target;
 
 pub use resolve::{ModuleLoads, ModuleSource};
-pub use target::{TargetAuth, TargetConfig, TargetKind};
+pub use target::TargetConfig;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -442,18 +442,6 @@ impl SourceConfig {
             max_record_bytes: None,
             decode_threads: self.decode_threads,
         })
-    }
-
-    /// The load this source describes, into `table`, with `${VAR}` taken from `env`.
-    ///
-    /// # Errors
-    /// An unset variable, or a value that cannot work (a bad pointer, a header name).
-    pub fn to_load(
-        &self,
-        table: TableName,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Load, ConfigError> {
-        self.resolve(self.to_spec(table)?, env)
     }
 
     /// Resolves `spec`, a load of this source, naming the source in errors.

@@ -30,7 +30,9 @@ pub struct TargetAuth {
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub name: String,
+    /// `type: postgres`, the one kind there is: checked as the file is read.
     #[serde(rename = "type")]
+    #[allow(dead_code)]
     pub kind: TargetKind,
     pub host: Option<String>,
     pub port: Option<u16>,

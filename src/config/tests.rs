@@ -63,7 +63,8 @@ fn replace_settings_reach_the_load() {
     )
     .unwrap();
     let table = TableName::parse("t").unwrap();
-    let load = config.sources[0].to_load(table, &|_| None).unwrap();
+    let source = &config.sources[0];
+    let load = source.resolve(source.to_spec(table).unwrap(), &|_| None).unwrap();
     assert_eq!(
         (
             load.write.mode,
@@ -148,8 +149,9 @@ fn yaml_rate_limits_and_retries_are_checked_like_the_flags() {
     .unwrap();
     let table = TableName::parse("t").unwrap();
     let err = |i: usize| {
-        config.sources[i]
-            .to_load(table.clone(), &|_| None)
+        let source = &config.sources[i];
+        source
+            .resolve(source.to_spec(table.clone()).unwrap(), &|_| None)
             .unwrap_err()
             .to_string()
     };

@@ -56,7 +56,7 @@ mod preview;
 pub mod run;
 mod state;
 
-pub use preview::{PlannedColumn, Preview, preview_load};
+pub use preview::{Preview, preview_load};
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;

@@ -17,10 +17,8 @@ pub mod state;
 pub mod write;
 
 pub use connect::ConnectOptions;
-pub use plan::catalog::{
-    CatalogColumn, TargetInfo, copy_from_stdin_works, describe_target, has_unique_key,
-};
-pub use plan::{LoadPlan, PlanOptions, StagedRows};
+pub use plan::catalog::{copy_from_stdin_works, describe_target, has_unique_key};
+pub use plan::{LoadPlan, PlanOptions};
 
 use std::time::Duration;
 

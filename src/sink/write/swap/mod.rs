@@ -148,11 +148,6 @@ impl Swap {
         Ok(swap)
     }
 
-    /// The table the rows go into.
-    pub fn new_table(&self) -> &TableName {
-        &self.new
-    }
-
     async fn build(&mut self, transaction: &Transaction<'_>) -> Result<(), SinkError> {
         for statement in self
             .indexes
