@@ -26,7 +26,7 @@ mod styles;
 mod total;
 
 use styles::{Unit, bar_style, plural, spinner_style};
-pub use total::RunTotal;
+pub(crate) use total::RunTotal;
 
 /// How much input a load will read, once known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

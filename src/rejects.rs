@@ -15,7 +15,7 @@ use crate::progress::Progress;
 
 /// `--on-error reject`: where set-aside records go, and how many may be.
 #[derive(Debug, Clone)]
-pub struct RejectOptions {
+pub(crate) struct RejectOptions {
     pub path: PathBuf,
     /// Fail the load once more records than this are rejected.
     pub max: Option<u64>,
@@ -33,7 +33,7 @@ impl RejectOptions {
 
 /// One load's reject file, shared by the stages that set rows aside.
 #[derive(Debug)]
-pub struct RejectFile {
+pub(crate) struct RejectFile {
     options: RejectOptions,
     source_name: String,
     writer: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
@@ -52,7 +52,7 @@ const PREVIEW_SHOWN: usize = 10;
 
 /// Why a row could not be set aside.
 #[derive(Debug, thiserror::Error)]
-pub enum RejectError {
+pub(crate) enum RejectError {
     #[error("could not write the reject file {path}: {error}")]
     Write {
         path: std::path::PathBuf,
@@ -74,7 +74,7 @@ pub enum RejectError {
 }
 
 impl RejectFile {
-    pub fn new(
+    pub(crate) fn new(
         options: &RejectOptions,
         source_name: String,
         progress: Arc<Progress>,
@@ -102,7 +102,7 @@ impl RejectFile {
 
     /// A reject file for `--preview`: it writes nothing (a preview leaves no file behind,
     /// nor touches one a running load is writing) and keeps the first entries to show.
-    pub fn preview(
+    pub(crate) fn preview(
         options: &RejectOptions,
         source_name: String,
         progress: Arc<Progress>,
@@ -112,7 +112,7 @@ impl RejectFile {
     }
 
     /// What a preview set aside (the first few), as the reject file would hold it.
-    pub fn previewed(&self) -> Vec<String> {
+    pub(crate) fn previewed(&self) -> Vec<String> {
         self.preview
             .as_ref()
             .and_then(|kept| kept.lock().ok().map(|k| k.clone()))
@@ -124,7 +124,7 @@ impl RejectFile {
     ///
     /// # Errors
     /// The file cannot be written, or this reject is one more than `--max-rejects` allows.
-    pub fn add(
+    pub(crate) fn add(
         &self,
         record: u64,
         line: Option<u64>,
@@ -178,7 +178,7 @@ impl RejectFile {
     ///
     /// # Errors
     /// The file cannot be flushed or synced (the load then fails before committing).
-    pub fn seal(&self) -> Result<(), RejectError> {
+    pub(crate) fn seal(&self) -> Result<(), RejectError> {
         let path = self.options.partial_path();
         let failed = |error| RejectError::Write {
             path: path.clone(),
@@ -196,7 +196,7 @@ impl RejectFile {
     ///
     /// # Errors
     /// The rename fails: the partial file is then kept, and the error names it.
-    pub fn publish(&self) -> Result<(), RejectError> {
+    pub(crate) fn publish(&self) -> Result<(), RejectError> {
         self.seal()?;
         if !self.created.load(Ordering::Relaxed) {
             return Ok(());
@@ -233,7 +233,7 @@ impl Drop for RejectFile {
 }
 
 /// One row as a JSON object, for the reject file.
-pub fn row_json(batch: &arrow_array::RecordBatch, row: usize) -> String {
+pub(crate) fn row_json(batch: &arrow_array::RecordBatch, row: usize) -> String {
     let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
     match writer
         .write(&batch.slice(row, 1))

@@ -59,7 +59,7 @@ fn load(files: &PipelineFiles) -> anyhow::Result<(Config, Vec<Module>)> {
     Ok((config, modules))
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+pub(super) async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let (config, modules) = load(&args.files)?;
     let metrics = args.metrics.start().await?;
     let outcome = run_modules(&args, config, modules, metrics.as_ref()).await;
@@ -263,7 +263,7 @@ fn summary_json(module: &Module, result: &Result<LoadSummary, Failed>) -> serde_
     }
 }
 
-pub async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
+pub(super) async fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     let (config, modules) = load(&args.files)?;
     let mut out = std::io::stdout().lock();
     for module in &modules {

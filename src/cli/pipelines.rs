@@ -11,7 +11,7 @@ use super::Outcome;
 use crate::base::options::ProgressMode;
 
 #[cfg(feature = "sql")]
-pub use super::modules::{check, run};
+pub(super) use super::modules::{check, run};
 
 /// Where the config and modules are; shared by `run` and `check`.
 #[derive(Debug, Args, Clone)]

@@ -25,13 +25,13 @@
 //! a source or target is used, so a config naming an unset variable only fails the modules
 //! that need it.
 
-pub mod module;
+pub(crate) mod module;
 mod resolve;
-pub mod schedule;
+pub(crate) mod schedule;
 mod target;
 
-pub use resolve::{ModuleLoads, ModuleSource};
-pub use target::TargetConfig;
+pub(crate) use resolve::{ModuleLoads, ModuleSource};
+pub(crate) use target::TargetConfig;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ use crate::source::throttle::RateLimit;
 
 /// Why a config file or module cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     /// Invalid YAML, or a key that is unknown, missing or of the wrong type.
@@ -77,7 +77,7 @@ pub enum ConfigError {
 /// A list of key/value pairs, as the original config writes headers and query parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     pub key: String,
     pub value: String,
     /// Keep the value out of every output (values from `${VAR}` are kept out anyway).
@@ -88,13 +88,13 @@ pub struct KeyValue {
 /// Key columns: `id`, `a, b` or `[a, b]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
-pub enum Keys {
+pub(crate) enum Keys {
     One(String),
     Many(Vec<String>),
 }
 
 impl Keys {
-    pub fn columns(&self) -> Vec<String> {
+    pub(crate) fn columns(&self) -> Vec<String> {
         match self {
             Keys::One(text) => text.split(',').map(|k| k.trim().to_string()).collect(),
             Keys::Many(keys) => keys.clone(),
@@ -105,7 +105,7 @@ impl Keys {
 /// One entry of `sources:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourceConfig {
+pub(crate) struct SourceConfig {
     pub name: String,
     /// An http(s) URL, or a file path (relative to the working directory).
     pub url: String,
@@ -184,7 +184,7 @@ pub struct SourceConfig {
 /// A parsed config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
@@ -202,7 +202,7 @@ impl Config {
     /// # Errors
     /// An unreadable file, invalid YAML, an unknown or missing key (with its line), or names
     /// used twice.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -214,7 +214,7 @@ impl Config {
     ///
     /// # Errors
     /// As [`Config::load`].
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -260,7 +260,7 @@ impl Config {
     ///
     /// # Errors
     /// No such source; the message lists the ones there are.
-    pub fn source(&self, name: &str) -> Result<&SourceConfig, ConfigError> {
+    pub(crate) fn source(&self, name: &str) -> Result<&SourceConfig, ConfigError> {
         self.sources.iter().find(|s| s.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
             ConfigError::Inconsistent {
@@ -282,7 +282,7 @@ impl Config {
     ///
     /// # Errors
     /// No such target, or several to choose from and no name.
-    pub fn target(&self, name: Option<&str>) -> Result<&TargetConfig, ConfigError> {
+    pub(crate) fn target(&self, name: Option<&str>) -> Result<&TargetConfig, ConfigError> {
         let known: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
         let found = match name {
             Some(name) => self.targets.iter().find(|t| t.name == name),
@@ -311,13 +311,13 @@ impl Config {
 #[error(
     "unknown column type {0:?}; use e.g. bigint, integer, numeric, double precision, boolean, text, timestamptz, timestamp, date, time, uuid, jsonb, bytea"
 )]
-pub struct UnknownColumnType(String);
+pub(crate) struct UnknownColumnType(String);
 
 /// Parses a column type as written in config: a PostgreSQL type name or alias.
 ///
 /// # Errors
 /// A type apitap cannot load.
-pub fn parse_pg_type(text: &str) -> Result<PgType, UnknownColumnType> {
+pub(crate) fn parse_pg_type(text: &str) -> Result<PgType, UnknownColumnType> {
     let lower = text.trim().to_ascii_lowercase();
     let name = match lower.as_str() {
         "int" | "integer" => "int4",
@@ -351,7 +351,7 @@ impl SourceConfig {
     ///
     /// # Errors
     /// An unknown type name.
-    pub fn column_types(&self) -> Result<Vec<(String, PgType)>, ConfigError> {
+    pub(crate) fn column_types(&self) -> Result<Vec<(String, PgType)>, ConfigError> {
         self.columns
             .iter()
             .map(|(name, pg_type)| {
@@ -364,7 +364,7 @@ impl SourceConfig {
 
     /// The write mode: as configured, else merge when a primary key is given (the original
     /// ApiTap's behaviour), else append.
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         self.mode.unwrap_or(if self.primary_key_in_dest.is_some() {
             Mode::Merge
         } else {
@@ -373,7 +373,7 @@ impl SourceConfig {
     }
 
     /// The load this source describes, into `table`, as written.
-    pub fn to_spec(&self, table: TableName) -> Result<LoadSpec, ConfigError> {
+    pub(crate) fn to_spec(&self, table: TableName) -> Result<LoadSpec, ConfigError> {
         let body = self
             .body
             .as_ref()
@@ -463,7 +463,7 @@ impl SourceConfig {
 ///
 /// # Errors
 /// A `.env` that cannot be read or parsed.
-pub fn load_dotenv() -> Result<Option<PathBuf>, ConfigError> {
+pub(crate) fn load_dotenv() -> Result<Option<PathBuf>, ConfigError> {
     match dotenvy::dotenv() {
         Ok(path) => Ok(Some(path)),
         Err(e) if e.not_found() => Ok(None),
@@ -475,7 +475,7 @@ pub fn load_dotenv() -> Result<Option<PathBuf>, ConfigError> {
 }
 
 /// The environment, as the config sees it.
-pub fn process_env(name: &str) -> Option<String> {
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 

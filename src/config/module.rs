@@ -27,7 +27,7 @@ use crate::schema::quote_ident;
 
 /// What a module's `sink(…)` call said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SinkCall {
+pub(crate) struct SinkCall {
     /// The target's name in the config.
     pub name: Option<String>,
     /// `schema.table`, overriding the first source's `table_destination_name`.
@@ -44,7 +44,7 @@ pub struct SinkCall {
 
 /// A rendered module.
 #[derive(Debug, Clone)]
-pub struct Module {
+pub(crate) struct Module {
     /// The file's path under the modules folder, without `.sql` (`posts`, `team/users`).
     pub name: String,
     pub path: PathBuf,
@@ -70,7 +70,7 @@ struct Calls {
 ///
 /// # Errors
 /// A folder that cannot be read.
-pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+pub(crate) fn discover(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(folder) = pending.pop() {
@@ -183,7 +183,7 @@ fn sink_call(name: Option<String>, kwargs: &Kwargs) -> Result<SinkCall, Error> {
 ///
 /// # Errors
 /// An unreadable file, a template error (with its line), or a helper called wrongly.
-pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
+pub(crate) fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
     let source = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -228,7 +228,7 @@ pub fn render(dir: &Path, path: &Path) -> Result<Module, ConfigError> {
 /// modules): the module's name goes before the extension, `rejects.orders_daily.ndjson`, so
 /// modules running at once (`--jobs`) never write into one file. `modules` should be every
 /// module of the folder, so that a name does not depend on which ones a run selects.
-pub fn separate_reject_files(config: &super::Config, modules: &mut [Module]) {
+pub(crate) fn separate_reject_files(config: &super::Config, modules: &mut [Module]) {
     let mut users: std::collections::BTreeMap<PathBuf, Vec<usize>> = Default::default();
     for (i, module) in modules.iter().enumerate() {
         let Some(first) = module.sources.first().and_then(|s| config.source(s).ok()) else {

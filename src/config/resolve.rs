@@ -13,7 +13,7 @@ use crate::sink::{ConnectOptions, WriteSettings};
 
 /// What one run of a module loads, and where.
 #[derive(Debug)]
-pub struct ModuleLoads {
+pub(crate) struct ModuleLoads {
     /// The module's target database.
     pub connect: ConnectOptions,
     /// The sources the SQL reads, in order of first use.
@@ -27,7 +27,7 @@ pub struct ModuleLoads {
 
 /// One source of a module.
 #[derive(Debug)]
-pub struct ModuleSource {
+pub(crate) struct ModuleSource {
     pub name: String,
     /// Only its source, decode and state parts are used: the module's output is what is
     /// written.
@@ -42,7 +42,7 @@ impl Config {
     /// # Errors
     /// A missing source or target, no destination table, a setting that cannot work, a
     /// merge without keys, or an incremental source in a module of several.
-    pub fn module_loads(
+    pub(crate) fn module_loads(
         &self,
         module: &Module,
         env: &dyn Fn(&str) -> Option<String>,

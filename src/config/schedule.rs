@@ -9,7 +9,7 @@ use croner::parser::{CronParser, Seconds};
 /// A pattern that is not a cron schedule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("schedule({text:?}) is not a cron pattern: {reason}")]
-pub struct ScheduleError {
+pub(crate) struct ScheduleError {
     pub text: String,
     /// croner's words for what is wrong.
     pub reason: String,
@@ -17,14 +17,14 @@ pub struct ScheduleError {
 
 /// A parsed cron pattern.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     cron: Cron,
 }
 
 impl Schedule {
     /// # Errors
     /// A pattern croner cannot read, with its reason.
-    pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
+    pub(crate) fn parse(text: &str) -> Result<Schedule, ScheduleError> {
         let parser = CronParser::builder().seconds(Seconds::Optional).build();
         let cron = parser.parse(text).map_err(|e| ScheduleError {
             text: text.to_string(),
@@ -34,7 +34,7 @@ impl Schedule {
     }
 
     /// The first time after `after` the pattern matches, if it ever does again.
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_next_occurrence(&after, false).ok()
     }
 }

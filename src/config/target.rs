@@ -11,14 +11,14 @@ use crate::sink::ConnectOptions;
 /// `type:` of a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TargetKind {
+pub(crate) enum TargetKind {
     Postgres,
 }
 
 /// `auth:` of a target: literal credentials, or the variables holding them.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TargetAuth {
+pub(crate) struct TargetAuth {
     pub username: Option<String>,
     pub password: Option<String>,
     pub username_env: Option<String>,
@@ -28,7 +28,7 @@ pub struct TargetAuth {
 /// One entry of `targets:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TargetConfig {
+pub(crate) struct TargetConfig {
     pub name: String,
     /// `type: postgres`, the one kind there is: checked as the file is read.
     #[serde(rename = "type")]
@@ -56,7 +56,7 @@ impl TargetConfig {
     ///
     /// # Errors
     /// An unset variable, or settings tokio-postgres cannot use.
-    pub fn connect_options(
+    pub(crate) fn connect_options(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ConnectOptions, ConfigError> {
@@ -126,7 +126,7 @@ impl TargetConfig {
     }
 
     /// Where a destination table written without a schema goes.
-    pub fn table(&self, text: &str) -> Result<TableName, ConfigError> {
+    pub(crate) fn table(&self, text: &str) -> Result<TableName, ConfigError> {
         let mut table = TableName::parse(text).map_err(ConfigError::TableName)?;
         if table.schema.is_none() {
             table.schema = self.schema.clone();

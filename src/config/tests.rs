@@ -64,7 +64,9 @@ fn replace_settings_reach_the_load() {
     .unwrap();
     let table = TableName::parse("t").unwrap();
     let source = &config.sources[0];
-    let load = source.resolve(source.to_spec(table).unwrap(), &|_| None).unwrap();
+    let load = source
+        .resolve(source.to_spec(table).unwrap(), &|_| None)
+        .unwrap();
     assert_eq!(
         (
             load.write.mode,

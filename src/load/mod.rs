@@ -15,7 +15,7 @@
 mod resolve;
 mod spec;
 
-pub use spec::LoadSpec;
+pub(crate) use spec::LoadSpec;
 
 use crate::decode::DecodeSettings;
 use crate::rejects::RejectOptions;
@@ -24,35 +24,35 @@ use crate::sink::state::StateSettings;
 use crate::source::SourceSettings;
 
 /// The defaults of every load, whichever way it was described.
-pub mod defaults {
+pub(crate) mod defaults {
     /// Records read first, to infer a new table's columns.
-    pub const SAMPLE: usize = 1000;
+    pub(crate) const SAMPLE: usize = 1000;
     /// Records per Arrow batch.
-    pub const BATCH_SIZE: usize = 8192;
+    pub(crate) const BATCH_SIZE: usize = 8192;
     /// Rows per statement of the INSERT fallback.
-    pub const INSERT_BATCH: usize = 5000;
+    pub(crate) const INSERT_BATCH: usize = 5000;
     /// The longest record (or `--records-path` document) accepted.
-    pub const MAX_RECORD_BYTES: usize = 64 << 20;
+    pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
     /// Seconds to wait for an HTTP connection.
-    pub const CONNECT_TIMEOUT_SECS: f64 = 10.0;
+    pub(crate) const CONNECT_TIMEOUT_SECS: f64 = 10.0;
     /// Seconds to wait for each read of an HTTP response.
-    pub const READ_TIMEOUT_SECS: f64 = 60.0;
+    pub(crate) const READ_TIMEOUT_SECS: f64 = 60.0;
     /// Where `--on-error reject` sets records aside.
-    pub const REJECT_FILE: &str = "rejects.ndjson";
+    pub(crate) const REJECT_FILE: &str = "rejects.ndjson";
     /// Seconds a load waits for another run of it (same state key, or the same table for a
     /// replace or merge) to finish.
-    pub const LOCK_TIMEOUT_SECS: f64 = 600.0;
+    pub(crate) const LOCK_TIMEOUT_SECS: f64 = 600.0;
     /// The most bytes one page may hold, after decompression.
-    pub const MAX_PAGE_BYTES: usize = crate::source::http::DEFAULT_MAX_PAGE_BYTES;
+    pub(crate) const MAX_PAGE_BYTES: usize = crate::source::http::DEFAULT_MAX_PAGE_BYTES;
 }
 
 /// The largest `--max-record-bytes`: PostgreSQL stores no value over 1 GiB, and a batch (up
 /// to 512 MiB of input plus one record) must stay under Arrow's 2 GiB offsets.
-pub const MAX_RECORD_BYTES_LIMIT: usize = 1 << 30;
+pub(crate) const MAX_RECORD_BYTES_LIMIT: usize = 1 << 30;
 
 /// One load, checked, in the parts its stages take.
 #[derive(Debug, Clone)]
-pub struct Load {
+pub(crate) struct Load {
     pub source: SourceSettings,
     pub decode: DecodeSettings,
     pub write: WriteSettings,
@@ -63,7 +63,7 @@ pub struct Load {
 
 impl Load {
     /// The source as messages name it (a URL with its secrets hidden, a path, `stdin`).
-    pub fn source_name(&self) -> String {
+    pub(crate) fn source_name(&self) -> String {
         self.source.source.to_string()
     }
 }

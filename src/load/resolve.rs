@@ -61,7 +61,7 @@ impl LoadSpec {
     /// # Errors
     /// An unset variable, a value that cannot work, or settings that do not go together,
     /// named as `origin` spells them.
-    pub fn resolve(
+    pub(crate) fn resolve(
         self,
         origin: Origin,
         env: &dyn Fn(&str) -> Option<String>,

@@ -15,7 +15,7 @@ use crate::source::throttle::RateLimit;
 /// A load as the user described it, before it is checked: text as written (with `${VAR}`
 /// and date helpers unexpanded), options unset where the user left them out.
 #[derive(Debug, Clone, Default)]
-pub struct LoadSpec {
+pub(crate) struct LoadSpec {
     /// An http(s) URL, a file path or `-`.
     pub source: String,
     pub table: Option<TableName>,

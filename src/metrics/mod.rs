@@ -23,7 +23,7 @@ mod families;
 mod meters;
 
 use families::Families;
-pub use meters::{ModuleMeter, RunMeter, SourceMeter, Statement};
+pub(crate) use meters::{ModuleMeter, RunMeter, SourceMeter, Statement};
 
 /// The metrics endpoint could not start, or the metrics file could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use crate::schema::PgType;
 
 /// The running maximum of one column.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CursorMax {
+pub(super) struct CursorMax {
     pg_type: PgType,
     best: Option<Best>,
 }
@@ -45,12 +45,12 @@ where
 #[error(
     "a {0} column cannot be an incremental cursor; use a timestamp, date, number or text field"
 )]
-pub struct NotACursor(PgType);
+pub(super) struct NotACursor(PgType);
 
 impl CursorMax {
     /// # Errors
     /// A column type that makes no sense as a cursor.
-    pub fn new(pg_type: PgType) -> Result<CursorMax, NotACursor> {
+    pub(super) fn new(pg_type: PgType) -> Result<CursorMax, NotACursor> {
         match pg_type {
             PgType::Bool | PgType::Uuid | PgType::Bytea | PgType::Time => Err(NotACursor(pg_type)),
             _ => Ok(CursorMax {
@@ -62,7 +62,7 @@ impl CursorMax {
 
     /// Takes in a value seen before (a resumed backfill's committed maximum), as written by
     /// [`CursorMax::value`]; text that does not parse as the column's type is ignored.
-    pub fn seed(&mut self, text: &str) {
+    pub(super) fn seed(&mut self, text: &str) {
         use crate::decode::values::{parse_date, parse_timestamp};
         let seen = match self.pg_type {
             PgType::Int2 | PgType::Int4 | PgType::Int8 => text.parse().ok().map(Best::Int),
@@ -83,7 +83,7 @@ impl CursorMax {
     }
 
     /// Takes in one batch's column.
-    pub fn update(&mut self, array: &ArrayRef) {
+    pub(super) fn update(&mut self, array: &ArrayRef) {
         let candidate = match self.pg_type {
             PgType::Int2 => max_of::<Int16Type>(array).map(|v| Best::Int(v.into())),
             PgType::Int4 => max_of::<Int32Type>(array).map(|v| Best::Int(v.into())),
@@ -134,7 +134,7 @@ impl CursorMax {
 
     /// The maximum as the API will get it back: RFC 3339 for timestamps (UTC for
     /// timestamptz), `YYYY-MM-DD` for dates, the number or text itself otherwise.
-    pub fn value(&self) -> Option<String> {
+    pub(super) fn value(&self) -> Option<String> {
         Some(match self.best.as_ref()? {
             Best::Int(v) => v.to_string(),
             Best::Float(v) => v.to_string(),

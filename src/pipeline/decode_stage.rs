@@ -328,7 +328,11 @@ impl DecodeStage {
 /// (`server_is_local`) needs a core for each COPY stream's backend; fetching, encoding and
 /// sending need about one more. So a 2-core machine with its own server decodes on one
 /// thread, and an 8-core one on four.
-pub fn decode_threads(asked: Option<usize>, server_is_local: bool, copy_streams: usize) -> usize {
+pub(crate) fn decode_threads(
+    asked: Option<usize>,
+    server_is_local: bool,
+    copy_streams: usize,
+) -> usize {
     if let Some(threads) = asked {
         return threads.max(1);
     }

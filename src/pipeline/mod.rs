@@ -53,14 +53,14 @@ mod encode_stage;
 mod fetch;
 mod preview;
 #[cfg(feature = "sql")]
-pub mod run;
+pub(crate) mod run;
 mod state;
 
-pub use preview::{Preview, preview_load};
+pub(crate) use preview::{Preview, preview_load};
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;
-pub use decode_stage::decode_threads;
+pub(crate) use decode_stage::decode_threads;
 use fetch::{Chunk, fetch, fetch_pages};
 pub(crate) use state::{lock_and_read_state, read_state};
 
@@ -74,7 +74,7 @@ pub(crate) enum Flow {
 
 /// What a finished load did.
 #[derive(Debug, Clone)]
-pub struct LoadSummary {
+pub(crate) struct LoadSummary {
     pub table: TableName,
     /// The highest cursor value loaded and stored (incremental loads).
     pub cursor: Option<String>,
@@ -92,7 +92,7 @@ pub struct LoadSummary {
 
 /// Why a load failed. The table is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("{source_name}: {error}")]
@@ -137,7 +137,7 @@ pub enum LoadError {
 ///
 /// # Errors
 /// Any failure of any stage; the transaction is rolled back and the table left unchanged.
-pub async fn load(
+pub(crate) async fn load(
     load: &Load,
     connect: &ConnectOptions,
     progress: Arc<Progress>,

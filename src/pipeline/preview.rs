@@ -14,7 +14,7 @@ use crate::schema::{TableSchema, quote_ident};
 
 /// The plan of a load, and its first rows.
 #[derive(Debug)]
-pub struct Preview {
+pub(crate) struct Preview {
     /// A module's sources, each with the columns it is decoded into (empty for `load`).
     pub sources: Vec<(String, TableSchema)>,
     /// The columns the rows have before they meet the table: a module's SQL output.
@@ -39,7 +39,7 @@ pub struct Preview {
 
 /// One column a load writes.
 #[derive(Debug)]
-pub struct PlannedColumn {
+pub(crate) struct PlannedColumn {
     pub name: String,
     pub pg_type: String,
     /// Why it has this type: the sample's inference rule, the table's catalog, the SQL.
@@ -160,7 +160,7 @@ pub(crate) fn json_lines(
 /// # Errors
 /// As [`load`], for the part it does: a source that cannot be read, a plan the table
 /// refuses, a record that fails in the rows shown (unless it would be set aside).
-pub async fn preview_load(
+pub(crate) async fn preview_load(
     load: &Load,
     connect: &ConnectOptions,
     rows: usize,

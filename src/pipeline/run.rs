@@ -29,7 +29,7 @@ type Failures = Arc<Mutex<Vec<(String, LoadError)>>>;
 /// # Errors
 /// A config that does not resolve, any source failing, the SQL failing, or the sink failing;
 /// the destination table is unchanged in every case.
-pub async fn run_module(
+pub(crate) async fn run_module(
     config: &Config,
     module: &Module,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
@@ -271,7 +271,7 @@ async fn run_sql(
 ///
 /// # Errors
 /// As [`run_module`], for the part it does.
-pub async fn preview_module(
+pub(crate) async fn preview_module(
     config: &Config,
     module: &Module,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
@@ -309,8 +309,10 @@ pub async fn preview_module(
 ///
 /// The wall clock is read once; after that, time is tokio's, so tests can pause and advance
 /// it.
-pub async fn run_on_schedule<F, Fut>(schedule: &crate::config::schedule::Schedule, mut job: F)
-where
+pub(crate) async fn run_on_schedule<F, Fut>(
+    schedule: &crate::config::schedule::Schedule,
+    mut job: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {

@@ -11,7 +11,7 @@ use super::{Progress, ProgressMode};
 
 /// The last line under the modules' bars of `apitap run`: modules done, failed and running,
 /// and the rows all of them wrote.
-pub struct RunTotal {
+pub(crate) struct RunTotal {
     bar: Option<ProgressBar>,
     rows: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>>,
     done: AtomicU64,
@@ -21,7 +21,11 @@ pub struct RunTotal {
 
 impl RunTotal {
     /// The total line of `modules` modules, below their bars (only where bars are shown).
-    pub fn start(mode: ProgressMode, modules: usize, bars: &indicatif::MultiProgress) -> RunTotal {
+    pub(crate) fn start(
+        mode: ProgressMode,
+        modules: usize,
+        bars: &indicatif::MultiProgress,
+    ) -> RunTotal {
         let rows: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
         let shown = match mode {
             ProgressMode::Never => false,
@@ -63,7 +67,7 @@ impl RunTotal {
     }
 
     /// A module started, showing `progress`.
-    pub fn started(&self, progress: &Progress) {
+    pub(crate) fn started(&self, progress: &Progress) {
         if let Ok(mut rows) = self.rows.lock() {
             rows.push(progress.rows.clone());
         }
@@ -71,7 +75,7 @@ impl RunTotal {
     }
 
     /// A module ended.
-    pub fn ended(&self, ok: bool) {
+    pub(crate) fn ended(&self, ok: bool) {
         self.done.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -93,7 +97,7 @@ impl RunTotal {
         }
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

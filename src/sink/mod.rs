@@ -11,14 +11,14 @@
 //!   the merge, the replace's swap, `--copy-streams`, and the rows the server refuses;
 //! - [`state`]: `apitap._state` and the advisory locks that keep overlapping runs apart.
 
-pub mod connect;
-pub mod plan;
-pub mod state;
-pub mod write;
+pub(crate) mod connect;
+pub(crate) mod plan;
+pub(crate) mod state;
+pub(crate) mod write;
 
-pub use connect::ConnectOptions;
-pub use plan::catalog::{copy_from_stdin_works, describe_target, has_unique_key};
-pub use plan::{LoadPlan, PlanOptions};
+pub(crate) use connect::ConnectOptions;
+pub(crate) use plan::catalog::{copy_from_stdin_works, describe_target, has_unique_key};
+pub(crate) use plan::{LoadPlan, PlanOptions};
 
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use plan::citus::DistributeAs;
 
 /// What the sink needs of a load: the table and how rows go into it.
 #[derive(Debug, Clone)]
-pub struct WriteSettings {
+pub(crate) struct WriteSettings {
     pub table: TableName,
     pub mode: Mode,
     /// How `--mode replace` replaces an existing table's rows.
@@ -59,7 +59,7 @@ pub struct WriteSettings {
 
 /// A failure on the PostgreSQL side.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     /// Connection settings that cannot be used.
     #[error(transparent)]
     Settings(#[from] connect::ConnectError),
@@ -122,7 +122,7 @@ pub enum SinkError {
 
 impl SinkError {
     /// Wraps a tokio-postgres error with what apitap was doing and on which table.
-    pub fn database(
+    pub(crate) fn database(
         action: &'static str,
         table: &TableName,
         error: &tokio_postgres::Error,
@@ -147,7 +147,7 @@ impl SinkError {
 
 /// Why the server refused a single row, for the reject file: its message, column, detail and
 /// hint (the COPY context would only say "line 1").
-pub fn refusal(error: &tokio_postgres::Error) -> String {
+pub(crate) fn refusal(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => describe_db_error(db, false),
         None => error_chain(error),
@@ -174,7 +174,7 @@ fn describe_db_error(db: &DbError, context: bool) -> String {
 }
 
 /// `"schema"."table"`.
-pub fn qualified(table: &TableName) -> String {
+pub(crate) fn qualified(table: &TableName) -> String {
     match &table.schema {
         Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&table.table)),
         None => quote_ident(&table.table),

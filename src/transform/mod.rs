@@ -35,11 +35,12 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use crate::schema::{Column, PgType, TableSchema};
 
 /// Batches of one source. A source that fails ends its stream with an error.
-pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, TransformError>> + Send>>;
+pub(crate) type BatchStream =
+    Pin<Box<dyn Stream<Item = Result<RecordBatch, TransformError>> + Send>>;
 
 /// Why a transform failed.
 #[derive(Debug, thiserror::Error)]
-pub enum TransformError {
+pub(crate) enum TransformError {
     /// DataFusion refused or failed the SQL.
     #[error("{0}")]
     Sql(String),
@@ -64,12 +65,12 @@ fn sql_error(e: DataFusionError) -> TransformError {
 }
 
 /// One module's SQL over its sources.
-pub struct Transform {
+pub(crate) struct Transform {
     ctx: SessionContext,
 }
 
 impl Transform {
-    pub fn new(batch_size: usize) -> Transform {
+    pub(crate) fn new(batch_size: usize) -> Transform {
         let mut config = SessionConfig::new()
             .with_target_partitions(1)
             .with_batch_size(batch_size)
@@ -86,7 +87,7 @@ impl Transform {
     ///
     /// # Errors
     /// SQL that does not parse, or more than one statement.
-    pub fn parse(&self, sql: &str) -> Result<(), TransformError> {
+    pub(crate) fn parse(&self, sql: &str) -> Result<(), TransformError> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         state
@@ -99,7 +100,7 @@ impl Transform {
     ///
     /// # Errors
     /// SQL that does not parse or plan against those sources.
-    pub async fn scans(
+    pub(crate) async fn scans(
         &self,
         sql: &str,
         sources: &[(String, SchemaRef)],
@@ -149,7 +150,7 @@ impl Transform {
     ///
     /// # Errors
     /// A schema DataFusion cannot take.
-    pub fn register_stream(
+    pub(crate) fn register_stream(
         &self,
         name: &str,
         schema: &SchemaRef,
@@ -169,7 +170,7 @@ impl Transform {
     ///
     /// # Errors
     /// The source's own failure, or a schema DataFusion cannot take.
-    pub async fn register_collected(
+    pub(crate) async fn register_collected(
         &self,
         name: &str,
         schema: &SchemaRef,
@@ -187,7 +188,10 @@ impl Transform {
     ///
     /// # Errors
     /// SQL that does not plan.
-    pub async fn execute(&self, sql: &str) -> Result<(SchemaRef, BatchStream), TransformError> {
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+    ) -> Result<(SchemaRef, BatchStream), TransformError> {
         let frame = self.ctx.sql(sql).await.map_err(sql_error)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let stream = frame.execute_stream().await.map_err(sql_error)?;
@@ -259,7 +263,7 @@ impl PartitionStream for OnePass {
 ///
 /// A column passed through from a source keeps the type it was decoded as (json, numeric and
 /// uuid share Arrow types with others), so its field's tag wins when the Arrow type matches.
-pub fn pg_type_of(field: &Field) -> Option<PgType> {
+pub(crate) fn pg_type_of(field: &Field) -> Option<PgType> {
     if let Some(tagged) = PgType::of_field(field)
         && tagged.arrow_type() == *field.data_type()
     {
@@ -291,7 +295,7 @@ pub fn pg_type_of(field: &Field) -> Option<PgType> {
 ///
 /// # Errors
 /// A column whose type apitap cannot write, or two columns with one name.
-pub fn output_fields(schema: &Schema) -> Result<TableSchema, TransformError> {
+pub(crate) fn output_fields(schema: &Schema) -> Result<TableSchema, TransformError> {
     let mut columns: Vec<Column> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let pg_type = pg_type_of(field).ok_or_else(|| TransformError::UnsupportedType {
@@ -314,7 +318,10 @@ pub fn output_fields(schema: &Schema) -> Result<TableSchema, TransformError> {
 ///
 /// # Errors
 /// A value that does not convert (text that is no number, a number too large).
-pub fn conform(batch: &RecordBatch, columns: &[Column]) -> Result<RecordBatch, TransformError> {
+pub(crate) fn conform(
+    batch: &RecordBatch,
+    columns: &[Column],
+) -> Result<RecordBatch, TransformError> {
     let rows = batch.num_rows();
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     let mut fields = Vec::with_capacity(columns.len());

@@ -56,7 +56,7 @@ const KEYWORDS: &[(&str, Option<&str>)] = &[
 
 /// A connection string, service file or password file that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConninfoError {
+pub(crate) enum ConninfoError {
     #[error("invalid connection string: {0}")]
     Syntax(String),
     #[error("invalid connection option {0:?}")]
@@ -73,7 +73,7 @@ pub enum ConninfoError {
 
 /// Resolved parameters, by keyword.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Params(BTreeMap<String, String>);
+pub(crate) struct Params(BTreeMap<String, String>);
 
 impl std::fmt::Debug for Params {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,7 +88,7 @@ impl std::fmt::Debug for Params {
 }
 
 impl Params {
-    pub fn get(&self, keyword: &str) -> Option<&str> {
+    pub(crate) fn get(&self, keyword: &str) -> Option<&str> {
         self.0.get(keyword).map(String::as_str)
     }
 
@@ -102,7 +102,7 @@ impl Params {
     ///
     /// # Errors
     /// A string that does not parse, an unknown keyword, a missing service.
-    pub fn resolve(
+    pub(crate) fn resolve(
         conninfo: Option<&str>,
         settings: &[(String, String)],
         env: &dyn Fn(&str) -> Option<String>,
@@ -220,7 +220,7 @@ fn pgpass_fields(line: &str) -> Option<Vec<String>> {
 }
 
 /// The user name libpq falls back on: the operating system's.
-pub fn os_user(env: &dyn Fn(&str) -> Option<String>) -> String {
+pub(crate) fn os_user(env: &dyn Fn(&str) -> Option<String>) -> String {
     env("USER")
         .or_else(|| env("LOGNAME"))
         .unwrap_or_else(|| "postgres".into())
@@ -228,14 +228,14 @@ pub fn os_user(env: &dyn Fn(&str) -> Option<String>) -> String {
 
 /// Where this system's PostgreSQL puts its socket (Debian's libpq looks in
 /// /var/run/postgresql, most others in /tmp), if either folder exists.
-pub fn default_socket_dir() -> Option<&'static str> {
+pub(crate) fn default_socket_dir() -> Option<&'static str> {
     ["/var/run/postgresql", "/tmp"]
         .into_iter()
         .find(|dir| Path::new(dir).is_dir())
 }
 
 /// libpq's default host: the local socket when a server listens on it, else localhost.
-pub fn default_host(port: Option<&str>) -> String {
+pub(crate) fn default_host(port: Option<&str>) -> String {
     let port = port.and_then(|p| p.split(',').next()).unwrap_or("5432");
     ["/var/run/postgresql", "/tmp"]
         .into_iter()
@@ -328,7 +328,7 @@ fn find_service(
 ///
 /// # Errors
 /// A string neither form can read.
-pub fn parse(conninfo: &str) -> Result<Vec<(String, String)>, ConninfoError> {
+pub(crate) fn parse(conninfo: &str) -> Result<Vec<(String, String)>, ConninfoError> {
     let trimmed = conninfo.trim();
     for scheme in ["postgresql://", "postgres://"] {
         if let Some(rest) = trimmed.strip_prefix(scheme) {

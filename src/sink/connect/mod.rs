@@ -10,8 +10,8 @@
 //! started by cron must not hang on a server that accepts and never answers). An explicit
 //! `connect_timeout=0` waits forever, as libpq does.
 
-pub mod conninfo;
-pub mod tls;
+pub(crate) mod conninfo;
+pub(crate) mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,11 +24,11 @@ use conninfo::{ConninfoError, Params, default_host, os_user};
 use tls::{SslMode, TlsSettings, TlsSetupError};
 
 /// How long one host may take to accept, encrypt and log in, when the settings do not say.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connection settings that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error(transparent)]
     Conninfo(#[from] ConninfoError),
     #[error(transparent)]
@@ -49,7 +49,7 @@ pub enum ConnectError {
 
 /// Resolved connection settings, with the TLS connector built.
 #[derive(Clone)]
-pub struct ConnectOptions {
+pub(crate) struct ConnectOptions {
     config: tokio_postgres::Config,
     tls: std::sync::Arc<tls::Tls>,
     /// Per host; `None` waits forever (`connect_timeout=0`).
@@ -75,7 +75,7 @@ impl ConnectOptions {
     /// # Errors
     /// A string or file that cannot be read, a value libpq would refuse, or a setting apitap
     /// cannot honor (named, never silently ignored).
-    pub fn resolve(
+    pub(crate) fn resolve(
         database_url: Option<&str>,
         settings: &[(String, String)],
         env: &dyn Fn(&str) -> Option<String>,
@@ -177,7 +177,7 @@ impl ConnectOptions {
 
     /// Whether every host is this machine (a socket, `localhost`, a loopback address): the
     /// server's backends then share the client's cores.
-    pub fn server_is_local(&self) -> bool {
+    pub(crate) fn server_is_local(&self) -> bool {
         self.config.get_hosts().iter().all(|host| match host {
             Host::Unix(_) => true,
             Host::Tcp(name) => {
@@ -191,7 +191,7 @@ impl ConnectOptions {
     }
 
     /// `user@host:port/dbname`, without the password.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let hosts: Vec<String> = self
             .config
             .get_hosts()
@@ -224,7 +224,7 @@ impl ConnectOptions {
     /// # Errors
     /// The server cannot be reached in time, refuses the login, or its certificate is
     /// refused (said in libpq's terms).
-    pub async fn connect(&self) -> Result<tokio_postgres::Client, SinkError> {
+    pub(crate) async fn connect(&self) -> Result<tokio_postgres::Client, SinkError> {
         let failed = |reason: String| SinkError::Connect {
             target: self.describe(),
             reason,
@@ -273,7 +273,7 @@ impl ConnectOptions {
     ///
     /// # Errors
     /// As [`ConnectOptions::connect`].
-    pub async fn connect_read_only(&self) -> Result<tokio_postgres::Client, SinkError> {
+    pub(crate) async fn connect_read_only(&self) -> Result<tokio_postgres::Client, SinkError> {
         let client = self.connect().await?;
         client
             .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")

@@ -28,7 +28,7 @@ use verify::LibpqVerifier;
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     Allow,
     Prefer,
@@ -68,7 +68,7 @@ impl std::fmt::Display for SslMode {
 
 /// What the connection's TLS settings say, before any file is read.
 #[derive(Debug, Clone, Default)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// `None`: not given (libpq's default, `prefer`, or `verify-full` with `sslrootcert=system`).
     pub mode: Option<SslMode>,
     /// A file of root certificates, or `system`.
@@ -86,7 +86,7 @@ pub struct TlsSettings {
 
 /// TLS settings that cannot work, in libpq's words where libpq has them.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
+pub(crate) enum TlsSetupError {
     #[error(
         "invalid sslmode value: {0:?} (use disable, allow, prefer, require, verify-ca or verify-full)"
     )]
@@ -129,7 +129,7 @@ enum Verify {
 }
 
 /// A connector for tokio-postgres, and what tokio-postgres is to be told.
-pub struct Tls {
+pub(crate) struct Tls {
     pub ssl_mode: tokio_postgres::config::SslMode,
     pub connector: tokio_postgres_rustls::MakeRustlsConnect,
     /// Why the last handshake refused the server's certificate, in words a user can act on.
@@ -140,7 +140,7 @@ pub struct Tls {
 ///
 /// # Errors
 /// A mode and root that cannot go together, or a file that cannot be used.
-pub fn setup(settings: &TlsSettings) -> Result<Tls, TlsSetupError> {
+pub(crate) fn setup(settings: &TlsSettings) -> Result<Tls, TlsSetupError> {
     let postgresql = settings.home.as_ref().map(|h| h.join(".postgresql"));
     let system = settings.root_cert.as_deref() == Some("system");
     let mode = match (settings.mode, system) {

@@ -6,7 +6,7 @@ use crate::sink::{SinkError, qualified};
 
 /// A column as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogColumn {
+pub(crate) struct CatalogColumn {
     pub name: String,
     /// `format_type()` of the column, for messages.
     pub type_name: String,
@@ -19,7 +19,7 @@ pub struct CatalogColumn {
 
 /// What the catalog says about the target.
 #[derive(Debug, Clone)]
-pub struct TargetInfo {
+pub(crate) struct TargetInfo {
     /// The table with its schema resolved (`current_schema()` when none was given).
     pub name: TableName,
     /// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an
@@ -38,7 +38,7 @@ pub struct TargetInfo {
 ///
 /// # Errors
 /// A failing query.
-pub async fn session_time_zone(
+pub(crate) async fn session_time_zone(
     client: &tokio_postgres::Client,
     table: &TableName,
 ) -> Result<String, SinkError> {
@@ -53,7 +53,7 @@ pub async fn session_time_zone(
 ///
 /// # Errors
 /// A failing catalog query.
-pub async fn describe_target(
+pub(crate) async fn describe_target(
     client: &tokio_postgres::Client,
     name: &TableName,
 ) -> Result<TargetInfo, SinkError> {
@@ -142,7 +142,7 @@ pub async fn describe_target(
 ///
 /// # Errors
 /// A connection that fails.
-pub async fn copy_from_stdin_works(
+pub(crate) async fn copy_from_stdin_works(
     client: &tokio_postgres::Client,
     table: &TableName,
 ) -> Result<bool, SinkError> {
@@ -166,7 +166,7 @@ pub async fn copy_from_stdin_works(
 ///
 /// # Errors
 /// A failing catalog query.
-pub async fn has_unique_key(
+pub(crate) async fn has_unique_key(
     client: &tokio_postgres::Client,
     table: &TableName,
     keys: &[String],

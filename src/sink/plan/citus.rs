@@ -16,7 +16,7 @@ use crate::sink::{SinkError, qualified};
 
 /// How Citus holds an existing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Distribution {
+pub(crate) enum Distribution {
     /// Hash-distributed on `column`, in `shards` shards, colocated with the tables of
     /// colocation group `colocation_id`.
     Distributed {
@@ -33,7 +33,7 @@ pub enum Distribution {
 
 impl Distribution {
     /// The distribution column, which every unique key must include.
-    pub fn column(&self) -> Option<&str> {
+    pub(crate) fn column(&self) -> Option<&str> {
         match self {
             Distribution::Distributed { column, .. } => Some(column),
             _ => None,
@@ -43,7 +43,7 @@ impl Distribution {
 
 /// How a table apitap creates is to be distributed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DistributeAs {
+pub(crate) enum DistributeAs {
     /// `create_distributed_table(table, column, …)`.
     Hash {
         column: String,
@@ -57,7 +57,7 @@ pub enum DistributeAs {
 
 impl DistributeAs {
     /// The call that distributes `table` (just created, still empty), as SQL text.
-    pub fn statement(&self, table: &TableName) -> String {
+    pub(crate) fn statement(&self, table: &TableName) -> String {
         let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
         let table = literal(&qualified(table));
         match self {
@@ -84,7 +84,7 @@ impl DistributeAs {
     }
 
     /// Whether an existing table already is what was asked for.
-    pub fn matches(&self, existing: Option<&Distribution>) -> bool {
+    pub(crate) fn matches(&self, existing: Option<&Distribution>) -> bool {
         match (self, existing) {
             (
                 DistributeAs::Hash { column, .. },
@@ -100,7 +100,7 @@ impl DistributeAs {
 ///
 /// # Errors
 /// A failing catalog query.
-pub async fn distribution(
+pub(crate) async fn distribution(
     client: &impl GenericClient,
     oid: u32,
     table: &TableName,
@@ -154,7 +154,7 @@ pub async fn distribution(
 ///
 /// # Errors
 /// A kind of Citus table a swap cannot recreate: the message says to replace in place.
-pub fn recreate(
+pub(crate) fn recreate(
     distribution: &Distribution,
     old: &TableName,
     new: &TableName,

@@ -8,7 +8,7 @@ use crate::sink::qualified;
 
 /// `CREATE SCHEMA` of a table the load creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateSchema {
+pub(crate) struct CreateSchema {
     pub schema: String,
 }
 
@@ -17,7 +17,7 @@ impl CreateSchema {
     /// see it missing, and the second fails on the catalog's unique index. A
     /// transaction-scoped lock on the name makes the second wait for the first to commit,
     /// then find the schema there.
-    pub fn sql(&self) -> String {
+    pub(crate) fn sql(&self) -> String {
         format!(
             "SELECT pg_advisory_xact_lock(hashtext('apitap schema {}')); CREATE SCHEMA IF NOT EXISTS {}",
             self.schema.replace('\'', "''"),
@@ -29,7 +29,7 @@ impl CreateSchema {
 /// `CREATE TABLE` of a table the load creates: the fields as columns, and the merge keys as
 /// its primary key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateTable {
+pub(crate) struct CreateTable {
     /// Where it is created: the target, or the new table of a replace by swap.
     pub table: TableName,
     pub columns: Vec<Column>,
@@ -37,7 +37,7 @@ pub struct CreateTable {
 }
 
 impl CreateTable {
-    pub fn sql(&self) -> String {
+    pub(crate) fn sql(&self) -> String {
         let mut definitions = column_definitions(&self.columns);
         if !self.primary_key.is_empty() {
             let keys: Vec<String> = self.primary_key.iter().map(|k| quote_ident(k)).collect();
@@ -53,7 +53,7 @@ impl CreateTable {
 
 /// A column whose type the sampled values outgrew, and the type it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Widening {
+pub(crate) struct Widening {
     pub column: String,
     pub from: PgType,
     pub to: PgType,
@@ -68,7 +68,7 @@ impl fmt::Display for Widening {
 /// `ALTER TABLE` of an existing table under `--schema evolve`: columns widened for values
 /// their types cannot hold, then columns added for new fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlterTable {
+pub(crate) struct AlterTable {
     /// The target, or the new table of a replace by swap.
     pub table: TableName,
     pub widen: Vec<Widening>,
@@ -76,7 +76,7 @@ pub struct AlterTable {
 }
 
 impl AlterTable {
-    pub fn sql(&self) -> String {
+    pub(crate) fn sql(&self) -> String {
         let widen = self.widen.iter().map(|w| {
             format!(
                 "ALTER COLUMN {} TYPE {}",

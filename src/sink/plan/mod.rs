@@ -3,9 +3,9 @@
 //! the rows (DDL, COPY, DELETE). The merge's and the INSERT fallback's statements are built
 //! next to the code that runs them (`merge.rs`, `insert.rs`).
 
-pub mod catalog;
-pub mod citus;
-pub mod ddl;
+pub(crate) mod catalog;
+pub(crate) mod citus;
+pub(crate) mod ddl;
 
 use super::{SinkError, qualified};
 use crate::base::options::SchemaPolicy;
@@ -13,11 +13,11 @@ use crate::schema::{Column, PgType, TableName, TableSchema, column_name, quote_i
 use crate::sink::write::swap;
 use catalog::{CatalogColumn, TargetInfo};
 use citus::{DistributeAs, Distribution};
-pub use ddl::{AlterTable, CreateSchema, CreateTable, Widening};
+pub(crate) use ddl::{AlterTable, CreateSchema, CreateTable, Widening};
 
 /// What the planner needs besides the catalog and the sample.
 #[derive(Debug, Clone, Default)]
-pub struct PlanOptions {
+pub(crate) struct PlanOptions {
     /// The `--sample` size, for messages.
     pub sample_limit: usize,
     pub merge_keys: Vec<String>,
@@ -33,7 +33,7 @@ pub struct PlanOptions {
 
 /// How records map onto the table, decided from the catalog and the sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadPlan {
+pub(crate) struct LoadPlan {
     pub table: TableName,
     /// The schema to create with a new table.
     pub create_schema: Option<CreateSchema>,
@@ -67,7 +67,7 @@ pub struct LoadPlan {
 /// Which fields the plan knew of, and so what a field it did not know means: the reason the
 /// decoder gives for a record that has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FieldsKnown {
+pub(crate) enum FieldsKnown {
     /// A new table's columns were inferred from the first `sample` records.
     NewTable { sample: usize, table: TableName },
     /// An existing table's columns were fitted to the first `sample` records; `frozen`
@@ -83,7 +83,7 @@ pub enum FieldsKnown {
 
 impl FieldsKnown {
     /// Completes "field "x" …" for a field without a column: why, and what to do.
-    pub fn unknown_field_hint(&self) -> String {
+    pub(crate) fn unknown_field_hint(&self) -> String {
         match self {
             FieldsKnown::NewTable { sample, table } => format!(
                 "first appears after the {sample} records the columns of the new table {table} were inferred from; \
@@ -110,7 +110,7 @@ impl FieldsKnown {
 
     /// Completes "field "x" …" for a field whose column was left out of the COPY so that
     /// its default applies (only an existing table has such columns).
-    pub fn late_field_hint(&self) -> String {
+    pub(crate) fn late_field_hint(&self) -> String {
         match self {
             FieldsKnown::Existing { sample, table, .. } => format!(
                 "first appears after the {sample} sampled records, so its column in {table} was left to its default; \
@@ -158,7 +158,7 @@ pub(super) const STAGING_ROW: &str = "apitap_row";
 
 /// Which staged rows a merge applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StagedRows {
+pub(crate) enum StagedRows {
     All,
     LastOfEachKey,
     /// Those numbered `$1` to `$2`, keeping the last record of each key.
@@ -250,7 +250,7 @@ impl LoadPlan {
     /// # Errors
     /// A sampled field whose column has a type apitap cannot write, or is generated; a field
     /// name no column can have; two fields that would land in one column.
-    pub fn new(
+    pub(crate) fn new(
         target: &TargetInfo,
         fields: &TableSchema,
         options: &PlanOptions,
@@ -384,13 +384,13 @@ impl LoadPlan {
     }
 
     /// Columns added for new fields.
-    pub fn added_columns(&self) -> Vec<String> {
+    pub(crate) fn added_columns(&self) -> Vec<String> {
         let added = self.alter_table.iter().flat_map(|alter| &alter.add);
         added.map(|c| c.name.clone()).collect()
     }
 
     /// Columns widened for sampled values their types could not hold.
-    pub fn widenings(&self) -> &[Widening] {
+    pub(crate) fn widenings(&self) -> &[Widening] {
         self.alter_table.as_ref().map_or(&[], |alter| &alter.widen)
     }
 
@@ -434,7 +434,7 @@ impl LoadPlan {
 
     /// The plan of a source read by a transform: its records decoded into the columns its
     /// sample showed (or the config typed); nothing is written from it directly.
-    pub fn for_source(
+    pub(crate) fn for_source(
         source: &str,
         fields: TableSchema,
         sample_limit: usize,
@@ -482,7 +482,7 @@ impl LoadPlan {
 
     /// Fields loaded into a column of another name (a name PostgreSQL cannot take as it is),
     /// as (field, column).
-    pub fn renamed_fields(&self) -> Vec<(String, String)> {
+    pub(crate) fn renamed_fields(&self) -> Vec<(String, String)> {
         self.decode.columns[..self.copy_columns]
             .iter()
             .filter_map(|c| c.key.clone().map(|key| (key, c.name.clone())))
@@ -490,14 +490,14 @@ impl LoadPlan {
     }
 
     /// Names of the loaded columns, in COPY order.
-    pub fn copy_names(&self) -> Vec<String> {
+    pub(crate) fn copy_names(&self) -> Vec<String> {
         self.decode.columns[..self.copy_columns]
             .iter()
             .map(|c| c.name.clone())
             .collect()
     }
 
-    pub fn copy_types(&self) -> Vec<PgType> {
+    pub(crate) fn copy_types(&self) -> Vec<PgType> {
         self.decode.columns[..self.copy_columns]
             .iter()
             .map(|c| c.pg_type)
@@ -510,7 +510,7 @@ impl LoadPlan {
 
     /// The table the plan's statements write to: the target, or the table a replace by
     /// swap builds.
-    pub fn written_table(&self) -> TableName {
+    pub(crate) fn written_table(&self) -> TableName {
         match self.swap_of {
             Some(oid) => swap::building_name(&self.table, oid),
             None => self.table.clone(),
@@ -520,7 +520,7 @@ impl LoadPlan {
     /// `COPY "s"."t" ("a", "b") FROM STDIN (FORMAT binary)`, into the staging table when
     /// merging. `freeze` writes the rows frozen, sparing VACUUM a pass over them; PostgreSQL
     /// allows it only into a table created in the same (sub)transaction.
-    pub fn copy_statement(&self, freeze: bool) -> String {
+    pub(crate) fn copy_statement(&self, freeze: bool) -> String {
         let into = if self.merge_keys.is_empty() {
             qualified(&self.written_table())
         } else {
@@ -534,7 +534,7 @@ impl LoadPlan {
     }
 
     /// The DDL the load runs before its rows, as `check --preview` shows it.
-    pub fn ddl(&self) -> Vec<String> {
+    pub(crate) fn ddl(&self) -> Vec<String> {
         let swap = self.swap_of.map(|_| {
             format!(
                 "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES) -- replace by swap: \
@@ -563,7 +563,7 @@ impl LoadPlan {
     /// Whether the first COPY of the load may freeze its rows: the table is created in the
     /// load's transaction (a new table, or the one a replace swaps in). A merge COPYs into
     /// its temporary staging table instead.
-    pub fn may_freeze(&self) -> bool {
+    pub(crate) fn may_freeze(&self) -> bool {
         // Citus routes COPY to the shards, which were not created in this transaction.
         let citus = self.distribute.is_some() || self.citus.is_some();
         self.merge_keys.is_empty()
@@ -574,7 +574,7 @@ impl LoadPlan {
     /// `--replace-with delete`: empties the table inside the load's transaction, so readers
     /// keep seeing the old rows until the new ones commit (TRUNCATE would block them for the
     /// whole load instead). A replace by swap has nothing to delete.
-    pub fn delete_statement(&self) -> Option<String> {
+    pub(crate) fn delete_statement(&self) -> Option<String> {
         self.swap_of
             .is_none()
             .then(|| format!("DELETE FROM {}", qualified(&self.table)))

@@ -22,7 +22,7 @@ const NAMESPACE: i32 = 0x6170_6974;
 
 /// Something only one load at a time may work on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Lockable {
+pub(crate) enum Lockable {
     /// A key in `apitap._state`.
     State(String),
     /// A table a replace or merge writes.
@@ -31,7 +31,7 @@ pub enum Lockable {
 
 impl Lockable {
     /// The target table of a replace or merge.
-    pub fn table(table: &TableName) -> Lockable {
+    pub(crate) fn table(table: &TableName) -> Lockable {
         Lockable::Table(crate::sink::qualified(table))
     }
 
@@ -58,7 +58,7 @@ impl Lockable {
 /// # Errors
 /// [`SinkError::Locked`] naming the holder when a lock is still taken after `timeout`; a
 /// failing statement.
-pub async fn acquire(
+pub(crate) async fn acquire(
     client: &mut tokio_postgres::Client,
     mut what: Vec<Lockable>,
     timeout: Duration,

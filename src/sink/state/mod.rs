@@ -7,7 +7,7 @@
 //!
 //! [`lock`] keeps overlapping runs of one load apart while they read and write it.
 
-pub mod lock;
+pub(crate) mod lock;
 
 use tokio_postgres::GenericClient;
 
@@ -16,7 +16,7 @@ use crate::schema::TableName;
 
 /// What a load keeps in `apitap._state`.
 #[derive(Debug, Clone)]
-pub struct StateSettings {
+pub(crate) struct StateSettings {
     /// The key of this load's state.
     pub key: String,
     /// The key the same load's state had before (a pipeline source's name, before keys
@@ -36,14 +36,14 @@ pub struct StateSettings {
 
 impl StateSettings {
     /// Whether the load keeps state, and so takes the lock on its key.
-    pub fn kept(&self) -> bool {
+    pub(crate) fn kept(&self) -> bool {
         self.incremental.is_some() || self.resumable
     }
 }
 
 /// Incremental loading: which field's highest value to remember, and how to send it back.
 #[derive(Debug, Clone)]
-pub struct Incremental {
+pub(crate) struct Incremental {
     /// The field (column) whose highest loaded value is stored.
     pub cursor_field: String,
     /// The query parameter the stored value is sent in (HTTP sources).
@@ -63,7 +63,7 @@ const UPGRADE: &str = "ALTER TABLE apitap._state ADD COLUMN IF NOT EXISTS resume
 
 /// What is stored for one key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     pub cursor: Option<String>,
     /// A backfill's position, while it is unfinished.
     pub resume: Option<String>,
@@ -75,7 +75,7 @@ pub struct Stored {
 ///
 /// # Errors
 /// A failing query.
-pub async fn read(
+pub(crate) async fn read(
     client: &tokio_postgres::Client,
     key: &str,
     legacy: Option<&str>,
@@ -120,7 +120,7 @@ pub async fn read(
 ///
 /// # Errors
 /// A failing statement.
-pub async fn finish(
+pub(crate) async fn finish(
     transaction: &impl GenericClient,
     key: &str,
     table: &TableName,
@@ -152,7 +152,7 @@ pub async fn finish(
 ///
 /// # Errors
 /// A failing statement.
-pub async fn save(
+pub(crate) async fn save(
     transaction: &impl GenericClient,
     key: &str,
     stored: &Stored,

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::sink::SinkError;
 
 /// What the encode stage hands to the writer, in order.
-pub enum Encoded {
+pub(crate) enum Encoded {
     /// Binary COPY data of whole rows.
     Copy(CopyChunk),
     /// One INSERT's worth of rows: each column's values as PostgreSQL text, and in reject
@@ -31,7 +31,7 @@ pub enum Encoded {
 
 /// The rows of one chunk, kept in reject mode so that a row the server refuses can be set
 /// aside with its record number and values.
-pub struct Refusable {
+pub(crate) struct Refusable {
     /// Where each row ends in the chunk's COPY data (see
     /// [`crate::encode::CopyEncoder::row_ends`]); empty for INSERT rows.
     pub ends: Vec<usize>,
@@ -54,7 +54,7 @@ pub(super) enum SegmentEnd {
 
 /// Binary COPY data of `rows` whole rows, and in reject mode what is needed to find a row
 /// the server refuses in it.
-pub struct CopyChunk {
+pub(crate) struct CopyChunk {
     pub bytes: Bytes,
     pub rows: u64,
     pub refusable: Option<Box<Refusable>>,

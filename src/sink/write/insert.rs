@@ -19,7 +19,7 @@ use crate::sink::{SinkError, qualified};
 impl LoadPlan {
     /// `INSERT … SELECT … FROM unnest($1::text[], …)` for the INSERT fallback: one text-array
     /// parameter per column, each value cast to its column's type by PostgreSQL.
-    pub fn insert_statement(&self) -> String {
+    pub(crate) fn insert_statement(&self) -> String {
         let aliases: Vec<String> = (1..=self.copy_columns).map(|i| format!("a{i}")).collect();
         let arrays: Vec<String> = (1..=self.copy_columns)
             .map(|i| format!("${i}::text[]"))

@@ -61,7 +61,7 @@ impl LoadPlan {
     /// Temporary (no WAL, private to the load) and dropped at commit. Filled by COPY alone,
     /// its rows' physical order (`ctid`) is their arrival order, which is what lets the last
     /// record of a key win without numbering the rows.
-    pub fn staging_statement(&self) -> Option<String> {
+    pub(crate) fn staging_statement(&self) -> Option<String> {
         (!self.merge_keys.is_empty()).then(|| {
             // temp_buffers must grow before the session's first temporary table; the 8 MB
             // default would push a large staging table through disk.
@@ -76,7 +76,7 @@ impl LoadPlan {
     }
 
     /// `ANALYZE` of the staging table, so the merge gets a sensible plan.
-    pub fn analyze_staging_statement(&self) -> String {
+    pub(crate) fn analyze_staging_statement(&self) -> String {
         format!("ANALYZE {}", quote_ident(STAGING))
     }
 
@@ -86,7 +86,7 @@ impl LoadPlan {
     /// key twice; without repeats the plain INSERT … SELECT is a third faster), or the rows
     /// numbered `$1` to `$2` by [`LoadPlan::number_staging_statement`], again keeping the
     /// last record of a key.
-    pub fn merge_statement(&self, rows: StagedRows) -> Option<String> {
+    pub(crate) fn merge_statement(&self, rows: StagedRows) -> Option<String> {
         let conflict = self.on_conflict()?;
         let staging = quote_ident(STAGING);
         let cols = self.quoted_copy_names().join(", ");
@@ -123,7 +123,7 @@ impl LoadPlan {
     }
 
     /// Inserts every staged row, with no ON CONFLICT: the merge into an empty table.
-    pub fn insert_staged_statement(&self) -> String {
+    pub(crate) fn insert_staged_statement(&self) -> String {
         let cols = self.quoted_copy_names().join(", ");
         format!(
             "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
@@ -135,7 +135,7 @@ impl LoadPlan {
     /// Whether the target has no row (as this transaction sees it) and no deferrable
     /// constraint, which a plain INSERT would check only at COMMIT (and ON CONFLICT refuses):
     /// `$1` is the table's qualified name.
-    pub fn target_empty_statement(&self) -> String {
+    pub(crate) fn target_empty_statement(&self) -> String {
         format!(
             "SELECT NOT EXISTS (SELECT 1 FROM {}) AND NOT EXISTS              (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND condeferrable)",
             qualified(&self.table)
@@ -144,7 +144,7 @@ impl LoadPlan {
 
     /// Numbers the staged rows in arrival order (a rewrite of the staging table reads it in
     /// physical order, which is arrival order), for a merge that goes range by range.
-    pub fn number_staging_statement(&self) -> String {
+    pub(crate) fn number_staging_statement(&self) -> String {
         let staging = quote_ident(STAGING);
         format!(
             "ALTER TABLE {staging} ADD COLUMN {STAGING_ROW} bigint GENERATED ALWAYS AS IDENTITY; \
@@ -153,7 +153,7 @@ impl LoadPlan {
     }
 
     /// The staged row numbered `$1`, as JSON, for the reject file.
-    pub fn staged_row_statement(&self) -> String {
+    pub(crate) fn staged_row_statement(&self) -> String {
         format!(
             "SELECT row_to_json(r)::text FROM (SELECT {} FROM {} WHERE {STAGING_ROW} = $1) r",
             self.quoted_copy_names().join(", "),

@@ -44,7 +44,7 @@ const PENDING_BYTES: usize = 8 << 20;
 impl LoadPlan {
     /// The merge keys' positions among the loaded columns and their types, for the encode
     /// stage to track, when the merge may COPY into an empty target: not a Citus table.
-    pub fn merge_key_columns(&self) -> Option<(Vec<usize>, Vec<PgType>)> {
+    pub(crate) fn merge_key_columns(&self) -> Option<(Vec<usize>, Vec<PgType>)> {
         if self.merge_keys.is_empty() || self.citus.is_some() || self.distribute.is_some() {
             return None;
         }
@@ -108,7 +108,7 @@ fn keys_compare_as_sent_statement() -> &'static str {
 ///
 /// # Errors
 /// A failing catalog query.
-pub async fn keys_compare_as_sent(
+pub(crate) async fn keys_compare_as_sent(
     client: &tokio_postgres::Client,
     plan: &LoadPlan,
 ) -> Result<bool, SinkError> {

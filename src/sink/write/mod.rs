@@ -12,15 +12,15 @@
 //! [`merge_empty`] COPYs into an empty table), [`streams`] (`--copy-streams`) or into the new
 //! table a [`swap`] puts in place; [`refused`] finds the rows the server refuses.
 
-pub mod copy;
+pub(crate) mod copy;
 mod encoded;
-pub mod insert;
-pub mod merge;
-pub mod merge_empty;
+pub(crate) mod insert;
+pub(crate) mod merge;
+pub(crate) mod merge_empty;
 mod path;
-pub mod refused;
-pub mod streams;
-pub mod swap;
+pub(crate) mod refused;
+pub(crate) mod streams;
+pub(crate) mod swap;
 
 use std::sync::Arc;
 
@@ -33,13 +33,13 @@ use crate::base::options::Mode;
 use crate::progress::Progress;
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
-pub use encoded::{CopyChunk, Encoded, Refusable};
+pub(crate) use encoded::{CopyChunk, Encoded, Refusable};
 use encoded::{SegmentEnd, drain, next_chunk};
-pub use path::RowsPath;
+pub(crate) use path::RowsPath;
 use swap::Swap;
 
 /// What the writer needs besides the plan, the path and the rows.
-pub struct WriteOptions {
+pub(crate) struct WriteOptions {
     pub mode: Mode,
     /// Let a replace empty the table.
     pub allow_empty: bool,
@@ -54,7 +54,7 @@ pub struct WriteOptions {
 
 /// What a finished write did.
 #[derive(Debug, Clone, Default)]
-pub struct WriteOutcome {
+pub(crate) struct WriteOutcome {
     pub rows: u64,
     /// The highest cursor value loaded and stored.
     pub cursor: Option<String>,
@@ -67,7 +67,7 @@ pub struct WriteOutcome {
 /// Anything the server refuses (unless set aside in reject mode), a lost connection, or
 /// [`SinkError::InputEnded`] when a stage before the writer failed. The transaction in
 /// progress is rolled back; commits made at earlier commit points stay.
-pub async fn write(
+pub(crate) async fn write(
     client: &mut tokio_postgres::Client,
     plan: &LoadPlan,
     path: RowsPath,

@@ -13,7 +13,7 @@ use crate::sink::{SinkError, copy_from_stdin_works};
 use super::merge_empty::keys_compare_as_sent;
 
 /// The ways rows are written.
-pub enum RowsPath {
+pub(crate) enum RowsPath {
     /// The records have no field to load: the input is read to its end and nothing written.
     Nothing,
     /// Batched INSERTs (`--method insert`, or a server that refuses COPY FROM STDIN); a merge
@@ -45,7 +45,7 @@ impl RowsPath {
     ///
     /// # Errors
     /// A failing catalog query.
-    pub async fn choose(
+    pub(crate) async fn choose(
         client: &tokio_postgres::Client,
         plan: &LoadPlan,
         asked: WriteMethod,
@@ -76,12 +76,12 @@ impl RowsPath {
     }
 
     /// Rows are sent as INSERT statements, not COPY data.
-    pub fn inserts(&self) -> bool {
+    pub(crate) fn inserts(&self) -> bool {
         matches!(self, RowsPath::Insert { .. })
     }
 
     /// The encode stage marks the chunks whose merge key may have come before.
-    pub fn tracks_merge_keys(&self) -> bool {
+    pub(crate) fn tracks_merge_keys(&self) -> bool {
         matches!(
             self,
             RowsPath::Merge {

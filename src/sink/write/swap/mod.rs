@@ -32,7 +32,7 @@ use crate::sink::{SinkError, qualified};
 
 /// The name the new table is built under until the swap: in the target's schema, unique to
 /// the target, and short enough for any target name.
-pub fn building_name(target: &TableName, oid: u32) -> TableName {
+pub(crate) fn building_name(target: &TableName, oid: u32) -> TableName {
     TableName {
         schema: target.schema.clone(),
         table: format!("apitap_replace_{oid}"),
@@ -50,7 +50,7 @@ struct Index {
 }
 
 /// A replace by swap under way, inside the load's transaction.
-pub struct Swap {
+pub(crate) struct Swap {
     table: TableName,
     new: TableName,
     oid: u32,
@@ -80,7 +80,7 @@ impl Swap {
     /// connection and committed, so that the streams can COPY into it; it is commented with
     /// that connection's pid, which the swap clears, and which lets the next `--copy-streams`
     /// load drop it if this one is killed before the swap.
-    pub async fn begin(
+    pub(crate) async fn begin(
         transaction: &Transaction<'_>,
         table: &TableName,
         oid: u32,
@@ -174,7 +174,7 @@ impl Swap {
     /// # Errors
     /// The new rows break a key or constraint, something came to depend on the old table
     /// during the load, or a failing statement.
-    pub async fn finish(
+    pub(crate) async fn finish(
         mut self,
         transaction: &Transaction<'_>,
         lock_timeout: Duration,
