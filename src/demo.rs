@@ -25,7 +25,7 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 
 /// Rows served when `rows` is not given.
-pub const DEFAULT_ROWS: u64 = 1_000_000;
+pub(crate) const DEFAULT_ROWS: u64 = 1_000_000;
 const ROWS_PER_CHUNK: u64 = 1000;
 
 const STATUSES: [&str; 6] = [
@@ -263,11 +263,11 @@ async fn pages(Query(query): Query<HashMap<String, String>>) -> Response {
 }
 
 /// Customers served when `rows` is not given: every `customer_id` a row can have.
-pub const DEFAULT_CUSTOMERS: u64 = 100_000;
+pub(crate) const DEFAULT_CUSTOMERS: u64 = 100_000;
 const COUNTRIES: [&str; 5] = ["DE", "FR", "JP", "US", "BR"];
 
 /// Writes customer `i` (0-based) as one JSON object.
-pub fn write_customer(i: u64, out: &mut Vec<u8>) {
+pub(crate) fn write_customer(i: u64, out: &mut Vec<u8>) {
     let h = mix(i ^ 0x5eed);
     let signup = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap_or_default()
         + chrono::Duration::days((h % 2000) as i64);
@@ -298,7 +298,7 @@ async fn customers(Query(query): Query<HashMap<String, String>>) -> Response {
 ///
 /// # Errors
 /// The writer fails.
-pub fn dump(rows: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub(crate) fn dump(rows: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1 << 20);
     for i in 1..=rows {
         write_row(i, &mut buf);
@@ -326,7 +326,7 @@ pub fn router() -> Router {
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+pub(crate) async fn serve(addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!(
         "apitap demo API on http://{}/rows.ndjson?rows={DEFAULT_ROWS}",

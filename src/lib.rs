@@ -16,6 +16,7 @@
 
 pub mod base;
 pub mod cli;
+#[cfg(feature = "sql")]
 pub(crate) mod config;
 pub mod decode;
 pub mod demo;

@@ -23,14 +23,16 @@ use crate::base::options::ProgressMode;
 use crate::metrics::{ModuleMeter, SourceMeter, Statement};
 
 mod styles;
+#[cfg(feature = "sql")]
 mod total;
 
 use styles::{Unit, bar_style, plural, spinner_style};
+#[cfg(feature = "sql")]
 pub(crate) use total::RunTotal;
 
 /// How much input a load will read, once known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Total {
+pub(crate) enum Total {
     /// Bytes of the file or body as read (before decompression).
     Bytes(u64),
     /// Pages of a paged API (`total_pages_path`).
@@ -41,14 +43,14 @@ pub enum Total {
 
 /// How rows went to PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
+pub(crate) enum Written {
     Copy,
     Insert,
 }
 
 /// Counters shared by the stages of one load.
 #[derive(Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     rows: Arc<AtomicU64>,
     bytes: AtomicU64,
     /// Bytes of the input as read, before decompression.
@@ -77,7 +79,7 @@ pub struct Progress {
 /// what is in the table: nothing, some `--commit-every` commits, everything, or — when the
 /// connection went during COMMIT — no one knows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     /// Transactions committed.
     pub commits: u64,
     /// Rows in them.
@@ -91,12 +93,16 @@ pub struct Ledger {
 impl Progress {
     /// Starts showing progress for a load labelled `label` (the source), counting into
     /// `meter` too when metrics are on.
-    pub fn start(mode: ProgressMode, label: &str, meter: Option<ModuleMeter>) -> Arc<Progress> {
+    pub(crate) fn start(
+        mode: ProgressMode,
+        label: &str,
+        meter: Option<ModuleMeter>,
+    ) -> Arc<Progress> {
         Progress::start_in(mode, label, &indicatif::MultiProgress::new(), meter)
     }
 
     /// Like [`Progress::start`], one bar among others (modules running at once).
-    pub fn start_in(
+    pub(crate) fn start_in(
         mode: ProgressMode,
         label: &str,
         bars: &indicatif::MultiProgress,
@@ -168,7 +174,7 @@ impl Progress {
 
     /// The view of one source of this load: it counts here, and into the source's own
     /// series when metrics are on.
-    pub fn for_source(self: &Arc<Self>, source: &str) -> Arc<Progress> {
+    pub(crate) fn for_source(self: &Arc<Self>, source: &str) -> Arc<Progress> {
         let load = self.load().clone();
         let meter = load.meter.as_ref().map(|m| m.source(source));
         Arc::new(Progress::counting(
@@ -200,7 +206,7 @@ impl Progress {
     }
 
     /// Counts bytes read from the source (after decompression).
-    pub fn add_bytes(&self, n: u64) {
+    pub(crate) fn add_bytes(&self, n: u64) {
         let load = self.counters();
         load.bytes.fetch_add(n, Ordering::Relaxed);
         load.refresh_message();
@@ -211,20 +217,20 @@ impl Progress {
 
     /// Counts bytes of the input as read, before decompression: the bar's position when
     /// the total is in bytes.
-    pub fn add_input_bytes(&self, n: u64) {
+    pub(crate) fn add_input_bytes(&self, n: u64) {
         let load = self.counters();
         load.input_bytes.fetch_add(n, Ordering::Relaxed);
         load.refresh_position();
     }
 
     /// The input is read again from its start (a body requested again after a cut).
-    pub fn restart_input(&self) {
+    pub(crate) fn restart_input(&self) {
         self.counters().input_bytes.store(0, Ordering::Relaxed);
     }
 
     /// The input's size is known: the spinner becomes a bar with a percentage and an ETA. A
     /// later total (a paged API that corrects its count) replaces it.
-    pub fn set_total(&self, total: Total) {
+    pub(crate) fn set_total(&self, total: Total) {
         let load = self.counters();
         let Ok(mut known) = load.total.lock() else {
             return;
@@ -251,7 +257,7 @@ impl Progress {
     }
 
     /// `52% of 77.0 MiB read`, once the input's size is known.
-    pub fn read_so_far(&self) -> Option<String> {
+    pub(crate) fn read_so_far(&self) -> Option<String> {
         let load = self.counters();
         let total = load.total.lock().ok().and_then(|t| *t)?;
         let (read, length, what) = match total {
@@ -319,14 +325,14 @@ impl Progress {
 
     /// Counts an HTTP request answered with `status`, or not answered (`None`): for the
     /// metrics only.
-    pub fn add_http_response(&self, status: Option<u16>) {
+    pub(crate) fn add_http_response(&self, status: Option<u16>) {
         if let Some(meter) = self.source_meter() {
             meter.response(status);
         }
     }
 
     /// Counts a request retried after a transient failure.
-    pub fn add_retry(&self) {
+    pub(crate) fn add_retry(&self) {
         let load = self.counters();
         load.retries.fetch_add(1, Ordering::Relaxed);
         load.refresh_message();
@@ -336,7 +342,7 @@ impl Progress {
     }
 
     /// Counts a request that waited for the rate limit or a rate-limit window.
-    pub fn add_throttle_wait(&self) {
+    pub(crate) fn add_throttle_wait(&self) {
         let load = self.counters();
         load.throttle_waits.fetch_add(1, Ordering::Relaxed);
         load.refresh_message();
@@ -346,7 +352,7 @@ impl Progress {
     }
 
     /// Counts records set aside by `--on-error reject`.
-    pub fn add_rejected(&self, n: u64) {
+    pub(crate) fn add_rejected(&self, n: u64) {
         let load = self.counters();
         load.rejected.fetch_add(n, Ordering::Relaxed);
         if let Some(meter) = &load.meter {
@@ -355,7 +361,7 @@ impl Progress {
     }
 
     /// Counts a page fetched.
-    pub fn add_page(&self) {
+    pub(crate) fn add_page(&self) {
         let load = self.counters();
         load.pages.fetch_add(1, Ordering::Relaxed);
         load.refresh_message();
@@ -365,7 +371,7 @@ impl Progress {
     }
 
     /// Where a paged source stands: `pages` and `records` fetched since its first page.
-    pub fn paged_to(&self, pages: u64, records: u64) {
+    pub(crate) fn paged_to(&self, pages: u64, records: u64) {
         let load = self.counters();
         load.paged.0.store(pages, Ordering::Relaxed);
         load.paged.1.store(records, Ordering::Relaxed);
@@ -373,7 +379,7 @@ impl Progress {
     }
 
     /// Counts rows sent to PostgreSQL.
-    pub fn add_rows(&self, n: u64, how: Written) {
+    pub(crate) fn add_rows(&self, n: u64, how: Written) {
         let load = self.counters();
         let rows = load.rows.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(bar) = &load.bar {
@@ -395,19 +401,19 @@ impl Progress {
     }
 
     /// A statement of the write got its answer: for the metrics' round trips.
-    pub fn round_trip(&self, statement: Statement) {
+    pub(crate) fn round_trip(&self, statement: Statement) {
         if let Some(meter) = &self.counters().meter {
             meter.round_trip(statement);
         }
     }
 
     /// A COMMIT is about to be sent.
-    pub fn commit_sent(&self) {
+    pub(crate) fn commit_sent(&self) {
         self.update_ledger(|l| l.committing = true);
     }
 
     /// The COMMIT answered: committed, `rows` in all so far, `last` if it ended the load.
-    pub fn committed(&self, rows: u64, last: bool) {
+    pub(crate) fn committed(&self, rows: u64, last: bool) {
         let mut before = 0;
         self.update_ledger(|l| {
             before = l.rows;
@@ -425,12 +431,12 @@ impl Progress {
     }
 
     /// The server answered the COMMIT with an error: it rolled back.
-    pub fn commit_refused(&self) {
+    pub(crate) fn commit_refused(&self) {
         self.update_ledger(|l| l.committing = false);
         self.round_trip(Statement::Commit);
     }
 
-    pub fn ledger(&self) -> Ledger {
+    pub(crate) fn ledger(&self) -> Ledger {
         self.counters()
             .ledger
             .lock()
@@ -444,7 +450,7 @@ impl Progress {
         }
     }
 
-    pub fn figures(&self) -> Figures {
+    pub(crate) fn figures(&self) -> Figures {
         let load = self.counters();
         Figures {
             rows: load.rows.load(Ordering::Relaxed),
@@ -458,7 +464,7 @@ impl Progress {
     }
 
     /// Stops the display; the figures stay readable.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let load = self.counters();
         load.done.store(true, Ordering::Relaxed);
         if let Some(bar) = &load.bar {
@@ -475,7 +481,7 @@ impl Drop for Progress {
 
 /// Rows, bytes and time of a load.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Figures {
+pub(crate) struct Figures {
     pub rows: u64,
     pub bytes: u64,
     /// HTTP requests retried.
@@ -490,7 +496,7 @@ pub struct Figures {
 }
 
 impl Figures {
-    pub fn rows_per_second(&self) -> f64 {
+    pub(crate) fn rows_per_second(&self) -> f64 {
         if self.seconds > 0.0 {
             self.rows as f64 / self.seconds
         } else {
@@ -499,7 +505,7 @@ impl Figures {
     }
 
     /// `1000000 rows, 412.3 MiB, 2.41 s, 415000 rows/s[, 100 pages][, 2 retries]`.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let count = |n: u64, one: &str, many: &str| match n {
             0 => String::new(),
             1 => format!(", 1 {one}"),

@@ -15,7 +15,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 ///
 /// Several PostgreSQL types share one Arrow type (text, json, jsonb and numeric are all Utf8),
 /// so the Arrow type alone cannot pick the decoder.
-pub const PG_TYPE_KEY: &str = "apitap.pg_type";
+pub(crate) const PG_TYPE_KEY: &str = "apitap.pg_type";
 
 /// The PostgreSQL column types apitap reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +40,7 @@ pub enum PgType {
 }
 
 impl PgType {
+    #[cfg(any(feature = "sql", test))]
     const ALL: [PgType; 16] = [
         PgType::Int2,
         PgType::Int4,
@@ -60,7 +61,7 @@ impl PgType {
     ];
 
     /// Maps a `pg_type.typname` to the type apitap encodes it as, or `None` when unsupported.
-    pub fn from_typname(typname: &str) -> Option<PgType> {
+    pub(crate) fn from_typname(typname: &str) -> Option<PgType> {
         Some(match typname {
             "int2" => PgType::Int2,
             "int4" => PgType::Int4,
@@ -104,6 +105,7 @@ impl PgType {
         }
     }
 
+    #[cfg(any(feature = "sql", test))]
     fn from_sql_name(name: &str) -> Option<PgType> {
         PgType::ALL.into_iter().find(|t| t.sql_name() == name)
     }
@@ -113,7 +115,7 @@ impl PgType {
     /// and bytea. Not numeric (`1.0 = 1.00`), floats (`0 = -0`), JSON (jsonb compares numbers
     /// by value), nor [`PgType::Text`], which also stands for citext (`'A' = 'a'`), char(n)
     /// (trailing spaces) and text under a nondeterministic collation.
-    pub fn equal_means_identical(self) -> bool {
+    pub(crate) fn equal_means_identical(self) -> bool {
         match self {
             PgType::Int2
             | PgType::Int4
@@ -138,7 +140,7 @@ impl PgType {
     ///
     /// numeric stays text (canonical decimal digits): PostgreSQL numerics outgrow Decimal128.
     /// Timestamps are microseconds, PostgreSQL's own resolution.
-    pub fn arrow_type(self) -> DataType {
+    pub(crate) fn arrow_type(self) -> DataType {
         match self {
             PgType::Int2 => DataType::Int16,
             PgType::Int4 => DataType::Int32,
@@ -157,7 +159,8 @@ impl PgType {
     }
 
     /// Reads the type back from a field built by [`TableSchema::arrow_schema`].
-    pub fn of_field(field: &Field) -> Option<PgType> {
+    #[cfg(any(feature = "sql", test))]
+    pub(crate) fn of_field(field: &Field) -> Option<PgType> {
         field
             .metadata()
             .get(PG_TYPE_KEY)
@@ -184,7 +187,7 @@ pub struct Column {
 
 impl Column {
     /// A column read from the field of the same name.
-    pub fn new(name: impl Into<String>, pg_type: PgType) -> Column {
+    pub(crate) fn new(name: impl Into<String>, pg_type: PgType) -> Column {
         Column {
             name: name.into(),
             pg_type,
@@ -193,13 +196,13 @@ impl Column {
     }
 
     /// The record field the column is read from.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         self.key.as_deref().unwrap_or(&self.name)
     }
 }
 
 /// The longest name PostgreSQL keeps (NAMEDATALEN - 1 bytes); longer ones it cuts.
-pub const MAX_NAME_BYTES: usize = 63;
+pub(crate) const MAX_NAME_BYTES: usize = 63;
 
 /// System column names, which no table may use for its own column.
 const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
@@ -207,7 +210,7 @@ const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "
 /// A record field that can be no column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field {key:?} {problem}")]
-pub struct FieldNameError {
+pub(crate) struct FieldNameError {
     pub key: String,
     pub problem: String,
 }
@@ -225,7 +228,7 @@ pub struct FieldNameError {
 ///
 /// # Errors
 /// A name holding the character U+0000, which no PostgreSQL name can.
-pub fn column_name(key: &str) -> Result<std::borrow::Cow<'_, str>, FieldNameError> {
+pub(crate) fn column_name(key: &str) -> Result<std::borrow::Cow<'_, str>, FieldNameError> {
     use std::borrow::Cow;
     if key.contains('\0') {
         return Err(FieldNameError {
@@ -262,7 +265,7 @@ pub struct TableSchema {
 impl TableSchema {
     /// The Arrow schema records are decoded into: one nullable field per column, tagged with
     /// its PostgreSQL type.
-    pub fn arrow_schema(&self) -> SchemaRef {
+    pub(crate) fn arrow_schema(&self) -> SchemaRef {
         let fields: Vec<Field> =
             self.columns
                 .iter()
@@ -282,7 +285,7 @@ impl TableSchema {
 
 /// A schema-qualified table name as the user wrote it (`schema.table`, `"Mixed Case".t`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableName {
+pub(crate) struct TableName {
     /// `None` means the connection's `current_schema()`.
     pub schema: Option<String>,
     pub table: String,
@@ -293,7 +296,7 @@ impl TableName {
     ///
     /// Unquoted parts are folded to lower case, as PostgreSQL itself does, so
     /// `--table Demo.Items` and `SELECT * FROM Demo.Items` mean the same table.
-    pub fn parse(text: &str) -> Result<TableName, TableNameError> {
+    pub(crate) fn parse(text: &str) -> Result<TableName, TableNameError> {
         let error = |problem: &'static str| TableNameError {
             text: text.to_string(),
             problem,
@@ -353,7 +356,7 @@ impl TableName {
 /// A table name that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("table name {text:?} {problem}")]
-pub struct TableNameError {
+pub(crate) struct TableNameError {
     pub text: String,
     pub problem: &'static str,
 }
@@ -369,7 +372,7 @@ impl fmt::Display for TableName {
 
 /// Quotes an identifier for SQL, always: API field names are mixed case, contain spaces and
 /// collide with keywords often enough that "quote when needed" is a bug waiting to happen.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

@@ -13,7 +13,7 @@ use super::setting::SettingError;
 ///
 /// # Errors
 /// A template error, or a variable that is not set.
-pub fn expand(
+pub(crate) fn expand(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     what: &str,
@@ -31,7 +31,7 @@ pub fn expand(
 ///
 /// # Errors
 /// As [`expand`].
-pub fn expand_secret(
+pub(crate) fn expand_secret(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     what: &str,
@@ -51,7 +51,7 @@ pub fn expand_secret(
 ///
 /// # Errors
 /// As [`expand`].
-pub fn expand_url(
+pub(crate) fn expand_url(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     what: &str,

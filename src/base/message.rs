@@ -7,7 +7,7 @@ use super::secrets::redact;
 
 /// An error and its causes on one line: reqwest and io errors keep the useful part
 /// ("Connection refused") in their sources.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -23,7 +23,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// The start of `bytes` as one printable line, for a message about a body or a record: at
 /// most 120 bytes, control characters as spaces, `…` where it was cut.
-pub fn snippet(bytes: &[u8]) -> String {
+pub(crate) fn snippet(bytes: &[u8]) -> String {
     let end = bytes.len().min(120);
     let text = String::from_utf8_lossy(&bytes[..end]);
     let text: String = text

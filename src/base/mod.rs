@@ -12,12 +12,13 @@
 //! Nothing here imports from another module of the crate but [`crate::base`] itself; a test
 //! (`tests/it/layers.rs`) keeps the crate's modules free of import circles.
 
-pub mod expand;
-pub mod message;
-pub mod options;
-pub mod secrets;
-pub mod setting;
-pub mod tls;
+pub(crate) mod expand;
+pub(crate) mod message;
+pub(crate) mod options;
+pub(crate) mod secrets;
+pub(crate) mod setting;
+pub(crate) mod tls;
 
-pub use message::{error_chain, say, snippet};
-pub use setting::{Origin, Setting, SettingError};
+pub use message::say;
+pub(crate) use message::{error_chain, snippet};
+pub(crate) use setting::{Origin, Setting, SettingError};

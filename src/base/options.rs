@@ -5,7 +5,7 @@
 /// How the load treats rows already in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Add the records to the table.
     #[default]
     Append,
@@ -18,7 +18,7 @@ pub enum Mode {
 /// How rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum WriteMethod {
+pub(crate) enum WriteMethod {
     /// Binary COPY: the fast path.
     #[default]
     Copy,
@@ -29,7 +29,7 @@ pub enum WriteMethod {
 /// What to do with fields the target table has no column for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SchemaPolicy {
+pub(crate) enum SchemaPolicy {
     /// Add a nullable column for each new field (in the load's transaction).
     #[default]
     Evolve,
@@ -42,7 +42,7 @@ pub enum SchemaPolicy {
 /// How `--mode replace` replaces a table's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ReplaceWith {
+pub(crate) enum ReplaceWith {
     /// Load a new table and swap it in (see the module docs).
     #[default]
     Swap,
@@ -54,7 +54,7 @@ pub enum ReplaceWith {
 /// What to do with a record that cannot be loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OnError {
+pub(crate) enum OnError {
     /// Fail the load; the table is left unchanged.
     #[default]
     Fail,
@@ -65,7 +65,7 @@ pub enum OnError {
 /// The layout of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum InputFormat {
+pub(crate) enum InputFormat {
     /// Detect from the first byte: `[` is a JSON array, `{` NDJSON.
     #[default]
     Auto,
@@ -78,7 +78,7 @@ pub enum InputFormat {
 /// The HTTP method of a source's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HttpMethod {
+pub(crate) enum HttpMethod {
     #[default]
     Get,
     /// POST, with the source's JSON body.
@@ -87,7 +87,7 @@ pub enum HttpMethod {
 
 /// When to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProgressMode {
+pub(crate) enum ProgressMode {
     /// A bar when stderr is a terminal.
     Auto,
     /// A bar on a terminal, else a line every few seconds.

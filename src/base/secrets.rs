@@ -16,7 +16,7 @@ use std::sync::RwLock;
 use base64::Engine as _;
 
 /// What a secret is replaced with.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// Shorter texts are too common to replace everywhere ("1", "ok"): URLs and headers still
 /// never show them, as those are redacted by structure, but free text is not searched for them.
@@ -34,7 +34,7 @@ static SECRETS: RwLock<Registry> = RwLock::new(Registry {
 });
 
 /// Registers `secret`, and the forms it takes in URLs and headers.
-pub fn register(secret: &str) {
+pub(crate) fn register(secret: &str) {
     if secret.is_empty() {
         return;
     }
@@ -58,13 +58,13 @@ pub fn register(secret: &str) {
 }
 
 /// Registers the credentials of a basic-auth header: each part, and the header's base64.
-pub fn register_basic(username: &str, password: &str) {
+pub(crate) fn register_basic(username: &str, password: &str) {
     register(password);
     register(&base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")));
 }
 
 /// Whether `text` is a registered secret.
-pub fn is_secret(text: &str) -> bool {
+pub(crate) fn is_secret(text: &str) -> bool {
     !text.is_empty()
         && SECRETS
             .read()
@@ -75,7 +75,7 @@ pub fn is_secret(text: &str) -> bool {
 }
 
 /// `text` with every registered secret replaced by [`MASK`].
-pub fn redact(text: &str) -> Cow<'_, str> {
+pub(crate) fn redact(text: &str) -> Cow<'_, str> {
     let registry = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     let secrets = &registry.searched;
     if !secrets.iter().any(|s| text.contains(s.as_str())) {
@@ -92,7 +92,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 
 /// A URL fit for messages, logs and state: its password and the values of query parameters
 /// that are secrets, or are named like credentials, hidden.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = reqwest::Url::parse(url) else {
         return redact(url).into_owned();
     };

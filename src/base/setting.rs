@@ -6,16 +6,17 @@
 
 /// Where a load was described, which decides how settings are named in messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// `apitap load` flags: `--header`, `--retry`, …
     Flags,
     /// A source of the YAML config: `headers`, `retry`, …
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     Yaml,
 }
 
 /// A setting that can be wrong, named as the user wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setting {
+pub(crate) enum Setting {
     Url,
     Header,
     Query,
@@ -23,11 +24,9 @@ pub enum Setting {
     Auth,
     Retry,
     RateLimit,
-    Pagination,
     RecordsPath,
     ConnectTimeout,
     ReadTimeout,
-    Keys,
     CommitEvery,
     CopyStreams,
     Timeout,
@@ -38,7 +37,7 @@ pub enum Setting {
 
 impl Setting {
     /// The flag or YAML key.
-    pub fn name(self, origin: Origin) -> &'static str {
+    pub(crate) fn name(self, origin: Origin) -> &'static str {
         let (flag, key) = match self {
             Setting::Url => ("the source URL", "url"),
             Setting::Header => ("--header", "headers"),
@@ -47,11 +46,9 @@ impl Setting {
             Setting::Auth => ("--auth", "auth"),
             Setting::Retry => ("--retry", "retry"),
             Setting::RateLimit => ("--rate-limit", "rate_limit"),
-            Setting::Pagination => ("--pagination", "pagination"),
             Setting::RecordsPath => ("--records-path", "data_path"),
             Setting::ConnectTimeout => ("--connect-timeout", "connect_timeout_secs"),
             Setting::ReadTimeout => ("--read-timeout", "read_timeout_secs"),
-            Setting::Keys => ("--key", "primary_key_in_dest"),
             Setting::CommitEvery => ("--commit-every", "commit_every"),
             Setting::CopyStreams => ("--copy-streams", "copy_streams"),
             Setting::Timeout => ("--timeout", "timeout_secs"),
@@ -68,7 +65,7 @@ impl Setting {
 
 /// A setting of a load that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettingError {
+pub(crate) enum SettingError {
     /// `${VAR}` names a variable that is not set.
     #[error("environment variable {var} (in {setting}) is not set")]
     UnsetVariable { var: String, setting: String },

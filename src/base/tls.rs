@@ -6,12 +6,12 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 /// Installs ring as rustls's process-wide crypto provider; later calls do nothing.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The process's provider, installing it first if need be.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     install_crypto_provider();
     CryptoProvider::get_default()
         .cloned()

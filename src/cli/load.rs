@@ -23,7 +23,7 @@ use crate::source::paginate::PaginationConfig;
 use crate::source::throttle::RateLimit;
 
 #[derive(Debug, Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// An http(s) URL, a file path, or `-` for stdin. Gzip is detected and decompressed.
     pub source: String,
 

@@ -9,7 +9,7 @@ use clap::Args;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Args, Clone, Default)]
-pub struct MetricsArgs {
+pub(crate) struct MetricsArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz while
     /// apitap runs: IP:PORT, localhost:PORT, or :PORT for every interface.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen, env = "APITAP_METRICS_LISTEN")]
@@ -26,7 +26,7 @@ impl MetricsArgs {
     ///
     /// # Errors
     /// The listen address cannot be bound.
-    pub async fn start(&self) -> anyhow::Result<Option<Arc<Metrics>>> {
+    pub(crate) async fn start(&self) -> anyhow::Result<Option<Arc<Metrics>>> {
         if self.metrics_listen.is_none() && self.metrics_file.is_none() {
             return Ok(None);
         }
@@ -44,7 +44,7 @@ impl MetricsArgs {
     ///
     /// # Errors
     /// `outcome`'s, or the file cannot be written.
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         metrics: Option<&Arc<Metrics>>,
         outcome: anyhow::Result<super::Outcome>,

@@ -13,7 +13,7 @@ mod metrics;
 mod modules;
 pub mod output;
 
-pub use load::LoadArgs;
+pub(crate) use load::LoadArgs;
 mod pipelines;
 
 /// Load JSON from HTTP APIs, files or stdin into PostgreSQL with binary COPY.
@@ -24,22 +24,22 @@ mod pipelines;
 #[command(name = "apitap", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 
     #[command(flatten)]
-    pub run: pipelines::RunArgs,
+    pub(crate) run: pipelines::RunArgs,
 
     /// Log as JSON lines (also APITAP_LOG_JSON=1).
     #[arg(long, global = true)]
-    pub log_json: bool,
+    pub(crate) log_json: bool,
 
     /// Log filter, e.g. `info` or `apitap=debug` (beats RUST_LOG; default: warn).
     #[arg(long, global = true, value_name = "FILTER")]
-    pub log_level: Option<String>,
+    pub(crate) log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Load NDJSON or a JSON array into a table, in one transaction.
     #[command(after_help = LOAD_EXAMPLES)]
     Load(Box<LoadArgs>),
@@ -106,7 +106,7 @@ const MAN_EXAMPLES: &str = "Examples:
   sudo apitap man --out /usr/local/share/man/man1";
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

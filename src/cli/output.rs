@@ -12,7 +12,7 @@ use crate::base::secrets::redact;
 /// What a failed or interrupted load left in its table (`the_table` names it: "the table",
 /// "its table"), from its [`Ledger`](crate::progress::Ledger); `state_key` is where its
 /// state is, when it keeps one.
-pub fn left_in(
+pub(crate) fn left_in(
     the_table: &str,
     ledger: crate::progress::Ledger,
     state_key: Option<&str>,
@@ -49,7 +49,7 @@ pub fn left_in(
 ///
 /// # Errors
 /// The file cannot be written.
-pub fn write_json_lines(path: &Path, values: &[serde_json::Value]) -> std::io::Result<()> {
+pub(crate) fn write_json_lines(path: &Path, values: &[serde_json::Value]) -> std::io::Result<()> {
     let mut text = String::new();
     for value in values {
         let mut value = value.clone();
@@ -82,10 +82,10 @@ fn write_out(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// The log writer: each event is formatted into a buffer, redacted, and written whole.
-pub struct RedactingStderr;
+pub(crate) struct RedactingStderr;
 
 /// One log event on its way to stderr.
-pub struct EventWriter(Vec<u8>);
+pub(crate) struct EventWriter(Vec<u8>);
 
 impl std::io::Write for EventWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

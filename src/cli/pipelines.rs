@@ -15,7 +15,7 @@ pub(super) use super::modules::{check, run};
 
 /// Where the config and modules are; shared by `run` and `check`.
 #[derive(Debug, Args, Clone)]
-pub struct PipelineFiles {
+pub(crate) struct PipelineFiles {
     /// Folder of SQL modules (`*.sql`, searched recursively).
     #[arg(
         short = 'm',
@@ -40,7 +40,7 @@ pub struct PipelineFiles {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub files: PipelineFiles,
 
@@ -69,7 +69,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[command(flatten)]
     pub files: PipelineFiles,
 

@@ -28,7 +28,7 @@ use crate::encode::encode_numeric;
 use crate::schema::PgType;
 
 /// One batch of scanned records: their bytes, and each row's value for each column.
-pub struct Batch<'a> {
+pub(crate) struct Batch<'a> {
     /// The records' text, one after another.
     pub input: &'a str,
     /// Row-major: the value of row `r`, column `c` is `values[r * columns + c]`.
@@ -44,7 +44,7 @@ impl Batch<'_> {
 }
 
 /// Why a row's value does not fit: the row, and the reason.
-pub type ValueError = (usize, String);
+pub(crate) type ValueError = (usize, String);
 
 /// Longest value text quoted in an error message.
 const MAX_SHOWN: usize = 80;
@@ -63,7 +63,7 @@ fn show(input: &str, value: &Value) -> String {
 }
 
 /// Decodes column `column` of `batch` into an array of `pg_type`'s Arrow type.
-pub fn decode_column(
+pub(crate) fn decode_column(
     pg_type: PgType,
     batch: &Batch<'_>,
     column: usize,

@@ -45,7 +45,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The number of the record the error is about, when it is about one.
-    pub fn record(&self) -> Option<u64> {
+    pub(crate) fn record(&self) -> Option<u64> {
         match self {
             DecodeError::Syntax { record, .. }
             | DecodeError::Oversized { record, .. }
@@ -56,7 +56,7 @@ impl DecodeError {
     }
 
     /// The line the error is on, when it is about one record (0 otherwise).
-    pub fn line(&self) -> u64 {
+    pub(crate) fn line(&self) -> u64 {
         match self {
             DecodeError::Syntax { line, .. }
             | DecodeError::Oversized { line, .. }
@@ -70,7 +70,7 @@ impl DecodeError {
 
     /// Renumbers the error as `lines` lines and `records` records further into the input: a
     /// decode worker that finds lines itself numbers them from the start of its job.
-    pub fn shift(&mut self, lines: u64, records: u64) {
+    pub(crate) fn shift(&mut self, lines: u64, records: u64) {
         match self {
             DecodeError::Syntax { line, record, .. }
             | DecodeError::Oversized { line, record }

@@ -32,7 +32,7 @@ pub struct Position {
 /// The start of an NDJSON line, and the rules the framer finds lines by (see
 /// [`Framer::between_lines`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LineStart {
+pub(crate) struct LineStart {
     pub line: u64,
     pub max_record_bytes: usize,
     pub skip_oversized: bool,
@@ -40,7 +40,7 @@ pub struct LineStart {
 
 impl LineStart {
     /// A framer for text that starts with this line, numbering it 1.
-    pub fn framer(&self) -> Framer {
+    pub(crate) fn framer(&self) -> Framer {
         let framer = Framer::new(Some(Format::Ndjson), self.max_record_bytes);
         if self.skip_oversized {
             framer.skipping_oversized()
@@ -125,25 +125,25 @@ impl Framer {
 
     /// Skips records longer than the limit instead of failing: each stands in the stream as
     /// an empty record (which no other record is) at its position.
-    pub fn skipping_oversized(mut self) -> Framer {
+    pub(crate) fn skipping_oversized(mut self) -> Framer {
         self.skip_oversized = true;
         self
     }
 
     /// The detected or forced format, once known.
-    pub fn format(&self) -> Option<Format> {
+    pub(crate) fn format(&self) -> Option<Format> {
         self.format
     }
 
     /// The line the next byte is on.
-    pub fn line(&self) -> u64 {
+    pub(crate) fn line(&self) -> u64 {
         self.line
     }
 
     /// Where NDJSON input stands when the framer is between two lines (no part of a line
     /// held back, none being skipped): from there on, the lines can be found by someone
     /// else ([`super::ParallelDecoder::push_lines`]) and numbered as this framer would.
-    pub fn between_lines(&self) -> Option<LineStart> {
+    pub(crate) fn between_lines(&self) -> Option<LineStart> {
         let between =
             self.format == Some(Format::Ndjson) && self.carry.is_empty() && !self.skipping;
         between.then_some(LineStart {
@@ -158,7 +158,7 @@ impl Framer {
     /// # Errors
     /// Input that is not JSON, a broken array structure, a record longer than the limit, or
     /// whatever `emit` returns.
-    pub fn push<E: From<DecodeError>>(
+    pub(crate) fn push<E: From<DecodeError>>(
         &mut self,
         mut chunk: &[u8],
         emit: &mut impl FnMut(&[u8], Position) -> Result<(), E>,

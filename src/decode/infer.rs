@@ -72,16 +72,16 @@ impl Sample {
     }
 
     /// Names of the fields seen, in order of first appearance.
-    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(n, _)| n.as_str())
     }
 
     /// How many records (JSON objects) were sampled.
-    pub fn records(&self) -> usize {
+    pub(crate) fn records(&self) -> usize {
         self.records
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.fields.iter().any(|(n, _)| n == name)
     }
 
@@ -89,7 +89,7 @@ impl Sample {
     /// value of `name`, or `None` if it holds them already. Integer columns widen as far as
     /// the values need (int → bigint → numeric); with `to_text`, any other column whose
     /// decoder refuses a sampled value becomes text (otherwise that value fails the load).
-    pub fn widening(&self, name: &str, current: PgType, to_text: bool) -> Option<PgType> {
+    pub(crate) fn widening(&self, name: &str, current: PgType, to_text: bool) -> Option<PgType> {
         self.widening_number(name, current).or_else(|| {
             (to_text && self.contains(name) && self.refused_by(name, current))
                 .then_some(PgType::Text)
@@ -162,7 +162,7 @@ impl Sample {
     }
 
     /// Why [`Sample::infer`] gave field `name` its type, in words (`--preview`).
-    pub fn rule(&self, name: &str) -> Option<&'static str> {
+    pub(crate) fn rule(&self, name: &str) -> Option<&'static str> {
         let (_, kinds) = self.fields.iter().find(|(n, _)| n == name)?;
         Some(resolve(*kinds & !NULL).1)
     }

@@ -10,25 +10,26 @@
 //! is built. In reject mode (`--on-error reject`) either kind of record is set aside with its
 //! reason and the rest of the batch goes on.
 
-pub mod columns;
+pub(crate) mod columns;
 mod error;
 mod fields;
-pub mod framing;
-pub mod infer;
-pub mod parallel;
-pub mod pointer;
-pub mod scan;
+pub(crate) mod framing;
+pub(crate) mod infer;
+pub(crate) mod parallel;
+pub(crate) mod pointer;
+pub(crate) mod scan;
 mod settings;
-pub mod values;
+pub(crate) mod values;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 
 pub use error::DecodeError;
-pub use framing::{Format, Framer, LineStart, Position};
+pub(crate) use framing::LineStart;
+pub use framing::{Format, Framer, Position};
 pub use infer::Sample;
-pub use parallel::{Decoder, ParallelDecoder};
-pub use settings::DecodeSettings;
+pub use parallel::Decoder;
+pub(crate) use settings::DecodeSettings;
 pub use values::SessionZone;
 
 use crate::schema::{PgType, TableSchema};
@@ -43,12 +44,12 @@ pub struct Decoded {
     /// Each row's record number, when rejected records left gaps (reject mode).
     pub record_numbers: Option<Vec<u64>>,
     /// Records set aside in reject mode.
-    pub rejected: Vec<Rejected>,
+    pub(crate) rejected: Vec<Rejected>,
 }
 
 impl Decoded {
     /// The record number of row `row` of the batch.
-    pub fn record_of(&self, row: usize) -> u64 {
+    pub(crate) fn record_of(&self, row: usize) -> u64 {
         match &self.record_numbers {
             Some(numbers) => numbers.get(row).copied().unwrap_or(self.first_record),
             None => self.first_record + row as u64,
@@ -57,7 +58,7 @@ impl Decoded {
 
     /// Renumbers the batch's records as `lines` lines and `records` records further into the
     /// input (see [`DecodeError::shift`]).
-    pub fn shift(&mut self, lines: u64, records: u64) {
+    pub(crate) fn shift(&mut self, lines: u64, records: u64) {
         self.first_record += records;
         for number in self.record_numbers.iter_mut().flatten() {
             *number += records;
@@ -72,7 +73,7 @@ impl Decoded {
 
 /// A record set aside by `--on-error reject`, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
+pub(crate) struct Rejected {
     pub record: u64,
     pub line: u64,
     /// Why (its `Display` is the reason the reject file gives).
@@ -105,7 +106,7 @@ pub struct DecodeOptions {
 /// The most bytes of input one batch holds. Text and bytea columns are Arrow arrays with
 /// 32-bit offsets (2 GiB), and a column's text is never longer than the input it came
 /// from, so a batch that reaches this is built early, whatever `batch_size` says.
-pub const MAX_BATCH_BYTES: usize = 512 << 20;
+pub(crate) const MAX_BATCH_BYTES: usize = 512 << 20;
 
 /// The JSON text a load's batch holds at most, whatever `batch_size` says. A batch is
 /// decoded one column after another, each pass reading the records' text again: text that
@@ -149,7 +150,7 @@ pub struct RecordDecoder {
 }
 
 impl RecordDecoder {
-    pub fn new(table: &TableSchema, options: DecodeOptions) -> RecordDecoder {
+    pub(crate) fn new(table: &TableSchema, options: DecodeOptions) -> RecordDecoder {
         RecordDecoder {
             schema: table.arrow_schema(),
             types: table.pg_types(),
@@ -175,7 +176,11 @@ impl RecordDecoder {
     /// # Errors
     /// Malformed JSON, or (when a batch completes) a value that does not fit its column, for
     /// the first such record; in reject mode neither, as such records are set aside.
-    pub fn push(&mut self, record: &[u8], at: Position) -> Result<Option<Decoded>, DecodeError> {
+    pub(crate) fn push(
+        &mut self,
+        record: &[u8],
+        at: Position,
+    ) -> Result<Option<Decoded>, DecodeError> {
         let number = self.next_record;
         self.next_record += 1;
         match self.scan(record, at, number) {
@@ -193,7 +198,7 @@ impl RecordDecoder {
 
     /// Empties the decoder (whatever a failed record left in it) and numbers the next record
     /// `record`: a worker of [`ParallelDecoder`] starting a job.
-    pub fn reset(&mut self, record: u64) {
+    pub(crate) fn reset(&mut self, record: u64) {
         self.input.clear();
         self.values.clear();
         self.rows.clear();
@@ -203,7 +208,7 @@ impl RecordDecoder {
 
     /// The number of the last record taken (records are numbered from 1, or from where
     /// [`RecordDecoder::reset`] said).
-    pub fn last_record(&self) -> u64 {
+    pub(crate) fn last_record(&self) -> u64 {
         self.next_record - 1
     }
 
@@ -211,14 +216,14 @@ impl RecordDecoder {
     ///
     /// # Errors
     /// As for [`RecordDecoder::push`].
-    pub fn finish(&mut self) -> Result<Option<Decoded>, DecodeError> {
+    pub(crate) fn finish(&mut self) -> Result<Option<Decoded>, DecodeError> {
         self.flush()
     }
 
     /// The error to report when a record fails with `error`: a record before it in the
     /// batch may hold a value its column refuses, found only when the batch is built, so
     /// the batch is built now (and dropped) and the error on the earlier line wins.
-    pub fn earliest_error(&mut self, error: DecodeError) -> DecodeError {
+    pub(crate) fn earliest_error(&mut self, error: DecodeError) -> DecodeError {
         match self.flush() {
             Err(earlier) if earlier.line() > 0 && earlier.line() < error.line() => earlier,
             _ => error,
@@ -315,7 +320,7 @@ impl RecordDecoder {
     ///
     /// # Errors
     /// As [`RecordDecoder::push`].
-    pub fn decode_job(
+    pub(crate) fn decode_job(
         &mut self,
         text: &[u8],
         records: &[(usize, Position)],

@@ -167,7 +167,7 @@ impl ParallelDecoder {
     ///
     /// # Errors
     /// The operating system refuses a thread.
-    pub fn new(
+    pub(crate) fn new(
         table: &TableSchema,
         options: &DecodeOptions,
         threads: usize,
@@ -215,7 +215,7 @@ impl ParallelDecoder {
     ///
     /// # Errors
     /// As [`RecordDecoder::push`], for the earliest record with one.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         record: &[u8],
         at: Position,
@@ -236,7 +236,7 @@ impl ParallelDecoder {
     ///
     /// # Errors
     /// As [`RecordDecoder::finish`].
-    pub fn finish(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
+    pub(crate) fn finish(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         if !self.job.records.is_empty() || !self.job.pieces.is_empty() {
             self.dispatch(out)?;
         }
@@ -247,7 +247,7 @@ impl ParallelDecoder {
     }
 
     /// The records decoded: all of them once [`ParallelDecoder::finish`] returned.
-    pub fn records(&self) -> u64 {
+    pub(crate) fn records(&self) -> u64 {
         if self.feed.is_some() {
             self.record_base
         } else {
@@ -422,7 +422,7 @@ impl Decoder {
     }
 
     /// The records decoded: all of them once [`Decoder::finish`] returned.
-    pub fn records(&self) -> u64 {
+    pub(crate) fn records(&self) -> u64 {
         match self {
             Decoder::Here(decoder) => decoder.last_record(),
             Decoder::Spread(decoder) => decoder.records(),
@@ -452,7 +452,7 @@ impl Decoder {
     /// still hold an earlier one (a value is checked when its batch is built, and other
     /// threads may not have reached theirs), so they are decoded now, their batches
     /// dropped, and the error on the earliest line wins.
-    pub fn earliest_error(&mut self, error: DecodeError) -> DecodeError {
+    pub(crate) fn earliest_error(&mut self, error: DecodeError) -> DecodeError {
         let mut dropped = Vec::new();
         match self.finish(&mut dropped) {
             Err(earlier) if earlier.line() > 0 && earlier.line() < error.line() => earlier,

@@ -13,14 +13,14 @@ use super::framing::Position;
 
 /// An RFC 6901 JSON pointer: `""` is the whole document, `/a/0/b` walks keys and indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct JsonPointer {
+pub(crate) struct JsonPointer {
     tokens: Vec<String>,
 }
 
 impl JsonPointer {
     /// # Errors
     /// Text that is neither empty nor starts with `/`, or a bad `~` escape.
-    pub fn parse(text: &str) -> Result<JsonPointer, PointerError> {
+    pub(crate) fn parse(text: &str) -> Result<JsonPointer, PointerError> {
         let error = |problem: &'static str| PointerError {
             text: text.to_string(),
             problem,
@@ -49,14 +49,14 @@ impl JsonPointer {
 /// Text that is not an RFC 6901 JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("JSON pointer {text:?} {problem}")]
-pub struct PointerError {
+pub(crate) struct PointerError {
     pub text: String,
     pub problem: &'static str,
 }
 
 impl JsonPointer {
     /// The reference tokens, unescaped (`/a~1b/0` → `["a/b", "0"]`).
-    pub fn tokens(&self) -> &[String] {
+    pub(crate) fn tokens(&self) -> &[String] {
         &self.tokens
     }
 }
@@ -72,7 +72,7 @@ impl fmt::Display for JsonPointer {
 
 /// What the scan found besides the records.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Scanned<'a> {
+pub(crate) struct Scanned<'a> {
     /// Raw JSON text of each captured pointer's value, in the order asked; `None` if absent.
     pub captured: Vec<Option<&'a [u8]>>,
     /// Number of records handed over.
@@ -91,7 +91,7 @@ struct Scanner<'a> {
 ///
 /// # Errors
 /// Malformed JSON, or no array at `records`, or whatever `emit` returns.
-pub fn scan_document<'a, E: From<DecodeError>>(
+pub(crate) fn scan_document<'a, E: From<DecodeError>>(
     doc: &'a [u8],
     records: &JsonPointer,
     captures: &[&JsonPointer],

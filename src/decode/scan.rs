@@ -19,17 +19,17 @@ mod strings;
 
 #[cfg(test)]
 use strings::ordinary_run_swar;
-pub use strings::unescape;
+pub(crate) use strings::unescape;
 use strings::{STRING_BYTES, ordinary_run};
 
 /// The deepest nesting of objects and arrays accepted. PostgreSQL, with its default
 /// `max_stack_depth`, reads JSON at least this deep; deeper records are refused here, with a
 /// message, rather than risking the server's (or anyone's) stack.
-pub const MAX_DEPTH: usize = 10_000;
+pub(crate) const MAX_DEPTH: usize = 10_000;
 
 /// What kind of JSON value a field holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// The record has no such field.
     #[default]
     Absent,
@@ -45,7 +45,7 @@ pub enum Kind {
 /// A field's value: its kind and where its text lies in the record (for a string, the text
 /// between the quotes, escapes as written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Value {
+pub(crate) struct Value {
     pub kind: Kind,
     /// A string with backslash escapes ([`unescape`] gives its text).
     pub escaped: bool,
@@ -60,7 +60,7 @@ impl Value {
     /// The value's text in `record`: a number as written, a string's contents with its
     /// escapes, a nested value's whole text.
     #[inline]
-    pub fn text<'a>(&self, record: &'a str) -> &'a str {
+    pub(crate) fn text<'a>(&self, record: &'a str) -> &'a str {
         // Every span starts and ends next to an ASCII byte (a quote, a bracket, a digit), so
         // it lies on character boundaries: slicing costs two checks, not a pass over the
         // text. (A span of some other record yields "" rather than a panic.)
@@ -71,7 +71,7 @@ impl Value {
 
     /// The value as JSON text: strings with their quotes.
     #[inline]
-    pub fn json<'a>(&self, record: &'a str) -> &'a str {
+    pub(crate) fn json<'a>(&self, record: &'a str) -> &'a str {
         let (start, end) = match self.kind {
             Kind::String => (self.start as usize - 1, self.end as usize + 1),
             _ => (self.start as usize, self.end as usize),
@@ -82,7 +82,7 @@ impl Value {
 
 /// Why a record is not valid JSON, and where (a byte offset in the record).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyntaxError {
+pub(crate) struct SyntaxError {
     pub offset: usize,
     pub message: String,
 }
@@ -111,7 +111,7 @@ fn is_space(b: u8) -> bool {
 /// than returning it: a value handed back through a `Result` is assembled from narrow stores
 /// on one of several paths and read back whole, which stalled the CPU on every field (the
 /// loads could not be served from the pending stores).
-pub trait Fields {
+pub(crate) trait Fields {
     type Error: From<SyntaxError>;
 
     /// The key the next field most likely has, as it would be written between its quotes
@@ -169,7 +169,7 @@ impl<E: From<SyntaxError>, F: FnMut(&str, bool, Value) -> Result<(), E>> Fields 
 ///
 /// # Errors
 /// The first place the record departs from RFC 8259, or the first error `field` returns.
-pub fn scan_record<E: From<SyntaxError>>(
+pub(crate) fn scan_record<E: From<SyntaxError>>(
     text: &str,
     field: impl FnMut(&str, bool, Value) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -186,7 +186,11 @@ pub fn scan_record<E: From<SyntaxError>>(
 ///
 /// # Errors
 /// The first place the record departs from RFC 8259, or the first error `fields` returns.
-pub fn scan_fields<F: Fields>(text: &str, from: usize, fields: &mut F) -> Result<(), F::Error> {
+pub(crate) fn scan_fields<F: Fields>(
+    text: &str,
+    from: usize,
+    fields: &mut F,
+) -> Result<(), F::Error> {
     let mut s = Scanner::new(text.as_bytes(), from);
     s.record(text, fields).map_err(|stop| match stop {
         Stop::Syntax(mut e) => {

@@ -6,7 +6,7 @@ use super::pointer::JsonPointer;
 
 /// How a load's records are found and decoded.
 #[derive(Debug, Clone)]
-pub struct DecodeSettings {
+pub(crate) struct DecodeSettings {
     /// `None` detects NDJSON or a JSON array from the first byte.
     pub format: Option<Format>,
     /// The records are the array at this pointer inside one JSON document (or each page).
@@ -31,7 +31,7 @@ pub struct DecodeSettings {
 
 impl DecodeSettings {
     /// The framer for NDJSON or a JSON array, as these settings ask.
-    pub fn framer(&self) -> Framer {
+    pub(crate) fn framer(&self) -> Framer {
         let framer = Framer::new(self.format, self.max_record_bytes);
         if self.rejecting {
             framer.skipping_oversized()

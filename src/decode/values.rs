@@ -12,8 +12,8 @@ const MICROS: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS;
 
 /// `infinity` and `-infinity` as stored by PostgreSQL (and passed through by the encoder).
-pub const TIMESTAMP_INFINITY: i64 = i64::MAX;
-pub const TIMESTAMP_NEG_INFINITY: i64 = i64::MIN;
+pub(crate) const TIMESTAMP_INFINITY: i64 = i64::MAX;
+pub(crate) const TIMESTAMP_NEG_INFINITY: i64 = i64::MIN;
 
 /// The largest UTC offset PostgreSQL takes: 15:59:59.
 const MAX_OFFSET_SECONDS: i32 = 15 * 3600 + 59 * 60 + 59;
@@ -21,7 +21,7 @@ const MAX_OFFSET_SECONDS: i32 = 15 * 3600 + 59 * 60 + 59;
 /// A parsed timestamp: wall-clock microseconds since 1970-01-01 00:00 and the UTC offset
 /// written with it, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timestamp {
+pub(crate) struct Timestamp {
     pub wall_micros: i64,
     pub offset_seconds: Option<i32>,
 }
@@ -30,7 +30,7 @@ impl Timestamp {
     /// The instant in UTC; text without an offset is read in `zone` (the session's TimeZone,
     /// as PostgreSQL reads it), or as UTC. `None` when it has no offset and the zone is one
     /// apitap cannot apply.
-    pub fn utc_micros(self, zone: Option<&SessionZone>) -> Option<i64> {
+    pub(crate) fn utc_micros(self, zone: Option<&SessionZone>) -> Option<i64> {
         Some(match self.wall_micros {
             TIMESTAMP_INFINITY | TIMESTAMP_NEG_INFINITY => self.wall_micros,
             wall => match (self.offset_seconds, zone) {
@@ -55,7 +55,7 @@ pub enum SessionZone {
 impl SessionZone {
     /// Reads PostgreSQL's `TimeZone` setting: an IANA name, or a fixed offset as PostgreSQL
     /// shows one (`<+05:30>-05:30`, POSIX sign).
-    pub fn parse(setting: &str) -> SessionZone {
+    pub(crate) fn parse(setting: &str) -> SessionZone {
         SessionZone::known(setting).unwrap_or_else(|| SessionZone::Unsupported(setting.to_string()))
     }
 
@@ -90,7 +90,7 @@ impl SessionZone {
     /// The UTC offset (seconds east) of a wall-clock time in this zone, resolved as
     /// PostgreSQL resolves it: a time skipped by a DST change takes the offset in force
     /// before the change; a time that happens twice takes the offset after it.
-    pub fn offset_of_local(&self, wall_micros: i64) -> Option<i32> {
+    pub(crate) fn offset_of_local(&self, wall_micros: i64) -> Option<i32> {
         use chrono::{Offset, TimeZone};
         let tz = match self {
             SessionZone::Fixed(offset) => return Some(*offset),
@@ -339,7 +339,7 @@ fn parse_offset(c: &mut Cursor<'_>) -> Option<Option<i32>> {
 /// A timestamp as PostgreSQL's `timestamp_in`/`timestamptz_in` read the ISO forms:
 /// `YYYY-MM-DD` (or `YYYYMMDD`), then optionally `T` or spaces and a time, then optionally
 /// spaces and an offset; or `infinity` / `-infinity` / `epoch`. `text` is already trimmed.
-pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
+pub(crate) fn parse_timestamp(text: &str) -> Option<Timestamp> {
     if let Some(special) = special_timestamp(text) {
         return Some(special);
     }
@@ -386,7 +386,7 @@ fn special_timestamp(text: &str) -> Option<Timestamp> {
 
 /// What a string looks like, for schema inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StringShape {
+pub(crate) enum StringShape {
     /// A date and time with a UTC offset (RFC 3339).
     TimestampTz,
     /// A date and time without an offset.
@@ -396,7 +396,7 @@ pub enum StringShape {
     Other,
 }
 
-pub fn string_shape(text: &str) -> StringShape {
+pub(crate) fn string_shape(text: &str) -> StringShape {
     if text.len() < 10 || !text.as_bytes()[0].is_ascii_digit() {
         return StringShape::Other;
     }
@@ -416,7 +416,7 @@ pub fn string_shape(text: &str) -> StringShape {
 /// A date as PostgreSQL's `date_in` reads the ISO forms: `YYYY-MM-DD`, or a timestamp whose
 /// time and offset are ignored; `infinity` / `-infinity` → i32::MAX / i32::MIN. Days since
 /// 1970-01-01.
-pub fn parse_date(text: &str) -> Option<i32> {
+pub(crate) fn parse_date(text: &str) -> Option<i32> {
     if text.eq_ignore_ascii_case("infinity") || text.eq_ignore_ascii_case("+infinity") {
         return Some(i32::MAX);
     }
@@ -439,7 +439,7 @@ pub fn parse_date(text: &str) -> Option<i32> {
 /// A time of day as PostgreSQL's `time_in` reads the ISO forms: `[T]H[H]:MM[:SS[.fraction]]`
 /// or `HHMM[SS]`, with an offset (ignored), or after a date and a space (ignored); or
 /// `allballs`. Up to 24:00:00. Microseconds since midnight.
-pub fn parse_time(text: &str) -> Option<i64> {
+pub(crate) fn parse_time(text: &str) -> Option<i64> {
     if text.eq_ignore_ascii_case("allballs") {
         return Some(0);
     }
@@ -464,7 +464,7 @@ pub fn parse_time(text: &str) -> Option<i64> {
 /// A boolean as PostgreSQL's `boolin` reads text: any unique prefix of `true`, `false`,
 /// `yes`, `no`; `on`, `off` (at least two letters); `1`, `0`; any case, with surrounding
 /// whitespace.
-pub fn parse_bool(text: &str) -> Option<bool> {
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
     let value = text.trim_matches(|c: char| c.is_ascii_whitespace());
     let len = value.len();
     if len == 0 {
@@ -491,7 +491,7 @@ pub fn parse_bool(text: &str) -> Option<bool> {
 
 /// A UUID as PostgreSQL's `uuid_in` reads it: 32 hex digits, optionally in braces, with a
 /// hyphen allowed after any group of four digits but the last.
-pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+pub(crate) fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     let mut bytes = text.as_bytes();
     let braces = bytes.first() == Some(&b'{');
     if braces {

@@ -21,7 +21,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::NullBuffer;
 use bytes::BytesMut;
 
-pub use numeric::{NumericError, encode_numeric};
+pub(crate) use numeric::encode_numeric;
 
 use crate::schema::PgType;
 
@@ -152,7 +152,7 @@ impl CopyEncoder {
     /// Where each row of the last encoded batch ends in `out`: row `i` is
     /// `out[row_ends[i - 1]..row_ends[i]]` (the first starts where `out` ended before). A
     /// batch the server refuses can be split along these without encoding it again.
-    pub fn row_ends(&self) -> &[usize] {
+    pub(crate) fn row_ends(&self) -> &[usize] {
         &self.cursors
     }
 }

@@ -13,7 +13,7 @@ const NUMERIC_MAX_DSCALE: usize = 0x3FFF;
 
 /// A decimal text numeric cannot hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NumericError {
+pub(crate) enum NumericError {
     #[error("{0:?} is not a number (numeric)")]
     Invalid(String),
     /// More than 131,072 digits before the decimal point or 16,383 after, as PostgreSQL's
@@ -38,7 +38,7 @@ struct Decimal<'a> {
 ///
 /// # Errors
 /// Text that is not a decimal number, or one outside numeric's range.
-pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), NumericError> {
+pub(crate) fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), NumericError> {
     if let Some(sign) = special(text) {
         header(out, 0, 0, sign, 0);
         return Ok(());

@@ -13,7 +13,7 @@ use super::{Failure, Metrics};
 
 /// A statement of the write that waits for the server's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Statement {
+pub(crate) enum Statement {
     Copy,
     Insert,
     Merge,
@@ -33,7 +33,7 @@ impl Statement {
 
 /// The series one module's runs feed.
 #[derive(Clone)]
-pub struct ModuleMeter {
+pub(crate) struct ModuleMeter {
     metrics: Arc<Metrics>,
     module: String,
     pub(crate) rows_sent: Counter,
@@ -77,7 +77,7 @@ impl ModuleMeter {
     }
 
     /// The series of one of the module's sources.
-    pub fn source(&self, source: &str) -> SourceMeter {
+    pub(crate) fn source(&self, source: &str) -> SourceMeter {
         let labels = SourceLabels {
             module: self.module.clone(),
             source: source.to_string(),
@@ -105,7 +105,7 @@ impl ModuleMeter {
     }
 
     /// A run of the module starts; [`RunMeter::ended`] records how it went.
-    pub fn run(&self) -> RunMeter {
+    pub(crate) fn run(&self) -> RunMeter {
         self.labelled(&self.metrics.families.in_flight).inc();
         self.rows_per_second.set(0.0);
         RunMeter {
@@ -126,7 +126,7 @@ impl ModuleMeter {
 
 /// The series of one source of one module.
 #[derive(Clone)]
-pub struct SourceMeter {
+pub(crate) struct SourceMeter {
     metrics: Arc<Metrics>,
     labels: SourceLabels,
     pub(crate) bytes: Counter,
@@ -169,7 +169,7 @@ impl SourceMeter {
 }
 
 /// One run of a module, from start to end.
-pub struct RunMeter {
+pub(crate) struct RunMeter {
     meter: ModuleMeter,
     started: Instant,
     recorded: bool,
@@ -177,19 +177,19 @@ pub struct RunMeter {
 
 impl RunMeter {
     /// The run ended as `result` says; a failure is recorded with its message.
-    pub fn ended<T, E: std::error::Error>(self, result: &Result<T, E>) {
+    pub(crate) fn ended<T, E: std::error::Error>(self, result: &Result<T, E>) {
         match result {
             Ok(_) => self.succeeded(),
             Err(error) => self.failed(crate::base::error_chain(error)),
         }
     }
 
-    pub fn succeeded(mut self) {
+    pub(crate) fn succeeded(mut self) {
         self.record(None);
     }
 
     /// The run failed with `message`, the one it printed.
-    pub fn failed(mut self, message: String) {
+    pub(crate) fn failed(mut self, message: String) {
         self.record(Some(message));
     }
 

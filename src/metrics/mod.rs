@@ -27,7 +27,7 @@ pub(crate) use meters::{ModuleMeter, RunMeter, SourceMeter, Statement};
 
 /// The metrics endpoint could not start, or the metrics file could not be written.
 #[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
+pub(crate) enum MetricsError {
     #[error("could not listen on {addr} for --metrics-listen")]
     Listen {
         addr: SocketAddr,
@@ -43,7 +43,7 @@ pub enum MetricsError {
 }
 
 /// The registry of one process and the health of its modules.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     families: Families,
     /// Each module's last run that failed, while its next one has not succeeded.
@@ -65,7 +65,7 @@ struct Failure {
 }
 
 impl Metrics {
-    pub fn new() -> Arc<Metrics> {
+    pub(crate) fn new() -> Arc<Metrics> {
         let families = Families::default();
         let mut registry = Registry::with_prefix("apitap");
         families.register(&mut registry);
@@ -77,12 +77,12 @@ impl Metrics {
     }
 
     /// The series of `module` (`load` for `apitap load`).
-    pub fn module(self: &Arc<Self>, module: &str) -> ModuleMeter {
+    pub(crate) fn module(self: &Arc<Self>, module: &str) -> ModuleMeter {
         ModuleMeter::new(self.clone(), module)
     }
 
     /// The exposition: OpenMetrics text, as Prometheus scrapes it.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -90,7 +90,7 @@ impl Metrics {
     }
 
     /// `/healthz`: healthy unless a module's last run failed; the body says which and why.
-    pub fn health(&self) -> (bool, String) {
+    pub(crate) fn health(&self) -> (bool, String) {
         let failing = self.failing.lock().map(|f| f.clone()).unwrap_or_default();
         if failing.is_empty() {
             return (true, "ok\n".to_string());
@@ -113,7 +113,10 @@ impl Metrics {
     ///
     /// # Errors
     /// The address cannot be bound (in use, not local, not allowed).
-    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
+    pub(crate) async fn serve(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+    ) -> Result<SocketAddr, MetricsError> {
         let listen_failed = |source| MetricsError::Listen { addr, source };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -133,7 +136,7 @@ impl Metrics {
     ///
     /// # Errors
     /// The file cannot be written or renamed.
-    pub fn write_file(&self, path: &Path) -> Result<(), MetricsError> {
+    pub(crate) fn write_file(&self, path: &Path) -> Result<(), MetricsError> {
         let write_failed = |source| MetricsError::Write {
             path: path.to_path_buf(),
             source,

@@ -56,7 +56,9 @@ mod preview;
 pub(crate) mod run;
 mod state;
 
-pub(crate) use preview::{Preview, preview_load};
+#[cfg(feature = "sql")]
+pub(crate) use preview::Preview;
+pub(crate) use preview::preview_load;
 
 use cursor::CursorMax;
 use decode_stage::DecodeStage;
@@ -121,6 +123,7 @@ pub(crate) enum LoadError {
     Unsupported(String),
     #[error(transparent)]
     Setting(#[from] SettingError),
+    #[cfg(feature = "sql")]
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[cfg(feature = "sql")]

@@ -19,7 +19,7 @@ use crate::base::expand::substitute_env;
 /// Where an API key goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum KeyLocation {
+pub(crate) enum KeyLocation {
     #[default]
     Header,
     Query,
@@ -28,7 +28,7 @@ pub enum KeyLocation {
 /// How OAuth2 client credentials are sent to the token endpoint (RFC 6749 §2.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     /// `client_id` and `client_secret` in the form body.
     #[default]
     Post,
@@ -39,7 +39,7 @@ pub enum ClientAuth {
 /// The `auth:` mapping (YAML config, or inline `--auth '{kind: bearer, token: ${TOKEN}}'`).
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AuthConfig {
+pub(crate) enum AuthConfig {
     Bearer {
         token: String,
     },
@@ -83,7 +83,7 @@ impl AuthConfig {
     ///
     /// # Errors
     /// Not such a mapping, or an unknown key or kind.
-    pub fn parse(text: &str) -> Result<AuthConfig, SettingError> {
+    pub(crate) fn parse(text: &str) -> Result<AuthConfig, SettingError> {
         // The text holds `${VAR}` references, not secrets, so it may be quoted in messages.
         serde_yaml::from_str(text).map_err(|e| {
             // `{` and `}` are YAML flow syntax, so an unquoted `${VAR}` breaks the mapping.
@@ -100,7 +100,7 @@ impl AuthConfig {
     ///
     /// # Errors
     /// A variable that is not set.
-    pub fn substitute_env(
+    pub(crate) fn substitute_env(
         &mut self,
         env: &dyn Fn(&str) -> Option<String>,
         what: &str,
@@ -140,7 +140,7 @@ impl AuthConfig {
 
 impl AuthConfig {
     /// Registers every credential of the mapping as a secret (see [`crate::secrets`]).
-    pub fn register_secrets(&self) {
+    pub(crate) fn register_secrets(&self) {
         use crate::base::secrets::{register, register_basic};
         match self {
             AuthConfig::Bearer { token } => register(token),
@@ -163,7 +163,7 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
 /// Applies an [`AuthConfig`] to requests, keeping the OAuth2 token between them.
 #[derive(Debug)]
-pub struct Auth {
+pub(crate) struct Auth {
     config: AuthConfig,
     token: Mutex<Option<(String, Option<Instant>)>>,
     /// The token endpoint is retried like pages are.
@@ -174,7 +174,7 @@ pub struct Auth {
 const TOKEN_RESPONSE_BYTES: usize = 1 << 20;
 
 impl Auth {
-    pub fn new(config: AuthConfig, retry: super::RetryPolicy) -> Auth {
+    pub(crate) fn new(config: AuthConfig, retry: super::RetryPolicy) -> Auth {
         Auth {
             config,
             token: Mutex::new(None),
@@ -183,12 +183,12 @@ impl Auth {
     }
 
     /// Whether a 401 may be cured by fetching a fresh token.
-    pub fn can_refresh(&self) -> bool {
+    pub(crate) fn can_refresh(&self) -> bool {
         matches!(self.config, AuthConfig::OAuth2 { .. })
     }
 
     /// Forgets the cached token, after the API refused it.
-    pub async fn invalidate(&self) {
+    pub(crate) async fn invalidate(&self) {
         *self.token.lock().await = None;
     }
 
@@ -197,7 +197,7 @@ impl Auth {
     ///
     /// # Errors
     /// The OAuth2 token endpoint failed.
-    pub async fn credentials(
+    pub(crate) async fn credentials(
         &self,
         client: &reqwest::Client,
         url: &mut reqwest::Url,

@@ -46,7 +46,7 @@ pub struct HttpSettings {
 
 /// How a load talks HTTP: the client, what every request carries, and the retry policy.
 #[derive(Debug, Clone)]
-pub struct Http {
+pub(crate) struct Http {
     pub client: reqwest::Client,
     pub request: RequestOptions,
     pub retry: RetryPolicy,
@@ -70,7 +70,7 @@ impl Http {
     ///
     /// # Errors
     /// A CA file that cannot be read, or a TLS setup that fails.
-    pub fn new(
+    pub(crate) fn new(
         source_url: Option<&str>,
         settings: &HttpSettings,
         request: RequestOptions,
@@ -95,7 +95,7 @@ impl Http {
     ///
     /// # Errors
     /// Text that is not a URL.
-    pub fn url(&self, url: &str) -> Result<reqwest::Url, SourceError> {
+    pub(crate) fn url(&self, url: &str) -> Result<reqwest::Url, SourceError> {
         let mut full = reqwest::Url::parse(url).map_err(|e| SourceError::Request {
             url: redact_url(url),
             attempts: 0,
@@ -108,13 +108,13 @@ impl Http {
     }
 
     /// Whether `url` is on the source's origin, where its credentials may go.
-    pub fn is_origin(&self, url: &reqwest::Url) -> bool {
+    pub(crate) fn is_origin(&self, url: &reqwest::Url) -> bool {
         self.origin.as_ref().is_some_and(|o| same_origin(o, url))
     }
 }
 
 /// Same scheme, host and port.
-pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+pub(crate) fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
@@ -414,7 +414,7 @@ pub(super) async fn read_capped(response: reqwest::Response, limit: usize) -> (b
 
 /// One page, read whole, and the `Link` headers it came with.
 #[derive(Debug)]
-pub struct FetchedPage {
+pub(crate) struct FetchedPage {
     pub body: bytes::Bytes,
     /// Every `Link` header value of the response, in order.
     pub links: Vec<String>,
@@ -429,7 +429,7 @@ pub struct FetchedPage {
 ///
 /// # Errors
 /// As for the request, once the retries are used up; a page past the size limit.
-pub async fn fetch_page(
+pub(crate) async fn fetch_page(
     http: &Http,
     url: &reqwest::Url,
     progress: &Progress,
@@ -501,7 +501,7 @@ async fn read_page(response: reqwest::Response, limit: usize) -> Result<bytes::B
 
 /// The default `--max-page-bytes`: far above any page a real API sends, far below what
 /// would exhaust memory.
-pub const DEFAULT_MAX_PAGE_BYTES: usize = 256 << 20;
+pub(crate) const DEFAULT_MAX_PAGE_BYTES: usize = 256 << 20;
 
 /// A source's settings when the user gave none (tests, and the defaults of flags and YAML).
 impl Default for HttpSettings {

@@ -8,14 +8,14 @@
 
 /// One link: its target as written (maybe relative), and its relation types, lower case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
+pub(crate) struct Link {
     pub target: String,
     pub rels: Vec<String>,
 }
 
 /// Every link in `values` (the `Link` header lines of one response, in order). Text that
 /// breaks the grammar ends the value it is in; the links before it are kept.
-pub fn parse(values: &[String]) -> Vec<Link> {
+pub(crate) fn parse(values: &[String]) -> Vec<Link> {
     let mut links = Vec::new();
     for value in values {
         parse_value(value, &mut links);
@@ -24,7 +24,7 @@ pub fn parse(values: &[String]) -> Vec<Link> {
 }
 
 /// The target of the first link with relation `next`.
-pub fn next(values: &[String]) -> Option<String> {
+pub(crate) fn next(values: &[String]) -> Option<String> {
     parse(values)
         .into_iter()
         .find(|l| l.rels.iter().any(|r| r == "next"))

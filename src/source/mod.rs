@@ -8,13 +8,13 @@
 //! HTTP requests carry the source's headers and query parameters ([`request`]) and are
 //! retried on transient failures ([`retry`]) until the body starts to arrive.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod http;
-pub mod link;
-pub mod paginate;
-pub mod request;
-pub mod retry;
-pub mod throttle;
+pub(crate) mod link;
+pub(crate) mod paginate;
+pub(crate) mod request;
+pub(crate) mod retry;
+pub(crate) mod throttle;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -27,19 +27,19 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::io::StreamReader;
 
 use crate::base::error_chain;
-pub use crate::base::secrets::redact_url;
-pub use http::{FetchedPage, Http, HttpSettings, fetch_page};
-pub use request::RequestOptions;
-pub use retry::RetryPolicy;
+pub(crate) use crate::base::secrets::redact_url;
+pub use http::HttpSettings;
+pub(crate) use http::{Http, fetch_page};
+pub(crate) use retry::RetryPolicy;
 
 use crate::progress::Progress;
 
 /// The body of a source, decompressed.
-pub type Body = Pin<Box<dyn AsyncRead + Send>>;
+pub(crate) type Body = Pin<Box<dyn AsyncRead + Send>>;
 
 /// Where to read records from, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Http(String),
     File(PathBuf),
     Stdin,
@@ -47,7 +47,7 @@ pub enum Source {
 
 /// What the fetch stage needs of a load: where the bytes come from and how to ask for them.
 #[derive(Debug, Clone)]
-pub struct SourceSettings {
+pub(crate) struct SourceSettings {
     pub source: Source,
     /// Client, headers, query, auth, retries and pacing of an HTTP source.
     pub http: Http,
@@ -109,7 +109,7 @@ fn body_suffix(body: &str) -> String {
 
 impl Source {
     /// `-` is stdin, `http://` and `https://` are URLs, anything else is a file path.
-    pub fn parse(text: &str) -> Source {
+    pub(crate) fn parse(text: &str) -> Source {
         if text == "-" {
             Source::Stdin
         } else if text.starts_with("http://") || text.starts_with("https://") {
@@ -123,7 +123,11 @@ impl Source {
     ///
     /// # Errors
     /// A non-2xx response, an unreachable server, or a file that cannot be opened.
-    pub async fn open(&self, http: &Http, progress: &Arc<Progress>) -> Result<Body, SourceError> {
+    pub(crate) async fn open(
+        &self,
+        http: &Http,
+        progress: &Arc<Progress>,
+    ) -> Result<Body, SourceError> {
         let (raw, size): (Body, Option<u64>) = match self {
             Source::Stdin => (Box::pin(tokio::io::stdin()), stdin_file_size()),
             Source::File(path) => {
@@ -165,7 +169,7 @@ impl Source {
     }
 
     /// An error while reading the body, worded for this source.
-    pub fn read_error(&self, error: &std::io::Error) -> SourceError {
+    pub(crate) fn read_error(&self, error: &std::io::Error) -> SourceError {
         SourceError::Read {
             source_name: self.to_string(),
             reason: error_chain(error),

@@ -22,12 +22,12 @@ use crate::decode::pointer::JsonPointer;
 
 mod config;
 mod position;
-pub use config::{Kind, PaginationConfig};
-pub use position::Position;
+pub(crate) use config::{Kind, PaginationConfig};
+pub(crate) use position::Position;
 
 /// Pointers whose values the pager reads from each page, in a fixed order.
 #[derive(Debug, Clone, Default)]
-pub struct Captures {
+pub(crate) struct Captures {
     pub pointers: Vec<JsonPointer>,
     cursor: Option<usize>,
     next_url: Option<usize>,
@@ -39,7 +39,7 @@ pub struct Captures {
 
 /// What one fetched page showed the pager.
 #[derive(Debug, Clone, Default)]
-pub struct PageFacts {
+pub(crate) struct PageFacts {
     pub records: u64,
     /// Raw JSON text of each of [`Captures::pointers`], where present.
     pub captured: Vec<Option<String>>,
@@ -54,7 +54,7 @@ pub struct PageFacts {
 
 /// Walks the pages of one source.
 #[derive(Debug)]
-pub struct Pager {
+pub(crate) struct Pager {
     config: PaginationConfig,
     captures: Captures,
     base: Url,
@@ -78,7 +78,7 @@ const MAX_REMEMBERED: usize = 1_000_000;
 
 /// Why paging cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PagingError {
+pub(crate) enum PagingError {
     /// A pagination mapping that cannot work.
     #[error("pagination: {0}")]
     Config(String),
@@ -128,7 +128,7 @@ fn fingerprint(text: &str) -> u64 {
 impl Pager {
     /// # Errors
     /// A configuration that cannot work: a cursor without `cursor_path`, a bad pointer.
-    pub fn new(config: PaginationConfig, base: Url) -> Result<Pager, PagingError> {
+    pub(crate) fn new(config: PaginationConfig, base: Url) -> Result<Pager, PagingError> {
         let mut captures = Captures::default();
         let mut add = |p: Option<JsonPointer>| {
             p.map(|p| {
@@ -201,7 +201,7 @@ impl Pager {
 
     /// Pages that may be fetched at once: more than one only where the URL of every page is
     /// known in advance.
-    pub fn concurrency(&self) -> usize {
+    pub(crate) fn concurrency(&self) -> usize {
         let predictable = match self.config.kind {
             Kind::LimitOffset => self.config.page_size.is_some(),
             Kind::PageNumber | Kind::PageOnly => true,
@@ -216,27 +216,27 @@ impl Pager {
 
     /// The URL of the page `ahead` pages after the current one (for concurrent fetching;
     /// only meaningful when [`Pager::concurrency`] is above 1).
-    pub fn url_ahead(&self, ahead: u64) -> Url {
+    pub(crate) fn url_ahead(&self, ahead: u64) -> Url {
         let offset = self.offset + ahead * self.config.page_size.unwrap_or(0);
         self.url_at(offset, self.page + ahead, &[])
     }
 
     /// Pointers to capture from each page.
-    pub fn captures(&self) -> &[JsonPointer] {
+    pub(crate) fn captures(&self) -> &[JsonPointer] {
         &self.captures.pointers
     }
 
     /// The pointer to read from each page's last record, for a cursor taken from it.
-    pub fn last_record_pointer(&self) -> Option<&JsonPointer> {
+    pub(crate) fn last_record_pointer(&self) -> Option<&JsonPointer> {
         self.last_record.as_ref()
     }
 
     /// The URL of the page to fetch now.
-    pub fn url(&self) -> &Url {
+    pub(crate) fn url(&self) -> &Url {
         &self.current
     }
 
-    pub fn pages_fetched(&self) -> u64 {
+    pub(crate) fn pages_fetched(&self) -> u64 {
         self.pages_fetched
     }
 
@@ -298,13 +298,13 @@ impl Pager {
     }
 
     /// Records fetched since the first page.
-    pub fn records_fetched(&self) -> u64 {
+    pub(crate) fn records_fetched(&self) -> u64 {
         self.records
     }
 
     /// How much the API said there is, once a page said it: its page count, else its
     /// record count (for the progress bar).
-    pub fn expected_total(&self) -> Option<crate::progress::Total> {
+    pub(crate) fn expected_total(&self) -> Option<crate::progress::Total> {
         use crate::progress::Total;
         self.total_pages
             .map(Total::Pages)
@@ -317,7 +317,7 @@ impl Pager {
     /// # Errors
     /// A loop (repeated cursor or URL, identical page), a page that says there is more with
     /// no next position, or a next link to another host.
-    pub fn advance(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
+    pub(crate) fn advance(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
         self.pages_fetched += 1;
         self.records += facts.records;
         let repeated = self.last_digest == Some(facts.digest) && facts.records > 0;

@@ -10,7 +10,7 @@ use crate::base::{Origin, Setting, SettingError};
 
 /// Method, headers, query parameters and body for every request of a source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestOptions {
+pub(crate) struct RequestOptions {
     pub post: bool,
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
@@ -24,7 +24,7 @@ impl RequestOptions {
     ///
     /// # Errors
     /// A header name or value HTTP cannot carry, or a `${VAR}` that is not set.
-    pub fn build(
+    pub(crate) fn build(
         headers: &[(String, String)],
         query: &[(String, String)],
         origin: Origin,
@@ -63,7 +63,7 @@ impl RequestOptions {
     ///
     /// # Errors
     /// A body that is not JSON once expanded, or a variable that is not set.
-    pub fn with_post_body(
+    pub(crate) fn with_post_body(
         mut self,
         body: Option<&str>,
         origin: Origin,

@@ -19,7 +19,7 @@ const MAX_DELAY_SECS: f64 = 3600.0;
 /// The `retry:` mapping of the original ApiTap's config, all keys optional here.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Tries in all, the first included; 1 disables retries.
     pub max_attempts: u32,
     pub min_delay_secs: f64,
@@ -48,7 +48,7 @@ impl RetryPolicy {
     ///
     /// # Errors
     /// Text that is not such a mapping, or an unknown key.
-    pub fn parse(text: &str) -> Result<RetryPolicy, SettingError> {
+    pub(crate) fn parse(text: &str) -> Result<RetryPolicy, SettingError> {
         serde_yaml::from_str(text)
             .map_err(|e| SettingError::invalid(format!("--retry {text:?}"), e.to_string()))
     }
@@ -58,7 +58,7 @@ impl RetryPolicy {
     ///
     /// # Errors
     /// No attempt at all, or delays that are negative, not numbers, or out of order.
-    pub fn validate(&self, what: &str) -> Result<(), SettingError> {
+    pub(crate) fn validate(&self, what: &str) -> Result<(), SettingError> {
         let ok = self.max_attempts >= 1
             && self.min_delay_secs >= 0.0
             && self.min_delay_secs <= self.max_delay_secs
@@ -75,7 +75,7 @@ impl RetryPolicy {
     /// The backoff before try `attempt + 1` (attempts count from 1): doubling from the
     /// minimum, capped, with "equal jitter" (half fixed, half random) so that many clients
     /// do not retry in lockstep.
-    pub fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let exp = self.min_delay_secs * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
         let base = exp.min(self.max_delay_secs).max(0.0);
         Duration::from_secs_f64(base / 2.0 + base / 2.0 * random_unit())
@@ -94,7 +94,7 @@ fn random_unit() -> f64 {
 }
 
 /// Whether a response status is worth another try.
-pub fn retryable_status(status: StatusCode) -> bool {
+pub(crate) fn retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 425 | 429 | 500 | 502 | 503 | 504)
 }
 
@@ -102,7 +102,10 @@ pub fn retryable_status(status: StatusCode) -> bool {
 ///
 /// # Errors
 /// A wait longer than apitap is willing to sit through, with the wait asked for.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Result<Option<Duration>, Duration> {
+pub(crate) fn retry_after(
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Result<Option<Duration>, Duration> {
     let Some(value) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };

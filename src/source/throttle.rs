@@ -18,7 +18,7 @@ use crate::base::SettingError;
 /// The `rate_limit:` mapping (inline `--rate-limit '{requests_per_second: 10, burst: 5}'`).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     pub requests_per_second: f64,
     /// Requests that may go at once after a quiet spell (default 1: evenly spaced).
     #[serde(default = "one")]
@@ -35,7 +35,7 @@ impl RateLimit {
     ///
     /// # Errors
     /// Not such a mapping, or an unknown key.
-    pub fn parse(text: &str) -> Result<RateLimit, SettingError> {
+    pub(crate) fn parse(text: &str) -> Result<RateLimit, SettingError> {
         serde_yaml::from_str(text)
             .map_err(|e| SettingError::invalid(format!("--rate-limit {text:?}"), e.to_string()))
     }
@@ -44,7 +44,7 @@ impl RateLimit {
     ///
     /// # Errors
     /// A rate that is not a positive number, or a burst below one request.
-    pub fn validate(&self, what: &str) -> Result<(), SettingError> {
+    pub(crate) fn validate(&self, what: &str) -> Result<(), SettingError> {
         let ok = self.requests_per_second > 0.0
             && self.requests_per_second.is_finite()
             && self.burst >= 1.0
@@ -68,7 +68,7 @@ struct Bucket {
 
 /// Paces the requests of one source. See the module docs.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     limit: Option<RateLimit>,
     bucket: Mutex<Bucket>,
     /// Times a request had to wait, and 429s seen (concurrency backs off when this grows).
@@ -81,7 +81,7 @@ pub struct Throttle {
 const MAX_RESET_WAIT: Duration = Duration::from_secs(600);
 
 impl Throttle {
-    pub fn new(limit: Option<RateLimit>) -> Throttle {
+    pub(crate) fn new(limit: Option<RateLimit>) -> Throttle {
         Throttle {
             bucket: Mutex::new(Bucket {
                 tokens: limit.map_or(0.0, |l| l.burst),
@@ -95,7 +95,7 @@ impl Throttle {
     }
 
     /// Waits until a request may go; says whether it had to wait.
-    pub async fn acquire(&self) -> bool {
+    pub(crate) async fn acquire(&self) -> bool {
         let mut waited = false;
         loop {
             let wait = {
@@ -138,7 +138,7 @@ impl Throttle {
     }
 
     /// Holds every request back for `wait` (a 429's Retry-After, or its backoff).
-    pub fn pause(&self, wait: Duration) {
+    pub(crate) fn pause(&self, wait: Duration) {
         self.rejections.fetch_add(1, Ordering::Relaxed);
         self.hold_until(Instant::now() + wait);
     }
@@ -153,7 +153,7 @@ impl Throttle {
     /// Reads the `X-RateLimit-Remaining` / `X-RateLimit-Reset` family (also without `X-`):
     /// when nothing remains, requests wait for the reset. Reset is either seconds from now or
     /// a Unix time, told apart by size.
-    pub fn observe(&self, headers: &HeaderMap, now: SystemTime) {
+    pub(crate) fn observe(&self, headers: &HeaderMap, now: SystemTime) {
         let number = |names: &[&str]| {
             names.iter().find_map(|n| {
                 headers
@@ -189,12 +189,13 @@ impl Throttle {
     }
 
     /// How many requests had to wait for the throttle.
-    pub fn waits(&self) -> u64 {
+    #[cfg(test)]
+    fn waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
     }
 
     /// How many 429s were seen.
-    pub fn rejections(&self) -> u64 {
+    pub(crate) fn rejections(&self) -> u64 {
         self.rejections.load(Ordering::Relaxed)
     }
 }

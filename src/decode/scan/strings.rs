@@ -85,7 +85,7 @@ pub(super) fn ordinary_run_swar(bytes: &[u8], mut at: usize) -> usize {
 
 /// Appends the text of a JSON string's contents (between the quotes), escapes resolved, to
 /// `out`. The contents must have passed the scanner.
-pub fn unescape(contents: &str, out: &mut String) {
+pub(crate) fn unescape(contents: &str, out: &mut String) {
     let mut rest = contents;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);

@@ -34,7 +34,9 @@ pub(crate) struct TargetInfo {
     pub distribution: Option<crate::sink::plan::citus::Distribution>,
 }
 
-/// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an offset.
+/// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an offset
+/// (a load reads it with the target, in the catalog; a module's sources need it first).
+#[cfg(feature = "sql")]
 ///
 /// # Errors
 /// A failing query.

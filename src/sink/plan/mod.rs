@@ -78,6 +78,7 @@ pub(crate) enum FieldsKnown {
         frozen: bool,
     },
     /// The first `sample` records of a module's source, decoded for its SQL.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     Source { sample: usize, source: String },
 }
 
@@ -432,6 +433,7 @@ impl LoadPlan {
         Ok(self)
     }
 
+    #[cfg(feature = "sql")]
     /// The plan of a source read by a transform: its records decoded into the columns its
     /// sample showed (or the config typed); nothing is written from it directly.
     pub(crate) fn for_source(

@@ -7,7 +7,7 @@ use crate::base::SettingError;
 /// Pagination styles; names follow the original ApiTap's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `?limit=N&offset=K`, K growing by the records received.
     LimitOffset,
     /// `?page=P&per_page=N`.
@@ -25,7 +25,7 @@ pub enum Kind {
 /// The `pagination:` mapping (YAML config, or inline `--pagination '{kind: …}'`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PaginationConfig {
+pub(crate) struct PaginationConfig {
     pub kind: Kind,
     pub limit_param: Option<String>,
     pub offset_param: Option<String>,
@@ -68,7 +68,7 @@ impl PaginationConfig {
     ///
     /// # Errors
     /// Text that is not such a mapping, or an unknown key.
-    pub fn parse(text: &str) -> Result<PaginationConfig, SettingError> {
+    pub(crate) fn parse(text: &str) -> Result<PaginationConfig, SettingError> {
         serde_yaml::from_str(text)
             .map_err(|e| SettingError::invalid(format!("--pagination {text:?}"), e.to_string()))
     }

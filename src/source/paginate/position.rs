@@ -11,7 +11,7 @@ use super::{Pager, PagingError};
 /// query of the run that started the backfill (an incremental cursor included), which the
 /// rest of the backfill must keep asking with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct Position {
+pub(crate) struct Position {
     base: String,
     next: String,
     offset: u64,
@@ -26,7 +26,7 @@ impl Pager {
     /// Where the pager stands: the next page to fetch and the counts so far.
     /// The position holds no secret: query values that are secrets are masked, and put back
     /// from the configuration when the backfill resumes ([`Pager::resume`]).
-    pub fn position(&self) -> Position {
+    pub(crate) fn position(&self) -> Position {
         Position {
             base: mask_secrets(&self.base, &self.base),
             next: mask_secrets(&self.current, &self.base),
@@ -46,7 +46,7 @@ impl Pager {
     ///
     /// # Errors
     /// A position whose URLs do not parse (a hand-edited state row).
-    pub fn resume(&mut self, position: &Position) -> Result<(), PagingError> {
+    pub(crate) fn resume(&mut self, position: &Position) -> Result<(), PagingError> {
         let url = |text: &str| {
             Url::parse(text).map_err(|e| PagingError::BadPosition {
                 url: crate::base::secrets::redact_url(text),
