@@ -43,7 +43,7 @@ pub(crate) enum Total {
 
 /// How rows went to PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Written {
+pub(crate) enum SentWith {
     Copy,
     Insert,
 }
@@ -379,7 +379,7 @@ impl Progress {
     }
 
     /// Counts rows sent to PostgreSQL.
-    pub(crate) fn add_rows(&self, n: u64, how: Written) {
+    pub(crate) fn add_rows(&self, n: u64, how: SentWith) {
         let load = self.counters();
         let rows = load.rows.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(bar) = &load.bar {
@@ -390,7 +390,7 @@ impl Progress {
         }
         if let Some(meter) = &load.meter {
             meter.rows_sent.inc_by(n);
-            if how == Written::Copy {
+            if how == SentWith::Copy {
                 meter.copy_rows.inc_by(n);
             }
             let seconds = load.started.elapsed().as_secs_f64();

@@ -54,7 +54,7 @@ pub(crate) struct SourceSettings {
     /// Fetch the HTTP source page by page.
     pub pagination: Option<paginate::PaginationConfig>,
     /// Where an unfinished `--commit-every` backfill stopped, from the stored state.
-    pub resume_at: Option<paginate::Position>,
+    pub resume_at: Option<paginate::PagerPosition>,
     /// Send a commit point every this many pages (`--commit-every`).
     pub commit_every: Option<u64>,
 }

@@ -23,7 +23,7 @@ use crate::decode::pointer::JsonPointer;
 mod config;
 mod position;
 pub(crate) use config::{Kind, PaginationConfig};
-pub(crate) use position::Position;
+pub(crate) use position::PagerPosition;
 
 /// Pointers whose values the pager reads from each page, in a fixed order.
 #[derive(Debug, Clone, Default)]

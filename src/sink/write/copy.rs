@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::encode::{COPY_HEADER, COPY_TRAILER};
 use crate::metrics::Statement;
-use crate::progress::{Progress, Written};
+use crate::progress::{Progress, SentWith};
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
 use crate::sink::SinkError;
@@ -50,7 +50,7 @@ pub(super) async fn segment(
             records.extend_from_slice(&refusable.records);
         }
         copy.send(chunk.bytes).await.map_err(copy_failed)?;
-        progress.add_rows(chunk.rows, Written::Copy);
+        progress.add_rows(chunk.rows, SentWith::Copy);
     };
     let rows = copy.finish().await.map_err(copy_failed)?;
     progress.round_trip(Statement::Copy);
@@ -87,7 +87,7 @@ pub(super) async fn isolating_segment(
             &plan.table,
         )
         .await?;
-        progress.add_rows(chunk.rows, Written::Copy);
+        progress.add_rows(chunk.rows, SentWith::Copy);
         progress.round_trip(Statement::Copy);
     }
 }

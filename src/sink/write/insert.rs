@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::refused;
 use crate::metrics::Statement;
-use crate::progress::{Progress, Written};
+use crate::progress::{Progress, SentWith};
 use crate::rejects::RejectFile;
 use crate::sink::plan::{LoadPlan, STAGING_SEQ};
 use crate::sink::write::{Encoded, SegmentEnd};
@@ -135,7 +135,7 @@ pub(super) async fn segment(
                 .await
                 .map_err(insert_failed)?,
         };
-        progress.add_rows(rows, Written::Insert);
+        progress.add_rows(rows, SentWith::Insert);
         progress.round_trip(Statement::Insert);
     }
 }

@@ -29,7 +29,7 @@ use bytes::BytesMut;
 use tokio::sync::mpsc;
 
 use crate::metrics::Statement;
-use crate::progress::{Progress, Written};
+use crate::progress::{Progress, SentWith};
 use crate::schema::PgType;
 use crate::sink::plan::LoadPlan;
 use crate::sink::write::copy::{CopyIn, copy_all};
@@ -207,7 +207,7 @@ pub(super) async fn segment(
             ControlFlow::Continue(chunk) => chunk,
             ControlFlow::Break(end) => break end,
         };
-        progress.add_rows(chunk.rows, Written::Copy);
+        progress.add_rows(chunk.rows, SentWith::Copy);
         if !chunk.repeats {
             copy.send(chunk.bytes).await.map_err(copy_failed)?;
             continue;

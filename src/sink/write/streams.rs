@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::encode::{COPY_HEADER, COPY_TRAILER};
 use crate::metrics::Statement;
-use crate::progress::{Progress, Written};
+use crate::progress::{Progress, SentWith};
 use crate::schema::quote_ident;
 use crate::sink::plan::LoadPlan;
 use crate::sink::write::copy::send_copy_data;
@@ -316,7 +316,7 @@ async fn fill_and_publish(
                         return Err(SinkError::Protocol("a COPY stream stopped"));
                     }
                     next += 1;
-                    progress.add_rows(rows, Written::Copy);
+                    progress.add_rows(rows, SentWith::Copy);
                 }
                 // Only a clean end of every stage may let the rows be published.
                 Some(Encoded::End { cursor }) => return Ok(cursor),

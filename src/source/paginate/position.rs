@@ -11,7 +11,7 @@ use super::{Pager, PagingError};
 /// query of the run that started the backfill (an incremental cursor included), which the
 /// rest of the backfill must keep asking with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub(crate) struct Position {
+pub(crate) struct PagerPosition {
     base: String,
     next: String,
     offset: u64,
@@ -26,8 +26,8 @@ impl Pager {
     /// Where the pager stands: the next page to fetch and the counts so far.
     /// The position holds no secret: query values that are secrets are masked, and put back
     /// from the configuration when the backfill resumes ([`Pager::resume`]).
-    pub(crate) fn position(&self) -> Position {
-        Position {
+    pub(crate) fn position(&self) -> PagerPosition {
+        PagerPosition {
             base: mask_secrets(&self.base, &self.base),
             next: mask_secrets(&self.current, &self.base),
             offset: self.offset,
@@ -46,7 +46,7 @@ impl Pager {
     ///
     /// # Errors
     /// A position whose URLs do not parse (a hand-edited state row).
-    pub(crate) fn resume(&mut self, position: &Position) -> Result<(), PagingError> {
+    pub(crate) fn resume(&mut self, position: &PagerPosition) -> Result<(), PagingError> {
         let url = |text: &str| {
             Url::parse(text).map_err(|e| PagingError::BadPosition {
                 url: crate::base::secrets::redact_url(text),
