@@ -175,14 +175,7 @@ pub(crate) async fn load(
             (0..stream_count).map(|_| async { connect.connect().await.map_err(LoadError::from) })
         ),
     )?;
-    let fields = source.sample.infer();
-    let planned = Planned {
-        fields: &fields,
-        sample: Some(&source.sample),
-        sample_limit: load.decode.sample,
-        source_name: &source_name,
-    };
-    let plan = plan_load(&client, &load.write, planned).await?;
+    let plan = plan_sampled(&client, &load, &source).await?;
     let (batches, stages) = source.start(plan.clone()).await?;
     let helpers = Helpers { rejects, streams };
     let sink = Sink {
@@ -310,6 +303,22 @@ pub(crate) async fn open_source(
         batches: batch_rx,
         stages,
     })
+}
+
+/// Plans `load` on the sample its opened `source` took.
+pub(crate) async fn plan_sampled(
+    client: &tokio_postgres::Client,
+    load: &Load,
+    source: &OpenedSource,
+) -> Result<Arc<LoadPlan>, LoadError> {
+    let fields = source.sample.infer();
+    let planned = Planned {
+        fields: &fields,
+        sample: Some(&source.sample),
+        sample_limit: load.decode.sample,
+        source_name: &load.source_name(),
+    };
+    plan_load(client, &load.write, planned).await
 }
 
 /// What a plan is made from: the fields of the records (inferred from a sample, or a

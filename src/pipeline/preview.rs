@@ -175,14 +175,7 @@ pub(crate) async fn preview_load(
         .as_ref()
         .map(|options| RejectFile::preview(options, source_name.clone(), progress.clone()));
     let source = open_source(&load.source, &load.decode, progress, rejects.clone()).await?;
-    let fields = source.sample.infer();
-    let planned = Planned {
-        fields: &fields,
-        sample: Some(&source.sample),
-        sample_limit: load.decode.sample,
-        source_name: &source_name,
-    };
-    let plan = plan_load(&client, &load.write, planned).await?;
+    let plan = plan_sampled(&client, &load, &source).await?;
     let sample = &source.sample;
     let mut preview = Preview::of_plan(&plan, &load.write, &|column| {
         sample
