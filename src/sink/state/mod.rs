@@ -126,15 +126,7 @@ pub(crate) async fn finish(
     table: &TableName,
 ) -> Result<(), SinkError> {
     let fail = |e: tokio_postgres::Error| SinkError::database("writing apitap._state", table, &e);
-    let has_positions: bool = transaction
-        .query_one(
-            "SELECT count(*) = 1 FROM information_schema.columns \
-             WHERE table_schema = 'apitap' AND table_name = '_state' AND column_name = 'resume'",
-            &[],
-        )
-        .await
-        .map_err(fail)?
-        .get(0);
+    let has_positions = has_resume_column(transaction).await.map_err(fail)?;
     if has_positions {
         transaction
             .execute(
@@ -146,6 +138,19 @@ pub(crate) async fn finish(
             .map_err(fail)?;
     }
     Ok(())
+}
+
+/// Whether `apitap._state` has the `resume` column (tables made before backfills resumed
+/// lack it until a load that resumes adds it).
+async fn has_resume_column(client: &impl GenericClient) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*) = 1 FROM information_schema.columns \
+             WHERE table_schema = 'apitap' AND table_name = '_state' AND column_name = 'resume'",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Records `stored` for `key`, inside the caller's transaction.
@@ -160,15 +165,7 @@ pub(crate) async fn save(
 ) -> Result<(), SinkError> {
     let fail = |e: tokio_postgres::Error| SinkError::database("writing apitap._state", table, &e);
     transaction.batch_execute(CREATE).await.map_err(fail)?;
-    let current: bool = transaction
-        .query_one(
-            "SELECT count(*) = 1 FROM information_schema.columns \
-             WHERE table_schema = 'apitap' AND table_name = '_state' AND column_name = 'resume'",
-            &[],
-        )
-        .await
-        .map_err(fail)?
-        .get(0);
+    let current = has_resume_column(transaction).await.map_err(fail)?;
     if !current {
         transaction.batch_execute(UPGRADE).await.map_err(fail)?;
     }
