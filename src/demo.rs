@@ -9,6 +9,9 @@
 //! - `GET /rows?page=P&per_page=K&rows=N` — `{"data": [...], "page", "per_page", "total"}`
 //! - `GET /customers?rows=N` — a JSON array of the customers rows refer to (`customer_id`),
 //!   with camelCase fields as many APIs have
+//! - `POST /search` with `{"rows": N}` — NDJSON, as `/rows.ndjson` (an API that wants a body)
+//! - `GET /events?after=ID&limit=K&rows=N` — cursor paging: `{"items": [...], "next_cursor":
+//!   "ID", "has_more": true}`, the rows after `after`
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -262,6 +265,40 @@ async fn pages(Query(query): Query<HashMap<String, String>>) -> Response {
         .into_response()
 }
 
+async fn search(body: Bytes) -> Response {
+    let rows = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("rows")?.as_u64());
+    let Some(rows) = rows else {
+        let refusal = "the body must be JSON with a number of rows: {\"rows\": 100}\n";
+        return (axum::http::StatusCode::BAD_REQUEST, refusal).into_response();
+    };
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        row_stream(1, rows, b"\n", Vec::new(), Vec::new()),
+    )
+        .into_response()
+}
+
+async fn events(Query(query): Query<HashMap<String, String>>) -> Response {
+    let total = param(&query, "rows", DEFAULT_ROWS);
+    let after = param(&query, "after", 0);
+    let limit = param(&query, "limit", 1000).clamp(1, 100_000);
+    let first = after + 1;
+    let last = (after + limit).min(total);
+    let has_more = last < total;
+    let next = match first <= last {
+        true => format!("\"{last}\""),
+        false => "null".to_string(),
+    };
+    let suffix = format!("],\"next_cursor\":{next},\"has_more\":{has_more}}}");
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        row_stream(first, last, b",", b"{\"items\":[".to_vec(), suffix.into_bytes()),
+    )
+        .into_response()
+}
+
 /// Customers served when `rows` is not given: every `customer_id` a row can have.
 pub(crate) const DEFAULT_CUSTOMERS: u64 = 100_000;
 const COUNTRIES: [&str; 5] = ["DE", "FR", "JP", "US", "BR"];
@@ -319,6 +356,8 @@ pub fn router() -> Router {
         .route("/rows.json", get(json_array))
         .route("/rows", get(pages))
         .route("/customers", get(customers))
+        .route("/events", get(events))
+        .route("/search", axum::routing::post(search))
         .route("/health", get(|| async { "ok" }))
 }
 
