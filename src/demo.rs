@@ -294,7 +294,13 @@ async fn events(Query(query): Query<HashMap<String, String>>) -> Response {
     let suffix = format!("],\"next_cursor\":{next},\"has_more\":{has_more}}}");
     (
         [(header::CONTENT_TYPE, "application/json")],
-        row_stream(first, last, b",", b"{\"items\":[".to_vec(), suffix.into_bytes()),
+        row_stream(
+            first,
+            last,
+            b",",
+            b"{\"items\":[".to_vec(),
+            suffix.into_bytes(),
+        ),
     )
         .into_response()
 }

@@ -5,14 +5,14 @@
 //!
 //! ```text
 //! source ──bytes──▶ decode ──RecordBatch──▶ encode ──COPY bytes──▶ sink
-//! (HTTP, file,      (framing, arrow-json,    (Arrow → binary       (tokio-postgres,
+//! (HTTP, file,      (a strict JSON scanner,  (Arrow → binary       (tokio-postgres,
 //!  stdin, gzip)      typed per column)         COPY, no IO)          one transaction)
 //! ```
 //!
-//! [`request`] is the resolved load, built from the command line ([`cli`]) or a YAML source
-//! ([`config`]); [`schema`] holds the target table's shape, which every stage shares;
-//! [`pipeline`] wires the stages; [`sink`] does all PostgreSQL IO; [`cli`] is the command
-//! line on top.
+//! [`base`] is the bottom layer every stage shares; [`load`] resolves a load described by the
+//! command line ([`cli`]) or a YAML source ([`config`]) into the parts the stages take;
+//! [`schema`] holds the target table's shape; [`pipeline`] wires the stages; [`sink`] does all
+//! PostgreSQL IO; [`cli`] is the command line on top. ARCHITECTURE.md has the module map.
 
 pub mod base;
 pub mod cli;

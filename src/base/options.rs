@@ -43,7 +43,8 @@ pub(crate) enum SchemaPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ReplaceWith {
-    /// Load a new table and swap it in (see the module docs).
+    /// Load a new table and put it in the old one's place at the end, with its indexes,
+    /// keys, triggers and grants.
     #[default]
     Swap,
     /// Delete the rows and load the new ones into the same table (slower on indexed tables,

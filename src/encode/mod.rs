@@ -6,7 +6,11 @@
 //! one buffer, and then writes each column in a single typed loop that scatters values to
 //! their row's cursor. The only per-value branch left is the null check.
 //!
-//! See `postgres-copy-facts.md` in the project's reference notes for the send formats.
+//! The format is PostgreSQL's own (`COPY … FROM STDIN (FORMAT binary)`): an 11-byte
+//! signature, flags and header extension, then per tuple a 16-bit field count and per field
+//! a 32-bit length (-1 for NULL) and the bytes the type's `*_send` function writes (integers
+//! and floats big-endian, timestamps as microseconds and dates as days since 2000-01-01,
+//! jsonb with a version byte, numeric as in `numeric.rs`), then a -1 trailer.
 
 mod numeric;
 pub mod repeats;

@@ -9,6 +9,7 @@ mod common;
 mod concurrency;
 mod contracts;
 mod decode_threads;
+mod docs;
 mod endings;
 
 mod errors;
