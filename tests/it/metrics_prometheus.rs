@@ -140,26 +140,7 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
     let broken = Arc::new(AtomicBool::new(true));
     let api_addr = serve(api(broken.clone())).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pipelines.yaml"),
-        format!(
-            "sources:\n  - name: posts\n    url: http://{api_addr}/posts\n  - name: more\n    url: http://{api_addr}/posts\n  - name: flaky\n    url: http://{api_addr}/flaky\n    retry: {{max_attempts: 1}}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("sql")).unwrap();
-    // Runs once, at the start, reading two sources.
-    std::fs::write(
-        dir.path().join("sql/good.sql"),
-        "{{ sink(name=\"pg\", table=\"good\") }}\nSELECT * FROM {{ use_source(\"posts\") }} UNION ALL SELECT * FROM {{ use_source(\"more\") }}",
-    )
-    .unwrap();
-    // Runs every second.
-    std::fs::write(
-        dir.path().join("sql/flaky.sql"),
-        "{{ sink(name=\"pg\", table=\"flaky\") }}\n{{ schedule(\"* * * * * *\") }}\nSELECT * FROM {{ use_source(\"flaky\") }}",
-    )
-    .unwrap();
+    write_pipelines(dir.path(), api_addr, &schema);
 
     let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let prometheus = Prometheus::start(metrics_addr).await;
@@ -179,7 +160,39 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
     .unwrap();
     let healthz = format!("http://{metrics_addr}/healthz");
 
-    // The module that ran once: every figure exact, as Prometheus stored it.
+    the_module_that_ran_once_is_exact(&prometheus, started).await;
+    assert_eq!(count(&db, &format!("{schema}.good")).await, 6);
+    every_dashboard_query_finds_series(&prometheus).await;
+    the_failing_module_is_named_until_it_recovers(&prometheus, &healthz, &broken).await;
+    apitap.kill().unwrap();
+    apitap.wait().unwrap();
+}
+
+/// A config of three sources on the test API and two modules: `good` runs once, at the start,
+/// reading two sources; `flaky` runs every second.
+fn write_pipelines(dir: &std::path::Path, api_addr: SocketAddr, schema: &str) {
+    std::fs::write(
+        dir.join("pipelines.yaml"),
+        format!(
+            "sources:\n  - name: posts\n    url: http://{api_addr}/posts\n  - name: more\n    url: http://{api_addr}/posts\n  - name: flaky\n    url: http://{api_addr}/flaky\n    retry: {{max_attempts: 1}}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("sql")).unwrap();
+    std::fs::write(
+        dir.join("sql/good.sql"),
+        "{{ sink(name=\"pg\", table=\"good\") }}\nSELECT * FROM {{ use_source(\"posts\") }} UNION ALL SELECT * FROM {{ use_source(\"more\") }}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sql/flaky.sql"),
+        "{{ sink(name=\"pg\", table=\"flaky\") }}\n{{ schedule(\"* * * * * *\") }}\nSELECT * FROM {{ use_source(\"flaky\") }}",
+    )
+    .unwrap();
+}
+
+/// The module that ran once: every figure exact, as Prometheus stored it.
+async fn the_module_that_ran_once_is_exact(prometheus: &Prometheus, started: f64) {
     let good = |name: &str| format!("{name}{{job=\"apitap\",module=\"good\"}}");
     let source = |name: &str, source: &str, extra: &str| {
         format!("{name}{{job=\"apitap\",module=\"good\",source=\"{source}\"{extra}}}")
@@ -256,10 +269,11 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
         (started - 1.0..=now + 1.0).contains(&last_success),
         "last success at {last_success}, the test ran from {started} to {now}"
     );
-    assert_eq!(count(&db, &format!("{schema}.good")).await, 6);
+}
 
-    // Every query of the bundled Grafana dashboard is valid PromQL over these series and
-    // finds some.
+/// Every query of the bundled Grafana dashboard is valid PromQL over these series and finds
+/// some.
+async fn every_dashboard_query_finds_series(prometheus: &Prometheus) {
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -283,9 +297,15 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
             .await;
         }
     }
+}
 
-    // The scheduled module fails while its API is broken: the failure is in Prometheus and
-    // /healthz says which module and why.
+/// The scheduled module fails while its API is `broken`: the failure is in Prometheus and
+/// /healthz says which module and why; mended, the next run succeeds and health comes back.
+async fn the_failing_module_is_named_until_it_recovers(
+    prometheus: &Prometheus,
+    healthz: &str,
+    broken: &AtomicBool,
+) {
     prometheus
         .wait_for(
             "apitap_last_run_failed{job=\"apitap\",module=\"flaky\"}",
@@ -298,7 +318,7 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
             |v| v >= 1.0,
         )
         .await;
-    let (status, body) = get_text(&healthz).await;
+    let (status, body) = get_text(healthz).await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body.starts_with("module flaky: last run failed at ")
@@ -311,11 +331,11 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
     // Mended, the next run succeeds and health comes back.
     broken.store(false, Ordering::SeqCst);
     poll("/healthz to answer 200", || async {
-        let (status, body) = get_text(&healthz).await;
+        let (status, body) = get_text(healthz).await;
         (status == 200).then_some(body)
     })
     .await;
-    assert_eq!(get_text(&healthz).await, (200, "ok\n".to_string()));
+    assert_eq!(get_text(healthz).await, (200, "ok\n".to_string()));
     prometheus
         .wait_for(
             "apitap_last_run_failed{job=\"apitap\",module=\"flaky\"}",
@@ -333,6 +353,4 @@ async fn prometheus_scrapes_a_scheduled_run_and_healthz_follows_failures() {
             |v| v >= 1.0,
         )
         .await;
-    apitap.kill().unwrap();
-    apitap.wait().unwrap();
 }

@@ -138,44 +138,8 @@ async fn every_sslmode_as_libpq_against_a_ca_signed_server() {
     )
     .await;
 
+    modes_that_refuse(&s, &table, home.path(), &ca, &other).await;
     let refused = |conninfo: String| load_owned(conninfo, table.clone(), home.path().to_path_buf());
-    assert_refused(
-        &refused(s.conninfo("localhost", "sslmode=disable")).await,
-        "disable",
-        "no pg_hba.conf entry for host \"127.0.0.1\", user \"postgres\", database \"postgres\", no encryption",
-    );
-    assert_refused(
-        &refused(s.conninfo(
-            "127.0.0.1",
-            &format!("sslmode=verify-full sslrootcert={ca}"),
-        ))
-        .await,
-        "a wrong host name",
-        &format!(
-            "could not connect to PostgreSQL at postgres@127.0.0.1:{}/postgres: TLS: server certificate for \"localhost\" does not match host name \"127.0.0.1\"",
-            s.port
-        ),
-    );
-    for mode in ["verify-ca", "verify-full"] {
-        assert_refused(
-            &refused(s.conninfo("localhost", &format!("sslmode={mode} sslrootcert={other}"))).await,
-            "a wrong CA",
-            &format!("TLS: the server's certificate is not signed by a CA in {other}"),
-        );
-    }
-    assert_refused(
-        &refused(s.conninfo("localhost", "sslmode=verify-full sslrootcert=system")).await,
-        "the system's roots do not know the test CA",
-        "TLS: the server's certificate is not signed by a CA in the operating system's trusted roots",
-    );
-    assert_refused(
-        &refused(s.conninfo("localhost", "sslmode=verify-full")).await,
-        "no root file",
-        &format!(
-            "root certificate file \"{}\" does not exist",
-            home.path().join(".postgresql/root.crt").display()
-        ),
-    );
 
     // libpq's default root file: verify-* use it, and require verifies with it too.
     let dot = home.path().join(".postgresql");
@@ -210,6 +174,49 @@ async fn every_sslmode_as_libpq_against_a_ca_signed_server() {
     assert_loaded(&run, "PGSSLMODE and PGSSLROOTCERT");
     loaded += 1;
     assert_eq!(count(&db, &table).await, loaded);
+}
+
+/// What libpq refuses, refused alike: no TLS on a TLS-only server, a wrong host name, a
+/// wrong CA, the system's roots, a missing root file.
+async fn modes_that_refuse(s: &Servers, table: &str, home: &Path, ca: &str, other: &str) {
+    let refused = |conninfo: String| load_owned(conninfo, table.to_string(), home.to_path_buf());
+    assert_refused(
+        &refused(s.conninfo("localhost", "sslmode=disable")).await,
+        "disable",
+        "no pg_hba.conf entry for host \"127.0.0.1\", user \"postgres\", database \"postgres\", no encryption",
+    );
+    assert_refused(
+        &refused(s.conninfo(
+            "127.0.0.1",
+            &format!("sslmode=verify-full sslrootcert={ca}"),
+        ))
+        .await,
+        "a wrong host name",
+        &format!(
+            "could not connect to PostgreSQL at postgres@127.0.0.1:{}/postgres: TLS: server certificate for \"localhost\" does not match host name \"127.0.0.1\"",
+            s.port
+        ),
+    );
+    for mode in ["verify-ca", "verify-full"] {
+        assert_refused(
+            &refused(s.conninfo("localhost", &format!("sslmode={mode} sslrootcert={other}"))).await,
+            "a wrong CA",
+            &format!("TLS: the server's certificate is not signed by a CA in {other}"),
+        );
+    }
+    assert_refused(
+        &refused(s.conninfo("localhost", "sslmode=verify-full sslrootcert=system")).await,
+        "the system's roots do not know the test CA",
+        "TLS: the server's certificate is not signed by a CA in the operating system's trusted roots",
+    );
+    assert_refused(
+        &refused(s.conninfo("localhost", "sslmode=verify-full")).await,
+        "no root file",
+        &format!(
+            "root certificate file \"{}\" does not exist",
+            home.join(".postgresql/root.crt").display()
+        ),
+    );
 }
 
 /// `load` with owned arguments, for closures.

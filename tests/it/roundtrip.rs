@@ -109,27 +109,7 @@ fn column(pg_type: PgType) -> BoxedStrategy<Column> {
             })
             .boxed(),
         PgType::Timestamp | PgType::Timestamptz => nullable(micros)
-            .prop_map(move |v| {
-                let zone = if pg_type == PgType::Timestamptz {
-                    "+00"
-                } else {
-                    ""
-                };
-                let mut c = primitive::<TimestampMicrosecondType>(v, |m| {
-                    format!("{}{zone}", timestamp_text(m))
-                });
-                if pg_type == PgType::Timestamptz {
-                    c.array = Arc::new(
-                        c.array
-                            .as_any()
-                            .downcast_ref::<PrimitiveArray<TimestampMicrosecondType>>()
-                            .unwrap()
-                            .clone()
-                            .with_timezone("UTC"),
-                    );
-                }
-                c
-            })
+            .prop_map(move |v| timestamps(v, pg_type))
             .boxed(),
         PgType::Date => nullable(-719_162i32..2_932_896)
             .prop_map(|v| {
@@ -164,49 +144,74 @@ fn column(pg_type: PgType) -> BoxedStrategy<Column> {
         PgType::Json | PgType::Jsonb => nullable(json_value())
             .prop_map(move |v| strings(v, pg_type))
             .boxed(),
-        PgType::Uuid => nullable(any::<[u8; 16]>())
-            .prop_map(|v| {
-                let mut builder = FixedSizeBinaryBuilder::new(16);
-                for value in &v {
-                    match value {
-                        Some(bytes) => builder.append_value(bytes).unwrap(),
-                        None => builder.append_null(),
-                    }
-                }
-                Column {
-                    texts: v
-                        .iter()
-                        .map(|b| b.map(|b| uuid::Uuid::from_bytes(b).to_string()))
-                        .collect(),
-                    array: Arc::new(builder.finish()),
-                }
-            })
-            .boxed(),
+        PgType::Uuid => nullable(any::<[u8; 16]>()).prop_map(uuids).boxed(),
         PgType::Bytea => nullable(prop::collection::vec(any::<u8>(), 0..20))
-            .prop_map(|v| {
-                let mut builder = BinaryBuilder::new();
-                for value in &v {
-                    match value {
-                        Some(bytes) => builder.append_value(bytes),
-                        None => builder.append_null(),
-                    }
-                }
-                Column {
-                    texts: v
-                        .iter()
-                        .map(|b| {
-                            b.as_ref().map(|b| {
-                                format!(
-                                    "\\x{}",
-                                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-                                )
-                            })
-                        })
-                        .collect(),
-                    array: Arc::new(builder.finish()),
-                }
-            })
+            .prop_map(byteas)
             .boxed(),
+    }
+}
+
+/// Timestamps (with `+00` and a UTC Arrow zone for timestamptz) as PostgreSQL prints them.
+fn timestamps(v: Vec<Option<i64>>, pg_type: PgType) -> Column {
+    let zone = if pg_type == PgType::Timestamptz {
+        "+00"
+    } else {
+        ""
+    };
+    let mut c =
+        primitive::<TimestampMicrosecondType>(v, |m| format!("{}{zone}", timestamp_text(m)));
+    if pg_type == PgType::Timestamptz {
+        c.array = Arc::new(
+            c.array
+                .as_any()
+                .downcast_ref::<PrimitiveArray<TimestampMicrosecondType>>()
+                .unwrap()
+                .clone()
+                .with_timezone("UTC"),
+        );
+    }
+    c
+}
+
+fn uuids(v: Vec<Option<[u8; 16]>>) -> Column {
+    let mut builder = FixedSizeBinaryBuilder::new(16);
+    for value in &v {
+        match value {
+            Some(bytes) => builder.append_value(bytes).unwrap(),
+            None => builder.append_null(),
+        }
+    }
+    Column {
+        texts: v
+            .iter()
+            .map(|b| b.map(|b| uuid::Uuid::from_bytes(b).to_string()))
+            .collect(),
+        array: Arc::new(builder.finish()),
+    }
+}
+
+/// Bytes, and their `\x` hex text.
+fn byteas(v: Vec<Option<Vec<u8>>>) -> Column {
+    let mut builder = BinaryBuilder::new();
+    for value in &v {
+        match value {
+            Some(bytes) => builder.append_value(bytes),
+            None => builder.append_null(),
+        }
+    }
+    Column {
+        texts: v
+            .iter()
+            .map(|b| {
+                b.as_ref().map(|b| {
+                    format!(
+                        "\\x{}",
+                        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                    )
+                })
+            })
+            .collect(),
+        array: Arc::new(builder.finish()),
     }
 }
 

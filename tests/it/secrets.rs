@@ -123,8 +123,15 @@ async fn no_secret_in_any_error_log_or_summary() {
         "--retry",
         "{max_attempts: 2, min_delay_secs: 0, max_delay_secs: 0}",
     ];
+    unreachable_and_refusing_sources(&table, d, &fast).await;
+    slow_cut_and_malformed_sources(&table, d, &fast).await;
+    a_load_with_rejects(&db, &table, d).await;
+    a_resumable_backfill(&db, &schema, d, &fast).await;
+}
 
-    // DNS, connection refused, TLS to a plain port.
+/// DNS, connection refused, TLS to a plain port; an error whose body echoes every credential
+/// back, after retries (503s).
+async fn unreachable_and_refusing_sources(table: &str, d: &std::path::Path, fast: &[&str]) {
     let plain = serve(echo(StatusCode::OK)).await;
     for (what, url) in [
         (
@@ -134,7 +141,7 @@ async fn no_secret_in_any_error_log_or_summary() {
         ("connection refused", "http://127.0.0.1:1/x".to_string()),
         ("TLS failure", format!("https://{plain}/x")),
     ] {
-        let run = load_clean(what, &url, &table, d, &fast).await;
+        let run = load_clean(what, &url, table, d, fast).await;
         assert_eq!(run.code, 1, "{what}: {}", run.stderr);
     }
 
@@ -143,9 +150,9 @@ async fn no_secret_in_any_error_log_or_summary() {
     let run = load_clean(
         "an echoed error body",
         &format!("http://{addr}/x"),
-        &table,
+        table,
         d,
-        &fast,
+        fast,
     )
     .await;
     assert!(run.stderr.contains("HTTP 503"), "{}", run.stderr);
@@ -154,8 +161,10 @@ async fn no_secret_in_any_error_log_or_summary() {
         "the echo is shown, masked: {}",
         run.stderr
     );
+}
 
-    // A timeout.
+/// A timeout; a body cut mid-way, and a record that is not JSON, both quoting the request.
+async fn slow_cut_and_malformed_sources(table: &str, d: &std::path::Path, fast: &[&str]) {
     let slow = serve(Router::new().fallback(|| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
         "{}"
@@ -163,14 +172,7 @@ async fn no_secret_in_any_error_log_or_summary() {
     .await;
     let mut timeout = fast.to_vec();
     timeout.extend_from_slice(&["--read-timeout", "0.2"]);
-    let run = load_clean(
-        "a timeout",
-        &format!("http://{slow}/x"),
-        &table,
-        d,
-        &timeout,
-    )
-    .await;
+    let run = load_clean("a timeout", &format!("http://{slow}/x"), table, d, &timeout).await;
     assert_eq!(run.code, 1);
 
     // A body cut mid-way, and a record that is not JSON, both quoting the request.
@@ -183,7 +185,7 @@ async fn no_secret_in_any_error_log_or_summary() {
         Body::from_stream(stream)
     }))
     .await;
-    let run = load_clean("a cut body", &format!("http://{cut}/x"), &table, d, &fast).await;
+    let run = load_clean("a cut body", &format!("http://{cut}/x"), table, d, fast).await;
     assert_eq!(run.code, 1);
     let garbage =
         serve(Router::new().fallback(|uri: Uri| async move {
@@ -193,15 +195,16 @@ async fn no_secret_in_any_error_log_or_summary() {
     let run = load_clean(
         "a malformed record",
         &format!("http://{garbage}/x"),
-        &table,
+        table,
         d,
-        &fast,
+        fast,
     )
     .await;
     assert_eq!(run.code, 1);
+}
 
-    // Success: the summary, a reject file whose records quote the request, and the state of
-    // a --commit-every backfill whose pages carry the query.
+/// Success: the summary, and a reject file whose records quote the request.
+async fn a_load_with_rejects(db: &tokio_postgres::Client, table: &str, d: &std::path::Path) {
     let rows = serve(Router::new().fallback(|uri: Uri| async move {
         let page: u32 = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "page")
@@ -220,7 +223,7 @@ async fn no_secret_in_any_error_log_or_summary() {
     let run = load_clean(
         "a load with rejects",
         &format!("http://{rows}/x"),
-        &table,
+        table,
         d,
         &[
             "--records-path",
@@ -236,8 +239,16 @@ async fn no_secret_in_any_error_log_or_summary() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(std::fs::read_to_string(&rejects).unwrap().contains("***"));
-    // A backfill that fails at page 3 keeps the position of its committed pages, whose
-    // URLs carry the query's secrets.
+}
+
+/// A backfill that fails at page 3 keeps the position of its committed pages, whose URLs
+/// carry the query's secrets: the state holds none of them.
+async fn a_resumable_backfill(
+    db: &tokio_postgres::Client,
+    schema: &str,
+    d: &std::path::Path,
+    fast: &[&str],
+) {
     let failing = serve(Router::new().fallback(|uri: Uri| async move {
         let page: u32 = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "page")

@@ -147,15 +147,19 @@ async fn the_cursor_is_stored_with_the_rows_and_sent_back() {
     );
 }
 
-/// Two modules reading one incremental source each keep their own cursor (under
-/// `module/source`), so each gets every record; a state stored under the source's name alone
-/// (the key before) is taken over by a module that has none.
+/// A module appending everything `source` gives into a table named as the module.
 #[cfg(feature = "sql")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_module_keeps_its_own_cursor_of_a_shared_source() {
-    let db = client().await;
-    let schema = fresh_schema(&db, "state_modules").await;
-    let source = format!("events_{schema}");
+fn write_module(sql: &std::path::Path, module: &str, source: &str) {
+    std::fs::write(
+        sql.join(format!("{module}.sql")),
+        format!("{{{{ sink(table=\"{module}\", mode=\"append\") }}}} SELECT * FROM {{{{ use_source(\"{source}\") }}}}"),
+    )
+    .unwrap();
+}
+
+/// No state stored for `source` under its bare name or any test module's.
+#[cfg(feature = "sql")]
+async fn forget_states(db: &tokio_postgres::Client, source: &str) {
     db.batch_execute(
         "CREATE SCHEMA IF NOT EXISTS apitap; \
          CREATE TABLE IF NOT EXISTS apitap._state (key text PRIMARY KEY, cursor_value text, \
@@ -174,6 +178,18 @@ async fn each_module_keeps_its_own_cursor_of_a_shared_source() {
     )
     .await
     .unwrap();
+}
+
+/// Two modules reading one incremental source each keep their own cursor (under
+/// `module/source`), so each gets every record; a state stored under the source's name alone
+/// (the key before) is taken over by a module that has none.
+#[cfg(feature = "sql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_module_keeps_its_own_cursor_of_a_shared_source() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "state_modules").await;
+    let source = format!("events_{schema}");
+    forget_states(&db, &source).await;
     let events: Events = Arc::new(Mutex::new(
         (1..=3).map(|i| event(&i.to_string(), i)).collect(),
     ));
@@ -190,13 +206,8 @@ async fn each_module_keeps_its_own_cursor_of_a_shared_source() {
     .unwrap();
     let sql = dir.path().join("sql");
     std::fs::create_dir(&sql).unwrap();
-    for module in ["first", "second"] {
-        std::fs::write(
-            sql.join(format!("{module}.sql")),
-            format!("{{{{ sink(table=\"{module}\", mode=\"append\") }}}} SELECT * FROM {{{{ use_source(\"{source}\") }}}}"),
-        )
-        .unwrap();
-    }
+    write_module(&sql, "first", &source);
+    write_module(&sql, "second", &source);
     let run = |module: Option<&'static str>| {
         let dir = dir.path().to_path_buf();
         async move {
@@ -255,11 +266,7 @@ async fn each_module_keeps_its_own_cursor_of_a_shared_source() {
     )
     .await
     .unwrap();
-    std::fs::write(
-        sql.join("third.sql"),
-        format!("{{{{ sink(table=\"third\", mode=\"append\") }}}} SELECT * FROM {{{{ use_source(\"{source}\") }}}}"),
-    )
-    .unwrap();
+    write_module(&sql, "third", &source);
     seen.lock().unwrap().clear();
     let done = run(Some("third")).await;
     assert_eq!(done.code, 0, "{}", done.stderr);
