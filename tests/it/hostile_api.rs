@@ -131,12 +131,9 @@ async fn odd_oauth_token_lifetimes_are_no_expiry_and_the_token_endpoint_is_retri
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bombs_endless_bodies_and_tricklers_are_bounded() {
-    let db = client().await;
-    let schema = fresh_schema(&db, "bounded").await;
-    let table = guarded_table(&db, &schema).await;
-    // 64 MiB of a JSON page compressed to a few dozen KiB.
+/// `/bomb`: 64 MiB of a JSON page gzipped to a few dozen KiB; `/broken`: a 500 whose body
+/// never ends; `/trickle`: a record every 200 ms, forever.
+fn hostile_server() -> Router {
     let bomb = {
         use std::io::Write;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -167,7 +164,7 @@ async fn bombs_endless_bodies_and_tricklers_are_bounded() {
         });
         Body::from_stream(stream)
     };
-    let router = Router::new()
+    Router::new()
         .route(
             "/bomb",
             get(move || {
@@ -179,8 +176,15 @@ async fn bombs_endless_bodies_and_tricklers_are_bounded() {
             "/broken",
             get(move || async move { (StatusCode::INTERNAL_SERVER_ERROR, endless()) }),
         )
-        .route("/trickle", get(move || async move { trickle() }));
-    let addr = serve(router).await;
+        .route("/trickle", get(move || async move { trickle() }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bombs_endless_bodies_and_tricklers_are_bounded() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "bounded").await;
+    let table = guarded_table(&db, &schema).await;
+    let addr = serve(hostile_server()).await;
     let one_try = ["--retry", "{max_attempts: 1}"];
 
     let mut args = vec![

@@ -384,22 +384,7 @@ async fn parallel_copy_streams_land_the_same_rows_all_or_nothing() {
         id_facts(&db, &table).await,
         (20_000, 20_000, 20_000 * 20_001 / 2)
     );
-    // The same values as a single COPY loads.
-    let single = format!("{schema}.single");
-    let run = apitap(&["load", "-", "--table", &single], Some(input.clone())).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let differences: i64 = db
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM ((SELECT * FROM {table} EXCEPT ALL SELECT * FROM {single})
-                 UNION ALL (SELECT * FROM {single} EXCEPT ALL SELECT * FROM {table})) d"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(differences, 0);
+    the_same_values_as_one_copy(&db, &schema, &table, input.clone()).await;
     // A replace through the streams swaps the same rows in, in place of the old ones.
     let run = apitap(
         &[
@@ -454,6 +439,30 @@ async fn parallel_copy_streams_land_the_same_rows_all_or_nothing() {
     )
     .await;
     assert_fails(&merge, "--copy-streams cannot be used with --mode merge");
+}
+
+/// `input` loaded with a single COPY lands the very rows `table` holds.
+async fn the_same_values_as_one_copy(
+    db: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+    input: Vec<u8>,
+) {
+    let single = format!("{schema}.single");
+    let run = apitap(&["load", "-", "--table", &single], Some(input)).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let differences: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM ((SELECT * FROM {table} EXCEPT ALL SELECT * FROM {single})
+                 UNION ALL (SELECT * FROM {single} EXCEPT ALL SELECT * FROM {table})) d"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differences, 0);
 }
 
 /// How many `apitap.stage_*` tables (left by `--copy-streams`) exist.

@@ -14,14 +14,10 @@ use axum::routing::get;
 
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_shot_load_writes_its_metrics_file_without_secrets() {
-    // reqwest, as apitap builds it, brings no TLS provider of its own.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let db = client().await;
-    let schema = fresh_schema(&db, "metrics_load").await;
+/// `/items`: a 503 first, then 1,000 demo rows.
+fn failing_once() -> Router {
     let requests = Arc::new(AtomicU32::new(0));
-    let router = {
+    {
         let requests = requests.clone();
         Router::new().route(
             "/items",
@@ -40,8 +36,50 @@ async fn a_one_shot_load_writes_its_metrics_file_without_secrets() {
                 }
             }),
         )
-    };
-    let addr = serve(router).await;
+    }
+}
+
+/// A load that fails says so in its metrics file too.
+async fn a_failed_load_says_so_in_its_file(
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    table: &str,
+) {
+    let bad = dir.join("bad.ndjson");
+    std::fs::write(&bad, "{\"id\":1}\n{\"id\":\n").unwrap();
+    let run = apitap(
+        &[
+            "load",
+            bad.to_str().unwrap(),
+            "--table",
+            table,
+            "--metrics-file",
+            file.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let text = std::fs::read_to_string(file).unwrap();
+    for line in [
+        "apitap_runs_total{module=\"load\",outcome=\"failure\"} 1",
+        "apitap_last_run_failed{module=\"load\"} 1",
+        "apitap_rows_committed_total{module=\"load\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in the metrics file:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_load_writes_its_metrics_file_without_secrets() {
+    // reqwest, as apitap builds it, brings no TLS provider of its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = client().await;
+    let schema = fresh_schema(&db, "metrics_load").await;
+    let addr = serve(failing_once()).await;
     let dir = tempfile::tempdir().unwrap();
     let collected = dir.path().join("textfiles");
     std::fs::create_dir(&collected).unwrap();
@@ -100,33 +138,7 @@ async fn a_one_shot_load_writes_its_metrics_file_without_secrets() {
         );
     }
 
-    // A load that fails says so in its file too.
-    let bad = dir.path().join("bad.ndjson");
-    std::fs::write(&bad, "{\"id\":1}\n{\"id\":\n").unwrap();
-    let run = apitap(
-        &[
-            "load",
-            bad.to_str().unwrap(),
-            "--table",
-            &table,
-            "--metrics-file",
-            file.to_str().unwrap(),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let text = std::fs::read_to_string(&file).unwrap();
-    for line in [
-        "apitap_runs_total{module=\"load\",outcome=\"failure\"} 1",
-        "apitap_last_run_failed{module=\"load\"} 1",
-        "apitap_rows_committed_total{module=\"load\"} 0",
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "no line {line:?} in the metrics file:\n{text}"
-        );
-    }
+    a_failed_load_says_so_in_its_file(dir.path(), &file, &table).await;
     assert_eq!(count(&db, &table).await, 1000);
 }
 

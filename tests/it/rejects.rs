@@ -190,18 +190,9 @@ async fn rows_the_server_refuses_go_to_the_reject_file_too() {
     }
 }
 
-async fn rows_the_server_refuses_are_set_aside(method: &str) {
-    let db = client().await;
-    let schema = fresh_schema(&db, &format!("refused_{method}")).await;
-    let table = format!("{schema}.t");
-    db.batch_execute(&format!(
-        "CREATE TABLE {table} (id bigint PRIMARY KEY, qty integer CHECK (qty >= 0));
-         INSERT INTO {table} VALUES (1, 10)"
-    ))
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let reject_file = dir.path().join("rejects.ndjson");
+/// Records 2 to 40 (qty -5 at 17, against a CHECK), with record 9 repeating the existing key
+/// 1, record 31 not decoding and record 32 repeating record 30's key.
+fn refusable_records() -> String {
     let mut input = String::new();
     for id in 2..=40 {
         let qty = if id == 17 { -5 } else { id };
@@ -214,6 +205,22 @@ async fn rows_the_server_refuses_are_set_aside(method: &str) {
             input.push_str("{\"id\": 30, \"qty\": 3}\n"); // record 32: repeats record 30
         }
     }
+    input
+}
+
+async fn rows_the_server_refuses_are_set_aside(method: &str) {
+    let db = client().await;
+    let schema = fresh_schema(&db, &format!("refused_{method}")).await;
+    let table = format!("{schema}.t");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, qty integer CHECK (qty >= 0));
+         INSERT INTO {table} VALUES (1, 10)"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reject_file = dir.path().join("rejects.ndjson");
+    let input = refusable_records();
     let run = apitap(
         &[
             "load",

@@ -26,6 +26,52 @@ fn records(rows: &[(i64, &str, &str)]) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A row no partition takes fails the load, naming the row, and nothing of it lands; with
+/// --on-error reject it goes to the reject file while the others load.
+async fn a_row_no_partition_takes_is_refused_or_set_aside(
+    db: &tokio_postgres::Client,
+    table: &str,
+) {
+    let before = placed(db, table).await;
+    let run = apitap(
+        &["load", "-", "--table", table],
+        Some(records(&[(6, "2024-01-08", "f"), (7, "2024-03-01", "g")])),
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no partition of relation")
+            && run.stderr.contains("the table is unchanged"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(placed(db, table).await, before);
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("rejects.ndjson");
+    let run = apitap(
+        &[
+            "load",
+            "-",
+            "--table",
+            table,
+            "--on-error",
+            "reject",
+            "--reject-file",
+            rejects.to_str().unwrap(),
+        ],
+        Some(records(&[(6, "2024-01-08", "f"), (7, "2024-03-01", "g")])),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rejected = std::fs::read_to_string(&rejects).unwrap();
+    assert_eq!(rejected.lines().count(), 1, "{rejected}");
+    assert!(
+        rejected.contains("no partition of relation") && rejected.contains("2024-03-01"),
+        "{rejected}"
+    );
+    assert_eq!(placed(db, table).await.len(), 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_tables_load_through_their_parent() {
     let db = client().await;
@@ -79,46 +125,7 @@ async fn partitioned_tables_load_through_their_parent() {
         ]
     );
 
-    // A row no partition takes fails the load, naming the row; nothing of it lands.
-    let before = placed(&db, &table).await;
-    let run = load(
-        &[],
-        records(&[(6, "2024-01-08", "f"), (7, "2024-03-01", "g")]),
-    )
-    .await;
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("no partition of relation")
-            && run.stderr.contains("the table is unchanged"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(placed(&db, &table).await, before);
-    // … or, with --on-error reject, goes to the reject file while the others load.
-    let dir = tempfile::tempdir().unwrap();
-    let rejects = dir.path().join("rejects.ndjson");
-    let run = apitap(
-        &[
-            "load",
-            "-",
-            "--table",
-            &table,
-            "--on-error",
-            "reject",
-            "--reject-file",
-            rejects.to_str().unwrap(),
-        ],
-        Some(records(&[(6, "2024-01-08", "f"), (7, "2024-03-01", "g")])),
-    )
-    .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let rejected = std::fs::read_to_string(&rejects).unwrap();
-    assert_eq!(rejected.lines().count(), 1, "{rejected}");
-    assert!(
-        rejected.contains("no partition of relation") && rejected.contains("2024-03-01"),
-        "{rejected}"
-    );
-    assert_eq!(placed(&db, &table).await.len(), 6);
+    a_row_no_partition_takes_is_refused_or_set_aside(&db, &table).await;
 
     // A swap would leave the partitions behind: refused before any row moves.
     let run = load(&["--mode", "replace"], records(&[(8, "2024-01-09", "h")])).await;
