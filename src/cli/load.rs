@@ -273,7 +273,7 @@ pub(crate) struct LoadArgs {
     pub retry: Option<String>,
 
     /// Decode records on N threads (1: one thread). Default: as many as the cores the
-    /// server does not need, up to 4 (README "Speed").
+    /// server does not need, up to 4 (docs/loading.md).
     #[arg(help_heading = "Input", long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub decode_threads: Option<u16>,
 

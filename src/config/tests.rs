@@ -21,9 +21,9 @@ fn reads_the_original_example() {
 }
 
 #[test]
-fn the_readme_and_the_examples_parse() {
-    let readme = include_str!("../../README.md");
-    let section = &readme[readme.find("## Pipelines").unwrap()..];
+fn the_documented_config_and_the_examples_parse() {
+    let page = include_str!("../../docs/pipelines.md");
+    let section = &page[page.find("## The config").unwrap()..];
     let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
     let yaml = &section[start..start + section[start..].find("```").unwrap()];
     let config = parse(yaml).unwrap();

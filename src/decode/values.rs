@@ -4,7 +4,7 @@
 //! dates and times, the boolean words, UUIDs with or without braces and hyphens.
 //!
 //! Where PostgreSQL accepts more (free-form dates like `January 5, 2024`, zone names, the
-//! words `now` and `today`), these parsers refuse, and README lists it; they never accept
+//! words `now` and `today`), these parsers refuse, and docs/types.md lists it; they never accept
 //! text PostgreSQL refuses, and never give it another meaning. They allocate nothing.
 
 /// Microseconds per second.

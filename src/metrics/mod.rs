@@ -10,7 +10,7 @@
 //!
 //! Series are labelled by `module` (an `apitap run` module; `load` for `apitap load`), and
 //! the source side also by `source` (the YAML source's name; for `apitap load`, the source
-//! as printed, credentials masked). README "Running on a schedule" lists them all.
+//! as printed, credentials masked). docs/scheduling.md lists them all.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

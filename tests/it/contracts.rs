@@ -1,5 +1,5 @@
 //! The paging contracts of well-known APIs, each reproduced by a local server as its
-//! documentation describes it, loaded with the configuration README gives for it: every
+//! documentation describes it, loaded with the configuration docs/http-sources.md gives for it: every
 //! record arrives, and a server that says there is more without saying where fails the load.
 
 use axum::Router;

@@ -10,8 +10,8 @@
 //! - *lenient*: apitap loaded what PostgreSQL refuses;
 //! - *stricter*: apitap refused what PostgreSQL loads.
 //!
-//! Changed and lenient must not happen, except for differences the README documents (bytea
-//! from base64). Stricter cases are allowed only where the README lists their rule under
+//! Changed and lenient must not happen, except for differences docs/types.md documents (bytea
+//! from base64). Stricter cases are allowed only where docs/types.md lists their rule under
 //! "Stricter than PostgreSQL". Every line says which it expects, so a change of behaviour in
 //! either direction fails the test.
 
@@ -25,9 +25,9 @@ use crate::common::*;
 enum Expect {
     /// The same outcome as PostgreSQL.
     Same,
-    /// apitap refuses what PostgreSQL loads, under this README rule.
+    /// apitap refuses what PostgreSQL loads, under this rule of docs/types.md.
     Stricter(&'static str),
-    /// A documented difference (README): apitap loads a different value, or loads what
+    /// A documented difference (docs/types.md): apitap loads a different value, or loads what
     /// PostgreSQL refuses.
     Documented(&'static str),
 }
@@ -262,12 +262,12 @@ async fn every_value_lands_as_postgres_reads_it_or_is_refused() {
         );
         rules.extend(used);
     }
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let types =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/types.md")).unwrap();
     for rule in rules {
         assert!(
-            readme.contains(rule),
-            "README must list the rule {rule:?} (used by the oracle corpus)"
+            types.contains(rule),
+            "docs/types.md must list the rule {rule:?} (used by the oracle corpus)"
         );
     }
     assert!(

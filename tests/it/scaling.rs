@@ -1,4 +1,4 @@
-//! What README's "Scaling out" promises of partitioned tables on one server: rows go to their
+//! What docs/scaling.md promises of partitioned tables on one server: rows go to their
 //! partitions through the parent, merge and `--copy-streams` work through it, a row no
 //! partition takes is refused (or set aside) and named, and a replace by swap — which would
 //! detach the partitions — is refused before any row moves, while `--replace-with delete`

@@ -136,7 +136,7 @@ fn map_fields(fields: &TableSchema, table: &TableName) -> Result<TableSchema, Si
         if let Some(other) = columns.iter().find(|c| c.name == *name) {
             return Err(plan_error(format!(
                 "fields {:?} and {key:?} would both be column {name:?} (PostgreSQL cuts names at 63 bytes, and \
-                 apitap maps names it cannot take; see README, Types); rename one in the source, or load them \
+                 apitap maps names it cannot take; see docs/types.md, Names); rename one in the source, or load them \
                  through a SQL module (apitap run) that renames it",
                 other.key()
             )));
