@@ -46,8 +46,9 @@ pub(crate) fn expand_secret(
     expand(text, &recording, what)
 }
 
-/// Expands the source URL, registering as secrets the `${VAR}` values that land in its
-/// password or its query (where API keys travel), but not those that name a host or a path.
+/// Expands the source URL, registering as secrets its password and the values of query
+/// parameters whose names say they are credentials (`?api_key=…`, `&access_token=…`),
+/// written out or from `${VAR}` alike; a host, a path or `rows=${ROWS}` is no secret.
 ///
 /// # Errors
 /// As [`expand`].
@@ -56,22 +57,16 @@ pub(crate) fn expand_url(
     env: &dyn Fn(&str) -> Option<String>,
     what: &str,
 ) -> Result<String, SettingError> {
-    let used = std::cell::RefCell::new(Vec::new());
-    let recording = |name: &str| {
-        let value = env(name);
-        if let Some(value) = &value {
-            used.borrow_mut().push(value.clone());
-        }
-        value
-    };
-    let url = expand(text, &recording, what)?;
+    let url = expand(text, env, what)?;
     if let Ok(parsed) = reqwest::Url::parse(&url) {
         if let Some(password) = parsed.password() {
             secrets::register(password);
+            if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
+                secrets::register(&decoded);
+            }
         }
-        let query: Vec<String> = parsed.query_pairs().map(|(_, v)| v.into_owned()).collect();
-        for value in used.into_inner() {
-            if query.iter().any(|q| q.contains(&value)) {
+        for (name, value) in parsed.query_pairs() {
+            if secrets::looks_like_a_credential(&name) {
                 secrets::register(&value);
             }
         }

@@ -4,11 +4,17 @@
 //! whatever path the text took to get there: a server can echo a token in an error body, a
 //! library can print a URL with its query, a panic can quote a value. So instead of hoping
 //! every message was built carefully, each secret is registered once, as soon as it is known
-//! (auth values, API keys, URL passwords, values of `${VAR}` in headers and query parameters,
-//! OAuth tokens as they are issued, values the user marks), and [`redact`] replaces every
-//! occurrence of any of them, in the forms it travels in (as is, percent-encoded,
-//! form-encoded, base64 in a basic-auth header), with `***` at each place text leaves the
-//! process.
+//! (auth values, the values of headers and query parameters whose names say they are
+//! credentials, URL passwords, `${VAR}` values in a POST body, OAuth tokens as they are issued,
+//! values the user marks), and [`redact`] replaces every occurrence of any of them, in the
+//! forms it travels in (as is, percent-encoded, form-encoded, base64 in a basic-auth header),
+//! with `***` at each place text leaves the process.
+//!
+//! What is not a credential is not a secret: `rows=${ROWS}` in a query is a number the user
+//! chose, and masking it would mask apitap's own counts. And apitap's own numbers are never
+//! masked: a secret made of digits alone is masked where it stands as a value (a URL's query,
+//! a header, a JSON summary's strings), but free text is not searched for it, where it could
+//! not be told from a count.
 
 use std::borrow::Cow;
 use std::sync::RwLock;
@@ -21,6 +27,12 @@ pub(crate) const MASK: &str = "***";
 /// Shorter texts are too common to replace everywhere ("1", "ok"): URLs and headers still
 /// never show them, as those are redacted by structure, but free text is not searched for them.
 const MIN_SEARCHED_LEN: usize = 4;
+
+/// Whether free text is searched for this form of a secret: not too short, and not a number,
+/// which could be one of apitap's own counts.
+fn searched(form: &str) -> bool {
+    form.len() >= MIN_SEARCHED_LEN && !form.bytes().all(|b| b.is_ascii_digit())
+}
 
 /// Every secret (for exact matches in URLs), and those long enough to search text for.
 struct Registry {
@@ -47,7 +59,7 @@ pub(crate) fn register(secret: &str) {
         registry.all.push(secret.to_string());
     }
     for form in forms {
-        if form.len() >= MIN_SEARCHED_LEN && !registry.searched.contains(&form) {
+        if searched(&form) && !registry.searched.contains(&form) {
             registry.searched.push(form);
         }
     }
@@ -116,19 +128,22 @@ pub(crate) fn redact_url(url: &str) -> String {
     redact(parsed.as_str()).into_owned()
 }
 
-/// Query parameter names that carry credentials often enough to be hidden even when apitap
-/// did not put a secret there itself.
-fn looks_like_a_credential(name: &str) -> bool {
+/// Header and query parameter names that say their value is a credential: `Authorization`,
+/// `X-Api-Key`, `access_token`, `client_secret`, `Cookie`, `sig`…
+pub(crate) fn looks_like_a_credential(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     [
         "key",
         "token",
         "secret",
         "password",
+        "passwd",
         "signature",
         "auth",
         "sig",
         "session",
+        "cookie",
+        "credential",
     ]
     .iter()
     .any(|s| name.contains(s))
@@ -152,6 +167,34 @@ mod tests {
             "Authorization: Basic ***"
         );
         assert_eq!(redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn a_numeric_secret_is_masked_as_a_value_never_in_free_text() {
+        register("73194");
+        assert_eq!(redact("loaded 73194 rows"), "loaded 73194 rows");
+        assert_eq!(
+            redact_url("https://api.example.org/v1?pin=73194&page=73194"),
+            "https://api.example.org/v1?pin=***&page=***"
+        );
+        assert!(is_secret("73194"));
+    }
+
+    #[test]
+    fn credential_names() {
+        for name in [
+            "Authorization",
+            "X-Api-Key",
+            "access_token",
+            "client_secret",
+            "Cookie",
+            "sig",
+        ] {
+            assert!(looks_like_a_credential(name), "{name}");
+        }
+        for name in ["rows", "page", "per_page", "X-Trace", "Accept", "since"] {
+            assert!(!looks_like_a_credential(name), "{name}");
+        }
     }
 
     #[test]

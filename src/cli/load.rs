@@ -262,8 +262,8 @@ pub(crate) struct LoadArgs {
     pub max_page_bytes: usize,
 
     /// A text to keep out of every output, log and file (`${VAR}` allowed); repeatable.
-    /// Auth values, API keys, URL passwords and `${VAR}` values in headers and query
-    /// parameters are kept out already.
+    /// Auth values, URL passwords and the values of headers and query parameters named like
+    /// credentials (Authorization, X-Api-Key, api_key, access_token…) are kept out already.
     #[arg(help_heading = "HTTP sources", long = "secret", value_name = "TEXT")]
     pub secrets: Vec<String>,
 

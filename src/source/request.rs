@@ -2,11 +2,33 @@
 //! JSON body, with `${VAR}` taken from the environment and the original ApiTap's date helpers
 //! (`{{ current_date() }}`, `{{ few_date_ago(7) }}`).
 //!
-//! Header values are secrets as often as not (tokens, API keys), so they are never shown:
-//! messages and logs name headers, not their values.
+//! Header values are never shown: messages and logs name headers, not their values. Those of
+//! headers and query parameters whose names say they are credentials (`Authorization`,
+//! `X-Api-Key`, `access_token`…) are registered as secrets, so no output shows them either,
+//! whatever carries them out (a server's error body, a library's message).
 
-use crate::base::expand::expand_secret;
+use crate::base::expand::{expand, expand_secret};
+use crate::base::secrets::{self, looks_like_a_credential};
 use crate::base::{Origin, Setting, SettingError};
+
+/// `value` with `${VAR}` expanded: for a credential (by its `name`), registered as a secret
+/// whole, and so are its variables' values and its last word (the token of `Bearer TOKEN`).
+fn expand_value(
+    name: &str,
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    what: &str,
+) -> Result<String, SettingError> {
+    if !looks_like_a_credential(name) {
+        return expand(value, env, what);
+    }
+    let value = expand_secret(value, env, what)?;
+    secrets::register(&value);
+    if let Some(last) = value.split_whitespace().last() {
+        secrets::register(last);
+    }
+    Ok(value)
+}
 
 /// Method, headers, query parameters and body for every request of a source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,7 +60,7 @@ impl RequestOptions {
                 let what = format!("{header_setting} {name}");
                 reqwest::header::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| SettingError::invalid(&what, "not a valid header name"))?;
-                let value = expand_secret(value.trim(), env, &what)?;
+                let value = expand_value(name, value.trim(), env, &what)?;
                 reqwest::header::HeaderValue::from_str(&value)
                     .map_err(|_| SettingError::invalid(&what, "not a valid header value"))?;
                 Ok((name.to_string(), value))
@@ -48,7 +70,7 @@ impl RequestOptions {
         let query = query
             .iter()
             .map(|(name, value)| {
-                let value = expand_secret(value, env, &format!("{query_setting} {name}"))?;
+                let value = expand_value(name, value, env, &format!("{query_setting} {name}"))?;
                 Ok((name.to_string(), value))
             })
             .collect::<Result<_, SettingError>>()?;

@@ -1,8 +1,9 @@
 //! No credential in any output: each path a secret could take out of apitap (DNS, connect,
 //! TLS and timeout errors, an HTTP error whose body echoes the request, a cut body, a decode
 //! error, retries in debug logs plain and JSON, summaries, reject files, `apitap._state`,
-//! `apitap run`'s summaries) is run against a server, and the secrets are looked for in
-//! everything apitap wrote, in every form they travel in.
+//! `apitap run`'s summaries, metrics) is run against a server, and the secrets are looked
+//! for in everything apitap wrote, in every form they travel in: secrets from the environment
+//! and secrets written out, in the URL's query and userinfo, in headers and in auth.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,22 +23,37 @@ const SECRETS: [(&str, &str); 4] = [
     ("APITAP_T_HEADER", "hdr-SECRET-7g8h"),
 ];
 
+/// Secrets written out where they are used, not taken from the environment.
+const LITERALS: [&str; 3] = ["lit-SECRET-9z", "pw-SECRET-0x", "sess-SECRET-5k"];
+
 /// The flags that carry them.
-const CREDENTIAL_ARGS: [&str; 8] = [
+const CREDENTIAL_ARGS: [&str; 10] = [
     "--auth",
     "{kind: bearer, token: \"${APITAP_T_TOKEN}\"}",
     "--header",
     "X-Api-Key: ${APITAP_T_HEADER}",
+    "--header",
+    "X-Session: sess-SECRET-5k",
     "--query",
-    "q=${APITAP_T_QUERY}",
+    "access_token=${APITAP_T_QUERY}",
     "--query",
-    "s=${APITAP_T_KEY}",
+    "api_key=${APITAP_T_KEY}",
 ];
+
+/// `url` with a password and a credential in its query, written out.
+fn with_literal_secrets(url: &str) -> String {
+    let mut url = reqwest::Url::parse(url).unwrap();
+    url.set_username("loader").unwrap();
+    url.set_password(Some("pw-SECRET-0x")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_secret", "lit-SECRET-9z");
+    url.to_string()
+}
 
 /// Every form a secret travels in: as is, percent- and form-encoded.
 fn forms() -> Vec<String> {
     let mut out = Vec::new();
-    for (_, secret) in SECRETS {
+    for secret in SECRETS.iter().map(|(_, s)| *s).chain(LITERALS) {
         out.push(secret.to_string());
         let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         out.push(encoded.replace('+', "%20"));
@@ -69,17 +85,22 @@ fn files_in(dir: &Path) -> String {
     all
 }
 
-/// Runs `apitap load URL` with the credentials, debug logs and a summary; checks that the
+/// Runs `apitap load URL` (with a password and a credential written into it) with the
+/// credentials, debug logs, a summary and a metrics file; checks that the
 /// outputs and every file it wrote in `dir` are clean, and returns the run.
 async fn load_clean(what: &str, url: &str, table: &str, dir: &Path, extra: &[&str]) -> Run {
     let summary = dir.join("summary.json");
+    let metrics = dir.join("metrics.prom");
+    let url = with_literal_secrets(url);
     let mut args = vec![
         "load",
-        url,
+        &url,
         "--table",
         table,
         "--summary-json",
         summary.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
         "--log-level",
         "debug",
     ];
@@ -310,7 +331,7 @@ async fn no_secret_in_module_summaries() {
     std::fs::write(
         d.join("pipelines.yaml"),
         format!(
-            "sources:\n  - name: s\n    url: http://{addr}/x\n    table_destination_name: t\n    retry: {{max_attempts: 1}}\n    headers:\n      - key: X-Key\n        value: ${{APITAP_T_HEADER}}\n      - key: X-Marked\n        value: marked-SECRET-9z9z\n        secret: true\n    query_params:\n      - key: q\n        value: ${{APITAP_T_QUERY}}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
+            "sources:\n  - name: s\n    url: http://{addr}/x\n    table_destination_name: t\n    retry: {{max_attempts: 1}}\n    headers:\n      - key: X-Key\n        value: ${{APITAP_T_HEADER}}\n      - key: X-Marked\n        value: marked-SECRET-9z9z\n        secret: true\n    query_params:\n      - key: access_token\n        value: ${{APITAP_T_QUERY}}\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    schema: {schema}\n"
         ),
     )
     .unwrap();
@@ -341,11 +362,12 @@ async fn no_secret_in_module_summaries() {
     }
 }
 
-/// A `${VAR}` in a query parameter is a secret, and so masked wherever its text appears; a
-/// count apitap reports that holds the same digits stays a number in `--summary-json`
-/// (redacting the JSON as text made it `"rows":***`, which no script can parse).
+/// Counts are never secrets: `rows=${ROWS}` in a query is no secret at all, and a numeric
+/// credential (`api_key=1000`) is masked where it stands as a value but never in apitap's own
+/// figures — the summary line, `--summary-json` (redacting the JSON as text made it
+/// `"rows":***`, which no script can parse) and the metrics all say 1000 rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_count_equal_to_a_secret_leaves_the_json_summary_json() {
+async fn counts_are_never_masked() {
     let db = client().await;
     let schema = fresh_schema(&db, "secrets_count").await;
     let rows: String = (1..=1000).map(|i| format!("{{\"id\":{i}}}\n")).collect();
@@ -353,6 +375,7 @@ async fn a_count_equal_to_a_secret_leaves_the_json_summary_json() {
     let addr = serve(Router::new().fallback(move || async move { rows })).await;
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
+    let metrics = dir.path().join("metrics.prom");
     let run = apitap_env(
         &[
             "load",
@@ -361,17 +384,29 @@ async fn a_count_equal_to_a_secret_leaves_the_json_summary_json() {
             &format!("{schema}.t"),
             "--query",
             "rows=${APITAP_T_ROWS}",
+            "--query",
+            "api_key=${APITAP_T_NUMERIC_KEY}",
             "--summary-json",
             summary.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
         ],
-        &[("APITAP_T_ROWS", "1000")],
+        &[("APITAP_T_ROWS", "1000"), ("APITAP_T_NUMERIC_KEY", "1000")],
         None,
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(": 1000 rows, "), "{}", run.stderr);
     let text = std::fs::read_to_string(&summary).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("--summary-json is not JSON ({e}): {text}"));
     assert_eq!(json["rows"], 1000, "{text}");
     assert_eq!(json["bytes"], body_bytes, "{text}");
+    let exposition = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        exposition
+            .lines()
+            .any(|l| l == "apitap_rows_committed_total{module=\"load\"} 1000"),
+        "{exposition}"
+    );
 }
