@@ -68,11 +68,15 @@ pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     done: Arc<AtomicBool>,
     ledger: std::sync::Mutex<Ledger>,
+    /// Why each paged source stopped paging: the source's name and the reason.
+    paging_stops: std::sync::Mutex<Vec<(String, String)>>,
     /// The module's series, when metrics are on.
     meter: Option<ModuleMeter>,
     /// A source's view ([`Progress::for_source`]): the load's progress, which does all the
     /// counting and showing, and the source's own series.
     source: Option<(Arc<Progress>, Option<SourceMeter>)>,
+    /// The source a view counts for, as messages name it.
+    source_name: String,
 }
 
 /// What a load has made durable so far, so that a failure or an interrupt says truthfully
@@ -167,8 +171,10 @@ impl Progress {
             bar,
             done: Arc::new(AtomicBool::new(false)),
             ledger: std::sync::Mutex::new(Ledger::default()),
+            paging_stops: std::sync::Mutex::new(Vec::new()),
             meter,
             source,
+            source_name: String::new(),
         }
     }
 
@@ -177,12 +183,9 @@ impl Progress {
     pub(crate) fn for_source(self: &Arc<Self>, source: &str) -> Arc<Progress> {
         let load = self.load().clone();
         let meter = load.meter.as_ref().map(|m| m.source(source));
-        Arc::new(Progress::counting(
-            Arc::default(),
-            None,
-            None,
-            Some((load, meter)),
-        ))
+        let mut view = Progress::counting(Arc::default(), None, None, Some((load, meter)));
+        view.source_name = source.to_string();
+        Arc::new(view)
     }
 
     /// The progress of the whole load: itself, or the one a source view counts into.
@@ -461,6 +464,19 @@ impl Progress {
             throttle_waits: load.throttle_waits.load(Ordering::Relaxed),
             seconds: load.started.elapsed().as_secs_f64(),
         }
+    }
+
+    /// This view's paged source stopped paging, and `why` (for the summary).
+    pub(crate) fn paging_stopped(&self, why: String) {
+        if let Ok(mut stops) = self.counters().paging_stops.lock() {
+            stops.push((self.source_name.clone(), why));
+        }
+    }
+
+    /// Why each paged source stopped paging, as (source, reason).
+    pub(crate) fn paging_stops(&self) -> Vec<(String, String)> {
+        let stops = self.counters().paging_stops.lock();
+        stops.map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Stops the display; the figures stay readable.

@@ -499,6 +499,11 @@ fn report(args: &LoadArgs, load: &Load, summary: &LoadSummary) -> anyhow::Result
             f.line()
         ));
     }
+    if !args.quiet {
+        for (_, why) in &summary.paging_stopped {
+            crate::base::say(&format!("apitap: paging stopped: {why}"));
+        }
+    }
     if !summary.renamed_fields.is_empty() && !args.quiet {
         let renamed: Vec<String> = summary
             .renamed_fields
@@ -548,6 +553,7 @@ fn report(args: &LoadArgs, load: &Load, summary: &LoadSummary) -> anyhow::Result
             "rows_per_second": f.rows_per_second().round() as u64,
             "retries": f.retries,
             "pages": f.pages,
+            "paging_stopped": summary.paging_stopped.first().map(|(_, why)| why),
             "throttle_waits": f.throttle_waits,
             "rejected": f.rejected,
             "cursor": summary.cursor,

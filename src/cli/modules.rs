@@ -222,6 +222,12 @@ fn report(args: &RunArgs, module: &Module, result: &Result<LoadSummary, Failed>)
                 },
                 summary.figures.line()
             ));
+            for (source, why) in &summary.paging_stopped {
+                crate::base::say(&format!(
+                    "apitap: module {}: source {source}: paging stopped: {why}",
+                    module.name
+                ));
+            }
             if !summary.added_columns.is_empty() {
                 crate::base::say(&format!(
                     "apitap: module {}: added column(s) for new fields: {}",
@@ -249,6 +255,11 @@ fn summary_json(module: &Module, result: &Result<LoadSummary, Failed>) -> serde_
             "bytes": summary.figures.bytes,
             "seconds": (summary.figures.seconds * 1000.0).round() / 1000.0,
             "pages": summary.figures.pages,
+            "paging_stopped": summary
+                .paging_stopped
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeMap<String, String>>(),
             "retries": summary.figures.retries,
             "cursor": summary.cursor,
             "added_columns": summary.added_columns,

@@ -195,6 +195,7 @@ pub(super) async fn fetch_pages(
         if more.is_none() {
             // Pages requested past the end are dropped unread.
             tracing::info!(pages = pager.pages_fetched(), "last page reached");
+            say_why_paging_stopped(&pager, &source_name, &progress);
             return Ok(());
         }
         if let Some(every) = source.commit_every
@@ -220,6 +221,23 @@ pub(super) async fn fetch_pages(
             }
         }
     }
+}
+
+/// Records why paging stopped, for the summary, and warns at once when that looks like a
+/// mistake: a full first page whose next cursor or link is nowhere on it (a mistyped path
+/// would otherwise end the load after one page, with success).
+fn say_why_paging_stopped(pager: &Pager, source_name: &str, progress: &Progress) {
+    let Some(stopped) = pager.stopped() else {
+        return;
+    };
+    if stopped.suspicious {
+        tracing::warn!(
+            source = %source_name,
+            "paging stopped after the first page, which was full: {}; if the API has more pages, check the path",
+            stopped.reason
+        );
+    }
+    progress.paging_stopped(stopped.to_string());
 }
 
 /// Locates a page's records: at the records path inside the page's document, or as NDJSON

@@ -88,6 +88,8 @@ pub(crate) struct LoadSummary {
     pub discarded_fields: Vec<String>,
     /// Fields loaded into a column of another name, as (field, column).
     pub renamed_fields: Vec<(String, String)>,
+    /// Why each paged source stopped paging, as (source, reason).
+    pub paging_stopped: Vec<(String, String)>,
     pub figures: Figures,
     pub created_table: bool,
 }
@@ -497,6 +499,7 @@ pub(crate) async fn write(
         widened_columns: plan.widenings().iter().map(ToString::to_string).collect(),
         discarded_fields: plan.discarded_fields.clone(),
         renamed_fields: plan.renamed_fields(),
+        paging_stopped: progress.paging_stops(),
         figures,
         created_table: plan.create_table.is_some(),
     })

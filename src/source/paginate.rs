@@ -21,9 +21,13 @@ use reqwest::Url;
 use crate::decode::pointer::JsonPointer;
 
 mod config;
+mod error;
 mod position;
+mod stop;
 pub(crate) use config::{Kind, PaginationConfig};
+pub(crate) use error::PagingError;
 pub(crate) use position::PagerPosition;
+pub(crate) use stop::{StopReason, Stopped};
 
 /// Pointers whose values the pager reads from each page, in a fixed order.
 #[derive(Debug, Clone, Default)]
@@ -71,46 +75,12 @@ pub(crate) struct Pager {
     last_digest: Option<u64>,
     /// The parsed `last_record_path`.
     last_record: Option<JsonPointer>,
+    /// Why paging stopped, once it has.
+    stopped: Option<Stopped>,
 }
 
 /// The most positions remembered for loop detection (8 bytes each).
 const MAX_REMEMBERED: usize = 1_000_000;
-
-/// Why paging cannot go on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum PagingError {
-    /// A pagination mapping that cannot work.
-    #[error("pagination: {0}")]
-    Config(String),
-    #[error("the API returned {what} a second time (page {page}); stopping instead of looping")]
-    Loop { what: String, page: u64 },
-    #[error(
-        "page {page} is identical to the page before it; the API seems to ignore the paging parameters ({url})"
-    )]
-    SamePage { page: u64, url: String },
-    #[error(
-        "page {page} says there is more ({signal}) but {missing}; stopping rather than load part of the data"
-    )]
-    Missing {
-        page: u64,
-        signal: String,
-        missing: String,
-    },
-    #[error(
-        "the next page is on another host or scheme ({url}); refusing to send the request there \
-         (set allow_cross_host: true, or pass --allow-cross-host, to follow it without credentials)"
-    )]
-    CrossHost { url: String },
-    #[error("the next page's URL {link:?} is not a URL: {reason}")]
-    BadLink { link: String, reason: String },
-    #[error("the saved page position {url:?} is not a URL: {reason}")]
-    BadPosition { url: String, reason: String },
-    #[error(
-        "the saved page position ({saved}) is not on the configured source's origin ({configured}); \
-         refusing to resume there (pass --full-refresh to start the backfill again)"
-    )]
-    ForeignPosition { saved: String, configured: String },
-}
 
 fn pointer(text: &Option<String>, key: &str) -> Result<Option<JsonPointer>, PagingError> {
     text.as_deref()
@@ -190,6 +160,7 @@ impl Pager {
             seen: HashSet::new(),
             last_digest: None,
             last_record,
+            stopped: None,
         };
         pager.current = pager.url_with(&[]);
         // The first page counts as visited: a next link back to it is a loop too.
@@ -367,16 +338,45 @@ impl Pager {
         None
     }
 
-    /// The run fails when the page says there is more but `missing` is missing.
-    fn end_or_fail(&self, facts: &PageFacts, missing: String) -> Result<Option<Url>, PagingError> {
+    /// The run fails when the page says there is more but `missing` is missing; else paging
+    /// stops for `reason`.
+    fn end_or_fail(
+        &mut self,
+        facts: &PageFacts,
+        missing: String,
+        reason: StopReason,
+    ) -> Result<Option<Url>, PagingError> {
         match self.more_signal(facts) {
             Some(signal) => Err(PagingError::Missing {
                 page: self.pages_fetched,
                 signal,
                 missing,
             }),
-            None => Ok(None),
+            None => Ok(self.stop(facts, reason)),
         }
+    }
+
+    /// Paging stops after the page `facts` describe, for `reason`. A first page that was
+    /// full and whose next cursor or link matched nothing at all is marked suspicious.
+    fn stop(&mut self, facts: &PageFacts, reason: StopReason) -> Option<Url> {
+        let absent = matches!(reason, StopReason::NoNext { absent: true, .. });
+        let full = facts.records > 0
+            && self
+                .config
+                .page_size
+                .is_none_or(|size| facts.records >= size);
+        let suspicious = absent && full && self.pages_fetched == 1;
+        self.stopped = Some(Stopped {
+            reason,
+            page: self.pages_fetched,
+            suspicious,
+        });
+        None
+    }
+
+    /// Why paging stopped, once it has.
+    pub(crate) fn stopped(&self) -> Option<&Stopped> {
+        self.stopped.as_ref()
     }
 
     /// Remembers a position; a repeat is a loop.
@@ -408,26 +408,32 @@ impl Pager {
         if self.total_pages.is_none() {
             self.total_pages = json_number(self.captured(facts, self.captures.total_pages));
         }
-        if self.flag(facts, self.captures.has_more) == Some(false)
-            || self.flag(facts, self.captures.done) == Some(true)
-        {
-            return Ok(None);
+        if self.flag(facts, self.captures.has_more) == Some(false) {
+            let pointer = self.pointer_text(self.captures.has_more);
+            return Ok(self.stop(facts, StopReason::HasMoreFalse { pointer }));
         }
-        if self
-            .config
-            .max_pages
-            .is_some_and(|max| self.pages_fetched >= max)
-        {
-            return Ok(None);
+        if self.flag(facts, self.captures.done) == Some(true) {
+            let pointer = self.pointer_text(self.captures.done);
+            return Ok(self.stop(facts, StopReason::Done { pointer }));
+        }
+        if let Some(max) = self.config.max_pages.filter(|&m| self.pages_fetched >= m) {
+            return Ok(self.stop(facts, StopReason::MaxPages(max)));
         }
         match self.config.kind {
             Kind::LimitOffset | Kind::PageNumber | Kind::PageOnly => self.next_computed(facts),
             Kind::Cursor => self.next_cursor(facts),
             Kind::NextUrl => {
-                let raw = match self.captured(facts, self.captures.next_url).map(str::trim) {
+                let captured = self.captured(facts, self.captures.next_url);
+                let raw = match captured.map(str::trim) {
                     None | Some("null") | Some("\"\"") => {
                         let at = self.pointer_text(self.captures.next_url);
-                        return self.end_or_fail(facts, format!("it has no next URL at {at}"));
+                        let what = format!("no next URL at {at}");
+                        let reason = StopReason::NoNext {
+                            what,
+                            absent: captured.is_none(),
+                        };
+                        let missing = format!("it has no next URL at {at}");
+                        return self.end_or_fail(facts, missing, reason);
                     }
                     Some(raw) => {
                         serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())
@@ -436,7 +442,12 @@ impl Pager {
                 self.next_link(&raw).map(Some)
             }
             Kind::LinkHeader => match &facts.link_next {
-                None => self.end_or_fail(facts, "it has no Link header with rel=\"next\"".into()),
+                None => {
+                    let what = "no Link header with rel=\"next\"".to_string();
+                    let missing = format!("it has {what}");
+                    let reason = StopReason::NoNext { what, absent: true };
+                    self.end_or_fail(facts, missing, reason)
+                }
                 Some(link) => self.next_link(link).map(Some),
             },
         }
@@ -447,7 +458,8 @@ impl Pager {
     /// there is more.
     fn next_computed(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
         if facts.records == 0 {
-            return self.end_or_fail(facts, "the page is empty".into());
+            let missing = "the page is empty".to_string();
+            return self.end_or_fail(facts, missing, StopReason::EmptyPage);
         }
         let short = self
             .config
@@ -464,7 +476,23 @@ impl Pager {
             }
         };
         if (short || reached) && self.more_signal(facts).is_none() {
-            return Ok(None);
+            let reason = match (self.config.page_size, self.total_pages, self.total) {
+                (Some(page_size), ..) if short => StopReason::ShortPage {
+                    records: facts.records,
+                    page_size,
+                },
+                (_, Some(total), _) if self.config.kind != Kind::LimitOffset => {
+                    StopReason::TotalReached {
+                        total,
+                        unit: "pages",
+                    }
+                }
+                (.., total) => StopReason::TotalReached {
+                    total: total.unwrap_or(self.records),
+                    unit: "records",
+                },
+            };
+            return Ok(self.stop(facts, reason));
         }
         if self.config.kind != Kind::LimitOffset {
             self.page += 1;
@@ -475,22 +503,30 @@ impl Pager {
     /// The next page of a cursor paging: the cursor from the page (or its last record),
     /// sent in the cursor parameter; a cursor seen before is a loop.
     fn next_cursor(&mut self, facts: &PageFacts) -> Result<Option<Url>, PagingError> {
-        let (raw, missing) = match &self.last_record {
+        let (raw, what) = match &self.last_record {
             Some(path) => (
                 facts.last_record.as_deref(),
-                format!("its last record has no cursor at {path}"),
+                format!("no cursor at {path} in the page's last record"),
             ),
             None => (
                 self.captured(facts, self.captures.cursor),
-                format!(
-                    "it has no next cursor at {}",
-                    self.pointer_text(self.captures.cursor)
-                ),
+                format!("no cursor at {}", self.pointer_text(self.captures.cursor)),
             ),
         };
         let cursor = match raw.map(str::trim) {
             None | Some("null") | Some("\"\"") | Some("") => {
-                return self.end_or_fail(facts, missing);
+                let missing = match &self.last_record {
+                    Some(path) => format!("its last record has no cursor at {path}"),
+                    None => format!(
+                        "it has no next cursor at {}",
+                        self.pointer_text(self.captures.cursor)
+                    ),
+                };
+                let reason = StopReason::NoNext {
+                    what,
+                    absent: raw.is_none(),
+                };
+                return self.end_or_fail(facts, missing, reason);
             }
             Some(raw) => serde_json::from_str::<serde_json::Value>(raw)
                 .ok()

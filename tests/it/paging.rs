@@ -74,6 +74,23 @@ fn pages_in(run: &Run) -> u64 {
     summary["pages"].as_u64().unwrap_or(0)
 }
 
+/// Why the summary says paging stopped; the human summary says the same.
+#[track_caller]
+fn stopped_in(run: &Run) -> String {
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    let why = summary["paging_stopped"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        run.stderr
+            .contains(&format!("apitap: paging stopped: {why}\n")),
+        "{}",
+        run.stderr
+    );
+    why
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_number_and_limit_offset_stop_on_the_short_page() {
     let schema = fresh_schema(&client().await, "paged_numbers").await;
@@ -88,6 +105,10 @@ async fn page_number_and_limit_offset_stop_on_the_short_page() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ids, (1..=2500).collect::<Vec<_>>());
     assert_eq!(pages_in(&run), 3);
+    assert_eq!(
+        stopped_in(&run),
+        "short page (500 of 1000 records) on page 3"
+    );
 
     let router = Router::new().route(
         "/items",
@@ -111,6 +132,10 @@ async fn page_number_and_limit_offset_stop_on_the_short_page() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ids, (1..=2345).collect::<Vec<_>>());
     assert_eq!(pages_in(&run), 5);
+    assert_eq!(
+        stopped_in(&run),
+        "short page (345 of 500 records) on page 5"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,6 +196,7 @@ async fn cursors_next_links_and_link_headers_walk_every_page() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+    assert_eq!(stopped_in(&run), "no cursor at /next on page 4");
     let (run, ids) = paged_load(
         &schema,
         &format!("http://{addr}/next"),
@@ -180,6 +206,7 @@ async fn cursors_next_links_and_link_headers_walk_every_page() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+    assert_eq!(stopped_in(&run), "no next URL at /links/next on page 4");
     let (run, ids) = paged_load(
         &schema,
         &format!("http://{addr}/link"),
@@ -189,6 +216,70 @@ async fn cursors_next_links_and_link_headers_walk_every_page() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        stopped_in(&run),
+        "no Link header with rel=\"next\" on page 2"
+    );
+}
+
+/// Every paged load says why paging stopped; a full first page whose cursor path matches
+/// nothing (a mistyped path, which would end the load after one page with success) is
+/// warned about at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_paging_stopped_is_said_and_a_mistyped_path_is_warned_about() {
+    let schema = fresh_schema(&client().await, "paged_stops").await;
+    let demo = serve(apitap::demo::router()).await;
+    let events = format!("http://{demo}/events?rows=2000");
+    let rows = |n: u32| format!("http://{demo}/rows?rows={n}");
+    let cursor = |path: &str| {
+        format!(
+            "{{kind: cursor, cursor_param: after, cursor_path: {path}, has_more_path: /has_more, page_size: 500, page_size_param: limit}}"
+        )
+    };
+    let data = ["--records-path", "/data"];
+    for (url, pagination, extra, why) in [
+        (
+            events.clone(),
+            cursor("/next_cursor"),
+            ["--records-path", "/items"],
+            "has_more false at /has_more on page 4",
+        ),
+        (
+            rows(10_000),
+            "{kind: page_number, page_size: 5000, total_path: /total}".to_string(),
+            data,
+            "total reached (10000 records) on page 2",
+        ),
+        (
+            rows(10_000),
+            "{kind: page_number, page_size: 1000, max_pages: 2}".to_string(),
+            data,
+            "max_pages 2 reached on page 2",
+        ),
+        (
+            rows(0),
+            "{kind: page_number}".to_string(),
+            data,
+            "empty page on page 1",
+        ),
+    ] {
+        let (run, _) = paged_load(&schema, &url, &pagination, &extra).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(stopped_in(&run), why);
+        assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
+    }
+    let mistyped = "{kind: cursor, cursor_param: after, cursor_path: /next_cursr, page_size: 500, page_size_param: limit}";
+    let (run, ids) = paged_load(&schema, &events, mistyped, &["--records-path", "/items"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(ids.len(), 500);
+    assert_eq!(stopped_in(&run), "no cursor at /next_cursr on page 1");
+    assert!(
+        run.stderr.contains(
+            "paging stopped after the first page, which was full: no cursor at /next_cursr; if the API has more pages, check the path"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
