@@ -62,14 +62,27 @@ fn show(input: &str, value: &Value) -> String {
     format!("{}…", &text[..cut])
 }
 
+/// How the target session reads dates and times (see `sink::plan::catalog::SessionDates`).
+pub(crate) struct DateRules<'a> {
+    /// The `TimeZone` of timestamps without an offset (`None`: UTC).
+    pub zone: Option<&'a SessionZone>,
+    /// `+infinity` is a date and a timestamp.
+    pub plus_infinity: bool,
+}
+
 /// Decodes column `column` of `batch` into an array of `pg_type`'s Arrow type.
 pub(crate) fn decode_column(
     pg_type: PgType,
     batch: &Batch<'_>,
     column: usize,
-    zone: Option<&SessionZone>,
+    dates: &DateRules<'_>,
     errors: &mut Vec<ValueError>,
 ) -> ArrayRef {
+    let zone = dates.zone;
+    // PostgreSQL 15 refuses the spelling `+infinity` where 16 takes it as `infinity`.
+    let refused = |text: &str| !dates.plus_infinity && text.eq_ignore_ascii_case("+infinity");
+    let timestamp = |text: &str| parse_timestamp(text).filter(|_| !refused(text));
+    let date = |text: &str| parse_date(text).filter(|_| !refused(text));
     let mut d = Decoding {
         batch,
         column,
@@ -87,7 +100,7 @@ pub(crate) fn decode_column(
         PgType::Text | PgType::Json | PgType::Jsonb | PgType::Numeric => d.text(),
         PgType::Timestamptz => Arc::new(
             d.primitive::<TimestampMicrosecondType>(|d, v| {
-                let stamp = d.string(v, parse_timestamp)?;
+                let stamp = d.string(v, timestamp)?;
                 stamp.utc_micros(zone).ok_or_else(|| {
                     format!(
                         "{} has no UTC offset, and the session's TimeZone ({}) is not one apitap can apply; \
@@ -105,9 +118,9 @@ pub(crate) fn decode_column(
         // Like PostgreSQL, a timestamp without time zone keeps the wall-clock time and
         // ignores any offset written with it.
         PgType::Timestamp => Arc::new(d.primitive::<TimestampMicrosecondType>(|d, v| {
-            d.string(v, parse_timestamp).map(|t| t.wall_micros)
+            d.string(v, timestamp).map(|t| t.wall_micros)
         })),
-        PgType::Date => Arc::new(d.primitive::<Date32Type>(|d, v| d.string(v, parse_date))),
+        PgType::Date => Arc::new(d.primitive::<Date32Type>(|d, v| d.string(v, date))),
         PgType::Time => {
             Arc::new(d.primitive::<Time64MicrosecondType>(|d, v| d.string(v, parse_time)))
         }

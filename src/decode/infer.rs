@@ -112,6 +112,7 @@ impl Sample {
                 reject: false,
                 zone: None,
                 max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
+                plus_infinity: true,
             },
         );
         let at = Position { line: 1, column: 1 };

@@ -101,6 +101,9 @@ pub struct DecodeOptions {
     pub zone: Option<SessionZone>,
     /// The most bytes of input one batch holds ([`MAX_BATCH_BYTES`]).
     pub max_batch_bytes: usize,
+    /// `+infinity` is a date and a timestamp, as the target server reads it (PostgreSQL 16
+    /// and later); else it is refused, as PostgreSQL 15 refuses it.
+    pub plus_infinity: bool,
 }
 
 /// The most bytes of input one batch holds. Text and bytea columns are Arrow arrays with
@@ -468,8 +471,11 @@ impl RecordDecoder {
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.types.len());
         for (column, &pg_type) in self.types.iter().enumerate() {
             let mut errors = Vec::new();
-            let zone = self.options.zone.as_ref();
-            let array = columns::decode_column(pg_type, &batch, column, zone, &mut errors);
+            let dates = columns::DateRules {
+                zone: self.options.zone.as_ref(),
+                plus_infinity: self.options.plus_infinity,
+            };
+            let array = columns::decode_column(pg_type, &batch, column, &dates, &mut errors);
             for (row, reason) in errors {
                 let r = self.rows[row];
                 bad.push((

@@ -20,6 +20,7 @@ fn options(batch_size: usize) -> DecodeOptions {
         reject: false,
         zone: None,
         max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
+        plus_infinity: true,
     }
 }
 

@@ -297,7 +297,8 @@ impl DecodeStage {
                     .map(|i| (i, plan.fields_known.late_field_hint()))
                     .collect(),
                 reject: self.rejects.is_some(),
-                zone: Some(crate::decode::SessionZone::parse(&plan.time_zone)),
+                zone: Some(crate::decode::SessionZone::parse(&plan.dates.time_zone)),
+                plus_infinity: plan.dates.plus_infinity,
                 max_batch_bytes: crate::decode::LOAD_BATCH_BYTES,
             },
             self.threads,

@@ -158,8 +158,8 @@ async fn start(
     }))
     .await?;
     // Sources read timestamps without an offset in the target session's zone, as a load does.
-    let time_zone = crate::sink::plan::catalog::session_time_zone(&client, &write.table).await?;
-    let (inputs, source_columns) = start_inputs(&sources, opened, &time_zone).await?;
+    let dates = crate::sink::plan::catalog::session_dates(&client, &write.table).await?;
+    let (inputs, source_columns) = start_inputs(&sources, opened, &dates).await?;
     let batch_size = sources[0].load.decode.batch_size;
     let (failures, out_schema, output) = run_sql(module, batch_size, inputs).await?;
     let fields = output_fields(&out_schema).map_err(|error| LoadError::Transform {
@@ -191,7 +191,7 @@ async fn start(
 async fn start_inputs(
     sources: &[ModuleSource],
     opened: Vec<OpenedSource>,
-    time_zone: &str,
+    dates: &crate::sink::plan::catalog::SessionDates,
 ) -> Result<(Vec<Input>, Vec<(String, crate::schema::TableSchema)>), LoadError> {
     let mut inputs = Vec::with_capacity(opened.len());
     let mut source_columns = Vec::with_capacity(opened.len());
@@ -206,7 +206,7 @@ async fn start_inputs(
             }
         }
         let sample = source.load.decode.sample;
-        let plan = LoadPlan::for_source(&source.name, fields, sample, time_zone.to_string());
+        let plan = LoadPlan::for_source(&source.name, fields, sample, dates.clone());
         let plan = Arc::new(plan);
         let schema = plan.decode.arrow_schema();
         source_columns.push((source.name.clone(), plan.decode.clone()));

@@ -30,6 +30,7 @@ fn options(batch_size: usize, reject: bool) -> DecodeOptions {
         reject,
         zone: None,
         max_batch_bytes: 300,
+        plus_infinity: true,
     }
 }
 

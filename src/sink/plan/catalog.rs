@@ -17,14 +17,52 @@ pub(crate) struct CatalogColumn {
     pub generated: bool,
 }
 
+/// How the target's session reads dates and times: in which `TimeZone` a timestamp without
+/// an offset is, and whether `+infinity` is a date (PostgreSQL 16 and later take that
+/// spelling; 15 refuses it). Asked of the server itself, not guessed from its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionDates {
+    pub time_zone: String,
+    pub plus_infinity: bool,
+}
+
+/// Reads how the session reads dates and times (see [`SessionDates`]).
+///
+/// # Errors
+/// A failing query.
+pub(crate) async fn session_dates(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+) -> Result<SessionDates, SinkError> {
+    let fail = |e: tokio_postgres::Error| {
+        SinkError::database("reading how the session reads dates", table, &e)
+    };
+    let time_zone: String = client
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .map_err(fail)?
+        .get(0);
+    // Outside any transaction, a refused cast is just an error answer.
+    let plus_infinity = match client.simple_query("SELECT '+infinity'::date").await {
+        Ok(_) => true,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_DATETIME_FORMAT) => {
+            false
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    Ok(SessionDates {
+        time_zone,
+        plus_infinity,
+    })
+}
+
 /// What the catalog says about the target.
 #[derive(Debug, Clone)]
 pub(crate) struct TargetInfo {
     /// The table with its schema resolved (`current_schema()` when none was given).
     pub name: TableName,
-    /// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an
-    /// offset.
-    pub time_zone: String,
+    /// How the session reads dates and times.
+    pub dates: SessionDates,
     pub schema_exists: bool,
     /// The table's OID, when it exists.
     pub oid: Option<u32>,
@@ -32,23 +70,6 @@ pub(crate) struct TargetInfo {
     pub columns: Option<Vec<CatalogColumn>>,
     /// How Citus holds the table, when it does.
     pub distribution: Option<crate::sink::plan::citus::Distribution>,
-}
-
-/// The session's `TimeZone`, in which PostgreSQL reads timestamps written without an offset
-/// (a load reads it with the target, in the catalog; a module's sources need it first).
-#[cfg(feature = "sql")]
-///
-/// # Errors
-/// A failing query.
-pub(crate) async fn session_time_zone(
-    client: &tokio_postgres::Client,
-    table: &TableName,
-) -> Result<String, SinkError> {
-    client
-        .query_one("SELECT current_setting('TimeZone')", &[])
-        .await
-        .map(|row| row.get(0))
-        .map_err(|e| SinkError::database("reading the session's TimeZone", table, &e))
 }
 
 /// Looks the target up in the catalog.
@@ -60,10 +81,10 @@ pub(crate) async fn describe_target(
     name: &TableName,
 ) -> Result<TargetInfo, SinkError> {
     let session = client
-        .query_one("SELECT current_schema(), current_setting('TimeZone')", &[])
+        .query_one("SELECT current_schema()", &[])
         .await
         .map_err(|e| SinkError::database("reading the catalog", name, &e))?;
-    let time_zone: String = session.get(1);
+    let dates = session_dates(client, name).await?;
     let schema = match &name.schema {
         Some(s) => s.clone(),
         None => session
@@ -129,7 +150,7 @@ pub(crate) async fn describe_target(
     };
     Ok(TargetInfo {
         name: resolved,
-        time_zone,
+        dates,
         schema_exists,
         oid,
         columns,

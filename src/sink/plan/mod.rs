@@ -11,7 +11,7 @@ use super::{SinkError, qualified};
 use crate::base::options::SchemaPolicy;
 use crate::schema::{Column, PgType, TableName, TableSchema, column_name, quote_ident};
 use crate::sink::write::swap;
-use catalog::{CatalogColumn, TargetInfo};
+use catalog::{CatalogColumn, SessionDates, TargetInfo};
 use citus::{DistributeAs, Distribution};
 pub(crate) use ddl::{AlterTable, CreateSchema, CreateTable, Widening};
 
@@ -43,8 +43,9 @@ pub(crate) struct LoadPlan {
     pub alter_table: Option<AlterTable>,
     /// Sampled fields dropped under `--schema discard`.
     pub discarded_fields: Vec<String>,
-    /// The session's `TimeZone`, for timestamps without an offset into timestamptz columns.
-    pub time_zone: String,
+    /// How the session reads dates and times: timestamps without an offset into timestamptz
+    /// columns, `+infinity`.
+    pub dates: SessionDates,
     /// Columns records are decoded into. The first `copy_columns` of them are loaded; the
     /// rest must stay NULL in every record (they were left out so their defaults apply).
     pub decode: TableSchema,
@@ -294,7 +295,7 @@ impl LoadPlan {
             primary_key: merge_keys.clone(),
         });
         LoadPlan {
-            time_zone: target.time_zone.clone(),
+            dates: target.dates.clone(),
             create_schema: (!target.schema_exists && create_table.is_some()).then(|| {
                 CreateSchema {
                     schema: table.schema.clone().unwrap_or_default(),
@@ -365,7 +366,7 @@ impl LoadPlan {
         loaded.extend(defaulted);
         Ok(LoadPlan {
             table: table.clone(),
-            time_zone: target.time_zone.clone(),
+            dates: target.dates.clone(),
             create_table: None,
             create_schema: None,
             alter_table,
@@ -440,10 +441,10 @@ impl LoadPlan {
         source: &str,
         fields: TableSchema,
         sample_limit: usize,
-        time_zone: String,
+        dates: SessionDates,
     ) -> LoadPlan {
         LoadPlan {
-            time_zone,
+            dates,
             table: TableName {
                 schema: None,
                 table: source.to_string(),

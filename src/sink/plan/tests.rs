@@ -11,6 +11,13 @@ fn fields(records: &[&str]) -> TableSchema {
     s.infer()
 }
 
+fn dates() -> crate::sink::plan::catalog::SessionDates {
+    crate::sink::plan::catalog::SessionDates {
+        time_zone: "UTC".into(),
+        plus_infinity: false,
+    }
+}
+
 fn options() -> PlanOptions {
     PlanOptions {
         sample_limit: 10,
@@ -36,7 +43,7 @@ fn new_tables_are_created_from_the_sample() {
             schema: Some("Demo".into()),
             table: "items".into(),
         },
-        time_zone: "UTC".into(),
+        dates: dates(),
         schema_exists: false,
         oid: None,
         columns: None,
@@ -69,7 +76,7 @@ fn a_replace_by_swap_writes_every_statement_to_the_new_table() {
             schema: Some("s".into()),
             table: "t".into(),
         },
-        time_zone: "UTC".into(),
+        dates: dates(),
         schema_exists: true,
         oid: Some(42),
         columns: Some(vec![col("id", Some(PgType::Int8), false)]),
@@ -106,7 +113,7 @@ fn existing_tables_leave_unsampled_defaults_alone() {
             schema: Some("s".into()),
             table: "t".into(),
         },
-        time_zone: "UTC".into(),
+        dates: dates(),
         schema_exists: true,
         oid: Some(1),
         columns: Some(vec![
