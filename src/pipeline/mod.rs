@@ -501,7 +501,7 @@ pub(crate) async fn write(
         renamed_fields: plan.renamed_fields(),
         paging_stopped: progress.paging_stops(),
         figures,
-        created_table: plan.create_table.is_some(),
+        created_table: written.created_table,
     })
 }
 

@@ -340,3 +340,139 @@ async fn a_replace_behind_a_long_reader_never_leaves_other_readers_stuck() {
     assert_eq!(done.code, 0, "{}", done.stderr);
     assert_eq!(count(&db, &table).await, 20);
 }
+
+/// `/held`: ids 1..=6000 as NDJSON, the first 5,000 at once (more than the fetch stage's
+/// read of a chunk) and the rest once `gate` opens; `/free`: ids 6001..=7000 at once.
+fn two_parts(gate: Arc<tokio::sync::Notify>) -> Router {
+    let rows = |ids: std::ops::RangeInclusive<u64>| -> String {
+        ids.map(|id| format!("{{\"id\": {id}, \"name\": \"row {id}\"}}\n"))
+            .collect()
+    };
+    Router::new()
+        .route(
+            "/held",
+            get(move || {
+                let gate = gate.clone();
+                async move {
+                    let first = futures_util::stream::once(async move {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(rows(1..=5000)))
+                    });
+                    let rest = futures_util::stream::once(async move {
+                        gate.notified().await;
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(rows(5001..=6000)))
+                    });
+                    axum::body::Body::from_stream(futures_util::StreamExt::chain(first, rest))
+                }
+            }),
+        )
+        .route("/free", get(move || async move { rows(6001..=7000) }))
+        .route(
+            "/other",
+            get(|| async { "{\"id\": 1, \"score\": 1.5}\n{\"id\": 2, \"score\": 2.5}\n" }),
+        )
+}
+
+/// Starts a load of `path` into `table` that samples 5 records and writes batches of 100.
+fn start_load(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    table: &str,
+) -> tokio::task::JoinHandle<Run> {
+    let (url, table) = (format!("http://{addr}{path}"), table.to_string());
+    tokio::spawn(async move {
+        let args = [
+            "load",
+            &url,
+            "--table",
+            &table,
+            "--sample",
+            "5",
+            "--batch-size",
+            "100",
+        ];
+        apitap(&args, None).await
+    })
+}
+
+/// Waits until a CREATE TABLE into `schema` waits for another session's transaction.
+async fn wait_for_blocked_create(db: &tokio_postgres::Client, schema: &str) {
+    wait_until(
+        db,
+        "the second CREATE TABLE waiting for the first load",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                        WHERE wait_event_type = 'Lock' AND query LIKE 'CREATE TABLE%' || $1 || '%')",
+        &[&schema],
+    )
+    .await;
+}
+
+/// A load whose table another load created meanwhile without its columns stops, naming
+/// them; the table keeps what the other load put in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_meanwhile_without_this_load_s_columns_is_not_loaded() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "other_creator").await;
+    let table = format!("{schema}.parts");
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let addr = serve(two_parts(gate.clone())).await;
+    let first = start_load(addr, "/held", &table);
+    wait_for_copy(&db, &schema, 5).await;
+    let second = start_load(addr, "/other", &table);
+    wait_for_blocked_create(&db, &schema).await;
+    gate.notify_one();
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_fails(
+        &second,
+        "another session created the table while this load was starting, without the columns score double precision this load needs",
+    );
+    assert_eq!(count(&db, &table).await, 6000);
+}
+
+/// Two loads creating one new table at once (a scripted backfill of two parts): the second
+/// one's CREATE TABLE waits for the first's transaction, finds the table it made, and
+/// appends into it. Both succeed, with every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_loads_creating_one_new_table_at_once_both_land() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "two_creators").await;
+    let table = format!("{schema}.parts");
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let addr = serve(two_parts(gate.clone())).await;
+    let load = |path: &'static str| {
+        let (url, table) = (format!("http://{addr}{path}"), table.clone());
+        tokio::spawn(async move {
+            let args = [
+                "load",
+                &url,
+                "--table",
+                &table,
+                "--sample",
+                "5",
+                "--batch-size",
+                "5",
+            ];
+            apitap(&args, None).await
+        })
+    };
+    // The first creates the table and COPYs its first rows, then waits for the rest.
+    let first = load("/held");
+    wait_for_copy(&db, &schema, 5).await;
+    // The second plans the table as new too; its CREATE TABLE waits for the first.
+    let second = load("/free");
+    wait_until(
+        &db,
+        "the second CREATE TABLE waiting for the first load",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                        WHERE wait_event_type = 'Lock' AND query LIKE 'CREATE TABLE%' || $1 || '%')",
+        &[&schema],
+    )
+    .await;
+    gate.notify_one();
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(first.stderr.contains("(created)"), "{}", first.stderr);
+    assert!(!second.stderr.contains("(created)"), "{}", second.stderr);
+    assert_eq!(id_facts(&db, &table).await, (7000, 7000, 7000 * 7001 / 2));
+}

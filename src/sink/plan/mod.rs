@@ -385,6 +385,18 @@ impl LoadPlan {
         })
     }
 
+    /// This plan once another session created the table it would create, with this load's
+    /// columns (see `sink::write::create`): the rows go into that table as into any, not
+    /// frozen (it was not created in this transaction), and it is not distributed again.
+    pub(crate) fn created_meanwhile(&self) -> LoadPlan {
+        LoadPlan {
+            create_schema: None,
+            create_table: None,
+            distribute: None,
+            ..self.clone()
+        }
+    }
+
     /// Columns added for new fields.
     pub(crate) fn added_columns(&self) -> Vec<String> {
         let added = self.alter_table.iter().flat_map(|alter| &alter.add);

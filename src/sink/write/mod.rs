@@ -13,6 +13,7 @@
 //! table a [`swap`] puts in place; [`refused`] finds the rows the server refuses.
 
 pub(crate) mod copy;
+mod create;
 mod encoded;
 pub(crate) mod insert;
 pub(crate) mod merge;
@@ -27,12 +28,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::plan::{AlterTable, CreateSchema, CreateTable, LoadPlan};
+use super::plan::{AlterTable, CreateSchema, LoadPlan};
 use super::{SinkError, state};
 use crate::base::options::Mode;
 use crate::progress::Progress;
 use crate::rejects::RejectFile;
 use crate::schema::TableName;
+use create::{Created, create_table};
 pub(crate) use encoded::{CopyChunk, Encoded, Refusable};
 use encoded::{SegmentEnd, drain, next_chunk};
 pub(crate) use path::RowsPath;
@@ -56,6 +58,8 @@ pub(crate) struct WriteOptions {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WriteOutcome {
     pub rows: u64,
+    /// This load created the table (not another session meanwhile).
+    pub created_table: bool,
     /// The highest cursor value loaded and stored.
     pub cursor: Option<String>,
 }
@@ -108,6 +112,8 @@ async fn write_segments(
     let table = &plan.table;
     let mut rows = 0;
     let mut segment = 0;
+    // The plan as it stands once the table is there: another session may have created it.
+    let mut meanwhile: Option<LoadPlan> = None;
     let cursor = loop {
         segment += 1;
         let mut transaction = client
@@ -116,9 +122,17 @@ async fn write_segments(
             .map_err(|e| SinkError::database("starting a transaction", table, &e))?;
         let first = segment == 1;
         let swap = match first {
-            true => prepare_table(&transaction, plan, path, options.mode).await?,
+            true => {
+                let (swap, created) =
+                    prepare_table(&mut transaction, plan, path, options.mode).await?;
+                if created == Some(Created::Meanwhile) {
+                    meanwhile = Some(plan.created_meanwhile());
+                }
+                swap
+            }
             false => None,
         };
+        let plan = meanwhile.as_ref().unwrap_or(plan);
         let (loaded, end) = write_rows(&mut transaction, plan, path, rx, progress, first).await?;
         rows += loaded;
         let (cursor, resume) = match end {
@@ -159,18 +173,22 @@ async fn write_segments(
     if let Some(rejects) = &options.rejects {
         rejects.publish()?;
     }
-    Ok(WriteOutcome { rows, cursor })
+    Ok(WriteOutcome {
+        rows,
+        cursor,
+        created_table: plan.create_table.is_some() && meanwhile.is_none(),
+    })
 }
 
 /// The first transaction's statements before the rows: the schema and table the load
 /// creates (distributed on Citus), the new table of a replace's swap, the columns added or
-/// widened, a replace's DELETE.
+/// widened, a replace's DELETE. Returns the swap under way, and who created a new table.
 async fn prepare_table(
-    transaction: &tokio_postgres::Transaction<'_>,
+    transaction: &mut tokio_postgres::Transaction<'_>,
     plan: &LoadPlan,
     path: &RowsPath,
     mode: Mode,
-) -> Result<Option<Swap>, SinkError> {
+) -> Result<(Option<Swap>, Option<Created>), SinkError> {
     let table = &plan.table;
     let create_schema = plan.create_schema.as_ref().map(CreateSchema::sql);
     execute(
@@ -180,9 +198,16 @@ async fn prepare_table(
         table,
     )
     .await?;
-    let create_table = plan.create_table.as_ref().map(CreateTable::sql);
-    execute(transaction, create_table.as_deref(), "CREATE TABLE", table).await?;
-    let distribute = plan.distribute.as_ref().map(|d| d.statement(table));
+    let created = match &plan.create_table {
+        Some(create) => Some(create_table(transaction, plan, create).await?),
+        None => None,
+    };
+    // Only the load that created the table distributes it.
+    let distribute = plan
+        .distribute
+        .as_ref()
+        .filter(|_| created == Some(Created::Here))
+        .map(|d| d.statement(table));
     execute(
         transaction,
         distribute.as_deref(),
@@ -210,7 +235,7 @@ async fn prepare_table(
     execute(transaction, alter_table.as_deref(), "ALTER TABLE", table).await?;
     let delete = plan.delete_statement().filter(|_| mode == Mode::Replace);
     execute(transaction, delete.as_deref(), "DELETE", table).await?;
-    Ok(swap)
+    Ok((swap, created))
 }
 
 /// One segment's rows, written the way `path` says: up to the input's end or a commit point.
