@@ -13,8 +13,9 @@ pgtls_start || { echo "test.sh: could not start the TLS test servers" >&2; exit 
 
 # The progress tests run apitap in a real terminal, a tmux pane, and read its screen; the
 # metrics tests have a real Prometheus server scrape apitap and a node_exporter read its
-# metrics file.
+# metrics file; the connection tests compare apitap with psql, libpq's own client.
 missing=()
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || missing+=(prometheus-node-exporter)

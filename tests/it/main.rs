@@ -18,6 +18,7 @@ mod hostile;
 mod hostile_api;
 mod http;
 mod layers;
+mod libpq;
 mod load;
 mod merge;
 mod merge_empty;

@@ -130,7 +130,7 @@ async fn every_sslmode_as_libpq_against_a_ca_signed_server() {
     .await;
     ok(
         format!(
-            "postgresql://localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            "postgresql://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
             s.port,
             ca.replace('/', "%2F")
         ),

@@ -1,29 +1,34 @@
 //! Which PostgreSQL to connect to, and how, resolved as libpq resolves it.
 //!
 //! The connection string is `--database-url`, else `DATABASE_URL` (a YAML target's `url:`,
-//! `url_env:` or its own keys); [`conninfo`] fills in the service, the `PG*` variables and
-//! `.pgpass`, and [`tls`] reads `sslmode` and its files. The password stays inside
-//! tokio-postgres's `Config` and is never formatted into any message.
+//! `url_env:` or its own keys); [`conninfo`] fills in the service and the `PG*` variables,
+//! [`hosts`] works out the host list and each host's password (`.pgpass`), [`tls`] reads
+//! `sslmode` and its files, and [`dial`] tries the hosts as libpq does. The password is never
+//! formatted into any message. `tests/it/libpq` holds this to psql, case by case.
 //!
 //! One difference from libpq, on purpose: without `connect_timeout`, a connection attempt
-//! gives up after [`DEFAULT_CONNECT_TIMEOUT`] per host instead of waiting forever (a load
+//! gives up after [`DEFAULT_CONNECT_TIMEOUT`] per address instead of waiting forever (a load
 //! started by cron must not hang on a server that accepts and never answers). An explicit
 //! `connect_timeout=0` waits forever, as libpq does.
 
 pub(crate) mod conninfo;
+mod dial;
+mod hosts;
 pub(crate) mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio_postgres::config::{ChannelBinding, Host, LoadBalanceHosts, SslNegotiation};
+use tokio_postgres::config::{ChannelBinding, SslNegotiation};
 
 use super::SinkError;
 use crate::base::error_chain;
-use conninfo::{ConninfoError, Params, default_host, os_user};
-use tls::{SslMode, TlsSettings, TlsSetupError};
+use conninfo::{ConninfoError, Params, os_user};
+use dial::SessionWanted;
+use hosts::{Address, Host};
+use tls::{TlsSettings, TlsSetupError};
 
-/// How long one host may take to accept, encrypt and log in, when the settings do not say.
+/// How long one address may take to accept, encrypt and log in, when the settings do not say.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connection settings that cannot be used.
@@ -39,6 +44,9 @@ pub(crate) enum ConnectError {
         value: String,
         expected: &'static str,
     },
+    /// Host, hostaddr and port lists that do not pair up.
+    #[error("{0}")]
+    Mismatch(String),
     #[error("{keyword}={value} is not supported: {reason}")]
     Unsupported {
         keyword: &'static str,
@@ -50,22 +58,31 @@ pub(crate) enum ConnectError {
 /// Resolved connection settings, with the TLS connector built.
 #[derive(Clone)]
 pub(crate) struct ConnectOptions {
+    /// Who logs in to what, with which session settings, TLS negotiation and socket options;
+    /// its hosts and password are set per attempt.
     config: tokio_postgres::Config,
+    hosts: Vec<Host>,
     tls: std::sync::Arc<tls::Tls>,
-    /// Per host; `None` waits forever (`connect_timeout=0`).
+    /// Per address; `None` waits forever (`connect_timeout=0`).
     connect_timeout: Option<Duration>,
+    session: SessionWanted,
+    load_balance: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Config's Debug redacts the password, but a description is all anyone needs.
+        // A description is all anyone needs, and holds no password.
         f.write_str(&self.describe())
     }
 }
 
-/// Where `~/.pgpass`, `~/.pg_service.conf` and `~/.postgresql` are.
+/// Where `~/.pgpass`, `~/.pg_service.conf` and `~/.postgresql` are: `HOME`, else the
+/// account's home folder, as libpq looks.
 fn home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    match env("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => Some(PathBuf::from(home)),
+        None => std::env::home_dir(),
+    }
 }
 
 impl ConnectOptions {
@@ -88,75 +105,27 @@ impl ConnectOptions {
         let params = Params::resolve(url.as_deref(), settings, env, home.as_deref())?;
         refuse_unsupported(&params)?;
         let mut config = tokio_postgres::Config::new();
-        let hosts: Vec<String> = params.get("host").filter(|h| !h.is_empty()).map_or_else(
-            || vec![default_host(params.get("port"))],
-            |h| h.split(',').map(str::to_string).collect(),
-        );
-        for host in &hosts {
-            config.host(if host.is_empty() { "localhost" } else { host });
-        }
-        if let Some(addrs) = params.get("hostaddr").filter(|a| !a.is_empty()) {
-            for addr in addrs.split(',') {
-                config.hostaddr(addr.parse().map_err(|_| ConnectError::Invalid {
-                    keyword: "hostaddr",
-                    value: addr.to_string(),
-                    expected: "a numeric IP address",
-                })?);
-            }
-        }
-        for port in params.get("port").unwrap_or("").split(',') {
-            config.port(match port {
-                "" => 5432,
-                p => p.parse().map_err(|_| ConnectError::Invalid {
-                    keyword: "port",
-                    value: p.to_string(),
-                    expected: "a port number",
-                })?,
-            });
-        }
-        let user = params
-            .get("user")
-            .map_or_else(|| os_user(env), str::to_string);
-        config.dbname(params.get("dbname").unwrap_or(&user));
-        config.user(&user);
-        if let Some(password) = params.get("password") {
-            config.password(password);
-        }
-        if let Some(options) = params.get("options") {
-            config.options(options);
-        }
-        config.application_name(
-            params
-                .get("application_name")
-                .or(params.get("fallback_application_name"))
-                .unwrap_or("apitap"),
-        );
-        let connect_timeout = match params.get("connect_timeout") {
-            None | Some("") => Some(DEFAULT_CONNECT_TIMEOUT),
-            Some(text) => match text.trim().parse::<i64>() {
-                Ok(secs) if secs <= 0 => None,
-                // libpq waits at least 2 s.
-                Ok(secs) => Some(Duration::from_secs(secs.max(2).unsigned_abs())),
-                Err(_) => {
-                    return Err(ConnectError::Invalid {
-                        keyword: "connect_timeout",
-                        value: text.to_string(),
-                        expected: "a whole number of seconds",
-                    });
-                }
-            },
+        let user = match params.get("user") {
+            Some(user) => user.to_string(),
+            None => os_user()?,
         };
-        if let Some(timeout) = connect_timeout {
-            config.connect_timeout(timeout);
+        let dbname = params.get("dbname").unwrap_or(&user).to_string();
+        config.user(&user).dbname(&dbname);
+        if let Some(options) = session_options(&params, env) {
+            config.options(&options);
         }
+        // As psql does, its own name stands in when no application_name is given.
+        config.application_name(params.get("application_name").unwrap_or("apitap"));
+        let connect_timeout = connect_timeout(&params)?;
         apply_tcp_settings(&mut config, &params)?;
-        apply_choices(&mut config, &params)?;
-        let tls = tls::setup(&TlsSettings {
-            mode: params
-                .get("sslmode")
-                .filter(|m| !m.is_empty())
-                .map(str::parse::<SslMode>)
-                .transpose()?,
+        let (session, load_balance) = apply_choices(&mut config, &params)?;
+        let password_file = params
+            .get("passfile")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".pgpass")));
+        let hosts = hosts::hosts(&params, &dbname, &user, password_file)?;
+        let settings = TlsSettings {
+            mode: params.get("sslmode").map(str::parse).transpose()?,
             root_cert: params.get("sslrootcert").map(str::to_string),
             cert: (params.get("sslcertmode") != Some("disable"))
                 .then(|| params.get("sslcert").map(PathBuf::from))
@@ -166,106 +135,55 @@ impl ConnectOptions {
             max_version: params.get("ssl_max_protocol_version").map(str::to_string),
             sni: params.get("sslsni") != Some("0"),
             home: home.filter(|_| params.get("sslcertmode") != Some("disable")),
-        })?;
-        config.ssl_mode(tls.ssl_mode);
+        };
+        let tls = match tls::setup(&settings) {
+            // libpq reads the root file when it starts TLS, which it never does on a socket.
+            Err(TlsSetupError::NoRootFile(_))
+                if hosts
+                    .iter()
+                    .all(|h| matches!(h.address, Address::Socket(_))) =>
+            {
+                tls::setup(&TlsSettings {
+                    mode: Some(tls::SslMode::Disable),
+                    ..settings
+                })
+            }
+            other => other,
+        }?;
         Ok(ConnectOptions {
             config,
+            hosts,
             tls: std::sync::Arc::new(tls),
             connect_timeout,
+            session,
+            load_balance,
         })
     }
 
     /// Whether every host is this machine (a socket, `localhost`, a loopback address): the
     /// server's backends then share the client's cores.
     pub(crate) fn server_is_local(&self) -> bool {
-        self.config.get_hosts().iter().all(|host| match host {
-            Host::Unix(_) => true,
-            Host::Tcp(name) => {
+        self.hosts.iter().all(|host| match &host.address {
+            Address::Socket(_) => true,
+            Address::Ip { ip, .. } => ip.is_loopback(),
+            Address::Name(name) => {
                 name.eq_ignore_ascii_case("localhost")
                     || name
-                        .trim_matches(['[', ']'])
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|ip| ip.is_loopback())
             }
         })
     }
 
-    /// `user@host:port/dbname`, without the password.
+    /// `user@host:port,…/dbname`, without the password.
     pub(crate) fn describe(&self) -> String {
-        let hosts: Vec<String> = self
-            .config
-            .get_hosts()
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let port = self
-                    .config
-                    .get_ports()
-                    .get(i)
-                    .or(self.config.get_ports().first())
-                    .copied()
-                    .unwrap_or(5432);
-                match h {
-                    Host::Tcp(name) => format!("{name}:{port}"),
-                    Host::Unix(path) => format!("{}:{port}", path.display()),
-                }
-            })
-            .collect();
+        let hosts: Vec<String> = self.hosts.iter().map(Host::describe).collect();
         format!(
             "{}@{}/{}",
             self.config.get_user().unwrap_or("?"),
             hosts.join(","),
             self.config.get_dbname().unwrap_or("?")
         )
-    }
-
-    /// Opens a connection and drives it on the runtime.
-    ///
-    /// # Errors
-    /// The server cannot be reached in time, refuses the login, or its certificate is
-    /// refused (said in libpq's terms).
-    pub(crate) async fn connect(&self) -> Result<tokio_postgres::Client, SinkError> {
-        let failed = |reason: String| SinkError::Connect {
-            target: self.describe(),
-            reason,
-        };
-        let attempt = self.config.connect(self.tls.connector.clone());
-        let connected = match self.connect_timeout {
-            Some(per_host) => {
-                let hosts = self.config.get_hosts().len().max(1) as u32;
-                tokio::time::timeout(per_host * hosts, attempt)
-                    .await
-                    .map_err(|_| {
-                        failed(format!(
-                            "no answer within {} s (connect_timeout)",
-                            per_host.as_secs()
-                        ))
-                    })?
-            }
-            None => attempt.await,
-        };
-        let (client, connection) = connected.map_err(|e| {
-            let refusal = self.tls.refusal.lock().ok().and_then(|mut r| r.take());
-            failed(match refusal {
-                Some(reason) => format!("TLS: {reason}"),
-                None => error_chain(&e),
-            })
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // The server's own reason (an administrator's pg_terminate_backend, a
-                // shutdown) arrives only here; the failing statement just sees the close.
-                match e.as_db_error() {
-                    Some(db) => tracing::warn!(
-                        "PostgreSQL ended the connection: {} ({})",
-                        db.message(),
-                        db.code().code()
-                    ),
-                    None => tracing::debug!(error = %e, "postgres connection closed with an error"),
-                }
-            }
-        });
-        Ok(client)
     }
 
     /// A connection on which every transaction is read-only, for `--preview`: what a
@@ -286,6 +204,53 @@ impl ConnectOptions {
     }
 }
 
+/// `options`, with the session settings libpq sends from `PGDATESTYLE`, `PGTZ` and `PGGEQO`
+/// (unless `default`) added as `-c` settings: the same session either way.
+fn session_options(params: &Params, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let mut options: Vec<String> = params
+        .get("options")
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    for (var, setting) in [
+        ("PGDATESTYLE", "datestyle"),
+        ("PGTZ", "timezone"),
+        ("PGGEQO", "geqo"),
+    ] {
+        if let Some(value) = env(var).filter(|v| !v.eq_ignore_ascii_case("default")) {
+            // In options, a backslash escapes a blank or a backslash.
+            let escaped: String = value
+                .chars()
+                .flat_map(|c| {
+                    (c.is_whitespace() || c == '\\')
+                        .then_some('\\')
+                        .into_iter()
+                        .chain([c])
+                })
+                .collect();
+            options.push(format!("-c {setting}={escaped}"));
+        }
+    }
+    (!options.is_empty()).then(|| options.join(" "))
+}
+
+/// `connect_timeout`: at least 2 s as in libpq, 0 or less waits forever, none gives
+/// [`DEFAULT_CONNECT_TIMEOUT`].
+fn connect_timeout(params: &Params) -> Result<Option<Duration>, ConnectError> {
+    let Some(text) = params.get("connect_timeout") else {
+        return Ok(Some(DEFAULT_CONNECT_TIMEOUT));
+    };
+    match text.trim().parse::<i64>() {
+        Ok(secs) if secs <= 0 => Ok(None),
+        Ok(secs) => Ok(Some(Duration::from_secs(secs.max(2).unsigned_abs()))),
+        Err(_) => Err(ConnectError::Invalid {
+            keyword: "connect_timeout",
+            value: text.to_string(),
+            expected: "a whole number of seconds",
+        }),
+    }
+}
+
 /// Keepalives and the TCP user timeout.
 fn apply_tcp_settings(
     config: &mut tokio_postgres::Config,
@@ -294,7 +259,6 @@ fn apply_tcp_settings(
     let number = |keyword: &'static str| -> Result<Option<u64>, ConnectError> {
         params
             .get(keyword)
-            .filter(|v| !v.is_empty())
             .map(|v| {
                 v.trim().parse::<u64>().map_err(|_| ConnectError::Invalid {
                     keyword,
@@ -322,38 +286,34 @@ fn apply_tcp_settings(
     Ok(())
 }
 
-/// The keyword settings with a fixed set of values.
-fn apply_choices(config: &mut tokio_postgres::Config, params: &Params) -> Result<(), ConnectError> {
-    use tokio_postgres::config::TargetSessionAttrs;
-    let value = |keyword| params.get(keyword).filter(|v| !v.is_empty());
+/// The keyword settings with a fixed set of values; gives the session `target_session_attrs`
+/// wants and whether `load_balance_hosts=random`.
+fn apply_choices(
+    config: &mut tokio_postgres::Config,
+    params: &Params,
+) -> Result<(SessionWanted, bool), ConnectError> {
     let invalid =
         |keyword: &'static str, value: &str, expected: &'static str| ConnectError::Invalid {
             keyword,
             value: value.to_string(),
             expected,
         };
-    if let Some(v) = value("target_session_attrs") {
-        config.target_session_attrs(match v {
-            "any" => TargetSessionAttrs::Any,
-            "read-write" => TargetSessionAttrs::ReadWrite,
-            "read-only" => TargetSessionAttrs::ReadOnly,
-            "primary" | "standby" | "prefer-standby" => {
-                return Err(ConnectError::Unsupported {
-                    keyword: "target_session_attrs",
-                    value: v.to_string(),
-                    reason: "use any, read-write or read-only",
-                });
-            }
-            _ => {
-                return Err(invalid(
-                    "target_session_attrs",
-                    v,
-                    "any, read-write or read-only",
-                ));
-            }
-        });
-    }
-    if let Some(v) = value("channel_binding") {
+    let session = match params.get("target_session_attrs").unwrap_or("any") {
+        "any" => SessionWanted::Any,
+        "read-write" => SessionWanted::ReadWrite,
+        "read-only" => SessionWanted::ReadOnly,
+        "primary" => SessionWanted::Primary,
+        "standby" => SessionWanted::Standby,
+        "prefer-standby" => SessionWanted::PreferStandby,
+        v => {
+            return Err(invalid(
+                "target_session_attrs",
+                v,
+                "any, read-write, read-only, primary, standby or prefer-standby",
+            ));
+        }
+    };
+    if let Some(v) = params.get("channel_binding") {
         config.channel_binding(match v {
             "disable" => ChannelBinding::Disable,
             "prefer" => ChannelBinding::Prefer,
@@ -361,21 +321,19 @@ fn apply_choices(config: &mut tokio_postgres::Config, params: &Params) -> Result
             _ => return Err(invalid("channel_binding", v, "disable, prefer or require")),
         });
     }
-    if let Some(v) = value("load_balance_hosts") {
-        config.load_balance_hosts(match v {
-            "disable" => LoadBalanceHosts::Disable,
-            "random" => LoadBalanceHosts::Random,
-            _ => return Err(invalid("load_balance_hosts", v, "disable or random")),
-        });
-    }
-    if let Some(v) = value("sslnegotiation") {
+    let load_balance = match params.get("load_balance_hosts").unwrap_or("disable") {
+        "disable" => false,
+        "random" => true,
+        v => return Err(invalid("load_balance_hosts", v, "disable or random")),
+    };
+    if let Some(v) = params.get("sslnegotiation") {
         config.ssl_negotiation(match v {
             "postgres" => SslNegotiation::Postgres,
             "direct" => SslNegotiation::Direct,
             _ => return Err(invalid("sslnegotiation", v, "postgres or direct")),
         });
     }
-    Ok(())
+    Ok((session, load_balance))
 }
 
 /// libpq settings apitap cannot honor: refused by name rather than ignored.

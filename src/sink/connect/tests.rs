@@ -45,11 +45,8 @@ fn pg_variables_alone() {
     )
     .unwrap();
     assert_eq!(o.describe(), "me@127.0.0.1:5433/me");
-    assert_eq!(o.config.get_password(), Some(&b"pw"[..]));
-    assert_eq!(
-        o.config.get_ssl_mode(),
-        tokio_postgres::config::SslMode::Require
-    );
+    assert_eq!(o.hosts[0].password.as_deref(), Some("pw"));
+    assert_eq!(o.tls.mode, tls::SslMode::Require);
     assert_eq!(o.config.get_application_name(), Some("apitap"));
     assert_eq!(o.connect_timeout, Some(DEFAULT_CONNECT_TIMEOUT));
 }
@@ -104,5 +101,49 @@ fn settings_libpq_has_and_apitap_cannot_honor_are_refused_by_name() {
     assert!(
         missing.starts_with("root certificate file \"/nonexistent/root.crt\" does not exist"),
         "{missing}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn each_host_has_its_own_line_of_the_password_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(".pgpass");
+    std::fs::write(
+        &file,
+        "a:5432:*:u:for-a\nb:6000:*:u:for-b\n10.0.0.9:*:*:*:by-address\nlocalhost:*:*:*:local\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home = dir.path().to_str().unwrap();
+    let passwords = |conninfo: &str| {
+        let o = resolve(Some(conninfo), &[("HOME", home)]).unwrap();
+        o.hosts
+            .iter()
+            .map(|h| h.password.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        passwords("host=a,b port=5432,6000 user=u"),
+        ["for-a", "for-b"]
+    );
+    assert_eq!(passwords("hostaddr=10.0.0.9 user=u"), ["by-address"]);
+    assert_eq!(passwords("host=,a user=u"), ["local", "for-a"]);
+    assert_eq!(
+        passwords("host=a,b user=u password=given"),
+        ["given", "given"]
+    );
+    assert_eq!(
+        resolve(Some("host=a,b port=1,2,3"), &[])
+            .unwrap_err()
+            .to_string(),
+        "could not match 3 port numbers to 2 hosts"
+    );
+    assert_eq!(
+        resolve(Some("host=a,b hostaddr=10.0.0.1"), &[])
+            .unwrap_err()
+            .to_string(),
+        "could not match 2 host names to 1 hostaddr values"
     );
 }

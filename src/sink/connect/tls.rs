@@ -130,7 +130,8 @@ enum Verify {
 
 /// A connector for tokio-postgres, and what tokio-postgres is to be told.
 pub(crate) struct Tls {
-    pub ssl_mode: tokio_postgres::config::SslMode,
+    /// The mode in force (`prefer` when none was given, `verify-full` with `sslrootcert=system`).
+    pub mode: SslMode,
     pub connector: tokio_postgres_rustls::MakeRustlsConnect,
     /// Why the last handshake refused the server's certificate, in words a user can act on.
     pub refusal: Arc<Mutex<Option<String>>>,
@@ -225,13 +226,7 @@ pub(crate) fn setup(settings: &TlsSettings) -> Result<Tls, TlsSetupError> {
     };
     config.enable_sni = settings.sni;
     Ok(Tls {
-        ssl_mode: match mode {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                tokio_postgres::config::SslMode::Require
-            }
-        },
+        mode,
         connector: tokio_postgres_rustls::MakeRustlsConnect::new(config),
         refusal,
     })

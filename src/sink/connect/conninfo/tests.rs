@@ -45,7 +45,7 @@ fn keyword_strings_with_quotes_and_escapes() {
     assert_eq!(
         parse("host=db  port = 5432 password='it''s' user='a b' options='-c search_path=x\\'y'")
             .unwrap_err(),
-        ConninfoError::Syntax("missing \"=\" after \"'s'\"".into()),
+        ConninfoError::Syntax("missing \"=\" after \"'s'\" in connection info string".into()),
         "a doubled quote is not an escape in libpq"
     );
     assert_eq!(
@@ -111,53 +111,60 @@ fn the_string_then_settings_then_service_then_environment() {
     );
 }
 
-#[cfg(unix)]
 #[test]
-fn the_password_file_as_libpq_reads_it() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(".pgpass");
-    std::fs::write(
-        &file,
-        "# comment\nother:5432:*:*:wrong\ndb\\:1:5432:app:loader:first\ndb2:*:*:loader:p\\:w\\\\d\n*:*:*:*:fallback\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let home = Some(dir.path());
-    let lookup = |conninfo: &str| {
-        Params::resolve(Some(conninfo), &[], &env(&[]), home)
-            .unwrap()
-            .get("password")
-            .map(str::to_string)
+fn uris_libpq_refuses_are_refused_in_its_words() {
+    let refused = |uri: &str| match parse(uri) {
+        Err(ConninfoError::Syntax(message)) => message,
+        other => panic!("{uri}: {other:?}"),
     };
     assert_eq!(
-        lookup("host=db:1 dbname=app user=loader").as_deref(),
-        Some("first")
+        refused("postgres://[]"),
+        "IPv6 host address may not be empty in URI: \"postgres://[]\""
     );
     assert_eq!(
-        lookup("host=db2 port=9 user=loader").as_deref(),
-        Some("p:w\\d")
+        refused("postgres://[::1]z"),
+        "unexpected character 'z' at position 17 in URI (expected \":\" or \"/\"): \"postgres://[::1]z\""
     );
-    assert_eq!(lookup("host=db3 user=x").as_deref(), Some("fallback"));
     assert_eq!(
-        lookup("host=db2 user=loader password=given").as_deref(),
-        Some("given"),
-        "a given password wins"
+        refused("postgres://h?dbname=%XXfoo"),
+        "invalid percent-encoded token: \"%XXfoo\""
     );
-    // Readable by others: ignored, as libpq does.
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert_eq!(lookup("host=db3 user=x"), None);
-    // PGPASSFILE (or passfile=) names another file.
-    let other = dir.path().join("elsewhere");
-    std::fs::write(&other, "*:*:*:*:from-passfile\n").unwrap();
-    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let params = Params::resolve(
-        Some("host=h"),
-        &[],
-        &env(&[("PGPASSFILE", other.to_str().unwrap())]),
-        home,
-    )
-    .unwrap();
-    assert_eq!(params.get("password"), Some("from-passfile"));
-    assert!(!format!("{params:?}").contains("from-passfile"));
+    assert_eq!(
+        refused("postgresql://a%00b"),
+        "forbidden value %00 in percent-encoded value: \"a%00b\""
+    );
+    assert_eq!(
+        refused("postgresql://h?key=key=value"),
+        "extra key/value separator \"=\" in URI query parameter: \"key\""
+    );
+    assert_eq!(
+        refused("postgresql://h?a=1&&b=2"),
+        "missing key/value separator \"=\" in URI query parameter: \"\""
+    );
+    // Credentials end at the first '@': the rest is a host name no server has.
+    assert_eq!(
+        parse("postgresql://u:p@ss@h/db").unwrap(),
+        pairs(&[
+            ("user", "u"),
+            ("password", "p"),
+            ("host", "ss@h"),
+            ("dbname", "db")
+        ])
+    );
+    // An empty port list is no port, so PGPORT applies.
+    assert_eq!(parse("postgres://h:/").unwrap(), pairs(&[("host", "h")]));
+    assert_eq!(
+        parse("postgres://h1:5433,h2").unwrap(),
+        pairs(&[("host", "h1,h2"), ("port", "5433,")])
+    );
+}
+
+#[test]
+fn an_empty_value_hides_what_comes_after_it_and_means_the_default() {
+    let vars = env(&[("PGUSER", "env-user"), ("PGHOST", "env-host")]);
+    let params = Params::resolve(Some("user='' host="), &[], &vars, None).unwrap();
+    assert_eq!(params.get("user"), None);
+    assert_eq!(params.get("host"), None);
+    let params = Params::resolve(None, &[], &env(&[("PGUSER", "")]), None).unwrap();
+    assert_eq!(params.get("user"), None);
 }
