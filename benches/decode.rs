@@ -13,6 +13,12 @@ fn decode(c: &mut Criterion) {
     group.bench_function("ndjson_demo_rows_100k", |b| {
         b.iter(|| common::decode_rows(&input, &table, 1))
     });
+    // The same rows with `metadata` flattened into three columns: each record's object is
+    // scanned a second time, into its fields.
+    let flattened = common::table_flattened(&input, 10);
+    group.bench_function("ndjson_demo_rows_100k_flatten", |b| {
+        b.iter(|| common::decode_rows(&input, &flattened, 1))
+    });
     // The same on N worker threads, which find the lines of the jobs the caller's thread
     // cuts at newlines, and decode them.
     for threads in [2, 3] {

@@ -181,8 +181,11 @@ pub struct Column {
     pub name: String,
     pub pg_type: PgType,
     /// The record field it is read from, when that is not `name` (a key PostgreSQL cannot
-    /// take as a column name as it is; see [`column_name`]).
+    /// take as a column name as it is, see [`column_name`]; or a field inside an object).
     pub key: Option<String>,
+    /// The objects the field lies in, outermost first (`["user"]` for the column
+    /// `user__screen_name` of `--nested flatten`); empty for a field of the record itself.
+    pub parents: Vec<String>,
 }
 
 impl Column {
@@ -192,12 +195,36 @@ impl Column {
             name: name.into(),
             pg_type,
             key: None,
+            parents: Vec::new(),
         }
     }
 
-    /// The record field the column is read from.
+    /// The key the column is read from, in the record or in the object it lies in.
     pub(crate) fn key(&self) -> &str {
         self.key.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The field's name as a column's would be before [`column_name`] maps it: its key, or
+    /// its path joined with `__` for a field inside objects.
+    pub(crate) fn field_name(&self) -> std::borrow::Cow<'_, str> {
+        if self.parents.is_empty() {
+            return self.key().into();
+        }
+        let mut name = self.parents.join("__");
+        name.push_str("__");
+        name.push_str(self.key());
+        name.into()
+    }
+
+    /// The field as messages name it: its key, or its path with dots (`user.screen_name`).
+    pub(crate) fn field_path(&self) -> std::borrow::Cow<'_, str> {
+        if self.parents.is_empty() {
+            return self.key().into();
+        }
+        let mut path = self.parents.join(".");
+        path.push('.');
+        path.push_str(self.key());
+        path.into()
     }
 }
 

@@ -19,7 +19,12 @@ pub fn ndjson() -> Bytes {
 }
 
 pub fn table(input: &[u8]) -> TableSchema {
-    let mut sample = Sample::default();
+    table_flattened(input, 0)
+}
+
+/// The table `--nested flatten --max-nesting DEPTH` infers (0: `--nested keep`).
+pub fn table_flattened(input: &[u8], depth: usize) -> TableSchema {
+    let mut sample = Sample::new(depth);
     for line in input.split(|&b| b == b'\n').take(1000) {
         sample.add(line);
     }

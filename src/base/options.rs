@@ -95,3 +95,15 @@ pub(crate) enum ProgressMode {
     Always,
     Never,
 }
+
+/// What becomes of a record's nested objects (`--nested`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Nested {
+    /// Each top-level field is one column; objects and arrays land whole, as jsonb.
+    #[default]
+    Keep,
+    /// The fields of objects become columns named by their path (`user__screen_name`), down
+    /// to `--max-nesting` levels; arrays land whole, as jsonb.
+    Flatten,
+}

@@ -33,6 +33,7 @@ pub(crate) enum Setting {
     CaCert,
     MaxPageBytes,
     LockTimeout,
+    MaxNesting,
 }
 
 impl Setting {
@@ -55,6 +56,7 @@ impl Setting {
             Setting::CaCert => ("--ca-cert", "ca_cert"),
             Setting::MaxPageBytes => ("--max-page-bytes", "max_page_bytes"),
             Setting::LockTimeout => ("--lock-timeout", "lock_timeout_secs"),
+            Setting::MaxNesting => ("--max-nesting", "max_nesting"),
         };
         match origin {
             Origin::Flags => flag,

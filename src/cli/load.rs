@@ -10,7 +10,8 @@ use clap::Args;
 use super::{Outcome, interrupted, output, peak_rss_bytes};
 use crate::base::Origin;
 use crate::base::options::{
-    HttpMethod, InputFormat, Mode, OnError, ProgressMode, ReplaceWith, SchemaPolicy, WriteMethod,
+    HttpMethod, InputFormat, Mode, Nested, OnError, ProgressMode, ReplaceWith, SchemaPolicy,
+    WriteMethod,
 };
 use crate::load::{Load, LoadSpec, defaults};
 use crate::pipeline::LoadSummary;
@@ -160,6 +161,17 @@ pub(crate) struct LoadArgs {
     /// naming the field, `discard` drops them and says which.
     #[arg(help_heading = "Table", long, value_enum, default_value_t = SchemaPolicy::Evolve)]
     pub schema: SchemaPolicy,
+
+    /// Nested objects: `keep` loads each top-level field whole (objects and arrays as jsonb);
+    /// `flatten` makes the fields of objects columns named by their path, joined with `__`
+    /// (`user__screen_name`); arrays stay jsonb.
+    #[arg(help_heading = "Table", long, value_enum, default_value_t = Nested::Keep)]
+    pub nested: Nested,
+
+    /// With --nested flatten: how many levels of objects become columns (1 to 64); deeper
+    /// objects land whole, as jsonb.
+    #[arg(help_heading = "Table", long, value_name = "N")]
+    pub max_nesting: Option<usize>,
 
     /// The same as --schema discard.
     #[arg(help_heading = "Table", long)]
@@ -478,6 +490,8 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
             args.schema
         },
         widen_to_text: args.widen_to_text,
+        nested: args.nested,
+        max_nesting: args.max_nesting,
         allow_empty: args.allow_empty,
         max_record_bytes: Some(args.max_record_bytes),
         decode_threads: args.decode_threads.map(usize::from),

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::base::options::{
-    HttpMethod, InputFormat, Mode, OnError, ReplaceWith, SchemaPolicy, WriteMethod,
+    HttpMethod, InputFormat, Mode, Nested, OnError, ReplaceWith, SchemaPolicy, WriteMethod,
 };
 use crate::base::{Origin, SettingError};
 use crate::load::{Load, LoadSpec};
@@ -141,6 +141,11 @@ pub(crate) struct SourceConfig {
     /// Under `evolve`, make a column text when it refuses a sampled value.
     #[serde(default)]
     pub widen_to_text: bool,
+    /// `keep` (default) or `flatten`: the fields of nested objects become columns named by
+    /// their path (`user__screen_name`), down to `max_nesting` levels (default 10).
+    #[serde(default)]
+    pub nested: Nested,
+    pub max_nesting: Option<usize>,
     /// Column types that override inference: `{amount: numeric, id: bigint}`.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
@@ -438,6 +443,8 @@ impl SourceConfig {
             batch_size: self.batch_size,
             schema: self.schema_policy.unwrap_or_default(),
             widen_to_text: self.widen_to_text,
+            nested: self.nested,
+            max_nesting: self.max_nesting,
             allow_empty: self.allow_empty,
             max_record_bytes: None,
             decode_threads: self.decode_threads,

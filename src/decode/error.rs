@@ -34,6 +34,18 @@ pub enum DecodeError {
         column: String,
         reason: String,
     },
+    #[error(
+        "line {line} (record {record}): field {field:?} is {found}, but its fields are loaded as columns \
+         ({columns}__…), so only an object or null fits there; load with --nested keep to keep it whole as jsonb"
+    )]
+    NotObject {
+        line: u64,
+        record: u64,
+        field: String,
+        /// The field's columns' common start (`user` for `user__id`, …).
+        columns: String,
+        found: &'static str,
+    },
     #[error("line {line} (record {record}): field {field:?} {hint}")]
     UnknownField {
         line: u64,
@@ -50,6 +62,7 @@ impl DecodeError {
             DecodeError::Syntax { record, .. }
             | DecodeError::Oversized { record, .. }
             | DecodeError::Value { record, .. }
+            | DecodeError::NotObject { record, .. }
             | DecodeError::UnknownField { record, .. } => Some(*record),
             _ => None,
         }
@@ -61,6 +74,7 @@ impl DecodeError {
             DecodeError::Syntax { line, .. }
             | DecodeError::Oversized { line, .. }
             | DecodeError::Value { line, .. }
+            | DecodeError::NotObject { line, .. }
             | DecodeError::UnknownField { line, .. }
             | DecodeError::Structure { line, .. }
             | DecodeError::RecordTooLarge { line, .. } => *line,
@@ -75,6 +89,7 @@ impl DecodeError {
             DecodeError::Syntax { line, record, .. }
             | DecodeError::Oversized { line, record }
             | DecodeError::Value { line, record, .. }
+            | DecodeError::NotObject { line, record, .. }
             | DecodeError::UnknownField { line, record, .. } => {
                 *line += lines;
                 *record += records;

@@ -6,16 +6,21 @@ use super::DecodeError;
 use super::framing::Position;
 use super::scan::{self, SyntaxError, Value};
 
-/// One record's fields matched to the columns of its row.
+/// One object's fields (the record's, or a flattened object's) matched to the slots of
+/// its row.
 pub(super) struct RowFields<'a> {
     pub(super) keys: &'a [Box<[u8]>],
     pub(super) quoted_keys: &'a [Option<Box<[u8]>>],
+    /// The slot of each key ([`super::layout::Node::slots`]; `None`: key `i`, slot `i`).
+    pub(super) slots: Option<&'a [u32]>,
     pub(super) values: &'a mut [Value],
-    /// The column the next key most likely names: records usually list their fields in the
+    /// The key the next field most likely has: records usually list their fields in the
     /// same order, so matching starts where the last key matched.
     pub(super) guess: &'a mut usize,
     pub(super) scratch: &'a mut String,
     pub(super) reject_unknown: bool,
+    /// The object's path and a dot, naming an unknown field in it (empty for the record).
+    pub(super) prefix: &'a str,
     /// Where the value of a field no column takes is scanned to (and dropped).
     pub(super) spare: Value,
     /// A field no column takes, in a load that refuses such fields.
@@ -23,15 +28,19 @@ pub(super) struct RowFields<'a> {
 }
 
 impl RowFields<'_> {
-    /// The slot of `column`'s value (a key given twice: the last value wins, as in
-    /// PostgreSQL); the next key is guessed to be the next column's.
-    fn slot(&mut self, column: usize) -> &mut Value {
-        *self.guess = if column + 1 == self.keys.len() {
+    /// The slot of key `index`'s value (a key given twice: the last value wins, as in
+    /// PostgreSQL); the next key is guessed to be the next one.
+    fn slot(&mut self, index: usize) -> &mut Value {
+        *self.guess = if index + 1 == self.keys.len() {
             0
         } else {
-            column + 1
+            index + 1
         };
-        &mut self.values[column]
+        let slot = match self.slots {
+            Some(slots) => slots[index] as usize,
+            None => index,
+        };
+        &mut self.values[slot]
     }
 }
 
@@ -66,7 +75,8 @@ impl scan::Fields for RowFields<'_> {
             Some(column) => self.slot(column),
             None => {
                 if self.reject_unknown {
-                    self.unknown = Some(String::from_utf8_lossy(key).into_owned());
+                    let key = String::from_utf8_lossy(key);
+                    self.unknown = Some(format!("{}{key}", self.prefix));
                 }
                 &mut self.spare
             }
@@ -85,6 +95,19 @@ impl scan::Fields for RowFields<'_> {
 pub(super) enum FieldError {
     Syntax(SyntaxError),
     Unknown(String),
+}
+
+/// The kind of a JSON value in words, for messages.
+pub(super) fn kind_words(kind: scan::Kind) -> &'static str {
+    match kind {
+        scan::Kind::Absent => "absent",
+        scan::Kind::Null => "null",
+        scan::Kind::True | scan::Kind::False => "a boolean",
+        scan::Kind::Number => "a number",
+        scan::Kind::String => "a string",
+        scan::Kind::Object => "an object",
+        scan::Kind::Array => "an array",
+    }
 }
 
 impl From<SyntaxError> for FieldError {

@@ -5,6 +5,10 @@
 //! will refuse. Numbers are classified by their text, not by a parsed double, so that no
 //! value loses digits: integers past 64 bits and numbers a double cannot hold exactly make
 //! the column `numeric`. Column order is the order fields first appear.
+//!
+//! With `--nested flatten` the sample also reads inside objects, down to the nesting asked
+//! for: a field that held only objects (or null) becomes the columns of its fields, named by
+//! their path (`user__screen_name`), each placed where its object first appeared.
 
 use super::scan::{Kind, SyntaxError, Value, scan_record, unescape};
 use super::values::{StringShape, string_shape};
@@ -21,7 +25,9 @@ const TIMESTAMPTZ: u16 = 1 << 5;
 const TIMESTAMP: u16 = 1 << 6;
 const DATE: u16 = 1 << 7;
 const STRING: u16 = 1 << 8;
-const NESTED: u16 = 1 << 9;
+const OBJECT: u16 = 1 << 9;
+const ARRAY: u16 = 1 << 13;
+const NESTED: u16 = OBJECT | ARRAY;
 /// With INT: an integer outside smallint's range, or outside integer's. They only matter
 /// when an existing column is too narrow; a new table's integers are bigint.
 const BEYOND_INT2: u16 = 1 << 10;
@@ -30,50 +36,112 @@ const BEYOND_INT4: u16 = 1 << 11;
 /// same decimal value (`1234567890.123456789`, `9007199254740993`, `1e400`).
 const NOT_DOUBLE: u16 = 1 << 12;
 
+/// The most levels of objects `--max-nesting` may flatten: deeper paths make column names no
+/// one can read, and the sample and the decoder recurse once per level.
+pub(crate) const MAX_FLATTEN_DEPTH: usize = 64;
+
+/// What the sample showed of one field, and (flattening) of the fields of its objects.
+#[derive(Debug, Default)]
+struct SampledField {
+    name: String,
+    kinds: u16,
+    /// The fields its object values held, in order of first appearance.
+    fields: Vec<SampledField>,
+}
+
+/// One field as a column: its path (the objects it lies in, then its key) and its kinds.
+struct FlatField {
+    path: Vec<String>,
+    kinds: u16,
+}
+
+impl FlatField {
+    /// The column it becomes, named by its path joined with `__` (before the names
+    /// PostgreSQL cannot take are mapped: see [`crate::schema::column_name`]).
+    fn column(&self, pg_type: PgType) -> Column {
+        let (key, parents) = self.path.split_last().expect("a path has a key");
+        if parents.is_empty() {
+            return Column::new(key.clone(), pg_type);
+        }
+        Column {
+            name: self.path.join("__"),
+            pg_type,
+            key: Some(key.clone()),
+            parents: parents.to_vec(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.path.join("__")
+    }
+}
+
 /// What the sample showed of each field, in order of first appearance.
 #[derive(Debug, Default)]
 pub struct Sample {
-    fields: Vec<(String, u16)>,
+    /// How many levels of objects are flattened into columns (0: none, `--nested keep`).
+    flatten_depth: usize,
+    fields: Vec<SampledField>,
     records: usize,
     /// The sampled records, one per line, to try an existing column's decoder on.
     text: Vec<u8>,
 }
 
 impl Sample {
+    /// A sample that flattens objects `flatten_depth` levels deep into columns (0: none).
+    pub fn new(flatten_depth: usize) -> Sample {
+        Sample {
+            flatten_depth: flatten_depth.min(MAX_FLATTEN_DEPTH),
+            ..Sample::default()
+        }
+    }
+
     /// Adds one record. Records the decoder will refuse (not JSON, not an object) are
     /// skipped here: the decoder reports them, or sets them aside, when they are loaded.
     pub fn add(&mut self, record: &[u8]) {
         let Ok(record) = std::str::from_utf8(record) else {
             return;
         };
-        let mut seen: Vec<(String, u16)> = Vec::new();
-        let scanned = scan_record::<SyntaxError>(record, |key, escaped, value| {
-            let mut name = String::new();
-            if escaped {
-                unescape(key, &mut name);
-            } else {
-                name.push_str(key);
-            }
-            seen.push((name, kind_of(record, &value)));
-            Ok(())
-        });
-        if scanned.is_err() {
+        let mut seen = Vec::new();
+        if read_object(record, self.flatten_depth, &mut seen).is_err() {
             return;
         }
         self.records += 1;
         self.text.extend_from_slice(record.as_bytes());
         self.text.push(b'\n');
-        for (name, kind) in seen {
-            match self.fields.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, kinds)) => *kinds |= kind,
-                None => self.fields.push((name, kind)),
-            }
-        }
+        merge(&mut self.fields, seen);
     }
 
-    /// Names of the fields seen, in order of first appearance.
-    pub(crate) fn field_names(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|(n, _)| n.as_str())
+    /// The fields as columns: a field that held only objects (and nulls), with fields of
+    /// their own, gives way to those fields; any other is one column.
+    fn flat(&self) -> Vec<FlatField> {
+        fn walk(fields: &[SampledField], path: &mut Vec<String>, out: &mut Vec<FlatField>) {
+            for field in fields {
+                path.push(field.name.clone());
+                if field.kinds & !NULL == OBJECT && !field.fields.is_empty() {
+                    walk(&field.fields, path, out);
+                } else {
+                    out.push(FlatField {
+                        path: path.clone(),
+                        kinds: field.kinds,
+                    });
+                }
+                path.pop();
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.fields, &mut Vec::new(), &mut out);
+        out
+    }
+
+    fn find(&self, name: &str) -> Option<FlatField> {
+        self.flat().into_iter().find(|f| f.name() == name)
+    }
+
+    /// Names of the fields seen (flattened: their paths joined with `__`), in order of first
+    /// appearance.
+    pub(crate) fn field_names(&self) -> Vec<String> {
+        self.flat().iter().map(FlatField::name).collect()
     }
 
     /// How many records (JSON objects) were sampled.
@@ -81,26 +149,22 @@ impl Sample {
         self.records
     }
 
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.fields.iter().any(|(n, _)| n == name)
-    }
-
     /// The wider type an existing column of type `current` needs to hold every sampled
     /// value of `name`, or `None` if it holds them already. Integer columns widen as far as
     /// the values need (int → bigint → numeric); with `to_text`, any other column whose
     /// decoder refuses a sampled value becomes text (otherwise that value fails the load).
     pub(crate) fn widening(&self, name: &str, current: PgType, to_text: bool) -> Option<PgType> {
-        self.widening_number(name, current).or_else(|| {
-            (to_text && self.contains(name) && self.refused_by(name, current))
-                .then_some(PgType::Text)
-        })
+        let field = self.find(name)?;
+        widening_number(field.kinds, current)
+            .or_else(|| (to_text && self.refused_by(&field, current)).then_some(PgType::Text))
     }
 
-    /// Whether a column `name` of type `current` refuses a sampled value: the column's own
-    /// decoder is run over the sample, so the answer follows exactly the rules a load uses.
-    fn refused_by(&self, name: &str, current: PgType) -> bool {
+    /// Whether a column of type `current` for `field` refuses a sampled value: the column's
+    /// own decoder is run over the sample, so the answer follows exactly the rules a load
+    /// uses.
+    fn refused_by(&self, field: &FlatField, current: PgType) -> bool {
         let table = TableSchema {
-            columns: vec![Column::new(name, current)],
+            columns: vec![field.column(current)],
         };
         let mut decoder = RecordDecoder::new(
             &table,
@@ -124,49 +188,83 @@ impl Sample {
         decoder.finish().is_err()
     }
 
-    /// The integer ladder of [`Sample::widening`].
-    fn widening_number(&self, name: &str, current: PgType) -> Option<PgType> {
-        let rank = |t: PgType| match t {
-            PgType::Int2 => Some(0),
-            PgType::Int4 => Some(1),
-            PgType::Int8 => Some(2),
-            PgType::Numeric => Some(3),
-            _ => None,
-        };
-        let (_, kinds) = self.fields.iter().find(|(n, _)| n == name)?;
-        let kinds = kinds & !NULL;
-        let numeric = INT | BIG_INT | FLOAT | BEYOND_INT2 | BEYOND_INT4 | NOT_DOUBLE;
-        if kinds == 0 || kinds & !numeric != 0 {
-            return None;
-        }
-        let needed = if kinds & (BIG_INT | FLOAT) != 0 {
-            PgType::Numeric
-        } else if kinds & BEYOND_INT4 != 0 {
-            PgType::Int8
-        } else if kinds & BEYOND_INT2 != 0 {
-            PgType::Int4
-        } else {
-            PgType::Int2
-        };
-        (rank(needed)? > rank(current)?).then_some(needed)
-    }
-
     /// The table that would hold every sampled record without losing anything.
     pub fn infer(&self) -> TableSchema {
         TableSchema {
             columns: self
-                .fields
+                .flat()
                 .iter()
-                .map(|(name, kinds)| Column::new(name.clone(), resolve(*kinds & !NULL).0))
+                .map(|f| f.column(resolve(f.kinds & !NULL).0))
                 .collect(),
         }
     }
 
     /// Why [`Sample::infer`] gave field `name` its type, in words (`--preview`).
     pub(crate) fn rule(&self, name: &str) -> Option<&'static str> {
-        let (_, kinds) = self.fields.iter().find(|(n, _)| n == name)?;
-        Some(resolve(*kinds & !NULL).1)
+        Some(resolve(self.find(name)?.kinds & !NULL).1)
     }
+}
+
+/// The fields of the object `text` (a record, or an object in one) with the kind of each
+/// value, reading `depth` more levels of objects.
+fn read_object(text: &str, depth: usize, out: &mut Vec<SampledField>) -> Result<(), SyntaxError> {
+    scan_record::<SyntaxError>(text, |key, escaped, value| {
+        let mut name = String::new();
+        if escaped {
+            unescape(key, &mut name);
+        } else {
+            name.push_str(key);
+        }
+        let mut field = SampledField {
+            name,
+            kinds: kind_of(text, &value),
+            fields: Vec::new(),
+        };
+        if value.kind == Kind::Object && depth > 0 {
+            read_object(value.text(text), depth - 1, &mut field.fields)?;
+        }
+        out.push(field);
+        Ok(())
+    })
+}
+
+/// Adds one record's fields to what the sample holds.
+fn merge(into: &mut Vec<SampledField>, seen: Vec<SampledField>) {
+    for field in seen {
+        match into.iter_mut().find(|f| f.name == field.name) {
+            Some(known) => {
+                known.kinds |= field.kinds;
+                merge(&mut known.fields, field.fields);
+            }
+            None => into.push(field),
+        }
+    }
+}
+
+/// The integer ladder of [`Sample::widening`].
+fn widening_number(kinds: u16, current: PgType) -> Option<PgType> {
+    let rank = |t: PgType| match t {
+        PgType::Int2 => Some(0),
+        PgType::Int4 => Some(1),
+        PgType::Int8 => Some(2),
+        PgType::Numeric => Some(3),
+        _ => None,
+    };
+    let kinds = kinds & !NULL;
+    let numeric = INT | BIG_INT | FLOAT | BEYOND_INT2 | BEYOND_INT4 | NOT_DOUBLE;
+    if kinds == 0 || kinds & !numeric != 0 {
+        return None;
+    }
+    let needed = if kinds & (BIG_INT | FLOAT) != 0 {
+        PgType::Numeric
+    } else if kinds & BEYOND_INT4 != 0 {
+        PgType::Int8
+    } else if kinds & BEYOND_INT2 != 0 {
+        PgType::Int4
+    } else {
+        PgType::Int2
+    };
+    (rank(needed)? > rank(current)?).then_some(needed)
 }
 
 /// What one value is, for inference.
@@ -191,7 +289,8 @@ fn kind_of(record: &str, value: &Value) -> u16 {
                 StringShape::Other => STRING,
             }
         }
-        Kind::Object | Kind::Array => NESTED,
+        Kind::Object => OBJECT,
+        Kind::Array => ARRAY,
     }
 }
 
@@ -284,160 +383,4 @@ fn resolve(kinds: u16) -> (PgType, &'static str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn infer(records: &[&str]) -> Vec<(String, PgType)> {
-        let mut sample = Sample::default();
-        for r in records {
-            sample.add(r.as_bytes());
-        }
-        sample
-            .infer()
-            .columns
-            .into_iter()
-            .map(|c| (c.name, c.pg_type))
-            .collect()
-    }
-
-    #[test]
-    fn infers_the_documented_mapping_in_field_order() {
-        let got = infer(&[
-            r#"{"id": 1, "amount": 2, "flag": true, "at": "2024-01-01T00:00:00Z", "day": "2024-01-01", "name": "x", "obj": {"a": 1}, "list": [1], "none": null, "big": 18446744073709551615, "local": "2024-01-01 10:00:00"}"#,
-            r#"{"id": 9007199254740993, "amount": 2.5, "flag": null, "at": null, "day": "2024-02-03", "name": "2024-01-01", "obj": null, "list": null, "none": null, "big": 1, "local": null}"#,
-        ]);
-        assert_eq!(
-            got,
-            vec![
-                ("id".into(), PgType::Int8),
-                ("amount".into(), PgType::Float8),
-                ("flag".into(), PgType::Bool),
-                ("at".into(), PgType::Timestamptz),
-                ("day".into(), PgType::Date),
-                ("name".into(), PgType::Text),
-                ("obj".into(), PgType::Jsonb),
-                ("list".into(), PgType::Jsonb),
-                ("none".into(), PgType::Text),
-                ("big".into(), PgType::Numeric),
-                ("local".into(), PgType::Timestamp),
-            ]
-        );
-    }
-
-    #[test]
-    fn integer_columns_widen_only_as_far_as_the_values_need() {
-        let mut sample = Sample::default();
-        for r in [
-            r#"{"small": 5, "mid": 40000, "big": 3000000000, "frac": 1.5, "huge": 18446744073709551615, "text": "x", "none": null}"#,
-            r#"{"small": -7, "mid": 1, "big": 2, "frac": 2, "huge": 1, "text": 1, "none": null}"#,
-        ] {
-            sample.add(r.as_bytes());
-        }
-        let w = |name: &str, t: PgType| sample.widening(name, t, false);
-        assert_eq!(w("small", PgType::Int2), None);
-        assert_eq!(w("mid", PgType::Int2), Some(PgType::Int4));
-        assert_eq!(w("mid", PgType::Int4), None);
-        assert_eq!(w("big", PgType::Int4), Some(PgType::Int8));
-        assert_eq!(w("big", PgType::Int8), None);
-        assert_eq!(w("frac", PgType::Int8), Some(PgType::Numeric));
-        assert_eq!(w("huge", PgType::Int8), Some(PgType::Numeric));
-        assert_eq!(w("huge", PgType::Numeric), None);
-        assert_eq!(w("big", PgType::Float8), None);
-        assert_eq!(w("text", PgType::Int4), None);
-        assert_eq!(w("none", PgType::Int2), None);
-        assert_eq!(w("absent", PgType::Int2), None);
-    }
-
-    #[test]
-    fn columns_become_text_when_asked_only_for_values_they_refuse() {
-        let mut sample = Sample::default();
-        for r in [
-            r#"{"code": 5, "at": "2024-01-01T00:00:00Z", "ok": "t", "n": "12.5", "id": "A-1", "tag": {"a": 1}}"#,
-            r#"{"code": "B-7", "at": "yesterday", "ok": true, "n": 3, "id": "b9c1e2d4-0000-4000-8000-000000000000", "tag": "x"}"#,
-        ] {
-            sample.add(r.as_bytes());
-        }
-        let w = |name: &str, t: PgType| sample.widening(name, t, true);
-        assert_eq!(w("code", PgType::Int4), Some(PgType::Text));
-        assert_eq!(w("at", PgType::Timestamptz), Some(PgType::Text));
-        assert_eq!(w("ok", PgType::Bool), None);
-        assert_eq!(w("n", PgType::Numeric), None);
-        assert_eq!(w("id", PgType::Uuid), Some(PgType::Text));
-        assert_eq!(w("tag", PgType::Jsonb), None);
-        assert_eq!(w("tag", PgType::Text), None);
-        assert_eq!(w("absent", PgType::Int4), None);
-        assert_eq!(sample.widening("code", PgType::Int4, false), None);
-    }
-
-    #[test]
-    fn mixed_kinds_widen_safely() {
-        let got = infer(&[
-            r#"{"a": 1, "b": true, "c": {"x": 1}, "d": "2024-01-01"}"#,
-            r#"{"a": "one", "b": 1, "c": 2, "d": "2024-01-01T00:00:00Z"}"#,
-            r#"{"e": 1}"#,
-        ]);
-        assert_eq!(
-            got,
-            vec![
-                ("a".into(), PgType::Text),
-                ("b".into(), PgType::Text),
-                ("c".into(), PgType::Jsonb),
-                ("d".into(), PgType::Text),
-                ("e".into(), PgType::Int8),
-            ]
-        );
-    }
-
-    #[test]
-    fn inference_keeps_every_value_exact() {
-        let got = infer(&[
-            r#"{"wei": 123456789012345678901234567890, "mixed": 0.5, "neg0": -0, "digits": 1.5, "f": 0.1, "ints": 1}"#,
-            r#"{"wei": 1, "mixed": 9007199254740993, "neg0": 3, "digits": 1234567890.123456789, "f": 2.5e3, "ints": 9007199254740993}"#,
-            r#"{"huge": 1e400, "tiny": 5e-324, "big_int_float": 1.5, "u64": 18446744073709551615}"#,
-            r#"{"big_int_float": 9007199254740992}"#,
-        ]);
-        assert_eq!(
-            got,
-            vec![
-                ("wei".into(), PgType::Numeric),
-                ("mixed".into(), PgType::Numeric),
-                ("neg0".into(), PgType::Int8),
-                ("digits".into(), PgType::Numeric),
-                ("f".into(), PgType::Float8),
-                ("ints".into(), PgType::Int8),
-                ("huge".into(), PgType::Numeric),
-                ("tiny".into(), PgType::Float8),
-                // 2^53 itself is a double exactly.
-                ("big_int_float".into(), PgType::Float8),
-                ("u64".into(), PgType::Numeric),
-            ]
-        );
-    }
-
-    #[test]
-    fn the_sample_skips_only_records_the_decoder_refuses() {
-        let mut sample = Sample::default();
-        for r in [
-            r#"{"id": 1, "c": 1e400}"#,
-            r#"{"id": 2, "c": 01}"#,
-            r#"[1, 2]"#,
-            r#"{"id": 3, "kéy": "x", "c": 2}"#,
-        ] {
-            sample.add(r.as_bytes());
-        }
-        assert_eq!(sample.records(), 2);
-        assert_eq!(
-            sample.field_names().collect::<Vec<_>>(),
-            vec!["id", "c", "kéy"]
-        );
-        assert_eq!(
-            sample
-                .infer()
-                .columns
-                .iter()
-                .map(|c| c.pg_type)
-                .collect::<Vec<_>>(),
-            vec![PgType::Int8, PgType::Numeric, PgType::Text]
-        );
-    }
-}
+mod tests;

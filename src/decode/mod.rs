@@ -15,6 +15,7 @@ mod error;
 mod fields;
 pub(crate) mod framing;
 pub(crate) mod infer;
+mod layout;
 pub(crate) mod parallel;
 pub(crate) mod pointer;
 pub(crate) mod scan;
@@ -33,8 +34,9 @@ pub(crate) use settings::DecodeSettings;
 pub use values::SessionZone;
 
 use crate::schema::{PgType, TableSchema};
-use fields::{FieldError, RowFields, quoted_key, syntax};
-use scan::{SyntaxError, Value};
+use fields::{FieldError, RowFields, kind_words, syntax};
+use layout::Layout;
+use scan::{Kind, SyntaxError, Value};
 
 /// A decoded batch and the number of its first record in the whole input.
 #[derive(Debug)]
@@ -131,24 +133,20 @@ struct Row {
 pub struct RecordDecoder {
     schema: SchemaRef,
     types: Vec<PgType>,
-    /// Each column's field name, to match record keys against.
-    keys: Vec<Box<[u8]>>,
-    /// Each column's field name and closing quote, as [`scan::Fields::likely_key`] takes it
-    /// (`None` for a name the fast match cannot take).
-    quoted_keys: Vec<Option<Box<[u8]>>>,
+    /// The keys of the record (and of flattened objects) and the slot each goes to.
+    layout: Layout,
     options: DecodeOptions,
     /// The batch's records, one after another, each checked to be UTF-8 once as it comes
     /// in: values are then slices of it, with no further check.
     input: String,
-    /// Row-major values: `values[row * columns + column]`.
+    /// Row-major values: `values[row * width + slot]`, a slot per column, then one per
+    /// flattened object ([`Layout`]).
     values: Vec<Value>,
     rows: Vec<Row>,
     /// Records set aside since the last batch was handed out (reject mode).
     rejected: Vec<Rejected>,
     /// The number the next record gets.
     next_record: u64,
-    /// The column the next key most likely names ([`RowFields::guess`]).
-    guess: usize,
     key_scratch: String,
 }
 
@@ -157,19 +155,13 @@ impl RecordDecoder {
         RecordDecoder {
             schema: table.arrow_schema(),
             types: table.pg_types(),
-            keys: table
-                .columns
-                .iter()
-                .map(|c| c.key().as_bytes().into())
-                .collect(),
-            quoted_keys: table.columns.iter().map(|c| quoted_key(c.key())).collect(),
+            layout: Layout::new(table),
             options,
             input: String::new(),
             values: Vec::new(),
             rows: Vec::new(),
             rejected: Vec::new(),
             next_record: 1,
-            guess: 0,
             key_scratch: String::new(),
         }
     }
@@ -261,7 +253,7 @@ impl RecordDecoder {
         };
         // What `take` does, written out here: on the one-thread path (the common one) the
         // decode bench measured routing it through `take` 3% slower, however inlined.
-        let columns = self.keys.len();
+        let columns = self.layout.width;
         let start = self.input.len();
         let row = self.rows.len();
         self.input.push_str(text);
@@ -295,7 +287,7 @@ impl RecordDecoder {
         at: Position,
         number: u64,
     ) -> Result<(), DecodeError> {
-        let columns = self.keys.len();
+        let columns = self.layout.width;
         let row = self.rows.len();
         self.values.resize((row + 1) * columns, Value::default());
         match self.fields(start, end, row, number, at) {
@@ -371,7 +363,8 @@ impl RecordDecoder {
         Ok(decoded)
     }
 
-    /// Matches the fields of the record at `start..end` to columns, filling row `row`.
+    /// Matches the fields of the record at `start..end` to columns, filling row `row`: the
+    /// record's own fields, then those of each flattened object in it.
     fn fields(
         &mut self,
         start: usize,
@@ -380,28 +373,65 @@ impl RecordDecoder {
         number: u64,
         at: Position,
     ) -> Result<(), DecodeError> {
-        let columns = self.keys.len();
-        let record = &self.input[start..end];
-        let mut row_fields = RowFields {
-            keys: &self.keys,
-            quoted_keys: &self.quoted_keys,
-            values: &mut self.values[row * columns..(row + 1) * columns],
-            guess: &mut self.guess,
-            scratch: &mut self.key_scratch,
-            reject_unknown: self.options.reject_unknown_fields,
-            spare: Value::default(),
-            unknown: None,
+        let width = self.layout.width;
+        let values = &mut self.values[row * width..(row + 1) * width];
+        let unknown = |field| DecodeError::UnknownField {
+            line: at.line,
+            record: number,
+            field,
+            hint: self.options.unknown_field_hint.clone(),
         };
-        match scan::scan_fields(&self.input[..end], start, &mut row_fields) {
-            Ok(()) => Ok(()),
-            Err(FieldError::Syntax(e)) => Err(syntax(record.as_bytes(), at, number, &e)),
-            Err(FieldError::Unknown(field)) => Err(DecodeError::UnknownField {
-                line: at.line,
-                record: number,
-                field,
-                hint: self.options.unknown_field_hint.clone(),
-            }),
+        for node in &mut self.layout.nodes {
+            let from = match &node.object {
+                None => start,
+                Some(object) => {
+                    let value = values[object.slot];
+                    if let Some(column) = object.also_column {
+                        values[column] = value;
+                    }
+                    match value.kind {
+                        Kind::Object => value.start as usize,
+                        Kind::Absent | Kind::Null => continue,
+                        _ if object.also_column.is_some() => continue,
+                        found => {
+                            return Err(DecodeError::NotObject {
+                                line: at.line,
+                                record: number,
+                                field: object.path.clone(),
+                                columns: object.path.replace('.', "__"),
+                                found: kind_words(found),
+                            });
+                        }
+                    }
+                }
+            };
+            let mut row_fields = RowFields {
+                keys: &node.keys,
+                quoted_keys: &node.quoted_keys,
+                slots: node.slots.as_deref(),
+                values,
+                guess: &mut node.guess,
+                scratch: &mut self.key_scratch,
+                reject_unknown: self.options.reject_unknown_fields,
+                prefix: node.object.as_ref().map_or("", |o| o.prefix.as_str()),
+                spare: Value::default(),
+                unknown: None,
+            };
+            let text = match &node.object {
+                None => &self.input[..end],
+                Some(object) => &self.input[..row_fields.values[object.slot].end as usize],
+            };
+            match scan::scan_fields(text, from, &mut row_fields) {
+                Ok(()) => {}
+                Err(FieldError::Syntax(mut e)) => {
+                    e.offset += from - start;
+                    let record = &self.input.as_bytes()[start..end];
+                    return Err(syntax(record, at, number, &e));
+                }
+                Err(FieldError::Unknown(field)) => return Err(unknown(field)),
+            }
         }
+        Ok(())
     }
 
     /// Sets a record aside (reject mode).
@@ -464,7 +494,7 @@ impl RecordDecoder {
         let batch = columns::Batch {
             input: &self.input,
             values: &self.values,
-            columns: self.keys.len(),
+            columns: self.layout.width,
             rows: self.rows.len(),
         };
         let mut bad: Vec<(usize, DecodeError)> = Vec::new();

@@ -13,6 +13,9 @@ pub(crate) struct DecodeSettings {
     pub records_path: Option<JsonPointer>,
     /// Records read first, to infer a new table's columns (and see which fields exist).
     pub sample: usize,
+    /// Levels of objects whose fields become columns (`--nested flatten`); 0 under
+    /// `--nested keep`.
+    pub flatten_depth: usize,
     /// Records per Arrow batch.
     pub batch_size: usize,
     /// The longest record (or `records_path` document) accepted.

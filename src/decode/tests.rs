@@ -315,3 +315,121 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, expected);
     }
 }
+
+/// A column read from the field at `path` (`["user", "id"]`: `user__id`).
+fn nested(path: &[&str], pg_type: PgType) -> Column {
+    let (key, parents) = path.split_last().unwrap();
+    Column {
+        name: path.join("__"),
+        pg_type,
+        key: Some(key.to_string()),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+fn texts(decoded: &[Decoded], column: usize) -> Vec<Option<String>> {
+    decoded
+        .iter()
+        .flat_map(|d| {
+            let array = d.batch.column(column).as_string::<i32>().clone();
+            (0..array.len())
+                .map(|i| array.is_valid(i).then(|| array.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn flattened_fields_are_read_from_their_objects() {
+    let t = TableSchema {
+        columns: vec![
+            Column::new("id", PgType::Int8),
+            nested(&["user", "name"], PgType::Text),
+            nested(&["user", "place", "city"], PgType::Text),
+            nested(&["user", "tags"], PgType::Jsonb),
+        ],
+    };
+    let input = concat!(
+        r#"{"id": 1, "user": {"name": "a\"b", "place": {"city": "x"}, "tags": [1, {"a": 2}]}}"#,
+        "\n",
+        r#"{"user": {"place": null, "name": "c"}, "id": 2}"#,
+        "\n",
+        r#"{"id": 3, "user": null}"#,
+        "\n",
+        r#"{"id": 4}"#,
+        "\n",
+        // A key given twice: the last object wins whole, as in PostgreSQL.
+        r#"{"id": 5, "user": {"name": "old"}, "user": {"place": {"city": "y"}}}"#,
+        "\n",
+    );
+    let out = decode_lines(&t, options(2), input).unwrap();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(texts(&out, 1), vec![s("a\"b"), s("c"), None, None, None]);
+    assert_eq!(texts(&out, 2), vec![s("x"), None, None, None, s("y")]);
+    assert_eq!(
+        texts(&out, 3),
+        vec![s(r#"[1, {"a": 2}]"#), None, None, None, None]
+    );
+}
+
+#[test]
+fn a_flattened_field_that_is_no_object_is_refused_by_name() {
+    let t = TableSchema {
+        columns: vec![
+            Column::new("id", PgType::Int8),
+            nested(&["user", "name"], PgType::Text),
+        ],
+    };
+    let err = decode_lines(
+        &t,
+        options(10),
+        "{\"id\": 1, \"user\": {}}\n{\"id\": 2, \"user\": \"x\"}\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2 (record 2): field \"user\" is a string, but its fields are loaded as columns (user__…), \
+         so only an object or null fits there; load with --nested keep to keep it whole as jsonb"
+    );
+    let err = decode_lines(
+        &t,
+        options(10),
+        "{\"id\": 1, \"user\": {\"name\": \"a\", \"new\": 1}}\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 1 (record 1): field \"user.new\" has no column"
+    );
+    // In reject mode the record is set aside, the others load.
+    let mut reject = options(10);
+    reject.reject = true;
+    let out = decode_lines(
+        &t,
+        reject,
+        "{\"id\": 1, \"user\": [1]}\n{\"id\": 2, \"user\": {\"name\": \"b\"}}\n",
+    )
+    .unwrap();
+    assert_eq!(out[0].batch.num_rows(), 1);
+    assert_eq!(out[0].rejected.len(), 1);
+    assert_eq!(out[0].rejected[0].record, 1);
+}
+
+#[test]
+fn a_column_named_as_a_flattened_object_takes_it_whole() {
+    let t = TableSchema {
+        columns: vec![
+            nested(&["user", "name"], PgType::Text),
+            Column::new("user", PgType::Jsonb),
+        ],
+    };
+    let out = decode_lines(
+        &t,
+        options(10),
+        "{\"user\": {\"name\": \"a\"}}\n{\"user\": \"x\"}\n",
+    )
+    .unwrap();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(texts(&out, 0), vec![s("a"), None]);
+    assert_eq!(texts(&out, 1), vec![s(r#"{"name": "a"}"#), s("\"x\"")]);
+}

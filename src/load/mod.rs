@@ -27,6 +27,8 @@ use crate::source::SourceSettings;
 pub(crate) mod defaults {
     /// Records read first, to infer a new table's columns.
     pub(crate) const SAMPLE: usize = 1000;
+    /// Levels of objects `--nested flatten` makes columns of.
+    pub(crate) const MAX_NESTING: usize = 10;
     /// Records per Arrow batch.
     pub(crate) const BATCH_SIZE: usize = 8192;
     /// Rows per statement of the INSERT fallback.

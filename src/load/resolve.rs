@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use super::{Load, LoadSpec, MAX_RECORD_BYTES_LIMIT, defaults};
 use crate::base::expand::{expand, expand_url};
-use crate::base::options::{HttpMethod, InputFormat, Mode, OnError, SchemaPolicy, WriteMethod};
+use crate::base::options::{
+    HttpMethod, InputFormat, Mode, Nested, OnError, SchemaPolicy, WriteMethod,
+};
 use crate::base::{Origin, Setting, SettingError};
+use crate::decode::infer::MAX_FLATTEN_DEPTH;
 use crate::decode::pointer::JsonPointer;
 use crate::decode::{DecodeSettings, Format};
 use crate::rejects::RejectOptions;
@@ -80,7 +83,7 @@ impl LoadSpec {
         let merge_keys = self.merge_keys(origin)?;
         self.check_combinations(origin)?;
         let distribute = self.distribution(origin)?;
-        let decode = self.decode_settings(records_path)?;
+        let decode = self.decode_settings(records_path, origin)?;
         let write = WriteSettings {
             table,
             mode: self.mode,
@@ -219,6 +222,7 @@ impl LoadSpec {
     fn decode_settings(
         &self,
         records_path: Option<JsonPointer>,
+        origin: Origin,
     ) -> Result<DecodeSettings, SettingError> {
         Ok(DecodeSettings {
             format: match self.format {
@@ -228,6 +232,7 @@ impl LoadSpec {
             },
             records_path,
             sample: self.sample.unwrap_or(defaults::SAMPLE),
+            flatten_depth: self.flatten_depth(origin)?,
             batch_size: positive(self.batch_size, defaults::BATCH_SIZE, "batch size")?,
             max_record_bytes: positive(
                 self.max_record_bytes,
@@ -246,6 +251,29 @@ impl LoadSpec {
             reject_unknown_fields: self.schema != SchemaPolicy::Discard,
             rejecting: self.on_error == OnError::Reject,
         })
+    }
+
+    /// How many levels of objects become columns: `--max-nesting` (1 to 64) under
+    /// `--nested flatten`, none under `keep`.
+    fn flatten_depth(&self, origin: Origin) -> Result<usize, SettingError> {
+        let setting = Setting::MaxNesting.name(origin);
+        match (self.nested, self.max_nesting) {
+            (Nested::Keep, None) => Ok(0),
+            (Nested::Keep, Some(_)) => conflict(
+                say(
+                    origin,
+                    "--max-nesting needs --nested flatten",
+                    "max_nesting needs nested: flatten",
+                )
+                .to_string(),
+            ),
+            (Nested::Flatten, None) => Ok(defaults::MAX_NESTING),
+            (Nested::Flatten, Some(depth)) if (1..=MAX_FLATTEN_DEPTH).contains(&depth) => Ok(depth),
+            (Nested::Flatten, Some(_)) => Err(SettingError::invalid(
+                setting,
+                format!("must be from 1 to {MAX_FLATTEN_DEPTH}"),
+            )),
+        }
     }
 
     /// The merge keys: needed by `--mode merge`, and only by it.

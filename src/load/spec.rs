@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::base::options::{
-    HttpMethod, InputFormat, Mode, OnError, ReplaceWith, SchemaPolicy, WriteMethod,
+    HttpMethod, InputFormat, Mode, Nested, OnError, ReplaceWith, SchemaPolicy, WriteMethod,
 };
 use crate::schema::TableName;
 use crate::source::RetryPolicy;
@@ -71,6 +71,9 @@ pub(crate) struct LoadSpec {
     pub batch_size: Option<usize>,
     pub schema: SchemaPolicy,
     pub widen_to_text: bool,
+    /// What becomes of nested objects, and how many levels of them (`--max-nesting`).
+    pub nested: Nested,
+    pub max_nesting: Option<usize>,
     pub allow_empty: bool,
     pub max_record_bytes: Option<usize>,
     /// Threads decoding records; `None` chooses ([`crate::pipeline::decode_threads`]).

@@ -78,7 +78,7 @@ impl DecodeStage {
                 None => Framing::Stream(settings.framer()),
             }),
             sample_limit: settings.sample.max(1),
-            sample: Sample::default(),
+            sample: Sample::new(settings.flatten_depth),
             sampled: Vec::new(),
             sampled_at: Vec::new(),
             exchange: Some(exchange),

@@ -350,8 +350,9 @@ pub(crate) async fn plan_load(
                 // The sampled field loaded into this column (its name may be mapped).
                 let key = sample
                     .field_names()
+                    .into_iter()
                     .find(|k| crate::schema::column_name(k).is_ok_and(|name| name == c.name))?;
-                let to = sample.widening(key, c.pg_type?, write.widen_to_text)?;
+                let to = sample.widening(&key, c.pg_type?, write.widen_to_text)?;
                 Some((c.name.clone(), to))
             })
             .collect(),

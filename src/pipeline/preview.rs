@@ -179,7 +179,7 @@ pub(crate) async fn preview_load(
     let sample = &source.sample;
     let mut preview = Preview::of_plan(&plan, &load.write, &|column| {
         sample
-            .rule(column.key())
+            .rule(&column.field_name())
             .unwrap_or("not in the sample")
             .to_string()
     });

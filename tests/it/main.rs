@@ -25,6 +25,7 @@ mod merge_empty;
 mod metrics;
 #[cfg(feature = "sql")]
 mod metrics_prometheus;
+mod nested;
 mod oracle;
 mod paging;
 mod pgtls;

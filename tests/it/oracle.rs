@@ -10,6 +10,10 @@
 //! - *lenient*: apitap loaded what PostgreSQL refuses;
 //! - *stricter*: apitap refused what PostgreSQL loads.
 //!
+//! Each value is also read one object down (`{"id": 1, "o": {"v": …}}`, `--nested flatten`
+//! into the column `o__v`) against PostgreSQL's reading of the path (`#> '{o,v}'`): a
+//! flattened field must land exactly as the same field at the top.
+//!
 //! Changed and lenient must not happen, except for differences docs/types.md documents (bytea
 //! from base64). Stricter cases are allowed only where docs/types.md lists their rule under
 //! "Stricter than PostgreSQL". Every line says which it expects, so a change of behaviour in
@@ -44,25 +48,62 @@ enum Outcome {
     Refused(String),
 }
 
-/// The corpus line numbered `id` (its line number in the file).
-fn line(case: &str, id: usize) -> String {
-    match case.strip_prefix('@') {
-        Some(raw) => raw.replace("{id}", &id.to_string()),
-        None => format!("{{\"id\": {id}, \"v\": {case}}}"),
+/// Where the corpus's value sits in each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `{"id": 1, "v": …}`, into a column `v`.
+    Flat,
+    /// `{"id": 1, "o": {"v": …}}`, loaded with `--nested flatten` into the column `o__v`
+    /// and compared with PostgreSQL's reading of the path `o.v` (`#>`) into the same type.
+    Nested,
+}
+
+impl Shape {
+    fn column(self) -> &'static str {
+        match self {
+            Shape::Flat => "v",
+            Shape::Nested => "o__v",
+        }
+    }
+
+    /// The corpus line numbered `id` (its line number in the corpus), if this shape has
+    /// one: whole lines (`@…`) are only read flat.
+    fn line(self, case: &str, id: usize) -> Option<String> {
+        match (self, case.strip_prefix('@')) {
+            (Shape::Flat, Some(raw)) => Some(raw.replace("{id}", &id.to_string())),
+            (Shape::Flat, None) => Some(format!("{{\"id\": {id}, \"v\": {case}}}")),
+            (Shape::Nested, Some(_)) => None,
+            (Shape::Nested, None) => Some(format!("{{\"id\": {id}, \"o\": {{\"v\": {case}}}}}")),
+        }
+    }
+
+    /// PostgreSQL's own reading of a line into `table`, returning the value's text.
+    fn populate(self, table: &str) -> String {
+        match self {
+            Shape::Flat => format!(
+                "INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, $1::text::json) RETURNING v::text"
+            ),
+            Shape::Nested => format!(
+                "INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, \
+                 json_build_object('id', $1::text::json -> 'id', 'o__v', $1::text::json #> '{{o,v}}')) \
+                 RETURNING o__v::text"
+            ),
+        }
     }
 }
 
 /// Loads the corpus with apitap; each line's outcome, by line number.
 async fn apitap_outcomes(
     db: &tokio_postgres::Client,
-    table: &str,
-    lines: &[String],
+    (table, shape): (&str, Shape),
+    lines: &[(usize, String)],
     database_url: &str,
 ) -> BTreeMap<usize, Outcome> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("corpus.ndjson");
     let rejects = dir.path().join("rejects.ndjson");
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let text: Vec<&str> = lines.iter().map(|(_, line)| line.as_str()).collect();
+    std::fs::write(&input, text.join("\n") + "\n").unwrap();
     let run = apitap_env(
         &[
             "load",
@@ -77,6 +118,11 @@ async fn apitap_outcomes(
             rejects.to_str().unwrap(),
             "--batch-size",
             "7",
+            "--nested",
+            match shape {
+                Shape::Flat => "keep",
+                Shape::Nested => "flatten",
+            },
         ],
         &[("DATABASE_URL", database_url)],
         None,
@@ -86,7 +132,10 @@ async fn apitap_outcomes(
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     let mut outcomes = BTreeMap::new();
     for row in db
-        .query(&format!("SELECT id, v::text FROM {table}"), &[])
+        .query(
+            &format!("SELECT id, {}::text FROM {table}", shape.column()),
+            &[],
+        )
         .await
         .unwrap()
     {
@@ -96,7 +145,7 @@ async fn apitap_outcomes(
     let text = std::fs::read_to_string(&rejects).unwrap_or_default();
     for reject in text.lines() {
         let reject: serde_json::Value = serde_json::from_str(reject).unwrap();
-        let record = reject["record"].as_u64().unwrap() as usize;
+        let record = lines[reject["record"].as_u64().unwrap() as usize - 1].0;
         let reason = reject["reason"].as_str().unwrap().to_string();
         assert!(
             outcomes
@@ -111,15 +160,13 @@ async fn apitap_outcomes(
 /// Loads each line with PostgreSQL's own conversion; each line's outcome.
 async fn postgres_outcomes(
     db: &mut tokio_postgres::Client,
-    table: &str,
-    lines: &[String],
+    (table, shape): (&str, Shape),
+    lines: &[(usize, String)],
 ) -> BTreeMap<usize, Outcome> {
     let mut outcomes = BTreeMap::new();
-    let insert = format!(
-        "INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, $1::text::json) RETURNING v::text"
-    );
+    let insert = shape.populate(table);
     let mut transaction = db.transaction().await.unwrap();
-    for (i, text) in lines.iter().enumerate() {
+    for (id, text) in lines {
         let savepoint = transaction.savepoint("line").await.unwrap();
         let outcome = match savepoint.query_one(&insert, &[text]).await {
             Ok(row) => {
@@ -134,7 +181,7 @@ async fn postgres_outcomes(
                 )
             }
         };
-        outcomes.insert(i + 1, outcome);
+        outcomes.insert(*id, outcome);
     }
     transaction.commit().await.unwrap();
     outcomes
@@ -151,9 +198,26 @@ fn classify(apitap: &Outcome, postgres: &Outcome) -> Option<&'static str> {
     }
 }
 
+/// Whether a line that differs from PostgreSQL as `got` says (`None`: not at all) is as it
+/// expects; the documented rule it relies on goes into `rules_used`.
+fn judge(expect: Expect, got: Option<&str>, rules_used: &mut BTreeSet<&'static str>) -> bool {
+    match (expect, got) {
+        (Same, None) => true,
+        (Stricter(rule), Some("stricter")) | (Documented(rule), Some("changed" | "lenient")) => {
+            rules_used.insert(rule);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Runs every corpus in a database whose sessions use `time_zone`, so that timestamps
-/// without an offset are read in a zone that is not UTC.
-async fn run_oracle(database: &str, time_zone: &str) -> (String, BTreeSet<&'static str>) {
+/// without an offset are read in a zone that is not UTC, in each of `shapes`.
+async fn run_oracle(
+    database: &str,
+    time_zone: &str,
+    shapes: &[Shape],
+) -> (String, BTreeSet<&'static str>) {
     let admin = client().await;
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
@@ -181,59 +245,60 @@ async fn run_oracle(database: &str, time_zone: &str) -> (String, BTreeSet<&'stat
     tokio::spawn(connection);
     let mut report = String::new();
     let mut rules_used = BTreeSet::new();
-    for corpus in CORPORA {
-        let lines: Vec<String> = corpus
+    for (corpus, &shape) in CORPORA
+        .iter()
+        .flat_map(|c| shapes.iter().map(move |s| (c, s)))
+    {
+        let lines: Vec<(usize, String)> = corpus
             .cases
             .iter()
             .enumerate()
-            .map(|(i, (case, _))| line(case, i + 1))
+            .filter_map(|(i, (case, _))| Some((i + 1, shape.line(case, i + 1)?)))
             .collect();
-        let (a_table, p_table) = (format!("a_{}", corpus.tag), format!("p_{}", corpus.tag));
+        let prefix = match shape {
+            Shape::Flat => "",
+            Shape::Nested => "n",
+        };
+        let (a_table, p_table) = (
+            format!("{prefix}a_{}", corpus.tag),
+            format!("{prefix}p_{}", corpus.tag),
+        );
         for table in [&a_table, &p_table] {
             db.batch_execute(&format!(
-                "CREATE TABLE {table} (id bigint, v {})",
+                "CREATE TABLE {table} (id bigint, {} {})",
+                shape.column(),
                 corpus.sql_type
             ))
             .await
             .unwrap();
         }
-        let apitap = apitap_outcomes(&db, &a_table, &lines, &database_url).await;
-        let postgres = postgres_outcomes(&mut db, &p_table, &lines).await;
-        for (i, (case, expect)) in corpus.cases.iter().enumerate() {
-            let id = i + 1;
+        let apitap = apitap_outcomes(&db, (&a_table, shape), &lines, &database_url).await;
+        let postgres = postgres_outcomes(&mut db, (&p_table, shape), &lines).await;
+        for (id, line) in &lines {
+            let (_, expect) = &corpus.cases[id - 1];
+            let id = *id;
             let a = apitap
                 .get(&id)
                 .cloned()
                 .unwrap_or(Outcome::Refused("(no row, no reject)".into()));
             let p = &postgres[&id];
             let got = classify(&a, p);
-            let ok = match (expect, got) {
-                (Same, None) => true,
-                (Stricter(rule), Some("stricter")) => {
-                    rules_used.insert(*rule);
-                    true
-                }
-                (Documented(rule), Some("changed" | "lenient")) => {
-                    rules_used.insert(*rule);
-                    true
-                }
-                _ => false,
-            };
+            let ok = judge(*expect, got, &mut rules_used);
             if !ok || got.is_some() {
                 let _ = writeln!(
                     report,
-                    "{}{} {} [{}]: expected {:?}, got {}\n    apitap:   {:?}\n    postgres: {:?}",
+                    "{}{} {} {:?} [{}]: expected {:?}, got {}\n    apitap:   {:?}\n    postgres: {:?}",
                     if ok { "  " } else { "✗ " },
                     time_zone,
                     corpus.tag,
-                    lines[i],
+                    shape,
+                    line,
                     expect,
                     got.unwrap_or("same"),
                     a,
                     p,
                 );
             }
-            let _ = case;
         }
     }
     drop(db);
@@ -248,11 +313,16 @@ async fn run_oracle(database: &str, time_zone: &str) -> (String, BTreeSet<&'stat
 async fn every_value_lands_as_postgres_reads_it_or_is_refused() {
     let mut failures = String::new();
     let mut rules = BTreeSet::new();
-    for (database, zone) in [
-        ("apitap_oracle_utc", "UTC"),
-        ("apitap_oracle_ny", "America/New_York"),
+    // Read nested, once: the zone does not change how a path is followed.
+    for (database, zone, shapes) in [
+        (
+            "apitap_oracle_utc",
+            "UTC",
+            &[Shape::Flat, Shape::Nested][..],
+        ),
+        ("apitap_oracle_ny", "America/New_York", &[Shape::Flat][..]),
     ] {
-        let (report, used) = run_oracle(database, zone).await;
+        let (report, used) = run_oracle(database, zone, shapes).await;
         print!("{report}");
         failures.extend(
             report

@@ -6,14 +6,17 @@
 pub(crate) mod catalog;
 pub(crate) mod citus;
 pub(crate) mod ddl;
+mod fields;
 
 use super::{SinkError, qualified};
 use crate::base::options::SchemaPolicy;
-use crate::schema::{Column, PgType, TableName, TableSchema, column_name, quote_ident};
+use crate::schema::{Column, PgType, TableName, TableSchema, quote_ident};
 use crate::sink::write::swap;
 use catalog::{CatalogColumn, SessionDates, TargetInfo};
 use citus::{DistributeAs, Distribution};
 pub(crate) use ddl::{AlterTable, CreateSchema, CreateTable, Widening};
+pub(crate) use fields::FieldsKnown;
+use fields::map_fields;
 
 /// What the planner needs besides the catalog and the sample.
 #[derive(Debug, Clone, Default)]
@@ -63,92 +66,6 @@ pub(crate) struct LoadPlan {
     pub distribute: Option<DistributeAs>,
     /// How Citus holds the existing target (a swap recreates it so).
     pub citus: Option<Distribution>,
-}
-
-/// Which fields the plan knew of, and so what a field it did not know means: the reason the
-/// decoder gives for a record that has one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum FieldsKnown {
-    /// A new table's columns were inferred from the first `sample` records.
-    NewTable { sample: usize, table: TableName },
-    /// An existing table's columns were fitted to the first `sample` records; `frozen`
-    /// (`--schema freeze`) adds no column.
-    Existing {
-        sample: usize,
-        table: TableName,
-        frozen: bool,
-    },
-    /// The first `sample` records of a module's source, decoded for its SQL.
-    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
-    Source { sample: usize, source: String },
-}
-
-impl FieldsKnown {
-    /// Completes "field "x" …" for a field without a column: why, and what to do.
-    pub(crate) fn unknown_field_hint(&self) -> String {
-        match self {
-            FieldsKnown::NewTable { sample, table } => format!(
-                "first appears after the {sample} records the columns of the new table {table} were inferred from; \
-                 re-run with a larger --sample, or pass --schema discard to drop such fields"
-            ),
-            FieldsKnown::Existing {
-                table,
-                frozen: true,
-                ..
-            } => format!(
-                "is not a column of {table}, and --schema freeze adds none; add the column, \
-                 or use --schema evolve (add it) or --schema discard (drop such fields)"
-            ),
-            FieldsKnown::Existing { sample, table, .. } => format!(
-                "first appears after the {sample} sampled records, too late to add its column to {table}; \
-                 re-run with a larger --sample, or pass --schema discard to drop such fields"
-            ),
-            FieldsKnown::Source { sample, source } => format!(
-                "first appears after the {sample} records sampled from source {source:?}; \
-                 raise the source's sample, give the field a type under its columns, or set schema_policy: discard"
-            ),
-        }
-    }
-
-    /// Completes "field "x" …" for a field whose column was left out of the COPY so that
-    /// its default applies (only an existing table has such columns).
-    pub(crate) fn late_field_hint(&self) -> String {
-        match self {
-            FieldsKnown::Existing { sample, table, .. } => format!(
-                "first appears after the {sample} sampled records, so its column in {table} was left to its default; \
-                 re-run with a larger --sample"
-            ),
-            FieldsKnown::NewTable { .. } | FieldsKnown::Source { .. } => String::new(),
-        }
-    }
-}
-
-/// `fields` with each field's column name ([`column_name`]), refusing names no column can
-/// have and two fields that would land in one column.
-fn map_fields(fields: &TableSchema, table: &TableName) -> Result<TableSchema, SinkError> {
-    let plan_error = |reason: String| SinkError::Plan {
-        table: table.to_string(),
-        reason,
-    };
-    let mut columns: Vec<Column> = Vec::with_capacity(fields.columns.len());
-    for field in &fields.columns {
-        let key = field.key();
-        let name = column_name(key).map_err(|e| plan_error(e.to_string()))?;
-        if let Some(other) = columns.iter().find(|c| c.name == *name) {
-            return Err(plan_error(format!(
-                "fields {:?} and {key:?} would both be column {name:?} (PostgreSQL cuts names at 63 bytes, and \
-                 apitap maps names it cannot take; see docs/types.md, Names); rename one in the source, or load them \
-                 through a SQL module (apitap run) that renames it",
-                other.key()
-            )));
-        }
-        columns.push(Column {
-            key: (name != key).then(|| key.to_string()),
-            name: name.into_owned(),
-            pg_type: field.pg_type,
-        });
-    }
-    Ok(TableSchema { columns })
 }
 
 /// The temporary table a merge is staged in; it lives for the load's transaction only.
@@ -227,6 +144,7 @@ fn fit_columns(
             name: c.name.clone(),
             pg_type: widened.unwrap_or(pg_type),
             key: field.and_then(|f| f.key.clone()),
+            parents: field.map(|f| f.parents.clone()).unwrap_or_default(),
         };
         if in_sample || !c.has_default {
             fitted.loaded.push(column);
@@ -267,7 +185,7 @@ impl LoadPlan {
                 fields
                     .columns
                     .iter()
-                    .find(|f| f.key() == k)
+                    .find(|f| f.field_name() == *k || f.field_path() == *k)
                     .map_or_else(|| k.clone(), |f| f.name.clone())
             })
             .collect();
@@ -348,7 +266,10 @@ impl LoadPlan {
         let (add, discarded_fields) = match options.schema {
             SchemaPolicy::Evolve => (new_fields, Vec::new()),
             SchemaPolicy::Discard => {
-                let names = new_fields.iter().map(|c| c.key().to_string()).collect();
+                let names = new_fields
+                    .iter()
+                    .map(|c| c.field_path().into_owned())
+                    .collect();
                 (Vec::new(), names)
             }
             SchemaPolicy::Freeze => (Vec::new(), Vec::new()),
@@ -500,7 +421,8 @@ impl LoadPlan {
     pub(crate) fn renamed_fields(&self) -> Vec<(String, String)> {
         self.decode.columns[..self.copy_columns]
             .iter()
-            .filter_map(|c| c.key.clone().map(|key| (key, c.name.clone())))
+            .filter(|c| c.name != c.field_name())
+            .map(|c| (c.field_path().into_owned(), c.name.clone()))
             .collect()
     }
 

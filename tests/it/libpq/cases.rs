@@ -9,6 +9,7 @@ use super::{Case, no_string, string};
 
 pub fn all() -> Vec<Case> {
     let mut all = uris();
+    all.extend(uri_parameters());
     all.extend(uri_errors());
     all.extend(keywords());
     all.extend(variables());
@@ -83,6 +84,12 @@ fn uris() -> Vec<Case> {
         ),
         string("URI :port/db?host", "postgres://:{port}/db?host={dir}"),
         string("URI encoded socket folder", "postgres://{dir%}/dbname"),
+    ]
+}
+
+/// URIs with parameters and percent-encoding, as psql reads them.
+fn uri_parameters() -> Vec<Case> {
+    vec![
         string(
             "URI sslmode=disable",
             "postgresql://127.0.0.1?sslmode=disable",

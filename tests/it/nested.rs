@@ -1,0 +1,520 @@
+//! `--nested flatten`: the fields of objects become columns named by their path, each value
+//! landing as PostgreSQL reads that path (`#>`) into the column's type.
+
+use crate::common::*;
+
+const EVENTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/data/github_events.ndjson"
+);
+
+/// The table's columns and their types, in order.
+async fn columns(db: &tokio_postgres::Client, schema: &str, table: &str) -> Vec<(String, String)> {
+    db.query(
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = format('%I.%I', $1::text, $2::text)::regclass AND attnum > 0 \
+         AND NOT attisdropped ORDER BY attnum",
+        &[&schema, &table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Checks every column of `schema.table` against PostgreSQL's own reading of its path in the
+/// records of `input` (matched by their `id`): `json_populate_record` of `record #> path`
+/// into a column of the same type, compared as text.
+async fn assert_as_postgres_reads_paths(
+    db: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+    input: &str,
+) {
+    db.batch_execute(&format!(
+        "CREATE TABLE {schema}.raw (doc json); CREATE TABLE {schema}.probe (v text)"
+    ))
+    .await
+    .unwrap();
+    for line in input.lines() {
+        db.execute(
+            &format!("INSERT INTO {schema}.raw VALUES ($1::text::json)"),
+            &[&line],
+        )
+        .await
+        .unwrap();
+    }
+    let mut compared = 0;
+    for (column, sql_type) in columns(db, schema, table).await {
+        db.batch_execute(&format!(
+            "ALTER TABLE {schema}.probe ALTER COLUMN v TYPE {sql_type} USING NULL"
+        ))
+        .await
+        .unwrap();
+        let path = column.split("__").collect::<Vec<_>>().join(",");
+        let differ = db
+            .query(
+                &format!(
+                    "SELECT r.doc->>'id', t.{column}::text, \
+                     (json_populate_record(NULL::{schema}.probe, json_build_object('v', r.doc #> '{{{path}}}'))).v::text \
+                     FROM {schema}.raw r JOIN {schema}.{table} t ON t.id = r.doc->>'id' \
+                     WHERE t.{column}::text IS DISTINCT FROM \
+                     (json_populate_record(NULL::{schema}.probe, json_build_object('v', r.doc #> '{{{path}}}'))).v::text"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let differ: Vec<(String, Option<String>, Option<String>)> = differ
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "column {column} ({sql_type}) differs from PostgreSQL's reading of its path: {differ:?}"
+        );
+        compared += 1;
+    }
+    assert!(compared > 20, "only {compared} columns compared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatten_makes_columns_of_objects_each_value_as_postgres_reads_its_path() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_flatten").await;
+    let table = format!("{schema}.events");
+    let run = apitap(
+        &["load", EVENTS, "--table", &table, "--nested", "flatten"],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("into {table} (created): 6 rows")),
+        "{}",
+        run.stderr
+    );
+    let got = columns(&db, &schema, "events").await;
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    // Columns follow the records' fields, an object's fields in its place (a field first
+    // seen in a later record's object among them); arrays stay whole.
+    assert_eq!(
+        &names[..12],
+        [
+            "id",
+            "type",
+            "actor__id",
+            "actor__login",
+            "actor__display_login",
+            "actor__gravatar_id",
+            "actor__url",
+            "actor__avatar_url",
+            "repo__id",
+            "repo__name",
+            "repo__url",
+            "payload__repository_id",
+        ]
+    );
+    let types: std::collections::BTreeMap<&str, &str> =
+        got.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    assert_eq!(types["payload__commits"], "jsonb");
+    assert_eq!(types["payload__issue__number"], "bigint");
+    assert_eq!(types["payload__issue__labels"], "jsonb");
+    assert_eq!(
+        types["payload__issue__closed_at"],
+        "timestamp with time zone"
+    );
+    assert_eq!(types["payload__issue__user__site_admin"], "boolean");
+    assert_eq!(types["org__login"], "text");
+    assert!(!types.contains_key("payload"));
+    assert!(!types.contains_key("actor"));
+    let input = std::fs::read_to_string(EVENTS).unwrap();
+    assert_as_postgres_reads_paths(&db, &schema, "events", &input).await;
+
+    // Worker threads decode flattened records as the load's own thread does.
+    let threaded = format!("{schema}.threaded");
+    let run = apitap(
+        &[
+            "load",
+            EVENTS,
+            "--table",
+            &threaded,
+            "--nested",
+            "flatten",
+            "--decode-threads",
+            "2",
+            "--batch-size",
+            "1",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let differ: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM ((TABLE {table} EXCEPT ALL TABLE {threaded}) \
+                 UNION ALL (TABLE {threaded} EXCEPT ALL TABLE {table})) d"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differ, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_nesting_keeps_deeper_objects_whole_and_deep_records_load() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_depth").await;
+    let table = format!("{schema}.events");
+    let run = apitap(
+        &[
+            "load",
+            EVENTS,
+            "--table",
+            &table,
+            "--nested",
+            "flatten",
+            "--max-nesting",
+            "1",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got = columns(&db, &schema, "events").await;
+    assert!(
+        got.contains(&("payload__issue".into(), "jsonb".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("actor__login".into(), "text".into())),
+        "{got:?}"
+    );
+    assert!(!got.iter().any(|(n, _)| n.starts_with("payload__issue__")));
+    let input = std::fs::read_to_string(EVENTS).unwrap();
+    assert_as_postgres_reads_paths(&db, &schema, "events", &input).await;
+
+    // A record nested 5,000 objects deep: ten levels become the column's name, the rest
+    // lands whole.
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.ndjson");
+    let record = format!(
+        "{{\"id\": \"1\", \"a\": {}1{}}}\n",
+        "{\"a\": ".repeat(5000),
+        "}".repeat(5000)
+    );
+    std::fs::write(&deep, &record).unwrap();
+    let table = format!("{schema}.deep");
+    let run = apitap(
+        &[
+            "load",
+            deep.to_str().unwrap(),
+            "--table",
+            &table,
+            "--nested",
+            "flatten",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got = columns(&db, &schema, "deep").await;
+    let name = ["a"; 11].join("__");
+    assert_eq!(
+        got,
+        [("id".into(), "text".into()), (name.clone(), "jsonb".into())]
+    );
+    let rest = format!("{}1{}", "{\"a\": ".repeat(4990), "}".repeat(4990));
+    let landed: String = db
+        .query_one(&format!("SELECT {name}::text FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        landed == rest,
+        "the deepest column holds the rest of the record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatten_settings_that_cannot_work_are_named() {
+    for (args, message) in [
+        (
+            vec!["--max-nesting", "2"],
+            "--max-nesting needs --nested flatten",
+        ),
+        (
+            vec!["--nested", "flatten", "--max-nesting", "0"],
+            "--max-nesting: must be from 1 to 64",
+        ),
+        (
+            vec!["--nested", "flatten", "--max-nesting", "65"],
+            "--max-nesting: must be from 1 to 64",
+        ),
+    ] {
+        let mut all = vec!["load", EVENTS, "--table", "t", "--preview"];
+        all.extend(args);
+        let run = apitap(&all, None).await;
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains(message), "{}", run.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flattened_field_that_is_no_object_is_named_and_can_be_set_aside() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_not_object").await;
+    let table = format!("{schema}.t");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"user\": {\"name\": \"a\"}}\n{\"id\": 2, \"user\": \"b\"}\n{\"id\": 3, \"user\": null}\n",
+    )
+    .unwrap();
+    let input = input.to_str().unwrap();
+    let load = [
+        "load", input, "--table", &table, "--nested", "flatten", "--sample", "1",
+    ];
+    let run = apitap(&load, None).await;
+    assert_fails(
+        &run,
+        &format!(
+            "apitap: error: loading {input} into {table} failed; the table is unchanged: {input}: line 2 (record 2): field \"user\" is \
+             a string, but its fields are loaded as columns (user__…), so only an object or null fits there; load with \
+             --nested keep to keep it whole as jsonb"
+        ),
+    );
+    assert!(!table_exists(&db, &table).await);
+
+    let rejects = dir.path().join("rejects.ndjson");
+    let reject = [
+        "--on-error",
+        "reject",
+        "--reject-file",
+        rejects.to_str().unwrap(),
+    ];
+    let run = apitap(&[&load[..], &reject[..]].concat(), None).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: Vec<(i64, Option<String>)> = db
+        .query(
+            &format!("SELECT id, user__name FROM {table} ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(1, Some("a".into())), (3, None)]);
+    let rejected = std::fs::read_to_string(&rejects).unwrap();
+    assert!(
+        rejected.contains("\"record\":2") && rejected.contains("field \\\"user\\\" is a string"),
+        "{rejected}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flattened_fields_follow_the_schema_rules() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_rules").await;
+    let table = format!("{schema}.t");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let first = write("first.ndjson", "{\"id\": 1, \"user\": {\"n\": 5}}\n");
+    let run = apitap(
+        &["load", &first, "--table", &table, "--nested", "flatten"],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // A new field inside the object adds its column; a wider value widens it.
+    let second = write(
+        "second.ndjson",
+        "{\"id\": 2, \"user\": {\"n\": 3000000000, \"since\": \"2024-01-01\"}}\n",
+    );
+    let run = apitap(
+        &["load", &second, "--table", &table, "--nested", "flatten"],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got = columns(&db, &schema, "t").await;
+    assert_eq!(
+        got,
+        [
+            ("id".into(), "bigint".into()),
+            ("user__n".into(), "bigint".into()),
+            ("user__since".into(), "date".into()),
+        ]
+    );
+
+    // Frozen, the new field is refused by its path.
+    let third = write(
+        "third.ndjson",
+        "{\"id\": 3, \"user\": {\"n\": 1, \"new\": true}}\n",
+    );
+    let run = apitap(
+        &[
+            "load", &third, "--table", &table, "--nested", "flatten", "--schema", "freeze",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("field \"user.new\" is not a column of"),
+        "{}",
+        run.stderr
+    );
+
+    // After the sample: named by its path and record.
+    let late = write(
+        "late.ndjson",
+        "{\"id\": 4, \"user\": {\"n\": 1}}\n{\"id\": 5, \"user\": {\"n\": 2, \"late\": 1}}\n",
+    );
+    let run = apitap(
+        &[
+            "load", &late, "--table", &table, "--nested", "flatten", "--sample", "1",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(
+            "line 2 (record 2): field \"user.late\" first appears after the 1 sampled records"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(count(&db, &table).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_shows_the_flattened_columns() {
+    let run = apitap(
+        &[
+            "load",
+            EVENTS,
+            "--table",
+            "events",
+            "--nested",
+            "flatten",
+            "--max-nesting",
+            "1",
+            "--preview",
+            "1",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for line in [
+        "  column \"actor__login\" text: strings",
+        "  column \"payload__issue\" jsonb: an object or array was seen",
+        "  column \"payload__size\" bigint: integers within 64 bits",
+    ] {
+        assert!(run.stdout.contains(line), "{line} in:\n{}", run.stdout);
+    }
+    assert!(
+        run.stdout.contains("\"actor__login\":\"octocat\""),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_named_like_a_path_beside_that_path_is_refused_naming_both() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_clash").await;
+    let dir = tempfile::tempdir().unwrap();
+    let clash = dir.path().join("clash.ndjson");
+    std::fs::write(&clash, "{\"a__b\": 1, \"a\": {\"b\": 2}}\n").unwrap();
+    let table = format!("{schema}.clash");
+    let run = apitap(
+        &[
+            "load",
+            clash.to_str().unwrap(),
+            "--table",
+            &table,
+            "--nested",
+            "flatten",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("fields \"a__b\" and \"a.b\" would both be column \"a__b\""),
+        "{}",
+        run.stderr
+    );
+    assert!(!table_exists(&db, &table).await);
+}
+
+#[cfg(feature = "sql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_source_flattens_with_nested_flatten() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_run").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sql")).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines.yaml"),
+        format!(
+            "sources:\n  - name: events\n    url: {EVENTS}\n    nested: flatten\n    max_nesting: 2\n    \
+             table_destination_name: issues\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    \
+             schema: {schema}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sql/issues.sql"),
+        "SELECT id, actor__login, payload__issue__number, payload__issue__user \
+         FROM {{ use_source(\"events\") }} WHERE type = 'IssuesEvent'",
+    )
+    .unwrap();
+    let cwd = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        command(&["run", "-m", "sql", "-y", "pipelines.yaml"])
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let rows: Vec<(String, i64, String)> = db
+        .query(
+            &format!(
+                "SELECT actor__login, payload__issue__number, payload__issue__user->>'login' \
+                 FROM {schema}.issues ORDER BY id"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("mojombo".to_string(), 1347, "mojombo".to_string()),
+            ("torvalds".to_string(), 1347, "mojombo".to_string()),
+        ]
+    );
+}
