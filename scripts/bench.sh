@@ -29,6 +29,10 @@
 #   module  apitap run: a SQL module `SELECT * FROM {{ use_source("rows") }}` over the demo
 #           API's NDJSON (compare with http: the cost of the DataFusion transform)
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
+# DATA=tweets loads nested, tweet-shaped records (`apitap demo-api --dump-tweets`) instead of the
+# flat demo rows, and NESTED=keep|flatten says how apitap reads them (the template every psql
+# method copies from is loaded the same way, so both sides write the same rows into the same
+# table): DATA=tweets NESTED=flatten METHODS="binary file" scripts/bench.sh.
 # DISTRIBUTE_BY=id makes every target a Citus table distributed by that column (run against a
 # coordinator: DATABASE_URL=$(source .citus/env; echo $APITAP_TEST_CITUS_URL), scripts/citus.sh).
 set -euo pipefail
@@ -43,12 +47,19 @@ mkdir -p "$work"
 
 psql() { command psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAt "$@"; }
 
-echo "bench: preparing $ROWS rows" >&2
-if [ ! -s "$work/rows-$ROWS.ndjson" ]; then
-  "$apitap" demo-api --dump "$ROWS" > "$work/rows-$ROWS.ndjson"
+data=${DATA:-rows}
+nested=(--nested "${NESTED:-keep}")
+case $data in
+  rows) dump=--dump ;;
+  tweets) dump=--dump-tweets ;;
+  *) echo "bench: DATA must be rows or tweets" >&2; exit 2 ;;
+esac
+echo "bench: preparing $ROWS $data" >&2
+if [ ! -s "$work/$data-$ROWS.ndjson" ]; then
+  "$apitap" demo-api "$dump" "$ROWS" > "$work/$data-$ROWS.ndjson"
 fi
 psql -c 'DROP SCHEMA IF EXISTS apitap_bench CASCADE; CREATE SCHEMA apitap_bench'
-"$apitap" load "$work/rows-$ROWS.ndjson" --table apitap_bench.template --progress never -q
+"$apitap" load "$work/$data-$ROWS.ndjson" --table apitap_bench.template --progress never -q "${nested[@]}"
 psql -c "\\copy apitap_bench.template TO '$work/rows.bin' (FORMAT binary)"
 psql -c "\\copy apitap_bench.template TO '$work/rows.csv' (FORMAT csv)"
 if [[ " ${METHODS:-} " == *" inserts "* ]]; then
@@ -68,7 +79,7 @@ targets:
 YAML
 echo '{{ sink(table="apitap_bench.target", mode="append") }} SELECT * FROM {{ use_source("rows") }}' \
   > "$work/modules/rows.sql"
-ndjson_mb=$(( $(stat -c %s "$work/rows-$ROWS.ndjson") / 1048576 ))
+ndjson_mb=$(( $(stat -c %s "$work/$data-$ROWS.ndjson") / 1048576 ))
 echo "bench: NDJSON ${ndjson_mb} MiB; PostgreSQL $(psql -c 'SHOW server_version')" >&2
 
 now() { date +%s.%N; }
@@ -125,15 +136,15 @@ load_with() {
       if [ "$rss" -gt "$peak_rss" ]; then peak_rss=$rss; fi
       ;;
     file | http | pages | merge | remerge | changed | pkappend | insert | threads | streams | new | newstreams | swap | swapstreams | delete)
-      local src="$work/rows-$ROWS.ndjson" paging=()
-      case $method in merge | remerge | changed) paging=(--mode merge --key id) ;; esac
-      [ "$method" = insert ] && paging=(--method insert)
-      if [ "$method" = streams ] || [ "$method" = newstreams ]; then paging=(--copy-streams "${STREAMS:-2}"); fi
-      [ "$method" = threads ] && paging=(--decode-threads "${THREADS:-2}")
-      [ "$method" = swap ] && paging=(--mode replace --replace-with swap)
-      [ "$method" = swapstreams ] && paging=(--mode replace --replace-with swap --copy-streams "${STREAMS:-2}")
-      [ "$method" = delete ] && paging=(--mode replace --replace-with delete)
-      [ "$method" = http ] && src="http://127.0.0.1:$port/rows.ndjson?rows=$ROWS"
+      local src="$work/$data-$ROWS.ndjson" paging=("${nested[@]}")
+      case $method in merge | remerge | changed) paging+=(--mode merge --key id) ;; esac
+      [ "$method" = insert ] && paging+=(--method insert)
+      if [ "$method" = streams ] || [ "$method" = newstreams ]; then paging+=(--copy-streams "${STREAMS:-2}"); fi
+      [ "$method" = threads ] && paging+=(--decode-threads "${THREADS:-2}")
+      [ "$method" = swap ] && paging+=(--mode replace --replace-with swap)
+      [ "$method" = swapstreams ] && paging+=(--mode replace --replace-with swap --copy-streams "${STREAMS:-2}")
+      [ "$method" = delete ] && paging+=(--mode replace --replace-with delete)
+      [ "$method" = http ] && src="http://127.0.0.1:$port/$data.ndjson?rows=$ROWS"
       if [ "$method" = pages ]; then
         src="http://127.0.0.1:$port/rows?rows=$ROWS"
         paging=(--records-path /data --pagination '{kind: page_number, page_size: 10000}')

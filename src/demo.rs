@@ -12,6 +12,7 @@
 //! - `POST /search` with `{"rows": N}` — NDJSON, as `/rows.ndjson` (an API that wants a body)
 //! - `GET /events?after=ID&limit=K&rows=N` — cursor paging: `{"items": [...], "next_cursor":
 //!   "ID", "has_more": true}`, the rows after `after`
+//! - `GET /tweets.ndjson?rows=N` — nested, tweet-shaped records as NDJSON ([`tweets`])
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,6 +27,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
+
+mod tweets;
+pub(crate) use tweets::dump as dump_tweets;
 
 /// Rows served when `rows` is not given.
 pub(crate) const DEFAULT_ROWS: u64 = 1_000_000;
@@ -236,6 +240,27 @@ async fn ndjson(Query(query): Query<HashMap<String, String>>) -> Response {
         .into_response()
 }
 
+async fn tweets_ndjson(Query(query): Query<HashMap<String, String>>) -> Response {
+    let rows = param(&query, "rows", DEFAULT_ROWS);
+    let chunks = futures_util::stream::unfold(1, move |next| async move {
+        if next > rows {
+            return None;
+        }
+        let end = (next + ROWS_PER_CHUNK - 1).min(rows);
+        let mut out = Vec::with_capacity(((end - next + 1) * 900) as usize);
+        for i in next..=end {
+            tweets::write_tweet(i, &mut out);
+            out.push(b'\n');
+        }
+        Some((Ok::<_, Infallible>(Bytes::from(out)), end + 1))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
 async fn json_array(Query(query): Query<HashMap<String, String>>) -> Response {
     let rows = param(&query, "rows", DEFAULT_ROWS);
     (
@@ -359,6 +384,7 @@ pub(crate) fn dump(rows: u64, out: &mut impl std::io::Write) -> std::io::Result<
 pub fn router() -> Router {
     Router::new()
         .route("/rows.ndjson", get(ndjson))
+        .route("/tweets.ndjson", get(tweets_ndjson))
         .route("/rows.json", get(json_array))
         .route("/rows", get(pages))
         .route("/customers", get(customers))

@@ -112,8 +112,13 @@ pub(crate) struct DemoArgs {
     pub listen: SocketAddr,
 
     /// Instead of serving, write this many rows as NDJSON to stdout and exit.
-    #[arg(long, value_name = "ROWS")]
+    #[arg(long, value_name = "ROWS", conflicts_with = "dump_tweets")]
     pub dump: Option<u64>,
+
+    /// Instead of serving, write this many nested, tweet-shaped records as NDJSON to stdout
+    /// and exit (as `/tweets.ndjson` serves them).
+    #[arg(long, value_name = "ROWS")]
+    pub dump_tweets: Option<u64>,
 }
 
 /// Logs go to stderr; `--log-level` or `RUST_LOG` filters them (default: warnings),
@@ -177,9 +182,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Done)
         }
         Some(Command::DemoApi(args)) => {
-            match args.dump {
-                Some(rows) => crate::demo::dump(rows, &mut std::io::stdout().lock())?,
-                None => crate::demo::serve(args.listen).await?,
+            match (args.dump, args.dump_tweets) {
+                (Some(rows), _) => crate::demo::dump(rows, &mut std::io::stdout().lock())?,
+                (None, Some(rows)) => {
+                    crate::demo::dump_tweets(rows, &mut std::io::stdout().lock())?;
+                }
+                (None, None) => crate::demo::serve(args.listen).await?,
             }
             Ok(Outcome::Done)
         }

@@ -58,7 +58,7 @@ async fn assert_as_postgres_reads_paths(
                 &format!(
                     "SELECT r.doc->>'id', t.{column}::text, \
                      (json_populate_record(NULL::{schema}.probe, json_build_object('v', r.doc #> '{{{path}}}'))).v::text \
-                     FROM {schema}.raw r JOIN {schema}.{table} t ON t.id = r.doc->>'id' \
+                     FROM {schema}.raw r JOIN {schema}.{table} t ON t.id::text = r.doc->>'id' \
                      WHERE t.{column}::text IS DISTINCT FROM \
                      (json_populate_record(NULL::{schema}.probe, json_build_object('v', r.doc #> '{{{path}}}'))).v::text"
                 ),
@@ -164,6 +164,38 @@ async fn flatten_makes_columns_of_objects_each_value_as_postgres_reads_its_path(
         .unwrap()
         .get(0);
     assert_eq!(differ, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flattened_tweets_land_as_postgres_reads_each_path() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_tweets").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tweets = dir.path().join("tweets.ndjson");
+    let dump = command(&["demo-api", "--dump-tweets", "1000"])
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    std::fs::write(&tweets, &dump.stdout).unwrap();
+    let table = format!("{schema}.tweets");
+    let run = apitap(
+        &[
+            "load",
+            tweets.to_str().unwrap(),
+            "--table",
+            &table,
+            "--nested",
+            "flatten",
+            "--sample",
+            "100",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(count(&db, &table).await, 1000);
+    let text = String::from_utf8(dump.stdout).unwrap();
+    assert_as_postgres_reads_paths(&db, &schema, "tweets", &text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
