@@ -6,7 +6,7 @@
 //! ```text
 //! source ──bytes──▶ decode ──RecordBatch──▶ encode ──COPY bytes──▶ sink
 //! (HTTP, file,      (a strict JSON scanner,  (Arrow → binary       (tokio-postgres,
-//!  stdin, gzip)      typed per column)         COPY, no IO)          one transaction)
+//!  stdin, gz/zst)    typed per column)         COPY, no IO)          one transaction)
 //! ```
 //!
 //! [`base`] is the bottom layer every stage shares; [`load`] resolves a load described by the

@@ -25,7 +25,8 @@ use crate::source::throttle::RateLimit;
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
-    /// An http(s) URL, a file path, or `-` for stdin. Gzip is detected and decompressed.
+    /// An http(s) URL, a file path, or `-` for stdin. Gzip and zstd are detected and
+    /// decompressed.
     pub source: String,
 
     /// Target table, `[schema.]table`; created (with its schema) when missing.

@@ -1,9 +1,12 @@
 //! Where the bytes come from: an http(s) URL, a file, or stdin.
 //!
 //! A source is opened into one [`AsyncRead`] of the decompressed body, which the pipeline
-//! reads in chunks. Gzip is recognised by its magic bytes rather than by file name or
-//! Content-Type, so `.ndjson.gz` files, `curl | apitap load -` and APIs that serve gzip
-//! without saying so all work; `Content-Encoding` is handled by reqwest itself.
+//! reads in chunks. Gzip and zstd are recognised by their magic bytes rather than by file
+//! name or Content-Type, so `.ndjson.gz` and `.ndjson.zst` files, `curl | apitap load -` and
+//! APIs that serve compressed files without saying so all work; `Content-Encoding` is
+//! handled by reqwest itself. Both are decompressed as they stream, in bounded memory: a
+//! zstd frame that asks for a window past zstd's default limit (128 MiB) is refused, not
+//! given the memory.
 //!
 //! HTTP requests carry the source's headers and query parameters ([`request`]) and are
 //! retried on transient failures ([`retry`]) until the body starts to arrive.
@@ -21,7 +24,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use async_compression::tokio::bufread::GzipDecoder;
+use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::io::StreamReader;
@@ -158,11 +161,16 @@ impl Source {
         };
         let mut reader = BufReader::with_capacity(256 * 1024, counted);
         let head = reader.fill_buf().await.map_err(|e| self.read_error(&e))?;
-        if head.starts_with(&[0x1f, 0x8b]) {
+        if head.starts_with(&GZIP_MAGIC) {
             let mut gzip = GzipDecoder::new(reader);
             // Concatenated gzip files (`cat a.gz b.gz`) are valid gzip; read every member.
             gzip.multiple_members(true);
             Ok(Box::pin(gzip))
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            let mut zstd = ZstdDecoder::new(reader);
+            // As with gzip: concatenated frames (`zstd -c a >> b.zst`) are one file.
+            zstd.multiple_members(true);
+            Ok(Box::pin(zstd))
         } else {
             Ok(Box::pin(reader))
         }
@@ -170,9 +178,16 @@ impl Source {
 
     /// An error while reading the body, worded for this source.
     pub(crate) fn read_error(&self, error: &std::io::Error) -> SourceError {
+        let mut reason = error_chain(error);
+        // What the decompressors say of a stream that stops inside a member or frame.
+        if error.kind() == std::io::ErrorKind::UnexpectedEof {
+            reason.push_str(
+                " (the input ends inside its compressed data: a file cut short, or a download that stopped)",
+            );
+        }
         SourceError::Read {
             source_name: self.to_string(),
-            reason: error_chain(error),
+            reason,
         }
     }
 }
@@ -186,6 +201,10 @@ impl fmt::Display for Source {
         }
     }
 }
+
+/// The first bytes of a gzip member (RFC 1952) and of a zstd frame (RFC 8878).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Streams the body of `url`, after retrying transient failures of the request itself;
 /// with its length when the server said it (and the body is not compressed in transit).

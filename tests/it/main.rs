@@ -6,6 +6,7 @@
 mod certs;
 mod citus;
 mod common;
+mod compressed;
 mod concurrency;
 mod contracts;
 mod decode_threads;
