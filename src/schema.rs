@@ -284,7 +284,7 @@ pub(crate) fn column_name(key: &str) -> Result<std::borrow::Cow<'_, str>, FieldN
 }
 
 /// The columns a load writes, in COPY order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TableSchema {
     pub columns: Vec<Column>,
 }

@@ -10,7 +10,7 @@
 //! for: a field that held only objects (or null) becomes the columns of its fields, named by
 //! their path (`user__screen_name`), each placed where its object first appeared.
 
-use super::scan::{Kind, SyntaxError, Value, scan_record, unescape};
+use super::scan::{Kind, SyntaxError, Value, scan_elements, scan_record, unescape};
 use super::values::{StringShape, string_shape};
 use super::{DecodeOptions, Position, RecordDecoder};
 use crate::schema::{Column, PgType, TableSchema};
@@ -47,6 +47,8 @@ struct SampledField {
     kinds: u16,
     /// The fields its object values held, in order of first appearance.
     fields: Vec<SampledField>,
+    /// With child tables: what the elements of its array values were (unnamed).
+    items: Option<Box<SampledField>>,
 }
 
 /// One field as a column: its path (the objects it lies in, then its key) and its kinds.
@@ -81,6 +83,8 @@ impl FlatField {
 pub struct Sample {
     /// How many levels of objects are flattened into columns (0: none, `--nested keep`).
     flatten_depth: usize,
+    /// Arrays become child tables (`--nested tables`): their elements are read too.
+    tables: bool,
     fields: Vec<SampledField>,
     records: usize,
     /// The sampled records, one per line, to try an existing column's decoder on.
@@ -96,6 +100,15 @@ impl Sample {
         }
     }
 
+    /// A sample for `--nested tables`: objects flattened and arrays read into, `depth` levels
+    /// deep in all.
+    pub fn tables(depth: usize) -> Sample {
+        Sample {
+            tables: true,
+            ..Sample::new(depth)
+        }
+    }
+
     /// Adds one record. Records the decoder will refuse (not JSON, not an object) are
     /// skipped here: the decoder reports them, or sets them aside, when they are loaded.
     pub fn add(&mut self, record: &[u8]) {
@@ -103,7 +116,11 @@ impl Sample {
             return;
         };
         let mut seen = Vec::new();
-        if read_object(record, self.flatten_depth, &mut seen).is_err() {
+        let reading = Reading {
+            depth: self.flatten_depth,
+            tables: self.tables,
+        };
+        if reading.object(record, &mut seen).is_err() {
             return;
         }
         self.records += 1;
@@ -205,27 +222,64 @@ impl Sample {
     }
 }
 
-/// The fields of the object `text` (a record, or an object in one) with the kind of each
-/// value, reading `depth` more levels of objects.
-fn read_object(text: &str, depth: usize, out: &mut Vec<SampledField>) -> Result<(), SyntaxError> {
-    scan_record::<SyntaxError>(text, |key, escaped, value| {
-        let mut name = String::new();
-        if escaped {
-            unescape(key, &mut name);
-        } else {
-            name.push_str(key);
+/// How deep the sample reads into a record.
+#[derive(Clone, Copy)]
+struct Reading {
+    /// Levels of objects (and, with `tables`, arrays) still to read into.
+    depth: usize,
+    tables: bool,
+}
+
+impl Reading {
+    fn deeper(self) -> Reading {
+        Reading {
+            depth: self.depth - 1,
+            ..self
         }
-        let mut field = SampledField {
-            name,
-            kinds: kind_of(text, &value),
-            fields: Vec::new(),
-        };
-        if value.kind == Kind::Object && depth > 0 {
-            read_object(value.text(text), depth - 1, &mut field.fields)?;
+    }
+
+    /// The fields of the object `text` (a record, or an object in one) with the kind of each
+    /// value, reading nested objects (and arrays) as deep as `self` says.
+    fn object(self, text: &str, out: &mut Vec<SampledField>) -> Result<(), SyntaxError> {
+        scan_record::<SyntaxError>(text, |key, escaped, value| {
+            let mut name = String::new();
+            if escaped {
+                unescape(key, &mut name);
+            } else {
+                name.push_str(key);
+            }
+            let mut field = SampledField {
+                name,
+                ..SampledField::default()
+            };
+            self.value(text, &value, &mut field)?;
+            out.push(field);
+            Ok(())
+        })
+    }
+
+    /// Adds `value` (of `text`) to what `field` has seen.
+    fn value(self, text: &str, value: &Value, field: &mut SampledField) -> Result<(), SyntaxError> {
+        field.kinds |= kind_of(text, value);
+        if self.depth == 0 {
+            return Ok(());
         }
-        out.push(field);
+        match value.kind {
+            Kind::Object => {
+                let mut seen = Vec::new();
+                self.deeper().object(value.text(text), &mut seen)?;
+                merge(&mut field.fields, seen);
+            }
+            Kind::Array if self.tables => {
+                let items = field.items.get_or_insert_with(Box::default);
+                scan_elements::<SyntaxError>(text, value.start as usize, |element| {
+                    self.deeper().value(text, &element, items)
+                })?;
+            }
+            _ => {}
+        }
         Ok(())
-    })
+    }
 }
 
 /// Adds one record's fields to what the sample holds.
@@ -235,8 +289,24 @@ fn merge(into: &mut Vec<SampledField>, seen: Vec<SampledField>) {
             Some(known) => {
                 known.kinds |= field.kinds;
                 merge(&mut known.fields, field.fields);
+                match (&mut known.items, field.items) {
+                    (Some(known), Some(items)) => merge_items(known, *items),
+                    (known @ None, items) => *known = items,
+                    (Some(_), None) => {}
+                }
             }
             None => into.push(field),
+        }
+    }
+}
+
+fn merge_items(known: &mut SampledField, items: SampledField) {
+    known.kinds |= items.kinds;
+    merge(&mut known.fields, items.fields);
+    if let Some(inner) = items.items {
+        match &mut known.items {
+            Some(k) => merge_items(k, *inner),
+            None => known.items = Some(inner),
         }
     }
 }
@@ -381,6 +451,8 @@ fn resolve(kinds: u16) -> (PgType, &'static str) {
         ),
     }
 }
+
+pub(crate) mod family;
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@ use std::fmt;
 mod nested;
 mod strings;
 
+pub(crate) use nested::scan_elements;
 #[cfg(test)]
 use strings::ordinary_run_swar;
 pub(crate) use strings::unescape;

@@ -122,3 +122,76 @@ impl Scanner<'_> {
         Ok(())
     }
 }
+
+/// Hands each element of the array that starts at byte `from` of `text` to `each`, in order,
+/// with its span in `text`: a scalar's as [`super::scan_record`] gives it, a nested value
+/// whole. The array is validated as it is walked.
+///
+/// # Errors
+/// Where the array departs from RFC 8259 (an offset from `from`), or the first error `each`
+/// returns.
+pub(crate) fn scan_elements<E: From<SyntaxError>>(
+    text: &str,
+    from: usize,
+    mut each: impl FnMut(Value) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut s = Scanner::new(text.as_bytes(), from);
+    let relative = |mut e: SyntaxError| {
+        e.offset -= from;
+        E::from(e)
+    };
+    s.skip_space();
+    if s.peek() != Some(b'[') {
+        return Err(relative(s.fail("expected an array")));
+    }
+    s.at += 1;
+    s.skip_space();
+    if s.peek() == Some(b']') {
+        return Ok(());
+    }
+    loop {
+        s.skip_space();
+        let mut value = Value::default();
+        s.value(&mut value).map_err(relative)?;
+        each(value)?;
+        s.skip_space();
+        match s.peek() {
+            Some(b',') => s.at += 1,
+            Some(b']') => return Ok(()),
+            _ => return Err(relative(s.fail("expected ',' or ']' after an element"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elements(text: &str) -> Result<Vec<(Kind, String)>, SyntaxError> {
+        let mut out = Vec::new();
+        scan_elements::<SyntaxError>(text, 0, |v| {
+            out.push((v.kind, v.json(text).to_string()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn elements_come_in_order_with_their_text() {
+        assert_eq!(elements("[]").unwrap(), vec![]);
+        assert_eq!(
+            elements(r#" [1, "a\"b", {"x": [2]}, [3, 4], null, true] "#).unwrap(),
+            vec![
+                (Kind::Number, "1".into()),
+                (Kind::String, r#""a\"b""#.into()),
+                (Kind::Object, r#"{"x": [2]}"#.into()),
+                (Kind::Array, "[3, 4]".into()),
+                (Kind::Null, "null".into()),
+                (Kind::True, "true".into()),
+            ]
+        );
+        assert!(elements("[1 2]").is_err());
+        assert!(elements("[1,]").is_err());
+        assert!(elements("{}").is_err());
+    }
+}
