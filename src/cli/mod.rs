@@ -75,7 +75,8 @@ const LOAD_EXAMPLES: &str = "Examples:
   apitap load https://api.example.com/v1/items --records-path /data \\
       --pagination '{kind: cursor, cursor_path: /next, cursor_param: after}' \\
       --header 'Authorization: Bearer ${API_TOKEN}' --table raw.items
-  apitap load ./dump.ndjson.gz --table raw.events --on-error reject --reject-file bad.ndjson
+  apitap load ./dump.ndjson.zst --table raw.events --on-error reject --reject-file bad.ndjson
+  apitap load ./events.ndjson --table gh.events --nested flatten   # actor.login → actor__login
   apitap load ./dump.ndjson --table raw.events --preview 5     # show the plan, write nothing";
 
 const RUN_EXAMPLES: &str = "Examples:
@@ -93,7 +94,8 @@ const CHECK_EXAMPLES: &str = "Examples:
 const DEMO_EXAMPLES: &str = "Examples:
   apitap demo-api --listen 127.0.0.1:8080 &
   apitap load 'http://127.0.0.1:8080/rows.ndjson?rows=100000' --table demo.items
-  apitap demo-api --dump 1000 > rows.ndjson";
+  apitap demo-api --dump 1000 > rows.ndjson
+  apitap demo-api --dump-tweets 1000 > tweets.ndjson          # nested records";
 
 const COMPLETIONS_EXAMPLES: &str = "Examples:
   apitap completions bash > ~/.local/share/bash-completion/completions/apitap

@@ -550,3 +550,49 @@ async fn a_pipeline_source_flattens_with_nested_flatten() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flattened_rows_merge_on_a_flattened_key() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_merge").await;
+    let table = format!("{schema}.users");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    for (round, text) in [
+        "{\"user\": {\"id\": 1, \"name\": \"a\"}}\n{\"user\": {\"id\": 2, \"name\": \"b\"}}\n",
+        "{\"user\": {\"id\": 2, \"name\": \"B\"}}\n{\"user\": {\"id\": 3, \"name\": \"c\"}}\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(&input, text).unwrap();
+        let run = apitap(
+            &[
+                "load",
+                input.to_str().unwrap(),
+                "--table",
+                &table,
+                "--nested",
+                "flatten",
+                "--mode",
+                "merge",
+                "--key",
+                "user.id",
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(run.code, 0, "round {round}: {}", run.stderr);
+    }
+    let rows: Vec<(i64, String)> = db
+        .query(
+            &format!("SELECT user__id, user__name FROM {table} ORDER BY 1"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(1, "a".into()), (2, "B".into()), (3, "c".into())]);
+}
