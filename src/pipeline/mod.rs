@@ -522,10 +522,12 @@ fn cursor_tracker(
         })
     };
     let names = plan.copy_names();
-    // The cursor field may be given as the record's field name or its column's.
+    // The cursor field may be given as the record's field name (or a flattened field's
+    // path) or its column's.
+    let field = inc.cursor_field.as_str();
     let column = plan.decode.columns[..plan.copy_columns]
         .iter()
-        .position(|c| c.key() == inc.cursor_field || c.name == inc.cursor_field)
+        .position(|c| c.name == field || c.field_name() == field || c.field_path() == field)
         .ok_or_else(|| {
             plan_error(format!(
                 "the cursor field {:?} is not a field of the records (fields: {})",

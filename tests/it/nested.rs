@@ -596,3 +596,47 @@ async fn flattened_rows_merge_on_a_flattened_key() {
         .collect();
     assert_eq!(rows, [(1, "a".into()), (2, "B".into()), (3, "c".into())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flattened_field_is_a_cursor_by_its_path_not_its_last_key() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_cursor").await;
+    let table = format!("{schema}.t");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    // The nested `at` comes first and is always the greater: the cursor must be the top one.
+    std::fs::write(
+        &input,
+        "{\"user\": {\"at\": 100}, \"at\": 1}\n{\"user\": {\"at\": 200}, \"at\": 2}\n",
+    )
+    .unwrap();
+    for (field, stored) in [("at", "2"), ("user.at", "200")] {
+        let key = format!("{schema}/{field}");
+        let run = apitap(
+            &[
+                "load",
+                input.to_str().unwrap(),
+                "--table",
+                &table,
+                "--nested",
+                "flatten",
+                "--cursor-field",
+                field,
+                "--state-key",
+                &key,
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(run.code, 0, "{field}: {}", run.stderr);
+        let cursor: String = db
+            .query_one(
+                "SELECT cursor_value FROM apitap._state WHERE key = $1",
+                &[&key],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(cursor, stored, "{field}");
+    }
+}
