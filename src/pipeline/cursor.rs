@@ -9,7 +9,48 @@ use arrow_array::types::{
 };
 use arrow_array::{ArrayRef, ArrowPrimitiveType};
 
+use super::LoadError;
 use crate::schema::PgType;
+use crate::sink::SinkError;
+use crate::sink::plan::LoadPlan;
+use crate::sink::state::StateSettings;
+
+/// The running maximum of the incremental cursor column, if the load keeps one; a resumed
+/// backfill starts from what its earlier commits saw.
+pub(super) fn cursor_tracker(
+    state: &StateSettings,
+    plan: &LoadPlan,
+) -> Result<Option<(usize, CursorMax)>, LoadError> {
+    let Some(inc) = state.incremental.as_ref().filter(|_| plan.copy_columns > 0) else {
+        return Ok(None);
+    };
+    let plan_error = |reason: String| {
+        LoadError::Sink(SinkError::Plan {
+            table: plan.table.to_string(),
+            reason,
+        })
+    };
+    let names = plan.copy_names();
+    // The cursor field may be given as the record's field name (or a flattened field's
+    // path) or its column's.
+    let field = inc.cursor_field.as_str();
+    let column = plan.decode.columns[..plan.copy_columns]
+        .iter()
+        .position(|c| c.name == field || c.field_name() == field || c.field_path() == field)
+        .ok_or_else(|| {
+            plan_error(format!(
+                "the cursor field {:?} is not a field of the records (fields: {})",
+                inc.cursor_field,
+                names.join(", ")
+            ))
+        })?;
+    let mut max =
+        CursorMax::new(plan.copy_types()[column]).map_err(|e| plan_error(e.to_string()))?;
+    if let Some(seen) = &state.resumed_cursor {
+        max.seed(seen);
+    }
+    Ok(Some((column, max)))
+}
 
 /// The running maximum of one column.
 #[derive(Debug, Clone, PartialEq)]

@@ -60,7 +60,7 @@ mod state;
 pub(crate) use preview::Preview;
 pub(crate) use preview::preview_load;
 
-use cursor::CursorMax;
+use cursor::cursor_tracker;
 use decode_stage::DecodeStage;
 pub(crate) use decode_stage::decode_threads;
 use fetch::{Chunk, fetch, fetch_pages};
@@ -504,43 +504,6 @@ pub(crate) async fn write(
         figures,
         created_table: written.created_table,
     })
-}
-
-/// The running maximum of the incremental cursor column, if the load keeps one; a resumed
-/// backfill starts from what its earlier commits saw.
-fn cursor_tracker(
-    state: &StateSettings,
-    plan: &LoadPlan,
-) -> Result<Option<(usize, CursorMax)>, LoadError> {
-    let Some(inc) = state.incremental.as_ref().filter(|_| plan.copy_columns > 0) else {
-        return Ok(None);
-    };
-    let plan_error = |reason: String| {
-        LoadError::Sink(SinkError::Plan {
-            table: plan.table.to_string(),
-            reason,
-        })
-    };
-    let names = plan.copy_names();
-    // The cursor field may be given as the record's field name (or a flattened field's
-    // path) or its column's.
-    let field = inc.cursor_field.as_str();
-    let column = plan.decode.columns[..plan.copy_columns]
-        .iter()
-        .position(|c| c.name == field || c.field_name() == field || c.field_path() == field)
-        .ok_or_else(|| {
-            plan_error(format!(
-                "the cursor field {:?} is not a field of the records (fields: {})",
-                inc.cursor_field,
-                names.join(", ")
-            ))
-        })?;
-    let mut max =
-        CursorMax::new(plan.copy_types()[column]).map_err(|e| plan_error(e.to_string()))?;
-    if let Some(seen) = &state.resumed_cursor {
-        max.seed(seen);
-    }
-    Ok(Some((column, max)))
 }
 
 /// The stages upstream of the encoder, joined to find out whether they ended cleanly.
