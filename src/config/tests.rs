@@ -29,6 +29,10 @@ fn the_documented_config_and_the_examples_parse() {
     let config = parse(yaml).unwrap();
     assert_eq!(config.sources[0].column_types().unwrap().len(), 2);
     assert_eq!(config.sources[0].decode_threads, Some(2));
+    assert_eq!(
+        (config.sources[0].nested, config.sources[0].max_nesting),
+        (crate::base::options::Nested::Flatten, Some(3))
+    );
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let config = Config::load(&dir.join("config/pipelines.yaml")).unwrap();
