@@ -367,9 +367,18 @@ async fn customers(Query(query): Query<HashMap<String, String>>) -> Response {
 /// # Errors
 /// The writer fails.
 pub(crate) fn dump(rows: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    dump_records(rows, out, write_row)
+}
+
+/// Writes records `1..=rows`, each as `write` makes it, as NDJSON.
+fn dump_records(
+    rows: u64,
+    out: &mut impl std::io::Write,
+    write: fn(u64, &mut Vec<u8>),
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1 << 20);
     for i in 1..=rows {
-        write_row(i, &mut buf);
+        write(i, &mut buf);
         buf.push(b'\n');
         if buf.len() > (1 << 20) {
             out.write_all(&buf)?;

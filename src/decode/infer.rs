@@ -51,9 +51,10 @@ struct SampledField {
     items: Option<Box<SampledField>>,
 }
 
-/// One field as a column: its path (the objects it lies in, then its key) and its kinds.
+/// One field as a column: the objects it lies in, its key, and its kinds.
 struct FlatField {
-    path: Vec<String>,
+    parents: Vec<String>,
+    key: String,
     kinds: u16,
 }
 
@@ -61,20 +62,25 @@ impl FlatField {
     /// The column it becomes, named by its path joined with `__` (before the names
     /// PostgreSQL cannot take are mapped: see [`crate::schema::column_name`]).
     fn column(&self, pg_type: PgType) -> Column {
-        let (key, parents) = self.path.split_last().expect("a path has a key");
-        if parents.is_empty() {
-            return Column::new(key.clone(), pg_type);
+        if self.parents.is_empty() {
+            return Column::new(self.key.clone(), pg_type);
         }
         Column {
-            name: self.path.join("__"),
+            name: self.name(),
             pg_type,
-            key: Some(key.clone()),
-            parents: parents.to_vec(),
+            key: Some(self.key.clone()),
+            parents: self.parents.clone(),
         }
     }
 
     fn name(&self) -> String {
-        self.path.join("__")
+        let mut name = String::new();
+        for parent in &self.parents {
+            name.push_str(parent);
+            name.push_str("__");
+        }
+        name.push_str(&self.key);
+        name
     }
 }
 
@@ -134,16 +140,17 @@ impl Sample {
     fn flat(&self) -> Vec<FlatField> {
         fn walk(fields: &[SampledField], path: &mut Vec<String>, out: &mut Vec<FlatField>) {
             for field in fields {
-                path.push(field.name.clone());
                 if field.kinds & !NULL == OBJECT && !field.fields.is_empty() {
+                    path.push(field.name.clone());
                     walk(&field.fields, path, out);
+                    path.pop();
                 } else {
                     out.push(FlatField {
-                        path: path.clone(),
+                        parents: path.clone(),
+                        key: field.name.clone(),
                         kinds: field.kinds,
                     });
                 }
-                path.pop();
             }
         }
         let mut out = Vec::new();

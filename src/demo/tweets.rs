@@ -130,17 +130,7 @@ fn entities(h: u64, g: u64, out: &mut Vec<u8>) {
 /// # Errors
 /// The writer fails.
 pub(crate) fn dump(rows: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1 << 20);
-    for i in 1..=rows {
-        write_tweet(i, &mut buf);
-        buf.push(b'\n');
-        if buf.len() > (1 << 20) {
-            out.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    out.write_all(&buf)?;
-    out.flush()
+    super::dump_records(rows, out, write_tweet)
 }
 
 #[cfg(test)]

@@ -62,24 +62,27 @@ fn walk(
     family: &mut FamilyShape,
 ) {
     for field in fields {
-        path.push(field.name.clone());
         let kinds = field.kinds & !NULL;
         match &field.items {
             _ if kinds == OBJECT && !field.fields.is_empty() => {
+                path.push(field.name.clone());
                 walk(&field.fields, path, table, prefix, columns, family);
+                path.pop();
             }
             Some(items) if kinds == ARRAY && items.kinds & !NULL != 0 => {
+                path.push(field.name.clone());
                 child(items, path, table, prefix, family);
+                path.pop();
             }
             _ => {
                 let flat = FlatField {
-                    path: path.clone(),
+                    parents: path.clone(),
+                    key: field.name.clone(),
                     kinds: field.kinds,
                 };
                 columns.push(flat.column(resolve(kinds).0));
             }
         }
-        path.pop();
     }
 }
 

@@ -10,6 +10,13 @@ pub(super) const EVENTS: &str = concat!(
     "/examples/data/github_events.ndjson"
 );
 
+/// `apitap load SOURCE --table TABLE --nested flatten EXTRA…`.
+pub(super) async fn flatten(source: &str, table: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["load", source, "--table", table, "--nested", "flatten"];
+    args.extend_from_slice(extra);
+    apitap(&args, None).await
+}
+
 /// The table's columns and their types, in order.
 pub(super) async fn columns(
     db: &tokio_postgres::Client,
@@ -90,11 +97,7 @@ async fn flatten_makes_columns_of_objects_each_value_as_postgres_reads_its_path(
     let db = client().await;
     let schema = fresh_schema(&db, "nested_flatten").await;
     let table = format!("{schema}.events");
-    let run = apitap(
-        &["load", EVENTS, "--table", &table, "--nested", "flatten"],
-        None,
-    )
-    .await;
+    let run = flatten(EVENTS, &table, &[]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stderr
@@ -141,20 +144,10 @@ async fn flatten_makes_columns_of_objects_each_value_as_postgres_reads_its_path(
 
     // Worker threads decode flattened records as the load's own thread does.
     let threaded = format!("{schema}.threaded");
-    let run = apitap(
-        &[
-            "load",
-            EVENTS,
-            "--table",
-            &threaded,
-            "--nested",
-            "flatten",
-            "--decode-threads",
-            "2",
-            "--batch-size",
-            "1",
-        ],
-        None,
+    let run = flatten(
+        EVENTS,
+        &threaded,
+        &["--decode-threads", "2", "--batch-size", "1"],
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -184,20 +177,7 @@ async fn flattened_tweets_land_as_postgres_reads_each_path() {
     assert!(dump.status.success());
     std::fs::write(&tweets, &dump.stdout).unwrap();
     let table = format!("{schema}.tweets");
-    let run = apitap(
-        &[
-            "load",
-            tweets.to_str().unwrap(),
-            "--table",
-            &table,
-            "--nested",
-            "flatten",
-            "--sample",
-            "100",
-        ],
-        None,
-    )
-    .await;
+    let run = flatten(tweets.to_str().unwrap(), &table, &["--sample", "100"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(count(&db, &table).await, 1000);
     let text = String::from_utf8(dump.stdout).unwrap();
@@ -209,20 +189,7 @@ async fn max_nesting_keeps_deeper_objects_whole_and_deep_records_load() {
     let db = client().await;
     let schema = fresh_schema(&db, "nested_depth").await;
     let table = format!("{schema}.events");
-    let run = apitap(
-        &[
-            "load",
-            EVENTS,
-            "--table",
-            &table,
-            "--nested",
-            "flatten",
-            "--max-nesting",
-            "1",
-        ],
-        None,
-    )
-    .await;
+    let run = flatten(EVENTS, &table, &["--max-nesting", "1"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let got = columns(&db, &schema, "events").await;
     assert!(
@@ -248,18 +215,7 @@ async fn max_nesting_keeps_deeper_objects_whole_and_deep_records_load() {
     );
     std::fs::write(&deep, &record).unwrap();
     let table = format!("{schema}.deep");
-    let run = apitap(
-        &[
-            "load",
-            deep.to_str().unwrap(),
-            "--table",
-            &table,
-            "--nested",
-            "flatten",
-        ],
-        None,
-    )
-    .await;
+    let run = flatten(deep.to_str().unwrap(), &table, &[]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let got = columns(&db, &schema, "deep").await;
     let name = ["a"; 11].join("__");

@@ -1,7 +1,7 @@
 //! `--nested flatten`'s rules at their edges: a field that is no object, schema changes
 //! inside objects, names that collide, keys and cursors named by path, the preview.
 
-use super::{EVENTS, columns};
+use super::{EVENTS, columns, flatten};
 use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,11 +70,7 @@ async fn flattened_fields_follow_the_schema_rules() {
         path.to_str().unwrap().to_string()
     };
     let first = write("first.ndjson", "{\"id\": 1, \"user\": {\"n\": 5}}\n");
-    let run = apitap(
-        &["load", &first, "--table", &table, "--nested", "flatten"],
-        None,
-    )
-    .await;
+    let run = flatten(&first, &table, &[]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
 
     // A new field inside the object adds its column; a wider value widens it.
@@ -82,11 +78,7 @@ async fn flattened_fields_follow_the_schema_rules() {
         "second.ndjson",
         "{\"id\": 2, \"user\": {\"n\": 3000000000, \"since\": \"2024-01-01\"}}\n",
     );
-    let run = apitap(
-        &["load", &second, "--table", &table, "--nested", "flatten"],
-        None,
-    )
-    .await;
+    let run = flatten(&second, &table, &[]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let got = columns(&db, &schema, "t").await;
     assert_eq!(
@@ -103,13 +95,7 @@ async fn flattened_fields_follow_the_schema_rules() {
         "third.ndjson",
         "{\"id\": 3, \"user\": {\"n\": 1, \"new\": true}}\n",
     );
-    let run = apitap(
-        &[
-            "load", &third, "--table", &table, "--nested", "flatten", "--schema", "freeze",
-        ],
-        None,
-    )
-    .await;
+    let run = flatten(&third, &table, &["--schema", "freeze"]).await;
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("field \"user.new\" is not a column of"),
@@ -122,13 +108,7 @@ async fn flattened_fields_follow_the_schema_rules() {
         "late.ndjson",
         "{\"id\": 4, \"user\": {\"n\": 1}}\n{\"id\": 5, \"user\": {\"n\": 2, \"late\": 1}}\n",
     );
-    let run = apitap(
-        &[
-            "load", &late, "--table", &table, "--nested", "flatten", "--sample", "1",
-        ],
-        None,
-    )
-    .await;
+    let run = flatten(&late, &table, &["--sample", "1"]).await;
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains(
@@ -142,22 +122,7 @@ async fn flattened_fields_follow_the_schema_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_shows_the_flattened_columns() {
-    let run = apitap(
-        &[
-            "load",
-            EVENTS,
-            "--table",
-            "events",
-            "--nested",
-            "flatten",
-            "--max-nesting",
-            "1",
-            "--preview",
-            "1",
-        ],
-        None,
-    )
-    .await;
+    let run = flatten(EVENTS, "events", &["--max-nesting", "1", "--preview", "1"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     for line in [
         "  column \"actor__login\" text: strings",
@@ -181,18 +146,7 @@ async fn a_field_named_like_a_path_beside_that_path_is_refused_naming_both() {
     let clash = dir.path().join("clash.ndjson");
     std::fs::write(&clash, "{\"a__b\": 1, \"a\": {\"b\": 2}}\n").unwrap();
     let table = format!("{schema}.clash");
-    let run = apitap(
-        &[
-            "load",
-            clash.to_str().unwrap(),
-            "--table",
-            &table,
-            "--nested",
-            "flatten",
-        ],
-        None,
-    )
-    .await;
+    let run = flatten(clash.to_str().unwrap(), &table, &[]).await;
     assert_eq!(run.code, 1);
     assert!(
         run.stderr
@@ -218,20 +172,10 @@ async fn flattened_rows_merge_on_a_flattened_key() {
     .enumerate()
     {
         std::fs::write(&input, text).unwrap();
-        let run = apitap(
-            &[
-                "load",
-                input.to_str().unwrap(),
-                "--table",
-                &table,
-                "--nested",
-                "flatten",
-                "--mode",
-                "merge",
-                "--key",
-                "user.id",
-            ],
-            None,
+        let run = flatten(
+            input.to_str().unwrap(),
+            &table,
+            &["--mode", "merge", "--key", "user.id"],
         )
         .await;
         assert_eq!(run.code, 0, "round {round}: {}", run.stderr);
@@ -264,20 +208,10 @@ async fn a_flattened_field_is_a_cursor_by_its_path_not_its_last_key() {
     .unwrap();
     for (field, stored) in [("at", "2"), ("user.at", "200")] {
         let key = format!("{schema}/{field}");
-        let run = apitap(
-            &[
-                "load",
-                input.to_str().unwrap(),
-                "--table",
-                &table,
-                "--nested",
-                "flatten",
-                "--cursor-field",
-                field,
-                "--state-key",
-                &key,
-            ],
-            None,
+        let run = flatten(
+            input.to_str().unwrap(),
+            &table,
+            &["--cursor-field", field, "--state-key", &key],
         )
         .await;
         assert_eq!(run.code, 0, "{field}: {}", run.stderr);
