@@ -25,7 +25,7 @@ use crate::source::throttle::RateLimit;
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
-    /// An http(s) URL, a file path, or `-` for stdin. Gzip and zstd are detected and
+    /// An http(s) URL, a file path, or `-` for stdin. Gzip, zstd and bzip2 are detected and
     /// decompressed.
     pub source: String,
 

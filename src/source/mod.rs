@@ -1,12 +1,12 @@
 //! Where the bytes come from: an http(s) URL, a file, or stdin.
 //!
 //! A source is opened into one [`AsyncRead`] of the decompressed body, which the pipeline
-//! reads in chunks. Gzip and zstd are recognised by their magic bytes rather than by file
-//! name or Content-Type, so `.ndjson.gz` and `.ndjson.zst` files, `curl | apitap load -` and
-//! APIs that serve compressed files without saying so all work; `Content-Encoding` is
-//! handled by reqwest itself. Both are decompressed as they stream, in bounded memory: a
-//! zstd frame that asks for a window past zstd's default limit (128 MiB) is refused, not
-//! given the memory.
+//! reads in chunks. Gzip, zstd and bzip2 are recognised by their magic bytes rather than
+//! by file name or Content-Type, so `.ndjson.gz` or `.ndjson.zst` files, `curl | apitap load
+//! -` and APIs that serve compressed files without saying so all work; `Content-Encoding` is
+//! handled by reqwest itself. Each is decompressed as it streams, in bounded memory: a zstd
+//! frame that asks for a window past zstd's default limit (128 MiB) is refused, not given the
+//! memory.
 //!
 //! HTTP requests carry the source's headers and query parameters ([`request`]) and are
 //! retried on transient failures ([`retry`]) until the body starts to arrive.
@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
+use async_compression::tokio::bufread::{BzDecoder, GzipDecoder, ZstdDecoder};
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio_util::io::StreamReader;
@@ -161,19 +161,26 @@ impl Source {
         };
         let mut reader = BufReader::with_capacity(256 * 1024, counted);
         let head = reader.fill_buf().await.map_err(|e| self.read_error(&e))?;
-        if head.starts_with(&GZIP_MAGIC) {
-            let mut gzip = GzipDecoder::new(reader);
-            // Concatenated gzip files (`cat a.gz b.gz`) are valid gzip; read every member.
-            gzip.multiple_members(true);
-            Ok(Box::pin(gzip))
-        } else if head.starts_with(&ZSTD_MAGIC) {
-            let mut zstd = ZstdDecoder::new(reader);
-            // As with gzip: concatenated frames (`zstd -c a >> b.zst`) are one file.
-            zstd.multiple_members(true);
-            Ok(Box::pin(zstd))
-        } else {
-            Ok(Box::pin(reader))
-        }
+        // Concatenated members (`cat a.gz b.gz`, `zstd -c a >> b.zst`) are one valid file of
+        // each format; every member is read.
+        Ok(match Compression::detect(head) {
+            None => Box::pin(reader),
+            Some(Compression::Gzip) => {
+                let mut gzip = GzipDecoder::new(reader);
+                gzip.multiple_members(true);
+                Box::pin(gzip)
+            }
+            Some(Compression::Zstd) => {
+                let mut zstd = ZstdDecoder::new(reader);
+                zstd.multiple_members(true);
+                Box::pin(zstd)
+            }
+            Some(Compression::Bzip2) => {
+                let mut bzip2 = BzDecoder::new(reader);
+                bzip2.multiple_members(true);
+                Box::pin(bzip2)
+            }
+        })
     }
 
     /// An error while reading the body, worded for this source.
@@ -202,9 +209,31 @@ impl fmt::Display for Source {
     }
 }
 
-/// The first bytes of a gzip member (RFC 1952) and of a zstd frame (RFC 8878).
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// How a body is compressed, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    Gzip,
+    Zstd,
+    Bzip2,
+}
+
+impl Compression {
+    /// Each format's magic bytes: a gzip member (RFC 1952), a zstd frame (RFC 8878), a bzip2
+    /// stream (`BZh`, then the block size). xz is left out: its decoder reports a stream cut
+    /// short as "out of memory", which would send users the wrong way.
+    const MAGIC: [(Compression, &'static [u8]); 3] = [
+        (Compression::Gzip, &[0x1f, 0x8b]),
+        (Compression::Zstd, &[0x28, 0xb5, 0x2f, 0xfd]),
+        (Compression::Bzip2, b"BZh"),
+    ];
+
+    fn detect(head: &[u8]) -> Option<Compression> {
+        let found = Compression::MAGIC
+            .iter()
+            .find(|(_, magic)| head.starts_with(magic));
+        found.map(|(format, _)| *format)
+    }
+}
 
 /// Streams the body of `url`, after retrying transient failures of the request itself;
 /// with its length when the server said it (and the body is not compressed in transit).
