@@ -68,6 +68,9 @@ pub(crate) struct LoadPlan {
     pub citus: Option<Distribution>,
 }
 
+/// The most columns a PostgreSQL table has (MaxHeapAttributeNumber).
+const MAX_COLUMNS: usize = 1600;
+
 /// The temporary table a merge is staged in; it lives for the load's transaction only.
 pub(super) const STAGING: &str = "apitap_staging";
 /// The INSERT fallback's row number within a batch, so the last of repeated keys wins.
@@ -195,7 +198,9 @@ impl LoadPlan {
                 LoadPlan::existing_table(target, columns, fields, merge_keys, options)?
             }
         };
-        plan.check_keys()
+        let columns = target.columns.as_ref().map_or(0, Vec::len) + plan.created_or_added();
+        plan.check_width(columns)
+            .and_then(LoadPlan::check_keys)
             .and_then(|plan| plan.check_distribution(options.distribute.as_ref()))
     }
 
@@ -397,6 +402,28 @@ impl LoadPlan {
             distribute: None,
             citus: None,
         }
+    }
+
+    /// Columns the plan creates the table with, or adds to it.
+    fn created_or_added(&self) -> usize {
+        let created = self.create_table.as_ref().map_or(0, |t| t.columns.len());
+        created + self.added_columns().len()
+    }
+
+    /// A table holds at most 1,600 columns: a plan past that is refused before anything is
+    /// created, saying what to do (flattened records reach it sooner than flat ones).
+    fn check_width(self, columns: usize) -> Result<LoadPlan, SinkError> {
+        if columns <= MAX_COLUMNS {
+            return Ok(self);
+        }
+        Err(SinkError::Plan {
+            table: self.table.to_string(),
+            reason: format!(
+                "the table would have {columns} columns, more than PostgreSQL's limit of {MAX_COLUMNS}; with \
+                 --nested flatten, a lower --max-nesting keeps deeper objects whole (or --nested keep keeps them \
+                 all); else create the table with the columns you need and load with --schema discard"
+            ),
+        })
     }
 
     /// Merge keys must be loaded columns: a key left to its default cannot match anything.

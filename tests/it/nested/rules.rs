@@ -226,3 +226,32 @@ async fn a_flattened_field_is_a_cursor_by_its_path_not_its_last_key() {
         assert_eq!(cursor, stored, "{field}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_wider_than_postgres_allows_is_refused_before_anything_is_made() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "nested_wide").await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("wide.ndjson");
+    let fields: Vec<String> = (0..2000).map(|i| format!("\"k{i}\": {i}")).collect();
+    std::fs::write(
+        &input,
+        format!("{{\"id\": 1, \"o\": {{{}}}}}\n", fields.join(", ")),
+    )
+    .unwrap();
+    let table = format!("{schema}.wide");
+    let run = flatten(input.to_str().unwrap(), &table, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "the table would have 2001 columns, more than PostgreSQL's limit of 1600; with --nested flatten, \
+             a lower --max-nesting keeps deeper objects whole"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!table_exists(&db, &table).await);
+    // Kept whole, the same records load.
+    let run = apitap(&["load", input.to_str().unwrap(), "--table", &table], None).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
