@@ -197,8 +197,10 @@ async fn start_inputs(
     let mut source_columns = Vec::with_capacity(opened.len());
     for (source, opened) in sources.iter().zip(opened) {
         let mut fields = opened.sample.infer();
+        // A type is given by column name, or for a flattened field by its path (`user.id`).
         for (name, pg_type) in &source.column_types {
-            match fields.columns.iter_mut().find(|c| &c.name == name) {
+            let named = |c: &&mut crate::schema::Column| c.name == *name || c.field_path() == *name;
+            match fields.columns.iter_mut().find(named) {
                 Some(column) => column.pg_type = *pg_type,
                 None => fields
                     .columns

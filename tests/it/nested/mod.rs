@@ -270,6 +270,7 @@ async fn a_pipeline_source_flattens_with_nested_flatten() {
         dir.path().join("pipelines.yaml"),
         format!(
             "sources:\n  - name: events\n    url: {EVENTS}\n    nested: flatten\n    max_nesting: 2\n    \
+             columns: {{payload.issue.number: integer}}\n    \
              table_destination_name: issues\ntargets:\n  - name: pg\n    type: postgres\n    url_env: DATABASE_URL\n    \
              schema: {schema}\n"
         ),
@@ -292,7 +293,7 @@ async fn a_pipeline_source_flattens_with_nested_flatten() {
     .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let rows: Vec<(String, i64, String)> = db
+    let rows: Vec<(String, i32, String)> = db
         .query(
             &format!(
                 "SELECT actor__login, payload__issue__number, payload__issue__user->>'login' \
@@ -305,6 +306,12 @@ async fn a_pipeline_source_flattens_with_nested_flatten() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
+    // The type given by the field's path reached the output.
+    let types = columns(&db, &schema, "issues").await;
+    assert!(
+        types.contains(&("payload__issue__number".into(), "integer".into())),
+        "{types:?}"
+    );
     assert_eq!(
         rows,
         [
