@@ -48,6 +48,7 @@ pub fn decode_into(
         zone: None,
         max_batch_bytes: apitap::decode::LOAD_BATCH_BYTES,
         plus_infinity: true,
+        family: None,
     };
     let mut decoder = Decoder::new(table, options, threads).expect("decode threads start");
     let mut framer = Framer::new(None, 1 << 26);

@@ -46,6 +46,16 @@ pub enum DecodeError {
         columns: String,
         found: &'static str,
     },
+    #[error(
+        "line {line} (record {record}): field {field:?} is {found}, but its elements are loaded as rows of a \
+         child table, so only an array or null fits there; load with --nested flatten or keep to keep it whole as jsonb"
+    )]
+    NotArray {
+        line: u64,
+        record: u64,
+        field: String,
+        found: &'static str,
+    },
     #[error("line {line} (record {record}): field {field:?} {hint}")]
     UnknownField {
         line: u64,
@@ -63,6 +73,7 @@ impl DecodeError {
             | DecodeError::Oversized { record, .. }
             | DecodeError::Value { record, .. }
             | DecodeError::NotObject { record, .. }
+            | DecodeError::NotArray { record, .. }
             | DecodeError::UnknownField { record, .. } => Some(*record),
             _ => None,
         }
@@ -75,6 +86,7 @@ impl DecodeError {
             | DecodeError::Oversized { line, .. }
             | DecodeError::Value { line, .. }
             | DecodeError::NotObject { line, .. }
+            | DecodeError::NotArray { line, .. }
             | DecodeError::UnknownField { line, .. }
             | DecodeError::Structure { line, .. }
             | DecodeError::RecordTooLarge { line, .. } => *line,
@@ -90,6 +102,7 @@ impl DecodeError {
             | DecodeError::Oversized { line, record }
             | DecodeError::Value { line, record, .. }
             | DecodeError::NotObject { line, record, .. }
+            | DecodeError::NotArray { line, record, .. }
             | DecodeError::UnknownField { line, record, .. } => {
                 *line += lines;
                 *record += records;

@@ -2,9 +2,99 @@
 //! (guessing the next column from the last, as records list fields in one order), each value
 //! written straight into its row's slot.
 
-use super::DecodeError;
 use super::framing::Position;
-use super::scan::{self, SyntaxError, Value};
+use super::layout::Layout;
+use super::scan::{self, Kind, SyntaxError, Value};
+use super::{DecodeError, DecodeOptions};
+
+/// An object in a batch's input whose fields fill a row: a record, or an element of an
+/// array read into a child table.
+pub(super) struct Object<'a> {
+    pub input: &'a str,
+    pub start: usize,
+    pub end: usize,
+    /// The record it is (or is in), and where that record starts.
+    pub number: u64,
+    pub at: Position,
+}
+
+/// Matches the fields of `object` to the slots of `values` (one row) as `layout` says: the
+/// object's own fields, then those of each flattened object in it.
+pub(super) fn fill_row(
+    layout: &mut Layout,
+    object: &Object<'_>,
+    values: &mut [Value],
+    scratch: &mut String,
+    options: &DecodeOptions,
+) -> Result<(), DecodeError> {
+    let Object {
+        input,
+        start,
+        end,
+        number,
+        at,
+    } = *object;
+    let unknown = |field| DecodeError::UnknownField {
+        line: at.line,
+        record: number,
+        field,
+        hint: options.unknown_field_hint.clone(),
+    };
+    for node in &mut layout.nodes {
+        let from = match &node.object {
+            None => start,
+            Some(object) => {
+                let value = values[object.slot];
+                if let Some(column) = object.also_column {
+                    values[column] = value;
+                }
+                match value.kind {
+                    Kind::Object => value.start as usize,
+                    Kind::Absent | Kind::Null => continue,
+                    _ if object.also_column.is_some() => continue,
+                    found => {
+                        return Err(DecodeError::NotObject {
+                            line: at.line,
+                            record: number,
+                            field: object.path.clone(),
+                            columns: object.path.replace('.', "__"),
+                            found: kind_words(found),
+                        });
+                    }
+                }
+            }
+        };
+        let mut row_fields = RowFields {
+            keys: &node.keys,
+            quoted_keys: &node.quoted_keys,
+            slots: node.slots.as_deref(),
+            values,
+            guess: &mut node.guess,
+            scratch,
+            reject_unknown: options.reject_unknown_fields,
+            prefix: node
+                .object
+                .as_ref()
+                .map_or(layout.prefix.as_str(), |o| o.prefix.as_str()),
+            spare: Value::default(),
+            unknown: None,
+        };
+        let text = match &node.object {
+            None => &input[..end],
+            Some(object) => &input[..row_fields.values[object.slot].end as usize],
+        };
+        match scan::scan_fields(text, from, &mut row_fields) {
+            Ok(()) => {}
+            Err(FieldError::Syntax(mut e)) => {
+                e.offset += from - start;
+                let record = &input.as_bytes()[start..end];
+                return Err(syntax(record, at, number, &e));
+            }
+            Err(FieldError::Unknown(field)) => return Err(unknown(field)),
+        }
+    }
+    Ok(())
+}
 
 /// One object's fields (the record's, or a flattened object's) matched to the slots of
 /// its row.

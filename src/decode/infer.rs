@@ -201,6 +201,7 @@ impl Sample {
                 zone: None,
                 max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
                 plus_infinity: true,
+                family: None,
             },
         );
         let at = Position { line: 1, column: 1 };

@@ -44,73 +44,166 @@ pub(super) struct ObjectSlot {
 #[derive(Debug, Clone)]
 pub(super) struct Layout {
     pub nodes: Vec<Node>,
-    /// Slots per row: one per column, then one per flattened object.
+    /// Slots per row: one per column, then one per flattened object, then one per array
+    /// read into a child table (`--nested tables`).
     pub width: usize,
+    /// The slot of each array read into a child table, in the order they were given.
+    pub arrays: Vec<usize>,
+    /// What names an unknown field of the record itself: empty for a record, the array's
+    /// path for an element of a child table (`entities.hashtags[].`).
+    pub prefix: String,
 }
+
+/// What a key of a node stands for while the layout is built: a column, or an array read
+/// into a child table (whose slot is known once every object has its own).
+#[derive(Clone, Copy)]
+enum Target {
+    Column(usize),
+    Array(usize),
+}
+
+/// Array slots are numbered once every object's slot is known; until then a key's slot
+/// holds this minus the array's index.
+const ARRAY_MARK: u32 = u32::MAX;
 
 impl Layout {
     pub(super) fn new(table: &TableSchema) -> Layout {
+        Layout::with_arrays(table, &[], String::new())
+    }
+
+    /// The layout of `table`'s columns and of the arrays at `arrays` (each a path: the
+    /// objects it lies in, then its key), whose elements go to child tables.
+    pub(super) fn with_arrays<'a>(
+        table: &'a TableSchema,
+        arrays: &'a [Vec<String>],
+        prefix: String,
+    ) -> Layout {
         let columns = table.columns.len();
-        let mut nodes = vec![Node::default()];
-        let mut slots: Vec<Vec<u32>> = vec![Vec::new()];
-        // (node, key) → the node of the object under that key.
-        let mut children: HashMap<(usize, &str), usize> = HashMap::new();
+        let mut build = Build {
+            columns,
+            nodes: vec![Node::default()],
+            slots: vec![Vec::new()],
+            children: HashMap::new(),
+            shared: Vec::new(),
+            prefix: &prefix,
+        };
         for (index, column) in table.columns.iter().enumerate() {
-            let mut node = 0;
-            for (depth, parent) in column.parents.iter().enumerate() {
-                node = match children.get(&(node, parent.as_str())) {
-                    Some(&child) => child,
-                    None => {
-                        let child = nodes.len();
-                        let slot = columns + child - 1;
-                        let existing = nodes[node]
-                            .keys
-                            .iter()
-                            .position(|k| **k == *parent.as_bytes());
-                        let also_column = existing.map(|i| slots[node][i] as usize);
-                        match existing {
-                            Some(i) => slots[node][i] = slot as u32,
-                            None => {
-                                nodes[node].keys.push(parent.as_bytes().into());
-                                nodes[node].quoted_keys.push(quoted_key(parent));
-                                slots[node].push(slot as u32);
-                            }
-                        }
-                        nodes.push(Node {
-                            object: Some(ObjectSlot {
-                                slot,
-                                path: column.parents[..=depth].join("."),
-                                prefix: format!("{}.", column.parents[..=depth].join(".")),
-                                also_column,
-                            }),
-                            ..Node::default()
-                        });
-                        slots.push(Vec::new());
-                        children.insert((node, parent.as_str()), child);
-                        child
-                    }
-                };
-            }
-            let key = column.key();
-            if let Some(&child) = children.get(&(node, key)) {
-                if let Some(object) = nodes[child].object.as_mut() {
-                    object.also_column = Some(index);
-                }
-                continue;
-            }
-            nodes[node].keys.push(key.as_bytes().into());
-            nodes[node].quoted_keys.push(quoted_key(key));
-            slots[node].push(index as u32);
+            build.add(&column.parents, column.key(), Target::Column(index));
         }
-        for (node, slots) in nodes.iter_mut().zip(slots) {
+        for (index, path) in arrays.iter().enumerate() {
+            if let Some((key, parents)) = path.split_last() {
+                build.add(parents, key, Target::Array(index));
+            }
+        }
+        let objects = build.nodes.len() - 1;
+        let mut array_slots = vec![0; arrays.len()];
+        let mut nodes = build.nodes;
+        for (node, mut slots) in nodes.iter_mut().zip(build.slots) {
+            for slot in &mut slots {
+                if *slot > ARRAY_MARK - arrays.len() as u32 {
+                    let array = (ARRAY_MARK - *slot) as usize;
+                    *slot = (columns + objects + array) as u32;
+                    array_slots[array] = *slot as usize;
+                }
+            }
             let identity = slots.iter().enumerate().all(|(i, &s)| s as usize == i);
             node.slots = (!identity).then_some(slots);
         }
-        let width = columns + nodes.len() - 1;
-        Layout { nodes, width }
+        // An array that is also a column's key shares the column's slot (marked there).
+        for (array, slot) in build.shared {
+            array_slots[array] = slot;
+        }
+        Layout {
+            nodes,
+            width: columns + objects + arrays.len(),
+            arrays: array_slots,
+            prefix,
+        }
     }
 }
 
+/// A layout being built: the nodes so far and each node's keys' slots.
+struct Build<'a> {
+    columns: usize,
+    nodes: Vec<Node>,
+    slots: Vec<Vec<u32>>,
+    /// (node, key) → the node of the object under that key.
+    children: HashMap<(usize, &'a str), usize>,
+    /// Arrays whose key is also a column's, and that column's slot.
+    shared: Vec<(usize, usize)>,
+    /// Starts the path of every object (see [`Layout::prefix`]).
+    prefix: &'a str,
+}
+
+impl<'a> Build<'a> {
+    /// Adds the key `key` of the object at `parents` (creating the nodes on the way).
+    fn add(&mut self, parents: &'a [String], key: &'a str, target: Target) {
+        let mut node = 0;
+        for depth in 0..parents.len() {
+            node = match self.children.get(&(node, parents[depth].as_str())) {
+                Some(&child) => child,
+                None => self.object(node, parents, depth),
+            };
+        }
+        match target {
+            Target::Column(index) => {
+                if let Some(&child) = self.children.get(&(node, key)) {
+                    if let Some(object) = self.nodes[child].object.as_mut() {
+                        object.also_column = Some(index);
+                    }
+                    return;
+                }
+                self.key(node, key, index as u32);
+            }
+            Target::Array(array) => {
+                let existing = self.nodes[node]
+                    .keys
+                    .iter()
+                    .position(|k| **k == *key.as_bytes());
+                match existing {
+                    Some(i) => self.shared.push((array, self.slots[node][i] as usize)),
+                    None => self.key(node, key, ARRAY_MARK - array as u32),
+                }
+            }
+        }
+    }
+
+    fn key(&mut self, node: usize, key: &str, slot: u32) {
+        self.nodes[node].keys.push(key.as_bytes().into());
+        self.nodes[node].quoted_keys.push(quoted_key(key));
+        self.slots[node].push(slot);
+    }
+
+    /// The node of the object `parents[depth]` in `node` (the object at
+    /// `parents[..depth]`), new; a column of the same key also takes the object whole.
+    fn object(&mut self, node: usize, parents: &'a [String], depth: usize) -> usize {
+        let parent = parents[depth].as_str();
+        let child = self.nodes.len();
+        let slot = self.columns + child - 1;
+        let existing = self.nodes[node]
+            .keys
+            .iter()
+            .position(|k| **k == *parent.as_bytes());
+        let also_column = existing.map(|i| self.slots[node][i] as usize);
+        match existing {
+            Some(i) => self.slots[node][i] = slot as u32,
+            None => self.key(node, parent, slot as u32),
+        }
+        let path = format!("{}{}", self.prefix, parents[..=depth].join("."));
+        self.nodes.push(Node {
+            object: Some(ObjectSlot {
+                slot,
+                prefix: format!("{path}."),
+                path,
+                also_column,
+            }),
+            ..Node::default()
+        });
+        self.slots.push(Vec::new());
+        self.children.insert((node, parent), child);
+        child
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 
 pub(crate) mod columns;
 mod error;
+pub mod family;
 mod fields;
 pub(crate) mod framing;
 pub(crate) mod infer;
@@ -21,6 +22,8 @@ pub(crate) mod pointer;
 pub(crate) mod scan;
 mod settings;
 pub(crate) mod values;
+
+use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -34,9 +37,9 @@ pub(crate) use settings::DecodeSettings;
 pub use values::SessionZone;
 
 use crate::schema::{PgType, TableSchema};
-use fields::{FieldError, RowFields, kind_words, syntax};
+use fields::syntax;
 use layout::Layout;
-use scan::{Kind, SyntaxError, Value};
+use scan::{SyntaxError, Value};
 
 /// A decoded batch and the number of its first record in the whole input.
 #[derive(Debug)]
@@ -47,6 +50,9 @@ pub struct Decoded {
     pub record_numbers: Option<Vec<u64>>,
     /// Records set aside in reject mode.
     pub(crate) rejected: Vec<Rejected>,
+    /// `--nested tables`: each child table's rows of the batch's records, in the order of
+    /// [`family::FamilySpec::children`].
+    pub children: Vec<RecordBatch>,
 }
 
 impl Decoded {
@@ -106,6 +112,8 @@ pub struct DecodeOptions {
     /// `+infinity` is a date and a timestamp, as the target server reads it (PostgreSQL 16
     /// and later); else it is refused, as PostgreSQL 15 refuses it.
     pub plus_infinity: bool,
+    /// `--nested tables`: the child tables each record's arrays fill.
+    pub family: Option<Arc<family::FamilySpec>>,
 }
 
 /// The most bytes of input one batch holds. Text and bytea columns are Arrow arrays with
@@ -148,14 +156,24 @@ pub struct RecordDecoder {
     /// The number the next record gets.
     next_record: u64,
     key_scratch: String,
+    /// `--nested tables`: the child tables' rows of the batch.
+    family: Option<family::FamilyRows>,
 }
 
 impl RecordDecoder {
     pub(crate) fn new(table: &TableSchema, options: DecodeOptions) -> RecordDecoder {
+        let (layout, family) = match &options.family {
+            Some(spec) => (
+                spec.root_layout(table),
+                Some(family::FamilyRows::new(spec.clone())),
+            ),
+            None => (Layout::new(table), None),
+        };
         RecordDecoder {
             schema: table.arrow_schema(),
             types: table.pg_types(),
-            layout: Layout::new(table),
+            layout,
+            family,
             options,
             input: String::new(),
             values: Vec::new(),
@@ -198,6 +216,9 @@ impl RecordDecoder {
         self.values.clear();
         self.rows.clear();
         self.rejected.clear();
+        if let Some(family) = &mut self.family {
+            family.clear();
+        }
         self.next_record = record;
     }
 
@@ -374,64 +395,32 @@ impl RecordDecoder {
         at: Position,
     ) -> Result<(), DecodeError> {
         let width = self.layout.width;
-        let values = &mut self.values[row * width..(row + 1) * width];
-        let unknown = |field| DecodeError::UnknownField {
-            line: at.line,
-            record: number,
-            field,
-            hint: self.options.unknown_field_hint.clone(),
+        let object = fields::Object {
+            input: &self.input,
+            start,
+            end,
+            number,
+            at,
         };
-        for node in &mut self.layout.nodes {
-            let from = match &node.object {
-                None => start,
-                Some(object) => {
-                    let value = values[object.slot];
-                    if let Some(column) = object.also_column {
-                        values[column] = value;
-                    }
-                    match value.kind {
-                        Kind::Object => value.start as usize,
-                        Kind::Absent | Kind::Null => continue,
-                        _ if object.also_column.is_some() => continue,
-                        found => {
-                            return Err(DecodeError::NotObject {
-                                line: at.line,
-                                record: number,
-                                field: object.path.clone(),
-                                columns: object.path.replace('.', "__"),
-                                found: kind_words(found),
-                            });
-                        }
-                    }
-                }
-            };
-            let mut row_fields = RowFields {
-                keys: &node.keys,
-                quoted_keys: &node.quoted_keys,
-                slots: node.slots.as_deref(),
-                values,
-                guess: &mut node.guess,
-                scratch: &mut self.key_scratch,
-                reject_unknown: self.options.reject_unknown_fields,
-                prefix: node.object.as_ref().map_or("", |o| o.prefix.as_str()),
-                spare: Value::default(),
-                unknown: None,
-            };
-            let text = match &node.object {
-                None => &self.input[..end],
-                Some(object) => &self.input[..row_fields.values[object.slot].end as usize],
-            };
-            match scan::scan_fields(text, from, &mut row_fields) {
-                Ok(()) => {}
-                Err(FieldError::Syntax(mut e)) => {
-                    e.offset += from - start;
-                    let record = &self.input.as_bytes()[start..end];
-                    return Err(syntax(record, at, number, &e));
-                }
-                Err(FieldError::Unknown(field)) => return Err(unknown(field)),
-            }
+        let row_values = &mut self.values[row * width..(row + 1) * width];
+        fields::fill_row(
+            &mut self.layout,
+            &object,
+            row_values,
+            &mut self.key_scratch,
+            &self.options,
+        )?;
+        match &mut self.family {
+            None => Ok(()),
+            Some(family) => family.add_record(
+                &object,
+                row_values,
+                &self.layout.arrays,
+                row as u32,
+                &mut self.key_scratch,
+                &self.options,
+            ),
         }
-        Ok(())
     }
 
     /// Sets a record aside (reject mode).
@@ -451,8 +440,24 @@ impl RecordDecoder {
         if self.rows.is_empty() && self.rejected.is_empty() {
             return Ok(None);
         }
-        let (arrays, mut bad) = self.build_columns();
-        // Errors in row order, and within a row in column order (the order found).
+        let (mut arrays, mut bad) = self.build_columns();
+        let mut elements = Vec::new();
+        if let Some(family) = &self.family {
+            let dates = columns::DateRules {
+                zone: self.options.zone.as_ref(),
+                plus_infinity: self.options.plus_infinity,
+            };
+            let rows = &self.rows;
+            let record = |root: usize| (rows[root].at.line, rows[root].record);
+            let (built, child_bad) = family.build(&self.input, &dates, &record);
+            elements = built;
+            bad.extend(child_bad);
+        }
+        if let Some((column, ids)) = self.options.family.as_ref().and_then(|f| f.generated_id) {
+            arrays[column] = family::generated_ids(&ids, self.rows.iter().map(|r| r.record));
+        }
+        // Errors in row order, and within a row in column order (the order found), a
+        // record's own columns before its child tables'.
         bad.sort_by_key(|(row, _)| *row);
         if !self.options.reject && !bad.is_empty() {
             return Err(bad.swap_remove(0).1);
@@ -461,10 +466,11 @@ impl RecordDecoder {
             line: 0,
             message: format!("internal error: {e}"),
         };
-        let mut batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(internal)?;
+        let mut batch =
+            RecordBatch::try_new(self.schema.clone(), arrays.clone()).map_err(internal)?;
         let mut numbers: Vec<u64> = self.rows.iter().map(|r| r.record).collect();
-        if !bad.is_empty() {
-            let keep = self.set_aside(bad);
+        let keep = (!bad.is_empty()).then(|| self.set_aside(bad));
+        if let Some(keep) = &keep {
             let mask = BooleanArray::from(keep.clone());
             batch = arrow_select::filter::filter_record_batch(&batch, &mask).map_err(internal)?;
             numbers = numbers
@@ -473,6 +479,12 @@ impl RecordDecoder {
                 .filter_map(|(n, k)| k.then_some(n))
                 .collect();
         }
+        let children = match &mut self.family {
+            Some(family) => family
+                .finish(&arrays, elements, keep.as_deref())
+                .map_err(internal)?,
+            None => Vec::new(),
+        };
         let mut rejected = std::mem::take(&mut self.rejected);
         rejected.sort_by_key(|r| r.record);
         let first_record = numbers.first().copied().unwrap_or(self.next_record);
@@ -485,6 +497,7 @@ impl RecordDecoder {
             first_record,
             record_numbers: (!contiguous).then_some(numbers),
             rejected,
+            children,
         }))
     }
 

@@ -21,6 +21,7 @@ fn options(batch_size: usize) -> DecodeOptions {
         zone: None,
         max_batch_bytes: crate::decode::MAX_BATCH_BYTES,
         plus_infinity: true,
+        family: None,
     }
 }
 

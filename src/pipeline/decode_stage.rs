@@ -299,6 +299,7 @@ impl DecodeStage {
                 reject: self.rejects.is_some(),
                 zone: Some(crate::decode::SessionZone::parse(&plan.dates.time_zone)),
                 plus_infinity: plan.dates.plus_infinity,
+                family: None,
                 max_batch_bytes: crate::decode::LOAD_BATCH_BYTES,
             },
             self.threads,

@@ -55,6 +55,7 @@ pub(crate) async fn run_module(
                     first_record: next_row,
                     record_numbers: None,
                     rejected: Vec::new(),
+                    children: Vec::new(),
                 };
                 if tx.send(Flow::Rows(decoded)).await.is_err() {
                     return Ok(());

@@ -31,6 +31,7 @@ fn options(batch_size: usize, reject: bool) -> DecodeOptions {
         zone: None,
         max_batch_bytes: 300,
         plus_infinity: true,
+        family: None,
     }
 }
 
