@@ -106,4 +106,7 @@ pub(crate) enum Nested {
     /// The fields of objects become columns named by their path (`user__screen_name`), down
     /// to `--max-nesting` levels; arrays land whole, as jsonb.
     Flatten,
+    /// As `flatten`, and each array becomes a child table (`tweets__entities__hashtags`),
+    /// one row per element linked to its parent row.
+    Tables,
 }

@@ -136,7 +136,8 @@ pub(crate) struct LoadArgs {
     #[arg(long, default_value_t = defaults::INSERT_BATCH, value_name = "N", help_heading = "Table")]
     pub insert_batch: usize,
 
-    /// Key columns for --mode merge, comma-separated; a new table gets them as primary key.
+    /// Key columns for --mode merge, comma-separated; a new table gets them as primary key. With
+    /// --nested tables, the columns child rows link to (in any mode).
     #[arg(
         help_heading = "Table",
         long = "key",
@@ -165,11 +166,13 @@ pub(crate) struct LoadArgs {
 
     /// Nested objects: `keep` loads each top-level field whole (objects and arrays as jsonb);
     /// `flatten` makes the fields of objects columns named by their path, joined with `__`
-    /// (`user__screen_name`); arrays stay jsonb.
+    /// (`user__screen_name`); arrays stay jsonb. `tables` flattens too, and loads each array
+    /// into a child table `<table>__<path>`, one row per element, linked by `_parent_<key>`
+    /// (--key, or the table's primary key; else a generated `_apitap_id`) and `_idx`.
     #[arg(help_heading = "Table", long, value_enum, default_value_t = Nested::Keep)]
     pub nested: Nested,
 
-    /// With --nested flatten: how many levels of objects become columns (1 to 64); deeper
+    /// With --nested flatten or tables: how many levels of objects become columns (1 to 64); deeper
     /// objects land whole, as jsonb.
     #[arg(help_heading = "Table", long, value_name = "N")]
     pub max_nesting: Option<usize>,
@@ -514,6 +517,21 @@ fn report(args: &LoadArgs, load: &Load, summary: &LoadSummary) -> anyhow::Result
             f.line()
         ));
     }
+    if !args.quiet && !summary.child_tables.is_empty() {
+        let children: Vec<String> = summary
+            .child_tables
+            .iter()
+            .map(|c| {
+                let created = if c.created_table { " (created)" } else { "" };
+                let added = match c.added_columns.is_empty() {
+                    true => String::new(),
+                    false => format!(", added column(s) {}", c.added_columns.join(", ")),
+                };
+                format!("{}{created}: {} rows{added}", c.table, c.rows)
+            })
+            .collect();
+        crate::base::say(&format!("apitap: child tables: {}", children.join("; ")));
+    }
     if !args.quiet {
         for (_, why) in &summary.paging_stopped {
             crate::base::say(&format!("apitap: paging stopped: {why}"));
@@ -576,6 +594,12 @@ fn report(args: &LoadArgs, load: &Load, summary: &LoadSummary) -> anyhow::Result
             "renamed_fields": summary.renamed_fields.iter().map(|(field, column)| serde_json::json!({"field": field, "column": column})).collect::<Vec<_>>(),
             "widened_columns": summary.widened_columns,
             "discarded_fields": summary.discarded_fields,
+            "child_tables": summary.child_tables.iter().map(|c| serde_json::json!({
+                "table": c.table.to_string(),
+                "rows": c.rows,
+                "created_table": c.created_table,
+                "added_columns": c.added_columns,
+            })).collect::<Vec<_>>(),
             "peak_rss_bytes": peak_rss_bytes(),
         });
         output::write_json_lines(path, &[json])

@@ -40,7 +40,7 @@ pub enum Fill {
 }
 
 /// One child table as the decoder fills it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildSpec {
     /// The array's path, for messages (`entities.hashtags[]`).
     pub label: String,
@@ -56,14 +56,14 @@ pub struct ChildSpec {
 }
 
 /// The tables a record becomes, as the decoder fills them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilySpec {
     /// What a root row's children link to: the root's key columns (by index among its
     /// decoded columns), or its generated id.
     pub root_identity: Vec<usize>,
     /// The root column holding an id generated for each record (no key was given), and the
     /// load's part of it.
-    pub generated_id: Option<(usize, RowIds)>,
+    pub generated_id: Option<GeneratedId>,
     /// Parents before children.
     pub children: Vec<ChildSpec>,
 }
@@ -85,6 +85,9 @@ impl FamilySpec {
         Layout::with_arrays(table, &self.arrays_of(None).0, String::new())
     }
 }
+
+/// The root column that holds generated ids, and the load's part of them.
+pub type GeneratedId = (usize, RowIds);
 
 /// The ids generated for root rows when no key identifies them: UUIDs of version 7, whose
 /// time and random bits are drawn once per load and whose last 40 bits are the record's

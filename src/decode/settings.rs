@@ -16,6 +16,8 @@ pub(crate) struct DecodeSettings {
     /// Levels of objects whose fields become columns (`--nested flatten`); 0 under
     /// `--nested keep`.
     pub flatten_depth: usize,
+    /// `--nested tables`: arrays become child tables.
+    pub tables: bool,
     /// Records per Arrow batch.
     pub batch_size: usize,
     /// The longest record (or `records_path` document) accepted.

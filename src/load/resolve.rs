@@ -81,7 +81,12 @@ impl LoadSpec {
             .transpose()
             .map_err(|e| SettingError::invalid(Setting::RecordsPath.name(origin), e.to_string()))?;
         let merge_keys = self.merge_keys(origin)?;
+        let link_keys = match self.nested {
+            Nested::Tables => self.keys.clone(),
+            _ => Vec::new(),
+        };
         self.check_combinations(origin)?;
+        self.check_tables(origin)?;
         let distribute = self.distribution(origin)?;
         let decode = self.decode_settings(records_path, origin)?;
         let write = WriteSettings {
@@ -89,6 +94,7 @@ impl LoadSpec {
             mode: self.mode,
             replace_with: self.replace_with,
             merge_keys,
+            link_keys,
             method: self.method,
             insert_batch: positive(self.insert_batch, defaults::INSERT_BATCH, "insert batch")?,
             copy_streams: self.copy_streams,
@@ -233,6 +239,7 @@ impl LoadSpec {
             records_path,
             sample: self.sample.unwrap_or(defaults::SAMPLE),
             flatten_depth: self.flatten_depth(origin)?,
+            tables: self.nested == Nested::Tables,
             batch_size: positive(self.batch_size, defaults::BATCH_SIZE, "batch size")?,
             max_record_bytes: positive(
                 self.max_record_bytes,
@@ -262,21 +269,26 @@ impl LoadSpec {
             (Nested::Keep, Some(_)) => conflict(
                 say(
                     origin,
-                    "--max-nesting needs --nested flatten",
-                    "max_nesting needs nested: flatten",
+                    "--max-nesting needs --nested flatten or tables",
+                    "max_nesting needs nested: flatten or tables",
                 )
                 .to_string(),
             ),
-            (Nested::Flatten, None) => Ok(defaults::MAX_NESTING),
-            (Nested::Flatten, Some(depth)) if (1..=MAX_FLATTEN_DEPTH).contains(&depth) => Ok(depth),
-            (Nested::Flatten, Some(_)) => Err(SettingError::invalid(
+            (Nested::Flatten | Nested::Tables, None) => Ok(defaults::MAX_NESTING),
+            (Nested::Flatten | Nested::Tables, Some(depth))
+                if (1..=MAX_FLATTEN_DEPTH).contains(&depth) =>
+            {
+                Ok(depth)
+            }
+            (Nested::Flatten | Nested::Tables, Some(_)) => Err(SettingError::invalid(
                 setting,
                 format!("must be from 1 to {MAX_FLATTEN_DEPTH}"),
             )),
         }
     }
 
-    /// The merge keys: needed by `--mode merge`, and only by it.
+    /// The merge keys: needed by `--mode merge`, and only by it (`--nested tables` links
+    /// child rows by `--key` in every mode, [`LoadSpec::link_keys`]).
     fn merge_keys(&self, origin: Origin) -> Result<Vec<String>, SettingError> {
         match (self.mode, self.keys.is_empty()) {
             (Mode::Merge, true) => conflict(
@@ -288,8 +300,8 @@ impl LoadSpec {
                 .into(),
             ),
             (Mode::Merge, false) => Ok(self.keys.clone()),
-            (_, false) if origin == Origin::Flags => {
-                conflict("--key only applies to --mode merge".into())
+            (_, false) if origin == Origin::Flags && self.nested != Nested::Tables => {
+                conflict("--key only applies to --mode merge and --nested tables".into())
             }
             _ => Ok(Vec::new()),
         }
@@ -346,6 +358,32 @@ impl LoadSpec {
             ));
         }
         Ok(())
+    }
+
+    /// What `--nested tables` cannot do yet: merge, INSERTs, COPY streams, Citus.
+    fn check_tables(&self, origin: Origin) -> Result<(), SettingError> {
+        if self.nested != Nested::Tables {
+            return Ok(());
+        }
+        let tables = say(origin, "--nested tables", "nested: tables");
+        let other = if self.mode == Mode::Merge {
+            say(origin, "--mode merge", "mode: merge")
+        } else if self.method == WriteMethod::Insert {
+            say(origin, "--method insert", "method: insert")
+        } else if self.copy_streams > 1 {
+            Setting::CopyStreams.name(origin)
+        } else if self.distribute_by.is_some() || self.reference_table {
+            say(
+                origin,
+                "--distribute-by/--reference-table",
+                "distribute_by/reference_table",
+            )
+        } else {
+            return Ok(());
+        };
+        conflict(format!(
+            "{tables} cannot be used with {other} yet: it appends to or replaces a family of tables by binary COPY in one transaction"
+        ))
     }
 
     /// `--distribute-by` (with `--colocate-with`, `--shard-count`) or `--reference-table`.

@@ -55,16 +55,26 @@ pub(super) struct EncodeStage {
     /// A merge that may COPY into an empty table: each batch's rows whose key may repeat an
     /// earlier one go in a chunk of their own (see [`crate::encode::repeats`]).
     pub repeats: Option<RepeatedKeys>,
+    /// `--nested tables`: where the child tables' rows go.
+    pub children: Option<super::family::ChildEncoders>,
+}
+
+/// What the encode stage hands on at the input's end: the highest cursor value, and the
+/// child tables' rows since the last commit point.
+#[derive(Default)]
+pub(super) struct Ended {
+    pub cursor: Option<String>,
+    pub children: Option<crate::sink::write::spool::Spool>,
 }
 
 impl EncodeStage {
     /// Encodes every batch of `rx` into `tx`, and returns the highest cursor value if one is
-    /// tracked. Stops quietly when the sink is gone (it has its reason).
+    /// tracked (and the child rows). Stops quietly when the sink is gone (it has its reason).
     pub(super) fn run(
         mut self,
         mut rx: mpsc::Receiver<Flow>,
         tx: mpsc::Sender<Encoded>,
-    ) -> Result<Option<String>, LoadError> {
+    ) -> Result<Ended, LoadError> {
         let mut encoder = CopyEncoder::new(self.plan.copy_names(), self.plan.copy_types());
         // Columns left to their defaults are decoded (to catch values for them) but not sent.
         let projection: Option<Vec<usize>> = (self.plan.copy_columns
@@ -77,15 +87,21 @@ impl EncodeStage {
                 Flow::Rows(decoded) => decoded,
                 Flow::Checkpoint(resume) => {
                     let cursor = self.cursor.as_ref().and_then(|(_, max)| max.value());
-                    if tx
-                        .blocking_send(Encoded::Checkpoint { resume, cursor })
-                        .is_err()
-                    {
-                        return Ok(None);
+                    let children = self.children.as_mut().map(|c| c.take());
+                    let checkpoint = Encoded::Checkpoint {
+                        resume,
+                        cursor,
+                        children,
+                    };
+                    if tx.blocking_send(checkpoint).is_err() {
+                        return Ok(Ended::default());
                     }
                     continue;
                 }
             };
+            if let Some(children) = &mut self.children {
+                children.add(&decoded, &self.source_name)?;
+            }
             let batch = match &projection {
                 Some(columns) => decoded
                     .batch
@@ -133,11 +149,14 @@ impl EncodeStage {
             };
             for chunk in chunks {
                 if tx.blocking_send(chunk).is_err() {
-                    return Ok(None);
+                    return Ok(Ended::default());
                 }
             }
         }
-        Ok(self.cursor.and_then(|(_, max)| max.value()))
+        Ok(Ended {
+            cursor: self.cursor.and_then(|(_, max)| max.value()),
+            children: self.children.as_mut().map(|c| c.take()),
+        })
     }
 
     fn track_cursor(&mut self, batch: &arrow_array::RecordBatch) {

@@ -50,6 +50,7 @@ use crate::source::{Body, Http, Source, SourceError, SourceSettings, fetch_page,
 mod cursor;
 mod decode_stage;
 mod encode_stage;
+mod family;
 mod fetch;
 mod preview;
 #[cfg(feature = "sql")]
@@ -92,6 +93,17 @@ pub(crate) struct LoadSummary {
     pub paging_stopped: Vec<(String, String)>,
     pub figures: Figures,
     pub created_table: bool,
+    /// `--nested tables`: what each child table got.
+    pub child_tables: Vec<ChildSummary>,
+}
+
+/// What a load did to one child table (`--nested tables`).
+#[derive(Debug, Clone)]
+pub(crate) struct ChildSummary {
+    pub table: TableName,
+    pub rows: u64,
+    pub created_table: bool,
+    pub added_columns: Vec<String>,
 }
 
 /// Why a load failed. The table is unchanged in every case.
@@ -313,6 +325,9 @@ pub(crate) async fn plan_sampled(
     load: &Load,
     source: &OpenedSource,
 ) -> Result<Arc<LoadPlan>, LoadError> {
+    if load.decode.tables {
+        return family::plan_family(client, load, source).await;
+    }
     let fields = source.sample.infer();
     let planned = Planned {
         fields: &fields,
@@ -455,6 +470,7 @@ pub(crate) async fn write(
             rows_per_insert: path.inserts().then_some(settings.insert_batch),
             rejects: helpers.rejects.clone(),
             repeats,
+            children: plan.family.as_deref().map(family::ChildEncoders::new),
         };
         let tx = tx.clone();
         let span = tracing::info_span!("encode.copy", table = %table);
@@ -465,8 +481,12 @@ pub(crate) async fn write(
     };
     // The end of the input, sent only once every stage before the writer ended cleanly.
     let checker = tokio::spawn(async move {
-        let cursor = stages.check(encode).await?;
-        let _ = tx.send(Encoded::End { cursor }).await;
+        let ended = stages.check(encode).await?;
+        let end = Encoded::End {
+            cursor: ended.cursor,
+            children: ended.children,
+        };
+        let _ = tx.send(end).await;
         Ok::<(), LoadError>(())
     });
     let options = WriteOptions {
@@ -503,6 +523,18 @@ pub(crate) async fn write(
         paging_stopped: progress.paging_stops(),
         figures,
         created_table: written.created_table,
+        child_tables: plan
+            .family
+            .iter()
+            .flat_map(|family| &family.children)
+            .zip(&written.child_rows)
+            .map(|(child, &rows)| ChildSummary {
+                table: child.table.clone(),
+                rows,
+                created_table: child.create_table.is_some(),
+                added_columns: child.added_columns(),
+            })
+            .collect(),
     })
 }
 
@@ -542,11 +574,11 @@ impl Stages {
     }
 
     /// Waits for every stage and then the encode stage; their first error in stream order,
-    /// or the highest cursor value the encode stage saw.
+    /// or what the encode stage handed on at the end.
     async fn check(
         self,
-        encode: tokio::task::JoinHandle<Result<Option<String>, LoadError>>,
-    ) -> Result<Option<String>, LoadError> {
+        encode: tokio::task::JoinHandle<Result<encode_stage::Ended, LoadError>>,
+    ) -> Result<encode_stage::Ended, LoadError> {
         let upstream = self.join().await;
         let encode = encode
             .await

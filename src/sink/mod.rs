@@ -17,7 +17,9 @@ pub(crate) mod state;
 pub(crate) mod write;
 
 pub(crate) use connect::ConnectOptions;
-pub(crate) use plan::catalog::{copy_from_stdin_works, describe_target, has_unique_key};
+pub(crate) use plan::catalog::{
+    copy_from_stdin_works, describe_target, has_unique_key, primary_key,
+};
 pub(crate) use plan::{LoadPlan, PlanOptions};
 
 use std::time::Duration;
@@ -38,6 +40,9 @@ pub(crate) struct WriteSettings {
     pub replace_with: ReplaceWith,
     /// Key columns of `--mode merge` (empty otherwise).
     pub merge_keys: Vec<String>,
+    /// `--nested tables`: the root's key columns (`--key`), which child rows link to; empty:
+    /// the table's primary key, or else an id generated per record.
+    pub link_keys: Vec<String>,
     /// COPY, or batched INSERTs.
     pub method: WriteMethod,
     /// Rows per INSERT statement with `--method insert`.
@@ -105,6 +110,13 @@ pub(crate) enum SinkError {
     CommitUnknown { table: String, reason: String },
     #[error("cannot load {table}: {reason}")]
     Plan { table: String, reason: String },
+    /// The temporary file holding a child table's rows (`--nested tables`) failed.
+    #[error("could not hold the rows of {table} in a temporary file (TMPDIR): {error}")]
+    Spool {
+        table: String,
+        #[source]
+        error: std::io::Error,
+    },
     #[error(
         "refusing to replace the rows of {table} with nothing: the source had no records (pass --allow-empty to empty the table)"
     )]

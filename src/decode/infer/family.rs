@@ -20,6 +20,8 @@ pub struct ChildShape {
     pub path: Vec<String>,
     /// The elements' columns: their flattened fields, or [`VALUE`].
     pub columns: TableSchema,
+    /// The elements are not objects: each is the row's [`VALUE`] whole.
+    pub scalar: bool,
 }
 
 /// The column of a child table whose elements are not objects.
@@ -103,9 +105,11 @@ fn child(
         columns: TableSchema {
             columns: Vec::new(),
         },
+        scalar: false,
     });
     let kinds = items.kinds & !NULL;
-    let columns = if kinds == OBJECT && !items.fields.is_empty() {
+    let objects = kinds == OBJECT && !items.fields.is_empty();
+    let columns = if objects {
         let mut columns = Vec::new();
         let prefix = format!("{name}__");
         walk(
@@ -125,6 +129,7 @@ fn child(
         vec![Column::new(VALUE, PgType::Jsonb)]
     };
     family.children[index].columns = TableSchema { columns };
+    family.children[index].scalar = !objects;
 }
 
 #[cfg(test)]

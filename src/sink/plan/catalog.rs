@@ -189,6 +189,25 @@ pub(crate) async fn copy_from_stdin_works(
 ///
 /// # Errors
 /// A failing catalog query.
+/// The columns of `table`'s primary key, in key order; none when the table has no primary
+/// key or does not exist.
+pub(crate) async fn primary_key(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+) -> Result<Vec<String>, SinkError> {
+    client
+        .query(
+            "SELECT a.attname::text FROM pg_index i
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
+             WHERE i.indrelid = to_regclass($1) AND i.indisprimary
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&qualified(table)],
+        )
+        .await
+        .map(|rows| rows.iter().map(|row| row.get(0)).collect())
+        .map_err(|e| SinkError::database("reading the catalog", table, &e))
+}
+
 pub(crate) async fn has_unique_key(
     client: &tokio_postgres::Client,
     table: &TableName,

@@ -6,6 +6,7 @@
 pub(crate) mod catalog;
 pub(crate) mod citus;
 pub(crate) mod ddl;
+pub(crate) mod family;
 mod fields;
 
 use super::{SinkError, qualified};
@@ -66,6 +67,8 @@ pub(crate) struct LoadPlan {
     pub distribute: Option<DistributeAs>,
     /// How Citus holds the existing target (a swap recreates it so).
     pub citus: Option<Distribution>,
+    /// `--nested tables`: the child tables the records' arrays fill.
+    pub family: Option<std::sync::Arc<family::FamilyPlan>>,
 }
 
 /// The most columns a PostgreSQL table has (MaxHeapAttributeNumber).
@@ -240,6 +243,7 @@ impl LoadPlan {
                 .clone()
                 .filter(|_| !fields.columns.is_empty()),
             citus: None,
+            family: None,
             table,
         }
     }
@@ -308,6 +312,7 @@ impl LoadPlan {
             swap_of,
             distribute: None,
             citus: target.distribution.clone(),
+            family: None,
         })
     }
 
@@ -401,6 +406,7 @@ impl LoadPlan {
             swap_of: None,
             distribute: None,
             citus: None,
+            family: None,
         }
     }
 
@@ -521,6 +527,13 @@ impl LoadPlan {
         ]
         .into_iter()
         .flatten()
+        .chain(
+            // `--nested tables`: the child tables' own.
+            self.family
+                .iter()
+                .flat_map(|family| &family.children)
+                .flat_map(LoadPlan::ddl),
+        )
         .collect()
     }
 

@@ -6,6 +6,7 @@ use arrow_array::RecordBatch;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::spool::Spool;
 use crate::sink::SinkError;
 
 /// What the encode stage hands to the writer, in order.
@@ -23,10 +24,15 @@ pub(crate) enum Encoded {
     Checkpoint {
         resume: String,
         cursor: Option<String>,
+        children: Option<Spool>,
     },
     /// Every row was sent and every stage before the writer ended cleanly; the highest
-    /// cursor value. Only now may the load commit.
-    End { cursor: Option<String> },
+    /// cursor value, and the child tables' rows (`--nested tables`). Only now may the load
+    /// commit.
+    End {
+        cursor: Option<String>,
+        children: Option<Spool>,
+    },
 }
 
 /// The rows of one chunk, kept in reject mode so that a row the server refuses can be set
@@ -43,13 +49,38 @@ pub(crate) struct Refusable {
 
 /// How a group of rows ended.
 pub(super) enum SegmentEnd {
-    /// The input ended cleanly ([`Encoded::End`]); the highest cursor value.
-    Done(Option<String>),
-    /// A commit point: where to resume, and the highest cursor value so far.
+    /// The input ended cleanly ([`Encoded::End`]); the highest cursor value, and the child
+    /// tables' rows.
+    Done {
+        cursor: Option<String>,
+        children: Option<Spool>,
+    },
+    /// A commit point: where to resume, the highest cursor value so far, and the child
+    /// tables' rows since the last.
     Checkpoint {
         resume: String,
         cursor: Option<String>,
+        children: Option<Spool>,
     },
+}
+
+impl From<Encoded> for Option<SegmentEnd> {
+    /// How a segment ends, if `item` ends it.
+    fn from(item: Encoded) -> Option<SegmentEnd> {
+        match item {
+            Encoded::End { cursor, children } => Some(SegmentEnd::Done { cursor, children }),
+            Encoded::Checkpoint {
+                resume,
+                cursor,
+                children,
+            } => Some(SegmentEnd::Checkpoint {
+                resume,
+                cursor,
+                children,
+            }),
+            Encoded::Copy(_) | Encoded::Rows { .. } => None,
+        }
+    }
 }
 
 /// Binary COPY data of `rows` whole rows, and in reject mode what is needed to find a row
@@ -71,11 +102,10 @@ pub(super) async fn next_chunk(
     use std::ops::ControlFlow::{Break, Continue};
     match rx.recv().await {
         Some(Encoded::Copy(chunk)) => Ok(Continue(chunk)),
-        Some(Encoded::Checkpoint { resume, cursor }) => {
-            Ok(Break(SegmentEnd::Checkpoint { resume, cursor }))
-        }
-        Some(Encoded::End { cursor }) => Ok(Break(SegmentEnd::Done(cursor))),
         Some(Encoded::Rows { .. }) => Err(SinkError::Protocol("INSERT rows on the COPY path")),
+        Some(end) => Option::<SegmentEnd>::from(end)
+            .map(Break)
+            .ok_or(SinkError::Protocol("a segment that does not end")),
         None => Err(SinkError::InputEnded),
     }
 }
@@ -83,12 +113,8 @@ pub(super) async fn next_chunk(
 /// Waits for the end of an input that has nothing to load (no columns).
 pub(super) async fn drain(rx: &mut mpsc::Receiver<Encoded>) -> Result<SegmentEnd, SinkError> {
     while let Some(item) = rx.recv().await {
-        match item {
-            Encoded::End { cursor } => return Ok(SegmentEnd::Done(cursor)),
-            Encoded::Checkpoint { resume, cursor } => {
-                return Ok(SegmentEnd::Checkpoint { resume, cursor });
-            }
-            Encoded::Copy(_) | Encoded::Rows { .. } => {}
+        if let Some(end) = item.into() {
+            return Ok(end);
         }
     }
     Err(SinkError::InputEnded)

@@ -88,12 +88,13 @@ pub(super) async fn segment(
                 rows,
                 refusable,
             }) => (columns, rows, refusable),
-            Some(Encoded::Checkpoint { resume, cursor }) => {
-                return Ok((loaded, SegmentEnd::Checkpoint { resume, cursor }));
-            }
-            Some(Encoded::End { cursor }) => return Ok((loaded, SegmentEnd::Done(cursor))),
             Some(Encoded::Copy(_)) => {
                 return Err(SinkError::Protocol("COPY data on the INSERT path"));
+            }
+            Some(end) => {
+                let end = Option::<SegmentEnd>::from(end)
+                    .ok_or(SinkError::Protocol("a segment that does not end"))?;
+                return Ok((loaded, end));
             }
             None => return Err(SinkError::InputEnded),
         };

@@ -15,11 +15,13 @@
 pub(crate) mod copy;
 mod create;
 mod encoded;
+pub(crate) mod family;
 pub(crate) mod insert;
 pub(crate) mod merge;
 pub(crate) mod merge_empty;
 mod path;
 pub(crate) mod refused;
+pub(crate) mod spool;
 pub(crate) mod streams;
 pub(crate) mod swap;
 
@@ -62,6 +64,8 @@ pub(crate) struct WriteOutcome {
     pub created_table: bool,
     /// The highest cursor value loaded and stored.
     pub cursor: Option<String>,
+    /// `--nested tables`: the rows each child table got.
+    pub child_rows: Vec<u64>,
 }
 
 /// Writes the encoded rows of `rx` as `plan` and `path` say, in one transaction (or one per
@@ -111,6 +115,7 @@ async fn write_segments(
 ) -> Result<WriteOutcome, SinkError> {
     let table = &plan.table;
     let mut rows = 0;
+    let mut child_rows = vec![0; plan.family.as_ref().map_or(0, |f| f.children.len())];
     let mut segment = 0;
     // The plan as it stands once the table is there: another session may have created it.
     let mut meanwhile: Option<LoadPlan> = None;
@@ -128,6 +133,9 @@ async fn write_segments(
                 if created == Some(Created::Meanwhile) {
                     meanwhile = Some(plan.created_meanwhile());
                 }
+                if let Some(family) = &plan.family {
+                    family::prepare_children(&mut transaction, family, options.mode).await?;
+                }
                 swap
             }
             false => None,
@@ -135,10 +143,20 @@ async fn write_segments(
         let plan = meanwhile.as_ref().unwrap_or(plan);
         let (loaded, end) = write_rows(&mut transaction, plan, path, rx, progress, first).await?;
         rows += loaded;
-        let (cursor, resume) = match end {
-            SegmentEnd::Checkpoint { resume, cursor } => (cursor, Some(resume)),
-            SegmentEnd::Done(cursor) => (cursor, None),
+        let (cursor, resume, children) = match end {
+            SegmentEnd::Checkpoint {
+                resume,
+                cursor,
+                children,
+            } => (cursor, Some(resume), children),
+            SegmentEnd::Done { cursor, children } => (cursor, None, children),
         };
+        if let Some(family) = &plan.family {
+            let loaded = family::write_children(&transaction, family, children).await?;
+            for (total, rows) in child_rows.iter_mut().zip(loaded) {
+                *total += rows;
+            }
+        }
         if resume.is_none() && rows == 0 && options.mode == Mode::Replace && !options.allow_empty {
             return Err(SinkError::EmptyReplace {
                 table: table.clone(),
@@ -175,6 +193,7 @@ async fn write_segments(
     }
     Ok(WriteOutcome {
         rows,
+        child_rows,
         cursor,
         created_table: plan.create_table.is_some() && meanwhile.is_none(),
     })

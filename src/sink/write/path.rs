@@ -69,6 +69,10 @@ impl RowsPath {
             });
         }
         Ok(match rejects {
+            // A row the server refuses cannot be set aside alone when child tables hold
+            // rows of its record: the load fails instead, naming it (the decoder still sets
+            // aside every record it refuses, with all its rows).
+            Some(_) if plan.family.is_some() => RowsPath::Copy,
             Some(rejects) => RowsPath::CopyIsolating { rejects },
             None if !streams.is_empty() => RowsPath::Streams { streams },
             None => RowsPath::Copy,

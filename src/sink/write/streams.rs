@@ -319,7 +319,7 @@ async fn fill_and_publish(
                     progress.add_rows(rows, SentWith::Copy);
                 }
                 // Only a clean end of every stage may let the rows be published.
-                Some(Encoded::End { cursor }) => return Ok(cursor),
+                Some(Encoded::End { cursor, .. }) => return Ok(cursor),
                 Some(Encoded::Rows { .. } | Encoded::Checkpoint { .. }) => {
                     return Err(SinkError::Protocol("--copy-streams takes COPY chunks only"));
                 }
@@ -330,7 +330,13 @@ async fn fill_and_publish(
     let (checked, copied) = tokio::join!(dispatch, futures_util::future::join_all(copies));
     // A stage that failed explains a stopped stream better than the stream does.
     if let Err(SinkError::InputEnded) = checked {
-        return checked.map(|_| (0, SegmentEnd::Done(None)));
+        return checked.map(|_| {
+            let end = SegmentEnd::Done {
+                cursor: None,
+                children: None,
+            };
+            (0, end)
+        });
     }
     let mut copied_rows = 0;
     for copy in copied {
@@ -340,5 +346,9 @@ async fn fill_and_publish(
     let cursor = checked?;
     let rows = publish(transaction, plan, stage, names, copied_rows, progress).await?;
     tracing::info!(statement = "COPY", streams = streams.len(), table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
-    Ok((rows, SegmentEnd::Done(cursor)))
+    let end = SegmentEnd::Done {
+        cursor,
+        children: None,
+    };
+    Ok((rows, end))
 }

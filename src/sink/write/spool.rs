@@ -1,0 +1,147 @@
+//! `--nested tables`: child tables' rows wait in temporary files until the root table's rows
+//! are in, then each table's go in with one COPY, in the load's transaction.
+//!
+//! A connection runs one COPY at a time, and the root table's COPY streams for the whole
+//! load (or segment, with `--commit-every`). Holding child rows in memory until then would
+//! make memory grow with the input; a COPY per table per batch would cost round trips and
+//! end the root's COPY each time. So the encode stage appends each batch's child rows,
+//! already binary COPY tuples, to one unnamed temporary file per table (removed by the
+//! system when closed, even after a crash), and the writer sends each file as one COPY
+//! before it commits. Disk use is about the size of the child rows as COPY data.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+
+use super::copy::CopyIn;
+use crate::sink::SinkError;
+use crate::sink::plan::LoadPlan;
+
+/// The child rows of one segment, a file per child table (none until it has rows).
+#[derive(Debug, Default)]
+pub(crate) struct Spool {
+    files: Vec<Option<Spooled>>,
+}
+
+/// One table's rows in a temporary file.
+#[derive(Debug)]
+struct Spooled {
+    file: File,
+    rows: u64,
+}
+
+/// How much of a spooled file one COPY message carries.
+const CHUNK: usize = 1 << 20;
+
+impl Spool {
+    pub(crate) fn new(tables: usize) -> Spool {
+        Spool {
+            files: (0..tables).map(|_| None).collect(),
+        }
+    }
+
+    /// Appends `rows` rows of table `table`, as binary COPY tuples.
+    ///
+    /// # Errors
+    /// The temporary file cannot be made or written (a full disk, most likely).
+    pub(crate) fn append(&mut self, table: usize, rows: u64, tuples: &[u8]) -> std::io::Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let spooled = match &mut self.files[table] {
+            Some(spooled) => spooled,
+            slot => slot.insert(Spooled {
+                file: tempfile::tempfile()?,
+                rows: 0,
+            }),
+        };
+        spooled.file.write_all(tuples)?;
+        spooled.rows += rows;
+        Ok(())
+    }
+
+    /// The rows spooled so far, leaving an empty spool for the next segment.
+    pub(crate) fn take(&mut self) -> Spool {
+        Spool::new(self.files.len()).replace(self)
+    }
+
+    fn replace(mut self, old: &mut Spool) -> Spool {
+        std::mem::swap(&mut self, old);
+        self
+    }
+
+    /// COPYs each table's rows into its table (`children[i]` for file `i`) and returns the
+    /// rows each got.
+    ///
+    /// # Errors
+    /// A file that cannot be read back, or a COPY the server refuses (naming the table).
+    pub(crate) async fn copy_into(
+        self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        children: &[LoadPlan],
+    ) -> Result<Vec<u64>, SinkError> {
+        let mut loaded = Vec::with_capacity(children.len());
+        for (spooled, plan) in self.files.into_iter().zip(children) {
+            let Some(spooled) = spooled else {
+                loaded.push(0);
+                continue;
+            };
+            let table = &plan.table;
+            let rows = send(transaction, plan, spooled)
+                .await
+                .map_err(|e| match e {
+                    Failure::File(e) => SinkError::Spool {
+                        table: table.to_string(),
+                        error: e,
+                    },
+                    Failure::Copy(e) => SinkError::database("COPY", table, &e),
+                })?;
+            loaded.push(rows);
+        }
+        Ok(loaded)
+    }
+}
+
+enum Failure {
+    File(std::io::Error),
+    Copy(tokio_postgres::Error),
+}
+
+/// One table's spooled rows as one COPY.
+async fn send(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    mut spooled: Spooled,
+) -> Result<u64, Failure> {
+    spooled
+        .file
+        .seek(SeekFrom::Start(0))
+        .map_err(Failure::File)?;
+    let mut file = tokio::fs::File::from_std(spooled.file);
+    let mut copy = CopyIn::open(transaction, &plan.copy_statement(false))
+        .await
+        .map_err(Failure::Copy)?;
+    let mut buffer = BytesMut::with_capacity(CHUNK);
+    loop {
+        buffer.reserve(CHUNK);
+        let read = file.read_buf(&mut buffer).await.map_err(Failure::File)?;
+        if read == 0 {
+            break;
+        }
+        if buffer.len() >= CHUNK {
+            copy.send(buffer.split().freeze())
+                .await
+                .map_err(Failure::Copy)?;
+        }
+    }
+    if !buffer.is_empty() {
+        copy.send(buffer.split().freeze())
+            .await
+            .map_err(Failure::Copy)?;
+    }
+    let rows = copy.finish().await.map_err(Failure::Copy)?;
+    debug_assert_eq!(rows, spooled.rows);
+    Ok(rows)
+}
