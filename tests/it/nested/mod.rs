@@ -4,6 +4,7 @@
 use crate::common::*;
 
 mod rules;
+mod tables;
 
 pub(super) const EVENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
