@@ -142,7 +142,8 @@ pub(crate) struct SourceConfig {
     #[serde(default)]
     pub widen_to_text: bool,
     /// `keep` (default) or `flatten`: the fields of nested objects become columns named by
-    /// their path (`user__screen_name`), down to `max_nesting` levels (default 10).
+    /// their path (`user__screen_name`), down to `max_nesting` levels (default 10). (`tables`
+    /// is for `apitap load`: a module reads each source as one table.)
     #[serde(default)]
     pub nested: Nested,
     pub max_nesting: Option<usize>,
@@ -457,11 +458,18 @@ impl SourceConfig {
         spec: LoadSpec,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Load, ConfigError> {
-        spec.resolve(Origin::Yaml, env)
-            .map_err(|error| ConfigError::Setting {
-                what: self.what(),
-                error,
-            })
+        let error = |error| ConfigError::Setting {
+            what: self.what(),
+            error,
+        };
+        if spec.nested == Nested::Tables {
+            return Err(error(crate::base::SettingError::Conflict(
+                "nested: tables loads a family of tables, and a module's SQL reads each source as one table: \
+                 use nested: flatten here (or apitap load --nested tables)"
+                    .into(),
+            )));
+        }
+        spec.resolve(Origin::Yaml, env).map_err(error)
     }
 }
 

@@ -35,6 +35,17 @@ pub(crate) struct Preview {
     /// The first records the load would set aside (`--on-error reject`), as the reject file
     /// would hold them.
     pub set_aside: Vec<String>,
+    /// `--nested tables`: each child table, and its rows of the records shown.
+    pub children: Vec<ChildPreview>,
+}
+
+/// A child table a load writes (`--nested tables`).
+#[derive(Debug)]
+pub(crate) struct ChildPreview {
+    pub table: TableName,
+    pub exists: bool,
+    pub columns: Vec<PlannedColumn>,
+    pub rows: Vec<String>,
 }
 
 /// One column a load writes.
@@ -88,6 +99,22 @@ impl std::fmt::Display for Preview {
         for entry in &self.set_aside {
             writeln!(f, "  set aside: {entry}")?;
         }
+        for child in &self.children {
+            let state = if child.exists { "exists" } else { "created" };
+            writeln!(f, "  child table {} ({state})", child.table)?;
+            for c in &child.columns {
+                writeln!(
+                    f,
+                    "    column {} {}: {}",
+                    quote_ident(&c.name),
+                    c.pg_type,
+                    c.rule
+                )?;
+            }
+            for row in &child.rows {
+                writeln!(f, "    row: {row}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -134,6 +161,39 @@ impl Preview {
             renamed: plan.renamed_fields(),
             rows: Vec::new(),
             set_aside: Vec::new(),
+            children: plan
+                .family
+                .iter()
+                .flat_map(|family| &family.children)
+                .map(ChildPreview::of_plan)
+                .collect(),
+        }
+    }
+}
+
+impl ChildPreview {
+    fn of_plan(plan: &LoadPlan) -> ChildPreview {
+        let columns = plan.decode.columns[..plan.copy_columns]
+            .iter()
+            .map(|c| PlannedColumn {
+                name: c.name.clone(),
+                pg_type: c.pg_type.to_string(),
+                rule: if c.name == crate::sink::plan::family::IDX {
+                    "the element's position in its array, from 0".to_string()
+                } else if c.name.starts_with("_parent") {
+                    "names the parent row".to_string()
+                } else if plan.create_table.is_some() || plan.added_columns().contains(&c.name) {
+                    "inferred from the sampled elements".to_string()
+                } else {
+                    "the table's column".to_string()
+                },
+            })
+            .collect();
+        ChildPreview {
+            table: plan.table.clone(),
+            exists: plan.create_table.is_none(),
+            columns,
+            rows: Vec::new(),
         }
     }
 }
@@ -187,7 +247,12 @@ pub(crate) async fn preview_load(
     let mut ended = false;
     while preview.rows.len() < rows {
         match batches.recv().await {
-            Some(Flow::Rows(decoded)) => json_lines(&decoded.batch, &mut preview.rows, rows)?,
+            Some(Flow::Rows(decoded)) => {
+                json_lines(&decoded.batch, &mut preview.rows, rows)?;
+                for (child, batch) in preview.children.iter_mut().zip(&decoded.children) {
+                    json_lines(batch, &mut child.rows, rows)?;
+                }
+            }
             Some(Flow::Checkpoint(_)) => {}
             None => {
                 ended = true;

@@ -539,3 +539,45 @@ async fn awkward_arrays_each_have_a_named_outcome() {
         .unwrap();
     assert_eq!(long, (1_000_000, 1_000_000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preview_shows_every_table_of_the_family_and_writes_nothing() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "tables_preview").await;
+    let table = format!("{schema}.events");
+    let run = tables(EVENTS, &table, &["--key", "id", "--preview", "2"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for expected in [
+        format!("DDL: CREATE TABLE \"{schema}\".\"events__payload__commits\" (\"_parent_id\" text, \"_idx\" integer, \"sha\" text"),
+        format!("child table {table}__payload__commits (created)"),
+        "    column \"_idx\" integer: the element's position in its array, from 0".to_string(),
+        "    row: {\"_parent_id\":\"34518203511\",\"_idx\":0,\"sha\":\"553c2077f0edc3d5dc5d17262f6aa498e69d6f8e\"".to_string(),
+        format!("child table {table}__payload__issue__labels (created)"),
+    ] {
+        assert!(run.stdout.contains(&expected), "{expected:?} not in:\n{}", run.stdout);
+    }
+    assert!(!table_exists(&db, &table).await);
+    assert!(!table_exists(&db, &format!("{table}__payload__commits")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_tables_cannot_do_yet_is_refused_before_anything_is_read() {
+    for (extra, other) in [
+        (&["--mode", "merge", "--key", "id"][..], "--mode merge"),
+        (&["--method", "insert"][..], "--method insert"),
+        (&["--copy-streams", "2"][..], "--copy-streams"),
+    ] {
+        let run = tables(EVENTS, "t", extra).await;
+        assert_fails(
+            &run,
+            &format!(
+                "apitap: error: --nested tables cannot be used with {other} yet: it appends to or replaces a family of tables by binary COPY in one transaction"
+            ),
+        );
+    }
+    let run = apitap(&["load", EVENTS, "--table", "t", "--key", "id"], None).await;
+    assert_fails(
+        &run,
+        "apitap: error: --key only applies to --mode merge and --nested tables",
+    );
+}
