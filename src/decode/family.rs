@@ -127,6 +127,14 @@ impl RowIds {
     }
 }
 
+/// One child table's rows of a decoded batch.
+#[derive(Debug)]
+pub struct ChildBatch {
+    pub batch: RecordBatch,
+    /// Each row's record number.
+    pub records: Vec<u64>,
+}
+
 /// One child table's rows of the batch being built.
 struct ChildRows {
     layout: Layout,
@@ -410,13 +418,15 @@ impl FamilyRows {
 
     /// Each child table's batch from its built element columns, its rows linked to their
     /// parents (`root`: the root's built columns), keeping the rows of root rows `keep`
-    /// keeps; and empties the tables for the next batch.
+    /// keeps, with each row's record number (`records`: the root rows'); and empties the
+    /// tables for the next batch.
     pub(super) fn finish(
         &mut self,
         root: &[ArrayRef],
         elements: Vec<Vec<ArrayRef>>,
         keep: Option<&[bool]>,
-    ) -> Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
+        records: &[u64],
+    ) -> Result<Vec<ChildBatch>, arrow_schema::ArrowError> {
         let mut identities: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.children.len());
         let root_identity: Vec<ArrayRef> = self
             .spec
@@ -461,12 +471,18 @@ impl FamilyRows {
             links.push(index);
             identities.push(links);
             let mut batch = RecordBatch::try_new(spec.columns.arrow_schema(), columns)?;
-            if let Some(keep) = keep {
-                let mask: BooleanArray =
-                    rows.roots.iter().map(|&r| Some(keep[r as usize])).collect();
+            let kept = |r: u32| keep.is_none_or(|keep| keep[r as usize]);
+            if keep.is_some() {
+                let mask: BooleanArray = rows.roots.iter().map(|&r| Some(kept(r))).collect();
                 batch = arrow_select::filter::filter_record_batch(&batch, &mask)?;
             }
-            batches.push(batch);
+            let records = rows
+                .roots
+                .iter()
+                .filter(|&&r| kept(r))
+                .map(|&r| records[r as usize])
+                .collect();
+            batches.push(ChildBatch { batch, records });
         }
         self.clear();
         Ok(batches)

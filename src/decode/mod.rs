@@ -52,7 +52,7 @@ pub struct Decoded {
     pub(crate) rejected: Vec<Rejected>,
     /// `--nested tables`: each child table's rows of the batch's records, in the order of
     /// [`family::FamilySpec::children`].
-    pub children: Vec<RecordBatch>,
+    pub children: Vec<family::ChildBatch>,
 }
 
 impl Decoded {
@@ -479,9 +479,13 @@ impl RecordDecoder {
                 .filter_map(|(n, k)| k.then_some(n))
                 .collect();
         }
+        let records: Vec<u64> = match &self.family {
+            Some(_) => self.rows.iter().map(|r| r.record).collect(),
+            None => Vec::new(),
+        };
         let children = match &mut self.family {
             Some(family) => family
-                .finish(&arrays, elements, keep.as_deref())
+                .finish(&arrays, elements, keep.as_deref(), &records)
                 .map_err(internal)?,
             None => Vec::new(),
         };

@@ -360,15 +360,13 @@ impl LoadSpec {
         Ok(())
     }
 
-    /// What `--nested tables` cannot do yet: merge, INSERTs, COPY streams, Citus.
+    /// What `--nested tables` cannot do yet: INSERTs, COPY streams, Citus.
     fn check_tables(&self, origin: Origin) -> Result<(), SettingError> {
         if self.nested != Nested::Tables {
             return Ok(());
         }
         let tables = say(origin, "--nested tables", "nested: tables");
-        let other = if self.mode == Mode::Merge {
-            say(origin, "--mode merge", "mode: merge")
-        } else if self.method == WriteMethod::Insert {
+        let other = if self.method == WriteMethod::Insert {
             say(origin, "--method insert", "method: insert")
         } else if self.copy_streams > 1 {
             Setting::CopyStreams.name(origin)
@@ -382,7 +380,7 @@ impl LoadSpec {
             return Ok(());
         };
         conflict(format!(
-            "{tables} cannot be used with {other} yet: it appends to or replaces a family of tables by binary COPY in one transaction"
+            "{tables} cannot be used with {other} yet: it writes a family of tables by binary COPY in one transaction"
         ))
     }
 

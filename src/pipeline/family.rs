@@ -7,14 +7,16 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::{LoadError, OpenedSource, Planned, plan_load};
+use arrow_array::RecordBatch;
+
 use crate::decode::Decoded;
 use crate::decode::family::FamilySpec;
 use crate::encode::CopyEncoder;
 use crate::load::Load;
 use crate::schema::{Column, PgType};
 use crate::sink::plan::family::{
-    FamilyPlan, GENERATED_ID, Identity, child_fields, child_identity, child_spec, child_table,
-    label, links, root_identity,
+    FamilyPlan, GENERATED_ID, Identity, RECORD, child_fields, child_identity, child_spec,
+    child_table, label, links, root_identity,
 };
 use crate::sink::write::spool::Spool;
 use crate::sink::{LoadPlan, PlanOptions, SinkError, describe_target, primary_key};
@@ -112,67 +114,152 @@ fn key_columns(root: &LoadPlan, keys: &[String]) -> Result<Identity, LoadError> 
 }
 
 /// The encode stage's part in a `--nested tables` load: each batch's child rows encoded for
-/// their tables and spooled until the writer sends them ([`Spool`]).
+/// their tables and spooled until the writer sends them ([`Spool`]). A merge also spools
+/// the root rows' keys, and every row with its record's number (see
+/// `crate::sink::write::family`), so the writer knows which record of a repeated key is the
+/// last.
 pub(super) struct ChildEncoders {
-    tables: Vec<ChildEncoder>,
+    tables: Vec<Spooler>,
+    /// A merge's root keys, spooled after the child tables.
+    parents: Option<Spooler>,
     spool: Spool,
     buffer: BytesMut,
 }
 
-struct ChildEncoder {
+/// Encodes some columns of batches (with their record numbers, in a merge) for one file of
+/// the spool.
+struct Spooler {
     encoder: CopyEncoder,
-    /// The loaded columns, when columns left to their defaults follow them.
-    projection: Option<Vec<usize>>,
+    columns: Vec<usize>,
+    numbered: bool,
     table: String,
 }
 
+impl Spooler {
+    fn new(plan: &LoadPlan, columns: Vec<usize>, numbered: bool) -> Spooler {
+        let mut names: Vec<String> = columns
+            .iter()
+            .map(|&c| plan.decode.columns[c].name.clone())
+            .collect();
+        let mut types: Vec<PgType> = columns
+            .iter()
+            .map(|&c| plan.decode.columns[c].pg_type)
+            .collect();
+        if numbered {
+            names.push(RECORD.to_string());
+            types.push(PgType::Int8);
+        }
+        Spooler {
+            encoder: CopyEncoder::new(names, types),
+            columns,
+            numbered,
+            table: plan.table.to_string(),
+        }
+    }
+
+    /// Encodes `batch`'s rows (`records`: their record numbers) into `out`.
+    fn encode(
+        &mut self,
+        batch: &RecordBatch,
+        records: &[u64],
+        first_record: u64,
+        out: &mut BytesMut,
+    ) -> Result<(), LoadError> {
+        let internal = |e: arrow_schema::ArrowError| LoadError::Internal(e.to_string());
+        let mut batch = batch.project(&self.columns).map_err(internal)?;
+        if self.numbered {
+            let mut fields: Vec<arrow_schema::FieldRef> =
+                batch.schema().fields().iter().cloned().collect();
+            fields.push(Arc::new(arrow_schema::Field::new(
+                RECORD,
+                arrow_schema::DataType::Int64,
+                false,
+            )));
+            let mut columns = batch.columns().to_vec();
+            let numbers: Vec<i64> = records.iter().map(|&r| r as i64).collect();
+            columns.push(Arc::new(arrow_array::Int64Array::from(numbers)));
+            let schema = Arc::new(arrow_schema::Schema::new(fields));
+            batch = RecordBatch::try_new(schema, columns).map_err(internal)?;
+        }
+        out.clear();
+        self.encoder
+            .encode(&batch, first_record, out)
+            .map_err(|error| LoadError::Encode {
+                source_name: self.table.clone(),
+                error,
+            })
+    }
+}
+
 impl ChildEncoders {
-    pub(super) fn new(family: &FamilyPlan) -> ChildEncoders {
+    /// The encoders of `root`'s child tables; `merge`: numbered, with the root's keys.
+    pub(super) fn new(root: &LoadPlan, family: &FamilyPlan, merge: bool) -> ChildEncoders {
         let tables = family
             .children
             .iter()
-            .map(|plan| ChildEncoder {
-                encoder: CopyEncoder::new(plan.copy_names(), plan.copy_types()),
-                projection: (plan.copy_columns < plan.decode.columns.len())
-                    .then(|| (0..plan.copy_columns).collect()),
-                table: plan.table.to_string(),
-            })
+            .map(|plan| Spooler::new(plan, (0..plan.copy_columns).collect(), merge))
             .collect();
+        let parents = merge.then(|| Spooler::new(root, family.spec.root_identity.clone(), true));
         ChildEncoders {
             tables,
-            spool: Spool::new(family.children.len()),
+            parents,
+            spool: Spool::new(family.children.len() + usize::from(merge)),
             buffer: BytesMut::new(),
         }
     }
 
-    /// Encodes and spools the child rows of one decoded batch.
+    /// Encodes and spools the child rows of one decoded batch (and a merge's root keys).
     pub(super) fn add(&mut self, decoded: &Decoded, source_name: &str) -> Result<(), LoadError> {
-        for (i, (child, batch)) in self.tables.iter_mut().zip(&decoded.children).enumerate() {
-            if batch.num_rows() == 0 {
+        let named = |e: LoadError| match e {
+            LoadError::Encode {
+                source_name: table,
+                error,
+            } => LoadError::Encode {
+                source_name: format!("{source_name} ({table})"),
+                error,
+            },
+            other => other,
+        };
+        for (i, (spooler, child)) in self.tables.iter_mut().zip(&decoded.children).enumerate() {
+            if child.batch.num_rows() == 0 {
                 continue;
             }
-            let batch = match &child.projection {
-                Some(columns) => batch
-                    .project(columns)
-                    .map_err(|e| LoadError::Internal(e.to_string()))?,
-                None => batch.clone(),
-            };
-            self.buffer.clear();
-            child
-                .encoder
-                .encode(&batch, decoded.first_record, &mut self.buffer)
-                .map_err(|error| LoadError::Encode {
-                    source_name: format!("{source_name} ({})", child.table),
-                    error,
-                })?;
-            self.spool
-                .append(i, batch.num_rows() as u64, &self.buffer)
-                .map_err(|error| {
-                    LoadError::Sink(SinkError::Spool {
-                        table: child.table.clone(),
-                        error,
-                    })
-                })?;
+            spooler
+                .encode(
+                    &child.batch,
+                    &child.records,
+                    decoded.first_record,
+                    &mut self.buffer,
+                )
+                .map_err(named)?;
+            append(
+                &mut self.spool,
+                i,
+                child.batch.num_rows(),
+                &self.buffer,
+                &spooler.table,
+            )?;
+        }
+        if let Some(parents) = &mut self.parents
+            && decoded.batch.num_rows() > 0
+        {
+            let rows = decoded.batch.num_rows();
+            let records: Vec<u64> = (0..rows).map(|row| decoded.record_of(row)).collect();
+            parents
+                .encode(
+                    &decoded.batch,
+                    &records,
+                    decoded.first_record,
+                    &mut self.buffer,
+                )
+                .map_err(named)?;
+            append(
+                &mut self.spool,
+                self.tables.len(),
+                rows,
+                &self.buffer,
+                &parents.table,
+            )?;
         }
         Ok(())
     }
@@ -181,4 +268,19 @@ impl ChildEncoders {
     pub(super) fn take(&mut self) -> Spool {
         self.spool.take()
     }
+}
+
+fn append(
+    spool: &mut Spool,
+    file: usize,
+    rows: usize,
+    tuples: &[u8],
+    table: &str,
+) -> Result<(), LoadError> {
+    spool.append(file, rows as u64, tuples).map_err(|error| {
+        LoadError::Sink(SinkError::Spool {
+            table: table.to_string(),
+            error,
+        })
+    })
 }

@@ -470,7 +470,10 @@ pub(crate) async fn write(
             rows_per_insert: path.inserts().then_some(settings.insert_batch),
             rejects: helpers.rejects.clone(),
             repeats,
-            children: plan.family.as_deref().map(family::ChildEncoders::new),
+            children: plan
+                .family
+                .as_deref()
+                .map(|f| family::ChildEncoders::new(&plan, f, settings.mode == Mode::Merge)),
         };
         let tx = tx.clone();
         let span = tracing::info_span!("encode.copy", table = %table);

@@ -250,7 +250,7 @@ pub(crate) async fn preview_load(
             Some(Flow::Rows(decoded)) => {
                 json_lines(&decoded.batch, &mut preview.rows, rows)?;
                 for (child, batch) in preview.children.iter_mut().zip(&decoded.children) {
-                    json_lines(batch, &mut child.rows, rows)?;
+                    json_lines(&batch.batch, &mut child.rows, rows)?;
                 }
             }
             Some(Flow::Checkpoint(_)) => {}

@@ -126,13 +126,13 @@ fn every_element_is_a_row_linked_to_its_parent_in_order() {
     let d = &out[0];
     assert_eq!(rows(&d.batch), ["1", "2", "3"]);
     assert_eq!(d.children.len(), 3);
-    assert_eq!(rows(&d.children[0]), ["1|0|a", "1|1|b"]);
+    assert_eq!(rows(&d.children[0].batch), ["1|0|a", "1|1|b"]);
     assert_eq!(
-        rows(&d.children[1]),
+        rows(&d.children[1].batch),
         ["1|0|10", "1|1|11", "1|2|∅", "3|0|12", "3|1|13"]
     );
     assert_eq!(
-        rows(&d.children[2]),
+        rows(&d.children[2].batch),
         ["1|0|0|true", "1|0|1|false", "3|1|0|∅", "3|1|1|true"]
     );
 }
@@ -151,8 +151,8 @@ fn a_record_whose_child_row_fails_is_set_aside_with_every_row_it_gave() {
     let out = decode(&input, true, spec()).unwrap();
     let d = &out[0];
     assert_eq!(rows(&d.batch), ["1", "2", "3"]);
-    assert_eq!(rows(&d.children[0]), ["1|0|a", "1|1|b"]);
-    assert_eq!(d.children[2].num_rows(), 4);
+    assert_eq!(rows(&d.children[0].batch), ["1|0|a", "1|1|b"]);
+    assert_eq!(d.children[2].batch.num_rows(), 4);
     assert_eq!(d.rejected.len(), 1);
     assert_eq!(d.rejected[0].record, 4);
     assert!(d.rejected[0].text.contains(r#""n":"x""#));
@@ -164,7 +164,7 @@ fn a_record_failing_in_its_own_columns_takes_its_children_with_it() {
     let out = decode(&input, true, spec()).unwrap();
     let d = &out[0];
     assert_eq!(rows(&d.batch), ["1", "2", "3"]);
-    assert_eq!(rows(&d.children[0]), ["1|0|a", "1|1|b"]);
+    assert_eq!(rows(&d.children[0].batch), ["1|0|a", "1|1|b"]);
 }
 
 #[test]
@@ -230,9 +230,9 @@ fn without_a_key_the_root_rows_get_generated_ids_their_children_carry() {
     assert_eq!(id(0).len(), 32);
     assert_ne!(id(0), id(1));
     assert!(id(0) < id(1) && id(1) < id(2), "ids sort in input order");
-    let tags = rows(&d.children[0]);
+    let tags = rows(&d.children[0].batch);
     assert_eq!(tags, [format!("{}|0|a", id(0)), format!("{}|1|b", id(0))]);
-    let sub = rows(&d.children[2]);
+    let sub = rows(&d.children[2].batch);
     assert_eq!(sub[2], format!("{}|1|0|∅", id(2)));
     assert_eq!(uuid::Uuid::parse_str(&id(0)).unwrap().get_version_num(), 7);
 }

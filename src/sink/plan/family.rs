@@ -19,6 +19,9 @@ use crate::sink::SinkError;
 pub(crate) const IDX: &str = "_idx";
 /// The root column holding the id generated for each record when no key identifies it.
 pub(crate) const GENERATED_ID: &str = "_apitap_id";
+/// The column of a merge's staged rows that holds their record's number: of the records of
+/// one key, only the last one's child rows are applied.
+pub(crate) const RECORD: &str = "apitap_record";
 
 /// The child tables of a load (the root's plan is the load's own).
 #[derive(Debug, Clone, PartialEq, Eq)]

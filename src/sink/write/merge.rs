@@ -349,7 +349,7 @@ async fn apply_isolating(
 /// itself where `=` says that ([`PgType::equal_means_identical`]), else its binary send form
 /// (numeric, floats) or its text, compared byte for byte (JSON; text, which may be citext or
 /// under a nondeterministic collation).
-fn as_stored(value: &str, pg_type: PgType) -> String {
+pub(super) fn as_stored(value: &str, pg_type: PgType) -> String {
     match pg_type {
         _ if pg_type.equal_means_identical() => value.to_string(),
         PgType::Float4 => format!("float4send({value})"),

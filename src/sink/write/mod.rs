@@ -152,7 +152,8 @@ async fn write_segments(
             SegmentEnd::Done { cursor, children } => (cursor, None, children),
         };
         if let Some(family) = &plan.family {
-            let loaded = family::write_children(&transaction, family, children).await?;
+            let loaded =
+                family::write_children(&transaction, plan, family, children, options.mode).await?;
             for (total, rows) in child_rows.iter_mut().zip(loaded) {
                 *total += rows;
             }

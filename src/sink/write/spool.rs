@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 
 use super::copy::CopyIn;
+use crate::schema::TableName;
 use crate::sink::SinkError;
 use crate::sink::plan::LoadPlan;
 
@@ -27,7 +28,7 @@ pub(crate) struct Spool {
 
 /// One table's rows in a temporary file.
 #[derive(Debug)]
-struct Spooled {
+pub(crate) struct Spooled {
     file: File,
     rows: u64,
 }
@@ -72,6 +73,11 @@ impl Spool {
         self
     }
 
+    /// Each table's file, `None` for a table without rows.
+    pub(crate) fn into_files(self) -> Vec<Option<Spooled>> {
+        self.files
+    }
+
     /// COPYs each table's rows into its table (`children[i]` for file `i`) and returns the
     /// rows each got.
     ///
@@ -84,23 +90,39 @@ impl Spool {
     ) -> Result<Vec<u64>, SinkError> {
         let mut loaded = Vec::with_capacity(children.len());
         for (spooled, plan) in self.files.into_iter().zip(children) {
-            let Some(spooled) = spooled else {
-                loaded.push(0);
-                continue;
+            let rows = match spooled {
+                Some(spooled) => {
+                    let statement = plan.copy_statement(false);
+                    spooled.copy(transaction, &statement, &plan.table).await?
+                }
+                None => 0,
             };
-            let table = &plan.table;
-            let rows = send(transaction, plan, spooled)
-                .await
-                .map_err(|e| match e {
-                    Failure::File(e) => SinkError::Spool {
-                        table: table.to_string(),
-                        error: e,
-                    },
-                    Failure::Copy(e) => SinkError::database("COPY", table, &e),
-                })?;
             loaded.push(rows);
         }
         Ok(loaded)
+    }
+}
+
+impl Spooled {
+    /// Sends the rows as one COPY with `statement`; `table` names it in errors.
+    ///
+    /// # Errors
+    /// The file cannot be read back, or the server refuses the COPY.
+    pub(crate) async fn copy(
+        self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        statement: &str,
+        table: &TableName,
+    ) -> Result<u64, SinkError> {
+        send(transaction, statement, self)
+            .await
+            .map_err(|e| match e {
+                Failure::File(e) => SinkError::Spool {
+                    table: table.to_string(),
+                    error: e,
+                },
+                Failure::Copy(e) => SinkError::database("COPY", table, &e),
+            })
     }
 }
 
@@ -112,7 +134,7 @@ enum Failure {
 /// One table's spooled rows as one COPY.
 async fn send(
     transaction: &tokio_postgres::Transaction<'_>,
-    plan: &LoadPlan,
+    statement: &str,
     mut spooled: Spooled,
 ) -> Result<u64, Failure> {
     spooled
@@ -120,7 +142,7 @@ async fn send(
         .seek(SeekFrom::Start(0))
         .map_err(Failure::File)?;
     let mut file = tokio::fs::File::from_std(spooled.file);
-    let mut copy = CopyIn::open(transaction, &plan.copy_statement(false))
+    let mut copy = CopyIn::open(transaction, statement)
         .await
         .map_err(Failure::Copy)?;
     let mut buffer = BytesMut::with_capacity(CHUNK);

@@ -563,7 +563,6 @@ async fn the_preview_shows_every_table_of_the_family_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_tables_cannot_do_yet_is_refused_before_anything_is_read() {
     for (extra, other) in [
-        (&["--mode", "merge", "--key", "id"][..], "--mode merge"),
         (&["--method", "insert"][..], "--method insert"),
         (&["--copy-streams", "2"][..], "--copy-streams"),
     ] {
@@ -571,7 +570,7 @@ async fn what_tables_cannot_do_yet_is_refused_before_anything_is_read() {
         assert_fails(
             &run,
             &format!(
-                "apitap: error: --nested tables cannot be used with {other} yet: it appends to or replaces a family of tables by binary COPY in one transaction"
+                "apitap: error: --nested tables cannot be used with {other} yet: it writes a family of tables by binary COPY in one transaction"
             ),
         );
     }
@@ -580,4 +579,81 @@ async fn what_tables_cannot_do_yet_is_refused_before_anything_is_read() {
         &run,
         "apitap: error: --key only applies to --mode merge and --nested tables",
     );
+}
+
+/// The rows of `table` as text, ordered by their columns.
+async fn rows_of(db: &tokio_postgres::Client, table: &str, columns: &str) -> Vec<String> {
+    db.query(
+        &format!("SELECT concat_ws('|', {columns}) FROM {table} ORDER BY 1"),
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_gives_each_merged_parent_the_children_of_its_last_record_and_leaves_the_same_alone()
+{
+    let db = client().await;
+    let schema = fresh_schema(&db, "tables_merge").await;
+    let table = format!("{schema}.t");
+    let dir = tempfile::tempdir().unwrap();
+    let first = input(
+        &dir,
+        "first.ndjson",
+        &[
+            r#"{"id": 1, "items": [{"n": 1, "tags": ["a"]}, {"n": 2, "tags": ["b", "c"]}]}"#,
+            r#"{"id": 2, "items": [{"n": 3, "tags": []}]}"#,
+            r#"{"id": 4, "items": [{"n": 9, "tags": ["kept"]}]}"#,
+        ],
+    );
+    let merge = ["--key", "id", "--mode", "merge"];
+    let run = tables(&first, &table, &merge).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let version = |n: i32| {
+        let db = &db;
+        let table = table.clone();
+        async move {
+            db.query_one(
+                &format!("SELECT xmin::text FROM {table}__items WHERE n = $1"),
+                &[&(n as i64)],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+        }
+    };
+    let (unchanged, untouched) = (version(1).await, version(9).await);
+    let second = input(
+        &dir,
+        "second.ndjson",
+        &[
+            r#"{"id": 1, "items": [{"n": 0, "tags": ["x"]}, {"n": 0}, {"n": 0}]}"#,
+            r#"{"id": 2, "items": []}"#,
+            r#"{"id": 3, "items": [{"n": 5, "tags": ["d"]}]}"#,
+            r#"{"id": 1, "items": [{"n": 1, "tags": ["a"]}, {"n": 20, "tags": ["b"]}]}"#,
+        ],
+    );
+    let run = tables(&second, &table, &merge).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(rows_of(&db, &table, "id").await, ["1", "2", "3", "4"]);
+    assert_eq!(
+        rows_of(&db, &format!("{table}__items"), "_parent_id, _idx, n").await,
+        ["1|0|1", "1|1|20", "3|0|5", "4|0|9"]
+    );
+    assert_eq!(
+        rows_of(
+            &db,
+            &format!("{table}__items__tags"),
+            "_parent_id, _parent_idx, _idx, value"
+        )
+        .await,
+        ["1|0|0|a", "1|1|0|b", "3|0|0|d", "4|0|0|kept"]
+    );
+    // A child row the merge gives again as it was is left alone, as is a parent's not merged.
+    assert_eq!(version(1).await, unchanged);
+    assert_eq!(version(9).await, untouched);
 }
