@@ -5,6 +5,7 @@ use crate::common::*;
 
 mod rules;
 mod tables;
+mod tables_modes;
 
 pub(super) const EVENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
