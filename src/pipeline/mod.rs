@@ -55,6 +55,7 @@ mod fetch;
 mod preview;
 #[cfg(feature = "sql")]
 pub(crate) mod run;
+mod stages;
 mod state;
 
 #[cfg(feature = "sql")]
@@ -65,6 +66,8 @@ use cursor::cursor_tracker;
 use decode_stage::DecodeStage;
 pub(crate) use decode_stage::decode_threads;
 use fetch::{Chunk, fetch, fetch_pages};
+pub(crate) use stages::Stages;
+use stages::joined;
 pub(crate) use state::{lock_and_read_state, read_state};
 
 /// What flows from the decode stage to the encode stage.
@@ -539,72 +542,4 @@ pub(crate) async fn write(
             })
             .collect(),
     })
-}
-
-/// The stages upstream of the encoder, joined to find out whether they ended cleanly.
-pub(crate) struct Stages {
-    /// In stream order.
-    tasks: Vec<tokio::task::JoinHandle<Result<(), LoadError>>>,
-    source_name: String,
-}
-
-fn joined(result: Result<Result<(), LoadError>, tokio::task::JoinError>) -> Result<(), LoadError> {
-    result.map_err(|e| LoadError::Internal(format!("a load stage panicked: {e}")))?
-}
-
-impl Stages {
-    /// One task producing the batches, labelled `source_name` in messages.
-    #[cfg(feature = "sql")]
-    pub(crate) fn single(
-        task: tokio::task::JoinHandle<Result<(), LoadError>>,
-        source_name: String,
-    ) -> Stages {
-        Stages {
-            tasks: vec![task],
-            source_name,
-        }
-    }
-
-    /// Waits for every stage; the first error in stream order wins, since a later stage's
-    /// error is often a consequence (a body cut short looks like malformed JSON).
-    pub(crate) async fn join(self) -> Result<(), LoadError> {
-        let mut result = Ok(());
-        for task in self.tasks {
-            let outcome = joined(task.await);
-            result = result.and(outcome);
-        }
-        result
-    }
-
-    /// Waits for every stage and then the encode stage; their first error in stream order,
-    /// or what the encode stage handed on at the end.
-    async fn check(
-        self,
-        encode: tokio::task::JoinHandle<Result<encode_stage::Ended, LoadError>>,
-    ) -> Result<encode_stage::Ended, LoadError> {
-        let upstream = self.join().await;
-        let encode = encode
-            .await
-            .map_err(|e| LoadError::Internal(format!("a load stage panicked: {e}")))?;
-        upstream.and(encode)
-    }
-
-    /// Stops the stages before their end (a preview has its rows): async stages are
-    /// aborted; a blocking one ends at its next send, its receiver being gone.
-    pub(crate) fn stop(self) {
-        for task in self.tasks {
-            task.abort();
-        }
-    }
-
-    /// For when a stage stopped early: the reason it returned.
-    pub(crate) async fn first_error(self) -> LoadError {
-        let source_name = self.source_name.clone();
-        match self.join().await {
-            Err(e) => e,
-            Ok(()) => LoadError::Internal(format!(
-                "{source_name}: the decode stage stopped without a reason"
-            )),
-        }
-    }
 }
