@@ -30,9 +30,11 @@
 #           API's NDJSON (compare with http: the cost of the DataFusion transform)
 # Usage: scripts/bench.sh [ROWS] [RUNS]; METHODS="binary file" runs only some of them.
 # DATA=tweets loads nested, tweet-shaped records (`apitap demo-api --dump-tweets`) instead of the
-# flat demo rows, and NESTED=keep|flatten says how apitap reads them (the template every psql
-# method copies from is loaded the same way, so both sides write the same rows into the same
-# table): DATA=tweets NESTED=flatten METHODS="binary file" scripts/bench.sh.
+# flat demo rows, and NESTED=keep|flatten|tables says how apitap reads them (the template every
+# psql method copies from is loaded the same way, so both sides write the same rows into the same
+# table): DATA=tweets NESTED=flatten METHODS="binary file" scripts/bench.sh. With NESTED=tables
+# (linked by --key id) every table of the family is pre-made empty for each run, and the psql
+# methods copy each table's file in turn, so their time is the sum over the tables.
 # DISTRIBUTE_BY=id makes every target a Citus table distributed by that column (run against a
 # coordinator: DATABASE_URL=$(source .citus/env; echo $APITAP_TEST_CITUS_URL), scripts/citus.sh).
 set -euo pipefail
@@ -49,6 +51,7 @@ psql() { command psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 data=${DATA:-rows}
 nested=(--nested "${NESTED:-keep}")
+[ "${NESTED:-keep}" = tables ] && nested+=(--key id)
 case $data in
   rows) dump=--dump ;;
   tweets) dump=--dump-tweets ;;
@@ -60,8 +63,13 @@ if [ ! -s "$work/$data-$ROWS.ndjson" ]; then
 fi
 psql -c 'DROP SCHEMA IF EXISTS apitap_bench CASCADE; CREATE SCHEMA apitap_bench'
 "$apitap" load "$work/$data-$ROWS.ndjson" --table apitap_bench.template --progress never -q "${nested[@]}"
-psql -c "\\copy apitap_bench.template TO '$work/rows.bin' (FORMAT binary)"
-psql -c "\\copy apitap_bench.template TO '$work/rows.csv' (FORMAT csv)"
+# The family's child tables (NESTED=tables): each name after the root's, as `__…`.
+mapfile -t children < <(psql -c "SELECT substr(tablename, length('template') + 1) FROM pg_tables
+  WHERE schemaname = 'apitap_bench' AND tablename LIKE 'template\_\_%' ORDER BY tablename")
+for t in "" "${children[@]}"; do
+  psql -c "\\copy apitap_bench.template$t TO '$work/rows$t.bin' (FORMAT binary)"
+  psql -c "\\copy apitap_bench.template$t TO '$work/rows$t.csv' (FORMAT csv)"
+done
 if [[ " ${METHODS:-} " == *" inserts "* ]]; then
   pg_dump "$DATABASE_URL" --data-only --inserts --rows-per-insert=5000 -t apitap_bench.template \
     | sed -e 's/INSERT INTO apitap_bench.template /INSERT INTO apitap_bench.target /' \
@@ -90,6 +98,9 @@ fresh_target() {
     return
   fi
   psql -c 'DROP TABLE IF EXISTS apitap_bench.target; CREATE TABLE apitap_bench.target (LIKE apitap_bench.template)'
+  for t in "${children[@]}"; do
+    psql -c "DROP TABLE IF EXISTS apitap_bench.target$t; CREATE TABLE apitap_bench.target$t (LIKE apitap_bench.template$t)"
+  done
   if [ "$1" = merge ] || [ "$1" = pkappend ]; then psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id)'; fi
   if [ "$1" = remerge ]; then
     psql -c 'ALTER TABLE apitap_bench.target ADD PRIMARY KEY (id);
@@ -126,8 +137,13 @@ peak_rss=0
 load_with() {
   local method=$1 summary
   case $method in
-    binary) psql -c "\\copy apitap_bench.target FROM '$work/rows.bin' (FORMAT binary)" ;;
-    csv) psql -c "\\copy apitap_bench.target FROM '$work/rows.csv' (FORMAT csv)" ;;
+    binary | csv)
+      local copies=() format=$method t
+      for t in "" "${children[@]}"; do
+        copies+=(-c "\\copy apitap_bench.target$t FROM '$work/rows$t.$([ "$format" = binary ] && echo bin || echo csv)' (FORMAT $format)")
+      done
+      psql "${copies[@]}"
+      ;;
     inserts) psql -f "$work/rows.inserts.sql" > /dev/null ;;
     module)
       summary=$("$apitap" run -m "$work/modules" -y "$work/pipelines.yaml" --progress never -q --summary-json -)
