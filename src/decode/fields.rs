@@ -84,13 +84,16 @@ pub(super) fn fill_row(
             Some(object) => &input[..row_fields.values[object.slot].end as usize],
         };
         match scan::scan_fields(text, from, &mut row_fields) {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(field) = row_fields.unknown.take() {
+                    return Err(unknown(field));
+                }
+            }
             Err(FieldError::Syntax(mut e)) => {
                 e.offset += from - start;
                 let record = &input.as_bytes()[start..end];
                 return Err(syntax(record, at, number, &e));
             }
-            Err(FieldError::Unknown(field)) => return Err(unknown(field)),
         }
     }
     Ok(())
@@ -164,7 +167,7 @@ impl scan::Fields for RowFields<'_> {
         match found {
             Some(column) => self.slot(column),
             None => {
-                if self.reject_unknown {
+                if self.reject_unknown && self.unknown.is_none() {
                     let key = String::from_utf8_lossy(key);
                     self.unknown = Some(format!("{}{key}", self.prefix));
                 }
@@ -173,18 +176,16 @@ impl scan::Fields for RowFields<'_> {
         }
     }
 
+    /// An unknown field is reported once the whole object is read (by [`fill_row`]): a
+    /// record that is not JSON at all is named as such, not by its first field.
     fn filled(&mut self, _: Option<(&str, bool)>) -> Result<(), FieldError> {
-        match self.unknown.take() {
-            Some(field) => Err(FieldError::Unknown(field)),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
 /// Why the record scanner stopped.
 pub(super) enum FieldError {
     Syntax(SyntaxError),
-    Unknown(String),
 }
 
 /// The kind of a JSON value in words, for messages.

@@ -434,3 +434,21 @@ fn a_column_named_as_a_flattened_object_takes_it_whole() {
     assert_eq!(texts(&out, 0), vec![s("a"), None]);
     assert_eq!(texts(&out, 1), vec![s(r#"{"name": "a"}"#), s("\"x\"")]);
 }
+
+/// Regression: a record that both had a field without a column and was not JSON was named by
+/// the field ("field "id" first appears after …"), hiding that it was malformed; a record no
+/// sample could read (all of them malformed) said only that.
+#[test]
+fn a_malformed_record_is_named_malformed_before_its_unknown_fields() {
+    let t = table(&[("x", PgType::Int8)]);
+    let error = decode_lines(&t, options(10), "{\"id\": 1, \"a\": [1,}\n").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "line 1, column 19 (record 1): malformed JSON: expected a value, found '}'"
+    );
+    let error = decode_lines(&t, options(10), "{\"id\": 1, \"b\": 2}\n").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "line 1 (record 1): field \"id\" has no column"
+    );
+}

@@ -34,7 +34,9 @@ pub(super) async fn plan_family(
         true => primary_key(client, &write.table).await?,
     };
     let mut fields = shape.root.clone();
-    if keys.is_empty() {
+    // No record: nothing to link, and nothing to load (as without --nested tables).
+    let empty = source.sample.records() == 0;
+    if keys.is_empty() && !empty {
         fields.columns.push(Column::new(GENERATED_ID, PgType::Uuid));
     }
     let planned = Planned {
@@ -43,7 +45,11 @@ pub(super) async fn plan_family(
         sample_limit: load.decode.sample,
         source_name: &load.source_name(),
     };
-    let mut root = Arc::unwrap_or_clone(plan_load(client, write, planned).await?);
+    let planned = plan_load(client, write, planned).await?;
+    if empty {
+        return Ok(planned);
+    }
+    let mut root = Arc::unwrap_or_clone(planned);
     let identity = match keys.is_empty() {
         true => vec![(GENERATED_ID.to_string(), PgType::Uuid)],
         false => key_columns(&root, &keys)?,
@@ -69,6 +75,19 @@ pub(super) async fn plan_family(
         let table = child_table(&write.table, child)?;
         let fields = child_fields(&table, child, &links)?;
         let target = describe_target(client, &table).await?;
+        if let Some(i) = children
+            .iter()
+            .position(|c: &LoadPlan| c.table == target.name)
+        {
+            let paths = [&shape.children[i].path, &child.path].map(|p| p.join("."));
+            return Err(LoadError::Sink(SinkError::Plan {
+                table: write.table.to_string(),
+                reason: format!(
+                    "the arrays {:?} and {:?} would both be table {}; rename one field, or load with --nested flatten",
+                    paths[0], paths[1], target.name
+                ),
+            }));
+        }
         let mut plan = LoadPlan::new(&target, &fields, &options)?;
         let identity = child_identity(&links);
         if let Some(create) = &mut plan.create_table {

@@ -56,7 +56,13 @@ pub(super) async fn create_table(
     if !taken {
         return Err(failed(refused));
     }
+    // ROLLBACK TO leaves the savepoint in place: released, the load goes on in its own
+    // transaction, where a table created earlier in it may still be COPYed with FREEZE.
     attempt.rollback().await.map_err(failed)?;
+    transaction
+        .batch_execute("RELEASE SAVEPOINT apitap_create")
+        .await
+        .map_err(failed)?;
     let columns = existing_columns(transaction, &create.table)
         .await
         .map_err(failed)?;

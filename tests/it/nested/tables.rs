@@ -424,3 +424,50 @@ async fn what_tables_cannot_do_yet_is_refused_before_anything_is_read() {
         "apitap: error: --key only applies to --mode merge and --nested tables",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrays_that_would_share_a_table_are_refused_and_no_records_load_nothing() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "tables_collide").await;
+    let table = format!("{schema}.t");
+    let dir = tempfile::tempdir().unwrap();
+    let source = input(
+        &dir,
+        "collide.ndjson",
+        &[r#"{"id": 2, "x__y": [1], "x": {"y": [2]}}"#],
+    );
+    let run = tables(&source, &table, &["--key", "id"]).await;
+    assert_fails(
+        &run,
+        &format!(
+            "the arrays \"x__y\" and \"x.y\" would both be table {table}__x__y; rename one field, or load with --nested flatten"
+        ),
+    );
+    assert!(!table_exists(&db, &table).await);
+    let empty = input(&dir, "empty.ndjson", &[]);
+    let run = tables(&empty, &table, &["--key", "id"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(": 0 rows"), "{}", run.stderr);
+}
+
+/// A child table made beforehand (with the columns and key the load would give it) is
+/// loaded into as it is, beside a root table the load creates and COPYs into with FREEZE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_table_that_exists_already_is_loaded_into_beside_a_new_root() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "tables_existing_child").await;
+    let table = format!("{schema}.events");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table}__payload__issue__labels (_parent_id text, _idx integer, id bigint, name text, color text, \"default\" boolean, PRIMARY KEY (_parent_id, _idx))"
+    ))
+    .await
+    .unwrap();
+    let run = tables(EVENTS, &table, &["--key", "id"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("{table}__payload__issue__labels: 1 rows")),
+        "{}",
+        run.stderr
+    );
+}
