@@ -76,13 +76,7 @@ impl std::fmt::Display for Preview {
         let state = if self.exists { "exists" } else { "created" };
         writeln!(f, "  into {} ({state}), {}", self.table, self.mode)?;
         for c in &self.columns {
-            writeln!(
-                f,
-                "  column {} {}: {}",
-                quote_ident(&c.name),
-                c.pg_type,
-                c.rule
-            )?;
+            writeln!(f, "  {c}")?;
         }
         if self.ddl.is_empty() {
             writeln!(f, "  DDL: none, the table fits")?;
@@ -103,19 +97,20 @@ impl std::fmt::Display for Preview {
             let state = if child.exists { "exists" } else { "created" };
             writeln!(f, "  child table {} ({state})", child.table)?;
             for c in &child.columns {
-                writeln!(
-                    f,
-                    "    column {} {}: {}",
-                    quote_ident(&c.name),
-                    c.pg_type,
-                    c.rule
-                )?;
+                writeln!(f, "    {c}")?;
             }
             for row in &child.rows {
                 writeln!(f, "    row: {row}")?;
             }
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for PlannedColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = quote_ident(&self.name);
+        write!(f, "column {name} {}: {}", self.pg_type, self.rule)
     }
 }
 
