@@ -56,6 +56,10 @@ enum Shape {
     /// `{"id": 1, "o": {"v": …}}`, loaded with `--nested flatten` into the column `o__v`
     /// and compared with PostgreSQL's reading of the path `o.v` (`#>`) into the same type.
     Nested,
+    /// `{"id": 1, "a": […]}`, loaded with `--nested tables --key id`: the element is the
+    /// `value` of the child table's one row, compared with PostgreSQL's reading of the
+    /// array's first element (`#> '{a,0}'`, as `json_array_elements` gives it).
+    Element,
 }
 
 impl Shape {
@@ -63,6 +67,7 @@ impl Shape {
         match self {
             Shape::Flat => "v",
             Shape::Nested => "o__v",
+            Shape::Element => "value",
         }
     }
 
@@ -72,8 +77,9 @@ impl Shape {
         match (self, case.strip_prefix('@')) {
             (Shape::Flat, Some(raw)) => Some(raw.replace("{id}", &id.to_string())),
             (Shape::Flat, None) => Some(format!("{{\"id\": {id}, \"v\": {case}}}")),
-            (Shape::Nested, Some(_)) => None,
+            (Shape::Nested | Shape::Element, Some(_)) => None,
             (Shape::Nested, None) => Some(format!("{{\"id\": {id}, \"o\": {{\"v\": {case}}}}}")),
+            (Shape::Element, None) => Some(format!("{{\"id\": {id}, \"a\": [{case}]}}")),
         }
     }
 
@@ -87,6 +93,11 @@ impl Shape {
                 "INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, \
                  json_build_object('id', $1::text::json -> 'id', 'o__v', $1::text::json #> '{{o,v}}')) \
                  RETURNING o__v::text"
+            ),
+            Shape::Element => format!(
+                "INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, \
+                 json_build_object('id', $1::text::json -> 'id', 'value', $1::text::json #> '{{a,0}}')) \
+                 RETURNING value::text"
             ),
         }
     }
@@ -122,6 +133,7 @@ async fn apitap_outcomes(
             match shape {
                 Shape::Flat => "keep",
                 Shape::Nested => "flatten",
+                Shape::Element => "tables",
             },
         ],
         &[("DATABASE_URL", database_url)],
@@ -131,14 +143,11 @@ async fn apitap_outcomes(
     assert_eq!(run.code, 0, "{table}: {}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     let mut outcomes = BTreeMap::new();
-    for row in db
-        .query(
-            &format!("SELECT id, {}::text FROM {table}", shape.column()),
-            &[],
-        )
-        .await
-        .unwrap()
-    {
+    let query = match shape {
+        Shape::Element => format!("SELECT _parent_id, value::text FROM {table}__a"),
+        _ => format!("SELECT id, {}::text FROM {table}", shape.column()),
+    };
+    for row in db.query(&query, &[]).await.unwrap() {
         let id: i64 = row.get(0);
         outcomes.insert(id as usize, Outcome::Loaded(row.get(1)));
     }
@@ -248,6 +257,11 @@ async fn run_oracle(
     for (corpus, &shape) in CORPORA
         .iter()
         .flat_map(|c| shapes.iter().map(move |s| (c, s)))
+        // A value only the server refuses (past a length or precision) is set aside by
+        // isolating its row, which a child table's row cannot be yet: it fails a family's
+        // load (docs/nested.md), so those corpora are read as elements only where the
+        // decoder itself judges every value.
+        .filter(|(c, s)| **s != Shape::Element || !c.sql_type.contains('('))
     {
         let lines: Vec<(usize, String)> = corpus
             .cases
@@ -258,6 +272,7 @@ async fn run_oracle(
         let prefix = match shape {
             Shape::Flat => "",
             Shape::Nested => "n",
+            Shape::Element => "e",
         };
         let (a_table, p_table) = (
             format!("{prefix}a_{}", corpus.tag),
@@ -267,6 +282,17 @@ async fn run_oracle(
             db.batch_execute(&format!(
                 "CREATE TABLE {table} (id bigint, {} {})",
                 shape.column(),
+                corpus.sql_type
+            ))
+            .await
+            .unwrap();
+        }
+        if shape == Shape::Element {
+            // The family apitap loads: the records' ids (the primary key the elements link
+            // to, as `_parent_id`), and their elements.
+            db.batch_execute(&format!(
+                "DROP TABLE {a_table}; CREATE TABLE {a_table} (id bigint PRIMARY KEY); \
+                 CREATE TABLE {a_table}__a (_parent_id bigint, _idx integer, value {}, PRIMARY KEY (_parent_id, _idx))",
                 corpus.sql_type
             ))
             .await
@@ -318,7 +344,7 @@ async fn every_value_lands_as_postgres_reads_it_or_is_refused() {
         (
             "apitap_oracle_utc",
             "UTC",
-            &[Shape::Flat, Shape::Nested][..],
+            &[Shape::Flat, Shape::Nested, Shape::Element][..],
         ),
         ("apitap_oracle_ny", "America/New_York", &[Shape::Flat][..]),
     ] {
