@@ -293,9 +293,17 @@ async fn without_a_key_root_rows_get_generated_ids_their_children_link_to() {
             ("34518203555".to_string(), 1)
         ]
     );
-    // A second load appends records with ids of their own.
-    let run = tables(EVENTS, &table, &[]).await;
+    // A second load appends records with ids of their own; its summary lists the children.
+    let run = tables(EVENTS, &table, &["--summary-json", "-"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(
+        summary["child_tables"],
+        serde_json::json!([
+            {"table": format!("{children}"), "rows": 3, "created_table": false, "added_columns": []},
+            {"table": format!("{table}__payload__issue__labels"), "rows": 1, "created_table": false, "added_columns": []},
+        ])
+    );
     let ids: i64 = db
         .query_one(
             &format!("SELECT count(DISTINCT _apitap_id) FROM {table}"),
