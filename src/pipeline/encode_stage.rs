@@ -137,9 +137,14 @@ impl EncodeStage {
                             })
                         });
                         self.track_cursor(&part);
+                        let rows = part.num_rows() as u64;
+                        if let Some(children) = self.children.as_mut().filter(|c| c.spools_root()) {
+                            chunks.extend(children.add_root(rows, &out)?);
+                            continue;
+                        }
                         chunks.push(Encoded::Copy(CopyChunk {
                             bytes: out.freeze(),
-                            rows: part.num_rows() as u64,
+                            rows,
                             refusable,
                             repeats,
                         }));

@@ -18,6 +18,7 @@ use crate::sink::plan::family::{
     FamilyPlan, GENERATED_ID, Identity, RECORD, child_fields, child_identity, child_spec,
     child_table, label, links, root_identity,
 };
+use crate::sink::write::Encoded;
 use crate::sink::write::spool::Spool;
 use crate::sink::{LoadPlan, PlanOptions, SinkError, describe_target, primary_key};
 
@@ -141,9 +142,19 @@ pub(super) struct ChildEncoders {
     tables: Vec<Spooler>,
     /// A merge's root keys, spooled after the child tables.
     parents: Option<Spooler>,
+    /// Appending or replacing, the root's rows are spooled too, after the child tables',
+    /// and the spool goes to the writer in parts ([`Encoded::Part`]), so that decoding goes
+    /// on while the writer COPYs one table after another.
+    spools_root: bool,
+    root_table: String,
     spool: Spool,
     buffer: BytesMut,
 }
+
+/// The COPY data a part of the spool holds before it goes to the writer: the writer sends
+/// a part's tables one after another while the next part is decoded, so a part is large
+/// enough that its COPYs are few, and small enough that the decoder seldom waits.
+const PART_BYTES: usize = 32 << 20;
 
 /// Encodes some columns of batches (with their record numbers, in a merge) for one file of
 /// the spool.
@@ -211,7 +222,8 @@ impl Spooler {
 }
 
 impl ChildEncoders {
-    /// The encoders of `root`'s child tables; `merge`: numbered, with the root's keys.
+    /// The encoders of `root`'s child tables; `merge`: numbered, with the root's keys;
+    /// else the root's rows are spooled too.
     pub(super) fn new(root: &LoadPlan, family: &FamilyPlan, merge: bool) -> ChildEncoders {
         let tables = family
             .children
@@ -222,7 +234,9 @@ impl ChildEncoders {
         ChildEncoders {
             tables,
             parents,
-            spool: Spool::new(family.children.len() + usize::from(merge)),
+            spools_root: !merge,
+            root_table: root.table.to_string(),
+            spool: Spool::new(family.children.len() + 1),
             buffer: BytesMut::new(),
         }
     }
@@ -281,6 +295,28 @@ impl ChildEncoders {
             )?;
         }
         Ok(())
+    }
+
+    /// Whether the root's COPY data goes to the spool ([`ChildEncoders::add_root`]).
+    pub(super) fn spools_root(&self) -> bool {
+        self.spools_root
+    }
+
+    /// Spools `rows` rows of the root table, as COPY data; returns a part for the writer
+    /// once the spool holds enough.
+    pub(super) fn add_root(
+        &mut self,
+        rows: u64,
+        tuples: &[u8],
+    ) -> Result<Option<Encoded>, LoadError> {
+        let file = self.tables.len();
+        self.spool.append(file, rows, tuples).map_err(|error| {
+            LoadError::Sink(SinkError::Spool {
+                table: self.root_table.clone(),
+                error,
+            })
+        })?;
+        Ok((self.spool.bytes() >= PART_BYTES).then(|| Encoded::Part(self.spool.take())))
     }
 
     /// The rows spooled since the last call.

@@ -20,6 +20,9 @@ pub(crate) enum Encoded {
         rows: u64,
         refusable: Option<Box<Refusable>>,
     },
+    /// `--nested tables`: the next part of the rows of every table of the family, each in
+    /// a temporary file ([`RowsPath::Family`](super::RowsPath::Family)).
+    Part(Spool),
     /// A commit point (`--commit-every`): where to resume, and the highest cursor so far.
     Checkpoint {
         resume: String,
@@ -78,7 +81,7 @@ impl From<Encoded> for Option<SegmentEnd> {
                 cursor,
                 children,
             }),
-            Encoded::Copy(_) | Encoded::Rows { .. } => None,
+            Encoded::Copy(_) | Encoded::Rows { .. } | Encoded::Part(_) => None,
         }
     }
 }
@@ -103,6 +106,7 @@ pub(super) async fn next_chunk(
     match rx.recv().await {
         Some(Encoded::Copy(chunk)) => Ok(Continue(chunk)),
         Some(Encoded::Rows { .. }) => Err(SinkError::Protocol("INSERT rows on the COPY path")),
+        Some(Encoded::Part(_)) => Err(SinkError::Protocol("spooled rows on the COPY path")),
         Some(end) => Option::<SegmentEnd>::from(end)
             .map(Break)
             .ok_or(SinkError::Protocol("a segment that does not end")),

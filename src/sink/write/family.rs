@@ -2,11 +2,16 @@
 //! the rows, and their spooled rows ([`super::spool`]) after the root table's, before the
 //! commit — so the family commits together or not at all.
 
+use tokio::sync::mpsc;
+
 use super::create::create_table;
+use super::encoded::{Encoded, SegmentEnd};
 use super::execute;
 use super::merge::as_stored;
 use super::spool::Spool;
 use crate::base::options::Mode;
+use crate::metrics::Statement;
+use crate::progress::{Progress, SentWith};
 use crate::schema::{Column, quote_ident};
 use crate::sink::plan::family::{FamilyPlan, IDX, RECORD};
 use crate::sink::plan::{AlterTable, LoadPlan};
@@ -32,6 +37,75 @@ pub(super) async fn prepare_children(
         execute(transaction, delete.as_deref(), "DELETE", table).await?;
     }
     Ok(())
+}
+
+/// [`super::RowsPath::Family`]: each part of the family's rows as it comes — the root's
+/// file, then each child table's — up to the input's end or a commit point, whose marker
+/// brings the last part. `child_rows` adds up the rows each child table got.
+pub(super) async fn segment(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &LoadPlan,
+    family: &FamilyPlan,
+    rx: &mut mpsc::Receiver<Encoded>,
+    progress: &Progress,
+    first: bool,
+    child_rows: &mut [u64],
+) -> Result<(u64, SegmentEnd), SinkError> {
+    let freeze = first && plan.may_freeze();
+    let mut rows = 0;
+    loop {
+        let (part, end) = match rx.recv().await {
+            Some(Encoded::Part(part)) => (Some(part), None),
+            Some(item) => match Option::<SegmentEnd>::from(item) {
+                Some(SegmentEnd::Done { cursor, children }) => {
+                    let end = SegmentEnd::Done {
+                        cursor,
+                        children: None,
+                    };
+                    (children, Some(end))
+                }
+                Some(SegmentEnd::Checkpoint {
+                    resume,
+                    cursor,
+                    children,
+                }) => {
+                    let end = SegmentEnd::Checkpoint {
+                        resume,
+                        cursor,
+                        children: None,
+                    };
+                    (children, Some(end))
+                }
+                None => return Err(SinkError::Protocol("rows not spooled on the family path")),
+            },
+            None => return Err(SinkError::InputEnded),
+        };
+        if let Some(part) = part {
+            let mut files = part.into_files();
+            if let Some(Some(root)) = files.pop() {
+                let copied = root
+                    .copy(transaction, &plan.copy_statement(freeze), &plan.table)
+                    .await?;
+                progress.add_rows(copied, SentWith::Copy);
+                progress.round_trip(Statement::Copy);
+                rows += copied;
+            }
+            for ((file, child), total) in files
+                .into_iter()
+                .zip(&family.children)
+                .zip(&mut *child_rows)
+            {
+                if let Some(file) = file {
+                    *total += file
+                        .copy(transaction, &child.copy_statement(false), &child.table)
+                        .await?;
+                }
+            }
+        }
+        if let Some(end) = end {
+            return Ok((rows, end));
+        }
+    }
 }
 
 /// Sends the child rows of a segment, table by table (merging them in a merge); returns

@@ -88,7 +88,7 @@ pub(super) async fn segment(
                 rows,
                 refusable,
             }) => (columns, rows, refusable),
-            Some(Encoded::Copy(_)) => {
+            Some(Encoded::Copy(_) | Encoded::Part(_)) => {
                 return Err(SinkError::Protocol("COPY data on the INSERT path"));
             }
             Some(end) => {

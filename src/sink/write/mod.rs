@@ -141,7 +141,16 @@ async fn write_segments(
             false => None,
         };
         let plan = meanwhile.as_ref().unwrap_or(plan);
-        let (loaded, end) = write_rows(&mut transaction, plan, path, rx, progress, first).await?;
+        let (loaded, end) = write_rows(
+            &mut transaction,
+            plan,
+            path,
+            rx,
+            progress,
+            first,
+            &mut child_rows,
+        )
+        .await?;
         rows += loaded;
         let (cursor, resume, children) = match end {
             SegmentEnd::Checkpoint {
@@ -259,6 +268,7 @@ async fn prepare_table(
 }
 
 /// One segment's rows, written the way `path` says: up to the input's end or a commit point.
+/// `child_rows` adds up the rows each child table got (`--nested tables`).
 async fn write_rows(
     transaction: &mut tokio_postgres::Transaction<'_>,
     plan: &LoadPlan,
@@ -266,8 +276,16 @@ async fn write_rows(
     rx: &mut mpsc::Receiver<Encoded>,
     progress: &Progress,
     first: bool,
+    child_rows: &mut [u64],
 ) -> Result<(u64, SegmentEnd), SinkError> {
     match path {
+        RowsPath::Family => {
+            let family = plan
+                .family
+                .as_deref()
+                .ok_or(SinkError::Protocol("the family path without a family"))?;
+            family::segment(transaction, plan, family, rx, progress, first, child_rows).await
+        }
         RowsPath::Nothing => Ok((0, drain(rx).await?)),
         RowsPath::Insert { rejects } => {
             insert::segment(transaction, plan, rx, rejects.as_deref(), progress).await

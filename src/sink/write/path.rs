@@ -22,6 +22,10 @@ pub(crate) enum RowsPath {
     Insert { rejects: Option<Arc<RejectFile>> },
     /// One binary COPY into the table (or into the new table of a replace's swap).
     Copy,
+    /// `--nested tables`, appending or replacing: the root's rows and the child tables' come
+    /// in parts, each a temporary file per table, COPYed table by table
+    /// ([`super::family::segment`]).
+    Family,
     /// Binary COPY chunk by chunk, each under a savepoint, setting aside the rows the server
     /// refuses (`--on-error reject`).
     CopyIsolating { rejects: Arc<RejectFile> },
@@ -72,7 +76,7 @@ impl RowsPath {
             // A row the server refuses cannot be set aside alone when child tables hold
             // rows of its record: the load fails instead, naming it (the decoder still sets
             // aside every record it refuses, with all its rows).
-            Some(_) if plan.family.is_some() => RowsPath::Copy,
+            _ if plan.family.is_some() => RowsPath::Family,
             Some(rejects) => RowsPath::CopyIsolating { rejects },
             None if !streams.is_empty() => RowsPath::Streams { streams },
             None => RowsPath::Copy,

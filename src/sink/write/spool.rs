@@ -24,6 +24,8 @@ use crate::sink::plan::LoadPlan;
 #[derive(Debug, Default)]
 pub(crate) struct Spool {
     files: Vec<Option<Spooled>>,
+    /// The COPY data in all the files.
+    bytes: usize,
 }
 
 /// One table's rows in a temporary file.
@@ -40,6 +42,7 @@ impl Spool {
     pub(crate) fn new(tables: usize) -> Spool {
         Spool {
             files: (0..tables).map(|_| None).collect(),
+            bytes: 0,
         }
     }
 
@@ -60,7 +63,13 @@ impl Spool {
         };
         spooled.file.write_all(tuples)?;
         spooled.rows += rows;
+        self.bytes += tuples.len();
         Ok(())
+    }
+
+    /// The COPY data spooled, in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The rows spooled so far, leaving an empty spool for the next segment.
@@ -114,7 +123,8 @@ impl Spooled {
         statement: &str,
         table: &TableName,
     ) -> Result<u64, SinkError> {
-        send(transaction, statement, self)
+        let started = std::time::Instant::now();
+        let rows = send(transaction, statement, self)
             .await
             .map_err(|e| match e {
                 Failure::File(e) => SinkError::Spool {
@@ -122,7 +132,9 @@ impl Spooled {
                     error: e,
                 },
                 Failure::Copy(e) => SinkError::database("COPY", table, &e),
-            })
+            })?;
+        tracing::info!(statement = "COPY", table = %table, rows_affected = rows, elapsed_ms = started.elapsed().as_millis() as u64, "sql.execute");
+        Ok(rows)
     }
 }
 

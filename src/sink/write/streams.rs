@@ -320,7 +320,7 @@ async fn fill_and_publish(
                 }
                 // Only a clean end of every stage may let the rows be published.
                 Some(Encoded::End { cursor, .. }) => return Ok(cursor),
-                Some(Encoded::Rows { .. } | Encoded::Checkpoint { .. }) => {
+                Some(Encoded::Rows { .. } | Encoded::Checkpoint { .. } | Encoded::Part(_)) => {
                     return Err(SinkError::Protocol("--copy-streams takes COPY chunks only"));
                 }
                 None => return Err(SinkError::InputEnded),

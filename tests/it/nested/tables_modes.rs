@@ -331,3 +331,38 @@ async fn each_commit_point_commits_the_children_of_its_pages() {
         .get(0);
     assert_eq!(orphans, 0);
 }
+
+/// More child rows than one part of the spool holds (32 MiB of COPY data): the writer COPYs
+/// the family part by part while the rest is decoded, every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_larger_than_a_part_lands_whole() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "tables_parts").await;
+    let table = format!("{schema}.t");
+    let dir = tempfile::tempdir().unwrap();
+    let elements: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+    let elements = elements.join(",");
+    let lines: Vec<String> = (1..=20_000)
+        .map(|id| format!(r#"{{"id": {id}, "a": [{elements}]}}"#))
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let source = input(&dir, "parts.ndjson", &lines);
+    let run = tables(&source, &table, &["--key", "id", "--mode", "replace"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let facts: (i64, i64, i64, i64) = db
+        .query_one(
+            &format!(
+                "SELECT count(*), count(DISTINCT _parent_id), sum(value)::bigint, \
+                 count(*) FILTER (WHERE value = _idx) FROM {table}__a"
+            ),
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .unwrap();
+    assert_eq!(
+        facts,
+        (1_200_000, 20_000, 20_000 * (59 * 60 / 2), 1_200_000)
+    );
+    assert_eq!(count(&db, &table).await, 20_000);
+}
