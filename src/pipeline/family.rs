@@ -153,8 +153,9 @@ pub(super) struct ChildEncoders {
 
 /// The COPY data a part of the spool holds before it goes to the writer: the writer sends
 /// a part's tables one after another while the next part is decoded, so a part is large
-/// enough that its COPYs are few, and small enough that the decoder seldom waits.
-const PART_BYTES: usize = 32 << 20;
+/// enough that its COPYs are few, and small enough to hold in memory (a part is in memory,
+/// up to four wait in the channel to the writer).
+const PART_BYTES: usize = 16 << 20;
 
 /// Encodes some columns of batches (with their record numbers, in a merge) for one file of
 /// the spool.
@@ -236,7 +237,11 @@ impl ChildEncoders {
             parents,
             spools_root: !merge,
             root_table: root.table.to_string(),
-            spool: Spool::new(family.children.len() + 1),
+            // A merge's spool holds a whole segment; parts are held in memory.
+            spool: match merge {
+                true => Spool::new(family.children.len() + 1),
+                false => Spool::in_memory(family.children.len() + 1),
+            },
             buffer: BytesMut::new(),
         }
     }

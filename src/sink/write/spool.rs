@@ -20,19 +20,32 @@ use crate::schema::TableName;
 use crate::sink::SinkError;
 use crate::sink::plan::LoadPlan;
 
-/// The child rows of one segment, a file per child table (none until it has rows).
+/// The child rows of one segment (or part), a file or buffer per table (none until it has
+/// rows).
 #[derive(Debug, Default)]
 pub(crate) struct Spool {
     files: Vec<Option<Spooled>>,
     /// The COPY data in all the files.
     bytes: usize,
+    /// Held in memory: a part of bounded size ([`Spool::in_memory`]).
+    in_memory: bool,
 }
 
-/// One table's rows in a temporary file.
+/// One table's rows.
 #[derive(Debug)]
 pub(crate) struct Spooled {
-    file: File,
+    held: Held,
     rows: u64,
+}
+
+/// Where a table's spooled rows are.
+#[derive(Debug)]
+enum Held {
+    /// A temporary file, for as many rows as a segment holds.
+    File(File),
+    /// A buffer, for a part whose size the encode stage bounds: writing it to a file and
+    /// reading it back would cost the client a tenth of its time for nothing.
+    Memory(BytesMut),
 }
 
 /// How much of a spooled file one COPY message carries.
@@ -43,6 +56,15 @@ impl Spool {
         Spool {
             files: (0..tables).map(|_| None).collect(),
             bytes: 0,
+            in_memory: false,
+        }
+    }
+
+    /// A spool held in memory: for parts the caller keeps small.
+    pub(crate) fn in_memory(tables: usize) -> Spool {
+        Spool {
+            in_memory: true,
+            ..Spool::new(tables)
         }
     }
 
@@ -57,11 +79,17 @@ impl Spool {
         let spooled = match &mut self.files[table] {
             Some(spooled) => spooled,
             slot => slot.insert(Spooled {
-                file: tempfile::tempfile()?,
+                held: match self.in_memory {
+                    true => Held::Memory(BytesMut::new()),
+                    false => Held::File(tempfile::tempfile()?),
+                },
                 rows: 0,
             }),
         };
-        spooled.file.write_all(tuples)?;
+        match &mut spooled.held {
+            Held::File(file) => file.write_all(tuples)?,
+            Held::Memory(buffer) => buffer.extend_from_slice(tuples),
+        }
         spooled.rows += rows;
         self.bytes += tuples.len();
         Ok(())
@@ -74,7 +102,11 @@ impl Spool {
 
     /// The rows spooled so far, leaving an empty spool for the next segment.
     pub(crate) fn take(&mut self) -> Spool {
-        Spool::new(self.files.len()).replace(self)
+        let empty = Spool {
+            in_memory: self.in_memory,
+            ..Spool::new(self.files.len())
+        };
+        empty.replace(self)
     }
 
     fn replace(mut self, old: &mut Spool) -> Spool {
@@ -147,16 +179,26 @@ enum Failure {
 async fn send(
     transaction: &tokio_postgres::Transaction<'_>,
     statement: &str,
-    mut spooled: Spooled,
+    spooled: Spooled,
 ) -> Result<u64, Failure> {
-    spooled
-        .file
-        .seek(SeekFrom::Start(0))
-        .map_err(Failure::File)?;
-    let mut file = tokio::fs::File::from_std(spooled.file);
     let mut copy = CopyIn::open(transaction, statement)
         .await
         .map_err(Failure::Copy)?;
+    let mut file = match spooled.held {
+        Held::File(file) => file,
+        Held::Memory(buffer) => {
+            let mut buffer = buffer.freeze();
+            while !buffer.is_empty() {
+                let piece = buffer.split_to(CHUNK.min(buffer.len()));
+                copy.send(piece).await.map_err(Failure::Copy)?;
+            }
+            let rows = copy.finish().await.map_err(Failure::Copy)?;
+            debug_assert_eq!(rows, spooled.rows);
+            return Ok(rows);
+        }
+    };
+    file.seek(SeekFrom::Start(0)).map_err(Failure::File)?;
+    let mut file = tokio::fs::File::from_std(file);
     let mut buffer = BytesMut::with_capacity(CHUNK);
     loop {
         buffer.reserve(CHUNK);
