@@ -1,13 +1,14 @@
-//! `--nested tables`: child tables' rows wait in temporary files until the root table's rows
-//! are in, then each table's go in with one COPY, in the load's transaction.
+//! `--nested tables`: the rows of a family of tables, held per table until the writer sends
+//! each table's as one COPY, in the load's transaction.
 //!
-//! A connection runs one COPY at a time, and the root table's COPY streams for the whole
-//! load (or segment, with `--commit-every`). Holding child rows in memory until then would
-//! make memory grow with the input; a COPY per table per batch would cost round trips and
-//! end the root's COPY each time. So the encode stage appends each batch's child rows,
-//! already binary COPY tuples, to one unnamed temporary file per table (removed by the
-//! system when closed, even after a crash), and the writer sends each file as one COPY
-//! before it commits. Disk use is about the size of the child rows as COPY data.
+//! A connection runs one COPY at a time, so the tables of a family cannot each stream as
+//! their rows come; a COPY per table per batch would cost round trips by the thousand. So
+//! the encode stage appends each batch's rows, already binary COPY tuples, to a spool with
+//! one place per table. Appending or replacing, the spool is a part of bounded size held in
+//! memory: the writer sends one part table by table while the next is being filled. A merge
+//! applies a segment's child rows only after the root's upsert, so its spool holds the whole
+//! segment, in one unnamed temporary file per table (removed by the system when closed, even
+//! after a crash): disk use is about the size of the child rows as COPY data.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
