@@ -445,7 +445,9 @@ impl FamilyRows {
             let index: ArrayRef = Arc::new(Int32Array::from(rows.index.clone()));
             let mut elements = elements.into_iter();
             let mut columns = Vec::with_capacity(spec.fills.len());
-            let mut links = Vec::new();
+            // The row's identity for its own children: its links in the order of the
+            // parent's identity (whatever order the table has its columns in), then `_idx`.
+            let mut links: Vec<ArrayRef> = vec![index.clone(); parent_identity.len() + 1];
             for (fill, column) in spec.fills.iter().zip(&spec.columns.columns) {
                 let array = match fill {
                     Fill::Link(i) => {
@@ -455,7 +457,7 @@ impl FamilyRows {
                             true => taken,
                             false => arrow_cast::cast(&taken, &to)?,
                         };
-                        links.push(linked.clone());
+                        links[*i] = linked.clone();
                         linked
                     }
                     Fill::Index => index.clone(),
@@ -468,7 +470,6 @@ impl FamilyRows {
                 };
                 columns.push(array);
             }
-            links.push(index);
             identities.push(links);
             let mut batch = RecordBatch::try_new(spec.columns.arrow_schema(), columns)?;
             let kept = |r: u32| keep.is_none_or(|keep| keep[r as usize]);

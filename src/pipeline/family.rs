@@ -91,6 +91,15 @@ pub(super) async fn plan_family(
         }
         let mut plan = LoadPlan::new(&target, &fields, &options)?;
         let identity = child_identity(&links);
+        let loaded = plan.copy_names();
+        if let Some((missing, _)) = identity.iter().find(|(name, _)| !loaded.contains(name)) {
+            return Err(LoadError::Sink(SinkError::Plan {
+                table: plan.table.to_string(),
+                reason: format!(
+                    "it has no column {missing:?}, which links its rows to their parents; add it, or load with --schema evolve"
+                ),
+            }));
+        }
         if let Some(create) = &mut plan.create_table {
             create.primary_key = identity.iter().map(|(name, _)| name.clone()).collect();
         }

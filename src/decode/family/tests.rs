@@ -236,3 +236,21 @@ fn without_a_key_the_root_rows_get_generated_ids_their_children_carry() {
     assert_eq!(sub[2], format!("{}|1|0|∅", id(2)));
     assert_eq!(uuid::Uuid::parse_str(&id(0)).unwrap().get_version_num(), 7);
 }
+
+#[test]
+fn a_parent_whose_table_orders_its_columns_otherwise_links_its_children_the_same() {
+    let mut spec = spec();
+    // items as a table made by hand might have it: `_idx`, `n`, then `_parent_id`.
+    let items = &mut spec.children[1];
+    items.columns.columns.rotate_left(1);
+    items.fills.rotate_left(1);
+    assert_eq!(items.fills, [Fill::Index, Fill::Element, Fill::Link(0)]);
+    let out = decode(RECORDS, false, spec).unwrap();
+    let d = &out[0];
+    assert_eq!(rows(&d.children[1].batch)[0], "0|10|1");
+    assert_eq!(
+        rows(&d.children[2].batch),
+        ["1|0|0|true", "1|0|1|false", "3|1|0|∅", "3|1|1|true"]
+    );
+    assert_eq!(d.children[1].records, [1, 1, 1, 3, 3]);
+}

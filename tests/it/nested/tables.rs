@@ -479,3 +479,24 @@ async fn a_child_table_that_exists_already_is_loaded_into_beside_a_new_root() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_child_table_without_a_link_column_is_refused_under_freeze() {
+    let db = client().await;
+    let schema = fresh_schema(&db, "tables_no_link").await;
+    let table = format!("{schema}.events");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table}__payload__issue__labels (_parent_id text, id bigint, name text, color text, \"default\" boolean)"
+    ))
+    .await
+    .unwrap();
+    let run = tables(EVENTS, &table, &["--key", "id", "--schema", "freeze"]).await;
+    assert_fails(
+        &run,
+        &format!(
+            "cannot load {table}__payload__issue__labels: it has no column \"_idx\", which links its rows to their parents; \
+             add it, or load with --schema evolve"
+        ),
+    );
+    assert!(!table_exists(&db, &table).await);
+}
