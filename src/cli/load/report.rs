@@ -24,20 +24,8 @@ pub(super) fn report(args: &LoadArgs, load: &Load, summary: &LoadSummary) -> any
             f.line()
         ));
     }
-    if !args.quiet && !summary.child_tables.is_empty() {
-        let children: Vec<String> = summary
-            .child_tables
-            .iter()
-            .map(|c| {
-                let created = if c.created_table { " (created)" } else { "" };
-                let added = match c.added_columns.is_empty() {
-                    true => String::new(),
-                    false => format!(", added column(s) {}", c.added_columns.join(", ")),
-                };
-                format!("{}{created}: {} rows{added}", c.table, c.rows)
-            })
-            .collect();
-        crate::base::say(&format!("apitap: child tables: {}", children.join("; ")));
+    if let Some(line) = child_tables(summary).filter(|_| !args.quiet) {
+        crate::base::say(&line);
     }
     if !args.quiet {
         for (_, why) in &summary.paging_stopped {
@@ -113,4 +101,24 @@ pub(super) fn report(args: &LoadArgs, load: &Load, summary: &LoadSummary) -> any
             .with_context(|| format!("could not write --summary-json {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `--nested tables`: what each child table got, as one line.
+fn child_tables(summary: &LoadSummary) -> Option<String> {
+    if summary.child_tables.is_empty() {
+        return None;
+    }
+    let children: Vec<String> = summary
+        .child_tables
+        .iter()
+        .map(|c| {
+            let created = if c.created_table { " (created)" } else { "" };
+            let added = match c.added_columns.is_empty() {
+                true => String::new(),
+                false => format!(", added column(s) {}", c.added_columns.join(", ")),
+            };
+            format!("{}{created}: {} rows{added}", c.table, c.rows)
+        })
+        .collect();
+    Some(format!("apitap: child tables: {}", children.join("; ")))
 }
