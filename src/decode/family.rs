@@ -26,6 +26,7 @@ use super::fields::{Object, fill_row, kind_words, syntax};
 use super::layout::Layout;
 use super::scan::{self, Kind, SyntaxError, Value};
 use super::{DecodeError, DecodeOptions};
+use crate::decode::infer::family::VALUE;
 use crate::schema::TableSchema;
 
 /// What fills a column of a child table.
@@ -138,6 +139,8 @@ pub struct ChildBatch {
 /// One child table's rows of the batch being built.
 struct ChildRows {
     layout: Layout,
+    /// The slot of the `value` column, for elements that are not objects.
+    value: usize,
     /// Which child each of `layout.arrays` goes to.
     arrays: Vec<usize>,
     /// Row-major, `layout.width` slots a row, as the root's.
@@ -203,7 +206,9 @@ impl FamilyRows {
                 let child = &spec.children[i];
                 let (paths, arrays) = spec.arrays_of(Some(i));
                 let elements = element_columns(child);
+                let value = elements.columns.iter().position(|c| c.name == VALUE);
                 ChildRows {
+                    value: value.unwrap_or_default(),
                     layout: Layout::with_arrays(&elements, &paths, format!("{}.", child.label)),
                     arrays,
                     values: Vec::new(),
@@ -313,7 +318,7 @@ impl FamilyRows {
             rows.values.resize((row + 1) * width, Value::default());
             let slots = &mut rows.values[row * width..];
             if spec.scalar {
-                slots[0] = element;
+                slots[rows.value] = element;
             } else {
                 match element.kind {
                     Kind::Object => {

@@ -11,6 +11,7 @@ use arrow_array::RecordBatch;
 
 use crate::decode::Decoded;
 use crate::decode::family::FamilySpec;
+use crate::decode::infer::family::VALUE;
 use crate::encode::CopyEncoder;
 use crate::load::Load;
 use crate::schema::{Column, PgType};
@@ -92,11 +93,13 @@ pub(super) async fn plan_family(
         let mut plan = LoadPlan::new(&target, &fields, &options)?;
         let identity = child_identity(&links);
         let loaded = plan.copy_names();
-        if let Some((missing, _)) = identity.iter().find(|(name, _)| !loaded.contains(name)) {
+        let value = (VALUE.to_string(), PgType::Jsonb);
+        let needed = identity.iter().chain(child.scalar.then_some(&value));
+        if let Some((missing, _)) = needed.into_iter().find(|(name, _)| !loaded.contains(name)) {
             return Err(LoadError::Sink(SinkError::Plan {
                 table: plan.table.to_string(),
                 reason: format!(
-                    "it has no column {missing:?}, which links its rows to their parents; add it, or load with --schema evolve"
+                    "it has no column {missing:?}, which its rows need (a link to their parent, or the element); add it, or load with --schema evolve"
                 ),
             }));
         }

@@ -254,3 +254,14 @@ fn a_parent_whose_table_orders_its_columns_otherwise_links_its_children_the_same
     );
     assert_eq!(d.children[1].records, [1, 1, 1, 3, 3]);
 }
+
+#[test]
+fn a_scalar_element_goes_to_the_value_column_wherever_the_table_has_it() {
+    let mut spec = spec();
+    // tags as a table made by hand might have it: a column of its own before `value`.
+    let tags = &mut spec.children[0];
+    tags.columns.columns.insert(2, column("note", PgType::Text));
+    tags.fills.insert(2, Fill::Element);
+    let out = decode(RECORDS, false, spec).unwrap();
+    assert_eq!(rows(&out[0].children[0].batch), ["1|0|∅|a", "1|1|∅|b"]);
+}

@@ -494,8 +494,8 @@ async fn an_existing_child_table_without_a_link_column_is_refused_under_freeze()
     assert_fails(
         &run,
         &format!(
-            "cannot load {table}__payload__issue__labels: it has no column \"_idx\", which links its rows to their parents; \
-             add it, or load with --schema evolve"
+            "cannot load {table}__payload__issue__labels: it has no column \"_idx\", which its rows need (a link to their parent, \
+             or the element); add it, or load with --schema evolve"
         ),
     );
     assert!(!table_exists(&db, &table).await);
